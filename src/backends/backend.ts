@@ -1,0 +1,80 @@
+/**
+ * The one interface every compute backend implements completely. Layers call only these methods, so
+ * a layer never knows which backend runs it. The op set is closed (the layers of a VGG-style CNN and
+ * what style transfer needs), so a typed interface, checked by the compiler, replaces a string-keyed
+ * kernel registry.
+ *
+ * Conventions (the course's, see ../../README.md#conventions):
+ * - activations are NCHW float32;
+ * - convolution weights are [Cin, kH, kW, Cout] (the course's ConvolutionalLayer layout), biases [Cout];
+ * - fully connected weights are [Din, Dout], biases [Dout];
+ * - every backward method returns gradients of a scalar loss L given dL/d(output).
+ */
+import type { Shape, Tensor } from '../tensor/tensor.js';
+
+export interface Conv2dParams {
+  /** Zero padding added on every side. */
+  readonly pad: number;
+  readonly stride: number;
+}
+
+export interface Pool2dParams {
+  /** Square window size. */
+  readonly kernel: number;
+  readonly stride: number;
+  /** Padding on every side; padded cells never win the max. */
+  readonly pad: number;
+}
+
+export interface ParamGradients {
+  readonly dw: Tensor;
+  readonly db: Tensor;
+}
+
+export interface LinearGradients extends ParamGradients {
+  readonly dx: Tensor;
+}
+
+export type BackendName = 'loops' | 'ts';
+
+export interface Backend {
+  readonly name: BackendName;
+  /** One line for help texts and reports. */
+  readonly description: string;
+
+  /** y = conv(x, w) + b, seed eq. 22: x [N,Cin,H,W], w [Cin,K,K,Cout], b [Cout] -> [N,Cout,Ho,Wo]. */
+  conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams): Tensor;
+  /** dL/dx of conv2d, shaped like the forward input `xShape`. */
+  conv2dBackwardData(dy: Tensor, w: Tensor, xShape: Shape, p: Conv2dParams): Tensor;
+  /** dL/dw and dL/db of conv2d, summed over the batch. */
+  conv2dBackwardParams(dy: Tensor, x: Tensor, kernel: number, p: Conv2dParams): ParamGradients;
+
+  /** Max pooling, seed eq. 23: [N,C,H,W] -> [N,C,Ho,Wo], floor output size. */
+  maxPool2d(x: Tensor, p: Pool2dParams): Tensor;
+  /** Routes each dy to the first maximum of its window (ties: first in row-major order). */
+  maxPool2dBackward(dy: Tensor, x: Tensor, p: Pool2dParams): Tensor;
+
+  /** C = op(A) op(B), op = transpose when asked: rank-2 tensors only. */
+  matmul(a: Tensor, b: Tensor, transA?: boolean, transB?: boolean): Tensor;
+  /** Fully connected, seed eq. 5: v = x W + b, x [N,Din], W [Din,Dout]. */
+  linear(x: Tensor, w: Tensor, b: Tensor): Tensor;
+  /** Seed eqs. 8, 9, 12: dW = x^T dy, db = sum_n dy, dx = dy W^T. */
+  linearBackward(dy: Tensor, x: Tensor, w: Tensor): LinearGradients;
+
+  /** Seed eq. 16. */
+  relu(x: Tensor): Tensor;
+  /** Seed eq. 18: dy where x > 0, else 0. */
+  reluBackward(dy: Tensor, x: Tensor): Tensor;
+
+  /** [N,C,H,W] -> [N, H*W*C] in NHWC order, so that MatConvNet's fc6 weights line up. */
+  flattenNhwc(x: Tensor): Tensor;
+  /** The inverse permutation of flattenNhwc, back to `xShape` = [N,C,H,W]. */
+  flattenNhwcBackward(dy: Tensor, xShape: Shape): Tensor;
+
+  /** Row-wise softmax of [N,K] logits, seed eq. 19 (max-shifted for stability). */
+  softmax(logits: Tensor): Tensor;
+  /** Mean cross-entropy over the batch of softmax probabilities `prob` [N,K], seed eq. 20. */
+  crossEntropy(prob: Tensor, labels: Int32Array): number;
+  /** dL/dlogits of the mean softmax cross-entropy: (p - onehot) / N, seed eq. 21. */
+  softmaxCrossEntropyBackward(prob: Tensor, labels: Int32Array): Tensor;
+}

@@ -1,0 +1,107 @@
+/**
+ * Ops whose simplest form is already linear-time and memory-bound: both CPU backends share them,
+ * and the four-loop backend's version is this one. (A GPU backend implements its own.)
+ */
+import { PasticheError } from '../errors.js';
+import { Tensor, expectRank, sameShape, shapeToString, type Shape } from '../tensor/tensor.js';
+import type { Backend } from './backend.js';
+import { checkLabels } from './shapes.js';
+
+type CommonOps = Pick<
+  Backend,
+  | 'relu'
+  | 'reluBackward'
+  | 'flattenNhwc'
+  | 'flattenNhwcBackward'
+  | 'softmax'
+  | 'crossEntropy'
+  | 'softmaxCrossEntropyBackward'
+>;
+
+function checkSame(a: Tensor, b: Tensor, what: string): void {
+  if (!sameShape(a.shape, b.shape)) {
+    throw new PasticheError(`${what}: shapes differ: ${shapeToString(a.shape)} vs ${shapeToString(b.shape)}`);
+  }
+}
+
+export const commonOps: CommonOps = {
+  relu(x: Tensor): Tensor {
+    const y = new Float32Array(x.size);
+    const xd = x.data;
+    for (let i = 0; i < y.length; i++) y[i] = xd[i]! > 0 ? xd[i]! : 0;
+    return new Tensor(x.shape, y);
+  },
+
+  reluBackward(dy: Tensor, x: Tensor): Tensor {
+    checkSame(dy, x, 'reluBackward');
+    const dx = new Float32Array(x.size);
+    for (let i = 0; i < dx.length; i++) dx[i] = x.data[i]! > 0 ? dy.data[i]! : 0;
+    return new Tensor(x.shape, dx);
+  },
+
+  flattenNhwc(x: Tensor): Tensor {
+    const [n, c, h, w] = expectRank(x, 4, 'flatten') as [number, number, number, number];
+    const y = new Float32Array(x.size);
+    const xd = x.data;
+    let o = 0;
+    for (let in_ = 0; in_ < n; in_++) {
+      for (let ih = 0; ih < h; ih++) {
+        for (let iw = 0; iw < w; iw++) {
+          for (let ic = 0; ic < c; ic++) y[o++] = xd[((in_ * c + ic) * h + ih) * w + iw]!;
+        }
+      }
+    }
+    return new Tensor([n, h * w * c], y);
+  },
+
+  flattenNhwcBackward(dy: Tensor, xShape: Shape): Tensor {
+    const [n, c, h, w] = xShape as [number, number, number, number];
+    if (xShape.length !== 4 || dy.rank !== 2 || dy.shape[0] !== n || dy.shape[1] !== c * h * w) {
+      throw new PasticheError(`flattenBackward: gradient ${shapeToString(dy.shape)} does not match input ${shapeToString(xShape)}`);
+    }
+    const dx = new Float32Array(dy.size);
+    const g = dy.data;
+    let o = 0;
+    for (let in_ = 0; in_ < n; in_++) {
+      for (let ih = 0; ih < h; ih++) {
+        for (let iw = 0; iw < w; iw++) {
+          for (let ic = 0; ic < c; ic++) dx[((in_ * c + ic) * h + ih) * w + iw] = g[o++]!;
+        }
+      }
+    }
+    return new Tensor(xShape, dx);
+  },
+
+  softmax(logits: Tensor): Tensor {
+    const [n, k] = expectRank(logits, 2, 'softmax') as [number, number];
+    const p = new Float32Array(logits.size);
+    for (let r = 0; r < n; r++) {
+      const row = logits.data.subarray(r * k, (r + 1) * k);
+      let max = -Infinity;
+      for (const v of row) if (v > max) max = v;
+      let sum = 0; // float64 accumulation: 1000 terms
+      for (let j = 0; j < k; j++) sum += Math.exp(row[j]! - max);
+      for (let j = 0; j < k; j++) p[r * k + j] = Math.exp(row[j]! - max) / sum;
+    }
+    return new Tensor(logits.shape, p);
+  },
+
+  crossEntropy(prob: Tensor, labels: Int32Array): number {
+    const [n, k] = checkLabels(prob, labels);
+    let loss = 0;
+    // Clamp so that a probability that underflowed to 0 gives a large finite loss, not Infinity.
+    for (let r = 0; r < n; r++) loss -= Math.log(Math.max(prob.data[r * k + labels[r]!]!, 1e-30));
+    return loss / n;
+  },
+
+  softmaxCrossEntropyBackward(prob: Tensor, labels: Int32Array): Tensor {
+    const [n, k] = checkLabels(prob, labels);
+    const d = new Float32Array(prob.size);
+    for (let r = 0; r < n; r++) {
+      for (let j = 0; j < k; j++) {
+        d[r * k + j] = (prob.data[r * k + j]! - (j === labels[r] ? 1 : 0)) / n;
+      }
+    }
+    return new Tensor(prob.shape, d);
+  },
+};

@@ -1,0 +1,63 @@
+/**
+ * Image input as the course prepares it: decode (JPEG, PNG, WebP, ... via sharp/libvips), apply the
+ * EXIF orientation, convert to 8-bit RGB, resize bilinearly, subtract the mean pixel, NCHW float32.
+ * sharp's 'linear' kernel with fit 'fill' matches PIL's bilinear resize to within 0.2 grey levels on
+ * the sample photos (the fixtures' README); its default lanczos3 would be 1-2 levels off.
+ */
+import { promises as fs } from 'node:fs';
+import sharp from 'sharp';
+import { fileError } from '../errors.js';
+import { Tensor } from '../tensor/tensor.js';
+
+/** Images larger than this many pixels are refused before decoding (about 16k x 16k). */
+export const MAX_INPUT_PIXELS = 268_402_689;
+
+export interface RgbImage {
+  readonly width: number;
+  readonly height: number;
+  /** Interleaved RGB, row-major (HWC). */
+  readonly data: Uint8Array;
+}
+
+/** Decodes `file` to RGB, optionally resized to exactly width x height with a bilinear filter. */
+export async function readRgb(file: string, size?: { width: number; height: number }): Promise<RgbImage> {
+  try {
+    const st = await fs.stat(file);
+    if (!st.isFile()) throw fileError(file, 'is not a file');
+    if (st.size === 0) throw fileError(file, 'is empty (0 bytes)');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw fileError(file, 'no such file');
+    if (code) throw fileError(file, `cannot read (${code})`);
+    throw e;
+  }
+  try {
+    let img = sharp(file, { limitInputPixels: MAX_INPUT_PIXELS, failOn: 'error' }).rotate().toColourspace('srgb').removeAlpha();
+    if (size) img = img.resize(size.width, size.height, { fit: 'fill', kernel: 'linear' });
+    const { data, info } = await img.raw().toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3) throw fileError(file, `decoded to ${info.channels} channels, expected RGB`);
+    return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+  } catch (e) {
+    if (e instanceof Error && e.name === 'PasticheError') throw e;
+    const msg = (e as Error).message.split('\n')[0]!.replace(/^Input (file|buffer) /, '');
+    throw fileError(file, `cannot decode image: ${msg}`);
+  }
+}
+
+/** RGB uint8 HWC -> [1, 3, H, W] float32 minus the mean pixel (no scaling to [0, 1], as the course). */
+export function rgbToTensor(img: RgbImage, mean: readonly [number, number, number]): Tensor {
+  const { width: w, height: h, data } = img;
+  const t = new Tensor([1, 3, h, w]);
+  const plane = w * h;
+  for (let i = 0; i < plane; i++) {
+    t.data[i] = data[3 * i]! - mean[0];
+    t.data[plane + i] = data[3 * i + 1]! - mean[1];
+    t.data[2 * plane + i] = data[3 * i + 2]! - mean[2];
+  }
+  return t;
+}
+
+/** The classifier's input: `size` x `size`, mean-subtracted, NCHW. */
+export async function loadClassifierInput(file: string, mean: readonly [number, number, number], size = 224): Promise<Tensor> {
+  return rgbToTensor(await readRgb(file, { width: size, height: size }), mean);
+}

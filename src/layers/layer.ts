@@ -1,0 +1,32 @@
+/** What every layer does, as in the course: forward, backward, and an SGD parameter update. */
+import { PasticheError } from '../errors.js';
+import type { Tensor } from '../tensor/tensor.js';
+
+export interface BackwardOptions {
+  /** Compute weight and bias gradients (default true). Style transfer needs only dL/dx. */
+  readonly paramGrads?: boolean;
+}
+
+export interface Layer {
+  readonly name: string;
+  /** Computes the output and remembers what backward needs. */
+  forward(x: Tensor): Tensor;
+  /** dL/dx from dL/dy of the last forward call; stores parameter gradients where there are any. */
+  backward(dy: Tensor, options?: BackwardOptions): Tensor;
+  /** SGD step with the stored gradients (seed eqs. 10-11); nothing for layers without parameters. */
+  update(lr: number): void;
+}
+
+/** The input remembered by forward, or a clear error if backward comes first. */
+export function remembered<T>(value: T | undefined, layer: string): T {
+  if (value === undefined) throw new PasticheError(`${layer}: backward called before forward`);
+  return value;
+}
+
+/** w -= lr * dw, in place. */
+export function sgdStep(param: Tensor, grad: Tensor | undefined, lr: number): void {
+  if (!grad) return;
+  const p = param.data;
+  const g = grad.data;
+  for (let i = 0; i < p.length; i++) p[i] -= lr * g[i]!;
+}

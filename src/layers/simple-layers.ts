@@ -1,0 +1,76 @@
+/** The layers without parameters: max pooling, ReLU, flatten. */
+import type { Backend, Pool2dParams } from '../backends/backend.js';
+import type { Shape, Tensor } from '../tensor/tensor.js';
+import { remembered, type Layer } from './layer.js';
+
+/** Max pooling (seed eq. 23). */
+export class MaxPoolingLayer implements Layer {
+  private input?: Tensor;
+  readonly params: Pool2dParams;
+
+  constructor(
+    readonly name: string,
+    private readonly backend: Backend,
+    readonly kernelSize: number,
+    readonly stride: number,
+    readonly padding = 0,
+  ) {
+    this.params = { kernel: kernelSize, stride, pad: padding };
+  }
+
+  forward(x: Tensor): Tensor {
+    this.input = x;
+    return this.backend.maxPool2d(x, this.params);
+  }
+
+  backward(dy: Tensor): Tensor {
+    return this.backend.maxPool2dBackward(dy, remembered(this.input, this.name), this.params);
+  }
+
+  update(): void {}
+}
+
+/** ReLU (seed eqs. 16-18). */
+export class ReLULayer implements Layer {
+  private input?: Tensor;
+
+  constructor(
+    readonly name: string,
+    private readonly backend: Backend,
+  ) {}
+
+  forward(x: Tensor): Tensor {
+    this.input = x;
+    return this.backend.relu(x);
+  }
+
+  backward(dy: Tensor): Tensor {
+    return this.backend.reluBackward(dy, remembered(this.input, this.name));
+  }
+
+  update(): void {}
+}
+
+/**
+ * NCHW -> NHWC, then flatten: MatConvNet's feature maps are [H, W, C], and its fc6 weights expect
+ * that order.
+ */
+export class FlattenLayer implements Layer {
+  private inputShape?: Shape;
+
+  constructor(
+    readonly name: string,
+    private readonly backend: Backend,
+  ) {}
+
+  forward(x: Tensor): Tensor {
+    this.inputShape = x.shape;
+    return this.backend.flattenNhwc(x);
+  }
+
+  backward(dy: Tensor): Tensor {
+    return this.backend.flattenNhwcBackward(dy, remembered(this.inputShape, this.name));
+  }
+
+  update(): void {}
+}

@@ -1,0 +1,151 @@
+/**
+ * VGG19 built from the declarative table and a set of weights: run forward to any named layer,
+ * capture any activations, and back-propagate gradients injected at any layers down to the input.
+ */
+import type { Backend } from '../backends/backend.js';
+import { PasticheError } from '../errors.js';
+import { ConvolutionalLayer } from '../layers/convolutional-layer.js';
+import { FullyConnectedLayer } from '../layers/fully-connected-layer.js';
+import type { BackwardOptions, Layer } from '../layers/layer.js';
+import { FlattenLayer, MaxPoolingLayer, ReLULayer } from '../layers/simple-layers.js';
+import { SoftmaxLossLayer } from '../layers/softmax-loss-layer.js';
+import { Tensor, sameShape, shapeToString } from '../tensor/tensor.js';
+import type { LayerWeights, Vgg19Weights } from '../weights/vgg19-weights.js';
+import { VGG19_LAYERS, layerNames, resolveLayerName } from './vgg19-table.js';
+
+export interface ForwardOptions {
+  /** Stop after this layer (default: the last, 'prob'). */
+  readonly until?: string;
+  /** Layer names whose outputs to return ('input' for the input itself). */
+  readonly capture?: readonly string[];
+}
+
+export interface ForwardResult {
+  /** The output of the last layer run. */
+  readonly output: Tensor;
+  readonly activations: Map<string, Tensor>;
+}
+
+export class Vgg19 {
+  readonly layers: readonly Layer[];
+  private readonly index = new Map<string, number>();
+
+  constructor(
+    readonly weights: Vgg19Weights,
+    readonly backend: Backend,
+  ) {
+    const layers: Layer[] = [];
+    for (const spec of VGG19_LAYERS) {
+      const p = weights.layers.get(spec.name);
+      const need = (kind: LayerWeights['kind']) => {
+        if (!p || p.kind !== kind) throw new PasticheError(`weights from ${weights.source} have no ${kind} parameters for ${spec.name}`);
+        return p as never;
+      };
+      switch (spec.kind) {
+        case 'conv': {
+          const c = need('conv') as Extract<LayerWeights, { kind: 'conv' }>;
+          const [cin, k, , cout] = c.w.shape as [number, number, number, number];
+          const layer = new ConvolutionalLayer(spec.name, backend, k, cin, cout, c.pad, c.stride);
+          layer.loadParam(c.w, c.b);
+          layers.push(layer);
+          break;
+        }
+        case 'fc': {
+          const f = need('fc') as Extract<LayerWeights, { kind: 'fc' }>;
+          const layer = new FullyConnectedLayer(spec.name, backend, f.w.shape[0]!, f.w.shape[1]!);
+          layer.loadParam(f.w, f.b);
+          layers.push(layer);
+          break;
+        }
+        case 'pool': {
+          const s = need('pool') as Extract<LayerWeights, { kind: 'pool' }>;
+          layers.push(new MaxPoolingLayer(spec.name, backend, s.kernel, s.stride, s.pad));
+          break;
+        }
+        case 'relu':
+          layers.push(new ReLULayer(spec.name, backend));
+          break;
+        case 'flatten':
+          layers.push(new FlattenLayer(spec.name, backend));
+          break;
+        case 'softmax':
+          layers.push(new SoftmaxLossLayer(spec.name, backend));
+          break;
+      }
+      this.index.set(spec.name, layers.length - 1);
+    }
+    this.layers = layers;
+  }
+
+  /** Position of a layer in the table; -1 for 'input'. Throws for unknown names. */
+  layerIndex(name: string): number {
+    const n = resolveLayerName(name);
+    if (n === undefined) throw new PasticheError(`unknown layer '${name}' (known: ${layerNames().join(' ')})`);
+    return n === 'input' ? -1 : this.index.get(n)!;
+  }
+
+  layer(name: string): Layer {
+    const i = this.layerIndex(name);
+    if (i < 0) throw new PasticheError("'input' is not a layer");
+    return this.layers[i]!;
+  }
+
+  forward(x: Tensor, options: ForwardOptions = {}): ForwardResult {
+    if (x.rank !== 4 || x.shape[1] !== 3) throw new PasticheError(`VGG19 input must be [N, 3, H, W], got ${shapeToString(x.shape)}`);
+    const wanted = new Map<number, string>();
+    for (const name of options.capture ?? []) wanted.set(this.layerIndex(name), resolveLayerName(name)!);
+    const last = this.layerIndex(options.until ?? 'prob');
+    const stop = Math.max(last, ...wanted.keys());
+    const activations = new Map<string, Tensor>();
+    if (wanted.has(-1)) activations.set('input', x);
+    let h = x;
+    for (let i = 0; i <= stop; i++) {
+      h = this.layers[i]!.forward(h);
+      const name = wanted.get(i);
+      if (name) activations.set(name, h);
+    }
+    return { output: h, activations };
+  }
+
+  /**
+   * Back-propagates from gradients injected at named layer outputs (dL/d(output of that layer))
+   * down to the input, after a forward pass that ran at least to the deepest of them. Gradients met
+   * on the way are added. Returns dL/dinput.
+   */
+  backward(grads: ReadonlyMap<string, Tensor>, options: BackwardOptions = {}): Tensor {
+    const at = new Map<number, Tensor>();
+    for (const [name, g] of grads) at.set(this.layerIndex(name), g);
+    if (at.size === 0) throw new PasticheError('backward needs at least one gradient');
+    const top = Math.max(...at.keys());
+    if (top === this.layerIndex('prob')) throw new PasticheError("backward from 'prob' needs the loss: use lossBackward");
+    let g: Tensor = at.get(top)!;
+    for (let i = top; i >= 0; i--) {
+      if (i !== top) {
+        const extra = at.get(i);
+        if (extra) g = addTensors(g, extra, this.layers[i]!.name);
+      }
+      g = this.layers[i]!.backward(g, options);
+    }
+    return g;
+  }
+
+  /** Cross-entropy of the last forward's probabilities against `labels`, and dL/dinput. */
+  lossBackward(labels: Int32Array, options: BackwardOptions = {}): { loss: number; dInput: Tensor } {
+    const soft = this.layers[this.layers.length - 1] as SoftmaxLossLayer;
+    const loss = soft.loss(labels);
+    const dLogits = soft.backward();
+    return { loss, dInput: this.backward(new Map([['fc8', dLogits]]), options) };
+  }
+
+  /** SGD step on every layer's stored gradients (seed eqs. 10-11). */
+  update(lr: number): void {
+    for (const l of this.layers) l.update(lr);
+  }
+}
+
+function addTensors(a: Tensor, b: Tensor, where: string): Tensor {
+  if (!sameShape(a.shape, b.shape)) throw new PasticheError(`gradient at ${where} is ${shapeToString(b.shape)}, expected ${shapeToString(a.shape)}`);
+  const out = new Float32Array(a.size);
+  for (let i = 0; i < out.length; i++) out[i] = a.data[i]! + b.data[i]!;
+  return new Tensor(a.shape, out);
+}

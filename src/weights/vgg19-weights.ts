@@ -1,0 +1,88 @@
+/** The parameters of one VGG19, in the layouts the layers use, wherever they came from. */
+import { Tensor } from '../tensor/tensor.js';
+import { normalRng, uniformRng } from '../util/random.js';
+import { VGG19_CLASSES, VGG19_CONV, VGG19_FC_WIDTH, VGG19_LAYERS, VGG19_POOL, VGG19_WIDTHS } from '../model/vgg19-table.js';
+
+export interface ConvWeights {
+  readonly kind: 'conv';
+  /** [Cin, K, K, Cout] */
+  readonly w: Tensor;
+  /** [Cout] */
+  readonly b: Tensor;
+  readonly pad: number;
+  readonly stride: number;
+}
+
+export interface FcWeights {
+  readonly kind: 'fc';
+  /** [Din, Dout]; Din in NHWC order of the flattened map. */
+  readonly w: Tensor;
+  readonly b: Tensor;
+}
+
+export interface PoolSettings {
+  readonly kind: 'pool';
+  readonly method: 'max';
+  readonly kernel: number;
+  readonly stride: number;
+  readonly pad: number;
+}
+
+export type LayerWeights = ConvWeights | FcWeights | PoolSettings;
+
+export interface Vgg19Weights {
+  /** Keyed by layer name: every conv, fc and pool layer of the table. */
+  readonly layers: ReadonlyMap<string, LayerWeights>;
+  /** RGB mean pixel subtracted from the input. */
+  readonly meanPixel: readonly [number, number, number];
+  /** Class descriptions, index = class id. */
+  readonly classes: readonly string[];
+  /** Where they came from: a file path, or 'random'. */
+  readonly source: string;
+  readonly layout: 'old' | 'new' | 'random';
+}
+
+/**
+ * A VGG19 with He-normal random weights and small random biases: for benchmarks and tests that need
+ * no file. `widthScale` divides every channel count, as the test fixtures do.
+ */
+export function randomVgg19Weights(seed = 1, widthScale = 1): Vgg19Weights {
+  const gauss = normalRng(uniformRng(seed));
+  const layers = new Map<string, LayerWeights>();
+  let cin = 3;
+  let block = 0;
+  let fcIn = 0;
+  for (const spec of VGG19_LAYERS) {
+    if (spec.kind === 'conv') {
+      block = Number(spec.name[4]) - 1;
+      const cout = Math.max(1, VGG19_WIDTHS[block]! / widthScale);
+      const k = VGG19_CONV.kernel;
+      const w = new Tensor([cin, k, k, cout]);
+      const std = Math.sqrt(2 / (cin * k * k));
+      for (let i = 0; i < w.size; i++) w.data[i] = std * gauss();
+      const b = new Tensor([cout]);
+      for (let i = 0; i < cout; i++) b.data[i] = 0.01 * gauss();
+      layers.set(spec.name, { kind: 'conv', w, b, pad: VGG19_CONV.pad, stride: VGG19_CONV.stride });
+      cin = cout;
+    } else if (spec.kind === 'pool') {
+      layers.set(spec.name, { kind: 'pool', method: 'max', ...VGG19_POOL });
+    } else if (spec.kind === 'fc') {
+      if (fcIn === 0) fcIn = 7 * 7 * cin;
+      const dout = spec.name === 'fc8' ? VGG19_CLASSES : Math.max(1, VGG19_FC_WIDTH / widthScale);
+      const w = new Tensor([fcIn, dout]);
+      const std = Math.sqrt(2 / fcIn);
+      for (let i = 0; i < w.size; i++) w.data[i] = std * gauss();
+      const b = new Tensor([dout]);
+      for (let i = 0; i < dout; i++) b.data[i] = 0.01 * gauss();
+      layers.set(spec.name, { kind: 'fc', w, b });
+      fcIn = dout;
+    }
+  }
+  return {
+    layers,
+    meanPixel: [123.68, 116.779, 103.939],
+    classes: Array.from({ length: VGG19_CLASSES }, (_, i) => `class ${i}`),
+    source: 'random',
+    layout: 'random',
+  };
+}
