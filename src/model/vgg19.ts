@@ -18,6 +18,8 @@ export interface ForwardOptions {
   readonly until?: string;
   /** Layer names whose outputs to return ('input' for the input itself). */
   readonly capture?: readonly string[];
+  /** Called after each layer, e.g. for a progress bar. */
+  readonly onLayer?: (done: number, total: number, name: string) => void;
 }
 
 export interface ForwardResult {
@@ -101,6 +103,7 @@ export class Vgg19 {
     let h = x;
     for (let i = 0; i <= stop; i++) {
       h = this.layers[i]!.forward(h);
+      options.onLayer?.(i + 1, stop + 1, this.layers[i]!.name);
       const name = wanted.get(i);
       if (name) activations.set(name, h);
     }

@@ -1,0 +1,51 @@
+/** Image classification with VGG19: the course's lab 3-1 as a library function. */
+import { PasticheError } from '../errors.js';
+import { loadClassifierInput } from '../image/preprocess.js';
+import type { Vgg19 } from '../model/vgg19.js';
+import { VGG19_INPUT_SIZE, resolveLayerName } from '../model/vgg19-table.js';
+import type { Tensor } from '../tensor/tensor.js';
+
+export interface Prediction {
+  readonly index: number;
+  readonly label: string;
+  readonly prob: number;
+}
+
+export interface Classification {
+  readonly image: string;
+  readonly top: Prediction[];
+  /** Activations asked for with `capture`. */
+  readonly activations: Map<string, Tensor>;
+  readonly forwardSeconds: number;
+}
+
+export interface ClassifyOptions {
+  readonly top?: number;
+  /** Layer names whose activations to return ('input' = the preprocessed image). */
+  readonly capture?: readonly string[];
+  /** Called after each layer of the forward pass. */
+  readonly onLayer?: (done: number, total: number, name: string) => void;
+}
+
+/** The `k` most probable classes of one row of probabilities, most probable first. */
+export function topK(prob: Float32Array, classes: readonly string[], k: number): Prediction[] {
+  const order = Array.from(prob.keys()).sort((a, b) => prob[b]! - prob[a]! || a - b);
+  return order.slice(0, k).map((index) => ({ index, label: classes[index] ?? `class ${index}`, prob: prob[index]! }));
+}
+
+export function checkLayerNames(names: readonly string[]): void {
+  for (const n of names) {
+    if (resolveLayerName(n) === undefined) throw new PasticheError(`unknown layer '${n}' (try pool5, relu4_2, fc8, prob or input)`);
+  }
+}
+
+export async function classifyImage(model: Vgg19, image: string, options: ClassifyOptions = {}): Promise<Classification> {
+  const capture = options.capture ?? [];
+  checkLayerNames(capture);
+  const input = await loadClassifierInput(image, model.weights.meanPixel, VGG19_INPUT_SIZE);
+  const t0 = performance.now();
+  const { output, activations } = model.forward(input, { capture, onLayer: options.onLayer });
+  const forwardSeconds = (performance.now() - t0) / 1000;
+  const top = topK(output.data.subarray(0, output.shape[1]), model.weights.classes, options.top ?? 5);
+  return { image, top, activations, forwardSeconds };
+}

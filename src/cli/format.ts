@@ -1,0 +1,40 @@
+/** Text output of the CLI: what a person reads at the terminal. */
+import type { Classification } from '../app/classify.js';
+import { MAX_MSE, MAX_REL_ERR, type CheckRow } from '../app/check.js';
+
+export function formatClassification(c: Classification): string {
+  const best = c.top[0];
+  const lines = [`${c.image}`];
+  // The course's own line, so results can be held against the lab's.
+  if (best) lines.push(`Classification result: id = ${best.index}, prob = ${best.prob.toFixed(6)}`);
+  const w = Math.max(...c.top.map((p) => String(p.index).length), 2);
+  lines.push(`  ${'#'.padStart(2)}  ${'id'.padStart(w)}  ${'prob'.padEnd(8)}  class`);
+  c.top.forEach((p, i) => {
+    lines.push(`  ${String(i + 1).padStart(2)}  ${String(p.index).padStart(w)}  ${p.prob.toFixed(6)}  ${p.label}`);
+  });
+  return lines.join('\n');
+}
+
+function fmtMs(ms: number): string {
+  return ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2);
+}
+
+export function formatCheck(rows: readonly CheckRow[], repeat: number): string {
+  const header = ['op', 'backend', 'loops ms', 'ms', 'speed-up', 'MSE', 'max rel err', 'result'];
+  const body = rows.map((r) => [
+    r.op, r.backend, fmtMs(r.loopsMs), fmtMs(r.ms), r.speedup.toFixed(1),
+    r.mse.toExponential(2), r.maxRelErr.toExponential(2), r.pass ? 'pass' : 'FAIL',
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  return [
+    'Conv 3x3 pad 1 stride 1, input and top gradient 1x256x24x40, weights 256x3x3x256 (numpy seed 1234);',
+    `max-pool 2x2 stride 2 on the same input. Median of ${repeat} run(s); errors against loops.`,
+    '',
+    line(header),
+    line(header.map((_, i) => '-'.repeat(widths[i]!))),
+    ...body.map(line),
+    '',
+    `pass: MSE < ${MAX_MSE} (the course's criterion) and max |a - ref| / max |ref| < ${MAX_REL_ERR}`,
+  ].join('\n');
+}

@@ -1,0 +1,169 @@
+/**
+ * A resumable HTTP(S) download with an MD5 check: bytes go to FILE.part (resumed with a Range
+ * request after an interruption, within one run or the next), and FILE appears only once the whole
+ * file is there and its checksum is right.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import * as path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { PasticheError } from '../errors.js';
+
+export interface DownloadProgress {
+  readonly received: number;
+  /** Total size when the server says it; undefined otherwise. */
+  readonly total?: number;
+}
+
+export interface DownloadOptions {
+  readonly url: string;
+  readonly dest: string;
+  readonly md5: string;
+  /** Called as bytes arrive (also once at the start with what was already on disk). */
+  readonly onProgress?: (p: DownloadProgress) => void;
+  /** Attempts in a row that make no progress before giving up. */
+  readonly maxStalledAttempts?: number;
+  /** Socket inactivity timeout, ms. */
+  readonly timeoutMs?: number;
+  /** Text added to network errors: how to get the file another way. */
+  readonly manualHint?: string;
+}
+
+export type DownloadOutcome = 'downloaded' | 'already-present';
+
+/** MD5 of a file, streamed. */
+export async function md5OfFile(file: string): Promise<string> {
+  const h = createHash('md5');
+  await pipeline(createReadStream(file), h);
+  return h.digest('hex');
+}
+
+async function sizeOf(file: string): Promise<number> {
+  try {
+    return (await fs.stat(file)).size;
+  } catch {
+    return 0;
+  }
+}
+
+interface Response {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: http.IncomingMessage;
+}
+
+function request(url: string, headers: Record<string, string>, timeoutMs: number, redirects = 5): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      reject(new PasticheError(`invalid URL ${url}`));
+      return;
+    }
+    const mod = u.protocol === 'https:' ? https : u.protocol === 'http:' ? http : undefined;
+    if (!mod) {
+      reject(new PasticheError(`unsupported URL scheme in ${url}`));
+      return;
+    }
+    const req = mod.get(u, { headers: { 'user-agent': 'pastiche', ...headers } }, (res) => {
+      const status = res.statusCode ?? 0;
+      const loc = res.headers.location;
+      if (status >= 300 && status < 400 && loc) {
+        res.resume();
+        if (redirects === 0) reject(new PasticheError(`too many redirects from ${url}`));
+        else resolve(request(new URL(loc, u).toString(), headers, timeoutMs, redirects - 1));
+        return;
+      }
+      resolve({ status, headers: res.headers, body: res });
+    });
+    req.setTimeout(timeoutMs, () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
+    req.on('error', reject);
+  });
+}
+
+function describeNetworkError(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  return err.code ? `${err.code}${err.message && !err.message.includes(err.code) ? `: ${err.message}` : ''}` : err.message;
+}
+
+/** One attempt: appends to `part` from its current size. Resolves with the total size if known. */
+async function attempt(opts: DownloadOptions, part: string, timeoutMs: number): Promise<number | undefined> {
+  const have = await sizeOf(part);
+  const res = await request(opts.url, have > 0 ? { range: `bytes=${have}-` } : {}, timeoutMs);
+  if (res.status === 416 && have > 0) {
+    res.body.resume();
+    return have; // the part already holds everything the server has
+  }
+  let append = false;
+  let total: number | undefined;
+  const length = Number(res.headers['content-length']);
+  if (res.status === 206) {
+    append = true;
+    const m = /\/(\d+)\s*$/.exec(String(res.headers['content-range'] ?? ''));
+    total = m ? Number(m[1]) : Number.isFinite(length) ? have + length : undefined;
+    const start = /bytes\s+(\d+)-/.exec(String(res.headers['content-range'] ?? ''));
+    if (start && Number(start[1]) !== have) {
+      res.body.resume();
+      throw new PasticheError(`the server resumed at byte ${start[1]} instead of ${have}`);
+    }
+  } else if (res.status === 200) {
+    total = Number.isFinite(length) ? length : undefined;
+  } else {
+    res.body.resume();
+    throw new PasticheError(`the server answered HTTP ${res.status} for ${opts.url}`);
+  }
+  let received = append ? have : 0;
+  opts.onProgress?.({ received, total });
+  res.body.on('data', (chunk: Buffer) => {
+    received += chunk.length;
+    opts.onProgress?.({ received, total });
+  });
+  await pipeline(res.body, createWriteStream(part, { flags: append ? 'a' : 'w' }));
+  if (total !== undefined && received < total) {
+    throw Object.assign(new Error(`connection closed after ${received} of ${total} bytes`), { code: 'ECONNRESET' });
+  }
+  return total;
+}
+
+/**
+ * Downloads `url` to `dest`, verifying the MD5. A file already at `dest` with the right checksum is
+ * kept. Interrupted transfers are resumed automatically; a wrong checksum removes the partial file.
+ */
+export async function download(opts: DownloadOptions): Promise<DownloadOutcome> {
+  const md5 = opts.md5.toLowerCase();
+  const dir = path.dirname(opts.dest);
+  if ((await sizeOf(opts.dest)) > 0 && (await md5OfFile(opts.dest)) === md5) return 'already-present';
+  await fs.mkdir(dir, { recursive: true });
+  const part = `${opts.dest}.part`;
+  const maxStalled = opts.maxStalledAttempts ?? 4;
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  let stalled = 0;
+  for (;;) {
+    const before = await sizeOf(part);
+    try {
+      const total = await attempt(opts, part, timeoutMs);
+      const size = await sizeOf(part);
+      if (total === undefined || size >= total) break;
+    } catch (e) {
+      if (e instanceof PasticheError) throw e;
+      const after = await sizeOf(part);
+      stalled = after > before ? 0 : stalled + 1;
+      if (stalled >= maxStalled || after === 0) {
+        const reason = describeNetworkError(e);
+        const keep = after > 0 ? ` (${after} bytes kept in ${part}; run again to resume)` : '';
+        throw new PasticheError(`cannot download ${opts.url}: ${reason}${keep}${opts.manualHint ? `. ${opts.manualHint}` : ''}`);
+      }
+      await new Promise((r) => setTimeout(r, Math.min(2000, 200 * 2 ** stalled)));
+    }
+  }
+  const got = await md5OfFile(part);
+  if (got !== md5) {
+    await fs.rm(part, { force: true });
+    throw new PasticheError(`${opts.url}: checksum mismatch (MD5 ${got}, expected ${md5}); the download was discarded, run again`);
+  }
+  await fs.rename(part, opts.dest);
+  return 'downloaded';
+}

@@ -1,0 +1,50 @@
+import * as assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { PasticheError } from '../src/errors.js';
+import { formatNpy, parseNpy, readNpy, writeNpy } from '../src/tensor/npy.js';
+import { Tensor, expectShape } from '../src/tensor/tensor.js';
+import { TINY, randomTensor } from './helpers.js';
+
+test('tensor shapes are checked with readable messages', () => {
+  assert.throws(() => new Tensor([2, 3], new Float32Array(5)), /5 elements but shape \[2, 3\] needs 6/);
+  assert.throws(() => new Tensor([2, -1]), /invalid tensor shape/);
+  const t = randomTensor([2, 3, 4], 1);
+  assert.equal(t.reshape([6, 4]).data, t.data, 'reshape is a view');
+  assert.throws(() => expectShape(t, [2, 3, 5], 'weights'), /weights: expected shape \[2, 3, 5\], got \[2, 3, 4\]/);
+});
+
+test('.npy round-trips float32 tensors, including rank 1 and empty', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pastiche-npy-'));
+  for (const shape of [[5], [2, 3, 4, 5], [0, 3], [1, 1000]]) {
+    const t = randomTensor(shape, 7);
+    const file = join(dir, 'x.npy');
+    await writeNpy(file, t);
+    const back = await readNpy(file);
+    assert.deepEqual(back.shape, t.shape);
+    assert.deepEqual(back.data, t.data);
+    // numpy requires the data to start at a multiple of 64 bytes
+    const bytes = formatNpy(t);
+    assert.equal((bytes.length - 4 * t.size) % 64, 0);
+  }
+  assert.deepEqual(readdirSync(dir), ['x.npy'], 'no temporary files left');
+});
+
+test('.npy reads the PyTorch references (float32, C order)', async () => {
+  const t = await readNpy(`${TINY}ref-old/input.npy`);
+  assert.deepEqual(t.shape, [1, 3, 224, 224]);
+});
+
+test('.npy rejects malformed files with a PasticheError', () => {
+  assert.throws(() => parseNpy(new Uint8Array([1, 2, 3]), 'a.npy'), (e: Error) => e instanceof PasticheError && /a\.npy: not a readable \.npy file: missing magic/.test(e.message));
+  const good = formatNpy(randomTensor([4, 4], 1));
+  assert.throws(() => parseNpy(good.subarray(0, good.length - 3), 'b.npy'), /b\.npy: .*truncated data/);
+  const f8 = new TextEncoder().encode("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }");
+  const bad = new Uint8Array(10 + f8.length + 16);
+  bad.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0], 0);
+  new DataView(bad.buffer).setUint16(8, f8.length, true);
+  bad.set(f8, 10);
+  assert.throws(() => parseNpy(bad, 'c.npy'), /unsupported dtype <i8/);
+});
