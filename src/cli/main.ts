@@ -38,6 +38,13 @@ function parseDump(spec: string, previous: Dump[] = []): Dump[] {
   return [...previous, { layer, file }];
 }
 
+function checkInputFile(file: string): void {
+  if (!existsSync(file)) throw new PasticheError(`${file}: no such file`);
+  const st = statSync(file);
+  if (!st.isFile()) throw new PasticheError(`${file}: is not a file`);
+  if (st.size === 0) throw new PasticheError(`${file}: is empty (0 bytes)`);
+}
+
 function checkOutputFolder(file: string): void {
   const dir = path.dirname(path.resolve(file));
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new PasticheError(`${file}: the folder ${dir} does not exist`);
@@ -50,8 +57,7 @@ const program = new Command();
 program
   .name('pastiche')
   .description('VGG19 classification and the course\'s CNN labs, in TypeScript, every line readable and timed.')
-  .version('0.1.0')
-  .showHelpAfterError('(run with --help for usage)');
+  .version('0.1.0');
 
 program
   .command('classify')
@@ -62,14 +68,15 @@ program
   .option('--json', 'one JSON object per image per line')
   .addOption(backendOption())
   .option('--dump <layer=file.npy>', "write an activation as float32 .npy ('input', 'pool5', 'fc8', 'prob', ...); repeatable, one image only", parseDump)
-  .option('-q, --quiet', 'no progress bar')
+  .option('-q, --quiet', 'no progress bar or timing summary')
   .action(async (images: string[], opts: { weights?: string; top: number; json?: boolean; backend: string; dump?: Dump[]; quiet?: boolean }) => {
     const dumps = opts.dump ?? [];
     if (dumps.length > 0 && images.length > 1) throw new PasticheError('--dump works with one image at a time');
     checkLayerNames(dumps.map((d) => d.layer));
     dumps.forEach((d) => checkOutputFolder(d.file));
+    images.forEach(checkInputFile); // fail before reading 576 MB of weights
     const { model, weightsFile, loadSeconds } = await loadModel(opts);
-    if (!opts.json) process.stderr.write(`weights: ${weightsFile} (${model.weights.layout} layout, loaded in ${loadSeconds.toFixed(2)} s); backend: ${model.backend.name}\n`);
+    const forwardMs: number[] = [];
     for (const image of images) {
       const bar = progressBar(1, `${path.basename(image)} {bar} {value}/{total} layers | {layer} | {duration}s`, opts.quiet);
       const result = await classifyImage(model, image, {
@@ -79,15 +86,17 @@ program
           bar.setTotal(total);
           bar.update(done, { layer: name });
         },
-      });
-      bar.stop();
+      }).finally(() => bar.stop());
+      forwardMs.push(result.forwardSeconds * 1000);
       for (const d of dumps) await writeNpy(d.file, result.activations.get(resolveLayerName(d.layer)!)!);
-      if (opts.json) {
-        process.stdout.write(`${JSON.stringify({ image: result.image, top: result.top })}\n`);
-      } else {
-        process.stdout.write(`${formatClassification(result)}\n`);
-        process.stderr.write(`forward pass: ${(result.forwardSeconds * 1000).toFixed(1)} ms\n`);
-      }
+      process.stdout.write(opts.json ? `${JSON.stringify({ image: result.image, top: result.top })}\n` : `${formatClassification(result)}\n`);
+    }
+    // Last, so that an error is the only thing on stderr.
+    if (!opts.json && !opts.quiet) {
+      process.stderr.write(
+        `weights: ${weightsFile} (${model.weights.layout} layout, loaded in ${loadSeconds.toFixed(2)} s); ` +
+          `backend: ${model.backend.name}; forward pass: ${forwardMs.map((ms) => ms.toFixed(1)).join(', ')} ms\n`,
+      );
     }
   });
 

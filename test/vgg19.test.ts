@@ -1,0 +1,96 @@
+/** VGG19 on the tiny fixtures against PyTorch: pool5, fc8, prob, and the whole pipeline from the PNG. */
+import * as assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { classifyImage } from '../src/app/classify.js';
+import { BACKEND_NAMES, getBackend } from '../src/backends/index.js';
+import { Vgg19 } from '../src/model/vgg19.js';
+import { VGG19_LAYERS } from '../src/model/vgg19-table.js';
+import { readNpy } from '../src/tensor/npy.js';
+import { Tensor } from '../src/tensor/tensor.js';
+import { loadMatConvNetVgg19 } from '../src/weights/matconvnet.js';
+import { randomVgg19Weights } from '../src/weights/vgg19-weights.js';
+import { TINY, assertClose, randomTensor, relError } from './helpers.js';
+
+const FILES = ['vgg19-tiny-old.mat', 'vgg19-tiny-old-z.mat', 'vgg19-tiny-new.mat'];
+const input = await readNpy(`${TINY}ref-old/input.npy`);
+const refs = {
+  pool5: await readNpy(`${TINY}ref-old/pool5.npy`),
+  relu7: await readNpy(`${TINY}ref-old/fc7.npy`),
+  fc8: await readNpy(`${TINY}ref-old/fc8.npy`),
+  prob: await readNpy(`${TINY}ref-old/prob.npy`),
+};
+
+test('the table has the 44 layers of VGG19 in order', () => {
+  assert.equal(VGG19_LAYERS.length, 44);
+  assert.deepEqual(VGG19_LAYERS.slice(0, 5).map((l) => l.name), ['conv1_1', 'relu1_1', 'conv1_2', 'relu1_2', 'pool1']);
+  assert.deepEqual(VGG19_LAYERS.slice(-7).map((l) => l.name), ['flatten', 'fc6', 'relu6', 'fc7', 'relu7', 'fc8', 'prob']);
+  assert.equal(VGG19_LAYERS.filter((l) => l.kind === 'conv').length, 16);
+});
+
+for (const file of FILES) {
+  for (const backend of BACKEND_NAMES) {
+    test(`${file} on ${backend}: pool5, fc7, fc8 and prob equal PyTorch (rel. error < 1e-4)`, async () => {
+      const model = new Vgg19(await loadMatConvNetVgg19(`${TINY}${file}`), getBackend(backend));
+      const { activations } = model.forward(input, { capture: ['pool5', 'relu7', 'fc8', 'prob', 'input'] });
+      for (const [name, ref] of Object.entries(refs)) {
+        const got = activations.get(name)!;
+        assertClose(got.reshape(ref.shape), ref, 1e-4, name);
+      }
+      assert.equal(activations.get('input'), input);
+    });
+  }
+}
+
+test('the whole pipeline from chelsea.png agrees with prob.npy (Pillow-exact preprocessing)', async () => {
+  const model = new Vgg19(await loadMatConvNetVgg19(`${TINY}vgg19-tiny-old.mat`), getBackend('ts'));
+  const r = await classifyImage(model, `${TINY}chelsea.png`, { top: 5, capture: ['input', 'prob'] });
+  assert.equal(relError(r.activations.get('input')!, input), 0, 'input identical to PIL preprocessing');
+  const prob = r.activations.get('prob')!;
+  assertClose(prob.reshape([1, 1000]), refs.prob, 1e-5, 'prob');
+  assert.deepEqual(r.top.map((p) => p.index), [185, 949, 984, 978, 151]);
+  assert.ok(Math.abs(r.top[0]!.prob - 0.375233302788687) < 1e-5);
+  assert.equal(r.top[0]!.label, 'Norfolk terrier');
+});
+
+test('forward stops at the layer asked for, and backward reaches the input', () => {
+  const model = new Vgg19(randomVgg19Weights(3, 16), getBackend('ts'));
+  const x = randomTensor([2, 3, 32, 32], 1, -50, 50);
+  const { output } = model.forward(x, { until: 'relu3_1' });
+  assert.deepEqual([...output.shape], [2, 16, 8, 8]);
+  // d(sum relu3_1 * r)/dx by backward, against a finite difference along a random direction.
+  const r = randomTensor(output.shape, 2);
+  const dx = model.backward(new Map([['relu3_1', r]]), { paramGrads: false });
+  assert.deepEqual([...dx.shape], [...x.shape]);
+  const dir = randomTensor(x.shape, 4);
+  const L = (t: number) => {
+    const xt = new Tensor(x.shape, x.data.map((v, i) => v + t * dir.data[i]!));
+    const y = model.forward(xt, { until: 'relu3_1' }).output;
+    let s = 0;
+    for (let i = 0; i < y.size; i++) s += y.data[i]! * r.data[i]!;
+    return s;
+  };
+  let analytic = 0;
+  for (let i = 0; i < dx.size; i++) analytic += dx.data[i]! * dir.data[i]!;
+  // Through five float32 layers a small step drowns in rounding and a large one crosses ReLU and
+  // max-pool kinks; the best of a few steps must agree (a broken chain is off by far more).
+  const errors = [1e-2, 3e-3, 1e-3].map((h) => Math.abs((L(h) - L(-h)) / (2 * h) - analytic) / Math.abs(analytic));
+  assert.ok(Math.min(...errors) < 3e-3, `directional derivative errors ${errors.join(', ')} (analytic ${analytic})`);
+});
+
+test('lossBackward gives the cross-entropy and an SGD step lowers it', () => {
+  const model = new Vgg19(randomVgg19Weights(5, 32), getBackend('ts'));
+  const x = randomTensor([2, 3, 224, 224], 9, -60, 60);
+  const labels = Int32Array.from([3, 7]);
+  model.forward(x);
+  const { loss } = model.lossBackward(labels);
+  model.update(1e-3);
+  model.forward(x);
+  const after = model.lossBackward(labels).loss;
+  assert.ok(after < loss, `loss ${loss} -> ${after}`);
+});
+
+test('unknown layer names are refused', () => {
+  const model = new Vgg19(randomVgg19Weights(1, 64), getBackend('ts'));
+  assert.throws(() => model.forward(randomTensor([1, 3, 32, 32], 1), { capture: ['conv9_9'] }), /unknown layer 'conv9_9'/);
+  assert.equal(model.layerIndex('softmax'), model.layerIndex('prob'));
+});
