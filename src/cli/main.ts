@@ -3,6 +3,7 @@
 import { existsSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { benchForward } from '../app/bench.js';
 import { runCheck } from '../app/check.js';
 import { checkLayerNames, classifyImage } from '../app/classify.js';
 import { loadModel } from '../app/load-model.js';
@@ -12,6 +13,8 @@ import { resolveLayerName } from '../model/vgg19-table.js';
 import { writeNpy } from '../tensor/npy.js';
 import { progressBar } from '../util/progress.js';
 import { download } from '../weights/download.js';
+import { loadMatConvNetVgg19 } from '../weights/matconvnet.js';
+import { randomVgg19Weights, type Vgg19Weights } from '../weights/vgg19-weights.js';
 import { PUBLISHED, WEIGHTS_FILE_NAME, cacheDir, cachedWeightsPath, resolveWeightsFile, type Layout } from '../weights/weights-source.js';
 import { formatCheck, formatClassification } from './format.js';
 
@@ -161,6 +164,50 @@ program
     bar.stop();
     process.stdout.write(opts.json ? `${JSON.stringify(rows)}\n` : `${formatCheck(rows, opts.repeat)}\n`);
     if (rows.some((r) => !r.pass)) process.exitCode = 1;
+  });
+
+program
+  .command('bench')
+  .description('time VGG19 forward passes (median of several runs after a warm-up) and report GFLOP/s')
+  .addOption(new Option('-b, --backend <name...>', 'backends to time').choices(BACKEND_NAMES).default([DEFAULT_BACKEND]))
+  .option('-w, --weights <file>', 'time with these weights, and report how long loading them takes (default: random weights of the real size)')
+  .option('-s, --size <n>', 'input size (224 runs to prob; other sizes stop at pool5)', positiveInt('--size'), 224)
+  .option('-r, --repeat <n>', 'timed runs per backend', positiveInt('--repeat'), 5)
+  .option('--warmup <n>', 'untimed runs first', (v) => Number(v), 1)
+  .option('--json', 'machine-readable output')
+  .option('-q, --quiet', 'no progress bar')
+  .action(async (opts: { backend: string[]; weights?: string; size: number; repeat: number; warmup: number; json?: boolean; quiet?: boolean }) => {
+    let weights: Vgg19Weights;
+    let loadSeconds: number | undefined;
+    if (opts.weights) {
+      const t0 = performance.now();
+      weights = await loadMatConvNetVgg19(opts.weights);
+      loadSeconds = (performance.now() - t0) / 1000;
+    } else {
+      weights = randomVgg19Weights(1);
+    }
+    const total = opts.backend.length * (opts.repeat + opts.warmup);
+    const bar = progressBar(total, 'bench {bar} {value}/{total} | {what}', opts.quiet);
+    let done = 0;
+    const rows = benchForward({
+      weights, backends: opts.backend, size: opts.size, repeat: opts.repeat, warmup: opts.warmup,
+      onRun: (b, r, of) => bar.update(done++, { what: `${b} run ${r}/${of}` }),
+    });
+    bar.stop();
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify({ size: opts.size, weights: weights.source, loadSeconds, rows })}\n`);
+      return;
+    }
+    const until = opts.size === 224 ? 'prob' : 'pool5';
+    process.stdout.write(`VGG19 forward, input 1x3x${opts.size}x${opts.size} to ${until}, weights: ${weights.source}; median of ${opts.repeat} after ${opts.warmup} warm-up\n`);
+    if (loadSeconds !== undefined) process.stdout.write(`loading the weights took ${loadSeconds.toFixed(2)} s\n`);
+    for (const r of rows) {
+      process.stdout.write(`  ${r.backend.padEnd(6)} ${r.medianMs.toFixed(1).padStart(10)} ms  ${r.gflops.toFixed(2).padStart(7)} GFLOP/s  (runs: ${r.runs.map((t) => t.toFixed(0)).join(', ')} ms)\n`);
+    }
+    if (rows.length > 1) {
+      const base = rows[0]!;
+      for (const r of rows.slice(1)) process.stdout.write(`  ${r.backend} / ${base.backend} time ratio: ${(r.medianMs / base.medianMs).toFixed(3)}\n`);
+    }
   });
 
 try {

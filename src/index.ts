@@ -1,0 +1,25 @@
+/** Pastiche's library API. */
+export { PasticheError } from './errors.js';
+export { Tensor, type Shape } from './tensor/tensor.js';
+export { readNpy, writeNpy, parseNpy, formatNpy } from './tensor/npy.js';
+export type { Backend, BackendName, Conv2dParams, Pool2dParams } from './backends/backend.js';
+export { getBackend, BACKEND_NAMES, DEFAULT_BACKEND } from './backends/index.js';
+export type { Layer, BackwardOptions } from './layers/layer.js';
+export { ConvolutionalLayer } from './layers/convolutional-layer.js';
+export { FullyConnectedLayer } from './layers/fully-connected-layer.js';
+export { MaxPoolingLayer, ReLULayer, FlattenLayer } from './layers/simple-layers.js';
+export { SoftmaxLossLayer } from './layers/softmax-loss-layer.js';
+export { Vgg19, type ForwardOptions, type ForwardResult } from './model/vgg19.js';
+export { VGG19_LAYERS, type LayerSpec } from './model/vgg19-table.js';
+export { readMatFile } from './weights/mat/mat-reader.js';
+export type { MatValue } from './weights/mat/mat-types.js';
+export { loadMatConvNetVgg19 } from './weights/matconvnet.js';
+export { randomVgg19Weights, type Vgg19Weights } from './weights/vgg19-weights.js';
+export { PUBLISHED, cachedWeightsPath, resolveWeightsFile } from './weights/weights-source.js';
+export { download } from './weights/download.js';
+export { readRgb, rgbToTensor, loadClassifierInput } from './image/preprocess.js';
+export { resizeBilinearPil } from './image/pil-resize.js';
+export { classifyImage, topK, type Classification, type Prediction } from './app/classify.js';
+export { loadModel } from './app/load-model.js';
+export { runCheck, type CheckRow } from './app/check.js';
+export { benchForward, vgg19ForwardFlops } from './app/bench.js';
