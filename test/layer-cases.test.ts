@@ -2,7 +2,7 @@
 import * as assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { BACKEND_NAMES, getBackend } from '../src/backends/index.js';
+import { availableBackends, getBackend } from '../src/backends/index.js';
 import { ConvolutionalLayer } from '../src/layers/convolutional-layer.js';
 import { FullyConnectedLayer } from '../src/layers/fully-connected-layer.js';
 import { FlattenLayer, MaxPoolingLayer } from '../src/layers/simple-layers.js';
@@ -22,7 +22,7 @@ async function load(name: string, files: string[]): Promise<Record<string, Tenso
   return out;
 }
 
-for (const backendName of BACKEND_NAMES) {
+for (const backendName of availableBackends()) {
   const backend = getBackend(backendName);
   for (const [name, c] of Object.entries(spec.cases)) {
     test(`${name} (${c.kind}) equals PyTorch on ${backendName}`, async () => {

@@ -2,7 +2,7 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { classifyImage } from '../src/app/classify.js';
-import { BACKEND_NAMES, getBackend } from '../src/backends/index.js';
+import { availableBackends, getBackend } from '../src/backends/index.js';
 import { Vgg19 } from '../src/model/vgg19.js';
 import { VGG19_LAYERS } from '../src/model/vgg19-table.js';
 import { readNpy } from '../src/tensor/npy.js';
@@ -28,7 +28,7 @@ test('the table has the 44 layers of VGG19 in order', () => {
 });
 
 for (const file of FILES) {
-  for (const backend of BACKEND_NAMES) {
+  for (const backend of availableBackends()) {
     test(`${file} on ${backend}: pool5, fc7, fc8 and prob equal PyTorch (rel. error < 1e-4)`, async () => {
       const model = new Vgg19(await loadMatConvNetVgg19(`${TINY}${file}`), getBackend(backend));
       const { activations } = model.forward(input, { capture: ['pool5', 'relu7', 'fc8', 'prob', 'input'] });
@@ -87,6 +87,19 @@ test('lossBackward gives the cross-entropy and an SGD step lowers it', () => {
   model.forward(x);
   const after = model.lossBackward(labels).loss;
   assert.ok(after < loss, `loss ${loss} -> ${after}`);
+});
+
+test('a captured convolution output is the raw one; its ReLU is fused only when nobody looks', () => {
+  for (const backend of availableBackends()) {
+    const model = new Vgg19(randomVgg19Weights(2, 16), getBackend(backend));
+    const x = randomTensor([1, 3, 24, 24], 3, -60, 60);
+    const fused = model.forward(x, { until: 'relu2_1', capture: ['relu1_2', 'relu2_1'] }).activations;
+    const plain = model.forward(x, { until: 'relu2_1', capture: ['conv1_2', 'relu1_2', 'conv2_1', 'relu2_1'] }).activations;
+    const conv = plain.get('conv1_2')!;
+    assert.ok(conv.data.some((v) => v < 0), 'raw convolution output has negatives');
+    assert.deepEqual(plain.get('relu1_2')!.data, conv.data.map((v) => (v > 0 ? v : 0)));
+    assertClose(fused.get('relu2_1')!, plain.get('relu2_1')!, 1e-6, `${backend} fused vs unfused`);
+  }
 });
 
 test('unknown layer names are refused', () => {

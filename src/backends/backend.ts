@@ -35,15 +35,19 @@ export interface LinearGradients extends ParamGradients {
   readonly dx: Tensor;
 }
 
-export type BackendName = 'loops' | 'ts';
+export type BackendName = 'loops' | 'ts' | 'native';
 
 export interface Backend {
   readonly name: BackendName;
   /** One line for help texts and reports. */
   readonly description: string;
 
-  /** y = conv(x, w) + b, seed eq. 22: x [N,Cin,H,W], w [Cin,K,K,Cout], b [Cout] -> [N,Cout,Ho,Wo]. */
-  conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams): Tensor;
+  /**
+   * y = conv(x, w) + b, seed eq. 22: x [N,Cin,H,W], w [Cin,K,K,Cout], b [Cout] -> [N,Cout,Ho,Wo];
+   * with `relu`, ReLU(y) in the same pass. A backend may cache forms of `w` derived from its data
+   * array, so weight arrays must not be modified in place once used (the layers replace them).
+   */
+  conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu?: boolean): Tensor;
   /** dL/dx of conv2d, shaped like the forward input `xShape`. */
   conv2dBackwardData(dy: Tensor, w: Tensor, xShape: Shape, p: Conv2dParams): Tensor;
   /** dL/dw and dL/db of conv2d, summed over the batch. */

@@ -7,7 +7,7 @@ import { benchForward } from '../app/bench.js';
 import { runCheck } from '../app/check.js';
 import { checkLayerNames, classifyImage } from '../app/classify.js';
 import { loadModel } from '../app/load-model.js';
-import { BACKEND_NAMES, DEFAULT_BACKEND } from '../backends/index.js';
+import { BACKEND_NAMES, DEFAULT_BACKEND, noticeFallback, setThreads } from '../backends/index.js';
 import { PasticheError } from '../errors.js';
 import { resolveLayerName } from '../model/vgg19-table.js';
 import { writeNpy } from '../tensor/npy.js';
@@ -54,13 +54,25 @@ function checkOutputFolder(file: string): void {
 }
 
 const backendOption = () =>
-  new Option('-b, --backend <name>', 'compute backend').choices(BACKEND_NAMES).default(DEFAULT_BACKEND);
+  new Option('-b, --backend <name>', `compute backend (default: ${DEFAULT_BACKEND}, the fastest available)`).choices(BACKEND_NAMES);
+
+/** The backend named on the command line, else the default (saying once if native is missing). */
+function chooseBackend(name: string | undefined): string {
+  if (name) return name;
+  noticeFallback();
+  return DEFAULT_BACKEND;
+}
 
 const program = new Command();
 program
   .name('pastiche')
   .description('VGG19 classification and the course\'s CNN labs, in TypeScript, every line readable and timed.')
-  .version('0.1.0');
+  .version('0.1.0')
+  .option('-t, --threads <n>', 'threads for the native backend (default: one per core)', positiveInt('--threads'))
+  .hook('preAction', (cmd) => {
+    const threads = cmd.opts<{ threads?: number }>().threads;
+    if (threads) setThreads(threads);
+  });
 
 program
   .command('classify')
@@ -72,13 +84,13 @@ program
   .addOption(backendOption())
   .option('--dump <layer=file.npy>', "write an activation as float32 .npy ('input', 'pool5', 'fc8', 'prob', ...); repeatable, one image only", parseDump)
   .option('-q, --quiet', 'no progress bar or timing summary')
-  .action(async (images: string[], opts: { weights?: string; top: number; json?: boolean; backend: string; dump?: Dump[]; quiet?: boolean }) => {
+  .action(async (images: string[], opts: { weights?: string; top: number; json?: boolean; backend?: string; dump?: Dump[]; quiet?: boolean }) => {
     const dumps = opts.dump ?? [];
     if (dumps.length > 0 && images.length > 1) throw new PasticheError('--dump works with one image at a time');
     checkLayerNames(dumps.map((d) => d.layer));
     dumps.forEach((d) => checkOutputFolder(d.file));
     images.forEach(checkInputFile); // fail before reading 576 MB of weights
-    const { model, weightsFile, loadSeconds } = await loadModel(opts);
+    const { model, weightsFile, loadSeconds } = await loadModel({ weights: opts.weights, backend: chooseBackend(opts.backend) });
     const forwardMs: number[] = [];
     for (const image of images) {
       const bar = progressBar(1, `${path.basename(image)} {bar} {value}/{total} layers | {layer} | {duration}s`, opts.quiet);

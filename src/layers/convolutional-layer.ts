@@ -44,6 +44,12 @@ export class ConvolutionalLayer implements Layer {
     return this.backend.conv2d(x, this.weight, this.bias, { pad: this.padding, stride: this.stride });
   }
 
+  /** ReLU(conv(x)) in one pass, for a convolution followed by a ReLULayer (see ReLULayer.acceptFused). */
+  forwardWithRelu(x: Tensor): Tensor {
+    this.input = x;
+    return this.backend.conv2d(x, this.weight, this.bias, { pad: this.padding, stride: this.stride }, true);
+  }
+
   backward(dy: Tensor, options: BackwardOptions = {}): Tensor {
     const x = remembered(this.input, this.name);
     const p = { pad: this.padding, stride: this.stride };
@@ -56,7 +62,7 @@ export class ConvolutionalLayer implements Layer {
   }
 
   update(lr: number): void {
-    sgdStep(this.weight, this.dWeight, lr);
-    sgdStep(this.bias, this.dBias, lr);
+    this.weight = sgdStep(this.weight, this.dWeight, lr);
+    this.bias = sgdStep(this.bias, this.dBias, lr);
   }
 }

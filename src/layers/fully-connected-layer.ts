@@ -51,7 +51,7 @@ export class FullyConnectedLayer implements Layer {
   }
 
   update(lr: number): void {
-    sgdStep(this.weight, this.dWeight, lr);
-    sgdStep(this.bias, this.dBias, lr);
+    this.weight = sgdStep(this.weight, this.dWeight, lr);
+    this.bias = sgdStep(this.bias, this.dBias, lr);
   }
 }

@@ -1,6 +1,6 @@
 /** What every layer does, as in the course: forward, backward, and an SGD parameter update. */
 import { PasticheError } from '../errors.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { Tensor } from '../tensor/tensor.js';
 
 export interface BackwardOptions {
   /** Compute weight and bias gradients (default true). Style transfer needs only dL/dx. */
@@ -23,10 +23,15 @@ export function remembered<T>(value: T | undefined, layer: string): T {
   return value;
 }
 
-/** w -= lr * dw, in place. */
-export function sgdStep(param: Tensor, grad: Tensor | undefined, lr: number): void {
-  if (!grad) return;
+/**
+ * w - lr * dw as a new tensor: weight arrays are never changed in place, so that a backend may
+ * cache what it derives from them (see Backend.conv2d).
+ */
+export function sgdStep(param: Tensor, grad: Tensor | undefined, lr: number): Tensor {
+  if (!grad) return param;
+  const out = new Float32Array(param.size);
   const p = param.data;
   const g = grad.data;
-  for (let i = 0; i < p.length; i++) p[i] -= lr * g[i]!;
+  for (let i = 0; i < p.length; i++) out[i] = p[i]! - lr * g[i]!;
+  return new Tensor(param.shape, out);
 }

@@ -30,9 +30,12 @@ export class MaxPoolingLayer implements Layer {
   update(): void {}
 }
 
-/** ReLU (seed eqs. 16-18). */
+/**
+ * ReLU (seed eqs. 16-18). Backward masks with the output (y > 0 exactly where x > 0), so the layer
+ * also works when the convolution before it already applied the ReLU.
+ */
 export class ReLULayer implements Layer {
-  private input?: Tensor;
+  private output?: Tensor;
 
   constructor(
     readonly name: string,
@@ -40,12 +43,18 @@ export class ReLULayer implements Layer {
   ) {}
 
   forward(x: Tensor): Tensor {
-    this.input = x;
-    return this.backend.relu(x);
+    this.output = this.backend.relu(x);
+    return this.output;
+  }
+
+  /** Takes the output of a convolution that applied this ReLU itself (forwardWithRelu). */
+  acceptFused(y: Tensor): Tensor {
+    this.output = y;
+    return y;
   }
 
   backward(dy: Tensor): Tensor {
-    return this.backend.reluBackward(dy, remembered(this.input, this.name));
+    return this.backend.reluBackward(dy, remembered(this.output, this.name));
   }
 
   update(): void {}

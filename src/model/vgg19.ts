@@ -102,7 +102,16 @@ export class Vgg19 {
     if (wanted.has(-1)) activations.set('input', x);
     let h = x;
     for (let i = 0; i <= stop; i++) {
-      h = this.layers[i]!.forward(h);
+      const layer = this.layers[i]!;
+      const next = this.layers[i + 1];
+      // A convolution whose raw output nobody asked for runs with its ReLU fused into it.
+      if (layer instanceof ConvolutionalLayer && next instanceof ReLULayer && i + 1 <= stop && !wanted.has(i)) {
+        h = next.acceptFused(layer.forwardWithRelu(h));
+        options.onLayer?.(i + 1, stop + 1, layer.name);
+        i++;
+      } else {
+        h = layer.forward(h);
+      }
       options.onLayer?.(i + 1, stop + 1, this.layers[i]!.name);
       const name = wanted.get(i);
       if (name) activations.set(name, h);

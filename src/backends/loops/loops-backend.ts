@@ -34,7 +34,7 @@ export const loopsBackend: Backend = {
   description: "the course's four nested loops (reference, slow)",
 
   // Seed eq. 22: Y(n,co,h,w) = sum_{ci,kh,kw} W(ci,kh,kw,co) * Xpad(n,ci,h*s+kh,w*s+kw) + b(co)
-  conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams): Tensor {
+  conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu = false): Tensor {
     const g = convGeometry(x.shape, w.shape, p);
     checkBias(b, g.cout, 'conv2d');
     const { data: xp, hp, wp } = padInput(x.data, g, p.pad);
@@ -52,7 +52,8 @@ export const loopsBackend: Backend = {
                   sum +=
                     W[((ci * k + kh) * k + kw) * g.cout + co]! *
                     xp[((n * g.cin + ci) * hp + h * p.stride + kh) * wp + wi * p.stride + kw]!;
-            y[((n * g.cout + co) * g.ho + h) * g.wo + wi] = sum + b.data[co]!;
+            const v = sum + b.data[co]!;
+            y[((n * g.cout + co) * g.ho + h) * g.wo + wi] = relu && !(v > 0) ? 0 : v;
           }
         }
       }

@@ -41,7 +41,7 @@ export const tsBackend: Backend = {
   name: 'ts',
   description: 'im2col + cache-blocked GEMM in TypeScript',
 
-  conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams): Tensor {
+  conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu = false): Tensor {
     const g = convGeometry(x.shape, w.shape, p);
     checkBias(b, g.cout, 'conv2d');
     const rows = g.cin * g.k * g.k;
@@ -57,6 +57,7 @@ export const tsBackend: Backend = {
         gemm(g.cout, range.len, rows, operand(w.data, g.cout, true), operand(cols, range.len), y, hw, true, yOff + range.p0);
       }
     }
+    if (relu) for (let i = 0; i < y.length; i++) if (!(y[i]! > 0)) y[i] = 0;
     return new Tensor([g.n, g.cout, g.ho, g.wo], y);
   },
 

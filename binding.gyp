@@ -1,0 +1,20 @@
+{
+  "targets": [
+    {
+      "target_name": "pastiche_native",
+      "sources": [
+        "native/src/addon.cc",
+        "native/src/threadpool.cc",
+        "native/src/gemm.cc",
+        "native/src/winograd.cc",
+        "native/src/winograd_avx2.cc",
+        "native/src/winograd_portable.cc",
+        "native/src/conv.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_DISABLE_CPP_EXCEPTIONS", "NAPI_VERSION=8"],
+      "cflags_cc": ["-O3", "-std=c++17", "-fno-math-errno", "-Wall", "-Wno-unused-parameter", "-Wno-psabi"],
+      "xcode_settings": { "OTHER_CPLUSPLUSFLAGS": ["-O3", "-std=c++17"] }
+    }
+  ]
+}

@@ -1,0 +1,124 @@
+// Node-API bindings. Arrays arrive as Float32Arrays owned by JavaScript (outputs are allocated
+// there too), so no data is copied across the boundary.
+#include <napi.h>
+
+#include "gemm.h"
+#include "kernels.h"
+#include "threadpool.h"
+
+using namespace pastiche;
+
+namespace {
+
+float* F(const Napi::CallbackInfo& info, int i) {
+  if (info[i].IsNull() || info[i].IsUndefined()) return nullptr;
+  return info[i].As<Napi::Float32Array>().Data();
+}
+int I(const Napi::CallbackInfo& info, int i) { return info[i].As<Napi::Number>().Int32Value(); }
+bool B(const Napi::CallbackInfo& info, int i) { return info[i].As<Napi::Boolean>().Value(); }
+
+Napi::Value Isa(const Napi::CallbackInfo& info) {
+  if (info.Length() > 0 && info[0].IsString()) {
+    const std::string want = info[0].As<Napi::String>();
+    set_isa(want == "portable" ? Isa::Portable : Isa::Avx2);
+  }
+  return Napi::String::New(info.Env(), active_isa() == Isa::Avx2 ? "avx2" : "portable");
+}
+
+Napi::Value Threads(const Napi::CallbackInfo& info) {
+  if (info.Length() > 0 && info[0].IsNumber()) ThreadPool::instance().set_threads(I(info, 0));
+  return Napi::Number::New(info.Env(), ThreadPool::instance().threads());
+}
+
+// sgemm(m, n, k, a, aOff, lda, transA, b, bOff, ldb, transB, c, cOff, ldc, accumulate)
+Napi::Value Sgemm(const Napi::CallbackInfo& info) {
+  sgemm(I(info, 0), I(info, 1), I(info, 2), Operand{F(info, 3) + I(info, 4), I(info, 5), B(info, 6)},
+        Operand{F(info, 7) + I(info, 8), I(info, 9), B(info, 10)}, F(info, 11) + I(info, 12), I(info, 13), B(info, 14));
+  return info.Env().Undefined();
+}
+
+// conv2d(x, n, cin, h, w, wt, cout, k, pad, stride, bias, relu, y, wino|null)
+Napi::Value Conv2d(const Napi::CallbackInfo& info) {
+  conv2d(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7), I(info, 8),
+         I(info, 9), F(info, 10), B(info, 11), F(info, 12), F(info, 13));
+  return info.Env().Undefined();
+}
+
+// conv2dBackwardData(dy, n, cin, h, w, wt, cout, k, pad, stride, dx, wino|null)
+Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
+  conv2d_backward_data(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7),
+                       I(info, 8), I(info, 9), F(info, 10), F(info, 11));
+  return info.Env().Undefined();
+}
+
+// winogradWeightsSize(cin, cout) -> floats; winogradWeights(wt, wcin, wcout, rotate, out)
+Napi::Value WinogradWeightsSize(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), (double)winograd_weights_size(I(info, 0), I(info, 1)));
+}
+
+Napi::Value WinogradWeights(const Napi::CallbackInfo& info) {
+  winograd_weights(F(info, 0), I(info, 1), I(info, 2), B(info, 3), F(info, 4));
+  return info.Env().Undefined();
+}
+
+// conv2dBackwardParams(dy, x, n, cin, h, w, cout, k, pad, stride, dw, db)
+Napi::Value Conv2dBackwardParams(const Napi::CallbackInfo& info) {
+  conv2d_backward_params(F(info, 0), F(info, 1), I(info, 2), I(info, 3), I(info, 4), I(info, 5), I(info, 6), I(info, 7),
+                         I(info, 8), I(info, 9), F(info, 10), F(info, 11));
+  return info.Env().Undefined();
+}
+
+// maxPool2d(x, planes, h, w, k, stride, pad, y, ho, wo)
+Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
+  max_pool2d(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), I(info, 5), I(info, 6), F(info, 7), I(info, 8),
+             I(info, 9));
+  return info.Env().Undefined();
+}
+
+// maxPool2dBackward(dy, x, planes, h, w, k, stride, pad, dx, ho, wo)
+Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
+  max_pool2d_backward(F(info, 0), F(info, 1), I(info, 2), I(info, 3), I(info, 4), I(info, 5), I(info, 6), I(info, 7),
+                      F(info, 8), I(info, 9), I(info, 10));
+  return info.Env().Undefined();
+}
+
+// linear(x, m, k, w, n, b, y)
+Napi::Value Linear(const Napi::CallbackInfo& info) {
+  linear(F(info, 0), I(info, 1), I(info, 2), F(info, 3), I(info, 4), F(info, 5), F(info, 6));
+  return info.Env().Undefined();
+}
+
+// relu(x, y), reluBackward(dy, x, dx)
+Napi::Value Relu(const Napi::CallbackInfo& info) {
+  auto x = info[0].As<Napi::Float32Array>();
+  relu(x.Data(), F(info, 1), (long)x.ElementLength());
+  return info.Env().Undefined();
+}
+
+Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
+  auto dy = info[0].As<Napi::Float32Array>();
+  relu_backward(dy.Data(), F(info, 1), F(info, 2), (long)dy.ElementLength());
+  return info.Env().Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("isa", Napi::Function::New(env, Isa));
+  exports.Set("cpuHasAvx2", Napi::Boolean::New(env, cpu_has_avx2()));
+  exports.Set("threads", Napi::Function::New(env, Threads));
+  exports.Set("sgemm", Napi::Function::New(env, Sgemm));
+  exports.Set("conv2d", Napi::Function::New(env, Conv2d));
+  exports.Set("conv2dBackwardData", Napi::Function::New(env, Conv2dBackwardData));
+  exports.Set("conv2dBackwardParams", Napi::Function::New(env, Conv2dBackwardParams));
+  exports.Set("winogradWeightsSize", Napi::Function::New(env, WinogradWeightsSize));
+  exports.Set("winogradWeights", Napi::Function::New(env, WinogradWeights));
+  exports.Set("maxPool2d", Napi::Function::New(env, MaxPool2d));
+  exports.Set("maxPool2dBackward", Napi::Function::New(env, MaxPool2dBackward));
+  exports.Set("linear", Napi::Function::New(env, Linear));
+  exports.Set("relu", Napi::Function::New(env, Relu));
+  exports.Set("reluBackward", Napi::Function::New(env, ReluBackward));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(pastiche_native, Init)

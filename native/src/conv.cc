@@ -1,0 +1,246 @@
+// Convolution by im2col + GEMM (any shape, and the weight gradient), dispatching 3x3 stride-1
+// layers to Winograd; max pooling; fully connected; ReLU.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "gemm.h"
+#include "kernels.h"
+#include "threadpool.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace pastiche {
+
+namespace {
+
+constexpr size_t MAX_COLS = (size_t)1 << 22;  // floats in the column buffer (16 MiB)
+std::vector<float> g_cols;
+
+struct Geometry {
+  int cin, h, w, k, pad, stride, ho, wo;
+};
+
+// cols[r][j] for r = (ci*K + kh)*K + kw, j = output position p0 + j; rows split over threads.
+void im2col(const float* x, const Geometry& g, int p0, int len, float* cols) {
+  ThreadPool::instance().parallel_for(g.cin, [&](int ci, int) {
+    const float* plane = x + (size_t)ci * g.h * g.w;
+    for (int kh = 0; kh < g.k; kh++)
+      for (int kw = 0; kw < g.k; kw++) {
+        float* row = cols + (size_t)((ci * g.k + kh) * g.k + kw) * len;
+        int oh = p0 / g.wo, ow = p0 % g.wo;
+        for (int j = 0; j < len; j++) {
+          const int ih = oh * g.stride + kh - g.pad, iw = ow * g.stride + kw - g.pad;
+          row[j] = (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) ? plane[(size_t)ih * g.w + iw] : 0.f;
+          if (++ow == g.wo) { ow = 0; oh++; }
+        }
+      }
+  });
+}
+
+void col2im_add(const float* cols, const Geometry& g, int p0, int len, float* dx) {
+  ThreadPool::instance().parallel_for(g.cin, [&](int ci, int) {
+    float* plane = dx + (size_t)ci * g.h * g.w;
+    for (int kh = 0; kh < g.k; kh++)
+      for (int kw = 0; kw < g.k; kw++) {
+        const float* row = cols + (size_t)((ci * g.k + kh) * g.k + kw) * len;
+        int oh = p0 / g.wo, ow = p0 % g.wo;
+        for (int j = 0; j < len; j++) {
+          const int ih = oh * g.stride + kh - g.pad, iw = ow * g.stride + kw - g.pad;
+          if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) plane[(size_t)ih * g.w + iw] += row[j];
+          if (++ow == g.wo) { ow = 0; oh++; }
+        }
+      }
+  });
+}
+
+int positions_per_chunk(const Geometry& g) {
+  const size_t rows = (size_t)g.cin * g.k * g.k;
+  const size_t total = (size_t)g.ho * g.wo;
+  return (int)std::max<size_t>(1, std::min(total, MAX_COLS / rows));
+}
+
+float* cols_buffer(size_t size) {
+  if (g_cols.size() < size) g_cols.resize(size);
+  return g_cols.data();
+}
+
+}  // namespace
+
+void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad, int stride,
+            const float* bias, bool relu_, float* y, const float* wino) {
+  if (wino) {
+    conv3x3_winograd(x, n, cin, h, w, wino, cout, pad, bias, relu_, y);
+    return;
+  }
+  const Geometry g{cin, h, w, k, pad, stride, (h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1};
+  const int hw = g.ho * g.wo, rows = cin * k * k, step = positions_per_chunk(g);
+  for (int img = 0; img < n; img++) {
+    float* yi = y + (size_t)img * cout * hw;
+    for (int co = 0; co < cout; co++) std::fill(yi + (size_t)co * hw, yi + (size_t)(co + 1) * hw, bias[co]);
+    for (int p0 = 0; p0 < hw; p0 += step) {
+      const int len = std::min(step, hw - p0);
+      float* cols = cols_buffer((size_t)rows * len);
+      im2col(x + (size_t)img * cin * h * w, g, p0, len, cols);
+      // Y[Cout, range] += W^T [Cout, rows] * cols [rows, range]
+      sgemm(cout, len, rows, Operand{wt, cout, true}, Operand{cols, len, false}, yi + p0, hw, true);
+    }
+    if (relu_) relu(yi, yi, (long)cout * hw);
+  }
+}
+
+void conv2d_backward_data(const float* dy, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad,
+                          int stride, float* dx, const float* wino) {
+  const int ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1;
+  if (wino) {
+    // dx is the full correlation of dy with the weights turned by 180 degrees and Cin/Cout
+    // swapped: again a 3x3 stride-1 convolution, with padding 2 - pad.
+    conv3x3_winograd(dy, n, cout, ho, wo, wino, cin, 2 - pad, nullptr, false, dx);
+    return;
+  }
+  const Geometry g{cin, h, w, k, pad, stride, ho, wo};
+  const int hw = ho * wo, rows = cin * k * k, step = positions_per_chunk(g);
+  std::memset(dx, 0, sizeof(float) * (size_t)n * cin * h * w);
+  for (int img = 0; img < n; img++) {
+    for (int p0 = 0; p0 < hw; p0 += step) {
+      const int len = std::min(step, hw - p0);
+      float* cols = cols_buffer((size_t)rows * len);
+      // dcols [rows, range] = W [rows, Cout] * dY [Cout, range]
+      sgemm(rows, len, cout, Operand{wt, cout, false}, Operand{dy + (size_t)img * cout * hw + p0, hw, false}, cols, len,
+            false);
+      col2im_add(cols, g, p0, len, dx + (size_t)img * cin * h * w);
+    }
+  }
+}
+
+void conv2d_backward_params(const float* dy, const float* x, int n, int cin, int h, int w, int cout, int k, int pad,
+                            int stride, float* dw, float* db) {
+  const Geometry g{cin, h, w, k, pad, stride, (h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1};
+  const int hw = g.ho * g.wo, rows = cin * k * k, step = positions_per_chunk(g);
+  std::memset(dw, 0, sizeof(float) * (size_t)rows * cout);
+  for (int img = 0; img < n; img++) {
+    for (int p0 = 0; p0 < hw; p0 += step) {
+      const int len = std::min(step, hw - p0);
+      float* cols = cols_buffer((size_t)rows * len);
+      im2col(x + (size_t)img * cin * h * w, g, p0, len, cols);
+      // dW [rows, Cout] += cols [rows, range] * dY^T [range, Cout]
+      sgemm(rows, cout, len, Operand{cols, len, false}, Operand{dy + (size_t)img * cout * hw + p0, hw, true}, dw, cout,
+            true);
+    }
+  }
+  for (int co = 0; co < cout; co++) {
+    double s = 0;
+    for (int img = 0; img < n; img++) {
+      const float* p = dy + ((size_t)img * cout + co) * hw;
+      for (int i = 0; i < hw; i++) s += p[i];
+    }
+    db[co] = (float)s;
+  }
+}
+
+// First maximum of each window; padded cells never win; NaN wins (as in the reference).
+static inline int window_argmax(const float* plane, int h, int w, int k, int stride, int pad, int oh, int ow) {
+  const int h0 = oh * stride - pad, w0 = ow * stride - pad;
+  const int h1 = std::min(h0 + k, h), w1 = std::min(w0 + k, w);
+  int best = -1;
+  float bv = 0.f;
+  for (int ih = std::max(h0, 0); ih < h1; ih++)
+    for (int iw = std::max(w0, 0); iw < w1; iw++) {
+      const float v = plane[ih * w + iw];
+      if (best < 0 || v > bv || (v != v && bv == bv)) {
+        best = ih * w + iw;
+        bv = v;
+      }
+    }
+  return best;
+}
+
+void max_pool2d(const float* x, int planes, int h, int w, int k, int stride, int pad, float* y, int ho, int wo) {
+  ThreadPool::instance().parallel_for(planes, [&](int p, int) {
+    const float* plane = x + (size_t)p * h * w;
+    float* out = y + (size_t)p * ho * wo;
+    if (k == 2 && stride == 2 && pad == 0) {
+      for (int oh = 0; oh < ho; oh++) {
+        const float* r0 = plane + (size_t)(2 * oh) * w;
+        const float* r1 = r0 + w;
+        for (int ow = 0; ow < wo; ow++) {
+          const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
+          float m = a;
+          if (b > m || (b != b && m == m)) m = b;
+          if (c > m || (c != c && m == m)) m = c;
+          if (d > m || (d != d && m == m)) m = d;
+          out[oh * wo + ow] = m;
+        }
+      }
+      return;
+    }
+    for (int oh = 0; oh < ho; oh++)
+      for (int ow = 0; ow < wo; ow++) out[oh * wo + ow] = plane[window_argmax(plane, h, w, k, stride, pad, oh, ow)];
+  });
+}
+
+void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int w, int k, int stride, int pad, float* dx,
+                         int ho, int wo) {
+  ThreadPool::instance().parallel_for(planes, [&](int p, int) {
+    const float* plane = x + (size_t)p * h * w;
+    float* d = dx + (size_t)p * h * w;
+    std::memset(d, 0, sizeof(float) * (size_t)h * w);
+    const float* g = dy + (size_t)p * ho * wo;
+    for (int oh = 0; oh < ho; oh++)
+      for (int ow = 0; ow < wo; ow++) d[window_argmax(plane, h, w, k, stride, pad, oh, ow)] += g[oh * wo + ow];
+  });
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static void axpy_avx2(float a, const float* x, float* y, int n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int j = 0;
+  for (; j + 8 <= n; j += 8) _mm256_storeu_ps(y + j, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
+  for (; j < n; j++) y[j] += a * x[j];
+}
+#endif
+
+static void axpy(float a, const float* x, float* y, int n) {
+#if defined(__x86_64__)
+  if (active_isa() == Isa::Avx2) {
+    axpy_avx2(a, x, y, n);
+    return;
+  }
+#endif
+  for (int j = 0; j < n; j++) y[j] += a * x[j];
+}
+
+void linear(const float* x, int m, int k, const float* w, int n, const float* b, float* y) {
+  for (int i = 0; i < m; i++) std::memcpy(y + (size_t)i * n, b, sizeof(float) * n);
+  if (m > 4) {
+    sgemm(m, n, k, Operand{x, k, false}, Operand{w, n, false}, y, n, true);
+    return;
+  }
+  // A few rows: stream the weights once (this is memory-bound), output columns split over threads.
+  ThreadPool& pool = ThreadPool::instance();
+  const int t = pool.threads();
+  const int chunk = ((n + t - 1) / t + 15) / 16 * 16;
+  pool.parallel_for(t, [&](int ti, int) {
+    const int j0 = ti * chunk, j1 = std::min(n, j0 + chunk);
+    if (j0 >= j1) return;
+    for (int p = 0; p < k; p++) {
+      const float* wr = w + (size_t)p * n + j0;
+      for (int i = 0; i < m; i++) {
+        const float a = x[(size_t)i * k + p];
+        if (a != 0.f) axpy(a, wr, y + (size_t)i * n + j0, j1 - j0);
+      }
+    }
+  });
+}
+
+void relu(const float* x, float* y, long size) {
+  for (long i = 0; i < size; i++) y[i] = x[i] > 0.f ? x[i] : 0.f;
+}
+
+void relu_backward(const float* dy, const float* x, float* dx, long size) {
+  for (long i = 0; i < size; i++) dx[i] = x[i] > 0.f ? dy[i] : 0.f;
+}
+
+}  // namespace pastiche

@@ -1,0 +1,214 @@
+#include "gemm.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "threadpool.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace pastiche {
+
+namespace {
+
+constexpr int KC = 256;  // depth of a packed slice: an A panel (6x256) and a B panel (256x16) fit L1
+constexpr int MC = 96;   // rows of A per block: 96x256 floats = 96 KiB, in L2
+constexpr int NC = 4096; // columns of B per block: 256x4096 floats = 4 MiB, in L3
+
+void micro_kernel_portable(int k, const float* a, const float* b, float* acc) {
+  float t[MR][NR] = {};
+  for (int p = 0; p < k; p++) {
+    const float* ap = a + p * MR;
+    const float* bp = b + p * NR;
+    for (int i = 0; i < MR; i++)
+      for (int j = 0; j < NR; j++) t[i][j] += ap[i] * bp[j];
+  }
+  std::memcpy(acc, t, sizeof t);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) void micro_kernel_avx2(int k, const float* a, const float* b, float* c, int ldc,
+                                                             bool add) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+  __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  for (int p = 0; p < k; p++) {
+    const __m256 b0 = _mm256_loadu_ps(b);
+    const __m256 b1 = _mm256_loadu_ps(b + 8);
+    __m256 ai = _mm256_broadcast_ss(a);
+    c00 = _mm256_fmadd_ps(ai, b0, c00); c01 = _mm256_fmadd_ps(ai, b1, c01);
+    ai = _mm256_broadcast_ss(a + 1);
+    c10 = _mm256_fmadd_ps(ai, b0, c10); c11 = _mm256_fmadd_ps(ai, b1, c11);
+    ai = _mm256_broadcast_ss(a + 2);
+    c20 = _mm256_fmadd_ps(ai, b0, c20); c21 = _mm256_fmadd_ps(ai, b1, c21);
+    ai = _mm256_broadcast_ss(a + 3);
+    c30 = _mm256_fmadd_ps(ai, b0, c30); c31 = _mm256_fmadd_ps(ai, b1, c31);
+    ai = _mm256_broadcast_ss(a + 4);
+    c40 = _mm256_fmadd_ps(ai, b0, c40); c41 = _mm256_fmadd_ps(ai, b1, c41);
+    ai = _mm256_broadcast_ss(a + 5);
+    c50 = _mm256_fmadd_ps(ai, b0, c50); c51 = _mm256_fmadd_ps(ai, b1, c51);
+    a += MR;
+    b += NR;
+  }
+  __m256 r[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  for (int i = 0; i < MR; i++) {
+    float* ci = c + (size_t)i * ldc;
+    if (add) {
+      _mm256_storeu_ps(ci, _mm256_add_ps(_mm256_loadu_ps(ci), r[i][0]));
+      _mm256_storeu_ps(ci + 8, _mm256_add_ps(_mm256_loadu_ps(ci + 8), r[i][1]));
+    } else {
+      _mm256_storeu_ps(ci, r[i][0]);
+      _mm256_storeu_ps(ci + 8, r[i][1]);
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) void micro_kernel_avx2_tile(int k, const float* a, const float* b, float* acc) {
+  micro_kernel_avx2(k, a, b, acc, NR, false);
+}
+#endif
+
+Isa g_isa = cpu_has_avx2() ? Isa::Avx2 : Isa::Portable;
+
+}  // namespace
+
+bool cpu_has_avx2() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+Isa active_isa() { return g_isa; }
+
+Isa set_isa(Isa wanted) {
+  g_isa = (wanted == Isa::Avx2 && cpu_has_avx2()) ? Isa::Avx2 : Isa::Portable;
+  return g_isa;
+}
+
+void micro_kernel(int k, const float* a, const float* b, float* c, int ldc, int mr, int nr, bool add) {
+#if defined(__x86_64__)
+  if (g_isa == Isa::Avx2 && mr == MR && nr == NR) {
+    micro_kernel_avx2(k, a, b, c, ldc, add);
+    return;
+  }
+#endif
+  alignas(32) float acc[MR * NR];
+#if defined(__x86_64__)
+  if (g_isa == Isa::Avx2)
+    micro_kernel_avx2_tile(k, a, b, acc);
+  else
+#endif
+    micro_kernel_portable(k, a, b, acc);
+  for (int i = 0; i < mr; i++) {
+    float* ci = c + (size_t)i * ldc;
+    for (int j = 0; j < nr; j++) ci[j] = add ? ci[j] + acc[i * NR + j] : acc[i * NR + j];
+  }
+}
+
+void pack_a(Operand a, int i0, int m, int p0, int k, float* out) {
+  for (int ir = 0; ir < m; ir += MR) {
+    const int mr = std::min(MR, m - ir);
+    if (!a.trans) {
+      for (int p = 0; p < k; p++)
+        for (int i = 0; i < MR; i++) *out++ = i < mr ? a.data[(size_t)(i0 + ir + i) * a.ld + p0 + p] : 0.f;
+    } else {
+      // A stored transposed: a row of op(A) is a column; consecutive i are contiguous.
+      for (int p = 0; p < k; p++) {
+        const float* src = a.data + (size_t)(p0 + p) * a.ld + i0 + ir;
+        for (int i = 0; i < MR; i++) *out++ = i < mr ? src[i] : 0.f;
+      }
+    }
+  }
+}
+
+void pack_b(Operand b, int p0, int k, int j0, int n, float* out) {
+  for (int jr = 0; jr < n; jr += NR) {
+    const int nr = std::min(NR, n - jr);
+    if (!b.trans) {
+      for (int p = 0; p < k; p++) {
+        const float* src = b.data + (size_t)(p0 + p) * b.ld + j0 + jr;
+        if (nr == NR) {
+          std::memcpy(out, src, NR * sizeof(float));
+          out += NR;
+        } else {
+          for (int j = 0; j < NR; j++) *out++ = j < nr ? src[j] : 0.f;
+        }
+      }
+    } else {
+      for (int p = 0; p < k; p++)
+        for (int j = 0; j < NR; j++) *out++ = j < nr ? b.data[(size_t)(j0 + jr + j) * b.ld + p0 + p] : 0.f;
+    }
+  }
+}
+
+void sgemm_serial(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool accumulate) {
+  if (m <= 0 || n <= 0) return;
+  if (!accumulate)
+    for (int i = 0; i < m; i++) std::memset(c + (size_t)i * ldc, 0, n * sizeof(float));
+  if (k <= 0) return;
+  thread_local std::vector<float> pa, pb;
+  if (pa.size() < (size_t)MC * KC) pa.resize((size_t)MC * KC);
+  if (pb.size() < (size_t)KC * (NC + NR)) pb.resize((size_t)KC * (NC + NR));
+  for (int jc = 0; jc < n; jc += NC) {
+    const int nc = std::min(NC, n - jc);
+    for (int pc = 0; pc < k; pc += KC) {
+      const int kc = std::min(KC, k - pc);
+      pack_b(b, pc, kc, jc, nc, pb.data());
+      for (int ic = 0; ic < m; ic += MC) {
+        const int mc = std::min(MC, m - ic);
+        pack_a(a, ic, mc, pc, kc, pa.data());
+        for (int jr = 0; jr < nc; jr += NR) {
+          const int nr = std::min(NR, nc - jr);
+          const float* bp = pb.data() + (size_t)(jr / NR) * NR * kc;
+          for (int ir = 0; ir < mc; ir += MR) {
+            const int mr = std::min(MR, mc - ir);
+            micro_kernel(kc, pa.data() + (size_t)(ir / MR) * MR * kc, bp, c + (size_t)(ic + ir) * ldc + jc + jr, ldc, mr, nr,
+                         true);
+          }
+        }
+      }
+    }
+  }
+}
+
+void sgemm(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool accumulate) {
+  ThreadPool& pool = ThreadPool::instance();
+  const int t = pool.threads();
+  const double work = (double)m * n * k;
+  if (t == 1 || work < 2e6) {
+    sgemm_serial(m, n, k, a, b, c, ldc, accumulate);
+    return;
+  }
+  // Split the larger output dimension into one contiguous range per thread (aligned to the
+  // micro-kernel), each a serial GEMM with its own packing buffers.
+  if (n >= m || m < MR * t) {
+    const int chunk = ((n + t - 1) / t + NR - 1) / NR * NR;
+    pool.parallel_for(t, [&](int i, int) {
+      const int j0 = i * chunk, j1 = std::min(n, j0 + chunk);
+      if (j0 >= j1) return;
+      Operand bi = b;
+      bi.data = b.trans ? b.data + (size_t)j0 * b.ld : b.data + j0;
+      sgemm_serial(m, j1 - j0, k, a, bi, c + j0, ldc, accumulate);
+    });
+  } else {
+    const int chunk = ((m + t - 1) / t + MR - 1) / MR * MR;
+    pool.parallel_for(t, [&](int i, int) {
+      const int i0 = i * chunk, i1 = std::min(m, i0 + chunk);
+      if (i0 >= i1) return;
+      Operand ai = a;
+      ai.data = a.trans ? a.data + i0 : a.data + (size_t)i0 * a.ld;
+      sgemm_serial(i1 - i0, n, k, ai, b, c + (size_t)i0 * ldc, ldc, accumulate);
+    });
+  }
+}
+
+}  // namespace pastiche

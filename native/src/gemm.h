@@ -1,0 +1,41 @@
+// Single-precision matrix multiply: a packed, cache-blocked GEMM (Goto/BLIS layout) whose 6x16
+// micro-kernel is AVX2/FMA where the CPU has it and portable C++ elsewhere.
+#pragma once
+#include <cstddef>
+
+namespace pastiche {
+
+constexpr int MR = 6;   // rows of C per micro-kernel call
+constexpr int NR = 16;  // columns of C per micro-kernel call (two 8-float AVX registers)
+
+enum class Isa { Portable, Avx2 };
+Isa active_isa();
+bool cpu_has_avx2();
+// Selects the kernels: Avx2 only if the CPU supports it. Returns the ISA now active.
+Isa set_isa(Isa wanted);
+
+// Strided matrix operand: element (r, c) of op(X) is data[trans ? c * ld + r : r * ld + c].
+struct Operand {
+  const float* data;
+  int ld;
+  bool trans;
+  float at(int r, int c) const { return trans ? data[(size_t)c * ld + r] : data[(size_t)r * ld + c]; }
+};
+
+// C[m x n] (row stride ldc) = (accumulate ? C : 0) + op(A)[m x k] * op(B)[k x n].
+// Uses the thread pool when the problem is large enough.
+void sgemm(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool accumulate);
+// The same on the calling thread only.
+void sgemm_serial(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool accumulate);
+
+// Packing into micro-kernel order, also used by Winograd to pre-pack its operands.
+// A: rows [0, m) x k -> ceil(m/MR) panels of k x MR (zero-padded rows).
+void pack_a(Operand a, int i0, int m, int p0, int k, float* out);
+// B: k x cols [0, n) -> ceil(n/NR) panels of k x NR (zero-padded columns).
+void pack_b(Operand b, int p0, int k, int j0, int n, float* out);
+
+// One MR x NR tile: acc = sum_p a[p*MR + i] * b[p*NR + j]; then C (row stride ldc) += acc over
+// the valid mr x nr corner, or = acc when !add.
+void micro_kernel(int k, const float* a, const float* b, float* c, int ldc, int mr, int nr, bool add);
+
+}  // namespace pastiche

@@ -1,0 +1,40 @@
+// The native backend's kernels. Shapes are validated on the TypeScript side; these trust them.
+// Layouts are the engine's: activations NCHW, conv weights [Cin, K, K, Cout], fc weights [Din, Dout].
+#pragma once
+#include <cstddef>
+
+namespace pastiche {
+
+// y = conv(x, w) + b, then ReLU if relu.
+// `wino` is the layer's transformed weights (winograd_weights) or null for im2col + GEMM.
+void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad, int stride,
+            const float* bias, bool relu, float* y, const float* wino);
+// `wino` is the rotated transform (winograd_weights with rotate) or null for GEMM + col2im.
+void conv2d_backward_data(const float* dy, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad,
+                          int stride, float* dx, const float* wino);
+void conv2d_backward_params(const float* dy, const float* x, int n, int cin, int h, int w, int cout, int k, int pad,
+                            int stride, float* dw, float* db);
+
+// Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions (any padding up to 2). `up` holds the
+// transformed weights from winograd_weights (for cin -> cout channels).
+void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int cout, int pad,
+                      const float* bias, bool relu, float* y);
+// Floats needed for the transformed weights of a cin -> cout convolution.
+size_t winograd_weights_size(int cin, int cout);
+// Transforms weights [wcin, 3, 3, wcout]; `rotate` gives those of the gradient to the data (a
+// wcout -> wcin convolution with the kernel turned 180 degrees).
+void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, float* up);
+// Whether `auto` picks Winograd for this layer.
+bool winograd_applies(int cin, int k, int stride);
+
+void max_pool2d(const float* x, int planes, int h, int w, int k, int stride, int pad, float* y, int ho, int wo);
+void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int w, int k, int stride, int pad, float* dx,
+                         int ho, int wo);
+
+// y[m x n] = x[m x k] w[k x n] + b
+void linear(const float* x, int m, int k, const float* w, int n, const float* b, float* y);
+
+void relu(const float* x, float* y, long size);
+void relu_backward(const float* dy, const float* x, float* dx, long size);
+
+}  // namespace pastiche

@@ -1,0 +1,154 @@
+// Winograd F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015):
+// each 4x4 output tile is A^T [ (G g G^T) .* (B^T d B) ] A over a 6x6 input tile d, i.e. 36
+// multiplications per tile and channel pair instead of 144. The 36 element-wise products over all
+// channels become 36 independent GEMMs: M[xi] (Cout x tiles) = U[xi] (Cout x Cin) V[xi] (Cin x tiles).
+// U is computed once per weight tensor (the caller caches it); the input transform writes straight
+// into the GEMM's packed operand layout, 8 tiles per vector; tiles go in blocks sized for the cache.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "gemm.h"
+#include "kernels.h"
+#include "threadpool.h"
+#include "winograd_kernels.h"
+
+namespace pastiche {
+
+namespace {
+
+constexpr int T6 = 36;
+
+int round_up(int v, int to) { return (v + to - 1) / to * to; }
+
+// u (6) = G g (3)
+inline void g_transform(const float* g, int stride, float* u) {
+  const float g0 = g[0], g1 = g[stride], g2 = g[2 * stride];
+  u[0] = g0 * 0.25f;
+  u[1] = -(g0 + g1 + g2) / 6.f;
+  u[2] = -(g0 - g1 + g2) / 6.f;
+  u[3] = g0 / 24.f + g1 / 12.f + g2 / 6.f;
+  u[4] = g0 / 24.f - g1 / 12.f + g2 / 6.f;
+  u[5] = g2;
+}
+
+// Scratch reused across calls: no allocation once warmed up.
+std::vector<float> g_vp, g_m;
+
+}  // namespace
+
+bool winograd_applies(int cin, int k, int stride) { return k == 3 && stride == 1 && cin >= 16; }
+
+size_t winograd_weights_size(int cin, int cout) { return (size_t)T6 * round_up(cout, MR) * cin; }
+
+void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, float* up) {
+  // Forward: a conv from wcin to wcout channels with g[kh][kw] = w[ci][kh][kw][co].
+  // Rotated (for the gradient to the data): from wcout to wcin channels with the kernel turned by
+  // 180 degrees, g'[kh][kw] for (in = co, out = ci) = w[ci][2-kh][2-kw][co].
+  const int cin = rotate ? wcout : wcin, cout = rotate ? wcin : wcout;
+  const int coutp = round_up(cout, MR);
+  const size_t up_stride = (size_t)coutp * cin;
+  ThreadPool::instance().parallel_for(coutp / MR, [&](int panel, int) {
+    for (int ci = 0; ci < cin; ci++) {
+      for (int r = 0; r < MR; r++) {
+        const int co = panel * MR + r;
+        float u[T6];
+        if (co < cout) {
+          float g[9];
+          for (int kh = 0; kh < 3; kh++)
+            for (int kw = 0; kw < 3; kw++)
+              g[kh * 3 + kw] = rotate ? wt[((size_t)(co * 3 + 2 - kh) * 3 + 2 - kw) * wcout + ci]
+                                      : wt[((size_t)(ci * 3 + kh) * 3 + kw) * wcout + co];
+          float tmp[18];  // G g, column kw in tmp[kw*6 .. kw*6+5]
+          for (int kw = 0; kw < 3; kw++) g_transform(g + kw, 3, tmp + kw * 6);
+          for (int i = 0; i < 6; i++) {
+            const float row[3] = {tmp[i], tmp[6 + i], tmp[12 + i]};
+            g_transform(row, 1, u + i * 6);
+          }
+        } else {
+          std::fill(u, u + T6, 0.f);
+        }
+        // Packed as GEMM A panels: [xi][co panel][ci][MR].
+        for (int xi = 0; xi < T6; xi++) up[xi * up_stride + (size_t)panel * MR * cin + (size_t)ci * MR + r] = u[xi];
+      }
+    }
+  });
+}
+
+void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int cout, int pad,
+                      const float* bias, bool relu, float* y) {
+  ThreadPool& pool = ThreadPool::instance();
+  const bool avx2 = active_isa() == Isa::Avx2;
+  auto input8 = avx2 ? avx2::input_transform8 : portable::input_transform8;
+  auto output8 = avx2 ? avx2::output_transform8 : portable::output_transform8;
+  const int ho = h + 2 * pad - 2, wo = w + 2 * pad - 2;
+  const int th = (ho + 3) / 4, tw = (wo + 3) / 4, tiles = th * tw;
+  const int coutp = round_up(cout, MR);
+  const size_t up_stride = (size_t)coutp * cin;
+  // Each tile's 6x6 window lies inside this zero-padded copy of a channel.
+  const int hp = th * 4 + 2, wp = tw * 4 + 2;
+
+  // Tile block size: V and M for a block take about 12 MiB, within L3; a multiple of NR.
+  const int budget_tiles = (int)(12.0 * 1024 * 1024 / (4.0 * T6 * (cin + coutp)));
+  const int tb = std::max(NR, std::min(round_up(tiles, NR), budget_tiles / NR * NR));
+  const size_t vp_stride = (size_t)tb * cin, m_stride = (size_t)coutp * tb;
+  if (g_vp.size() < T6 * vp_stride) g_vp.resize(T6 * vp_stride);
+  if (g_m.size() < T6 * m_stride) g_m.resize(T6 * m_stride);
+  float* vp = g_vp.data();
+  float* mb = g_m.data();
+
+  for (int img = 0; img < n; img++) {
+    const float* x_img = x + (size_t)img * cin * h * w;
+    float* y_img = y + (size_t)img * cout * ho * wo;
+    for (int t0 = 0; t0 < tiles; t0 += tb) {
+      const int nt = std::min(tb, tiles - t0), ntp = round_up(nt, NR);
+      // Phase 1: V = B^T d B for every (ci, tile), into packed B panels [xi][tile panel][ci][NR].
+      pool.parallel_for(cin, [&](int ci, int) {
+        thread_local std::vector<float> xpad;
+        xpad.assign((size_t)hp * wp, 0.f);
+        const float* plane = x_img + (size_t)ci * h * w;
+        const int r0 = std::max(0, (t0 / tw) * 4 - pad), r1 = std::min(h, ((t0 + nt - 1) / tw) * 4 + 6 - pad);
+        for (int r = r0; r < r1; r++) std::memcpy(xpad.data() + (size_t)(r + pad) * wp + pad, plane + (size_t)r * w, sizeof(float) * w);
+        for (int t = 0; t < ntp; t += 8) {
+          int base[8];
+          for (int l = 0; l < 8; l++) {
+            const int tile = std::min(t0 + t + l, t0 + nt - 1);  // lanes past the end repeat a real tile
+            base[l] = (tile / tw) * 4 * wp + (tile % tw) * 4;
+          }
+          input8(xpad.data(), wp, base, vp + (size_t)(t / NR) * NR * cin + (size_t)ci * NR + t % NR, vp_stride);
+        }
+      });
+      // Phase 2: 36 GEMMs, M[xi] (coutp x ntp) = U[xi] V[xi], on pre-packed panels.
+      pool.parallel_for(T6, [&](int xi, int) {
+        const float* a = up + xi * up_stride;
+        const float* b = vp + xi * vp_stride;
+        float* c = mb + xi * m_stride;
+        for (int ic = 0; ic < coutp; ic += 96) {
+          const int mc = std::min(96, coutp - ic);
+          for (int jp = 0; jp < ntp; jp += NR)
+            for (int ip = ic; ip < ic + mc; ip += MR)
+              micro_kernel(cin, a + (size_t)ip * cin, b + (size_t)jp * cin, c + (size_t)ip * tb + jp, tb, MR, NR, false);
+        }
+      });
+      // Phase 3: Y = A^T M A (+ bias, ReLU), the valid part of each 4x4 tile.
+      pool.parallel_for(cout, [&](int co, int) {
+        const float bv = bias ? bias[co] : 0.f;
+        float* out = y_img + (size_t)co * ho * wo;
+        alignas(32) float o[16 * 8];
+        for (int t = 0; t < nt; t += 8) {
+          output8(mb + (size_t)co * tb + t, m_stride, bv, relu, o);
+          for (int l = 0; l < 8 && t + l < nt; l++) {
+            const int tile = t0 + t + l, oy = (tile / tw) * 4, ox = (tile % tw) * 4;
+            const int rows = std::min(4, ho - oy), cols = std::min(4, wo - ox);
+            for (int r = 0; r < rows; r++) {
+              float* dst = out + (size_t)(oy + r) * wo + ox;
+              for (int c = 0; c < cols; c++) dst[c] = o[(r * 4 + c) * 8 + l];
+            }
+          }
+        }
+      });
+    }
+  }
+}
+
+}  // namespace pastiche

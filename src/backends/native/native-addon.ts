@@ -1,0 +1,51 @@
+/**
+ * Loads the compiled Node-API addon (build/Release/pastiche_native.node, built by node-gyp during
+ * `npm ci`). If it is missing or fails to load, `nativeAddon` is undefined and `nativeUnavailable`
+ * says why; nothing else in Pastiche depends on it.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeAddon {
+  /** The active instruction set; pass 'portable' or 'avx2' to switch (avx2 only where supported). */
+  isa(set?: 'portable' | 'avx2'): 'portable' | 'avx2';
+  readonly cpuHasAvx2: boolean;
+  /** Threads in the pool (including the caller); pass n to resize. */
+  threads(n?: number): number;
+  sgemm(m: number, n: number, k: number, a: Float32Array, aOff: number, lda: number, transA: boolean,
+    b: Float32Array, bOff: number, ldb: number, transB: boolean, c: Float32Array, cOff: number, ldc: number, accumulate: boolean): void;
+  /** `wino`: the layer's transformed weights (winogradWeights) to use Winograd, or null for im2col. */
+  conv2d(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number, k: number,
+    pad: number, stride: number, bias: Float32Array, relu: boolean, y: Float32Array, wino: Float32Array | null): void;
+  /** `wino`: the rotated transform (winogradWeights with rotate) or null for GEMM + col2im. */
+  conv2dBackwardData(dy: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number,
+    k: number, pad: number, stride: number, dx: Float32Array, wino: Float32Array | null): void;
+  winogradWeightsSize(cin: number, cout: number): number;
+  winogradWeights(wt: Float32Array, cin: number, cout: number, rotate: boolean, out: Float32Array): void;
+  conv2dBackwardParams(dy: Float32Array, x: Float32Array, n: number, cin: number, h: number, w: number, cout: number,
+    k: number, pad: number, stride: number, dw: Float32Array, db: Float32Array): void;
+  maxPool2d(x: Float32Array, planes: number, h: number, w: number, k: number, stride: number, pad: number,
+    y: Float32Array, ho: number, wo: number): void;
+  maxPool2dBackward(dy: Float32Array, x: Float32Array, planes: number, h: number, w: number, k: number, stride: number,
+    pad: number, dx: Float32Array, ho: number, wo: number): void;
+  linear(x: Float32Array, m: number, k: number, w: Float32Array, n: number, b: Float32Array, y: Float32Array): void;
+  relu(x: Float32Array, y: Float32Array): void;
+  reluBackward(dy: Float32Array, x: Float32Array, dx: Float32Array): void;
+}
+
+const ADDON_PATH = fileURLToPath(new URL('../../../../build/Release/pastiche_native.node', import.meta.url));
+
+function load(): { addon?: NativeAddon; reason?: string } {
+  if (process.env['PASTICHE_DISABLE_NATIVE']) return { reason: 'disabled by PASTICHE_DISABLE_NATIVE' };
+  if (!existsSync(ADDON_PATH)) return { reason: 'the addon was not built (run npm ci, or npm run install, with a C++ compiler)' };
+  try {
+    return { addon: createRequire(import.meta.url)(ADDON_PATH) as NativeAddon };
+  } catch (e) {
+    return { reason: `the addon failed to load: ${(e as Error).message.split('\n')[0]}` };
+  }
+}
+
+const loaded = load();
+export const nativeAddon: NativeAddon | undefined = loaded.addon;
+export const nativeUnavailable: string | undefined = loaded.reason;

@@ -1,0 +1,137 @@
+/**
+ * `native`: the Node-API C++ addon (native/src): packed SGEMM with an AVX2/FMA 6x16 micro-kernel on
+ * a persistent thread pool, Winograd F(4x4,3x3) for 3x3 stride-1 convolutions (forward and
+ * backward-to-data), im2col + GEMM for other shapes and the weight gradient. TypeScript validates
+ * shapes and allocates outputs; the addon computes into them.
+ */
+import { Tensor, type Shape } from '../../tensor/tensor.js';
+import type { Backend, Conv2dParams, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
+import { commonOps } from '../common-ops.js';
+import {
+  checkBias,
+  checkGradShape,
+  convGeometry,
+  linearGeometry,
+  matmulGeometry,
+  poolGeometry,
+} from '../shapes.js';
+import type { NativeAddon } from './native-addon.js';
+
+/** Convolution algorithm: 'auto' uses Winograd for 3x3 stride-1 layers with 16+ input channels. */
+export type ConvAlgorithm = 'auto' | 'im2col' | 'winograd';
+
+/** Winograd applies to 3x3 stride-1 convolutions; 'auto' also wants enough channels to pay off. */
+function useWinograd(algo: ConvAlgorithm, k: number, stride: number, pad: number, channelsIn: number): boolean {
+  if (k !== 3 || stride !== 1 || pad > 2 || algo === 'im2col') return false;
+  return algo === 'winograd' || channelsIn >= 16;
+}
+
+export interface NativeBackend extends Backend {
+  readonly addon: NativeAddon;
+  /** Forces a convolution algorithm (for tests and benchmarks). */
+  convAlgorithm: ConvAlgorithm;
+}
+
+export function createNativeBackend(addon: NativeAddon): NativeBackend {
+  // Transformed weights, computed once per weight array (the Backend contract: weights are not
+  // modified in place), for the forward pass and for the gradient to the data.
+  const forwardCache = new WeakMap<Float32Array, Float32Array>();
+  const backwardCache = new WeakMap<Float32Array, Float32Array>();
+  const winogradWeights = (w: Tensor, cin: number, cout: number, rotate: boolean): Float32Array => {
+    const cache = rotate ? backwardCache : forwardCache;
+    let u = cache.get(w.data);
+    if (!u) {
+      u = new Float32Array(rotate ? addon.winogradWeightsSize(cout, cin) : addon.winogradWeightsSize(cin, cout));
+      addon.winogradWeights(w.data, cin, cout, rotate, u);
+      cache.set(w.data, u);
+    }
+    return u;
+  };
+  const be: NativeBackend = {
+    ...commonOps,
+    name: 'native',
+    description: 'C++ addon: AVX2/FMA GEMM, Winograd F(4x4,3x3), thread pool',
+    addon,
+    convAlgorithm: 'auto',
+
+    conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu = false): Tensor {
+      const g = convGeometry(x.shape, w.shape, p);
+      checkBias(b, g.cout, 'conv2d');
+      const y = new Tensor([g.n, g.cout, g.ho, g.wo]);
+      const wino = useWinograd(be.convAlgorithm, g.k, p.stride, p.pad, g.cin) ? winogradWeights(w, g.cin, g.cout, false) : null;
+      addon.conv2d(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, y.data, wino);
+      return y;
+    },
+
+    conv2dBackwardData(dy: Tensor, w: Tensor, xShape: Shape, p: Conv2dParams): Tensor {
+      const g = convGeometry(xShape, w.shape, p);
+      checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardData');
+      const dx = new Tensor(xShape);
+      const wino = useWinograd(be.convAlgorithm, g.k, p.stride, p.pad, g.cout) ? winogradWeights(w, g.cin, g.cout, true) : null;
+      addon.conv2dBackwardData(dy.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, dx.data, wino);
+      return dx;
+    },
+
+    conv2dBackwardParams(dy: Tensor, x: Tensor, kernel: number, p: Conv2dParams): ParamGradients {
+      const cout = dy.shape[1] ?? 0;
+      const g = convGeometry(x.shape, [x.shape[1] ?? 0, kernel, kernel, cout], p);
+      checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardParams');
+      const dw = new Tensor([g.cin, g.k, g.k, g.cout]);
+      const db = new Tensor([g.cout]);
+      addon.conv2dBackwardParams(dy.data, x.data, g.n, g.cin, g.h, g.w, g.cout, g.k, p.pad, p.stride, dw.data, db.data);
+      return { dw, db };
+    },
+
+    maxPool2d(x: Tensor, p: Pool2dParams): Tensor {
+      const g = poolGeometry(x.shape, p);
+      const y = new Tensor([g.n, g.c, g.ho, g.wo]);
+      addon.maxPool2d(x.data, g.n * g.c, g.h, g.w, p.kernel, p.stride, p.pad, y.data, g.ho, g.wo);
+      return y;
+    },
+
+    maxPool2dBackward(dy: Tensor, x: Tensor, p: Pool2dParams): Tensor {
+      const g = poolGeometry(x.shape, p);
+      checkGradShape(dy, [g.n, g.c, g.ho, g.wo], 'maxPool2dBackward');
+      const dx = new Tensor(x.shape);
+      addon.maxPool2dBackward(dy.data, x.data, g.n * g.c, g.h, g.w, p.kernel, p.stride, p.pad, dx.data, g.ho, g.wo);
+      return dx;
+    },
+
+    matmul(a: Tensor, b: Tensor, transA = false, transB = false): Tensor {
+      const { m, n, k } = matmulGeometry(a, b, transA, transB);
+      const c = new Tensor([m, n]);
+      addon.sgemm(m, n, k, a.data, 0, a.shape[1]!, transA, b.data, 0, b.shape[1]!, transB, c.data, 0, n, false);
+      return c;
+    },
+
+    linear(x: Tensor, w: Tensor, b: Tensor): Tensor {
+      const { m, n, k } = linearGeometry(x, w, b);
+      const y = new Tensor([m, n]);
+      addon.linear(x.data, m, k, w.data, n, b.data, y.data);
+      return y;
+    },
+
+    linearBackward(dy: Tensor, x: Tensor, w: Tensor): LinearGradients {
+      const n = x.shape[0]!;
+      const dout = w.shape[1]!;
+      checkGradShape(dy, [n, dout], 'linearBackward');
+      const db = new Tensor([dout]);
+      for (let r = 0; r < n; r++) for (let j = 0; j < dout; j++) db.data[j] += dy.data[r * dout + j]!;
+      return { dx: be.matmul(dy, w, false, true), dw: be.matmul(x, dy, true, false), db };
+    },
+
+    relu(x: Tensor): Tensor {
+      const y = new Tensor(x.shape);
+      addon.relu(x.data, y.data);
+      return y;
+    },
+
+    reluBackward(dy: Tensor, x: Tensor): Tensor {
+      checkGradShape(dy, x.shape, 'reluBackward');
+      const dx = new Tensor(x.shape);
+      addon.reluBackward(dy.data, x.data, dx.data);
+      return dx;
+    },
+  };
+  return be;
+}

@@ -1,0 +1,140 @@
+/**
+ * The native backend against the four-loop reference: every kernel, each convolution algorithm,
+ * one and two threads, the AVX2 and the portable path; and the fallback when the addon is missing.
+ */
+import * as assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+import { getBackend, nativeBackend, nativeUnavailable } from '../src/backends/index.js';
+import type { ConvAlgorithm } from '../src/backends/native/native-backend.js';
+import { CLI, TINY, assertClose, randomTensor } from './helpers.js';
+
+const loops = getBackend('loops');
+
+test('the native backend is built and loads (set PASTICHE_DISABLE_NATIVE to run without it)', () => {
+  if (process.env['PASTICHE_DISABLE_NATIVE']) return;
+  assert.ok(nativeBackend, `native backend unavailable: ${nativeUnavailable}`);
+});
+
+const native = nativeBackend;
+if (native) {
+  const addon = native.addon;
+  const isas = addon.cpuHasAvx2 ? (['avx2', 'portable'] as const) : (['portable'] as const);
+
+  // [N, Cin, H, W], kernel, Cout, pad, stride
+  const SHAPES: [number[], number, number, number, number][] = [
+    [[1, 16, 8, 8], 3, 16, 1, 1],
+    [[2, 17, 9, 7], 3, 13, 1, 1],
+    [[1, 20, 13, 11], 3, 7, 0, 1],
+    [[2, 16, 5, 6], 3, 19, 2, 1],
+    [[1, 32, 17, 21], 3, 33, 1, 1],
+    [[3, 3, 10, 9], 3, 8, 1, 1],
+    [[2, 5, 11, 9], 3, 6, 1, 2],
+    [[1, 6, 13, 11], 5, 3, 2, 2],
+    [[2, 7, 5, 5], 1, 9, 0, 1],
+    [[1, 64, 14, 14], 3, 64, 1, 1],
+  ];
+
+  for (const isa of isas) {
+    for (const threads of [1, 2]) {
+      for (const algo of ['auto', 'im2col', 'winograd'] as ConvAlgorithm[]) {
+        test(`native conv (${algo}, ${isa}, ${threads} thread(s)) equals loops: forward, backward data, weights, bias`, () => {
+          addon.isa(isa);
+          addon.threads(threads);
+          native.convAlgorithm = algo;
+          try {
+            SHAPES.forEach(([xs, k, cout, pad, stride], i) => {
+              const x = randomTensor(xs, 100 + i);
+              const w = randomTensor([xs[1]!, k, k, cout], 200 + i);
+              const b = randomTensor([cout], 300 + i);
+              const p = { pad, stride };
+              const what = `${JSON.stringify(xs)} k${k} cout${cout} pad${pad} s${stride}`;
+              // Winograd's extra additions cost precision: 1e-4 there, 1e-5 for direct products.
+              const wino = k === 3 && stride === 1 && (algo === 'winograd' || (algo === 'auto' && xs[1]! >= 16));
+              const y = loops.conv2d(x, w, b, p);
+              assertClose(native.conv2d(x, w, b, p), y, wino ? 1e-4 : 1e-5, `${what} forward`);
+              const dy = randomTensor(y.shape, 400 + i);
+              const winoBack = k === 3 && stride === 1 && pad <= 2 && (algo === 'winograd' || (algo === 'auto' && cout >= 16));
+              assertClose(native.conv2dBackwardData(dy, w, x.shape, p), loops.conv2dBackwardData(dy, w, x.shape, p), winoBack ? 1e-4 : 1e-5, `${what} dx`);
+              const got = native.conv2dBackwardParams(dy, x, k, p);
+              const ref = loops.conv2dBackwardParams(dy, x, k, p);
+              assertClose(got.dw, ref.dw, 1e-5, `${what} dw`);
+              assertClose(got.db, ref.db, 1e-5, `${what} db`);
+            });
+          } finally {
+            native.convAlgorithm = 'auto';
+            addon.isa('avx2');
+            addon.threads(2);
+          }
+        });
+      }
+
+      test(`native pool, matmul, linear, relu (${isa}, ${threads} thread(s)) equal loops`, () => {
+        addon.isa(isa);
+        addon.threads(threads);
+        try {
+          for (const [xs, kernel, stride, pad] of [[[2, 3, 8, 6], 2, 2, 0], [[1, 4, 7, 9], 2, 2, 0], [[3, 2, 9, 9], 3, 2, 1], [[2, 2, 6, 5], 3, 1, 1]] as const) {
+            const x = randomTensor(xs, 7);
+            for (let j = 0; j < x.size; j += 3) x.data[j] = 0.5; // ties
+            const p = { kernel, stride, pad };
+            const y = loops.maxPool2d(x, p);
+            assert.deepEqual(native.maxPool2d(x, p).data, y.data);
+            const dy = randomTensor(y.shape, 8);
+            assert.deepEqual(native.maxPool2dBackward(dy, x, p).data, loops.maxPool2dBackward(dy, x, p).data);
+          }
+          for (const [m, n, k] of [[1, 1, 1], [5, 7, 3], [17, 9, 300], [70, 33, 12], [2, 1000, 517], [131, 100, 260]]) {
+            for (const ta of [false, true])
+              for (const tb of [false, true]) {
+                const a = randomTensor(ta ? [k!, m!] : [m!, k!], m! + k!);
+                const b = randomTensor(tb ? [n!, k!] : [k!, n!], n! * 3);
+                assertClose(native.matmul(a, b, ta, tb), loops.matmul(a, b, ta, tb), 1e-5, `matmul ${m}x${n}x${k} ${ta} ${tb}`);
+              }
+            const x = randomTensor([m!, k!], 1);
+            for (let j = 0; j < x.size; j += 4) x.data[j] = 0; // zeros, as after a ReLU
+            const w = randomTensor([k!, n!], 2);
+            const b = randomTensor([n!], 3);
+            assertClose(native.linear(x, w, b), loops.linear(x, w, b), 1e-5, `linear ${m}x${n}x${k}`);
+            const dy = randomTensor([m!, n!], 4);
+            const g1 = native.linearBackward(dy, x, w);
+            const g2 = loops.linearBackward(dy, x, w);
+            assertClose(g1.dx, g2.dx, 1e-5, 'linear dx');
+            assertClose(g1.dw, g2.dw, 1e-5, 'linear dw');
+            assertClose(g1.db, g2.db, 1e-5, 'linear db');
+          }
+          const r = randomTensor([3, 4, 5, 6], 9);
+          assert.deepEqual(native.relu(r).data, loops.relu(r).data);
+          const rd = randomTensor(r.shape, 10);
+          assert.deepEqual(native.reluBackward(rd, r).data, loops.reluBackward(rd, r).data);
+        } finally {
+          addon.isa('avx2');
+          addon.threads(2);
+        }
+      });
+    }
+  }
+
+  test('the portable path gives the same results as the AVX2 path', { skip: !addon.cpuHasAvx2 && 'this CPU has no AVX2: only the portable path exists' }, () => {
+    const x = randomTensor([2, 24, 15, 13], 1);
+    const w = randomTensor([24, 3, 3, 20], 2);
+    const b = randomTensor([20], 3);
+    const p = { pad: 1, stride: 1 };
+    addon.isa('avx2');
+    const fast = native.conv2d(x, w, b, p);
+    addon.isa('portable');
+    assert.equal(addon.isa(), 'portable');
+    const portable = native.conv2d(x, w, b, p);
+    addon.isa('avx2');
+    // FMA rounds once where the portable path rounds twice: equal to within float32 noise.
+    assertClose(portable, fast, 1e-5, 'portable vs avx2');
+  });
+}
+
+test('without the addon Pastiche falls back to ts and says so once, in one line', async () => {
+  const run = promisify(execFile);
+  const env = { ...process.env, PASTICHE_DISABLE_NATIVE: '1' };
+  const { stdout, stderr } = await run(process.execPath, [CLI, 'classify', `${TINY}chelsea.png`, '-w', `${TINY}vgg19-tiny-old.mat`, '--json'], { env });
+  assert.match(stdout, /"index":185/);
+  assert.equal(stderr.trim(), 'pastiche: native backend unavailable (disabled by PASTICHE_DISABLE_NATIVE); using ts');
+  await assert.rejects(run(process.execPath, [CLI, 'classify', `${TINY}chelsea.png`, '-w', `${TINY}vgg19-tiny-old.mat`, '-b', 'native'], { env }), (e: Error & { stderr: string }) => /the native backend is not available here/.test(e.stderr));
+});
