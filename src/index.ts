@@ -22,4 +22,4 @@ export { resizeBilinearPil } from './image/pil-resize.js';
 export { classifyImage, topK, type Classification, type Prediction } from './app/classify.js';
 export { loadModel } from './app/load-model.js';
 export { runCheck, type CheckRow } from './app/check.js';
-export { benchForward, vgg19ForwardFlops } from './app/bench.js';
+export { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from './app/bench.js';

@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { getBackend, nativeBackend, nativeUnavailable } from '../src/backends/index.js';
+import type { NativeIsa } from '../src/backends/native/native-addon.js';
 import type { ConvAlgorithm } from '../src/backends/native/native-backend.js';
 import { CLI, TINY, assertClose, randomTensor } from './helpers.js';
 
@@ -20,7 +21,8 @@ test('the native backend is built and loads (set PASTICHE_DISABLE_NATIVE to run 
 const native = nativeBackend;
 if (native) {
   const addon = native.addon;
-  const isas = addon.cpuHasAvx2 ? (['avx2', 'portable'] as const) : (['portable'] as const);
+  const best = addon.isa();
+  const isas = [...(addon.cpuHasAvx512 ? ['avx512'] : []), ...(addon.cpuHasAvx2 ? ['avx2'] : []), 'portable'] as NativeIsa[];
 
   // [N, Cin, H, W], kernel, Cout, pad, stride
   const SHAPES: [number[], number, number, number, number][] = [
@@ -51,11 +53,11 @@ if (native) {
               const p = { pad, stride };
               const what = `${JSON.stringify(xs)} k${k} cout${cout} pad${pad} s${stride}`;
               // Winograd's extra additions cost precision: 1e-4 there, 1e-5 for direct products.
-              const wino = k === 3 && stride === 1 && (algo === 'winograd' || (algo === 'auto' && xs[1]! >= 16));
+              const wino = k === 3 && stride === 1 && algo !== 'im2col';
               const y = loops.conv2d(x, w, b, p);
               assertClose(native.conv2d(x, w, b, p), y, wino ? 1e-4 : 1e-5, `${what} forward`);
               const dy = randomTensor(y.shape, 400 + i);
-              const winoBack = k === 3 && stride === 1 && pad <= 2 && (algo === 'winograd' || (algo === 'auto' && cout >= 16));
+              const winoBack = k === 3 && stride === 1 && pad <= 2 && algo !== 'im2col';
               assertClose(native.conv2dBackwardData(dy, w, x.shape, p), loops.conv2dBackwardData(dy, w, x.shape, p), winoBack ? 1e-4 : 1e-5, `${what} dx`);
               const got = native.conv2dBackwardParams(dy, x, k, p);
               const ref = loops.conv2dBackwardParams(dy, x, k, p);
@@ -64,7 +66,7 @@ if (native) {
             });
           } finally {
             native.convAlgorithm = 'auto';
-            addon.isa('avx2');
+            addon.isa(best);
             addon.threads(2);
           }
         });
@@ -107,26 +109,27 @@ if (native) {
           const rd = randomTensor(r.shape, 10);
           assert.deepEqual(native.reluBackward(rd, r).data, loops.reluBackward(rd, r).data);
         } finally {
-          addon.isa('avx2');
+          addon.isa(best);
           addon.threads(2);
         }
       });
     }
   }
 
-  test('the portable path gives the same results as the AVX2 path', { skip: !addon.cpuHasAvx2 && 'this CPU has no AVX2: only the portable path exists' }, () => {
-    const x = randomTensor([2, 24, 15, 13], 1);
-    const w = randomTensor([24, 3, 3, 20], 2);
-    const b = randomTensor([20], 3);
+  test('the portable path gives the same results as the SIMD paths', { skip: !addon.cpuHasAvx2 && 'this CPU has no AVX2: only the portable path exists' }, () => {
+    const x = randomTensor([2, 24, 15, 45], 1);
+    const w = randomTensor([24, 3, 3, 40], 2);
+    const b = randomTensor([40], 3);
     const p = { pad: 1, stride: 1 };
-    addon.isa('avx2');
-    const fast = native.conv2d(x, w, b, p);
     addon.isa('portable');
     assert.equal(addon.isa(), 'portable');
     const portable = native.conv2d(x, w, b, p);
-    addon.isa('avx2');
-    // FMA rounds once where the portable path rounds twice: equal to within float32 noise.
-    assertClose(portable, fast, 1e-5, 'portable vs avx2');
+    for (const isa of isas.filter((i) => i !== 'portable')) {
+      assert.equal(addon.isa(isa), isa);
+      // FMA rounds once where the portable path rounds twice: equal to within float32 noise.
+      assertClose(native.conv2d(x, w, b, p), portable, 1e-5, `portable vs ${isa}`);
+    }
+    addon.isa(best);
   });
 }
 

@@ -2,6 +2,11 @@
 // there too), so no data is copied across the boundary.
 #include <napi.h>
 
+#include <cstdlib>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "gemm.h"
 #include "kernels.h"
 #include "threadpool.h"
@@ -17,12 +22,13 @@ float* F(const Napi::CallbackInfo& info, int i) {
 int I(const Napi::CallbackInfo& info, int i) { return info[i].As<Napi::Number>().Int32Value(); }
 bool B(const Napi::CallbackInfo& info, int i) { return info[i].As<Napi::Boolean>().Value(); }
 
-Napi::Value Isa(const Napi::CallbackInfo& info) {
+Napi::Value IsaFn(const Napi::CallbackInfo& info) {
   if (info.Length() > 0 && info[0].IsString()) {
     const std::string want = info[0].As<Napi::String>();
-    set_isa(want == "portable" ? Isa::Portable : Isa::Avx2);
+    set_isa(want == "portable" ? Isa::Portable : want == "avx2" ? Isa::Avx2 : Isa::Avx512);
   }
-  return Napi::String::New(info.Env(), active_isa() == Isa::Avx2 ? "avx2" : "portable");
+  const pastiche::Isa isa = active_isa();
+  return Napi::String::New(info.Env(), isa == Isa::Avx512 ? "avx512" : isa == Isa::Avx2 ? "avx2" : "portable");
 }
 
 Napi::Value Threads(const Napi::CallbackInfo& info) {
@@ -101,9 +107,23 @@ Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// Large tensors are allocated and freed all the time (every layer's output). glibc serves blocks
+// over 32 MiB with fresh mmap()s, so each one page-faults on first touch (tens of ms for a
+// 512x512x64 activation in a VM). Serving them from the heap and keeping freed memory for reuse
+// avoids that; the price is that the process keeps its peak heap. PASTICHE_SYSTEM_MALLOC=1 opts out.
+void tune_malloc() {
+#if defined(__GLIBC__)
+  if (std::getenv("PASTICHE_SYSTEM_MALLOC")) return;
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, 0x7fffffff);
+#endif
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("isa", Napi::Function::New(env, Isa));
+  tune_malloc();
+  exports.Set("isa", Napi::Function::New(env, IsaFn));
   exports.Set("cpuHasAvx2", Napi::Boolean::New(env, cpu_has_avx2()));
+  exports.Set("cpuHasAvx512", Napi::Boolean::New(env, cpu_has_avx512()));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("conv2d", Napi::Function::New(env, Conv2d));

@@ -204,7 +204,7 @@ __attribute__((target("avx2,fma"))) static void axpy_avx2(float a, const float* 
 
 static void axpy(float a, const float* x, float* y, int n) {
 #if defined(__x86_64__)
-  if (active_isa() == Isa::Avx2) {
+  if (active_isa() != Isa::Portable) {
     axpy_avx2(a, x, y, n);
     return;
   }
@@ -235,12 +235,24 @@ void linear(const float* x, int m, int k, const float* w, int n, const float* b,
   });
 }
 
+// Element-wise passes are memory-bound; large ones are split over the threads.
+template <class F>
+static void for_chunks(long size, F f) {
+  const long chunk = 1 << 18;
+  const int n = (int)((size + chunk - 1) / chunk);
+  ThreadPool::instance().parallel_for(n, [&](int c, int) { f((long)c * chunk, std::min(size, (long)(c + 1) * chunk)); });
+}
+
 void relu(const float* x, float* y, long size) {
-  for (long i = 0; i < size; i++) y[i] = x[i] > 0.f ? x[i] : 0.f;
+  for_chunks(size, [&](long i0, long i1) {
+    for (long i = i0; i < i1; i++) y[i] = x[i] > 0.f ? x[i] : 0.f;
+  });
 }
 
 void relu_backward(const float* dy, const float* x, float* dx, long size) {
-  for (long i = 0; i < size; i++) dx[i] = x[i] > 0.f ? dy[i] : 0.f;
+  for_chunks(size, [&](long i0, long i1) {
+    for (long i = i0; i < i1; i++) dx[i] = x[i] > 0.f ? dy[i] : 0.f;
+  });
 }
 
 }  // namespace pastiche

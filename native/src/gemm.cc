@@ -74,7 +74,36 @@ __attribute__((target("avx2,fma"))) void micro_kernel_avx2_tile(int k, const flo
 }
 #endif
 
-Isa g_isa = cpu_has_avx2() ? Isa::Avx2 : Isa::Portable;
+#if defined(__x86_64__)
+// 6 x 32 of C from one A panel and two adjacent B panels: 12 zmm accumulators.
+__attribute__((target("avx512f"))) void micro_kernel_avx512(int k, const float* a, const float* b0, const float* b1,
+                                                              float* c, int ldc, bool add) {
+  __m512 acc[MR][2];
+  for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int p = 0; p < k; p++) {
+    const __m512 x0 = _mm512_loadu_ps(b0 + p * NR);
+    const __m512 x1 = _mm512_loadu_ps(b1 + p * NR);
+    for (int i = 0; i < MR; i++) {
+      const __m512 ai = _mm512_set1_ps(a[p * MR + i]);
+      acc[i][0] = _mm512_fmadd_ps(ai, x0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, x1, acc[i][1]);
+    }
+  }
+  for (int i = 0; i < MR; i++) {
+    float* ci = c + (size_t)i * ldc;
+    if (add) {
+      _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]));
+      _mm512_storeu_ps(ci + 16, _mm512_add_ps(_mm512_loadu_ps(ci + 16), acc[i][1]));
+    } else {
+      _mm512_storeu_ps(ci, acc[i][0]);
+      _mm512_storeu_ps(ci + 16, acc[i][1]);
+    }
+  }
+}
+#endif
+
+Isa best_isa() { return cpu_has_avx512() ? Isa::Avx512 : cpu_has_avx2() ? Isa::Avx2 : Isa::Portable; }
+Isa g_isa = best_isa();
 
 }  // namespace
 
@@ -87,23 +116,62 @@ bool cpu_has_avx2() {
 #endif
 }
 
+bool cpu_has_avx512() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && cpu_has_avx2();
+#else
+  return false;
+#endif
+}
+
 Isa active_isa() { return g_isa; }
 
 Isa set_isa(Isa wanted) {
-  g_isa = (wanted == Isa::Avx2 && cpu_has_avx2()) ? Isa::Avx2 : Isa::Portable;
+  if (wanted == Isa::Avx512 && !cpu_has_avx512()) wanted = Isa::Avx2;
+  if (wanted == Isa::Avx2 && !cpu_has_avx2()) wanted = Isa::Portable;
+  g_isa = wanted;
   return g_isa;
+}
+
+void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const float* pb, size_t b_panel_stride, int nc,
+                 float* c, int ldc, bool add) {
+  int jr = 0;
+#if defined(__x86_64__)
+  if (g_isa == Isa::Avx512) {
+    for (; jr + 2 * NR <= nc; jr += 2 * NR) {
+      const float* b0 = pb + (size_t)(jr / NR) * b_panel_stride;
+      for (int ir = 0; ir < mc; ir += MR) {
+        const int mr = std::min(MR, mc - ir);
+        const float* a = pa + (size_t)(ir / MR) * a_panel_stride;
+        if (mr == MR) {
+          micro_kernel_avx512(k, a, b0, b0 + b_panel_stride, c + (size_t)ir * ldc + jr, ldc, add);
+        } else {
+          micro_kernel(k, a, b0, c + (size_t)ir * ldc + jr, ldc, mr, NR, add);
+          micro_kernel(k, a, b0 + b_panel_stride, c + (size_t)ir * ldc + jr + NR, ldc, mr, NR, add);
+        }
+      }
+    }
+  }
+#endif
+  for (; jr < nc; jr += NR) {
+    const int nr = std::min(NR, nc - jr);
+    const float* b = pb + (size_t)(jr / NR) * b_panel_stride;
+    for (int ir = 0; ir < mc; ir += MR)
+      micro_kernel(k, pa + (size_t)(ir / MR) * a_panel_stride, b, c + (size_t)ir * ldc + jr, ldc, std::min(MR, mc - ir), nr, add);
+  }
 }
 
 void micro_kernel(int k, const float* a, const float* b, float* c, int ldc, int mr, int nr, bool add) {
 #if defined(__x86_64__)
-  if (g_isa == Isa::Avx2 && mr == MR && nr == NR) {
+  if (g_isa != Isa::Portable && mr == MR && nr == NR) {
     micro_kernel_avx2(k, a, b, c, ldc, add);
     return;
   }
 #endif
   alignas(32) float acc[MR * NR];
 #if defined(__x86_64__)
-  if (g_isa == Isa::Avx2)
+  if (g_isa != Isa::Portable)
     micro_kernel_avx2_tile(k, a, b, acc);
   else
 #endif
@@ -166,15 +234,7 @@ void sgemm_serial(int m, int n, int k, Operand a, Operand b, float* c, int ldc, 
       for (int ic = 0; ic < m; ic += MC) {
         const int mc = std::min(MC, m - ic);
         pack_a(a, ic, mc, pc, kc, pa.data());
-        for (int jr = 0; jr < nc; jr += NR) {
-          const int nr = std::min(NR, nc - jr);
-          const float* bp = pb.data() + (size_t)(jr / NR) * NR * kc;
-          for (int ir = 0; ir < mc; ir += MR) {
-            const int mr = std::min(MR, mc - ir);
-            micro_kernel(kc, pa.data() + (size_t)(ir / MR) * MR * kc, bp, c + (size_t)(ic + ir) * ldc + jc + jr, ldc, mr, nr,
-                         true);
-          }
-        }
+        gemm_packed(kc, pa.data(), (size_t)MR * kc, mc, pb.data(), (size_t)NR * kc, nc, c + (size_t)ic * ldc + jc, ldc, true);
       }
     }
   }

@@ -8,10 +8,11 @@ namespace pastiche {
 constexpr int MR = 6;   // rows of C per micro-kernel call
 constexpr int NR = 16;  // columns of C per micro-kernel call (two 8-float AVX registers)
 
-enum class Isa { Portable, Avx2 };
+enum class Isa { Portable, Avx2, Avx512 };
 Isa active_isa();
 bool cpu_has_avx2();
-// Selects the kernels: Avx2 only if the CPU supports it. Returns the ISA now active.
+bool cpu_has_avx512();
+// Selects the kernels; falls back to the best the CPU supports below `wanted`. Returns the ISA now active.
 Isa set_isa(Isa wanted);
 
 // Strided matrix operand: element (r, c) of op(X) is data[trans ? c * ld + r : r * ld + c].
@@ -33,6 +34,12 @@ void sgemm_serial(int m, int n, int k, Operand a, Operand b, float* c, int ldc, 
 void pack_a(Operand a, int i0, int m, int p0, int k, float* out);
 // B: k x cols [0, n) -> ceil(n/NR) panels of k x NR (zero-padded columns).
 void pack_b(Operand b, int p0, int k, int j0, int n, float* out);
+
+// All tiles of C (mc x nc, row stride ldc) from packed A (ceil(mc/MR) panels of k x MR,
+// `a_panel_stride` floats apart) and packed B (ceil(nc/NR) panels of k x NR, `b_panel_stride`
+// apart), with the widest kernel the ISA has. C += the product when `add`, else C = it.
+void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const float* pb, size_t b_panel_stride, int nc,
+                 float* c, int ldc, bool add);
 
 // One MR x NR tile: acc = sum_p a[p*MR + i] * b[p*NR + j]; then C (row stride ldc) += acc over
 // the valid mr x nr corner, or = acc when !add.

@@ -47,7 +47,7 @@ void ThreadPool::run_tasks(int thread_index) {
 void ThreadPool::worker_loop(int index, unsigned seen) {
   for (;;) {
     // Spin a little: kernels come in quick succession during a forward pass.
-    for (int spin = 0; spin < 20000 && generation_.load(std::memory_order_acquire) == seen; spin++) {
+    for (int spin = 0; spin < 4000 && generation_.load(std::memory_order_acquire) == seen; spin++) {
 #if defined(__x86_64__) || defined(__i386__)
       __builtin_ia32_pause();
 #endif

@@ -78,7 +78,7 @@ void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, float* 
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int cout, int pad,
                       const float* bias, bool relu, float* y) {
   ThreadPool& pool = ThreadPool::instance();
-  const bool avx2 = active_isa() == Isa::Avx2;
+  const bool avx2 = active_isa() != Isa::Portable;
   auto input8 = avx2 ? avx2::input_transform8 : portable::input_transform8;
   auto output8 = avx2 ? avx2::output_transform8 : portable::output_transform8;
   const int ho = h + 2 * pad - 2, wo = w + 2 * pad - 2;
@@ -119,15 +119,19 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
         }
       });
       // Phase 2: 36 GEMMs, M[xi] (coutp x ntp) = U[xi] V[xi], on pre-packed panels.
+      // K (= Cin) is split in slices of 256 so that the B panels stay in L1.
       pool.parallel_for(T6, [&](int xi, int) {
         const float* a = up + xi * up_stride;
         const float* b = vp + xi * vp_stride;
         float* c = mb + xi * m_stride;
         for (int ic = 0; ic < coutp; ic += 96) {
           const int mc = std::min(96, coutp - ic);
-          for (int jp = 0; jp < ntp; jp += NR)
-            for (int ip = ic; ip < ic + mc; ip += MR)
-              micro_kernel(cin, a + (size_t)ip * cin, b + (size_t)jp * cin, c + (size_t)ip * tb + jp, tb, MR, NR, false);
+          for (int p0 = 0; p0 < cin; p0 += 256) {
+            const int kc = std::min(256, cin - p0);
+            // Panels hold all of K: a slice starts p0 rows into each panel.
+            gemm_packed(kc, a + (size_t)ic * cin + (size_t)p0 * MR, (size_t)MR * cin, mc, b + (size_t)p0 * NR,
+                        (size_t)NR * cin, ntp, c + (size_t)ic * tb, tb, p0 > 0);
+          }
         }
       });
       // Phase 3: Y = A^T M A (+ bias, ReLU), the valid part of each 4x4 tile.

@@ -1,17 +1,50 @@
 /**
- * Benchmarks of whole-network work, measured as medians of repeated runs after a warm-up, and
- * compared as ratios within the same run (timings on a shared machine drift between runs).
+ * Benchmarks: medians of repeated runs after a warm-up, with the contenders interleaved run by run
+ * and compared as ratios within the same run (timings on a shared machine drift between runs).
  */
 import { getBackend } from '../backends/index.js';
+import { windowOutput } from '../backends/shapes.js';
 import { Vgg19 } from '../model/vgg19.js';
 import { VGG19_LAYERS } from '../model/vgg19-table.js';
-import { windowOutput } from '../backends/shapes.js';
 import { Tensor } from '../tensor/tensor.js';
 import { fillUniform, uniformRng } from '../util/random.js';
 import { median } from '../util/stats.js';
 import type { Vgg19Weights } from '../weights/vgg19-weights.js';
 
-/** Multiply-adds x 2 of a forward pass at size x size (convolutions and fully connected layers). */
+/** Something to time: one call of `run` is one measurement. */
+export interface Runner {
+  readonly name: string;
+  run(): unknown;
+}
+
+export interface Timing {
+  readonly name: string;
+  /** Every timed run, milliseconds. */
+  readonly runs: number[];
+  readonly medianMs: number;
+}
+
+/** Times the runners in turn, `warmup` untimed rounds then `repeat` timed ones. */
+export async function timeInterleaved(
+  runners: readonly Runner[],
+  repeat: number,
+  warmup: number,
+  onRun?: (name: string, round: number, of: number) => void,
+): Promise<Timing[]> {
+  const runs = runners.map(() => [] as number[]);
+  const rounds = warmup + repeat;
+  for (let r = 0; r < rounds; r++) {
+    for (let i = 0; i < runners.length; i++) {
+      onRun?.(runners[i]!.name, r + 1, rounds);
+      const t0 = performance.now();
+      await runners[i]!.run();
+      if (r >= warmup) runs[i]!.push(performance.now() - t0);
+    }
+  }
+  return runners.map((rn, i) => ({ name: rn.name, runs: runs[i]!, medianMs: median(runs[i]!) }));
+}
+
+/** Multiply-adds x 2 of a forward pass at size x size up to `until` (convolutions and fc layers). */
 export function vgg19ForwardFlops(weights: Vgg19Weights, size: number, until = 'prob'): number {
   let h = size;
   let w = size;
@@ -34,43 +67,36 @@ export function vgg19ForwardFlops(weights: Vgg19Weights, size: number, until = '
   return flops;
 }
 
-export interface ForwardBenchRow {
-  readonly backend: string;
-  /** Every timed run, milliseconds. */
-  readonly runs: number[];
-  readonly medianMs: number;
-  readonly gflops: number;
+/** A random mean-subtracted image [1, 3, size, size]. */
+export function randomImage(size: number, seed = 7): Tensor {
+  return new Tensor([1, 3, size, size], fillUniform(new Float32Array(3 * size * size), uniformRng(seed), -120, 130));
 }
 
-export interface ForwardBenchOptions {
-  readonly weights: Vgg19Weights;
-  readonly backends: readonly string[];
-  readonly size?: number;
-  readonly repeat?: number;
-  readonly warmup?: number;
-  readonly onRun?: (backend: string, run: number, of: number) => void;
+/** The layers a style-transfer iteration reads (the default content and style layers). */
+export const STYLE_ITERATION_LAYERS = ['relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu4_2', 'relu5_1'] as const;
+
+/** VGG19 forward from the image to prob, batch 1. */
+export function forwardRunner(weights: Vgg19Weights, backend: string, size = 224): Runner {
+  const model = new Vgg19(weights, getBackend(backend));
+  const x = randomImage(size);
+  return { name: backend, run: () => model.forward(x) };
 }
 
-/** VGG19 forward (input to prob), batch 1, random input; backends interleaved run by run. */
-export function benchForward(o: ForwardBenchOptions): ForwardBenchRow[] {
-  const size = o.size ?? 224;
-  const repeat = Math.max(1, o.repeat ?? 5);
-  const warmup = Math.max(0, o.warmup ?? 1);
-  const x = new Tensor([1, 3, size, size], fillUniform(new Float32Array(3 * size * size), uniformRng(7), -120, 130));
-  const models = o.backends.map((b) => new Vgg19(o.weights, getBackend(b)));
-  const until = size === 224 ? 'prob' : 'pool5';
-  const runs = models.map(() => [] as number[]);
-  for (let r = 0; r < warmup + repeat; r++) {
-    models.forEach((m, i) => {
-      o.onRun?.(m.backend.name, r + 1, warmup + repeat);
-      const t0 = performance.now();
-      m.forward(x, { until });
-      if (r >= warmup) runs[i]!.push(performance.now() - t0);
-    });
-  }
-  const flops = vgg19ForwardFlops(o.weights, size, until);
-  return models.map((m, i) => {
-    const ms = median(runs[i]!);
-    return { backend: m.backend.name, runs: runs[i]!, medianMs: ms, gflops: flops / (ms * 1e6) };
-  });
+/**
+ * One style-transfer iteration's network work: forward to relu5_1 keeping the content and style
+ * layers, then back-propagate gradients injected at those layers to the image (no weight gradients).
+ */
+export function styleIterationRunner(weights: Vgg19Weights, backend: string, size: number): Runner {
+  const model = new Vgg19(weights, getBackend(backend));
+  const x = randomImage(size);
+  let grads: Map<string, Tensor> | undefined;
+  return {
+    name: backend,
+    run: () => {
+      const { activations } = model.forward(x, { until: 'relu5_1', capture: [...STYLE_ITERATION_LAYERS] });
+      // The losses' gradients have the activations' shapes; their values do not change the work.
+      grads ??= new Map([...activations].map(([name, a]) => [name, new Tensor(a.shape, fillUniform(new Float32Array(a.size), uniformRng(3), -1e-3, 1e-3))]));
+      return model.backward(grads, { paramGrads: false });
+    },
+  };
 }

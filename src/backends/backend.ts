@@ -67,8 +67,12 @@ export interface Backend {
 
   /** Seed eq. 16. */
   relu(x: Tensor): Tensor;
-  /** Seed eq. 18: dy where x > 0, else 0. */
-  reluBackward(dy: Tensor, x: Tensor): Tensor;
+  /**
+   * Seed eq. 18: dy where x > 0, else 0 (x may be the ReLU's input or its output). With `inPlace`
+   * the result is written over dy, which the caller hands over (large gradients then cost no new
+   * memory).
+   */
+  reluBackward(dy: Tensor, x: Tensor, inPlace?: boolean): Tensor;
 
   /** [N,C,H,W] -> [N, H*W*C] in NHWC order, so that MatConvNet's fc6 weights line up. */
   flattenNhwc(x: Tensor): Tensor;

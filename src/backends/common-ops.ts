@@ -32,9 +32,9 @@ export const commonOps: CommonOps = {
     return new Tensor(x.shape, y);
   },
 
-  reluBackward(dy: Tensor, x: Tensor): Tensor {
+  reluBackward(dy: Tensor, x: Tensor, inPlace = false): Tensor {
     checkSame(dy, x, 'reluBackward');
-    const dx = new Float32Array(x.size);
+    const dx = inPlace ? dy.data : new Float32Array(x.size);
     for (let i = 0; i < dx.length; i++) dx[i] = x.data[i]! > 0 ? dy.data[i]! : 0;
     return new Tensor(x.shape, dx);
   },

@@ -1,4 +1,6 @@
 /** Text output of the CLI: what a person reads at the terminal. */
+import * as os from 'node:os';
+import type { Timing } from '../app/bench.js';
 import type { Classification } from '../app/classify.js';
 import { MAX_MSE, MAX_REL_ERR, type CheckRow } from '../app/check.js';
 
@@ -37,4 +39,52 @@ export function formatCheck(rows: readonly CheckRow[], repeat: number): string {
     '',
     `pass: MSE < ${MAX_MSE} (the course's criterion) and max |a - ref| / max |ref| < ${MAX_REL_ERR}`,
   ].join('\n');
+}
+
+export interface BenchReport {
+  machine: string;
+  weights: string;
+  loadSeconds?: number;
+  repeat: number;
+  warmup: number;
+  courseCase?: CheckRow[];
+  vgg19Forward?: { size: number; gflop: number; rows: (Timing & { gflops: number })[] };
+  styleIteration?: { size: number; rows: Timing[] }[];
+  /** Peak resident memory of the bench process, MiB (after the style iterations). */
+  peakRssMB?: number;
+}
+
+export function machineDescription(threads: number): string {
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  return `${cpu}, ${os.cpus().length} cores, ${threads} thread(s), Node ${process.version}`;
+}
+
+function ratios(rows: readonly Timing[], label: string): string[] {
+  const out: string[] = [];
+  const peer = rows.find((r) => r.name === 'onnxruntime');
+  for (const r of rows) {
+    if (r === peer) continue;
+    if (peer) out.push(`  ${r.name} / onnxruntime ${label}: ${(r.medianMs / peer.medianMs).toFixed(3)}`);
+  }
+  return out;
+}
+
+export function formatBench(r: BenchReport): string {
+  const lines = [`machine: ${r.machine}`, `weights: ${r.weights}${r.loadSeconds !== undefined ? ` (loaded in ${r.loadSeconds.toFixed(2)} s)` : ''}`, `timings: median of ${r.repeat} run(s) after ${r.warmup} warm-up, contenders interleaved`];
+  if (r.courseCase) lines.push('', "== The course's case ==", formatCheck(r.courseCase, r.repeat));
+  if (r.vgg19Forward) {
+    const v = r.vgg19Forward;
+    lines.push('', `== VGG19 forward, ${v.size}x${v.size}, batch 1, to prob (${v.gflop.toFixed(1)} GFLOP as direct convolution) ==`);
+    for (const row of v.rows) {
+      lines.push(`  ${row.name.padEnd(12)} ${row.medianMs.toFixed(1).padStart(9)} ms  ${row.gflops.toFixed(1).padStart(6)} GFLOP/s  (runs: ${row.runs.map((t) => t.toFixed(0)).join(', ')})`);
+    }
+    lines.push(...ratios(v.rows, 'time ratio'));
+  }
+  for (const s of r.styleIteration ?? []) {
+    lines.push('', `== Style iteration, ${s.size}x${s.size}: forward to relu5_1 + backward to the image (onnxruntime: forward only) ==`);
+    for (const row of s.rows) lines.push(`  ${row.name.padEnd(12)} ${row.medianMs.toFixed(1).padStart(9)} ms  (runs: ${row.runs.map((t) => t.toFixed(0)).join(', ')})`);
+    lines.push(...ratios(s.rows, 'time ratio (iteration vs forward)'));
+  }
+  if (r.peakRssMB !== undefined) lines.push('', `peak resident memory of this process: ${r.peakRssMB.toFixed(0)} MiB`);
+  return lines.join('\n');
 }

@@ -3,11 +3,12 @@
 import { existsSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { benchForward } from '../app/bench.js';
+import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from '../app/bench.js';
+import { onnxRunner } from '../app/onnx-peer.js';
 import { runCheck } from '../app/check.js';
 import { checkLayerNames, classifyImage } from '../app/classify.js';
 import { loadModel } from '../app/load-model.js';
-import { BACKEND_NAMES, DEFAULT_BACKEND, noticeFallback, setThreads } from '../backends/index.js';
+import { BACKEND_NAMES, DEFAULT_BACKEND, availableBackends, nativeBackend, noticeFallback, setThreads } from '../backends/index.js';
 import { PasticheError } from '../errors.js';
 import { resolveLayerName } from '../model/vgg19-table.js';
 import { writeNpy } from '../tensor/npy.js';
@@ -16,7 +17,7 @@ import { download } from '../weights/download.js';
 import { loadMatConvNetVgg19 } from '../weights/matconvnet.js';
 import { randomVgg19Weights, type Vgg19Weights } from '../weights/vgg19-weights.js';
 import { PUBLISHED, WEIGHTS_FILE_NAME, cacheDir, cachedWeightsPath, resolveWeightsFile, type Layout } from '../weights/weights-source.js';
-import { formatCheck, formatClassification } from './format.js';
+import { formatBench, formatCheck, formatClassification, machineDescription, type BenchReport } from './format.js';
 
 function positiveInt(what: string) {
   return (v: string): number => {
@@ -168,7 +169,7 @@ program
   .option('--json', 'machine-readable rows')
   .option('-q, --quiet', 'no progress bar')
   .action((opts: { backend?: string[]; repeat: number; json?: boolean; quiet?: boolean }) => {
-    const backends = opts.backend ?? BACKEND_NAMES.filter((b) => b !== 'loops');
+    const backends = opts.backend ?? availableBackends().filter((b) => b !== 'loops');
     const steps = 4 * (1 + backends.length);
     const bar = progressBar(steps, 'check {bar} {value}/{total} | {step}', opts.quiet);
     let done = 0;
@@ -180,15 +181,23 @@ program
 
 program
   .command('bench')
-  .description('time VGG19 forward passes (median of several runs after a warm-up) and report GFLOP/s')
-  .addOption(new Option('-b, --backend <name...>', 'backends to time').choices(BACKEND_NAMES).default([DEFAULT_BACKEND]))
-  .option('-w, --weights <file>', 'time with these weights, and report how long loading them takes (default: random weights of the real size)')
-  .option('-s, --size <n>', 'input size (224 runs to prob; other sizes stop at pool5)', positiveInt('--size'), 224)
-  .option('-r, --repeat <n>', 'timed runs per backend', positiveInt('--repeat'), 5)
+  .description("time the course's case, VGG19 forward passes and style-transfer iterations: medians after a warm-up, contenders interleaved, ratios from the same run")
+  .addOption(new Option('-b, --backend <name...>', 'backends to time (default: all available but loops; style: native, else ts)').choices(BACKEND_NAMES))
+  .addOption(new Option('--sections <list>', 'comma-separated: case, vgg, style').default('case,vgg,style'))
+  .option('--style-sizes <list>', 'image sizes of the style iteration', '256,512')
+  .option('-w, --weights <file>', 'time with these weights and report how long loading them takes (default: random weights of the real size)')
+  .option('-r, --repeat <n>', 'timed runs per contender', positiveInt('--repeat'), 5)
   .option('--warmup <n>', 'untimed runs first', (v) => Number(v), 1)
+  .option('--peers', 'also run onnxruntime-node on the same network and weights, interleaved, and print the ratios')
   .option('--json', 'machine-readable output')
   .option('-q, --quiet', 'no progress bar')
-  .action(async (opts: { backend: string[]; weights?: string; size: number; repeat: number; warmup: number; json?: boolean; quiet?: boolean }) => {
+  .action(async (opts: { backend?: string[]; sections: string; styleSizes: string; weights?: string; repeat: number; warmup: number; peers?: boolean; json?: boolean; quiet?: boolean }) => {
+    const sections = new Set(opts.sections.split(',').map((x) => x.trim()));
+    for (const sct of sections) if (!['case', 'vgg', 'style'].includes(sct)) throw new PasticheError(`--sections: unknown section '${sct}' (case, vgg, style)`);
+    const styleSizes = opts.styleSizes.split(',').map((v) => Number(v));
+    if (styleSizes.some((v) => !Number.isInteger(v) || v < 32)) throw new PasticheError('--style-sizes: whole numbers of at least 32');
+    const backends = opts.backend ?? availableBackends().filter((b) => b !== 'loops');
+    const styleBackends = opts.backend ?? [nativeBackend ? 'native' : 'ts'];
     let weights: Vgg19Weights;
     let loadSeconds: number | undefined;
     if (opts.weights) {
@@ -198,28 +207,41 @@ program
     } else {
       weights = randomVgg19Weights(1);
     }
-    const total = opts.backend.length * (opts.repeat + opts.warmup);
-    const bar = progressBar(total, 'bench {bar} {value}/{total} | {what}', opts.quiet);
-    let done = 0;
-    const rows = benchForward({
-      weights, backends: opts.backend, size: opts.size, repeat: opts.repeat, warmup: opts.warmup,
-      onRun: (b, r, of) => bar.update(done++, { what: `${b} run ${r}/${of}` }),
-    });
-    bar.stop();
-    if (opts.json) {
-      process.stdout.write(`${JSON.stringify({ size: opts.size, weights: weights.source, loadSeconds, rows })}\n`);
-      return;
+    const threads = nativeBackend ? nativeBackend.addon.threads() : 1;
+    const report: BenchReport = {
+      machine: machineDescription(threads),
+      weights: weights.source,
+      loadSeconds,
+      repeat: opts.repeat,
+      warmup: opts.warmup,
+    };
+    const bar = progressBar(1, 'bench {bar} | {what}', opts.quiet);
+    const progress = (what: string) => bar.update(0, { what });
+    try {
+      if (sections.has('case')) {
+        report.courseCase = runCheck({ backends: backends.filter((b) => b !== 'loops'), repeat: opts.repeat, onStep: (st) => progress(`course case: ${st}`) });
+      }
+      if (sections.has('vgg')) {
+        const runners = backends.map((b) => forwardRunner(weights, b));
+        if (opts.peers) runners.push(await onnxRunner(weights, 224, 'prob', threads));
+        const flops = vgg19ForwardFlops(weights, 224);
+        const rows = await timeInterleaved(runners, opts.repeat, opts.warmup, (n, r, of) => progress(`VGG19 forward: ${n} ${r}/${of}`));
+        report.vgg19Forward = { size: 224, gflop: flops / 1e9, rows: rows.map((r) => ({ ...r, gflops: flops / (r.medianMs * 1e6) })) };
+      }
+      if (sections.has('style')) {
+        report.styleIteration = [];
+        for (const size of styleSizes) {
+          const runners = styleBackends.map((b) => styleIterationRunner(weights, b, size));
+          if (opts.peers) runners.push(await onnxRunner(weights, size, 'relu5_1', threads));
+          const rows = await timeInterleaved(runners, opts.repeat, opts.warmup, (n, r, of) => progress(`style iteration ${size}: ${n} ${r}/${of}`));
+          report.styleIteration.push({ size, rows });
+        }
+        report.peakRssMB = process.resourceUsage().maxRSS / 1024;
+      }
+    } finally {
+      bar.stop();
     }
-    const until = opts.size === 224 ? 'prob' : 'pool5';
-    process.stdout.write(`VGG19 forward, input 1x3x${opts.size}x${opts.size} to ${until}, weights: ${weights.source}; median of ${opts.repeat} after ${opts.warmup} warm-up\n`);
-    if (loadSeconds !== undefined) process.stdout.write(`loading the weights took ${loadSeconds.toFixed(2)} s\n`);
-    for (const r of rows) {
-      process.stdout.write(`  ${r.backend.padEnd(6)} ${r.medianMs.toFixed(1).padStart(10)} ms  ${r.gflops.toFixed(2).padStart(7)} GFLOP/s  (runs: ${r.runs.map((t) => t.toFixed(0)).join(', ')} ms)\n`);
-    }
-    if (rows.length > 1) {
-      const base = rows[0]!;
-      for (const r of rows.slice(1)) process.stdout.write(`  ${r.backend} / ${base.backend} time ratio: ${(r.medianMs / base.medianMs).toFixed(3)}\n`);
-    }
+    process.stdout.write(opts.json ? `${JSON.stringify(report)}\n` : `${formatBench(report)}\n`);
   });
 
 try {

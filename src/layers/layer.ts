@@ -5,6 +5,8 @@ import { Tensor } from '../tensor/tensor.js';
 export interface BackwardOptions {
   /** Compute weight and bias gradients (default true). Style transfer needs only dL/dx. */
   readonly paramGrads?: boolean;
+  /** The caller hands dy over: the layer may overwrite it instead of allocating (default false). */
+  readonly reuseGradient?: boolean;
 }
 
 export interface Layer {

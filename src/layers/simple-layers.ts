@@ -1,7 +1,7 @@
 /** The layers without parameters: max pooling, ReLU, flatten. */
 import type { Backend, Pool2dParams } from '../backends/backend.js';
 import type { Shape, Tensor } from '../tensor/tensor.js';
-import { remembered, type Layer } from './layer.js';
+import { remembered, type BackwardOptions, type Layer } from './layer.js';
 
 /** Max pooling (seed eq. 23). */
 export class MaxPoolingLayer implements Layer {
@@ -53,8 +53,8 @@ export class ReLULayer implements Layer {
     return y;
   }
 
-  backward(dy: Tensor): Tensor {
-    return this.backend.reluBackward(dy, remembered(this.output, this.name));
+  backward(dy: Tensor, options: BackwardOptions = {}): Tensor {
+    return this.backend.reluBackward(dy, remembered(this.output, this.name), options.reuseGradient);
   }
 
   update(): void {}

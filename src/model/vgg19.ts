@@ -131,12 +131,16 @@ export class Vgg19 {
     const top = Math.max(...at.keys());
     if (top === this.layerIndex('prob')) throw new PasticheError("backward from 'prob' needs the loss: use lossBackward");
     let g: Tensor = at.get(top)!;
+    // Gradients made here are ours to overwrite; the caller's (the injected ones) are not.
+    let owned = false;
     for (let i = top; i >= 0; i--) {
-      if (i !== top) {
-        const extra = at.get(i);
-        if (extra) g = addTensors(g, extra, this.layers[i]!.name);
+      const extra = i !== top ? at.get(i) : undefined;
+      if (extra) {
+        g = owned ? addInto(g, extra, this.layers[i]!.name) : addInto(g.clone(), extra, this.layers[i]!.name);
+        owned = true;
       }
-      g = this.layers[i]!.backward(g, options);
+      g = this.layers[i]!.backward(g, { ...options, reuseGradient: owned });
+      owned = true;
     }
     return g;
   }
@@ -155,9 +159,11 @@ export class Vgg19 {
   }
 }
 
-function addTensors(a: Tensor, b: Tensor, where: string): Tensor {
+/** a += b, in place; returns a. */
+function addInto(a: Tensor, b: Tensor, where: string): Tensor {
   if (!sameShape(a.shape, b.shape)) throw new PasticheError(`gradient at ${where} is ${shapeToString(b.shape)}, expected ${shapeToString(a.shape)}`);
-  const out = new Float32Array(a.size);
-  for (let i = 0; i < out.length; i++) out[i] = a.data[i]! + b.data[i]!;
-  return new Tensor(a.shape, out);
+  const ad = a.data;
+  const bd = b.data;
+  for (let i = 0; i < ad.length; i++) ad[i] += bd[i]!;
+  return a;
 }

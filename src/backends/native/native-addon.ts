@@ -7,10 +7,13 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
+export type NativeIsa = 'portable' | 'avx2' | 'avx512';
+
 export interface NativeAddon {
-  /** The active instruction set; pass 'portable' or 'avx2' to switch (avx2 only where supported). */
-  isa(set?: 'portable' | 'avx2'): 'portable' | 'avx2';
+  /** The active instruction set; pass one to switch (falls back to the best the CPU has below it). */
+  isa(set?: NativeIsa): NativeIsa;
   readonly cpuHasAvx2: boolean;
+  readonly cpuHasAvx512: boolean;
   /** Threads in the pool (including the caller); pass n to resize. */
   threads(n?: number): number;
   sgemm(m: number, n: number, k: number, a: Float32Array, aOff: number, lda: number, transA: boolean,

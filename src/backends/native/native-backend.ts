@@ -20,10 +20,14 @@ import type { NativeAddon } from './native-addon.js';
 /** Convolution algorithm: 'auto' uses Winograd for 3x3 stride-1 layers with 16+ input channels. */
 export type ConvAlgorithm = 'auto' | 'im2col' | 'winograd';
 
-/** Winograd applies to 3x3 stride-1 convolutions; 'auto' also wants enough channels to pay off. */
-function useWinograd(algo: ConvAlgorithm, k: number, stride: number, pad: number, channelsIn: number): boolean {
+/**
+ * Winograd applies to 3x3 stride-1 convolutions. 'auto' also wants enough input channels and enough
+ * 4x4 output tiles to pay off: below that, streaming the transformed weights (4x the raw ones)
+ * costs more than the multiplications saved (measured: VGG19's 14x14 layers run faster as GEMM).
+ */
+function useWinograd(algo: ConvAlgorithm, k: number, stride: number, pad: number, channelsIn: number, ho: number, wo: number): boolean {
   if (k !== 3 || stride !== 1 || pad > 2 || algo === 'im2col') return false;
-  return algo === 'winograd' || channelsIn >= 16;
+  return algo === 'winograd' || (channelsIn >= 16 && Math.ceil(ho / 4) * Math.ceil(wo / 4) >= 25);
 }
 
 export interface NativeBackend extends Backend {
@@ -58,7 +62,7 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
       const g = convGeometry(x.shape, w.shape, p);
       checkBias(b, g.cout, 'conv2d');
       const y = new Tensor([g.n, g.cout, g.ho, g.wo]);
-      const wino = useWinograd(be.convAlgorithm, g.k, p.stride, p.pad, g.cin) ? winogradWeights(w, g.cin, g.cout, false) : null;
+      const wino = useWinograd(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.ho, g.wo) ? winogradWeights(w, g.cin, g.cout, false) : null;
       addon.conv2d(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, y.data, wino);
       return y;
     },
@@ -67,7 +71,7 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
       const g = convGeometry(xShape, w.shape, p);
       checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardData');
       const dx = new Tensor(xShape);
-      const wino = useWinograd(be.convAlgorithm, g.k, p.stride, p.pad, g.cout) ? winogradWeights(w, g.cin, g.cout, true) : null;
+      const wino = useWinograd(be.convAlgorithm, g.k, p.stride, p.pad, g.cout, g.h, g.w) ? winogradWeights(w, g.cin, g.cout, true) : null;
       addon.conv2dBackwardData(dy.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, dx.data, wino);
       return dx;
     },
@@ -126,9 +130,9 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
       return y;
     },
 
-    reluBackward(dy: Tensor, x: Tensor): Tensor {
+    reluBackward(dy: Tensor, x: Tensor, inPlace = false): Tensor {
       checkGradShape(dy, x.shape, 'reluBackward');
-      const dx = new Tensor(x.shape);
+      const dx = inPlace ? dy : new Tensor(x.shape);
       addon.reluBackward(dy.data, x.data, dx.data);
       return dx;
     },
