@@ -83,6 +83,28 @@ for (const be of fast) {
   });
 }
 
+test('the fused gradient epilogue equals ReLU backward of (dx + add) on every backend', async () => {
+  const { availableBackends } = await import('../src/backends/index.js');
+  for (const name of availableBackends()) {
+    const be = getBackend(name);
+    for (const [xs, cout, pad] of [[[2, 16, 9, 11], 16, 1], [[1, 3, 8, 8], 5, 0], [[1, 32, 24, 24], 20, 1]] as const) {
+      const x = randomTensor([...xs], 1);
+      const w = randomTensor([xs[1], 3, 3, cout], 2);
+      const p = { pad, stride: 1 };
+      const y = loops.conv2d(x, w, randomTensor([cout], 3), p);
+      const dy = randomTensor(y.shape, 4);
+      const add = randomTensor(x.shape, 5);
+      const mask = randomTensor(x.shape, 6); // about half positive
+      const plain = be.conv2dBackwardData(dy, w, x.shape, p);
+      const summed = new Tensor(x.shape, plain.data.map((v, i) => v + add.data[i]!));
+      const expected = loops.reluBackward(summed, mask);
+      const fused = be.conv2dBackwardData(dy, w, x.shape, p, { add, reluMask: mask });
+      assertClose(fused, expected, 1e-6, `${name} ${JSON.stringify(xs)} epilogue`);
+      assert.ok(fused.data.some((v) => v === 0) && fused.data.some((v) => v !== 0));
+    }
+  }
+});
+
 test('blocked GEMM crosses its block edges (M, N, K beyond MC, NC, KC) and accumulates', () => {
   const [m, n, k] = [131, 2053, 517];
   const a = randomTensor([m, k], 1);

@@ -50,10 +50,10 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// conv2dBackwardData(dy, n, cin, h, w, wt, cout, k, pad, stride, dx, wino|null)
+// conv2dBackwardData(dy, n, cin, h, w, wt, cout, k, pad, stride, dx, wino|null, add|null, mask|null)
 Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
   conv2d_backward_data(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7),
-                       I(info, 8), I(info, 9), F(info, 10), F(info, 11));
+                       I(info, 8), I(info, 9), F(info, 10), F(info, 11), F(info, 12), F(info, 13));
   return info.Env().Undefined();
 }
 

@@ -91,13 +91,16 @@ void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int c
   }
 }
 
+// dx = (dx + add) * (mask > 0) over `size` elements, either operand optional.
+static void add_and_mask(float* dx, const float* add, const float* mask, long size);
+
 void conv2d_backward_data(const float* dy, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad,
-                          int stride, float* dx, const float* wino) {
+                          int stride, float* dx, const float* wino, const float* add, const float* mask) {
   const int ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1;
   if (wino) {
     // dx is the full correlation of dy with the weights turned by 180 degrees and Cin/Cout
     // swapped: again a 3x3 stride-1 convolution, with padding 2 - pad.
-    conv3x3_winograd(dy, n, cout, ho, wo, wino, cin, 2 - pad, nullptr, false, dx);
+    conv3x3_winograd(dy, n, cout, ho, wo, wino, cin, 2 - pad, nullptr, false, dx, add, mask);
     return;
   }
   const Geometry g{cin, h, w, k, pad, stride, ho, wo};
@@ -113,6 +116,7 @@ void conv2d_backward_data(const float* dy, int n, int cin, int h, int w, const f
       col2im_add(cols, g, p0, len, dx + (size_t)img * cin * h * w);
     }
   }
+  if (add || mask) add_and_mask(dx, add, mask, (long)n * cin * h * w);
 }
 
 void conv2d_backward_params(const float* dy, const float* x, int n, int cin, int h, int w, int cout, int k, int pad,
@@ -252,6 +256,15 @@ void relu(const float* x, float* y, long size) {
 void relu_backward(const float* dy, const float* x, float* dx, long size) {
   for_chunks(size, [&](long i0, long i1) {
     for (long i = i0; i < i1; i++) dx[i] = x[i] > 0.f ? dy[i] : 0.f;
+  });
+}
+
+static void add_and_mask(float* dx, const float* add, const float* mask, long size) {
+  for_chunks(size, [&](long i0, long i1) {
+    if (add)
+      for (long i = i0; i < i1; i++) dx[i] += add[i];
+    if (mask)
+      for (long i = i0; i < i1; i++) dx[i] = mask[i] > 0.f ? dx[i] : 0.f;
   });
 }
 

@@ -10,15 +10,18 @@ namespace pastiche {
 void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad, int stride,
             const float* bias, bool relu, float* y, const float* wino);
 // `wino` is the rotated transform (winograd_weights with rotate) or null for GEMM + col2im.
+// With `add` and/or `mask` (both shaped like dx, may be null): dx = (dx + add) * (mask > 0), the
+// backward of a ReLU (and of a gradient injected at its output) fused into this pass.
 void conv2d_backward_data(const float* dy, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad,
-                          int stride, float* dx, const float* wino);
+                          int stride, float* dx, const float* wino, const float* add, const float* mask);
 void conv2d_backward_params(const float* dy, const float* x, int n, int cin, int h, int w, int cout, int k, int pad,
                             int stride, float* dw, float* db);
 
 // Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions (any padding up to 2). `up` holds the
 // transformed weights from winograd_weights (for cin -> cout channels).
+// Optional epilogue per output element: + add[i], then ReLU (relu) or zero where mask[i] <= 0.
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int cout, int pad,
-                      const float* bias, bool relu, float* y);
+                      const float* bias, bool relu, float* y, const float* add = nullptr, const float* mask = nullptr);
 // Floats needed for the transformed weights of a cin -> cout convolution.
 size_t winograd_weights_size(int cin, int cout);
 // Transforms weights [wcin, 3, 3, wcout]; `rotate` gives those of the gradient to the data (a

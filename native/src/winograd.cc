@@ -76,7 +76,7 @@ void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, float* 
 }
 
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int cout, int pad,
-                      const float* bias, bool relu, float* y) {
+                      const float* bias, bool relu, float* y, const float* add, const float* mask) {
   ThreadPool& pool = ThreadPool::instance();
   const bool avx2 = active_isa() != Isa::Portable;
   auto input8 = avx2 ? avx2::input_transform8 : portable::input_transform8;
@@ -100,6 +100,7 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
   for (int img = 0; img < n; img++) {
     const float* x_img = x + (size_t)img * cin * h * w;
     float* y_img = y + (size_t)img * cout * ho * wo;
+    const size_t img_off = (size_t)img * cout * ho * wo;
     for (int t0 = 0; t0 < tiles; t0 += tb) {
       const int nt = std::min(tb, tiles - t0), ntp = round_up(nt, NR);
       // Phase 1: V = B^T d B for every (ci, tile), into packed B panels [xi][tile panel][ci][NR].
@@ -138,15 +139,28 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
       pool.parallel_for(cout, [&](int co, int) {
         const float bv = bias ? bias[co] : 0.f;
         float* out = y_img + (size_t)co * ho * wo;
+        const float* add_c = add ? add + img_off + (size_t)co * ho * wo : nullptr;
+        const float* mask_c = mask ? mask + img_off + (size_t)co * ho * wo : nullptr;
         alignas(32) float o[16 * 8];
         for (int t = 0; t < nt; t += 8) {
           output8(mb + (size_t)co * tb + t, m_stride, bv, relu, o);
           for (int l = 0; l < 8 && t + l < nt; l++) {
             const int tile = t0 + t + l, oy = (tile / tw) * 4, ox = (tile % tw) * 4;
             const int rows = std::min(4, ho - oy), cols = std::min(4, wo - ox);
+            if (!add_c && !mask_c) {
+              for (int r = 0; r < rows; r++) {
+                float* dst = out + (size_t)(oy + r) * wo + ox;
+                for (int c = 0; c < cols; c++) dst[c] = o[(r * 4 + c) * 8 + l];
+              }
+              continue;
+            }
             for (int r = 0; r < rows; r++) {
-              float* dst = out + (size_t)(oy + r) * wo + ox;
-              for (int c = 0; c < cols; c++) dst[c] = o[(r * 4 + c) * 8 + l];
+              const size_t at = (size_t)(oy + r) * wo + ox;
+              for (int c = 0; c < cols; c++) {
+                float v = o[(r * 4 + c) * 8 + l] + (add_c ? add_c[at + c] : 0.f);
+                if (mask_c && !(mask_c[at + c] > 0.f)) v = 0.f;
+                out[at + c] = v;
+              }
             }
           }
         }

@@ -35,6 +35,16 @@ export interface LinearGradients extends ParamGradients {
   readonly dx: Tensor;
 }
 
+/**
+ * Work fused onto a gradient to the data: dx = (dx + add) * (reluMask > 0). It is the backward pass
+ * of the ReLU before a convolution (reluMask = that ReLU's output) and of a gradient injected at
+ * that ReLU's output (add), done while dx is written instead of in two more passes.
+ */
+export interface GradientEpilogue {
+  readonly add?: Tensor;
+  readonly reluMask?: Tensor;
+}
+
 export type BackendName = 'loops' | 'ts' | 'native';
 
 export interface Backend {
@@ -48,8 +58,8 @@ export interface Backend {
    * array, so weight arrays must not be modified in place once used (the layers replace them).
    */
   conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu?: boolean): Tensor;
-  /** dL/dx of conv2d, shaped like the forward input `xShape`. */
-  conv2dBackwardData(dy: Tensor, w: Tensor, xShape: Shape, p: Conv2dParams): Tensor;
+  /** dL/dx of conv2d, shaped like the forward input `xShape`, with an optional fused epilogue. */
+  conv2dBackwardData(dy: Tensor, w: Tensor, xShape: Shape, p: Conv2dParams, epilogue?: GradientEpilogue): Tensor;
   /** dL/dw and dL/db of conv2d, summed over the batch. */
   conv2dBackwardParams(dy: Tensor, x: Tensor, kernel: number, p: Conv2dParams): ParamGradients;
 

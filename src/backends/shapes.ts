@@ -1,7 +1,7 @@
 /** Shape arithmetic and validation shared by every backend, so all report mistakes the same way. */
 import { PasticheError } from '../errors.js';
 import { Tensor, expectRank, shapeToString, type Shape } from '../tensor/tensor.js';
-import type { Conv2dParams, Pool2dParams } from './backend.js';
+import type { Conv2dParams, GradientEpilogue, Pool2dParams } from './backend.js';
 
 /** Output length of a sliding window: floor((n + 2 pad - k) / stride) + 1. */
 export function windowOutput(n: number, k: number, pad: number, stride: number): number {
@@ -90,6 +90,24 @@ export function linearGeometry(x: Tensor, w: Tensor, b: Tensor): MatmulGeometry 
   if (din !== wdin) throw new PasticheError(`linear: input has ${din} features but weights ${shapeToString(w.shape)} expect ${wdin}`);
   checkBias(b, dout, 'linear');
   return { m: n, k: din, n: dout };
+}
+
+/** Applies a GradientEpilogue in place (the CPU reference backends' way); returns dx. */
+export function applyEpilogue(dx: Tensor, e: GradientEpilogue | undefined): Tensor {
+  if (!e) return dx;
+  checkEpilogue(dx.shape, e);
+  const d = dx.data;
+  if (e.add) for (let i = 0; i < d.length; i++) d[i] += e.add.data[i]!;
+  if (e.reluMask) for (let i = 0; i < d.length; i++) if (!(e.reluMask.data[i]! > 0)) d[i] = 0;
+  return dx;
+}
+
+export function checkEpilogue(shape: Shape, e: GradientEpilogue | undefined): void {
+  for (const t of [e?.add, e?.reluMask]) {
+    if (t && (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))) {
+      throw new PasticheError(`gradient epilogue: ${shapeToString(t.shape)} does not match ${shapeToString(shape)}`);
+    }
+  }
 }
 
 export function checkLabels(prob: Tensor, labels: Int32Array): [number, number] {

@@ -1,4 +1,4 @@
-import type { Backend } from '../backends/backend.js';
+import type { Backend, GradientEpilogue } from '../backends/backend.js';
 import { PasticheError } from '../errors.js';
 import { Tensor, expectShape } from '../tensor/tensor.js';
 import { normalRng, uniformRng } from '../util/random.js';
@@ -50,7 +50,7 @@ export class ConvolutionalLayer implements Layer {
     return this.backend.conv2d(x, this.weight, this.bias, { pad: this.padding, stride: this.stride }, true);
   }
 
-  backward(dy: Tensor, options: BackwardOptions = {}): Tensor {
+  backward(dy: Tensor, options: BackwardOptions = {}, epilogue?: GradientEpilogue): Tensor {
     const x = remembered(this.input, this.name);
     const p = { pad: this.padding, stride: this.stride };
     if (options.paramGrads ?? true) {
@@ -58,7 +58,7 @@ export class ConvolutionalLayer implements Layer {
       this.dWeight = dw;
       this.dBias = db;
     }
-    return this.backend.conv2dBackwardData(dy, this.weight, x.shape, p);
+    return this.backend.conv2dBackwardData(dy, this.weight, x.shape, p, epilogue);
   }
 
   update(lr: number): void {

@@ -57,6 +57,11 @@ export class ReLULayer implements Layer {
     return this.backend.reluBackward(dy, remembered(this.output, this.name), options.reuseGradient);
   }
 
+  /** The output remembered for backward, which a fused convolution backward uses as its mask. */
+  get mask(): Tensor {
+    return remembered(this.output, this.name);
+  }
+
   update(): void {}
 }
 

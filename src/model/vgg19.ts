@@ -139,7 +139,16 @@ export class Vgg19 {
         g = owned ? addInto(g, extra, this.layers[i]!.name) : addInto(g.clone(), extra, this.layers[i]!.name);
         owned = true;
       }
-      g = this.layers[i]!.backward(g, { ...options, reuseGradient: owned });
+      const layer = this.layers[i]!;
+      const before = this.layers[i - 1];
+      if (layer instanceof ConvolutionalLayer && before instanceof ReLULayer) {
+        // The ReLU below this convolution (and a gradient injected at its output) are applied
+        // while the convolution writes its gradient.
+        g = layer.backward(g, options, { add: at.get(i - 1), reluMask: before.mask });
+        i--;
+      } else {
+        g = layer.backward(g, { ...options, reuseGradient: owned });
+      }
       owned = true;
     }
     return g;

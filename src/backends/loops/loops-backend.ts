@@ -3,9 +3,10 @@
  * the ground truth every fast kernel is tested against; it is deliberately not optimised.
  */
 import { Tensor, type Shape } from '../../tensor/tensor.js';
-import type { Backend, Conv2dParams, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
+import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
 import { commonOps } from '../common-ops.js';
 import {
+  applyEpilogue,
   checkBias,
   checkGradShape,
   convGeometry,
@@ -62,7 +63,7 @@ export const loopsBackend: Backend = {
   },
 
   // Each output (n,co,h,w) sent its gradient back to the window it was computed from.
-  conv2dBackwardData(dy: Tensor, w: Tensor, xShape: Shape, p: Conv2dParams): Tensor {
+  conv2dBackwardData(dy: Tensor, w: Tensor, xShape: Shape, p: Conv2dParams, epilogue?: GradientEpilogue): Tensor {
     const g = convGeometry(xShape, w.shape, p);
     checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardData');
     const hp = g.h + 2 * p.pad;
@@ -91,7 +92,7 @@ export const loopsBackend: Backend = {
         for (let h = 0; h < g.h; h++)
           for (let wi = 0; wi < g.w; wi++)
             dx[((n * g.cin + c) * g.h + h) * g.w + wi] = dxp[((n * g.cin + c) * hp + h + p.pad) * wp + wi + p.pad]!;
-    return new Tensor(xShape, dx);
+    return applyEpilogue(new Tensor(xShape, dx), epilogue);
   },
 
   conv2dBackwardParams(dy: Tensor, x: Tensor, kernel: number, p: Conv2dParams): ParamGradients {

@@ -23,7 +23,8 @@ export interface NativeAddon {
     pad: number, stride: number, bias: Float32Array, relu: boolean, y: Float32Array, wino: Float32Array | null): void;
   /** `wino`: the rotated transform (winogradWeights with rotate) or null for GEMM + col2im. */
   conv2dBackwardData(dy: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number,
-    k: number, pad: number, stride: number, dx: Float32Array, wino: Float32Array | null): void;
+    k: number, pad: number, stride: number, dx: Float32Array, wino: Float32Array | null,
+    add: Float32Array | null, mask: Float32Array | null): void;
   winogradWeightsSize(cin: number, cout: number): number;
   winogradWeights(wt: Float32Array, cin: number, cout: number, rotate: boolean, out: Float32Array): void;
   conv2dBackwardParams(dy: Float32Array, x: Float32Array, n: number, cin: number, h: number, w: number, cout: number,

@@ -5,10 +5,11 @@
  * shapes and allocates outputs; the addon computes into them.
  */
 import { Tensor, type Shape } from '../../tensor/tensor.js';
-import type { Backend, Conv2dParams, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
+import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
 import { commonOps } from '../common-ops.js';
 import {
   checkBias,
+  checkEpilogue,
   checkGradShape,
   convGeometry,
   linearGeometry,
@@ -67,12 +68,14 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
       return y;
     },
 
-    conv2dBackwardData(dy: Tensor, w: Tensor, xShape: Shape, p: Conv2dParams): Tensor {
+    conv2dBackwardData(dy: Tensor, w: Tensor, xShape: Shape, p: Conv2dParams, epilogue?: GradientEpilogue): Tensor {
       const g = convGeometry(xShape, w.shape, p);
       checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardData');
+      checkEpilogue(xShape, epilogue);
       const dx = new Tensor(xShape);
       const wino = useWinograd(be.convAlgorithm, g.k, p.stride, p.pad, g.cout, g.h, g.w) ? winogradWeights(w, g.cin, g.cout, true) : null;
-      addon.conv2dBackwardData(dy.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, dx.data, wino);
+      addon.conv2dBackwardData(dy.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, dx.data, wino,
+        epilogue?.add?.data ?? null, epilogue?.reluMask?.data ?? null);
       return dx;
     },
 

@@ -3,10 +3,11 @@
  * speed-up). Runs anywhere JavaScript runs.
  */
 import { Tensor, type Shape } from '../../tensor/tensor.js';
-import type { Backend, Conv2dParams, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
+import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
 import { commonOps } from '../common-ops.js';
 import { columnSums } from '../loops/loops-backend.js';
 import {
+  applyEpilogue,
   checkBias,
   checkGradShape,
   convGeometry,
@@ -61,7 +62,7 @@ export const tsBackend: Backend = {
     return new Tensor([g.n, g.cout, g.ho, g.wo], y);
   },
 
-  conv2dBackwardData(dy: Tensor, w: Tensor, xShape: Shape, p: Conv2dParams): Tensor {
+  conv2dBackwardData(dy: Tensor, w: Tensor, xShape: Shape, p: Conv2dParams, epilogue?: GradientEpilogue): Tensor {
     const g = convGeometry(xShape, w.shape, p);
     checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardData');
     const rows = g.cin * g.k * g.k;
@@ -75,7 +76,7 @@ export const tsBackend: Backend = {
         col2imAdd(dcols, g, p.pad, p.stride, range, dx, n * g.cin * g.h * g.w);
       }
     }
-    return new Tensor(xShape, dx);
+    return applyEpilogue(new Tensor(xShape, dx), epilogue);
   },
 
   conv2dBackwardParams(dy: Tensor, x: Tensor, kernel: number, p: Conv2dParams): ParamGradients {
