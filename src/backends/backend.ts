@@ -68,6 +68,11 @@ export interface Backend {
   /** Routes each dy to the first maximum of its window (ties: first in row-major order). */
   maxPool2dBackward(dy: Tensor, x: Tensor, p: Pool2dParams): Tensor;
 
+  /** Average pooling over the cells of each window that lie inside the input (style transfer's option). */
+  avgPool2d(x: Tensor, p: Pool2dParams): Tensor;
+  /** Spreads each dy evenly over its window's cells. */
+  avgPool2dBackward(dy: Tensor, xShape: Shape, p: Pool2dParams): Tensor;
+
   /** C = op(A) op(B), op = transpose when asked: rank-2 tensors only. */
   matmul(a: Tensor, b: Tensor, transA?: boolean, transB?: boolean): Tensor;
   /** Fully connected, seed eq. 5: v = x W + b, x [N,Din], W [Din,Dout]. */

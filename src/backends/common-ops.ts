@@ -4,11 +4,13 @@
  */
 import { PasticheError } from '../errors.js';
 import { Tensor, expectRank, sameShape, shapeToString, type Shape } from '../tensor/tensor.js';
-import type { Backend } from './backend.js';
-import { checkLabels } from './shapes.js';
+import type { Backend, Pool2dParams } from './backend.js';
+import { checkGradShape, checkLabels, poolGeometry } from './shapes.js';
 
 type CommonOps = Pick<
   Backend,
+  | 'avgPool2d'
+  | 'avgPool2dBackward'
   | 'relu'
   | 'reluBackward'
   | 'flattenNhwc'
@@ -24,7 +26,39 @@ function checkSame(a: Tensor, b: Tensor, what: string): void {
   }
 }
 
+/** Calls fn(plane offset, input cell, output cell, 1/count) for every cell of every window. */
+function forEachWindowCell(xShape: Shape, p: Pool2dParams, fn: (xi: number, yi: number, inv: number) => void): number[] {
+  const g = poolGeometry(xShape, p);
+  for (let plane = 0; plane < g.n * g.c; plane++) {
+    for (let oh = 0; oh < g.ho; oh++) {
+      for (let ow = 0; ow < g.wo; ow++) {
+        const h0 = Math.max(oh * p.stride - p.pad, 0), h1 = Math.min(oh * p.stride - p.pad + p.kernel, g.h);
+        const w0 = Math.max(ow * p.stride - p.pad, 0), w1 = Math.min(ow * p.stride - p.pad + p.kernel, g.w);
+        const inv = 1 / ((h1 - h0) * (w1 - w0));
+        const yi = (plane * g.ho + oh) * g.wo + ow;
+        for (let ih = h0; ih < h1; ih++) for (let iw = w0; iw < w1; iw++) fn((plane * g.h + ih) * g.w + iw, yi, inv);
+      }
+    }
+  }
+  return [g.n, g.c, g.ho, g.wo];
+}
+
 export const commonOps: CommonOps = {
+  avgPool2d(x: Tensor, p: Pool2dParams): Tensor {
+    const g = poolGeometry(x.shape, p);
+    const y = new Float32Array(g.n * g.c * g.ho * g.wo);
+    const shape = forEachWindowCell(x.shape, p, (xi, yi, inv) => (y[yi] += x.data[xi]! * inv));
+    return new Tensor(shape, y);
+  },
+
+  avgPool2dBackward(dy: Tensor, xShape: Shape, p: Pool2dParams): Tensor {
+    const g = poolGeometry(xShape, p);
+    checkGradShape(dy, [g.n, g.c, g.ho, g.wo], 'avgPool2dBackward');
+    const dx = new Float32Array(g.n * g.c * g.h * g.w);
+    forEachWindowCell(xShape, p, (xi, yi, inv) => (dx[xi] += dy.data[yi]! * inv));
+    return new Tensor(xShape, dx);
+  },
+
   relu(x: Tensor): Tensor {
     const y = new Float32Array(x.size);
     const xd = x.data;

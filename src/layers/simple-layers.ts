@@ -30,6 +30,33 @@ export class MaxPoolingLayer implements Layer {
   update(): void {}
 }
 
+/** Average pooling: the style-transfer option that gives smoother results than max pooling. */
+export class AvgPoolingLayer implements Layer {
+  private inputShape?: Shape;
+  readonly params: Pool2dParams;
+
+  constructor(
+    readonly name: string,
+    private readonly backend: Backend,
+    readonly kernelSize: number,
+    readonly stride: number,
+    readonly padding = 0,
+  ) {
+    this.params = { kernel: kernelSize, stride, pad: padding };
+  }
+
+  forward(x: Tensor): Tensor {
+    this.inputShape = x.shape;
+    return this.backend.avgPool2d(x, this.params);
+  }
+
+  backward(dy: Tensor): Tensor {
+    return this.backend.avgPool2dBackward(dy, remembered(this.inputShape, this.name), this.params);
+  }
+
+  update(): void {}
+}
+
 /**
  * ReLU (seed eqs. 16-18). Backward masks with the output (y > 0 exactly where x > 0), so the layer
  * also works when the convolution before it already applied the ReLU.

@@ -7,7 +7,7 @@ import { PasticheError } from '../errors.js';
 import { ConvolutionalLayer } from '../layers/convolutional-layer.js';
 import { FullyConnectedLayer } from '../layers/fully-connected-layer.js';
 import type { BackwardOptions, Layer } from '../layers/layer.js';
-import { FlattenLayer, MaxPoolingLayer, ReLULayer } from '../layers/simple-layers.js';
+import { AvgPoolingLayer, FlattenLayer, MaxPoolingLayer, ReLULayer } from '../layers/simple-layers.js';
 import { SoftmaxLossLayer } from '../layers/softmax-loss-layer.js';
 import { Tensor, sameShape, shapeToString } from '../tensor/tensor.js';
 import type { LayerWeights, Vgg19Weights } from '../weights/vgg19-weights.js';
@@ -28,6 +28,11 @@ export interface ForwardResult {
   readonly activations: Map<string, Tensor>;
 }
 
+export interface Vgg19Options {
+  /** 'avg' replaces every max-pool by average pooling (a style-transfer option). */
+  readonly pooling?: 'max' | 'avg';
+}
+
 export class Vgg19 {
   readonly layers: readonly Layer[];
   private readonly index = new Map<string, number>();
@@ -35,6 +40,7 @@ export class Vgg19 {
   constructor(
     readonly weights: Vgg19Weights,
     readonly backend: Backend,
+    options: Vgg19Options = {},
   ) {
     const layers: Layer[] = [];
     for (const spec of VGG19_LAYERS) {
@@ -61,7 +67,8 @@ export class Vgg19 {
         }
         case 'pool': {
           const s = need('pool') as Extract<LayerWeights, { kind: 'pool' }>;
-          layers.push(new MaxPoolingLayer(spec.name, backend, s.kernel, s.stride, s.pad));
+          const Pool = options.pooling === 'avg' ? AvgPoolingLayer : MaxPoolingLayer;
+          layers.push(new Pool(spec.name, backend, s.kernel, s.stride, s.pad));
           break;
         }
         case 'relu':

@@ -1,0 +1,301 @@
+/**
+ * Optimisation-based neural style transfer (Gatys, Ecker & Bethge), the course's lab 3-3: the image
+ * itself is optimised so that its VGG19 features match the content image's (seed eq. 24) and its
+ * Gram matrices match the style images' (eqs. 26-28), L = alpha L_c + beta L_s + tv TV (eq. 29).
+ */
+import * as os from 'node:os';
+import { getBackend } from '../backends/index.js';
+import { PasticheError } from '../errors.js';
+import { readRgb, rgbToTensor, type RgbImage } from '../image/preprocess.js';
+import { resizeBilinearPil } from '../image/pil-resize.js';
+import { resizeTensorBilinear, tensorToRgb } from '../image/tensor-image.js';
+import { Vgg19 } from '../model/vgg19.js';
+import { VGG19_LAYERS, resolveLayerName } from '../model/vgg19-table.js';
+import { contentLoss, gram, styleLoss, tvLoss } from '../style/losses.js';
+import { Adam, Lbfgs, type Optimizer } from '../style/optimizers.js';
+import { Tensor } from '../tensor/tensor.js';
+import { uniformRng } from '../util/random.js';
+import type { Vgg19Weights } from '../weights/vgg19-weights.js';
+
+export interface WeightedLayer {
+  readonly name: string;
+  /** Its weight in the sum; by default 1 / (number of layers), so the losses are averages. */
+  readonly weight: number;
+}
+
+/** How the optimisation starts: from the content image, from noise, from a blend, or from a file. */
+export type Init =
+  | { readonly kind: 'content' }
+  | { readonly kind: 'noise' }
+  /** The course's start: (1 - ratio) * content + ratio * uniform(-amplitude, amplitude). */
+  | { readonly kind: 'blend'; readonly ratio: number; readonly amplitude: number }
+  | { readonly kind: 'file'; readonly file: string };
+
+export interface StylizeOptions {
+  readonly content: string;
+  readonly styles: readonly string[];
+  readonly weights: Vgg19Weights;
+  readonly backend?: string;
+  /** Output size: the longest side (the content's aspect ratio is kept), or exact height and width. */
+  readonly size: number | { readonly height: number; readonly width: number };
+  readonly iterations: number;
+  readonly optimizer: 'adam' | 'lbfgs';
+  readonly lr: number;
+  readonly lbfgsHistory?: number;
+  readonly contentWeight: number;
+  readonly styleWeight: number;
+  readonly tvWeight: number;
+  readonly contentLayers: readonly WeightedLayer[];
+  readonly styleLayers: readonly WeightedLayer[];
+  readonly init: Init;
+  readonly seed?: number;
+  /** One weight per style image (normalised to sum 1); default equal. */
+  readonly styleBlend?: readonly number[];
+  /** Style images are resized to this fraction of the output's longest side. */
+  readonly styleScale?: number;
+  readonly pooling?: 'max' | 'avg';
+  /**
+   * Multi-scale: the longest sides to optimise at, smallest first, each starting from the previous
+   * result upsampled; the last is the output size. Empty: one scale.
+   */
+  readonly scales?: readonly number[];
+  readonly onIteration?: (p: IterationReport) => void;
+  /** Stops after the current iteration; the best image so far is returned. */
+  readonly signal?: AbortSignal;
+}
+
+export interface IterationReport {
+  /** 1-based, counted over all scales. */
+  readonly iteration: number;
+  readonly of: number;
+  readonly scale: number;
+  readonly content: number;
+  readonly style: number;
+  readonly tv: number;
+  readonly total: number;
+  readonly seconds: number;
+  /** The image at this iteration (mean-subtracted NCHW), for intermediate saves. */
+  readonly image: Tensor;
+}
+
+export interface StylizeResult {
+  /** The lowest-loss image seen (mean-subtracted NCHW). */
+  readonly image: Tensor;
+  readonly rgb: RgbImage;
+  readonly bestLoss: number;
+  readonly iterations: number;
+  readonly interrupted: boolean;
+}
+
+export const DEFAULT_CONTENT_LAYERS = ['relu4_2'];
+export const DEFAULT_STYLE_LAYERS = ['relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu5_1'];
+
+/**
+ * Parses 'relu4_2' or 'relu1_1:0.5,relu2_1:0.5' into weighted layers; unweighted lists get equal
+ * weights 1/n (the course averages over layers).
+ */
+export function parseLayers(spec: string | readonly string[], what: string): WeightedLayer[] {
+  const parts = (typeof spec === 'string' ? spec.split(',') : [...spec]).map((s) => s.trim()).filter(Boolean);
+  if (parts.length === 0) throw new PasticheError(`${what}: no layers given`);
+  const out = parts.map((p) => {
+    const [name, w] = p.split(':');
+    const resolved = resolveLayerName(name!);
+    const spec = VGG19_LAYERS.findIndex((l) => l.name === resolved);
+    if (resolved === undefined || spec < 0 || spec > VGG19_LAYERS.findIndex((l) => l.name === 'pool5')) {
+      throw new PasticheError(`${what}: unknown layer '${name}' (use convolution, ReLU or pool layers, e.g. relu4_2)`);
+    }
+    const weight = w === undefined ? NaN : Number(w);
+    if (w !== undefined && !(weight >= 0)) throw new PasticheError(`${what}: weight '${w}' of ${name} is not a non-negative number`);
+    return { name: resolved, weight };
+  });
+  const given = out.filter((l) => !Number.isNaN(l.weight)).length;
+  if (given !== 0 && given !== out.length) throw new PasticheError(`${what}: give a weight for every layer or for none`);
+  return given ? out : out.map((l) => ({ ...l, weight: 1 / out.length }));
+}
+
+/** Output height and width: the longest side is `size`, the content's aspect ratio is kept. */
+export function outputSize(content: { width: number; height: number }, size: StylizeOptions['size']): { height: number; width: number } {
+  if (typeof size !== 'number') return size;
+  const scale = size / Math.max(content.width, content.height);
+  return { height: Math.max(1, Math.round(content.height * scale)), width: Math.max(1, Math.round(content.width * scale)) };
+}
+
+/**
+ * Bytes a style-transfer run at height x width needs: all the weights (the convolutions' also as
+ * Winograd transforms, 4x their size, forward and backward), every activation kept for the backward
+ * pass twice over, and a few gradients of the largest layer in flight. Measured at 512x512 with
+ * the native backend: 2.0 GB peak RSS; this estimate says 1.9 GiB.
+ */
+export function estimateMemoryBytes(weights: Vgg19Weights, height: number, width: number): number {
+  let h = height;
+  let w = width;
+  let channels = 3;
+  let activations = channels * h * w;
+  let largest = activations;
+  let params = 0;
+  let convParams = 0;
+  for (const p of weights.layers.values()) if (p.kind !== 'pool') params += p.w.size + p.b.size;
+  for (const spec of VGG19_LAYERS) {
+    const p = weights.layers.get(spec.name);
+    if (p?.kind === 'conv') {
+      channels = p.w.shape[3]!;
+      convParams += p.w.size;
+    } else if (p?.kind === 'pool') {
+      h = Math.floor(h / p.stride);
+      w = Math.floor(w / p.stride);
+    }
+    if (p?.kind === 'conv' || p?.kind === 'pool') {
+      activations += channels * h * w;
+      largest = Math.max(largest, channels * h * w);
+    }
+    if (spec.name === 'relu5_1') break;
+  }
+  const runtime = 150 * 2 ** 20; // Node, sharp and the addon themselves
+  return runtime + 4 * (params + 8 * convParams + 2 * activations + 4 * largest);
+}
+
+interface Targets {
+  content: Map<string, Tensor>;
+  style: Map<string, Tensor>;
+}
+
+async function loadImageAt(file: string, height: number, width: number, mean: readonly [number, number, number]): Promise<{ tensor: Tensor; rgb: RgbImage }> {
+  const rgb = resizeBilinearPil(await readRgb(file), width, height);
+  return { tensor: rgbToTensor(rgb, mean), rgb };
+}
+
+export async function stylize(o: StylizeOptions): Promise<StylizeResult> {
+  if (o.styles.length === 0) throw new PasticheError('give at least one style image');
+  const blend = o.styleBlend ?? o.styles.map(() => 1);
+  if (blend.length !== o.styles.length) throw new PasticheError(`${o.styles.length} style image(s) but ${blend.length} blend weight(s)`);
+  if (blend.some((b) => !(b >= 0)) || blend.every((b) => b === 0)) throw new PasticheError('style blend weights must be non-negative and not all zero');
+  if (!(o.iterations >= 1) || !Number.isInteger(o.iterations)) throw new PasticheError(`iterations must be a positive whole number, got ${o.iterations}`);
+  if (typeof o.size === 'number' ? !(o.size >= 1 && Number.isInteger(o.size)) : !(o.size.height >= 1 && o.size.width >= 1)) {
+    throw new PasticheError('the size must be a positive whole number');
+  }
+  const blendSum = blend.reduce((a, b) => a + b, 0);
+  const mean = o.weights.meanPixel;
+  const contentRgb = await readRgb(o.content);
+  const styleRgbs = await Promise.all(o.styles.map((s) => readRgb(s)));
+  const final = outputSize(contentRgb, o.size);
+  const longest = Math.max(final.height, final.width);
+  const scales = [...(o.scales ?? []).filter((s) => s < longest), longest];
+
+  const need = estimateMemoryBytes(o.weights, final.height, final.width);
+  const limit = 0.8 * os.totalmem();
+  if (need > limit) {
+    throw new PasticheError(
+      `a ${final.width}x${final.height} output needs about ${(need / 2 ** 30).toFixed(1)} GiB, more than this machine can give (${(limit / 2 ** 30).toFixed(1)} GiB): choose a smaller --size`,
+    );
+  }
+
+  const model = new Vgg19(o.weights, getBackend(o.backend), { pooling: o.pooling ?? 'max' });
+  const contentNames = o.contentLayers.map((l) => l.name);
+  const styleNames = o.styleLayers.map((l) => l.name);
+  const deepest = [...contentNames, ...styleNames].reduce((a, b) => (model.layerIndex(a) >= model.layerIndex(b) ? a : b));
+  const capture = [...new Set([...contentNames, ...styleNames])];
+
+  const optimizerFor = (): Optimizer => (o.optimizer === 'adam' ? new Adam(o.lr) : new Lbfgs(o.lr, o.lbfgsHistory ?? 100));
+  const rng = uniformRng(o.seed ?? 0);
+  const total = o.iterations * scales.length;
+  let iteration = 0;
+  let x: Tensor | undefined;
+  let best: { loss: number; image: Tensor } = { loss: Infinity, image: new Tensor([1, 3, 1, 1]) };
+  const t0 = performance.now();
+  let interrupted = false;
+
+  for (const scaleLongest of scales) {
+    const { height, width } = outputSize(final, scaleLongest);
+    const content = await loadImageAt(o.content, height, width, mean);
+    const targets: Targets = { content: new Map(), style: new Map() };
+    const contentActs = model.forward(content.tensor, { until: deepest, capture: contentNames }).activations;
+    for (const n of contentNames) targets.content.set(n, contentActs.get(n)!.clone());
+    const styleScale = o.styleScale ?? 1;
+    for (let s = 0; s < o.styles.length; s++) {
+      const srgb = styleRgbs[s]!;
+      const sz = outputSize(srgb, Math.max(1, Math.round(scaleLongest * styleScale)));
+      const style = rgbToTensor(resizeBilinearPil(srgb, sz.width, sz.height), mean);
+      const acts = model.forward(style, { until: deepest, capture: styleNames }).activations;
+      for (const n of styleNames) {
+        const g = gram(model.backend, acts.get(n)!);
+        const acc = targets.style.get(n) ?? new Tensor(g.shape);
+        for (let i = 0; i < g.size; i++) acc.data[i] += (blend[s]! / blendSum) * g.data[i]!;
+        targets.style.set(n, acc);
+      }
+    }
+
+    if (x) {
+      x = resizeTensorBilinear(x, height, width);
+    } else {
+      x = await initialImage(o.init, content.tensor, height, width, mean, rng);
+    }
+    best = { loss: Infinity, image: x.clone() };
+    const optimizer = optimizerFor();
+    for (let it = 0; it < o.iterations; it++) {
+      if (o.signal?.aborted) {
+        interrupted = true;
+        break;
+      }
+      const { activations } = model.forward(x, { until: deepest, capture });
+      const grads = new Map<string, Tensor>();
+      let lc = 0;
+      let ls = 0;
+      const addGrad = (name: string, g: Tensor, scale: number) => {
+        const acc = grads.get(name);
+        if (!acc) {
+          for (let i = 0; i < g.size; i++) g.data[i] *= scale;
+          grads.set(name, g);
+        } else {
+          for (let i = 0; i < g.size; i++) acc.data[i] += scale * g.data[i]!;
+        }
+      };
+      for (const l of o.contentLayers) {
+        const r = contentLoss(activations.get(l.name)!, targets.content.get(l.name)!);
+        lc += l.weight * r.loss;
+        addGrad(l.name, r.grad, o.contentWeight * l.weight);
+      }
+      for (const l of o.styleLayers) {
+        const r = styleLoss(model.backend, activations.get(l.name)!, targets.style.get(l.name)!);
+        ls += l.weight * r.loss;
+        addGrad(l.name, r.grad, o.styleWeight * l.weight);
+      }
+      const dx = model.backward(grads, { paramGrads: false });
+      let tv = 0;
+      if (o.tvWeight > 0) {
+        const r = tvLoss(x);
+        tv = r.loss;
+        for (let i = 0; i < dx.size; i++) dx.data[i] += o.tvWeight * r.grad.data[i]!;
+      }
+      const totalLoss = o.contentWeight * lc + o.styleWeight * ls + o.tvWeight * tv;
+      if (!Number.isFinite(totalLoss)) throw new PasticheError('the loss is no longer finite: lower --lr or the loss weights');
+      if (totalLoss < best.loss) best = { loss: totalLoss, image: x.clone() };
+      iteration++;
+      o.onIteration?.({
+        iteration, of: total, scale: scaleLongest, content: lc, style: ls, tv, total: totalLoss,
+        seconds: (performance.now() - t0) / 1000, image: x,
+      });
+      optimizer.step(x.data, dx.data, totalLoss);
+    }
+    if (interrupted) break;
+  }
+  return { image: best.image, rgb: tensorToRgb(best.image, mean), bestLoss: best.loss, iterations: iteration, interrupted };
+}
+
+async function initialImage(init: Init, content: Tensor, height: number, width: number, mean: readonly [number, number, number], rng: () => number): Promise<Tensor> {
+  switch (init.kind) {
+    case 'content':
+      return content.clone();
+    case 'noise': {
+      const t = new Tensor(content.shape);
+      for (let i = 0; i < t.size; i++) t.data[i] = (rng() * 2 - 1) * 20;
+      return t;
+    }
+    case 'blend': {
+      const t = new Tensor(content.shape);
+      for (let i = 0; i < t.size; i++) t.data[i] = (1 - init.ratio) * content.data[i]! + init.ratio * (rng() * 2 - 1) * init.amplitude;
+      return t;
+    }
+    case 'file':
+      return (await loadImageAt(init.file, height, width, mean)).tensor;
+  }
+}

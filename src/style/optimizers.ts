@@ -1,0 +1,115 @@
+/** Optimisers over the image: Adam (seed eqs. 30-34) and L-BFGS. Both update x in place. */
+
+export interface Optimizer {
+  /** One step from the gradient of the loss at x; x is changed in place. */
+  step(x: Float32Array, grad: Float32Array, loss: number): void;
+}
+
+/** Adam with bias-corrected moments (seed eqs. 30-34; eq. 33 divides by 1 - beta2^t). */
+export class Adam implements Optimizer {
+  private m?: Float32Array;
+  private v?: Float32Array;
+  private t = 0;
+
+  constructor(
+    readonly lr: number,
+    readonly beta1 = 0.9,
+    readonly beta2 = 0.999,
+    readonly eps = 1e-8,
+  ) {}
+
+  step(x: Float32Array, grad: Float32Array): void {
+    this.m ??= new Float32Array(x.length);
+    this.v ??= new Float32Array(x.length);
+    this.t++;
+    const { m, v, beta1, beta2, eps, lr } = this;
+    const c1 = 1 - beta1 ** this.t;
+    const c2 = 1 - beta2 ** this.t;
+    for (let i = 0; i < x.length; i++) {
+      const g = grad[i]!;
+      m[i] = beta1 * m[i]! + (1 - beta1) * g;
+      v[i] = beta2 * v[i]! + (1 - beta2) * g * g;
+      x[i] -= (lr * (m[i]! / c1)) / (Math.sqrt(v[i]! / c2) + eps);
+    }
+  }
+}
+
+/**
+ * L-BFGS (Nocedal & Wright, algorithm 7.4: the two-loop recursion) with a fixed step as in
+ * torch.optim.LBFGS without line search: the first step is scaled to min(1, 1/|g|_1) * lr, later
+ * ones are lr; curvature pairs with y.s <= 1e-10 are skipped.
+ */
+export class Lbfgs implements Optimizer {
+  private readonly s: Float64Array[] = [];
+  private readonly y: Float64Array[] = [];
+  private readonly rho: number[] = [];
+  private prevX?: Float64Array;
+  private prevG?: Float64Array;
+  private hDiag = 1;
+  private iteration = 0;
+
+  constructor(
+    readonly lr = 1,
+    readonly history = 100,
+  ) {}
+
+  step(x: Float32Array, grad: Float32Array): void {
+    const n = x.length;
+    const g = Float64Array.from(grad);
+    if (this.prevX && this.prevG) {
+      const s = new Float64Array(n);
+      const y = new Float64Array(n);
+      let ys = 0;
+      let yy = 0;
+      for (let i = 0; i < n; i++) {
+        s[i] = x[i]! - this.prevX[i]!;
+        y[i] = g[i]! - this.prevG[i]!;
+        ys += y[i]! * s[i]!;
+        yy += y[i]! * y[i]!;
+      }
+      if (ys > 1e-10) {
+        if (this.s.length === this.history) {
+          this.s.shift();
+          this.y.shift();
+          this.rho.shift();
+        }
+        this.s.push(s);
+        this.y.push(y);
+        this.rho.push(1 / ys);
+        this.hDiag = ys / yy;
+      }
+    }
+    // Two-loop recursion: d = -H g.
+    const q = Float64Array.from(g);
+    const k = this.s.length;
+    const alpha = new Array<number>(k);
+    for (let i = k - 1; i >= 0; i--) {
+      let a = 0;
+      const si = this.s[i]!;
+      for (let j = 0; j < n; j++) a += si[j]! * q[j]!;
+      a *= this.rho[i]!;
+      alpha[i] = a;
+      const yi = this.y[i]!;
+      for (let j = 0; j < n; j++) q[j] -= a * yi[j]!;
+    }
+    for (let j = 0; j < n; j++) q[j] *= this.hDiag;
+    for (let i = 0; i < k; i++) {
+      let b = 0;
+      const yi = this.y[i]!;
+      for (let j = 0; j < n; j++) b += yi[j]! * q[j]!;
+      b *= this.rho[i]!;
+      const si = this.s[i]!;
+      for (let j = 0; j < n; j++) q[j] += (alpha[i]! - b) * si[j]!;
+    }
+    let step = this.lr;
+    if (this.iteration === 0) {
+      let l1 = 0;
+      for (let j = 0; j < n; j++) l1 += Math.abs(g[j]!);
+      step = Math.min(1, 1 / Math.max(l1, 1e-30)) * this.lr;
+    }
+    this.prevX = Float64Array.from(x);
+    this.prevG = g;
+    for (let j = 0; j < n; j++) x[j] -= step * q[j]!;
+    this.iteration++;
+  }
+}
