@@ -31,7 +31,7 @@ export type Init =
   | { readonly kind: 'blend'; readonly ratio: number; readonly amplitude: number }
   | { readonly kind: 'file'; readonly file: string };
 
-export interface StylizeOptions {
+export interface StylizeOptions extends ObjectiveWeights {
   readonly content: string;
   readonly styles: readonly string[];
   readonly weights: Vgg19Weights;
@@ -42,11 +42,6 @@ export interface StylizeOptions {
   readonly optimizer: 'adam' | 'lbfgs';
   readonly lr: number;
   readonly lbfgsHistory?: number;
-  readonly contentWeight: number;
-  readonly styleWeight: number;
-  readonly tvWeight: number;
-  readonly contentLayers: readonly WeightedLayer[];
-  readonly styleLayers: readonly WeightedLayer[];
   readonly init: Init;
   readonly seed?: number;
   /** One weight per style image (normalised to sum 1); default equal. */
@@ -154,9 +149,91 @@ export function estimateMemoryBytes(weights: Vgg19Weights, height: number, width
   return runtime + 4 * (params + 8 * convParams + 2 * activations + 4 * largest);
 }
 
-interface Targets {
-  content: Map<string, Tensor>;
-  style: Map<string, Tensor>;
+/** What the image is pulled towards: content features P per content layer, Gram matrices A per style layer. */
+export interface StyleTargets {
+  readonly content: Map<string, Tensor>;
+  readonly style: Map<string, Tensor>;
+}
+
+export interface ObjectiveWeights {
+  readonly contentWeight: number;
+  readonly styleWeight: number;
+  readonly tvWeight: number;
+  readonly contentLayers: readonly WeightedLayer[];
+  readonly styleLayers: readonly WeightedLayer[];
+}
+
+export interface Evaluation {
+  /** Sum over content layers of w_l L_c^l (eq. 24, averaged by default). */
+  readonly content: number;
+  /** L_s = sum_l w_l L_s^l (eqs. 27-28). */
+  readonly style: number;
+  readonly tv: number;
+  /** alpha content + beta style + tv TV (eq. 29). */
+  readonly total: number;
+  /** dL/dx, exact, through the network's own backward passes. */
+  readonly grad: Tensor;
+}
+
+function deepestLayer(model: Vgg19, w: ObjectiveWeights): string {
+  return [...w.contentLayers, ...w.styleLayers].map((l) => l.name).reduce((a, b) => (model.layerIndex(a) >= model.layerIndex(b) ? a : b));
+}
+
+/** P from the content image; A = sum_k blend_k gram(style_k) over the style images. */
+export function buildTargets(model: Vgg19, content: Tensor, styles: readonly Tensor[], blend: readonly number[], w: ObjectiveWeights): StyleTargets {
+  const until = deepestLayer(model, w);
+  const contentNames = w.contentLayers.map((l) => l.name);
+  const styleNames = w.styleLayers.map((l) => l.name);
+  const targets: StyleTargets = { content: new Map(), style: new Map() };
+  const acts = model.forward(content, { until, capture: contentNames }).activations;
+  for (const n of contentNames) targets.content.set(n, acts.get(n)!.clone());
+  const sum = blend.reduce((a, b) => a + b, 0);
+  styles.forEach((style, k) => {
+    const sa = model.forward(style, { until, capture: styleNames }).activations;
+    for (const n of styleNames) {
+      const g = gram(model.backend, sa.get(n)!);
+      const acc = targets.style.get(n) ?? new Tensor(g.shape);
+      for (let i = 0; i < g.size; i++) acc.data[i] += (blend[k]! / sum) * g.data[i]!;
+      targets.style.set(n, acc);
+    }
+  });
+  return targets;
+}
+
+/** The loss at x and its exact gradient: one forward pass and one backward pass. */
+export function evaluate(model: Vgg19, x: Tensor, targets: StyleTargets, w: ObjectiveWeights): Evaluation {
+  const capture = [...new Set([...w.contentLayers, ...w.styleLayers].map((l) => l.name))];
+  const { activations } = model.forward(x, { until: deepestLayer(model, w), capture });
+  const grads = new Map<string, Tensor>();
+  const addGrad = (name: string, g: Tensor, scale: number) => {
+    const acc = grads.get(name);
+    if (!acc) {
+      for (let i = 0; i < g.size; i++) g.data[i] *= scale;
+      grads.set(name, g);
+    } else {
+      for (let i = 0; i < g.size; i++) acc.data[i] += scale * g.data[i]!;
+    }
+  };
+  let content = 0;
+  let style = 0;
+  for (const l of w.contentLayers) {
+    const r = contentLoss(activations.get(l.name)!, targets.content.get(l.name)!);
+    content += l.weight * r.loss;
+    addGrad(l.name, r.grad, w.contentWeight * l.weight);
+  }
+  for (const l of w.styleLayers) {
+    const r = styleLoss(model.backend, activations.get(l.name)!, targets.style.get(l.name)!);
+    style += l.weight * r.loss;
+    addGrad(l.name, r.grad, w.styleWeight * l.weight);
+  }
+  const grad = model.backward(grads, { paramGrads: false });
+  let tv = 0;
+  if (w.tvWeight > 0) {
+    const r = tvLoss(x);
+    tv = r.loss;
+    for (let i = 0; i < grad.size; i++) grad.data[i] += w.tvWeight * r.grad.data[i]!;
+  }
+  return { content, style, tv, total: w.contentWeight * content + w.styleWeight * style + w.tvWeight * tv, grad };
 }
 
 async function loadImageAt(file: string, height: number, width: number, mean: readonly [number, number, number]): Promise<{ tensor: Tensor; rgb: RgbImage }> {
@@ -173,7 +250,6 @@ export async function stylize(o: StylizeOptions): Promise<StylizeResult> {
   if (typeof o.size === 'number' ? !(o.size >= 1 && Number.isInteger(o.size)) : !(o.size.height >= 1 && o.size.width >= 1)) {
     throw new PasticheError('the size must be a positive whole number');
   }
-  const blendSum = blend.reduce((a, b) => a + b, 0);
   const mean = o.weights.meanPixel;
   const contentRgb = await readRgb(o.content);
   const styleRgbs = await Promise.all(o.styles.map((s) => readRgb(s)));
@@ -190,11 +266,6 @@ export async function stylize(o: StylizeOptions): Promise<StylizeResult> {
   }
 
   const model = new Vgg19(o.weights, getBackend(o.backend), { pooling: o.pooling ?? 'max' });
-  const contentNames = o.contentLayers.map((l) => l.name);
-  const styleNames = o.styleLayers.map((l) => l.name);
-  const deepest = [...contentNames, ...styleNames].reduce((a, b) => (model.layerIndex(a) >= model.layerIndex(b) ? a : b));
-  const capture = [...new Set([...contentNames, ...styleNames])];
-
   const optimizerFor = (): Optimizer => (o.optimizer === 'adam' ? new Adam(o.lr) : new Lbfgs(o.lr, o.lbfgsHistory ?? 100));
   const rng = uniformRng(o.seed ?? 0);
   const total = o.iterations * scales.length;
@@ -207,74 +278,37 @@ export async function stylize(o: StylizeOptions): Promise<StylizeResult> {
   for (const scaleLongest of scales) {
     const { height, width } = outputSize(final, scaleLongest);
     const content = await loadImageAt(o.content, height, width, mean);
-    const targets: Targets = { content: new Map(), style: new Map() };
-    const contentActs = model.forward(content.tensor, { until: deepest, capture: contentNames }).activations;
-    for (const n of contentNames) targets.content.set(n, contentActs.get(n)!.clone());
-    const styleScale = o.styleScale ?? 1;
-    for (let s = 0; s < o.styles.length; s++) {
-      const srgb = styleRgbs[s]!;
-      const sz = outputSize(srgb, Math.max(1, Math.round(scaleLongest * styleScale)));
-      const style = rgbToTensor(resizeBilinearPil(srgb, sz.width, sz.height), mean);
-      const acts = model.forward(style, { until: deepest, capture: styleNames }).activations;
-      for (const n of styleNames) {
-        const g = gram(model.backend, acts.get(n)!);
-        const acc = targets.style.get(n) ?? new Tensor(g.shape);
-        for (let i = 0; i < g.size; i++) acc.data[i] += (blend[s]! / blendSum) * g.data[i]!;
-        targets.style.set(n, acc);
+    const styleTensors = styleRgbs.map((srgb) => {
+      const sz = outputSize(srgb, Math.max(1, Math.round(scaleLongest * (o.styleScale ?? 1))));
+      return rgbToTensor(resizeBilinearPil(srgb, sz.width, sz.height), mean);
+    });
+    const poolsBefore = VGG19_LAYERS.slice(0, model.layerIndex(deepestLayer(model, o))).filter((l) => l.kind === 'pool').length;
+    const minSide = 2 ** poolsBefore;
+    for (const [what, t] of [['the output', content.tensor], ...styleTensors.map((t, k) => [`style image ${k + 1}`, t] as const)] as const) {
+      if (Math.min(t.shape[2]!, t.shape[3]!) < minSide) {
+        throw new PasticheError(`${what} would be ${t.shape[3]}x${t.shape[2]} at this scale; ${deepestLayer(model, o)} needs at least ${minSide} pixels a side (raise --size, --scales or --style-scale)`);
       }
     }
-
-    if (x) {
-      x = resizeTensorBilinear(x, height, width);
-    } else {
-      x = await initialImage(o.init, content.tensor, height, width, mean, rng);
-    }
+    const targets = buildTargets(model, content.tensor, styleTensors, blend, o);
+    x = x ? resizeTensorBilinear(x, height, width) : await initialImage(o.init, content.tensor, height, width, mean, rng);
     best = { loss: Infinity, image: x.clone() };
     const optimizer = optimizerFor();
     for (let it = 0; it < o.iterations; it++) {
+      // Let the event loop run between iterations: signal handlers, progress bars, log writes.
+      await new Promise((r) => setImmediate(r));
       if (o.signal?.aborted) {
         interrupted = true;
         break;
       }
-      const { activations } = model.forward(x, { until: deepest, capture });
-      const grads = new Map<string, Tensor>();
-      let lc = 0;
-      let ls = 0;
-      const addGrad = (name: string, g: Tensor, scale: number) => {
-        const acc = grads.get(name);
-        if (!acc) {
-          for (let i = 0; i < g.size; i++) g.data[i] *= scale;
-          grads.set(name, g);
-        } else {
-          for (let i = 0; i < g.size; i++) acc.data[i] += scale * g.data[i]!;
-        }
-      };
-      for (const l of o.contentLayers) {
-        const r = contentLoss(activations.get(l.name)!, targets.content.get(l.name)!);
-        lc += l.weight * r.loss;
-        addGrad(l.name, r.grad, o.contentWeight * l.weight);
-      }
-      for (const l of o.styleLayers) {
-        const r = styleLoss(model.backend, activations.get(l.name)!, targets.style.get(l.name)!);
-        ls += l.weight * r.loss;
-        addGrad(l.name, r.grad, o.styleWeight * l.weight);
-      }
-      const dx = model.backward(grads, { paramGrads: false });
-      let tv = 0;
-      if (o.tvWeight > 0) {
-        const r = tvLoss(x);
-        tv = r.loss;
-        for (let i = 0; i < dx.size; i++) dx.data[i] += o.tvWeight * r.grad.data[i]!;
-      }
-      const totalLoss = o.contentWeight * lc + o.styleWeight * ls + o.tvWeight * tv;
-      if (!Number.isFinite(totalLoss)) throw new PasticheError('the loss is no longer finite: lower --lr or the loss weights');
-      if (totalLoss < best.loss) best = { loss: totalLoss, image: x.clone() };
+      const e = evaluate(model, x, targets, o);
+      if (!Number.isFinite(e.total)) throw new PasticheError('the loss is no longer finite: lower --lr or the loss weights');
+      if (e.total < best.loss) best = { loss: e.total, image: x.clone() };
       iteration++;
       o.onIteration?.({
-        iteration, of: total, scale: scaleLongest, content: lc, style: ls, tv, total: totalLoss,
+        iteration, of: total, scale: scaleLongest, content: e.content, style: e.style, tv: e.tv, total: e.total,
         seconds: (performance.now() - t0) / 1000, image: x,
       });
-      optimizer.step(x.data, dx.data, totalLoss);
+      optimizer.step(x.data, e.grad.data, e.total);
     }
     if (interrupted) break;
   }

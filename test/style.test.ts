@@ -1,0 +1,228 @@
+/** Style transfer: losses and gradients against PyTorch and finite differences, Adam's trajectory, the CLI. */
+import * as assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+import sharp from 'sharp';
+import { buildTargets, evaluate, parseLayers, stylize, type ObjectiveWeights } from '../src/app/stylize.js';
+import { availableBackends, getBackend } from '../src/backends/index.js';
+import { Vgg19 } from '../src/model/vgg19.js';
+import { contentLoss, gram, styleLoss, tvLoss } from '../src/style/losses.js';
+import { Adam, Lbfgs } from '../src/style/optimizers.js';
+import { readNpy } from '../src/tensor/npy.js';
+import { Tensor } from '../src/tensor/tensor.js';
+import { loadMatConvNetVgg19 } from '../src/weights/matconvnet.js';
+import { CLI, FIXTURES, TINY, assertClose, randomTensor } from './helpers.js';
+
+const REF = `${FIXTURES}style/`;
+const run = promisify(execFile);
+const dir = mkdtempSync(join(tmpdir(), 'pastiche-style-'));
+const tiny = await loadMatConvNetVgg19(`${TINY}vgg19-tiny-old.mat`);
+const STYLE = `${FIXTURES}resize/gradient301x199.png`;
+const CONTENT = `${TINY}chelsea.png`;
+
+const weightsLab = (tvWeight: number): ObjectiveWeights => ({
+  contentWeight: 1,
+  styleWeight: 500,
+  tvWeight,
+  contentLayers: parseLayers('relu4_2', 'content'),
+  styleLayers: parseLayers('relu1_1,relu2_1,relu3_1,relu4_1,relu5_1', 'style'),
+});
+
+test('content, style and TV losses and gradients equal PyTorch (float64 references)', async () => {
+  const ref = JSON.parse(readFileSync(`${REF}losses.json`, 'utf8')) as { content: number; style: number; tv: number };
+  const [F, P, F2, x] = await Promise.all(['F', 'P', 'F2', 'x'].map((n) => readNpy(`${REF}${n}.npy`)));
+  const c = contentLoss(F!, P!);
+  assert.ok(Math.abs(c.loss - ref.content) / ref.content < 1e-6, `content ${c.loss} vs ${ref.content}`);
+  assertClose(c.grad, await readNpy(`${REF}grad_content.npy`), 1e-6, 'content gradient');
+  for (const name of availableBackends()) {
+    const be = getBackend(name);
+    const s = styleLoss(be, F!, gram(be, F2!));
+    assert.ok(Math.abs(s.loss - ref.style) / ref.style < 1e-5, `${name} style ${s.loss} vs ${ref.style}`);
+    assertClose(s.grad, await readNpy(`${REF}grad_style.npy`), 1e-5, `${name} style gradient`);
+  }
+  const t = tvLoss(x!);
+  assert.ok(Math.abs(t.loss - ref.tv) / ref.tv < 1e-6, `tv ${t.loss} vs ${ref.tv}`);
+  assertClose(t.grad, await readNpy(`${REF}grad_tv.npy`), 1e-6, 'tv gradient');
+});
+
+test('loss gradients match finite differences', () => {
+  const be = getBackend('ts');
+  const f = randomTensor([1, 4, 3, 5], 1);
+  const p = randomTensor([1, 4, 3, 5], 2);
+  const a = gram(be, randomTensor([1, 4, 6, 2], 3));
+  const x = randomTensor([1, 3, 4, 5], 4, -30, 30);
+  const cases: [string, Tensor, () => number, Tensor][] = [
+    ['content', f, () => contentLoss(f, p).loss, contentLoss(f, p).grad],
+    ['style', f, () => styleLoss(be, f, a).loss, styleLoss(be, f, a).grad],
+    ['tv', x, () => tvLoss(x).loss, tvLoss(x).grad],
+  ];
+  for (const [what, t, loss, grad] of cases) {
+    let scale = 0;
+    for (const g of grad.data) scale = Math.max(scale, Math.abs(g));
+    for (let i = 0; i < t.size; i += 3) {
+      const keep = t.data[i]!;
+      const h = 1e-2 * Math.max(1, Math.abs(keep));
+      t.data[i] = keep + h;
+      const up = loss();
+      t.data[i] = keep - h;
+      const down = loss();
+      t.data[i] = keep;
+      const numeric = (up - down) / (2 * h);
+      assert.ok(Math.abs(numeric - grad.data[i]!) < 2e-3 * scale, `${what}[${i}]: ${numeric} vs ${grad.data[i]}`);
+    }
+  }
+});
+
+test('Adam from the content image follows PyTorch\'s loss trajectory through the tiny VGG19 (rel. < 1e-3), on every backend', async () => {
+  const ref = JSON.parse(readFileSync(`${REF}trajectory.json`, 'utf8')) as { tv: number; steps: { content: number; style: number; tv: number; total: number }[] };
+  const content = await readNpy(`${REF}content.npy`);
+  const style = await readNpy(`${REF}style.npy`);
+  for (const name of availableBackends()) {
+    const model = new Vgg19(tiny, getBackend(name));
+    const w = weightsLab(ref.tv);
+    const targets = buildTargets(model, content, [style], [1], w);
+    const x = content.clone();
+    const adam = new Adam(1);
+    ref.steps.forEach((r, i) => {
+      const e = evaluate(model, x, targets, w);
+      assert.ok(Math.abs(e.total - r.total) / r.total < 1e-3, `${name} step ${i}: total ${e.total} vs ${r.total}`);
+      assert.ok(Math.abs(e.style - r.style) / r.style < 1e-3, `${name} step ${i}: style ${e.style} vs ${r.style}`);
+      if (r.content > 0) assert.ok(Math.abs(e.content - r.content) / r.content < 1e-3, `${name} step ${i}: content ${e.content} vs ${r.content}`);
+      adam.step(x.data, e.grad.data);
+    });
+  }
+});
+
+test('the gradient of the whole objective agrees with a directional finite difference', async () => {
+  const content = await readNpy(`${REF}content.npy`);
+  const model = new Vgg19(tiny, getBackend('ts'));
+  const w = weightsLab(1e-6);
+  const targets = buildTargets(model, content, [await readNpy(`${REF}style.npy`)], [1], w);
+  const x = randomTensor(content.shape, 5, -40, 40);
+  const e = evaluate(model, x, targets, w);
+  const dir = randomTensor(x.shape, 6);
+  let analytic = 0;
+  for (let i = 0; i < x.size; i++) analytic += e.grad.data[i]! * dir.data[i]!;
+  const at = (t: number) => evaluate(model, new Tensor(x.shape, x.data.map((v, i) => v + t * dir.data[i]!)), targets, w).total;
+  const errors = [1e-1, 3e-2, 1e-2].map((h) => Math.abs((at(h) - at(-h)) / (2 * h) - analytic) / Math.abs(analytic));
+  assert.ok(Math.min(...errors) < 1e-2, `errors ${errors.join(', ')}`);
+});
+
+test('the loss decreases under Adam and under L-BFGS', async () => {
+  const content = await readNpy(`${REF}content.npy`);
+  const model = new Vgg19(tiny, getBackend('ts'));
+  const w = weightsLab(1e-6);
+  const targets = buildTargets(model, content, [await readNpy(`${REF}style.npy`)], [1], w);
+  for (const opt of [new Adam(1), new Lbfgs(1, 20)]) {
+    const x = randomTensor(content.shape, 9, -20, 20);
+    const first = evaluate(model, x, targets, w).total;
+    let last = first;
+    for (let i = 0; i < 15; i++) {
+      const e = evaluate(model, x, targets, w);
+      last = e.total;
+      opt.step(x.data, e.grad.data);
+    }
+    assert.ok(last < 0.7 * first, `${opt.constructor.name}: ${first} -> ${last}`);
+  }
+});
+
+const base = { content: CONTENT, styles: [STYLE], weights: tiny, size: 48, iterations: 4, optimizer: 'adam' as const, lr: 1, ...weightsLab(0) };
+
+test('the same seed gives the same image, another seed another one; backends agree', async () => {
+  const a = await stylize({ ...base, init: { kind: 'noise' }, seed: 3, backend: 'ts' });
+  const b = await stylize({ ...base, init: { kind: 'noise' }, seed: 3, backend: 'ts' });
+  const c = await stylize({ ...base, init: { kind: 'noise' }, seed: 4, backend: 'ts' });
+  assert.deepEqual(a.rgb.data, b.rgb.data);
+  assert.notDeepEqual(a.rgb.data, c.rgb.data);
+  assert.deepEqual([a.rgb.width, a.rgb.height], [48, 32], "the content's aspect ratio");
+  for (const name of availableBackends().filter((n) => n !== 'ts')) {
+    const other = await stylize({ ...base, init: { kind: 'noise' }, seed: 3, backend: name });
+    assertClose(other.image, a.image, 1e-3, `${name} vs ts`);
+  }
+});
+
+test('multi-scale, style blend, style scale and average pooling run and keep the output size', async () => {
+  const r = await stylize({ ...base, styles: [STYLE, CONTENT], styleBlend: [0.7, 0.3], styleScale: 0.75, scales: [32, 40], pooling: 'avg', init: { kind: 'content' } });
+  assert.deepEqual([r.rgb.width, r.rgb.height], [48, 32]);
+  assert.equal(r.iterations, 12);
+  await assert.rejects(stylize({ ...base, styleBlend: [1, 2], init: { kind: 'content' } }), /1 style image\(s\) but 2 blend weight\(s\)/);
+  await assert.rejects(stylize({ ...base, styleScale: 0.2, init: { kind: 'content' } }), /style image 1 would be 10x7 at this scale; relu5_1 needs at least 16 pixels a side/);
+});
+
+test('cancelling returns the best image so far', async () => {
+  const controller = new AbortController();
+  const r = await stylize({ ...base, iterations: 50, init: { kind: 'content' }, signal: controller.signal, onIteration: (p) => p.iteration === 3 && controller.abort() });
+  assert.ok(r.interrupted);
+  assert.equal(r.iterations, 3);
+});
+
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await run(process.execPath, [CLI, ...args]);
+    return { code: 0, ...r };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+test('pastiche stylize writes the image, the JSON log and intermediate saves', async () => {
+  const out = join(dir, 'out.png');
+  const log = join(dir, 'log.jsonl');
+  const r = await cli(['stylize', CONTENT, STYLE, '-o', out, '-w', `${TINY}vgg19-tiny-old.mat`, '--size', '40', '--iterations', '6', '--optimizer', 'lbfgs', '--save-every', '3', '--log-json', log, '--original-colors']);
+  assert.equal(r.code, 0, r.stderr);
+  const meta = await sharp(out).metadata();
+  assert.deepEqual([meta.width, meta.height, meta.format], [40, 27, 'png']);
+  const lines = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+  assert.equal(lines.length, 6);
+  assert.deepEqual(Object.keys(lines[0]!), ['iteration', 'content', 'style', 'tv', 'total', 'seconds']);
+  assert.ok(existsSync(join(dir, 'out-0003.png')) && existsSync(join(dir, 'out-0006.png')));
+  const jpg = join(dir, 'lab.jpg');
+  const lab = await cli(['stylize', CONTENT, STYLE, '-o', jpg, '-w', `${TINY}vgg19-tiny-old.mat`, '--preset', 'lab', '--iterations', '2']);
+  assert.equal(lab.code, 0, lab.stderr);
+  const m2 = await sharp(jpg).metadata();
+  assert.deepEqual([m2.width, m2.height, m2.format], [320, 192, 'jpeg'], "the lab's 192x320");
+});
+
+test('pastiche stylize: bad input gives one-line errors and no output', async () => {
+  const out = join(dir, 'never.png');
+  const w = ['-w', `${TINY}vgg19-tiny-old.mat`, '--size', '32', '--iterations', '2'];
+  const cases: [string[], RegExp][] = [
+    [['stylize', CONTENT, join(dir, 'missing.jpg'), '-o', out, ...w], /missing\.jpg: no such file/],
+    [['stylize', CONTENT, `${TINY}vgg19-tiny-old.mat`, '-o', out, ...w], /vgg19-tiny-old\.mat: cannot decode image/],
+    [['stylize', CONTENT, STYLE, STYLE, '--style-blend', '1', '-o', out, ...w], /--style-blend has 1 weight\(s\) for 2 style image\(s\)/],
+    [['stylize', CONTENT, STYLE, '--style-layers', 'relu9_9', '-o', out, ...w], /unknown layer 'relu9_9'/],
+    [['stylize', CONTENT, STYLE, '--size', '0', '-o', out, '-w', `${TINY}vgg19-tiny-old.mat`], /--size must be a positive whole number/],
+    [['stylize', CONTENT, STYLE, '--iterations', '-3', '-o', out, '-w', `${TINY}vgg19-tiny-old.mat`], /--iterations must be a positive whole number/],
+    [['stylize', CONTENT, STYLE, '-o', join(dir, 'nope', 'x.png'), ...w], /x\.png: the folder .*nope does not exist/],
+    [['stylize', CONTENT, STYLE, '-o', join(dir, 'x.gif'), ...w], /x\.gif: the output must end in \.png, \.jpg or \.jpeg/],
+    [['stylize', CONTENT, STYLE, '-o', out, '-w', `${TINY}vgg19-tiny-old.mat`, '--size', '200000'], /needs about .* GiB, more than this machine can give/],
+  ];
+  for (const [args, pattern] of cases) {
+    const r = await cli(args);
+    assert.notEqual(r.code, 0, args.join(' '));
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.match(r.stderr, pattern);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+    assert.ok(!existsSync(out));
+  }
+});
+
+test('Ctrl-C during pastiche stylize writes the best image so far and exits 130', async () => {
+  const out = join(dir, 'interrupted.png');
+  const log = join(dir, 'interrupted.jsonl');
+  const child = spawn(process.execPath, [CLI, 'stylize', CONTENT, STYLE, '-o', out, '-w', `${TINY}vgg19-tiny-old.mat`, '--size', '64', '--iterations', '100000', '--log-json', log]);
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const deadline = Date.now() + 20_000;
+  while (!(existsSync(log) && readFileSync(log, 'utf8').split('\n').length > 3) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  child.kill('SIGINT');
+  const code = await new Promise<number | null>((r) => child.on('exit', r));
+  assert.equal(code, 130, stderr);
+  assert.match(stderr, /interrupted: the best image of \d+ iteration/);
+  assert.equal((await sharp(out).metadata()).width, 64);
+});
