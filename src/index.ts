@@ -23,3 +23,18 @@ export { classifyImage, topK, type Classification, type Prediction } from './app
 export { loadModel } from './app/load-model.js';
 export { runCheck, type CheckRow } from './app/check.js';
 export { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from './app/bench.js';
+export {
+  stylize,
+  buildTargets,
+  evaluate,
+  parseLayers,
+  estimateMemoryBytes,
+  DEFAULT_CONTENT_LAYERS,
+  DEFAULT_STYLE_LAYERS,
+  type StylizeOptions,
+  type StylizeResult,
+  type IterationReport,
+} from './app/stylize.js';
+export { contentLoss, styleLoss, tvLoss, gram } from './style/losses.js';
+export { Adam, Lbfgs, type Optimizer } from './style/optimizers.js';
+export { tensorToRgb, writeRgb, resizeTensorBilinear, keepOriginalColors } from './image/tensor-image.js';

@@ -1,0 +1,79 @@
+/** `pastiche bench`: the course's case, VGG19 forward and style iterations, optionally against onnxruntime. */
+import { type Command, Option } from 'commander';
+import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from '../../app/bench.js';
+import { runCheck } from '../../app/check.js';
+import { onnxRunner } from '../../app/onnx-peer.js';
+import { BACKEND_NAMES, availableBackends, nativeBackend } from '../../backends/index.js';
+import { PasticheError } from '../../errors.js';
+import { progressBar } from '../../util/progress.js';
+import { loadMatConvNetVgg19 } from '../../weights/matconvnet.js';
+import { randomVgg19Weights, type Vgg19Weights } from '../../weights/vgg19-weights.js';
+import { formatBench, machineDescription, type BenchReport } from '../format.js';
+import { positiveInt } from '../options.js';
+
+export function registerBench(program: Command): void {
+  program
+    .command('bench')
+    .description("time the course's case, VGG19 forward passes and style-transfer iterations: medians after a warm-up, contenders interleaved, ratios from the same run")
+    .addOption(new Option('-b, --backend <name...>', 'backends to time (default: all available but loops; style: native, else ts)').choices(BACKEND_NAMES))
+    .addOption(new Option('--sections <list>', 'comma-separated: case, vgg, style').default('case,vgg,style'))
+    .option('--style-sizes <list>', 'image sizes of the style iteration', '256,512')
+    .option('-w, --weights <file>', 'time with these weights and report how long loading them takes (default: random weights of the real size)')
+    .option('-r, --repeat <n>', 'timed runs per contender', positiveInt('--repeat'), 5)
+    .option('--warmup <n>', 'untimed runs first', (v) => Number(v), 1)
+    .option('--peers', 'also run onnxruntime-node on the same network and weights, interleaved, and print the ratios')
+    .option('--json', 'machine-readable output')
+    .option('-q, --quiet', 'no progress bar')
+    .action(async (opts: { backend?: string[]; sections: string; styleSizes: string; weights?: string; repeat: number; warmup: number; peers?: boolean; json?: boolean; quiet?: boolean }) => {
+      const sections = new Set(opts.sections.split(',').map((x) => x.trim()));
+      for (const sct of sections) if (!['case', 'vgg', 'style'].includes(sct)) throw new PasticheError(`--sections: unknown section '${sct}' (case, vgg, style)`);
+      const styleSizes = opts.styleSizes.split(',').map((v) => Number(v));
+      if (styleSizes.some((v) => !Number.isInteger(v) || v < 32)) throw new PasticheError('--style-sizes: whole numbers of at least 32');
+      const backends = opts.backend ?? availableBackends().filter((b) => b !== 'loops');
+      const styleBackends = opts.backend ?? [nativeBackend ? 'native' : 'ts'];
+      let weights: Vgg19Weights;
+      let loadSeconds: number | undefined;
+      if (opts.weights) {
+        const t0 = performance.now();
+        weights = await loadMatConvNetVgg19(opts.weights);
+        loadSeconds = (performance.now() - t0) / 1000;
+      } else {
+        weights = randomVgg19Weights(1);
+      }
+      const threads = nativeBackend ? nativeBackend.addon.threads() : 1;
+      const report: BenchReport = {
+        machine: machineDescription(threads),
+        weights: weights.source,
+        loadSeconds,
+        repeat: opts.repeat,
+        warmup: opts.warmup,
+      };
+      const bar = progressBar(1, 'bench {bar} | {what}', opts.quiet);
+      const progress = (what: string) => bar.update(0, { what });
+      try {
+        if (sections.has('case')) {
+          report.courseCase = runCheck({ backends: backends.filter((b) => b !== 'loops'), repeat: opts.repeat, onStep: (st) => progress(`course case: ${st}`) });
+        }
+        if (sections.has('vgg')) {
+          const runners = backends.map((b) => forwardRunner(weights, b));
+          if (opts.peers) runners.push(await onnxRunner(weights, 224, 'prob', threads));
+          const flops = vgg19ForwardFlops(weights, 224);
+          const rows = await timeInterleaved(runners, opts.repeat, opts.warmup, (n, r, of) => progress(`VGG19 forward: ${n} ${r}/${of}`));
+          report.vgg19Forward = { size: 224, gflop: flops / 1e9, rows: rows.map((r) => ({ ...r, gflops: flops / (r.medianMs * 1e6) })) };
+        }
+        if (sections.has('style')) {
+          report.styleIteration = [];
+          for (const size of styleSizes) {
+            const runners = styleBackends.map((b) => styleIterationRunner(weights, b, size));
+            if (opts.peers) runners.push(await onnxRunner(weights, size, 'relu5_1', threads));
+            const rows = await timeInterleaved(runners, opts.repeat, opts.warmup, (n, r, of) => progress(`style iteration ${size}: ${n} ${r}/${of}`));
+            report.styleIteration.push({ size, rows });
+          }
+          report.peakRssMB = process.resourceUsage().maxRSS / 1024;
+        }
+      } finally {
+        bar.stop();
+      }
+      process.stdout.write(opts.json ? `${JSON.stringify(report)}\n` : `${formatBench(report)}\n`);
+    });
+}

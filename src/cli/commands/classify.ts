@@ -1,0 +1,70 @@
+/** `pastiche classify`: the course's lab 3-1 at the command line. */
+import * as path from 'node:path';
+import { type Command, InvalidArgumentError } from 'commander';
+import { checkLayerNames, classifyImage } from '../../app/classify.js';
+import { loadModel } from '../../app/load-model.js';
+import { PasticheError } from '../../errors.js';
+import { resolveLayerName } from '../../model/vgg19-table.js';
+import { writeNpy } from '../../tensor/npy.js';
+import { progressBar } from '../../util/progress.js';
+import { WEIGHTS_FILE_NAME } from '../../weights/weights-source.js';
+import { formatClassification } from '../format.js';
+import { backendOption, checkInputFile, checkOutputFolder, chooseBackend, positiveInt } from '../options.js';
+
+interface Dump {
+  layer: string;
+  file: string;
+}
+
+function parseDump(spec: string, previous: Dump[] = []): Dump[] {
+  const eq = spec.indexOf('=');
+  if (eq <= 0 || eq === spec.length - 1) throw new InvalidArgumentError(`'${spec}' is not LAYER=FILE.npy.`);
+  const layer = spec.slice(0, eq);
+  const file = spec.slice(eq + 1);
+  if (resolveLayerName(layer) === undefined) throw new InvalidArgumentError(`unknown layer '${layer}' (try input, pool5, relu4_2, fc8, prob).`);
+  if (!file.endsWith('.npy')) throw new InvalidArgumentError(`${file}: the file name must end in .npy.`);
+  return [...previous, { layer, file }];
+}
+
+export function registerClassify(program: Command): void {
+  program
+    .command('classify')
+    .description('classify images with VGG19 (top-N ImageNet classes)')
+    .argument('<image...>', 'JPEG, PNG, WebP, ... images')
+    .option('-w, --weights <file>', `VGG19 weights (${WEIGHTS_FILE_NAME}); default: $PASTICHE_WEIGHTS, then the fetched file`)
+    .option('-n, --top <n>', 'how many classes to show', positiveInt('--top'), 5)
+    .option('--json', 'one JSON object per image per line')
+    .addOption(backendOption())
+    .option('--dump <layer=file.npy>', "write an activation as float32 .npy ('input', 'pool5', 'fc8', 'prob', ...); repeatable, one image only", parseDump)
+    .option('-q, --quiet', 'no progress bar or timing summary')
+    .action(async (images: string[], opts: { weights?: string; top: number; json?: boolean; backend?: string; dump?: Dump[]; quiet?: boolean }) => {
+      const dumps = opts.dump ?? [];
+      if (dumps.length > 0 && images.length > 1) throw new PasticheError('--dump works with one image at a time');
+      checkLayerNames(dumps.map((d) => d.layer));
+      dumps.forEach((d) => checkOutputFolder(d.file));
+      images.forEach(checkInputFile); // fail before reading 576 MB of weights
+      const { model, weightsFile, loadSeconds } = await loadModel({ weights: opts.weights, backend: chooseBackend(opts.backend) });
+      const forwardMs: number[] = [];
+      for (const image of images) {
+        const bar = progressBar(1, `${path.basename(image)} {bar} {value}/{total} layers | {layer} | {duration}s`, opts.quiet);
+        const result = await classifyImage(model, image, {
+          top: opts.top,
+          capture: dumps.map((d) => d.layer),
+          onLayer: (done, total, name) => {
+            bar.setTotal(total);
+            bar.update(done, { layer: name });
+          },
+        }).finally(() => bar.stop());
+        forwardMs.push(result.forwardSeconds * 1000);
+        for (const d of dumps) await writeNpy(d.file, result.activations.get(resolveLayerName(d.layer)!)!);
+        process.stdout.write(opts.json ? `${JSON.stringify({ image: result.image, top: result.top })}\n` : `${formatClassification(result)}\n`);
+      }
+      // Last, so that an error is the only thing on stderr.
+      if (!opts.json && !opts.quiet) {
+        process.stderr.write(
+          `weights: ${weightsFile} (${model.weights.layout} layout, loaded in ${loadSeconds.toFixed(2)} s); ` +
+            `backend: ${model.backend.name}; forward pass: ${forwardMs.map((ms) => ms.toFixed(1)).join(', ')} ms\n`,
+        );
+      }
+    });
+}

@@ -1,0 +1,53 @@
+/** `pastiche weights fetch | path`: getting the real VGG19 weights. */
+import type { Command } from 'commander';
+import { Option } from 'commander';
+import { progressBar } from '../../util/progress.js';
+import { download } from '../../weights/download.js';
+import { PUBLISHED, WEIGHTS_FILE_NAME, cacheDir, cachedWeightsPath, resolveWeightsFile, type Layout } from '../../weights/weights-source.js';
+
+export function registerWeights(program: Command): void {
+  const weights = program.command('weights').description('download and locate the VGG19 weights');
+
+  weights
+    .command('fetch')
+    .description(`download ${WEIGHTS_FILE_NAME} (576 MB) from MatConvNet into the cache, resumable, MD5-checked`)
+    .addOption(new Option('--layout <layout>', "which release: 'old' (beta16, the course's) or 'new'").choices(['old', 'new']).default('old'))
+    .option('--url <url>', 'download from this address instead (a mirror)')
+    .option('--md5 <hex>', 'expected MD5 (default: the published one for the layout)')
+    .option('-o, --output <file>', 'write here instead of the cache')
+    .option('-q, --quiet', 'no progress bar')
+    .action(async (opts: { layout: Layout; url?: string; md5?: string; output?: string; quiet?: boolean }) => {
+      const pub = PUBLISHED[opts.layout];
+      const dest = opts.output ?? cachedWeightsPath(opts.layout);
+      const url = opts.url ?? pub.url;
+      const mb = (n: number) => (n / 1e6).toFixed(0);
+      const bar = progressBar(pub.approxBytes, `${WEIGHTS_FILE_NAME} {bar} {percentage}% | {mb}/{totalmb} MB | {speed} MB/s | ETA {eta_formatted}`, opts.quiet);
+      const t0 = performance.now();
+      let first: number | undefined;
+      const outcome = await download({
+        url,
+        dest,
+        md5: opts.md5 ?? pub.md5,
+        manualHint: `Download ${WEIGHTS_FILE_NAME} by hand and pass it with --weights FILE or PASTICHE_WEIGHTS=FILE, or save it as ${dest}`,
+        onProgress: ({ received, total }) => {
+          first ??= received;
+          if (total) bar.setTotal(total);
+          const s = (performance.now() - t0) / 1000;
+          bar.update(received, { mb: mb(received), totalmb: mb(total ?? pub.approxBytes), speed: s > 0 ? ((received - first) / 1e6 / s).toFixed(1) : '0' });
+        },
+      }).finally(() => bar.stop());
+      process.stdout.write(`${outcome === 'already-present' ? 'already downloaded' : 'downloaded and verified'}: ${dest}\n`);
+    });
+
+  weights
+    .command('path')
+    .description('print the weights file a run would use, and the cache folder')
+    .action(() => {
+      process.stdout.write(`cache: ${cacheDir()}\n`);
+      try {
+        process.stdout.write(`weights: ${resolveWeightsFile()}\n`);
+      } catch (e) {
+        process.stdout.write(`weights: none (${(e as Error).message})\n`);
+      }
+    });
+}
