@@ -4,7 +4,7 @@
  */
 import { PasticheError } from '../errors.js';
 import { Tensor, expectRank, sameShape, shapeToString, type Shape } from '../tensor/tensor.js';
-import type { Backend, Pool2dParams } from './backend.js';
+import type { Backend, LinearGradients, Pool2dParams } from './backend.js';
 import { checkGradShape, checkLabels, poolGeometry } from './shapes.js';
 
 type CommonOps = Pick<
@@ -41,6 +41,20 @@ function forEachWindowCell(xShape: Shape, p: Pool2dParams, fn: (xi: number, yi: 
     }
   }
   return [g.n, g.c, g.ho, g.wo];
+}
+
+export function columnSums(d: Float32Array, rows: number, cols: number): Tensor {
+  const s = new Float32Array(cols);
+  for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) s[j] += d[r * cols + j]!;
+  return new Tensor([cols], s);
+}
+
+/** Seed eqs. 8, 9, 12 through a backend's own matmul: dx = dy W^T, dW = x^T dy, db = sum_n dy. */
+export function linearBackwardByMatmul(be: Pick<Backend, 'matmul'>, dy: Tensor, x: Tensor, w: Tensor): LinearGradients {
+  const n = x.shape[0]!;
+  const dout = w.shape[1]!;
+  checkGradShape(dy, [n, dout], 'linearBackward');
+  return { dx: be.matmul(dy, w, false, true), dw: be.matmul(x, dy, true, false), db: columnSums(dy.data, n, dout) };
 }
 
 export const commonOps: CommonOps = {

@@ -1,42 +1,22 @@
 import type { Backend, GradientEpilogue } from '../backends/backend.js';
-import { PasticheError } from '../errors.js';
-import { Tensor, expectShape } from '../tensor/tensor.js';
-import { normalRng, uniformRng } from '../util/random.js';
-import { remembered, sgdStep, type BackwardOptions, type Layer } from './layer.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { remembered, type BackwardOptions } from './layer.js';
+import { ParametricLayer } from './parametric-layer.js';
 
 /** Convolution with zero padding and stride (seed eq. 22); weights [Cin, K, K, Cout]. */
-export class ConvolutionalLayer implements Layer {
-  weight: Tensor;
-  bias: Tensor;
-  dWeight?: Tensor;
-  dBias?: Tensor;
+export class ConvolutionalLayer extends ParametricLayer {
   private input?: Tensor;
 
   constructor(
-    readonly name: string,
-    private readonly backend: Backend,
+    name: string,
+    backend: Backend,
     readonly kernelSize: number,
     readonly channelIn: number,
     readonly channelOut: number,
     readonly padding: number,
     readonly stride: number,
   ) {
-    this.weight = new Tensor([channelIn, kernelSize, kernelSize, channelOut]);
-    this.bias = new Tensor([channelOut]);
-  }
-
-  /** Gaussian weights with standard deviation `std`, zero bias (the course's init_param). */
-  initParam(std = 0.01, seed = 0): void {
-    const g = normalRng(uniformRng(seed));
-    for (let i = 0; i < this.weight.size; i++) this.weight.data[i] = std * g();
-    this.bias.data.fill(0);
-  }
-
-  loadParam(weight: Tensor, bias: Tensor): void {
-    expectShape(weight, this.weight.shape, `${this.name} weights`);
-    if (bias.size !== this.channelOut) throw new PasticheError(`${this.name}: ${bias.size} biases for ${this.channelOut} channels`);
-    this.weight = weight;
-    this.bias = bias.reshape([this.channelOut]);
+    super(name, backend, [channelIn, kernelSize, kernelSize, channelOut], channelOut);
   }
 
   forward(x: Tensor): Tensor {
@@ -59,10 +39,5 @@ export class ConvolutionalLayer implements Layer {
       this.dBias = db;
     }
     return this.backend.conv2dBackwardData(dy, this.weight, x.shape, p, epilogue);
-  }
-
-  update(lr: number): void {
-    this.weight = sgdStep(this.weight, this.dWeight, lr);
-    this.bias = sgdStep(this.bias, this.dBias, lr);
   }
 }

@@ -4,7 +4,7 @@
  */
 import { Tensor, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
-import { commonOps } from '../common-ops.js';
+import { commonOps, linearBackwardByMatmul } from '../common-ops.js';
 import {
   applyEpilogue,
   checkBias,
@@ -180,14 +180,7 @@ export const loopsBackend: Backend = {
   },
 
   linearBackward(dy: Tensor, x: Tensor, w: Tensor): LinearGradients {
-    const n = x.shape[0]!;
-    const dout = w.shape[1]!;
-    checkGradShape(dy, [n, dout], 'linearBackward');
-    return {
-      dx: loopsBackend.matmul(dy, w, false, true),
-      dw: loopsBackend.matmul(x, dy, true, false),
-      db: columnSums(dy.data, n, dout),
-    };
+    return linearBackwardByMatmul(loopsBackend, dy, x, w);
   },
 };
 
@@ -218,10 +211,4 @@ function argmaxOfWindow(
       }
     }
   return [bh, bw];
-}
-
-export function columnSums(d: Float32Array, rows: number, cols: number): Tensor {
-  const s = new Float32Array(cols);
-  for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) s[j] += d[r * cols + j]!;
-  return new Tensor([cols], s);
 }

@@ -6,7 +6,7 @@
  */
 import { Tensor, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
-import { commonOps } from '../common-ops.js';
+import { commonOps, linearBackwardByMatmul } from '../common-ops.js';
 import {
   checkBias,
   checkEpilogue,
@@ -119,12 +119,7 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
     },
 
     linearBackward(dy: Tensor, x: Tensor, w: Tensor): LinearGradients {
-      const n = x.shape[0]!;
-      const dout = w.shape[1]!;
-      checkGradShape(dy, [n, dout], 'linearBackward');
-      const db = new Tensor([dout]);
-      for (let r = 0; r < n; r++) for (let j = 0; j < dout; j++) db.data[j] += dy.data[r * dout + j]!;
-      return { dx: be.matmul(dy, w, false, true), dw: be.matmul(x, dy, true, false), db };
+      return linearBackwardByMatmul(be, dy, x, w);
     },
 
     relu(x: Tensor): Tensor {

@@ -4,8 +4,7 @@
  */
 import { Tensor, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
-import { commonOps } from '../common-ops.js';
-import { columnSums } from '../loops/loops-backend.js';
+import { commonOps, linearBackwardByMatmul } from '../common-ops.js';
 import {
   applyEpilogue,
   checkBias,
@@ -150,14 +149,7 @@ export const tsBackend: Backend = {
   },
 
   linearBackward(dy: Tensor, x: Tensor, w: Tensor): LinearGradients {
-    const n = x.shape[0]!;
-    const dout = w.shape[1]!;
-    checkGradShape(dy, [n, dout], 'linearBackward');
-    return {
-      dx: tsBackend.matmul(dy, w, false, true),
-      dw: tsBackend.matmul(x, dy, true, false),
-      db: columnSums(dy.data, n, dout),
-    };
+    return linearBackwardByMatmul(tsBackend, dy, x, w);
   },
 };
 
