@@ -236,9 +236,9 @@ export function evaluate(model: Vgg19, x: Tensor, targets: StyleTargets, w: Obje
   return { content, style, tv, total: w.contentWeight * content + w.styleWeight * style + w.tvWeight * tv, grad };
 }
 
-async function loadImageAt(file: string, height: number, width: number, mean: readonly [number, number, number]): Promise<{ tensor: Tensor; rgb: RgbImage }> {
-  const rgb = resizeBilinearPil(await readRgb(file), width, height);
-  return { tensor: rgbToTensor(rgb, mean), rgb };
+/** An image resized (as the classifier's input is) to height x width, mean-subtracted. */
+function imageTensor(rgb: RgbImage, height: number, width: number, mean: readonly [number, number, number]): Tensor {
+  return rgbToTensor(resizeBilinearPil(rgb, width, height), mean);
 }
 
 export async function stylize(o: StylizeOptions): Promise<StylizeResult> {
@@ -277,20 +277,20 @@ export async function stylize(o: StylizeOptions): Promise<StylizeResult> {
 
   for (const scaleLongest of scales) {
     const { height, width } = outputSize(final, scaleLongest);
-    const content = await loadImageAt(o.content, height, width, mean);
+    const content = imageTensor(contentRgb, height, width, mean);
     const styleTensors = styleRgbs.map((srgb) => {
       const sz = outputSize(srgb, Math.max(1, Math.round(scaleLongest * (o.styleScale ?? 1))));
-      return rgbToTensor(resizeBilinearPil(srgb, sz.width, sz.height), mean);
+      return imageTensor(srgb, sz.height, sz.width, mean);
     });
     const poolsBefore = VGG19_LAYERS.slice(0, model.layerIndex(deepestLayer(model, o))).filter((l) => l.kind === 'pool').length;
     const minSide = 2 ** poolsBefore;
-    for (const [what, t] of [['the output', content.tensor], ...styleTensors.map((t, k) => [`style image ${k + 1}`, t] as const)] as const) {
+    for (const [what, t] of [['the output', content], ...styleTensors.map((t, k) => [`style image ${k + 1}`, t] as const)] as const) {
       if (Math.min(t.shape[2]!, t.shape[3]!) < minSide) {
         throw new PasticheError(`${what} would be ${t.shape[3]}x${t.shape[2]} at this scale; ${deepestLayer(model, o)} needs at least ${minSide} pixels a side (raise --size, --scales or --style-scale)`);
       }
     }
-    const targets = buildTargets(model, content.tensor, styleTensors, blend, o);
-    x = x ? resizeTensorBilinear(x, height, width) : await initialImage(o.init, content.tensor, height, width, mean, rng);
+    const targets = buildTargets(model, content, styleTensors, blend, o);
+    x = x ? resizeTensorBilinear(x, height, width) : await initialImage(o.init, content, height, width, mean, rng);
     best = { loss: Infinity, image: x.clone() };
     const optimizer = optimizerFor();
     for (let it = 0; it < o.iterations; it++) {
@@ -330,6 +330,6 @@ async function initialImage(init: Init, content: Tensor, height: number, width: 
       return t;
     }
     case 'file':
-      return (await loadImageAt(init.file, height, width, mean)).tensor;
+      return imageTensor(await readRgb(init.file), height, width, mean);
   }
 }
