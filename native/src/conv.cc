@@ -190,8 +190,32 @@ void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int
   ThreadPool::instance().parallel_for(planes, [&](int p, int) {
     const float* plane = x + (size_t)p * h * w;
     float* d = dx + (size_t)p * h * w;
-    std::memset(d, 0, sizeof(float) * (size_t)h * w);
     const float* g = dy + (size_t)p * ho * wo;
+    if (k == 2 && stride == 2 && pad == 0) {
+      // Windows tile the plane: every cell is written once, no clearing pass.
+      for (int oh = 0; oh < ho; oh++) {
+        const float* r0 = plane + (size_t)(2 * oh) * w;
+        const float* r1 = r0 + w;
+        float* d0 = d + (size_t)(2 * oh) * w;
+        float* d1 = d0 + w;
+        for (int ow = 0; ow < wo; ow++) {
+          const int c = 2 * ow;
+          const float v[4] = {r0[c], r0[c + 1], r1[c], r1[c + 1]};
+          int best = 0;
+          for (int i = 1; i < 4; i++)
+            if (v[i] > v[best] || (v[i] != v[i] && v[best] == v[best])) best = i;
+          const float gv = g[oh * wo + ow];
+          d0[c] = best == 0 ? gv : 0.f;
+          d0[c + 1] = best == 1 ? gv : 0.f;
+          d1[c] = best == 2 ? gv : 0.f;
+          d1[c + 1] = best == 3 ? gv : 0.f;
+        }
+        if (w > 2 * wo) d0[w - 1] = d1[w - 1] = 0.f;  // odd width: the last column is in no window
+      }
+      if (h > 2 * ho) std::memset(d + (size_t)(h - 1) * w, 0, sizeof(float) * w);  // odd height
+      return;
+    }
+    std::memset(d, 0, sizeof(float) * (size_t)h * w);
     for (int oh = 0; oh < ho; oh++)
       for (int ow = 0; ow < wo; ow++) d[window_argmax(plane, h, w, k, stride, pad, oh, ow)] += g[oh * wo + ow];
   });

@@ -73,7 +73,9 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
       checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardData');
       checkEpilogue(xShape, epilogue);
       const dx = new Tensor(xShape);
-      const wino = useWinograd(be.convAlgorithm, g.k, p.stride, p.pad, g.cout, g.h, g.w) ? winogradWeights(w, g.cin, g.cout, true) : null;
+      // The gradient to the data is a convolution from cout to cin channels: Winograd needs both
+      // sides wide enough (VGG19's gradient to the 3-channel image is faster as GEMM + col2im).
+      const wino = useWinograd(be.convAlgorithm, g.k, p.stride, p.pad, g.cout, g.h, g.w) && (be.convAlgorithm === 'winograd' || g.cin >= 16) ? winogradWeights(w, g.cin, g.cout, true) : null;
       addon.conv2dBackwardData(dy.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, dx.data, wino,
         epilogue?.add?.data ?? null, epilogue?.reluMask?.data ?? null);
       return dx;
