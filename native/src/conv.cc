@@ -23,20 +23,20 @@ struct Geometry {
   int cin, h, w, k, pad, stride, ho, wo;
 };
 
-// cols[r][j] for r = (ci*K + kh)*K + kw, j = output position p0 + j; rows split over threads.
+// cols[r][j] for r = (ci*K + kh)*K + kw, j = output position p0 + j; (ci, kh) rows split over threads.
 void im2col(const float* x, const Geometry& g, int p0, int len, float* cols) {
-  ThreadPool::instance().parallel_for(g.cin, [&](int ci, int) {
+  ThreadPool::instance().parallel_for(g.cin * g.k, [&](int task, int) {
+    const int ci = task / g.k, kh = task % g.k;
     const float* plane = x + (size_t)ci * g.h * g.w;
-    for (int kh = 0; kh < g.k; kh++)
-      for (int kw = 0; kw < g.k; kw++) {
-        float* row = cols + (size_t)((ci * g.k + kh) * g.k + kw) * len;
-        int oh = p0 / g.wo, ow = p0 % g.wo;
-        for (int j = 0; j < len; j++) {
-          const int ih = oh * g.stride + kh - g.pad, iw = ow * g.stride + kw - g.pad;
-          row[j] = (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) ? plane[(size_t)ih * g.w + iw] : 0.f;
-          if (++ow == g.wo) { ow = 0; oh++; }
-        }
+    for (int kw = 0; kw < g.k; kw++) {
+      float* row = cols + (size_t)((ci * g.k + kh) * g.k + kw) * len;
+      int oh = p0 / g.wo, ow = p0 % g.wo;
+      for (int j = 0; j < len; j++) {
+        const int ih = oh * g.stride + kh - g.pad, iw = ow * g.stride + kw - g.pad;
+        row[j] = (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) ? plane[(size_t)ih * g.w + iw] : 0.f;
+        if (++ow == g.wo) { ow = 0; oh++; }
       }
+    }
   });
 }
 
@@ -79,15 +79,22 @@ void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int c
   const int hw = g.ho * g.wo, rows = cin * k * k, step = positions_per_chunk(g);
   for (int img = 0; img < n; img++) {
     float* yi = y + (size_t)img * cout * hw;
-    for (int co = 0; co < cout; co++) std::fill(yi + (size_t)co * hw, yi + (size_t)(co + 1) * hw, bias[co]);
     for (int p0 = 0; p0 < hw; p0 += step) {
       const int len = std::min(step, hw - p0);
       float* cols = cols_buffer((size_t)rows * len);
       im2col(x + (size_t)img * cin * h * w, g, p0, len, cols);
-      // Y[Cout, range] += W^T [Cout, rows] * cols [rows, range]
-      sgemm(cout, len, rows, Operand{wt, cout, true}, Operand{cols, len, false}, yi + p0, hw, true);
+      // Y[Cout, range] = W^T [Cout, rows] * cols [rows, range]
+      sgemm(cout, len, rows, Operand{wt, cout, true}, Operand{cols, len, false}, yi + p0, hw, false);
     }
-    if (relu_) relu(yi, yi, (long)cout * hw);
+    // Bias (and ReLU) in one pass over the output.
+    ThreadPool::instance().parallel_for(cout, [&](int co, int) {
+      float* row = yi + (size_t)co * hw;
+      const float b = bias[co];
+      if (relu_)
+        for (int i = 0; i < hw; i++) row[i] = row[i] + b > 0.f ? row[i] + b : 0.f;
+      else
+        for (int i = 0; i < hw; i++) row[i] += b;
+    });
   }
 }
 
