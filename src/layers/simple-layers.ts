@@ -1,16 +1,16 @@
-/** The layers without parameters: max pooling, ReLU, flatten. */
+/** The layers without parameters: max and average pooling, ReLU, flatten. */
 import type { Backend, Pool2dParams } from '../backends/backend.js';
 import type { Shape, Tensor } from '../tensor/tensor.js';
 import { remembered, type BackwardOptions, type Layer } from './layer.js';
 
-/** Max pooling (seed eq. 23). */
-export class MaxPoolingLayer implements Layer {
-  private input?: Tensor;
+/** What the two pooling layers share: the window and the input they remember for backward. */
+abstract class PoolingLayer implements Layer {
+  protected input?: Tensor;
   readonly params: Pool2dParams;
 
   constructor(
     readonly name: string,
-    private readonly backend: Backend,
+    protected readonly backend: Backend,
     readonly kernelSize: number,
     readonly stride: number,
     readonly padding = 0,
@@ -18,6 +18,13 @@ export class MaxPoolingLayer implements Layer {
     this.params = { kernel: kernelSize, stride, pad: padding };
   }
 
+  abstract forward(x: Tensor): Tensor;
+  abstract backward(dy: Tensor): Tensor;
+  update(): void {}
+}
+
+/** Max pooling (seed eq. 23). */
+export class MaxPoolingLayer extends PoolingLayer {
   forward(x: Tensor): Tensor {
     this.input = x;
     return this.backend.maxPool2d(x, this.params);
@@ -26,35 +33,18 @@ export class MaxPoolingLayer implements Layer {
   backward(dy: Tensor): Tensor {
     return this.backend.maxPool2dBackward(dy, remembered(this.input, this.name), this.params);
   }
-
-  update(): void {}
 }
 
 /** Average pooling: the style-transfer option that gives smoother results than max pooling. */
-export class AvgPoolingLayer implements Layer {
-  private inputShape?: Shape;
-  readonly params: Pool2dParams;
-
-  constructor(
-    readonly name: string,
-    private readonly backend: Backend,
-    readonly kernelSize: number,
-    readonly stride: number,
-    readonly padding = 0,
-  ) {
-    this.params = { kernel: kernelSize, stride, pad: padding };
-  }
-
+export class AvgPoolingLayer extends PoolingLayer {
   forward(x: Tensor): Tensor {
-    this.inputShape = x.shape;
+    this.input = x;
     return this.backend.avgPool2d(x, this.params);
   }
 
   backward(dy: Tensor): Tensor {
-    return this.backend.avgPool2dBackward(dy, remembered(this.inputShape, this.name), this.params);
+    return this.backend.avgPool2dBackward(dy, remembered(this.input, this.name).shape, this.params);
   }
-
-  update(): void {}
 }
 
 /**
