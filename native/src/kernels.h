@@ -27,8 +27,6 @@ size_t winograd_weights_size(int cin, int cout);
 // Transforms weights [wcin, 3, 3, wcout]; `rotate` gives those of the gradient to the data (a
 // wcout -> wcin convolution with the kernel turned 180 degrees).
 void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, float* up);
-// Whether `auto` picks Winograd for this layer.
-bool winograd_applies(int cin, int k, int stride);
 
 void max_pool2d(const float* x, int planes, int h, int w, int k, int stride, int pad, float* y, int ho, int wo);
 void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int w, int k, int stride, int pad, float* dx,

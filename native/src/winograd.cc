@@ -37,8 +37,6 @@ std::vector<float> g_vp, g_m;
 
 }  // namespace
 
-bool winograd_applies(int cin, int k, int stride) { return k == 3 && stride == 1 && cin >= 16; }
-
 size_t winograd_weights_size(int cin, int cout) { return (size_t)T6 * round_up(cout, MR) * cin; }
 
 void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, float* up) {

@@ -1,8 +1,9 @@
 /**
- * `native`: the Node-API C++ addon (native/src): packed SGEMM with an AVX2/FMA 6x16 micro-kernel on
- * a persistent thread pool, Winograd F(4x4,3x3) for 3x3 stride-1 convolutions (forward and
- * backward-to-data), im2col + GEMM for other shapes and the weight gradient. TypeScript validates
- * shapes and allocates outputs; the addon computes into them.
+ * `native`: the Node-API C++ addon (native/src): packed SGEMM with AVX2/FMA 6x16 and AVX-512 6x32
+ * micro-kernels on a persistent thread pool, Winograd F(4x4,3x3) for 3x3 stride-1 convolutions
+ * (forward and backward-to-data, with bias + ReLU or the ReLU backward fused in), im2col + GEMM for
+ * other shapes and the weight gradient. TypeScript validates shapes, allocates outputs and decides
+ * the algorithm; the addon computes into the outputs.
  */
 import { Tensor, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
@@ -18,7 +19,7 @@ import {
 } from '../shapes.js';
 import type { NativeAddon } from './native-addon.js';
 
-/** Convolution algorithm: 'auto' uses Winograd for 3x3 stride-1 layers with 16+ input channels. */
+/** Convolution algorithm: 'auto' chooses per layer (see useWinograd); the others force one. */
 export type ConvAlgorithm = 'auto' | 'im2col' | 'winograd';
 
 /**
