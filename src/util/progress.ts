@@ -26,3 +26,14 @@ export function progressBar(total: number, format: string, quiet = false): Progr
     stop: () => bar.stop(),
   };
 }
+
+/** Shows `message` on the terminal while `work` runs (loading 576 MB of weights takes seconds). */
+export async function withStatus<T>(message: string, quiet: boolean | undefined, work: () => Promise<T>): Promise<T> {
+  const show = !quiet && process.stderr.isTTY;
+  if (show) process.stderr.write(`${message}...`);
+  try {
+    return await work();
+  } finally {
+    if (show) process.stderr.write('\r\x1b[K');
+  }
+}

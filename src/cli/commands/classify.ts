@@ -6,7 +6,7 @@ import { loadModel } from '../../app/load-model.js';
 import { PasticheError } from '../../errors.js';
 import { resolveLayerName } from '../../model/vgg19-table.js';
 import { writeNpy } from '../../tensor/npy.js';
-import { progressBar } from '../../util/progress.js';
+import { progressBar, withStatus } from '../../util/progress.js';
 import { WEIGHTS_FILE_NAME } from '../../weights/weights-source.js';
 import { formatClassification } from '../format.js';
 import { backendOption, checkInputFile, checkOutputFolder, chooseBackend, positiveInt } from '../options.js';
@@ -43,7 +43,8 @@ export function registerClassify(program: Command): void {
       checkLayerNames(dumps.map((d) => d.layer));
       dumps.forEach((d) => checkOutputFolder(d.file));
       images.forEach(checkInputFile); // fail before reading 576 MB of weights
-      const { model, weightsFile, loadSeconds } = await loadModel({ weights: opts.weights, backend: chooseBackend(opts.backend) });
+      const backend = chooseBackend(opts.backend);
+      const { model, weightsFile, loadSeconds } = await withStatus('loading VGG19 weights', opts.quiet, () => loadModel({ weights: opts.weights, backend }));
       const forwardMs: number[] = [];
       for (const image of images) {
         const bar = progressBar(1, `${path.basename(image)} {bar} {value}/{total} layers | {layer} | {duration}s`, opts.quiet);

@@ -7,7 +7,7 @@ import { PasticheError } from '../../errors.js';
 import { readRgb } from '../../image/preprocess.js';
 import { resizeBilinearPil } from '../../image/pil-resize.js';
 import { IMAGE_EXTENSIONS, keepOriginalColors, tensorToRgb, writeRgb } from '../../image/tensor-image.js';
-import { progressBar } from '../../util/progress.js';
+import { progressBar, withStatus } from '../../util/progress.js';
 import { loadMatConvNetVgg19 } from '../../weights/matconvnet.js';
 import { WEIGHTS_FILE_NAME, resolveWeightsFile } from '../../weights/weights-source.js';
 import { backendOption, checkInputFile, checkOutputFolder, chooseBackend, nonNegativeNumber, parseNumberList, positiveInt, positiveNumber } from '../options.js';
@@ -75,7 +75,8 @@ export function registerStylize(program: Command): void {
     const scales = o.scales ? parseNumberList(o.scales, '--scales') : [];
     if (scales.some((v) => !Number.isInteger(v) || v < 16)) throw new PasticheError('--scales: whole numbers of at least 16');
     const backend = chooseBackend(o.backend);
-    const weights = await loadMatConvNetVgg19(resolveWeightsFile(o.weights));
+    const weightsFile = resolveWeightsFile(o.weights);
+      const weights = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadMatConvNetVgg19(weightsFile));
     const iterations = o.iterations ?? preset.iterations;
     const size = o.size ?? preset.size;
     const bar = progressBar(iterations * (scales.length + 1), 'stylize {bar} {value}/{total} | content {c} style {s} tv {tv} | {ips} it/s | ETA {eta_formatted}', o.quiet);
