@@ -133,6 +133,29 @@ if (native) {
   });
 }
 
+test('the native backend gives the same results from concurrent worker threads', { skip: !nativeBackend && 'native backend unavailable' }, async () => {
+  const { Worker } = await import('node:worker_threads');
+  const backends = new URL('../src/backends/index.js', import.meta.url).href;
+  const helpers = new URL('./helpers.js', import.meta.url).href;
+  const code = `
+    const { parentPort } = await import('node:worker_threads');
+    const { nativeBackend } = await import(${JSON.stringify(backends)});
+    const { randomTensor } = await import(${JSON.stringify(helpers)});
+    const x = randomTensor([1, 32, 40, 40], 1), w = randomTensor([32, 3, 3, 48], 2), b = randomTensor([48], 3);
+    let y;
+    for (let i = 0; i < 20; i++) y = nativeBackend.conv2d(x, w, b, { pad: 1, stride: 1 });
+    parentPort.postMessage(y.data);`;
+  const run = () => new Promise<Float32Array>((resolve, reject) => {
+    const worker = new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`), { type: 'module' } as never);
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+  const [a, b] = await Promise.all([run(), run()]);
+  const expected = native!.conv2d(randomTensor([1, 32, 40, 40], 1), randomTensor([32, 3, 3, 48], 2), randomTensor([48], 3), { pad: 1, stride: 1 });
+  assert.deepEqual(a, expected.data);
+  assert.deepEqual(b, expected.data);
+});
+
 test('without the addon Pastiche falls back to ts and says so once, in one line', async () => {
   const run = promisify(execFile);
   const env = { ...process.env, PASTICHE_DISABLE_NATIVE: '1' };

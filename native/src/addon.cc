@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <cstdlib>
+#include <mutex>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -15,6 +16,10 @@ using namespace pastiche;
 
 namespace {
 
+// The kernels share process-wide scratch buffers and one thread pool: calls from several
+// JavaScript threads (worker_threads) are serialised here.
+std::mutex g_calls;
+
 float* F(const Napi::CallbackInfo& info, int i) {
   if (info[i].IsNull() || info[i].IsUndefined()) return nullptr;
   return info[i].As<Napi::Float32Array>().Data();
@@ -23,6 +28,7 @@ int I(const Napi::CallbackInfo& info, int i) { return info[i].As<Napi::Number>()
 bool B(const Napi::CallbackInfo& info, int i) { return info[i].As<Napi::Boolean>().Value(); }
 
 Napi::Value IsaFn(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
   if (info.Length() > 0 && info[0].IsString()) {
     const std::string want = info[0].As<Napi::String>();
     set_isa(want == "portable" ? Isa::Portable : want == "avx2" ? Isa::Avx2 : Isa::Avx512);
@@ -32,12 +38,14 @@ Napi::Value IsaFn(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Threads(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
   if (info.Length() > 0 && info[0].IsNumber()) ThreadPool::instance().set_threads(I(info, 0));
   return Napi::Number::New(info.Env(), ThreadPool::instance().threads());
 }
 
 // sgemm(m, n, k, a, aOff, lda, transA, b, bOff, ldb, transB, c, cOff, ldc, accumulate)
 Napi::Value Sgemm(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
   sgemm(I(info, 0), I(info, 1), I(info, 2), Operand{F(info, 3) + I(info, 4), I(info, 5), B(info, 6)},
         Operand{F(info, 7) + I(info, 8), I(info, 9), B(info, 10)}, F(info, 11) + I(info, 12), I(info, 13), B(info, 14));
   return info.Env().Undefined();
@@ -45,6 +53,7 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
 
 // conv2d(x, n, cin, h, w, wt, cout, k, pad, stride, bias, relu, y, wino|null)
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
   conv2d(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7), I(info, 8),
          I(info, 9), F(info, 10), B(info, 11), F(info, 12), F(info, 13));
   return info.Env().Undefined();
@@ -52,6 +61,7 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
 
 // conv2dBackwardData(dy, n, cin, h, w, wt, cout, k, pad, stride, dx, wino|null, add|null, mask|null)
 Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
   conv2d_backward_data(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7),
                        I(info, 8), I(info, 9), F(info, 10), F(info, 11), F(info, 12), F(info, 13));
   return info.Env().Undefined();
@@ -59,16 +69,19 @@ Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
 
 // winogradWeightsSize(cin, cout) -> floats; winogradWeights(wt, wcin, wcout, rotate, out)
 Napi::Value WinogradWeightsSize(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
   return Napi::Number::New(info.Env(), (double)winograd_weights_size(I(info, 0), I(info, 1)));
 }
 
 Napi::Value WinogradWeights(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
   winograd_weights(F(info, 0), I(info, 1), I(info, 2), B(info, 3), F(info, 4));
   return info.Env().Undefined();
 }
 
 // conv2dBackwardParams(dy, x, n, cin, h, w, cout, k, pad, stride, dw, db)
 Napi::Value Conv2dBackwardParams(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
   conv2d_backward_params(F(info, 0), F(info, 1), I(info, 2), I(info, 3), I(info, 4), I(info, 5), I(info, 6), I(info, 7),
                          I(info, 8), I(info, 9), F(info, 10), F(info, 11));
   return info.Env().Undefined();
@@ -76,6 +89,7 @@ Napi::Value Conv2dBackwardParams(const Napi::CallbackInfo& info) {
 
 // maxPool2d(x, planes, h, w, k, stride, pad, y, ho, wo)
 Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
   max_pool2d(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), I(info, 5), I(info, 6), F(info, 7), I(info, 8),
              I(info, 9));
   return info.Env().Undefined();
@@ -83,6 +97,7 @@ Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
 
 // maxPool2dBackward(dy, x, planes, h, w, k, stride, pad, dx, ho, wo)
 Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
   max_pool2d_backward(F(info, 0), F(info, 1), I(info, 2), I(info, 3), I(info, 4), I(info, 5), I(info, 6), I(info, 7),
                       F(info, 8), I(info, 9), I(info, 10));
   return info.Env().Undefined();
@@ -90,18 +105,21 @@ Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
 
 // linear(x, m, k, w, n, b, y)
 Napi::Value Linear(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
   linear(F(info, 0), I(info, 1), I(info, 2), F(info, 3), I(info, 4), F(info, 5), F(info, 6));
   return info.Env().Undefined();
 }
 
 // relu(x, y), reluBackward(dy, x, dx)
 Napi::Value Relu(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
   auto x = info[0].As<Napi::Float32Array>();
   relu(x.Data(), F(info, 1), (long)x.ElementLength());
   return info.Env().Undefined();
 }
 
 Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
   auto dy = info[0].As<Napi::Float32Array>();
   relu_backward(dy.Data(), F(info, 1), F(info, 2), (long)dy.ElementLength());
   return info.Env().Undefined();
