@@ -28,6 +28,40 @@ export function relError(a: Tensor, b: Tensor): number {
   return m > 0 ? d / m : d;
 }
 
+export interface GradCheckOptions {
+  /** Check every `step`-th coordinate (default: about 24 of them). */
+  readonly step?: number;
+  /** Central-difference step; `relativeStep` scales it by max(1, |x_i|). */
+  readonly h?: number;
+  readonly relativeStep?: boolean;
+  /** The error is relative to max(max |analytic|, scaleFloor). */
+  readonly scaleFloor?: number;
+}
+
+/**
+ * Checks `analytic` = dL/dx by central differences on sampled coordinates of x (perturbed in
+ * place and restored): |numeric - analytic| < 2e-3 * max(max |analytic|, scaleFloor).
+ */
+export function gradCheck(what: string, x: Tensor, loss: () => number, analytic: Tensor, o: GradCheckOptions = {}): void {
+  assert.deepEqual([...analytic.shape], [...x.shape], `${what}: gradient shape`);
+  const step = o.step ?? Math.max(1, Math.floor(x.size / 24));
+  let scale = 0;
+  for (const v of analytic.data) scale = Math.max(scale, Math.abs(v));
+  scale = Math.max(scale, o.scaleFloor ?? 1e-3);
+  for (let i = 0; i < x.size; i += step) {
+    const keep = x.data[i]!;
+    const h = (o.h ?? 1e-2) * (o.relativeStep ? Math.max(1, Math.abs(keep)) : 1);
+    x.data[i] = keep + h;
+    const up = loss();
+    x.data[i] = keep - h;
+    const down = loss();
+    x.data[i] = keep;
+    const numeric = (up - down) / (2 * h);
+    const err = Math.abs(numeric - analytic.data[i]!) / scale;
+    assert.ok(err < 2e-3, `${what}[${i}]: numeric ${numeric} vs analytic ${analytic.data[i]} (err ${err})`);
+  }
+}
+
 export function assertClose(a: Tensor, b: Tensor, tol: number, what: string): void {
   const e = relError(a, b);
   assert.ok(e < tol, `${what}: relative error ${e.toExponential(3)} >= ${tol}`);

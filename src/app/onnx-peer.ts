@@ -4,6 +4,7 @@
  * onnxruntime-node is a development dependency: the engine itself never needs it.
  */
 import onnxProto from 'onnx-proto';
+import { windowOutput } from '../backends/shapes.js';
 import { PasticheError } from '../errors.js';
 import { VGG19_LAYERS } from '../model/vgg19-table.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -44,12 +45,12 @@ export function vgg19Onnx(weights: Vgg19Weights, size: number, until: string): U
       const [cin, k, , cout] = p.w.shape as [number, number, number, number];
       inits.push(initializer(`${out}_W`, [cout, cin, k, k], toOihw(p.w)), initializer(`${out}_b`, [cout], p.b.data));
       nodes.push({ opType: 'Conv', input: [prev, `${out}_W`, `${out}_b`], output: [out], attribute: [ints('kernel_shape', [k, k]), ints('pads', [p.pad, p.pad, p.pad, p.pad]), ints('strides', [p.stride, p.stride])] });
-      shapeOut = [1, cout, shapeOut[2]!, shapeOut[3]!];
+      shapeOut = [1, cout, windowOutput(shapeOut[2]!, k, p.pad, p.stride), windowOutput(shapeOut[3]!, k, p.pad, p.stride)];
     } else if (spec.kind === 'relu') {
       nodes.push({ opType: 'Relu', input: [prev], output: [out] });
     } else if (spec.kind === 'pool' && p?.kind === 'pool') {
       nodes.push({ opType: 'MaxPool', input: [prev], output: [out], attribute: [ints('kernel_shape', [p.kernel, p.kernel]), ints('strides', [p.stride, p.stride]), ints('pads', [p.pad, p.pad, p.pad, p.pad])] });
-      shapeOut = [1, shapeOut[1]!, Math.floor(shapeOut[2]! / 2), Math.floor(shapeOut[3]! / 2)];
+      shapeOut = [1, shapeOut[1]!, windowOutput(shapeOut[2]!, p.kernel, p.pad, p.stride), windowOutput(shapeOut[3]!, p.kernel, p.pad, p.stride)];
     } else if (spec.kind === 'flatten') {
       // NCHW -> NHWC, then flatten: the order MatConvNet's fc6 weights expect.
       nodes.push({ opType: 'Transpose', input: [prev], output: [`${out}_nhwc`], attribute: [ints('perm', [0, 2, 3, 1])] });

@@ -5,6 +5,7 @@
  */
 import * as os from 'node:os';
 import { getBackend } from '../backends/index.js';
+import { windowOutput } from '../backends/shapes.js';
 import { PasticheError } from '../errors.js';
 import { readRgb, rgbToTensor, type RgbImage } from '../image/preprocess.js';
 import { resizeBilinearPil } from '../image/pil-resize.js';
@@ -136,8 +137,8 @@ export function estimateMemoryBytes(weights: Vgg19Weights, height: number, width
       channels = p.w.shape[3]!;
       convParams += p.w.size;
     } else if (p?.kind === 'pool') {
-      h = Math.floor(h / p.stride);
-      w = Math.floor(w / p.stride);
+      h = windowOutput(h, p.kernel, p.pad, p.stride);
+      w = windowOutput(w, p.kernel, p.pad, p.stride);
     }
     if (p?.kind === 'conv' || p?.kind === 'pool') {
       activations += channels * h * w;

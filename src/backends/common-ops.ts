@@ -3,7 +3,7 @@
  * and the four-loop backend's version is this one. (A GPU backend implements its own.)
  */
 import { PasticheError } from '../errors.js';
-import { Tensor, expectRank, sameShape, shapeToString, type Shape } from '../tensor/tensor.js';
+import { Tensor, expectRank, shapeToString, type Shape } from '../tensor/tensor.js';
 import type { Backend, LinearGradients, Pool2dParams } from './backend.js';
 import { checkGradShape, checkLabels, poolGeometry } from './shapes.js';
 
@@ -19,12 +19,6 @@ type CommonOps = Pick<
   | 'crossEntropy'
   | 'softmaxCrossEntropyBackward'
 >;
-
-function checkSame(a: Tensor, b: Tensor, what: string): void {
-  if (!sameShape(a.shape, b.shape)) {
-    throw new PasticheError(`${what}: shapes differ: ${shapeToString(a.shape)} vs ${shapeToString(b.shape)}`);
-  }
-}
 
 /** Calls fn(plane offset, input cell, output cell, 1/count) for every cell of every window. */
 function forEachWindowCell(xShape: Shape, p: Pool2dParams, fn: (xi: number, yi: number, inv: number) => void): number[] {
@@ -81,7 +75,7 @@ export const commonOps: CommonOps = {
   },
 
   reluBackward(dy: Tensor, x: Tensor, inPlace = false): Tensor {
-    checkSame(dy, x, 'reluBackward');
+    checkGradShape(dy, x.shape, 'reluBackward');
     const dx = inPlace ? dy.data : new Float32Array(x.size);
     for (let i = 0; i < dx.length; i++) dx[i] = x.data[i]! > 0 ? dy.data[i]! : 0;
     return new Tensor(x.shape, dx);

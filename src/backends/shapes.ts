@@ -1,6 +1,6 @@
 /** Shape arithmetic and validation shared by every backend, so all report mistakes the same way. */
 import { PasticheError } from '../errors.js';
-import { Tensor, expectRank, shapeToString, type Shape } from '../tensor/tensor.js';
+import { Tensor, expectRank, sameShape, shapeToString, type Shape } from '../tensor/tensor.js';
 import type { Conv2dParams, GradientEpilogue, Pool2dParams } from './backend.js';
 
 /** Output length of a sliding window: floor((n + 2 pad - k) / stride) + 1. */
@@ -45,7 +45,7 @@ export function checkBias(b: Tensor, cout: number, what: string): void {
 
 /** Checks that dy has the forward output's shape. */
 export function checkGradShape(dy: Tensor, expected: Shape, what: string): void {
-  if (dy.shape.length !== expected.length || dy.shape.some((d, i) => d !== expected[i])) {
+  if (!sameShape(dy.shape, expected)) {
     throw new PasticheError(`${what}: output gradient must be ${shapeToString(expected)}, got ${shapeToString(dy.shape)}`);
   }
 }
@@ -104,7 +104,7 @@ export function applyEpilogue(dx: Tensor, e: GradientEpilogue | undefined): Tens
 
 export function checkEpilogue(shape: Shape, e: GradientEpilogue | undefined): void {
   for (const t of [e?.add, e?.reluMask]) {
-    if (t && (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))) {
+    if (t && !sameShape(t.shape, shape)) {
       throw new PasticheError(`gradient epilogue: ${shapeToString(t.shape)} does not match ${shapeToString(shape)}`);
     }
   }
