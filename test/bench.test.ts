@@ -3,6 +3,7 @@ import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from '../src/app/bench.js';
 import { vgg19Onnx } from '../src/app/onnx-peer.js';
+import { getBackend } from '../src/backends/index.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { loadMatConvNetVgg19 } from '../src/weights/matconvnet.js';
@@ -24,7 +25,7 @@ test('timeInterleaved runs every contender in turn and reports medians', async (
 
 test('the forward and style-iteration runners run on a small network', async () => {
   const w = randomVgg19Weights(2, 32);
-  await timeInterleaved([forwardRunner(w, 'ts'), styleIterationRunner(w, 'ts', 48)], 1, 0);
+  await timeInterleaved([forwardRunner(w, getBackend('ts')), styleIterationRunner(w, getBackend('ts'), 48)], 1, 0);
 });
 
 test('onnxruntime runs the exported VGG19 to the same probabilities as PyTorch (tiny fixture)', async () => {

@@ -20,9 +20,9 @@ test('the course case data has the course shapes', () => {
   assert.equal(d.x.data[0], Math.fround(0.1915194503788923));
 });
 
-test('check grades ts against loops on every op (reduced case) and all pass', () => {
+test('check grades ts against loops on every op (reduced case) and all pass', async () => {
   const steps: string[] = [];
-  const rows = runCheck({ backends: ['ts'], repeat: 1, size: { c: 8, cout: 6, h: 6, w: 10 }, onStep: (s) => steps.push(s) });
+  const rows = await runCheck({ backends: ['ts'], repeat: 1, size: { c: 8, cout: 6, h: 6, w: 10 }, onStep: (s) => steps.push(s) });
   assert.deepEqual(rows.map((r) => r.op), [...CHECK_OPS]);
   for (const r of rows) {
     assert.equal(r.backend, 'ts');

@@ -82,10 +82,10 @@ test('lossBackward gives the cross-entropy and an SGD step lowers it', () => {
   const x = randomTensor([2, 3, 224, 224], 9, -60, 60);
   const labels = Int32Array.from([3, 7]);
   model.forward(x);
-  const { loss } = model.lossBackward(labels);
+  const loss = model.lossBackward(labels).loss.data[0]!;
   model.update(1e-3);
   model.forward(x);
-  const after = model.lossBackward(labels).loss;
+  const after = model.lossBackward(labels).loss.data[0]!;
   assert.ok(after < loss, `loss ${loss} -> ${after}`);
 });
 

@@ -2,7 +2,7 @@
  * Benchmarks: medians of repeated runs after a warm-up, with the contenders interleaved run by run
  * and compared as ratios within the same run (timings on a shared machine drift between runs).
  */
-import { getBackend } from '../backends/index.js';
+import type { Backend } from '../backends/backend.js';
 import { windowOutput } from '../backends/shapes.js';
 import { Vgg19 } from '../model/vgg19.js';
 import { VGG19_LAYERS } from '../model/vgg19-table.js';
@@ -75,28 +75,49 @@ export function randomImage(size: number, seed = 7): Tensor {
 /** The layers a style-transfer iteration reads (the default content and style layers). */
 export const STYLE_ITERATION_LAYERS = ['relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu4_2', 'relu5_1'] as const;
 
-/** VGG19 forward from the image to prob, batch 1. */
-export function forwardRunner(weights: Vgg19Weights, backend: string, size = 224): Runner {
-  const model = new Vgg19(weights, getBackend(backend));
+/** The row label: a backend's name, with its precision where that is not fp32. */
+export function runnerName(backend: Backend): string {
+  const precision = (backend as { precision?: string }).precision;
+  return precision && precision !== 'fp32' ? `${backend.name} ${precision}` : backend.name;
+}
+
+/**
+ * VGG19 forward from the image to prob, batch 1, until the probabilities are in host memory (a GPU
+ * backend: the image's upload, the queued work and one read-back).
+ */
+export function forwardRunner(weights: Vgg19Weights, backend: Backend, size = 224): Runner {
+  const model = new Vgg19(weights, backend);
   const x = randomImage(size);
-  return { name: backend, run: () => model.forward(x) };
+  return {
+    name: runnerName(backend),
+    run: async () => {
+      const { output } = model.forward(x);
+      await output.toHost();
+      output.dispose();
+    },
+  };
 }
 
 /**
  * One style-transfer iteration's network work: forward to relu5_1 keeping the content and style
  * layers, then back-propagate gradients injected at those layers to the image (no weight gradients).
  */
-export function styleIterationRunner(weights: Vgg19Weights, backend: string, size: number): Runner {
-  const model = new Vgg19(weights, getBackend(backend));
+export function styleIterationRunner(weights: Vgg19Weights, backend: Backend, size: number): Runner {
+  const model = new Vgg19(weights, backend);
   const x = randomImage(size);
   let grads: Map<string, Tensor> | undefined;
   return {
-    name: backend,
-    run: () => {
+    name: runnerName(backend),
+    run: async () => {
       const { activations } = model.forward(x, { until: 'relu5_1', capture: [...STYLE_ITERATION_LAYERS] });
       // The losses' gradients have the activations' shapes; their values do not change the work.
-      grads ??= new Map([...activations].map(([name, a]) => [name, new Tensor(a.shape, fillUniform(new Float32Array(a.size), uniformRng(3), -1e-3, 1e-3))]));
-      return model.backward(grads, { paramGrads: false });
+      // They live where the backend computes (a GPU computes the losses there too).
+      grads ??= new Map(
+        [...activations].map(([name, a]) => [name, backend.scale(new Tensor(a.shape, fillUniform(new Float32Array(a.size), uniformRng(3), -1e-3, 1e-3)), 1)]),
+      );
+      const dx = model.backward(grads, { paramGrads: false });
+      await dx.toHost();
+      for (const t of [dx, ...activations.values()]) t.dispose();
     },
   };
 }

@@ -1,5 +1,5 @@
 /** Loads weights and builds the model, for every command that needs one. */
-import { getBackend } from '../backends/index.js';
+import { openBackend, type Precision } from '../backends/index.js';
 import { Vgg19 } from '../model/vgg19.js';
 import { loadMatConvNetVgg19 } from '../weights/matconvnet.js';
 import { resolveWeightsFile } from '../weights/weights-source.js';
@@ -10,8 +10,9 @@ export interface LoadedModel {
   readonly loadSeconds: number;
 }
 
-export async function loadModel(options: { weights?: string; backend?: string }): Promise<LoadedModel> {
-  const backend = getBackend(options.backend); // fail on a bad name before reading 576 MB
+export async function loadModel(options: { weights?: string; backend?: string; precision?: Precision }): Promise<LoadedModel> {
+  // Fail on a bad name or a missing GPU before reading 576 MB.
+  const backend = await openBackend(options.backend, { precision: options.precision });
   const weightsFile = resolveWeightsFile(options.weights);
   const t0 = performance.now();
   const weights = await loadMatConvNetVgg19(weightsFile);

@@ -4,7 +4,7 @@
  * Gram matrices match the style images' (eqs. 26-28), L = alpha L_c + beta L_s + tv TV (eq. 29).
  */
 import * as os from 'node:os';
-import { getBackend } from '../backends/index.js';
+import { openBackend } from '../backends/index.js';
 import { windowOutput } from '../backends/shapes.js';
 import { PasticheError } from '../errors.js';
 import { readRgb, rgbToTensor, type RgbImage } from '../image/preprocess.js';
@@ -182,56 +182,69 @@ function deepestLayer(model: Vgg19, w: ObjectiveWeights): string {
 
 /** P from the content image; A = sum_k blend_k gram(style_k) over the style images. */
 export function buildTargets(model: Vgg19, content: Tensor, styles: readonly Tensor[], blend: readonly number[], w: ObjectiveWeights): StyleTargets {
+  const be = model.backend;
   const until = deepestLayer(model, w);
   const contentNames = w.contentLayers.map((l) => l.name);
   const styleNames = w.styleLayers.map((l) => l.name);
   const targets: StyleTargets = { content: new Map(), style: new Map() };
+  // Captured activations belong to the caller: nothing changes or frees them but us.
   const acts = model.forward(content, { until, capture: contentNames }).activations;
-  for (const n of contentNames) targets.content.set(n, acts.get(n)!.clone());
+  for (const n of contentNames) targets.content.set(n, acts.get(n)!);
   const sum = blend.reduce((a, b) => a + b, 0);
   styles.forEach((style, k) => {
     const sa = model.forward(style, { until, capture: styleNames }).activations;
     for (const n of styleNames) {
-      const g = gram(model.backend, sa.get(n)!);
-      const acc = targets.style.get(n) ?? new Tensor(g.shape);
-      for (let i = 0; i < g.size; i++) acc.data[i] += (blend[k]! / sum) * g.data[i]!;
-      targets.style.set(n, acc);
+      const g = gram(be, sa.get(n)!);
+      const acc = targets.style.get(n);
+      targets.style.set(n, acc ? be.addScaled(acc, g, blend[k]! / sum) : be.scale(g, blend[k]! / sum));
+      for (const t of [acc, g]) t?.dispose();
     }
+    for (const t of sa.values()) t.dispose();
   });
   return targets;
 }
 
-/** The loss at x and its exact gradient: one forward pass and one backward pass. */
-export function evaluate(model: Vgg19, x: Tensor, targets: StyleTargets, w: ObjectiveWeights): Evaluation {
+/**
+ * The loss at x and its exact gradient: one forward pass and one backward pass. On a GPU backend
+ * everything up to the gradient stays on the device; the gradient and the loss values are read
+ * back once, at the end.
+ */
+export async function evaluate(model: Vgg19, x: Tensor, targets: StyleTargets, w: ObjectiveWeights): Promise<Evaluation> {
+  const be = model.backend;
   const capture = [...new Set([...w.contentLayers, ...w.styleLayers].map((l) => l.name))];
   const { activations } = model.forward(x, { until: deepestLayer(model, w), capture });
   const grads = new Map<string, Tensor>();
   const addGrad = (name: string, g: Tensor, scale: number) => {
     const acc = grads.get(name);
-    if (!acc) {
-      for (let i = 0; i < g.size; i++) g.data[i] *= scale;
-      grads.set(name, g);
-    } else {
-      for (let i = 0; i < g.size; i++) acc.data[i] += scale * g.data[i]!;
-    }
+    grads.set(name, acc ? be.addScaled(acc, g, scale) : be.scale(g, scale));
+    acc?.dispose();
+    g.dispose();
   };
-  let content = 0;
-  let style = 0;
+  const contentLosses: [number, Tensor][] = [];
+  const styleLosses: [number, Tensor][] = [];
   for (const l of w.contentLayers) {
-    const r = contentLoss(activations.get(l.name)!, targets.content.get(l.name)!);
-    content += l.weight * r.loss;
+    const r = contentLoss(be, activations.get(l.name)!, targets.content.get(l.name)!);
+    contentLosses.push([l.weight, r.loss]);
     addGrad(l.name, r.grad, w.contentWeight * l.weight);
   }
   for (const l of w.styleLayers) {
-    const r = styleLoss(model.backend, activations.get(l.name)!, targets.style.get(l.name)!);
-    style += l.weight * r.loss;
+    const r = styleLoss(be, activations.get(l.name)!, targets.style.get(l.name)!);
+    styleLosses.push([l.weight, r.loss]);
     addGrad(l.name, r.grad, w.styleWeight * l.weight);
   }
   const grad = model.backward(grads, { paramGrads: false });
+  await Promise.all([grad, ...contentLosses.map(([, t]) => t), ...styleLosses.map(([, t]) => t)].map((t) => t.toHost()));
+  // The backward pass is queued after everything that reads these: they can go back to the pool.
+  for (const t of [...grads.values(), ...activations.values()]) if (t !== x) t.dispose();
+  const weighted = (ls: [number, Tensor][]) => ls.reduce((s, [wt, t]) => s + wt * t.data[0]!, 0);
+  const content = weighted(contentLosses);
+  const style = weighted(styleLosses);
+  // Their host copies stay readable.
+  for (const t of [grad, ...contentLosses.map(([, t]) => t), ...styleLosses.map(([, t]) => t)]) t.dispose();
   let tv = 0;
   if (w.tvWeight > 0) {
     const r = tvLoss(x);
-    tv = r.loss;
+    tv = r.loss.data[0]!;
     for (let i = 0; i < grad.size; i++) grad.data[i] += w.tvWeight * r.grad.data[i]!;
   }
   return { content, style, tv, total: w.contentWeight * content + w.styleWeight * style + w.tvWeight * tv, grad };
@@ -266,7 +279,7 @@ export async function stylize(o: StylizeOptions): Promise<StylizeResult> {
     );
   }
 
-  const model = new Vgg19(o.weights, getBackend(o.backend), { pooling: o.pooling ?? 'max' });
+  const model = new Vgg19(o.weights, await openBackend(o.backend), { pooling: o.pooling ?? 'max' });
   const optimizerFor = (): Optimizer => (o.optimizer === 'adam' ? new Adam(o.lr) : new Lbfgs(o.lr, o.lbfgsHistory ?? 100));
   const rng = uniformRng(o.seed ?? 0);
   const total = o.iterations * scales.length;
@@ -301,7 +314,7 @@ export async function stylize(o: StylizeOptions): Promise<StylizeResult> {
         interrupted = true;
         break;
       }
-      const e = evaluate(model, x, targets, o);
+      const e = await evaluate(model, x, targets, o);
       if (!Number.isFinite(e.total)) throw new PasticheError('the loss is no longer finite: lower --lr or the loss weights');
       if (e.total < best.loss) best = { loss: e.total, image: x.clone() };
       iteration++;

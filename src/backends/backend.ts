@@ -9,6 +9,11 @@
  * - convolution weights are [Cin, kH, kW, Cout] (the course's ConvolutionalLayer layout), biases [Cout];
  * - fully connected weights are [Din, Dout], biases [Dout];
  * - every backward method returns gradients of a scalar loss L given dL/d(output).
+ *
+ * Every method is synchronous: a CPU backend computes at once; a device backend (webgpu) queues the
+ * work and returns tensors that live on the device (`Tensor.storage`), which the next op consumes
+ * where they are. Only `await tensor.toHost()` waits. Host tensors passed to a device backend are
+ * uploaded; weights are uploaded once and cached (see conv2d).
  */
 import type { Shape, Tensor } from '../tensor/tensor.js';
 
@@ -45,7 +50,7 @@ export interface GradientEpilogue {
   readonly reluMask?: Tensor;
 }
 
-export type BackendName = 'loops' | 'ts' | 'native';
+export type BackendName = 'loops' | 'ts' | 'native' | 'webgpu';
 
 export interface Backend {
   readonly name: BackendName;
@@ -94,10 +99,20 @@ export interface Backend {
   /** The inverse permutation of flattenNhwc, back to `xShape` = [N,C,H,W]. */
   flattenNhwcBackward(dy: Tensor, xShape: Shape): Tensor;
 
+  /** a + alpha * b as a new tensor of a's shape: SGD steps and gradients that meet. */
+  addScaled(a: Tensor, b: Tensor, alpha: number): Tensor;
+  /** alpha * x as a new tensor. */
+  scale(x: Tensor, alpha: number): Tensor;
+  /** The sum of the squares of all elements, as a one-element tensor (the style losses' sums). */
+  sumOfSquares(x: Tensor): Tensor;
+
   /** Row-wise softmax of [N,K] logits, seed eq. 19 (max-shifted for stability). */
   softmax(logits: Tensor): Tensor;
-  /** Mean cross-entropy over the batch of softmax probabilities `prob` [N,K], seed eq. 20. */
-  crossEntropy(prob: Tensor, labels: Int32Array): number;
+  /**
+   * Mean cross-entropy over the batch of softmax probabilities `prob` [N,K], seed eq. 20, as a
+   * one-element tensor (a device backend computes it where `prob` lives).
+   */
+  crossEntropy(prob: Tensor, labels: Int32Array): Tensor;
   /** dL/dlogits of the mean softmax cross-entropy: (p - onehot) / N, seed eq. 21. */
   softmaxCrossEntropyBackward(prob: Tensor, labels: Int32Array): Tensor;
 }

@@ -17,6 +17,9 @@ type CommonOps = Pick<
   | 'flattenNhwcBackward'
   | 'softmax'
   | 'crossEntropy'
+  | 'addScaled'
+  | 'scale'
+  | 'sumOfSquares'
   | 'softmaxCrossEntropyBackward'
 >;
 
@@ -128,12 +131,34 @@ export const commonOps: CommonOps = {
     return new Tensor(logits.shape, p);
   },
 
-  crossEntropy(prob: Tensor, labels: Int32Array): number {
+  crossEntropy(prob: Tensor, labels: Int32Array): Tensor {
     const [n, k] = checkLabels(prob, labels);
     let loss = 0;
     // Clamp so that a probability that underflowed to 0 gives a large finite loss, not Infinity.
     for (let r = 0; r < n; r++) loss -= Math.log(Math.max(prob.data[r * k + labels[r]!]!, 1e-30));
-    return loss / n;
+    return Tensor.from([1], [loss / n]);
+  },
+
+  addScaled(a: Tensor, b: Tensor, alpha: number): Tensor {
+    checkGradShape(b, a.shape, 'addScaled');
+    const out = new Float32Array(a.size);
+    const ad = a.data;
+    const bd = b.data;
+    for (let i = 0; i < out.length; i++) out[i] = ad[i]! + alpha * bd[i]!;
+    return new Tensor(a.shape, out);
+  },
+
+  scale(x: Tensor, alpha: number): Tensor {
+    const out = new Float32Array(x.size);
+    const xd = x.data;
+    for (let i = 0; i < out.length; i++) out[i] = alpha * xd[i]!;
+    return new Tensor(x.shape, out);
+  },
+
+  sumOfSquares(x: Tensor): Tensor {
+    let sum = 0; // float64 accumulation
+    for (const v of x.data) sum += v * v;
+    return Tensor.from([1], [sum]);
   },
 
   softmaxCrossEntropyBackward(prob: Tensor, labels: Int32Array): Tensor {

@@ -5,6 +5,8 @@ import { loopsBackend } from './loops/loops-backend.js';
 import { nativeAddon, nativeUnavailable } from './native/native-addon.js';
 import { createNativeBackend, type NativeBackend } from './native/native-backend.js';
 import { tsBackend } from './ts/ts-backend.js';
+import { closeGpu, gpuContext } from './webgpu/gpu-device.js';
+import { createWebGpuBackend, type WebGpuBackend } from './webgpu/webgpu-backend.js';
 
 export type { Backend, BackendName } from './backend.js';
 
@@ -14,7 +16,7 @@ export const nativeBackend: NativeBackend | undefined = nativeAddon ? createNati
 /** Why the native backend is not available (undefined when it is). */
 export { nativeUnavailable };
 
-const BACKENDS: Record<BackendName, Backend | undefined> = { loops: loopsBackend, ts: tsBackend, native: nativeBackend };
+const BACKENDS: Record<BackendName, Backend | undefined> = { loops: loopsBackend, ts: tsBackend, native: nativeBackend, webgpu: undefined };
 
 /** Every backend name, available or not (for help texts and option choices). */
 export const BACKEND_NAMES = Object.keys(BACKENDS) as BackendName[];
@@ -39,16 +41,69 @@ export function noticeFallback(): void {
   process.stderr.write(`pastiche: native backend unavailable (${nativeUnavailable}); using ts\n`);
 }
 
+/**
+ * A backend by name, synchronously: the CPU backends, or webgpu once openBackend('webgpu') has
+ * set it up (WebGPU devices are created asynchronously).
+ */
 export function getBackend(name: string = DEFAULT_BACKEND): Backend {
   if (!(BACKEND_NAMES as string[]).includes(name)) {
-    throw new PasticheError(`unknown backend '${name}' (choose one of: ${BACKEND_NAMES.join(', ')})`);
+    throw new PasticheError(`unknown backend '${name}' (choose one of: ${BACKEND_NAMES.join(', ')}, auto)`);
+  }
+  if (name === 'webgpu') {
+    if (!webgpu) throw new PasticheError("the webgpu backend must be opened first: await openBackend('webgpu')");
+    return webgpu;
   }
   const b = BACKENDS[name as BackendName];
   if (!b) throw new PasticheError(`the ${name} backend is not available here: ${nativeUnavailable}`);
   return b;
 }
 
-/** Threads used by the native backend's pool (it has one per core by default). */
+export type Precision = 'fp32' | 'fp16';
+
+let webgpu: WebGpuBackend | undefined;
+const webgpuByPrecision = new Map<Precision, WebGpuBackend>();
+
+/** The webgpu backend on this process's one device (made on first use). */
+export async function openWebGpu(precision: Precision = 'fp32'): Promise<WebGpuBackend> {
+  let be = webgpuByPrecision.get(precision);
+  if (!be) {
+    be = createWebGpuBackend(await gpuContext(), precision);
+    webgpuByPrecision.set(precision, be);
+  }
+  if (precision === 'fp32') webgpu = be;
+  return be;
+}
+
+/**
+ * Any backend by name, including webgpu and 'auto': a GPU through WebGPU when there is a real one
+ * (not a CPU implementation of WebGPU), else the default CPU backend.
+ */
+export async function openBackend(name: string = DEFAULT_BACKEND, options: { precision?: Precision } = {}): Promise<Backend> {
+  if (options.precision === 'fp16' && name !== 'webgpu' && name !== 'auto') {
+    throw new PasticheError(`--precision fp16 needs the webgpu backend (got ${name})`);
+  }
+  if (name === 'webgpu') return openWebGpu(options.precision);
+  if (name === 'auto') {
+    try {
+      const gpu = await openWebGpu(options.precision);
+      if (!gpu.isSoftware) return gpu;
+    } catch {
+      // no usable GPU: fall through to the CPU
+    }
+    if (options.precision === 'fp16') throw new PasticheError('--precision fp16 needs a GPU (none found for --backend auto)');
+    noticeFallback();
+    return getBackend(DEFAULT_BACKEND);
+  }
+  return getBackend(name);
+}
+
+/** Lets the GPU go (Node cannot exit while Dawn holds a device); webgpu can be opened again later. */
+export async function closeBackends(): Promise<void> {
+  webgpu = undefined;
+  webgpuByPrecision.clear();
+  await closeGpu();
+}
+
 export function setThreads(n: number): void {
   nativeAddon?.threads(n);
 }

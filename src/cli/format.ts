@@ -2,7 +2,7 @@
 import * as os from 'node:os';
 import type { Timing } from '../app/bench.js';
 import type { Classification } from '../app/classify.js';
-import { MAX_MSE, MAX_REL_ERR, type CheckRow } from '../app/check.js';
+import { type PrecisionComparison, MAX_MSE, MAX_REL_ERR, type CheckRow } from '../app/check.js';
 
 export function formatClassification(c: Classification): string {
   const best = c.top[0];
@@ -41,8 +41,23 @@ export function formatCheck(rows: readonly CheckRow[], repeat: number): string {
   ].join('\n');
 }
 
+export function formatPrecision(c: PrecisionComparison): string {
+  const p = (v: number) => v.toFixed(4);
+  const same = c.reduced.top.index === c.reference.top.index;
+  return [
+    `VGG19 on ${c.image} (weights ${c.weights}):`,
+    `  ${c.reference.backend.padEnd(14)} top-1 ${c.reference.top.index} '${c.reference.top.label}' p = ${p(c.reference.top.prob)}`,
+    `  ${c.reduced.backend.padEnd(14)} top-1 ${c.reduced.top.index} '${c.reduced.top.label}' p = ${p(c.reduced.top.prob)}` +
+      (same ? '' : ` (p of ${c.reference.top.index}: ${p(c.reduced.probOfReferenceClass)})`),
+    `  difference in that probability: ${(c.reduced.probOfReferenceClass - c.reference.top.prob).toExponential(2)}; ` +
+      `largest over the 1000 classes: ${c.maxProbDiff.toExponential(2)} (the course: DLP 0.4790 vs CPU 0.4933)`,
+  ].join('\n');
+}
+
 export interface BenchReport {
   machine: string;
+  /** The WebGPU adapter, when webgpu was timed. */
+  gpu?: string;
   weights: string;
   loadSeconds?: number;
   repeat: number;
@@ -70,7 +85,7 @@ function ratios(rows: readonly Timing[], label: string): string[] {
 }
 
 export function formatBench(r: BenchReport): string {
-  const lines = [`machine: ${r.machine}`, `weights: ${r.weights}${r.loadSeconds !== undefined ? ` (loaded in ${r.loadSeconds.toFixed(2)} s)` : ''}`, `timings: median of ${r.repeat} run(s) after ${r.warmup} warm-up, contenders interleaved`];
+  const lines = [`machine: ${r.machine}`, ...(r.gpu ? [`webgpu: ${r.gpu}`] : []), `weights: ${r.weights}${r.loadSeconds !== undefined ? ` (loaded in ${r.loadSeconds.toFixed(2)} s)` : ''}`, `timings: median of ${r.repeat} run(s) after ${r.warmup} warm-up, contenders interleaved`];
   if (r.courseCase) lines.push('', "== The course's case ==", formatCheck(r.courseCase, r.repeat));
   if (r.vgg19Forward) {
     const v = r.vgg19Forward;

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /** The `pastiche` command line. Each command is a thin shell over an application function. */
 import { Command } from 'commander';
-import { setThreads } from '../backends/index.js';
+import { closeBackends, setThreads } from '../backends/index.js';
 import { PasticheError } from '../errors.js';
 import { registerBench } from './commands/bench.js';
 import { registerCheck } from './commands/check.js';
@@ -38,4 +38,7 @@ try {
     if (process.env['PASTICHE_DEBUG']) process.stderr.write(`${err?.stack}\n`);
   }
   process.exitCode = process.exitCode || 1;
+} finally {
+  // A WebGPU device keeps Node's event loop alive until it is let go.
+  await closeBackends().catch(() => undefined);
 }

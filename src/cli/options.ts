@@ -48,7 +48,13 @@ export function checkOutputFolder(file: string): void {
 }
 
 export const backendOption = () =>
-  new Option('-b, --backend <name>', `compute backend (default: ${DEFAULT_BACKEND}, the fastest available)`).choices(BACKEND_NAMES);
+  new Option(
+    '-b, --backend <name>',
+    `compute backend (default: ${DEFAULT_BACKEND}, the fastest CPU one; webgpu: the GPU; auto: the GPU if there is one, else ${DEFAULT_BACKEND})`,
+  ).choices([...BACKEND_NAMES, 'auto']);
+
+export const precisionOption = () =>
+  new Option('--precision <p>', "webgpu arithmetic: fp32, or fp16 operands with fp32 sums (like the course's DLP)").choices(['fp32', 'fp16']).default('fp32');
 
 /** The backend named on the command line, else the default (saying once if native is missing). */
 export function chooseBackend(name: string | undefined): string {

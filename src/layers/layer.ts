@@ -1,6 +1,7 @@
 /** What every layer does, as in the course: forward, backward, and an SGD parameter update. */
 import { PasticheError } from '../errors.js';
-import { Tensor } from '../tensor/tensor.js';
+import type { Backend } from '../backends/backend.js';
+import type { Tensor } from '../tensor/tensor.js';
 
 export interface BackwardOptions {
   /** Compute weight and bias gradients (default true). Style transfer needs only dL/dx. */
@@ -29,11 +30,6 @@ export function remembered<T>(value: T | undefined, layer: string): T {
  * w - lr * dw as a new tensor: weight arrays are never changed in place, so that a backend may
  * cache what it derives from them (see Backend.conv2d).
  */
-export function sgdStep(param: Tensor, grad: Tensor | undefined, lr: number): Tensor {
-  if (!grad) return param;
-  const out = new Float32Array(param.size);
-  const p = param.data;
-  const g = grad.data;
-  for (let i = 0; i < p.length; i++) out[i] = p[i]! - lr * g[i]!;
-  return new Tensor(param.shape, out);
+export function sgdStep(backend: Backend, param: Tensor, grad: Tensor | undefined, lr: number): Tensor {
+  return grad ? backend.addScaled(param, grad, -lr) : param;
 }

@@ -43,8 +43,8 @@ export abstract class ParametricLayer implements Layer {
 
   /** SGD with the gradients of the last backward (seed eqs. 10-11). */
   update(lr: number): void {
-    this.weight = sgdStep(this.weight, this.dWeight, lr);
-    this.bias = sgdStep(this.bias, this.dBias, lr);
+    this.weight = sgdStep(this.backend, this.weight, this.dWeight, lr);
+    this.bias = sgdStep(this.backend, this.bias, this.dBias, lr);
   }
 
   abstract forward(x: Tensor): Tensor;

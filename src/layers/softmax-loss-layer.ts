@@ -23,8 +23,8 @@ export class SoftmaxLossLayer implements Layer {
     return this.prob;
   }
 
-  /** Mean cross-entropy of the last forward's probabilities against `labels`. */
-  loss(labels: Int32Array): number {
+  /** Mean cross-entropy of the last forward's probabilities against `labels`, as a [1] tensor. */
+  loss(labels: Int32Array): Tensor {
     this.labels = labels;
     return this.backend.crossEntropy(remembered(this.prob, this.name), labels);
   }

@@ -36,6 +36,14 @@ export interface Vgg19Options {
 export class Vgg19 {
   readonly layers: readonly Layer[];
   private readonly index = new Map<string, number>();
+  /**
+   * Tensors made by the last forward that were not handed to the caller. On a
+   * device backend they are given back to its buffer pool when the next pass replaces them, so
+   * repeated passes reuse the same GPU memory; on the CPU backends this is a no-op.
+   */
+  private forwardOwned: Tensor[] = [];
+  /** Index of the last layer the last forward ran. */
+  private forwardStop = -2;
 
   constructor(
     readonly weights: Vgg19Weights,
@@ -107,6 +115,8 @@ export class Vgg19 {
     const stop = Math.max(last, ...wanted.keys());
     const activations = new Map<string, Tensor>();
     if (wanted.has(-1)) activations.set('input', x);
+    this.releaseTransients();
+    const made: Tensor[] = [];
     let h = x;
     for (let i = 0; i <= stop; i++) {
       const layer = this.layers[i]!;
@@ -122,7 +132,10 @@ export class Vgg19 {
       options.onLayer?.(i + 1, stop + 1, this.layers[i]!.name);
       const name = wanted.get(i);
       if (name) activations.set(name, h);
+      else if (i !== stop) made.push(h);
     }
+    this.forwardOwned = made;
+    this.forwardStop = stop;
     return { output: h, activations };
   }
 
@@ -137,32 +150,46 @@ export class Vgg19 {
     if (at.size === 0) throw new PasticheError('backward needs at least one gradient');
     const top = Math.max(...at.keys());
     if (top === this.layerIndex('prob')) throw new PasticheError("backward from 'prob' needs the loss: use lossBackward");
+    if (top > this.forwardStop) throw new PasticheError(`backward from ${this.layers[top]!.name} needs a forward pass that ran at least that far`);
     let g: Tensor = at.get(top)!;
     // Gradients made here are ours to overwrite; the caller's (the injected ones) are not.
     let owned = false;
+    const step = (next: Tensor) => {
+      // No layer keeps its dy, so a device buffer can go back to the pool as soon as the next
+      // op is queued (the queue runs in order).
+      if (owned && next !== g) g.dispose();
+      g = next;
+      owned = true;
+    };
     for (let i = top; i >= 0; i--) {
       const extra = i !== top ? at.get(i) : undefined;
       if (extra) {
-        g = owned ? addInto(g, extra, this.layers[i]!.name) : addInto(g.clone(), extra, this.layers[i]!.name);
-        owned = true;
+        const where = this.layers[i]!.name;
+        if (!sameShape(g.shape, extra.shape)) throw new PasticheError(`gradient at ${where} is ${shapeToString(extra.shape)}, expected ${shapeToString(g.shape)}`);
+        step(this.backend.addScaled(g, extra, 1));
       }
       const layer = this.layers[i]!;
       const before = this.layers[i - 1];
       if (layer instanceof ConvolutionalLayer && before instanceof ReLULayer) {
         // The ReLU below this convolution (and a gradient injected at its output) are applied
         // while the convolution writes its gradient.
-        g = layer.backward(g, options, { add: at.get(i - 1), reluMask: before.mask });
+        step(layer.backward(g, options, { add: at.get(i - 1), reluMask: before.mask }));
         i--;
       } else {
-        g = layer.backward(g, { ...options, reuseGradient: owned });
+        step(layer.backward(g, { ...options, reuseGradient: owned }));
       }
-      owned = true;
     }
     return g;
   }
 
+  /** Gives the last passes' intermediate tensors back (device backends; see forwardOwned). */
+  releaseTransients(): void {
+    for (const t of this.forwardOwned) t.dispose();
+    this.forwardOwned = [];
+  }
+
   /** Cross-entropy of the last forward's probabilities against `labels`, and dL/dinput. */
-  lossBackward(labels: Int32Array, options: BackwardOptions = {}): { loss: number; dInput: Tensor } {
+  lossBackward(labels: Int32Array, options: BackwardOptions = {}): { loss: Tensor; dInput: Tensor } {
     const soft = this.layers[this.layers.length - 1] as SoftmaxLossLayer;
     const loss = soft.loss(labels);
     const dLogits = soft.backward();
@@ -173,13 +200,4 @@ export class Vgg19 {
   update(lr: number): void {
     for (const l of this.layers) l.update(lr);
   }
-}
-
-/** a += b, in place; returns a. */
-function addInto(a: Tensor, b: Tensor, where: string): Tensor {
-  if (!sameShape(a.shape, b.shape)) throw new PasticheError(`gradient at ${where} is ${shapeToString(b.shape)}, expected ${shapeToString(a.shape)}`);
-  const ad = a.data;
-  const bd = b.data;
-  for (let i = 0; i < ad.length; i++) ad[i] += bd[i]!;
-  return a;
 }

@@ -4,10 +4,14 @@
  */
 import type { Backend } from '../backends/backend.js';
 import { PasticheError } from '../errors.js';
-import { Tensor, sameShape, shapeToString } from '../tensor/tensor.js';
+import { Tensor, sameShape, shapeToString, type Shape } from '../tensor/tensor.js';
 
+/**
+ * A loss as a one-element tensor (computed where the features live: on a GPU it stays there until
+ * the caller reads all losses at once) and its gradient with respect to the features.
+ */
 export interface LossAndGradient {
-  readonly loss: number;
+  readonly loss: Tensor;
   readonly grad: Tensor;
 }
 
@@ -18,28 +22,38 @@ function dims(f: Tensor): [number, number, number] {
 }
 
 /** Seed eq. 24: L = 1/(2NCHW) sum (F - P)^2; dL/dF = (F - P) / (NCHW). */
-export function contentLoss(f: Tensor, p: Tensor): LossAndGradient {
+export function contentLoss(backend: Backend, f: Tensor, p: Tensor): LossAndGradient {
   if (!sameShape(f.shape, p.shape)) throw new PasticheError(`content loss: ${shapeToString(f.shape)} vs target ${shapeToString(p.shape)}`);
   const n = f.size;
-  const grad = new Float32Array(n);
-  let sum = 0;
-  for (let i = 0; i < n; i++) {
-    const d = f.data[i]! - p.data[i]!;
-    sum += d * d;
-    grad[i] = d / n;
+  const diff = backend.addScaled(f, p, -1);
+  const sum = backend.sumOfSquares(diff);
+  const loss = backend.scale(sum, 1 / (2 * n));
+  const grad = backend.scale(diff, 1 / n);
+  sum.dispose();
+  diff.dispose();
+  return { loss, grad };
+}
+
+/**
+ * Runs fn on each image's [C, H*W] matrix and stacks the results: a single image (style transfer's
+ * case) is a reshape, with no copy, so it works where the tensor lives; a batch is sliced on the host.
+ */
+function perImage(f: Tensor, outShape: Shape, fn: (fb: Tensor, b: number) => Tensor): Tensor {
+  const [n, c, hw] = dims(f);
+  if (n === 1) return fn(f.reshape([c, hw]), 0).reshape(outShape);
+  const out = new Tensor(outShape);
+  const per = out.size / n;
+  for (let b = 0; b < n; b++) {
+    const r = fn(new Tensor([c, hw], f.data.subarray(b * c * hw, (b + 1) * c * hw)), b);
+    out.data.set(r.data, b * per);
   }
-  return { loss: sum / (2 * n), grad: new Tensor(f.shape, grad) };
+  return out;
 }
 
 /** Seed eq. 26: G[n] = F[n] F[n]^T over the H*W positions, [N, C, C]. */
 export function gram(backend: Backend, f: Tensor): Tensor {
-  const [n, c, hw] = dims(f);
-  const out = new Tensor([n, c, c]);
-  for (let b = 0; b < n; b++) {
-    const fb = new Tensor([c, hw], f.data.subarray(b * c * hw, (b + 1) * c * hw));
-    out.data.set(backend.matmul(fb, fb, false, true).data, b * c * c);
-  }
-  return out;
+  const [n, c] = dims(f);
+  return perImage(f, [n, c, c], (fb) => backend.matmul(fb, fb, false, true));
 }
 
 /**
@@ -51,24 +65,21 @@ export function styleLoss(backend: Backend, f: Tensor, a: Tensor): LossAndGradie
   if (!sameShape(a.shape, [n, c, c])) throw new PasticheError(`style loss: target Gram ${shapeToString(a.shape)} for ${shapeToString(f.shape)}`);
   const g = gram(backend, f);
   const norm = n * c * c * hw * hw;
-  let sum = 0;
-  const diff = new Tensor(g.shape);
-  for (let i = 0; i < g.size; i++) {
-    const d = g.data[i]! - a.data[i]!;
-    diff.data[i] = d;
-    sum += d * d;
-  }
-  const grad = new Tensor(f.shape);
-  for (let b = 0; b < n; b++) {
-    const db = new Tensor([c, c], diff.data.subarray(b * c * c, (b + 1) * c * c));
-    const fb = new Tensor([c, hw], f.data.subarray(b * c * hw, (b + 1) * c * hw));
-    const gb = backend.matmul(db, fb).data;
-    for (let i = 0; i < gb.length; i++) grad.data[b * c * hw + i] = gb[i]! / norm;
-  }
-  return { loss: sum / (4 * norm), grad };
+  const diff = backend.addScaled(g, a, -1);
+  const sum = backend.sumOfSquares(diff);
+  const loss = backend.scale(sum, 1 / (4 * norm));
+  const grad = perImage(f, f.shape, (fb, b) => {
+    const db = n === 1 ? diff.reshape([c, c]) : new Tensor([c, c], diff.data.subarray(b * c * c, (b + 1) * c * c));
+    const m = backend.matmul(db, fb);
+    const r = backend.scale(m, 1 / norm);
+    m.dispose();
+    return r;
+  });
+  for (const t of [g, diff, sum]) t.dispose();
+  return { loss, grad };
 }
 
-/** Total variation: sum over channels of (x[h+1,w] - x[h,w])^2 + (x[h,w+1] - x[h,w])^2. */
+/** Total variation (on the host: the image is there for the optimiser anyway): sum over channels of (x[h+1,w] - x[h,w])^2 + (x[h,w+1] - x[h,w])^2. */
 export function tvLoss(x: Tensor): LossAndGradient {
   if (x.rank !== 4) throw new PasticheError(`total variation: expected [N, C, H, W], got ${shapeToString(x.shape)}`);
   const [n, c, h, w] = x.shape as [number, number, number, number];
@@ -95,5 +106,5 @@ export function tvLoss(x: Tensor): LossAndGradient {
       }
     }
   }
-  return { loss: sum, grad: new Tensor(x.shape, grad) };
+  return { loss: Tensor.from([1], [sum]), grad: new Tensor(x.shape, grad) };
 }

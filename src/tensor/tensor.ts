@@ -18,27 +18,50 @@ export function sameShape(a: Shape, b: Shape): boolean {
 }
 
 /**
+ * Where a tensor's elements live when they are not in host memory: a GPU buffer, for the webgpu
+ * backend. Reading is asynchronous, as it is in WebGPU.
+ */
+export interface DeviceStorage {
+  /** The backend that owns the memory, for error messages ('webgpu'). */
+  readonly owner: string;
+  read(): Promise<Float32Array>;
+  /** Gives the memory back to its backend's pool; the tensor must not be used afterwards. */
+  release(): void;
+}
+
+/**
  * A dense float32 tensor in row-major order. Image tensors are NCHW throughout the engine.
  * The shape is fixed at construction; `reshape` returns a view over the same data.
+ *
+ * A tensor made by a device backend holds `storage` instead of host data: the engine passes it
+ * from layer to layer without copying, and `await t.toHost()` reads it back once, when the
+ * caller asks for it. `data` on such a tensor before `toHost()` is an error, not a hidden sync.
  */
 export class Tensor {
   readonly shape: Shape;
-  readonly data: Float32Array;
+  readonly size: number;
+  readonly storage?: DeviceStorage;
+  private host?: Float32Array;
 
-  constructor(shape: Shape, data?: Float32Array) {
+  constructor(shape: Shape, data?: Float32Array | DeviceStorage) {
     for (const d of shape) {
       if (!Number.isInteger(d) || d < 0) {
         throw new PasticheError(`invalid tensor shape ${shapeToString(shape)}`);
       }
     }
     const n = sizeOf(shape);
-    if (data && data.length !== n) {
-      throw new PasticheError(
-        `tensor data has ${data.length} elements but shape ${shapeToString(shape)} needs ${n}`,
-      );
-    }
     this.shape = Object.freeze([...shape]);
-    this.data = data ?? new Float32Array(n);
+    this.size = n;
+    if (data === undefined || data instanceof Float32Array) {
+      if (data && data.length !== n) {
+        throw new PasticheError(
+          `tensor data has ${data.length} elements but shape ${shapeToString(shape)} needs ${n}`,
+        );
+      }
+      this.host = data ?? new Float32Array(n);
+    } else {
+      this.storage = data;
+    }
   }
 
   static zeros(shape: Shape): Tensor {
@@ -49,17 +72,44 @@ export class Tensor {
     return new Tensor(shape, Float32Array.from(values));
   }
 
-  get size(): number {
-    return this.data.length;
+  /** The elements in host memory (for a device tensor: after `await toHost()`). */
+  get data(): Float32Array {
+    if (this.host) return this.host;
+    throw new PasticheError(
+      `tensor ${shapeToString(this.shape)} lives on ${this.storage!.owner}: await tensor.toHost() before reading its data`,
+    );
+  }
+
+  /** True while the elements are only on a device. */
+  get onDevice(): boolean {
+    return this.host === undefined;
+  }
+
+  /**
+   * Reads a device tensor back into host memory (once) and returns this tensor, whose `data` then
+   * works; host tensors return at once. Changing the host copy does not change the device copy.
+   */
+  async toHost(): Promise<this> {
+    if (!this.host) this.host = await this.storage!.read();
+    return this;
+  }
+
+  /** Gives a device tensor's memory back to its backend now instead of at garbage collection. */
+  dispose(): void {
+    this.storage?.release();
   }
 
   get rank(): number {
     return this.shape.length;
   }
 
-  /** A view with another shape over the same elements. */
+  /** A view with another shape over the same elements (or the same device memory). */
   reshape(shape: Shape): Tensor {
-    return new Tensor(shape, this.data);
+    if (this.host) return new Tensor(shape, this.host);
+    if (sizeOf(shape) !== this.size) {
+      throw new PasticheError(`cannot reshape ${shapeToString(this.shape)} to ${shapeToString(shape)}`);
+    }
+    return new Tensor(shape, this.storage);
   }
 
   clone(): Tensor {

@@ -3,7 +3,8 @@ import { type Command, Option } from 'commander';
 import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from '../../app/bench.js';
 import { runCheck } from '../../app/check.js';
 import { onnxRunner } from '../../app/onnx-peer.js';
-import { BACKEND_NAMES, availableBackends, nativeBackend } from '../../backends/index.js';
+import { BACKEND_NAMES, availableBackends, nativeBackend, openBackend } from '../../backends/index.js';
+import type { Backend } from '../../backends/backend.js';
 import { PasticheError } from '../../errors.js';
 import { progressBar } from '../../util/progress.js';
 import { loadMatConvNetVgg19 } from '../../weights/matconvnet.js';
@@ -15,7 +16,7 @@ export function registerBench(program: Command): void {
   program
     .command('bench')
     .description("time the course's case, VGG19 forward passes and style-transfer iterations: medians after a warm-up, contenders interleaved, ratios from the same run")
-    .addOption(new Option('-b, --backend <name...>', 'backends to time (default: all available but loops; style: native, else ts)').choices(BACKEND_NAMES))
+    .addOption(new Option('-b, --backend <name...>', 'backends to time (default: the CPU ones but loops; style: native, else ts); add webgpu for the GPU').choices(BACKEND_NAMES))
     .addOption(new Option('--sections <list>', 'comma-separated: case, vgg, style').default('case,vgg,style'))
     .option('--style-sizes <list>', 'image sizes of the style iteration', '256,512')
     .option('-w, --weights <file>', 'time with these weights and report how long loading them takes (default: random weights of the real size)')
@@ -30,7 +31,15 @@ export function registerBench(program: Command): void {
       const styleSizes = opts.styleSizes.split(',').map((v) => Number(v));
       if (styleSizes.some((v) => !Number.isInteger(v) || v < 32)) throw new PasticheError('--style-sizes: whole numbers of at least 32');
       const backends = opts.backend ?? availableBackends().filter((b) => b !== 'loops');
-      const styleBackends = opts.backend ?? [nativeBackend ? 'native' : 'ts'];
+      const styleBackendNames = opts.backend ?? [nativeBackend ? 'native' : 'ts'];
+      const open = async (names: string[]) => {
+        const out: Backend[] = [];
+        for (const n of names) out.push(await openBackend(n));
+        return out;
+      };
+      const vggBackends = await open(backends);
+      const styleBackends = await open(styleBackendNames);
+      const gpu = [...vggBackends, ...styleBackends].find((b) => b.name === 'webgpu');
       let weights: Vgg19Weights;
       let loadSeconds: number | undefined;
       if (opts.weights) {
@@ -43,6 +52,7 @@ export function registerBench(program: Command): void {
       const threads = nativeBackend ? nativeBackend.addon.threads() : 1;
       const report: BenchReport = {
         machine: machineDescription(threads),
+        gpu: gpu?.description,
         weights: weights.source,
         loadSeconds,
         repeat: opts.repeat,
@@ -52,10 +62,10 @@ export function registerBench(program: Command): void {
       const progress = (what: string) => bar.update(0, { what });
       try {
         if (sections.has('case')) {
-          report.courseCase = runCheck({ backends: backends.filter((b) => b !== 'loops'), repeat: opts.repeat, onStep: (st) => progress(`course case: ${st}`) });
+          report.courseCase = await runCheck({ backends: backends.filter((b) => b !== 'loops'), repeat: opts.repeat, onStep: (st) => progress(`course case: ${st}`) });
         }
         if (sections.has('vgg')) {
-          const runners = backends.map((b) => forwardRunner(weights, b));
+          const runners = vggBackends.map((b) => forwardRunner(weights, b));
           if (opts.peers) runners.push(await onnxRunner(weights, 224, 'prob', threads));
           const flops = vgg19ForwardFlops(weights, 224);
           const rows = await timeInterleaved(runners, opts.repeat, opts.warmup, (n, r, of) => progress(`VGG19 forward: ${n} ${r}/${of}`));

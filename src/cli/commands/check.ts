@@ -1,10 +1,13 @@
 /** `pastiche check`: the course's grading of conv and pool kernels against the four loops. */
 import { type Command, Option } from 'commander';
-import { runCheck } from '../../app/check.js';
+import { comparePrecision, runCheck } from '../../app/check.js';
 import { BACKEND_NAMES, availableBackends } from '../../backends/index.js';
+import { PasticheError } from '../../errors.js';
 import { progressBar } from '../../util/progress.js';
-import { formatCheck } from '../format.js';
-import { positiveInt } from '../options.js';
+import { fileURLToPath } from 'node:url';
+import { resolveWeightsFile } from '../../weights/weights-source.js';
+import { formatCheck, formatPrecision } from '../format.js';
+import { checkInputFile, positiveInt, precisionOption } from '../options.js';
 
 export function registerCheck(program: Command): void {
   program
@@ -12,16 +15,37 @@ export function registerCheck(program: Command): void {
     .description("the course's grading: conv and pool forward/backward of each backend against the four loops, with errors, times and speed-ups")
     .addOption(new Option('-b, --backend <name...>', 'backends to grade against loops').choices(BACKEND_NAMES.filter((b) => b !== 'loops')))
     .option('-r, --repeat <n>', 'timed runs per measurement (median reported)', positiveInt('--repeat'), 3)
+    .addOption(precisionOption())
+    .option('-w, --weights <file>', 'with --precision fp16: the weights to classify with (default: the downloaded VGG19, else the bundled tiny one)')
+    .option('--image <file>', 'with --precision fp16: the image to classify (default: the bundled cat, chelsea.png)')
     .option('--json', 'machine-readable rows')
     .option('-q, --quiet', 'no progress bar')
-    .action((opts: { backend?: string[]; repeat: number; json?: boolean; quiet?: boolean }) => {
-      const backends = opts.backend ?? availableBackends().filter((b) => b !== 'loops');
+    .action(async (opts: { backend?: string[]; repeat: number; precision: 'fp32' | 'fp16'; weights?: string; image?: string; json?: boolean; quiet?: boolean }) => {
+      const fp16 = opts.precision === 'fp16';
+      const backends = opts.backend ?? (fp16 ? ['webgpu'] : availableBackends().filter((b) => b !== 'loops'));
+      if (fp16 && !backends.includes('webgpu')) throw new PasticheError('--precision fp16 grades the webgpu backend: add -b webgpu');
+      const image = opts.image ?? BUNDLED_IMAGE;
+      const weights = opts.weights ?? defaultWeights();
+      if (fp16) [image, weights].forEach(checkInputFile);
       const steps = 4 * (1 + backends.length);
       const bar = progressBar(steps, 'check {bar} {value}/{total} | {step}', opts.quiet);
       let done = 0;
-      const rows = runCheck({ backends, repeat: opts.repeat, onStep: (step) => bar.update(done++, { step }) });
-      bar.stop();
-      process.stdout.write(opts.json ? `${JSON.stringify(rows)}\n` : `${formatCheck(rows, opts.repeat)}\n`);
+      const rows = await runCheck({ backends, repeat: opts.repeat, precision: opts.precision, onStep: (step) => bar.update(done++, { step }) }).finally(() => bar.stop());
+      const precision = fp16 ? await comparePrecision({ weights, image, precision: 'fp16' }) : undefined;
+      if (opts.json) process.stdout.write(`${JSON.stringify(precision ? { rows, precision } : rows)}\n`);
+      else process.stdout.write(`${formatCheck(rows, opts.repeat)}\n${precision ? `\n${formatPrecision(precision)}\n` : ''}`);
       if (rows.some((r) => !r.pass)) process.exitCode = 1;
     });
+}
+
+/** The cat of the tiny fixture (scikit-image's Chelsea), shipped with the package. */
+const BUNDLED_IMAGE = fileURLToPath(new URL('../../../../test/fixtures/vgg19-tiny/chelsea.png', import.meta.url));
+const BUNDLED_WEIGHTS = fileURLToPath(new URL('../../../../test/fixtures/vgg19-tiny/vgg19-tiny-old.mat', import.meta.url));
+
+function defaultWeights(): string {
+  try {
+    return resolveWeightsFile();
+  } catch {
+    return BUNDLED_WEIGHTS;
+  }
 }

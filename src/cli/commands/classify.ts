@@ -9,7 +9,7 @@ import { writeNpy } from '../../tensor/npy.js';
 import { progressBar, withStatus } from '../../util/progress.js';
 import { WEIGHTS_FILE_NAME } from '../../weights/weights-source.js';
 import { formatClassification } from '../format.js';
-import { backendOption, checkInputFile, checkOutputFolder, chooseBackend, positiveInt } from '../options.js';
+import { backendOption, checkInputFile, checkOutputFolder, chooseBackend, positiveInt, precisionOption } from '../options.js';
 
 interface Dump {
   layer: string;
@@ -35,16 +35,17 @@ export function registerClassify(program: Command): void {
     .option('-n, --top <n>', 'how many classes to show', positiveInt('--top'), 5)
     .option('--json', 'one JSON object per image per line')
     .addOption(backendOption())
+    .addOption(precisionOption())
     .option('--dump <layer=file.npy>', "write an activation as float32 .npy ('input', 'pool5', 'fc8', 'prob', ...); repeatable, one image only", parseDump)
     .option('-q, --quiet', 'no progress bar or timing summary')
-    .action(async (images: string[], opts: { weights?: string; top: number; json?: boolean; backend?: string; dump?: Dump[]; quiet?: boolean }) => {
+    .action(async (images: string[], opts: { weights?: string; top: number; json?: boolean; backend?: string; precision: 'fp32' | 'fp16'; dump?: Dump[]; quiet?: boolean }) => {
       const dumps = opts.dump ?? [];
       if (dumps.length > 0 && images.length > 1) throw new PasticheError('--dump works with one image at a time');
       checkLayerNames(dumps.map((d) => d.layer));
       dumps.forEach((d) => checkOutputFolder(d.file));
       images.forEach(checkInputFile); // fail before reading 576 MB of weights
       const backend = chooseBackend(opts.backend);
-      const { model, weightsFile, loadSeconds } = await withStatus('loading VGG19 weights', opts.quiet, () => loadModel({ weights: opts.weights, backend }));
+      const { model, weightsFile, loadSeconds } = await withStatus('loading VGG19 weights', opts.quiet, () => loadModel({ weights: opts.weights, backend, precision: opts.precision }));
       const forwardMs: number[] = [];
       for (const image of images) {
         const bar = progressBar(1, `${path.basename(image)} {bar} {value}/{total} layers | {layer} | {duration}s`, opts.quiet);
@@ -64,7 +65,7 @@ export function registerClassify(program: Command): void {
       if (!opts.json && !opts.quiet) {
         process.stderr.write(
           `weights: ${weightsFile} (${model.weights.layout} layout, loaded in ${loadSeconds.toFixed(2)} s); ` +
-            `backend: ${model.backend.name}; forward pass: ${forwardMs.map((ms) => ms.toFixed(1)).join(', ')} ms\n`,
+            `backend: ${model.backend.description}; forward pass: ${forwardMs.map((ms) => ms.toFixed(1)).join(', ')} ms\n`,
         );
       }
     });

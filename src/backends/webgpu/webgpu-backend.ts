@@ -1,0 +1,479 @@
+/**
+ * `webgpu`: the whole Backend interface as WGSL compute shaders. Results stay in GPU buffers
+ * (tensors with `storage`) and flow from op to op without copies; host tensors passed in are
+ * uploaded, weights once (cached by their data array, which the Backend contract keeps
+ * unchanged), everything else per call into a pooled buffer.
+ */
+import { PasticheError } from '../../errors.js';
+import { Tensor, type Shape } from '../../tensor/tensor.js';
+import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
+import {
+  checkBias,
+  checkEpilogue,
+  checkGradShape,
+  checkLabels,
+  convGeometry,
+  linearGeometry,
+  matmulGeometry,
+  poolGeometry,
+} from '../shapes.js';
+import { BufferPool, GpuStorage } from './buffer-pool.js';
+import type { GpuContext } from './gpu-device.js';
+import { KernelRunner, f32Bits, linearGroups, type Dispatch } from './kernel-runner.js';
+import type { Binding, Precision } from './wgsl/common.js';
+import { TILE, gemmShader, splitReduceShader, type GemmSpec } from './wgsl/gemm.js';
+import { KERNELS } from './wgsl/kernels.js';
+
+export interface WebGpuBackend extends Backend {
+  readonly adapterName: string;
+  /** A CPU implementation of WebGPU (SwiftShader): right answers, no speed. */
+  readonly isSoftware: boolean;
+  readonly precision: Precision;
+  readonly pool: BufferPool;
+  /** Resolves when everything queued so far has run (for timing). */
+  sync(): Promise<void>;
+}
+
+const MAP_READ = 0x1 | 0x8; // GPUBufferUsage.MAP_READ | COPY_DST
+
+const r = (name: string): Binding => ({ name, write: false });
+const w = (name: string): Binding => ({ name, write: true });
+
+/** The GEMM ops, as the snippets of the shared tiled kernel (see wgsl/gemm.ts). */
+const GEMMS = {
+  // Seed eq. 22 as C[co, (n,oh,ow)] = sum_{(ci,kh,kw)} W[(ci,kh,kw), co] * Xpad[...].
+  conv: {
+    params: ['Cin', 'H', 'W', 'Cout', 'Ho', 'Wo', 'KS', 'stride', 'pad', 'relu'],
+    bindings: [r('x'), r('w'), r('bias'), w('y')],
+    loadA: '  return w[k * P.Cout + m];',
+    loadB: `  let ci = k / (P.KS * P.KS);
+  let kh = (k / P.KS) % P.KS;
+  let kw = k % P.KS;
+  let b = n / (P.Ho * P.Wo);
+  let oh = (n / P.Wo) % P.Ho;
+  let ow = n % P.Wo;
+  let ih = i32(oh * P.stride + kh) - i32(P.pad);
+  let iw = i32(ow * P.stride + kw) - i32(P.pad);
+  if (ih < 0 || iw < 0 || ih >= i32(P.H) || iw >= i32(P.W)) { return 0.0; }
+  return x[((b * P.Cin + ci) * P.H + u32(ih)) * P.W + u32(iw)];`,
+    store: `  let hw = P.Ho * P.Wo;
+  var v2 = v + bias[m];
+  if (P.relu != 0u) { v2 = select(0.0, v2, v2 > 0.0); }
+  y[((n / hw) * P.Cout + m) * hw + n % hw] = v2;`,
+  },
+  // dX[ci, (n,h,w)] = sum_{(kh,kw,co)} W[ci,kh,kw,co] * dY[n, co, (h+pad-kh)/s, (w+pad-kw)/s].
+  convBackwardData: {
+    params: ['Cin', 'H', 'W', 'Cout', 'Ho', 'Wo', 'KS', 'stride', 'pad', 'hasAdd', 'hasMask'],
+    bindings: [r('dy'), r('w'), r('addend'), r('mask'), w('dx')],
+    aAlongK: true,
+    loadA: '  return w[m * P.KS * P.KS * P.Cout + k];',
+    loadB: `  let co = k % P.Cout;
+  let kh = (k / P.Cout) / P.KS;
+  let kw = (k / P.Cout) % P.KS;
+  let b = n / (P.H * P.W);
+  let th = i32((n / P.W) % P.H + P.pad) - i32(kh);
+  let tw = i32(n % P.W + P.pad) - i32(kw);
+  if (th < 0 || tw < 0) { return 0.0; }
+  if (u32(th) % P.stride != 0u || u32(tw) % P.stride != 0u) { return 0.0; }
+  let oh = u32(th) / P.stride;
+  let ow = u32(tw) / P.stride;
+  if (oh >= P.Ho || ow >= P.Wo) { return 0.0; }
+  return dy[((b * P.Cout + co) * P.Ho + oh) * P.Wo + ow];`,
+    store: `  let hw = P.H * P.W;
+  let i = ((n / hw) * P.Cin + m) * hw + n % hw;
+  var g = v;
+  if (P.hasAdd != 0u) { g += addend[i]; }
+  if (P.hasMask != 0u) { g = select(0.0, g, mask[i] > 0.0); }
+  dx[i] = g;`,
+  },
+  // dW[(ci,kh,kw), co] = sum_{(n,oh,ow)} Xpad[n, ci, oh*s+kh, ow*s+kw] * dY[n, co, oh, ow].
+  convBackwardWeights: {
+    params: ['Cin', 'H', 'W', 'Cout', 'Ho', 'Wo', 'KS', 'stride', 'pad'],
+    bindings: [r('x'), r('dy'), w('dw')],
+    aAlongK: true,
+    bAlongK: true,
+    loadA: `  let ci = m / (P.KS * P.KS);
+  let kh = (m / P.KS) % P.KS;
+  let kw = m % P.KS;
+  let b = k / (P.Ho * P.Wo);
+  let oh = (k / P.Wo) % P.Ho;
+  let ow = k % P.Wo;
+  let ih = i32(oh * P.stride + kh) - i32(P.pad);
+  let iw = i32(ow * P.stride + kw) - i32(P.pad);
+  if (ih < 0 || iw < 0 || ih >= i32(P.H) || iw >= i32(P.W)) { return 0.0; }
+  return x[((b * P.Cin + ci) * P.H + u32(ih)) * P.W + u32(iw)];`,
+    loadB: `  let hw = P.Ho * P.Wo;
+  return dy[((k / hw) * P.Cout + n) * hw + k % hw];`,
+    store: '  dw[m * P.Cout + n] = v;',
+  },
+  linear: {
+    params: [],
+    bindings: [r('x'), r('w'), r('bias'), w('y')],
+    aAlongK: true,
+    loadA: '  return x[m * P.K + k];',
+    loadB: '  return w[k * P.N + n];',
+    store: '  y[m * P.N + n] = v + bias[n];',
+  },
+} satisfies Record<string, GemmSpec>;
+
+function matmulSpec(transA: boolean, transB: boolean): GemmSpec {
+  return {
+    params: [],
+    bindings: [r('a'), r('b'), w('c')],
+    aAlongK: !transA,
+    bAlongK: transB,
+    loadA: transA ? '  return a[k * P.M + m];' : '  return a[m * P.K + k];',
+    loadB: transB ? '  return b[n * P.K + k];' : '  return b[k * P.N + n];',
+    store: '  c[m * P.N + n] = v;',
+  };
+}
+
+/** Host tensors to upload for one op and give back once it is queued. */
+class Uploads {
+  readonly transient: GPUBuffer[] = [];
+}
+
+export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' = 'fp32'): WebGpuBackend {
+  const device = ctx.device;
+  const pool = new BufferPool(ctx);
+  const runner = new KernelRunner(ctx);
+  const mode: Precision = precision === 'fp32' ? 'fp32' : ctx.hasF16 ? 'fp16-native' : 'fp16';
+  /** Weights and biases, uploaded once per data array (never changed in place: Backend contract). */
+  const weightBuffers = new WeakMap<Float32Array, GPUBuffer>();
+  /** Bound where an op has no such input; never written. */
+  const dummy = device.createBuffer({ size: 256, usage: 0x80 });
+
+  const alive = () => {
+    if (ctx.lostReason) throw new PasticheError(ctx.lostReason);
+  };
+
+  async function read(buffer: GPUBuffer, bytes: number): Promise<Float32Array> {
+    alive();
+    if (bytes === 0) return new Float32Array(0);
+    const staging = device.createBuffer({ size: bytes, usage: MAP_READ });
+    const encoder = device.createCommandEncoder();
+    encoder.copyBufferToBuffer(buffer, 0, staging, 0, bytes);
+    device.queue.submit([encoder.finish()]);
+    try {
+      await staging.mapAsync(0x1);
+      return new Float32Array(staging.getMappedRange().slice(0));
+    } catch (e) {
+      throw new PasticheError(ctx.lostReason ?? `reading a webgpu tensor failed: ${(e as Error).message}`);
+    } finally {
+      if (staging.mapState === 'mapped') staging.unmap();
+      staging.destroy();
+    }
+  }
+
+  function output(shape: Shape): Tensor {
+    const n = shape.reduce((a, b) => a * b, 1);
+    return new Tensor(shape, pool.storage(n, read));
+  }
+
+  function upload(data: Float32Array | Int32Array, up: Uploads): GPUBuffer {
+    const b = pool.take(data.byteLength);
+    device.queue.writeBuffer(b, 0, data.buffer, data.byteOffset, data.byteLength);
+    up.transient.push(b);
+    return b;
+  }
+
+  /** The GPU buffer of `t`: its own if it lives here, else an upload (cached for weights). */
+  function buf(t: Tensor, up: Uploads, isWeight = false): GPUBuffer {
+    if (t.storage) {
+      if (!(t.storage instanceof GpuStorage)) throw new PasticheError(`a tensor on ${t.storage.owner} was given to the webgpu backend`);
+      return t.storage.buffer;
+    }
+    if (!isWeight) return upload(t.data, up);
+    let b = weightBuffers.get(t.data);
+    if (!b) {
+      if (t.data.byteLength > device.limits.maxStorageBufferBindingSize) {
+        throw new PasticheError(`a ${(t.data.byteLength / 2 ** 20).toFixed(0)} MiB weight tensor exceeds this GPU's buffer limit`);
+      }
+      b = device.createBuffer({ size: Math.max(256, Math.ceil(t.data.byteLength / 4) * 4), usage: 0x80 | 0x08 });
+      device.queue.writeBuffer(b, 0, t.data.buffer, t.data.byteOffset, t.data.byteLength);
+      weightBuffers.set(t.data, b);
+    }
+    return b;
+  }
+
+  function run(up: Uploads, ...dispatches: Dispatch[]): void {
+    alive();
+    runner.run(...dispatches);
+    for (const b of up.transient) pool.put(b);
+  }
+
+  function outBuf(t: Tensor): GPUBuffer {
+    return (t.storage as GpuStorage).buffer;
+  }
+
+  function elementwise(
+    name: keyof typeof KERNELS,
+    total: number,
+    params: readonly number[],
+    buffers: GPUBuffer[],
+  ): Dispatch {
+    const k = KERNELS[name];
+    return { key: name, code: k.code, bindings: k.bindings, params: [total, ...params], buffers, groups: linearGroups(total) };
+  }
+
+  /**
+   * Dispatches of one GEMM op: the tiled kernel, and for few output tiles over a long K a split
+   * into partial sums plus their reduction (more workgroups to keep a GPU busy).
+   */
+  function gemm(name: string, spec: GemmSpec, m: number, n: number, k: number, extra: readonly number[], buffers: GPUBuffer[], up: Uploads): Dispatch[] {
+    const tiles = Math.ceil(m / TILE) * Math.ceil(n / TILE);
+    let splits = tiles < 64 && k >= 2048 ? Math.min(Math.floor(k / 1024), Math.ceil(128 / tiles)) : 1;
+    const kChunk = Math.ceil(k / splits / 16) * 16;
+    splits = Math.max(1, Math.ceil(k / kChunk));
+    const params = [m, n, k, kChunk, splits, ...extra];
+    const groups: [number, number, number] = [Math.ceil(n / TILE), Math.ceil(m / TILE), splits];
+    if (groups[0] > 65535 || groups[1] > 65535) throw new PasticheError(`${name}: a ${m}x${n} output is too large for one dispatch`);
+    if (splits === 1) {
+      return [{ key: `${name}:${mode}`, code: () => gemmShader(spec, mode, false), bindings: spec.bindings, params, buffers, groups }];
+    }
+    const partial = pool.take(splits * m * n * 4);
+    up.transient.push(partial);
+    return [
+      {
+        key: `${name}:${mode}:split`,
+        code: () => gemmShader(spec, mode, true),
+        bindings: [...spec.bindings, w('partial')],
+        params,
+        buffers: [...buffers, partial],
+        groups,
+      },
+      {
+        key: `${name}:reduce`,
+        code: () => splitReduceShader(spec),
+        bindings: [...spec.bindings, r('partial')],
+        params,
+        buffers: [...buffers, partial],
+        groups: linearGroups(m * n),
+      },
+    ];
+  }
+
+  function channelSum(t: GPUBuffer, o: number, c: number, i: number): { out: Tensor; dispatch: Dispatch } {
+    const out = output([c]);
+    const k = KERNELS.channelSum;
+    const groups: [number, number, number] = [Math.min(c, 65535), Math.ceil(c / 65535), 1];
+    return { out, dispatch: { key: 'channelSum', code: k.code, bindings: k.bindings, params: [o, c, i], buffers: [t, outBuf(out)], groups } };
+  }
+
+  const convParams = (g: ReturnType<typeof convGeometry>, p: Conv2dParams) => [g.cin, g.h, g.w, g.cout, g.ho, g.wo, g.k, p.stride, p.pad];
+  const poolParams = (g: ReturnType<typeof poolGeometry>, p: Pool2dParams) => [g.h, g.w, g.ho, g.wo, p.kernel, p.stride, p.pad];
+
+  const be: WebGpuBackend = {
+    name: 'webgpu',
+    description: `WGSL kernels on ${ctx.adapterName}${ctx.isSoftware ? ' (a CPU implementation: correct, slow)' : ''}${mode === 'fp32' ? '' : `, ${mode}`}`,
+    adapterName: ctx.adapterName,
+    isSoftware: ctx.isSoftware,
+    precision: mode,
+    pool,
+
+    async sync() {
+      alive();
+      await device.queue.onSubmittedWorkDone();
+      alive();
+    },
+
+    conv2d(x, wt, b, p, relu = false) {
+      const g = convGeometry(x.shape, wt.shape, p);
+      checkBias(b, g.cout, 'conv2d');
+      const up = new Uploads();
+      const y = output([g.n, g.cout, g.ho, g.wo]);
+      const buffers = [buf(x, up), buf(wt, up, true), buf(b, up, true), outBuf(y)];
+      const k = g.cin * g.k * g.k;
+      run(up, ...gemm('conv', GEMMS.conv, g.cout, g.n * g.ho * g.wo, k, [...convParams(g, p), relu ? 1 : 0], buffers, up));
+      return y;
+    },
+
+    conv2dBackwardData(dy, wt, xShape, p, epilogue?: GradientEpilogue) {
+      const g = convGeometry(xShape, wt.shape, p);
+      checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardData');
+      checkEpilogue(xShape, epilogue);
+      const up = new Uploads();
+      const dx = output(xShape);
+      const add = epilogue?.add ? buf(epilogue.add, up) : dummy;
+      const mask = epilogue?.reluMask ? buf(epilogue.reluMask, up) : dummy;
+      const buffers = [buf(dy, up), buf(wt, up, true), add, mask, outBuf(dx)];
+      const extra = [...convParams(g, p), epilogue?.add ? 1 : 0, epilogue?.reluMask ? 1 : 0];
+      run(up, ...gemm('convBackwardData', GEMMS.convBackwardData, g.cin, g.n * g.h * g.w, g.cout * g.k * g.k, extra, buffers, up));
+      return dx;
+    },
+
+    conv2dBackwardParams(dy, x, kernel, p): ParamGradients {
+      const [cin] = [x.shape[1] ?? 0];
+      const g = convGeometry(x.shape, [cin, kernel, kernel, dy.shape[1] ?? 0], p);
+      checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardParams');
+      const up = new Uploads();
+      const dw = output([g.cin, g.k, g.k, g.cout]);
+      const dyBuf = buf(dy, up);
+      const buffers = [buf(x, up), dyBuf, outBuf(dw)];
+      const db = channelSum(dyBuf, g.n, g.cout, g.ho * g.wo);
+      run(up, ...gemm('convBackwardWeights', GEMMS.convBackwardWeights, g.cin * g.k * g.k, g.cout, g.n * g.ho * g.wo, convParams(g, p), buffers, up), db.dispatch);
+      return { dw, db: db.out };
+    },
+
+    maxPool2d(x, p) {
+      const g = poolGeometry(x.shape, p);
+      const up = new Uploads();
+      const y = output([g.n, g.c, g.ho, g.wo]);
+      run(up, elementwise('maxPool', y.size, poolParams(g, p), [buf(x, up), outBuf(y)]));
+      return y;
+    },
+
+    maxPool2dBackward(dy, x, p) {
+      const g = poolGeometry(x.shape, p);
+      checkGradShape(dy, [g.n, g.c, g.ho, g.wo], 'maxPool2dBackward');
+      const up = new Uploads();
+      const dx = output(x.shape);
+      run(up, elementwise('maxPoolBackward', dx.size, poolParams(g, p), [buf(x, up), buf(dy, up), outBuf(dx)]));
+      return dx;
+    },
+
+    avgPool2d(x, p) {
+      const g = poolGeometry(x.shape, p);
+      const up = new Uploads();
+      const y = output([g.n, g.c, g.ho, g.wo]);
+      run(up, elementwise('avgPool', y.size, poolParams(g, p), [buf(x, up), outBuf(y)]));
+      return y;
+    },
+
+    avgPool2dBackward(dy, xShape, p) {
+      const g = poolGeometry(xShape, p);
+      checkGradShape(dy, [g.n, g.c, g.ho, g.wo], 'avgPool2dBackward');
+      const up = new Uploads();
+      const dx = output(xShape);
+      run(up, elementwise('avgPoolBackward', dx.size, poolParams(g, p), [buf(dy, up), outBuf(dx)]));
+      return dx;
+    },
+
+    matmul(a, b, transA = false, transB = false) {
+      const g = matmulGeometry(a, b, transA, transB);
+      const up = new Uploads();
+      const c = output([g.m, g.n]);
+      const spec = matmulSpec(transA, transB);
+      run(up, ...gemm(`matmul${+transA}${+transB}`, spec, g.m, g.n, g.k, [], [buf(a, up), buf(b, up), outBuf(c)], up));
+      return c;
+    },
+
+    linear(x, wt, b) {
+      const g = linearGeometry(x, wt, b);
+      const up = new Uploads();
+      const y = output([g.m, g.n]);
+      run(up, ...gemm('linear', GEMMS.linear, g.m, g.n, g.k, [], [buf(x, up), buf(wt, up, true), buf(b, up, true), outBuf(y)], up));
+      return y;
+    },
+
+    linearBackward(dy, x, wt): LinearGradients {
+      const [n, din] = [x.shape[0] ?? 0, x.shape[1] ?? 0];
+      const dout = wt.shape[1] ?? 0;
+      checkGradShape(dy, [n, dout], 'linearBackward');
+      const up = new Uploads();
+      const dyBuf = buf(dy, up);
+      const dw = output([din, dout]);
+      const dx = output([n, din]);
+      const db = channelSum(dyBuf, n, dout, 1);
+      run(
+        up,
+        ...gemm('matmul10', matmulSpec(true, false), din, dout, n, [], [buf(x, up), dyBuf, outBuf(dw)], up),
+        ...gemm('matmul01', matmulSpec(false, true), n, din, dout, [], [dyBuf, buf(wt, up, true), outBuf(dx)], up),
+        db.dispatch,
+      );
+      return { dw, db: db.out, dx };
+    },
+
+    relu(x) {
+      const up = new Uploads();
+      const y = output(x.shape);
+      run(up, elementwise('relu', x.size, [], [buf(x, up), outBuf(y)]));
+      return y;
+    },
+
+    reluBackward(dy, x, inPlace = false) {
+      checkGradShape(dy, x.shape, 'reluBackward');
+      const up = new Uploads();
+      if (inPlace && dy.storage instanceof GpuStorage) {
+        run(up, elementwise('reluBackwardInPlace', x.size, [], [dy.storage.buffer, buf(x, up)]));
+        return dy;
+      }
+      const dx = output(x.shape);
+      run(up, elementwise('reluBackward', x.size, [], [buf(dy, up), buf(x, up), outBuf(dx)]));
+      return dx;
+    },
+
+    addScaled(a, b, alpha) {
+      checkGradShape(b, a.shape, 'addScaled');
+      const up = new Uploads();
+      const y = output(a.shape);
+      run(up, elementwise('addScaled', a.size, [f32Bits(alpha)], [buf(a, up), buf(b, up), outBuf(y)]));
+      return y;
+    },
+
+    scale(x, alpha) {
+      const up = new Uploads();
+      const y = output(x.shape);
+      run(up, elementwise('scale', x.size, [f32Bits(alpha)], [buf(x, up), outBuf(y)]));
+      return y;
+    },
+
+    sumOfSquares(x) {
+      const up = new Uploads();
+      const out = output([1]);
+      const groups = Math.max(1, Math.min(1024, Math.ceil(x.size / 4096)));
+      const partial = pool.take(groups * 4);
+      up.transient.push(partial);
+      const k = KERNELS.sumPartials;
+      const stage = (params: number[], buffers: GPUBuffer[], g: number): Dispatch => ({ key: 'sumPartials', code: k.code, bindings: k.bindings, params, buffers, groups: [g, 1, 1] });
+      run(up, stage([x.size, 1], [buf(x, up), partial], groups), stage([groups, 0], [partial, outBuf(out)], 1));
+      return out;
+    },
+
+    flattenNhwc(x) {
+      if (x.rank !== 4) throw new PasticheError(`flatten: expected [N,C,H,W], got [${x.shape.join(', ')}]`);
+      const [n, c, h, wd] = x.shape as [number, number, number, number];
+      const up = new Uploads();
+      const y = output([n, c * h * wd]);
+      run(up, elementwise('flattenNhwc', y.size, [c, h * wd], [buf(x, up), outBuf(y)]));
+      return y;
+    },
+
+    flattenNhwcBackward(dy, xShape) {
+      const [n, c, h, wd] = xShape as [number, number, number, number];
+      checkGradShape(dy, [n, c * h * wd], 'flattenNhwcBackward');
+      const up = new Uploads();
+      const dx = output(xShape);
+      run(up, elementwise('flattenNhwcBackward', dx.size, [c, h * wd], [buf(dy, up), outBuf(dx)]));
+      return dx;
+    },
+
+    softmax(logits) {
+      if (logits.rank !== 2) throw new PasticheError(`softmax: expected [N,K] logits, got [${logits.shape.join(', ')}]`);
+      const [n, k] = logits.shape as [number, number];
+      const up = new Uploads();
+      const y = output(logits.shape);
+      const kk = KERNELS.softmax;
+      run(up, { key: 'softmax', code: kk.code, bindings: kk.bindings, params: [k], buffers: [buf(logits, up), outBuf(y)], groups: [n, 1, 1] });
+      return y;
+    },
+
+    crossEntropy(prob, labels) {
+      const [n, k] = checkLabels(prob, labels);
+      const up = new Uploads();
+      const loss = output([1]);
+      const kk = KERNELS.crossEntropy;
+      run(up, { key: 'crossEntropy', code: kk.code, bindings: kk.bindings, params: [n, k], buffers: [buf(prob, up), upload(labels, up), outBuf(loss)], groups: [1, 1, 1] });
+      return loss;
+    },
+
+    softmaxCrossEntropyBackward(prob, labels) {
+      const [n, k] = checkLabels(prob, labels);
+      const up = new Uploads();
+      const d = output(prob.shape);
+      run(up, elementwise('softmaxCrossEntropyBackward', prob.size, [n, k], [buf(prob, up), upload(labels, up), outBuf(d)]));
+      return d;
+    },
+  };
+  return be;
+}

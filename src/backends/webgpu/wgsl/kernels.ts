@@ -1,0 +1,255 @@
+/**
+ * The WGSL for every op that is not a GEMM: pooling, ReLU, flatten, softmax and its loss, and the
+ * small reductions. Each one mirrors the `loops` reference (seed eqs. 16-23) one output per thread.
+ */
+import { elementwiseShader, paramsStruct, bindingDecls, type Binding } from './common.js';
+
+// Nearly the lowest finite f32 (WGSL's constant evaluation rejects -inf); argmax starts from the first cell anyway.
+const NEG_INF = '-3.4e38';
+const POOL_PARAMS = ['H', 'W', 'Ho', 'Wo', 'KS', 'stride', 'pad'] as const;
+
+const r = (name: string): Binding => ({ name, write: false });
+const w = (name: string): Binding => ({ name, write: true });
+
+/** The first maximum of window (oh, ow) in plane `plane`, as in loops' argmaxOfWindow: index h*W+w, or -1. */
+const ARGMAX_FN = `
+fn argmaxOfWindow(plane: u32, oh: u32, ow: u32) -> i32 {
+  var best = ${NEG_INF};
+  var arg = -1;
+  for (var kh = 0u; kh < P.KS; kh++) {
+    for (var kw = 0u; kw < P.KS; kw++) {
+      let ih = i32(oh * P.stride + kh) - i32(P.pad);
+      let iw = i32(ow * P.stride + kw) - i32(P.pad);
+      if (ih < 0 || iw < 0 || ih >= i32(P.H) || iw >= i32(P.W)) { continue; }
+      let v = x[(plane * P.H + u32(ih)) * P.W + u32(iw)];
+      let isNan = v != v;
+      if (arg < 0 || v > best || isNan) {
+        best = v;
+        arg = ih * i32(P.W) + iw;
+        if (isNan) { return arg; }
+      }
+    }
+  }
+  return arg;
+}`;
+
+/** Number of window cells inside the input (average pooling divides by it). */
+const WINDOW_COUNT_FN = `
+fn windowCount(oh: u32, ow: u32) -> f32 {
+  let h0 = max(i32(oh * P.stride) - i32(P.pad), 0);
+  let h1 = min(i32(oh * P.stride + P.KS) - i32(P.pad), i32(P.H));
+  let w0 = max(i32(ow * P.stride) - i32(P.pad), 0);
+  let w1 = min(i32(ow * P.stride + P.KS) - i32(P.pad), i32(P.W));
+  return f32((h1 - h0) * (w1 - w0));
+}`;
+
+/** Decomposes output index i of a pooling op into plane, oh, ow. */
+const OUT_POS = `  let plane = i / (P.Ho * P.Wo);
+  let oh = (i / P.Wo) % P.Ho;
+  let ow = i % P.Wo;`;
+
+/** For input cell i: its plane and the range of windows that contain it. */
+const WINDOWS_OF_CELL = `  let plane = i / (P.H * P.W);
+  let h = (i / P.W) % P.H;
+  let wc = i % P.W;
+  let hp = h + P.pad;
+  let wp = wc + P.pad;
+  let ohLo = select(0u, (hp - P.KS) / P.stride + 1u, hp >= P.KS);
+  let owLo = select(0u, (wp - P.KS) / P.stride + 1u, wp >= P.KS);
+  let ohHi = min(hp / P.stride, P.Ho - 1u);
+  let owHi = min(wp / P.stride, P.Wo - 1u);`;
+
+export const KERNELS = {
+  maxPool: {
+    bindings: [r('x'), w('y')],
+    code: () =>
+      elementwiseShader(POOL_PARAMS, [r('x'), w('y')], `${OUT_POS}
+  let a = argmaxOfWindow(plane, oh, ow);
+  y[i] = x[plane * P.H * P.W + u32(a)];`).replace('@compute', `${ARGMAX_FN}\n@compute`),
+  },
+  maxPoolBackward: {
+    bindings: [r('x'), r('dy'), w('dx')],
+    code: () =>
+      elementwiseShader(POOL_PARAMS, [r('x'), r('dy'), w('dx')], `${WINDOWS_OF_CELL}
+  let me = i32(h * P.W + wc);
+  var g = 0.0;
+  for (var oh = ohLo; oh <= ohHi; oh++) {
+    for (var ow = owLo; ow <= owHi; ow++) {
+      if (argmaxOfWindow(plane, oh, ow) == me) { g += dy[(plane * P.Ho + oh) * P.Wo + ow]; }
+    }
+  }
+  dx[i] = g;`).replace('@compute', `${ARGMAX_FN}\n@compute`),
+  },
+  avgPool: {
+    bindings: [r('x'), w('y')],
+    code: () =>
+      elementwiseShader(POOL_PARAMS, [r('x'), w('y')], `${OUT_POS}
+  var s = 0.0;
+  for (var kh = 0u; kh < P.KS; kh++) {
+    for (var kw = 0u; kw < P.KS; kw++) {
+      let ih = i32(oh * P.stride + kh) - i32(P.pad);
+      let iw = i32(ow * P.stride + kw) - i32(P.pad);
+      if (ih < 0 || iw < 0 || ih >= i32(P.H) || iw >= i32(P.W)) { continue; }
+      s += x[(plane * P.H + u32(ih)) * P.W + u32(iw)];
+    }
+  }
+  y[i] = s / windowCount(oh, ow);`).replace('@compute', `${WINDOW_COUNT_FN}\n@compute`),
+  },
+  avgPoolBackward: {
+    bindings: [r('dy'), w('dx')],
+    code: () =>
+      elementwiseShader(POOL_PARAMS, [r('dy'), w('dx')], `${WINDOWS_OF_CELL}
+  var g = 0.0;
+  for (var oh = ohLo; oh <= ohHi; oh++) {
+    for (var ow = owLo; ow <= owHi; ow++) {
+      g += dy[(plane * P.Ho + oh) * P.Wo + ow] / windowCount(oh, ow);
+    }
+  }
+  dx[i] = g;`).replace('@compute', `${WINDOW_COUNT_FN}\n@compute`),
+  },
+  relu: {
+    bindings: [r('x'), w('y')],
+    code: () => elementwiseShader([], [r('x'), w('y')], '  y[i] = select(0.0, x[i], x[i] > 0.0);'),
+  },
+  reluBackward: {
+    bindings: [r('dy'), r('x'), w('dx')],
+    code: () => elementwiseShader([], [r('dy'), r('x'), w('dx')], '  dx[i] = select(0.0, dy[i], x[i] > 0.0);'),
+  },
+  reluBackwardInPlace: {
+    bindings: [w('dy'), r('x')],
+    code: () => elementwiseShader([], [w('dy'), r('x')], '  dy[i] = select(0.0, dy[i], x[i] > 0.0);'),
+  },
+  addScaled: {
+    bindings: [r('a'), r('b'), w('y')],
+    code: () => elementwiseShader(['alpha'], [r('a'), r('b'), w('y')], '  y[i] = a[i] + bitcast<f32>(P.alpha) * b[i];'),
+  },
+  scale: {
+    bindings: [r('x'), w('y')],
+    code: () => elementwiseShader(['alpha'], [r('x'), w('y')], '  y[i] = bitcast<f32>(P.alpha) * x[i];'),
+  },
+  /**
+   * Stage one of a sum: workgroup g adds (the squares of, with P.square) the elements
+   * g*256 + t, + G*256, ... into partial[g]; run again on the partials with G = 1 for the total.
+   */
+  sumPartials: {
+    bindings: [r('x'), w('partial')],
+    code: () => `${paramsStruct(['total', 'square'])}
+${bindingDecls([r('x'), w('partial')])}
+var<workgroup> red: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  var acc = 0.0;
+  for (var i = wg.x * 256u + lid.x; i < P.total; i += nwg.x * 256u) {
+    let v = x[i];
+    acc += select(v, v * v, P.square != 0u);
+  }
+  red[lid.x] = acc;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (lid.x < s) { red[lid.x] += red[lid.x + s]; }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u) { partial[wg.x] = red[0]; }
+}
+`,
+  },
+  /** [N,C,H,W] -> [N, H*W*C]; params C and HW. */
+  flattenNhwc: {
+    bindings: [r('x'), w('y')],
+    code: () =>
+      elementwiseShader(['C', 'HW'], [r('x'), w('y')], `  let per = P.C * P.HW;
+  let n = i / per;
+  let hw = (i % per) / P.C;
+  let c = i % P.C;
+  y[i] = x[(n * P.C + c) * P.HW + hw];`),
+  },
+  flattenNhwcBackward: {
+    bindings: [r('dy'), w('dx')],
+    code: () =>
+      elementwiseShader(['C', 'HW'], [r('dy'), w('dx')], `  let per = P.C * P.HW;
+  let n = i / per;
+  let c = (i % per) / P.HW;
+  let hw = i % P.HW;
+  dx[i] = dy[n * per + hw * P.C + c];`),
+  },
+  softmaxCrossEntropyBackward: {
+    bindings: [r('p'), { name: 'labels', write: false, type: 'i32' }, w('d')],
+    code: () =>
+      elementwiseShader(['N', 'K'], [r('p'), { name: 'labels', write: false, type: 'i32' }, w('d')], `  let row = i / P.K;
+  let hit = select(0.0, 1.0, i32(i % P.K) == labels[row]);
+  d[i] = (p[i] - hit) / f32(P.N);`),
+  },
+  /** Row-wise softmax, one workgroup per row: max, then the sum of exponentials, then divide. */
+  softmax: {
+    bindings: [r('x'), w('y')],
+    code: () => `${paramsStruct(['K'])}
+${bindingDecls([r('x'), w('y')])}
+var<workgroup> red: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = wg.x * P.K;
+  var m = ${NEG_INF};
+  for (var j = lid.x; j < P.K; j += 256u) { m = max(m, x[base + j]); }
+  red[lid.x] = m;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (lid.x < s) { red[lid.x] = max(red[lid.x], red[lid.x + s]); }
+    workgroupBarrier();
+  }
+  let rowMax = red[0];
+  workgroupBarrier();
+  var sum = 0.0;
+  for (var j = lid.x; j < P.K; j += 256u) { sum += exp(x[base + j] - rowMax); }
+  red[lid.x] = sum;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (lid.x < s) { red[lid.x] += red[lid.x + s]; }
+    workgroupBarrier();
+  }
+  let total = red[0];
+  for (var j = lid.x; j < P.K; j += 256u) { y[base + j] = exp(x[base + j] - rowMax) / total; }
+}
+`,
+  },
+  /** Mean of -log p[label] over the rows, clamped like the CPU's (one thread: N is the batch). */
+  crossEntropy: {
+    bindings: [r('p'), { name: 'labels', write: false, type: 'i32' }, w('loss')],
+    code: () => `${paramsStruct(['N', 'K'])}
+${bindingDecls([r('p'), { name: 'labels', write: false, type: 'i32' }, w('loss')])}
+
+@compute @workgroup_size(1)
+fn main() {
+  var l = 0.0;
+  for (var row = 0u; row < P.N; row++) { l -= log(max(p[row * P.K + u32(labels[row])], 1e-30)); }
+  loss[0] = l / f32(P.N);
+}
+`,
+  },
+  /** out[c] = sum over o < O, i < I of t[(o*C + c)*I + i]: bias gradients. One workgroup per c. */
+  channelSum: {
+    bindings: [r('t'), w('out')],
+    code: () => `${paramsStruct(['O', 'C', 'I'])}
+${bindingDecls([r('t'), w('out')])}
+var<workgroup> red: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let c = wg.x + wg.y * 65535u;
+  let total = P.O * P.I;
+  var acc = 0.0;
+  if (c < P.C) {
+    for (var j = lid.x; j < total; j += 256u) { acc += t[((j / P.I) * P.C + c) * P.I + j % P.I]; }
+  }
+  red[lid.x] = acc;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (lid.x < s) { red[lid.x] += red[lid.x + s]; }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u && c < P.C) { out[c] = red[0]; }
+}
+`,
+  },
+} as const;
