@@ -4,26 +4,11 @@ import { test } from 'node:test';
 import { getBackend } from '../src/backends/index.js';
 import { gemm, operand } from '../src/backends/ts/gemm.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { assertClose, randomTensor } from './helpers.js';
+import { CONV_SHAPES, assertClose, randomTensor } from './helpers.js';
 
 const loops = getBackend('loops');
 const fast = [getBackend('ts')];
 const TOL = 1e-5;
-
-// [N, Cin, H, W], kernel, Cout, pad, stride: batch > 1, odd sizes, 1x1/3x3/5x5, stride 2, padding 0/1/2
-const CONV_SHAPES: [number[], number, number, number, number][] = [
-  [[1, 3, 8, 8], 3, 4, 1, 1],
-  [[2, 3, 7, 9], 3, 5, 1, 1],
-  [[3, 5, 11, 6], 3, 7, 0, 1],
-  [[2, 4, 9, 9], 3, 6, 2, 1],
-  [[2, 3, 10, 7], 3, 4, 1, 2],
-  [[1, 6, 13, 11], 5, 3, 2, 2],
-  [[2, 7, 5, 5], 1, 9, 0, 1],
-  [[1, 2, 6, 6], 1, 3, 1, 2],
-  [[4, 2, 3, 3], 3, 2, 0, 1],
-  [[1, 33, 9, 10], 3, 17, 1, 1],
-  [[2, 3, 4, 4], 5, 2, 2, 3],
-];
 
 for (const be of fast) {
   test(`${be.name} convolution equals loops (forward, backward data, weights, bias) on ${CONV_SHAPES.length} shapes`, () => {

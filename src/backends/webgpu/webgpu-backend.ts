@@ -21,7 +21,7 @@ import { BufferPool, GpuStorage } from './buffer-pool.js';
 import type { GpuContext } from './gpu-device.js';
 import { KernelRunner, f32Bits, linearGroups, type Dispatch } from './kernel-runner.js';
 import type { Binding, Precision } from './wgsl/common.js';
-import { TILE, gemmShader, splitReduceShader, type GemmSpec } from './wgsl/gemm.js';
+import { gemmShader, splitReduceShader, tileFor, type GemmSpec } from './wgsl/gemm.js';
 import { KERNELS } from './wgsl/kernels.js';
 
 export interface WebGpuBackend extends Backend {
@@ -221,22 +221,25 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
    * into partial sums plus their reduction (more workgroups to keep a GPU busy).
    */
   function gemm(name: string, spec: GemmSpec, m: number, n: number, k: number, extra: readonly number[], buffers: GPUBuffer[], up: Uploads): Dispatch[] {
-    const tiles = Math.ceil(m / TILE) * Math.ceil(n / TILE);
+    const tile = tileFor(m);
+    const [tm, tn] = [16 * tile.rm, 16 * tile.rn];
+    const tiles = Math.ceil(m / tm) * Math.ceil(n / tn);
     let splits = tiles < 64 && k >= 2048 ? Math.min(Math.floor(k / 1024), Math.ceil(128 / tiles)) : 1;
     const kChunk = Math.ceil(k / splits / 16) * 16;
     splits = Math.max(1, Math.ceil(k / kChunk));
     const params = [m, n, k, kChunk, splits, ...extra];
-    const groups: [number, number, number] = [Math.ceil(n / TILE), Math.ceil(m / TILE), splits];
+    const groups: [number, number, number] = [Math.ceil(n / tn), Math.ceil(m / tm), splits];
+    const variant = `${name}:${mode}:${tile.rm}x${tile.rn}`;
     if (groups[0] > 65535 || groups[1] > 65535) throw new PasticheError(`${name}: a ${m}x${n} output is too large for one dispatch`);
     if (splits === 1) {
-      return [{ key: `${name}:${mode}`, code: () => gemmShader(spec, mode, false), bindings: spec.bindings, params, buffers, groups }];
+      return [{ key: variant, code: () => gemmShader(spec, mode, false, tile), bindings: spec.bindings, params, buffers, groups }];
     }
     const partial = pool.take(splits * m * n * 4);
     up.transient.push(partial);
     return [
       {
-        key: `${name}:${mode}:split`,
-        code: () => gemmShader(spec, mode, true),
+        key: `${variant}:split`,
+        code: () => gemmShader(spec, mode, true, tile),
         bindings: [...spec.bindings, w('partial')],
         params,
         buffers: [...buffers, partial],

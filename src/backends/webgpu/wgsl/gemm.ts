@@ -4,15 +4,30 @@
  * in memory) and how to store a result (bias, ReLU, the gradient epilogue). Convolution forward,
  * both convolution gradients, matmul and the fully connected layer are all this kernel.
  *
- * Tiles: 64x64 outputs per workgroup of 16x16 threads, 4x4 per thread, K in steps of 16 through
- * workgroup memory (the classic shared-memory SGEMM; see e.g. the CUDA SGEMM tiling literature).
+ * Tiles: 16x16 threads, each computing RM x RN outputs (strided by 16, so that neighbouring threads
+ * touch neighbouring addresses), K in steps of 16 through workgroup memory (the classic
+ * shared-memory SGEMM). Two shapes: 64x64 (4x4 per thread) in general, and 16x256 (1x16) when M is
+ * at most 16 (a 3-channel image's gradient, a batch-1 fully connected layer), which would leave
+ * three quarters of a 64-row tile idle.
  * A split-K variant writes partial sums that a second kernel adds up and stores, for the shapes
  * with few output tiles and a long K (fc6 at batch 1, the weight gradients).
  */
 import { Q_FN, paramsStruct, type Binding, bindingDecls, type Precision } from './common.js';
 
-export const TILE = 64;
 const TK = 16;
+
+/** Outputs per thread along M and N; the tile is 16*rm x 16*rn. */
+export interface TileShape {
+  readonly rm: number;
+  readonly rn: number;
+}
+
+export const SQUARE_TILE: TileShape = { rm: 4, rn: 4 };
+export const WIDE_TILE: TileShape = { rm: 1, rn: 16 };
+
+export function tileFor(m: number): TileShape {
+  return m <= 16 ? WIDE_TILE : SQUARE_TILE;
+}
 
 export interface GemmSpec {
   /** Extra u32 parameters the snippets read as P.<name> (M, N, K, kChunk, splits always exist). */
@@ -45,72 +60,72 @@ ${spec.store}
 }
 
 /** The tiled kernel; with `split`, results go to `partial` ([splits, M, N]) instead of store(). */
-export function gemmShader(spec: GemmSpec, precision: Precision, split: boolean): string {
+export function gemmShader(spec: GemmSpec, precision: Precision, split: boolean, tile: TileShape): string {
+  const { rm, rn } = tile;
+  const tm = 16 * rm;
+  const tn = 16 * rn;
   const native = precision === 'fp16-native';
   const el = native ? 'f16' : 'f32';
   const q = precision === 'fp32' ? '' : 'q';
   const bindings = split ? [...spec.bindings, { name: 'partial', write: true }] : spec.bindings;
   // Thread t of 256 fills 4 cells of each 64x16 tile; along k or along m/n, whichever is contiguous.
-  const tileIndex = (alongK: boolean, row: string) =>
-    alongK ? `let kk = t % ${TK}u; let ${row} = t / ${TK}u;` : `let ${row} = t % ${TILE}u; let kk = t / ${TILE}u;`;
+  const tileIndex = (alongK: boolean, row: string, width: number) =>
+    alongK ? `let kk = t % ${TK}u; let ${row} = t / ${TK}u;` : `let ${row} = t % ${width}u; let kk = t / ${width}u;`;
   return `${native ? 'enable f16;\n' : ''}${paramsStruct([...GEMM_PARAMS, ...spec.params])}
 ${bindingDecls(bindings)}
 ${precision === 'fp32' ? '' : Q_FN}
 ${snippets(spec)}
 
-var<workgroup> As: array<${el}, ${TILE * TK}>;
-var<workgroup> Bs: array<${el}, ${TILE * TK}>;
+var<workgroup> As: array<${el}, ${tm * TK}>;
+var<workgroup> Bs: array<${el}, ${tn * TK}>;
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let tid = lid.y * 16u + lid.x;
-  let m0 = wg.y * ${TILE}u;
-  let n0 = wg.x * ${TILE}u;
+  let m0 = wg.y * ${tm}u;
+  let n0 = wg.x * ${tn}u;
   let kBegin = wg.z * P.kChunk;
   let kEnd = min(P.K, kBegin + P.kChunk);
-  var acc: array<f32, 16>;
+  var acc: array<f32, ${rm * rn}>;
   for (var k0 = kBegin; k0 < kEnd; k0 += ${TK}u) {
-    for (var e = 0u; e < 4u; e++) {
+    for (var e = 0u; e < ${rm}u; e++) {
       let t = tid + e * 256u;
-      {
-        ${tileIndex(spec.aAlongK ?? false, 'mm')}
-        let m = m0 + mm;
-        let k = k0 + kk;
-        var a = 0.0;
-        if (m < P.M && k < kEnd) { a = loadA(m, k); }
-        As[kk * ${TILE}u + mm] = ${el}(${q}(a));
-      }
-      {
-        ${tileIndex(spec.bAlongK ?? false, 'nn')}
-        let n = n0 + nn;
-        let k = k0 + kk;
-        var b = 0.0;
-        if (n < P.N && k < kEnd) { b = loadB(k, n); }
-        Bs[kk * ${TILE}u + nn] = ${el}(${q}(b));
-      }
+      ${tileIndex(spec.aAlongK ?? false, 'mm', tm)}
+      let m = m0 + mm;
+      let k = k0 + kk;
+      var a = 0.0;
+      if (m < P.M && k < kEnd) { a = loadA(m, k); }
+      As[kk * ${tm}u + mm] = ${el}(${q}(a));
+    }
+    for (var e = 0u; e < ${rn}u; e++) {
+      let t = tid + e * 256u;
+      ${tileIndex(spec.bAlongK ?? false, 'nn', tn)}
+      let n = n0 + nn;
+      let k = k0 + kk;
+      var b = 0.0;
+      if (n < P.N && k < kEnd) { b = loadB(k, n); }
+      Bs[kk * ${tn}u + nn] = ${el}(${q}(b));
     }
     workgroupBarrier();
     for (var kk = 0u; kk < ${TK}u; kk++) {
-      var av: array<f32, 4>;
-      var bv: array<f32, 4>;
-      for (var i = 0u; i < 4u; i++) {
-        av[i] = f32(As[kk * ${TILE}u + lid.y + 16u * i]);
-        bv[i] = f32(Bs[kk * ${TILE}u + lid.x + 16u * i]);
-      }
-      for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-          acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
+      var av: array<f32, ${rm}>;
+      var bv: array<f32, ${rn}>;
+      for (var i = 0u; i < ${rm}u; i++) { av[i] = f32(As[kk * ${tm}u + lid.y + 16u * i]); }
+      for (var j = 0u; j < ${rn}u; j++) { bv[j] = f32(Bs[kk * ${tn}u + lid.x + 16u * j]); }
+      for (var i = 0u; i < ${rm}u; i++) {
+        for (var j = 0u; j < ${rn}u; j++) {
+          acc[i * ${rn}u + j] = fma(av[i], bv[j], acc[i * ${rn}u + j]);
         }
       }
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < 4u; i++) {
-    for (var j = 0u; j < 4u; j++) {
+  for (var i = 0u; i < ${rm}u; i++) {
+    for (var j = 0u; j < ${rn}u; j++) {
       let m = m0 + lid.y + 16u * i;
       let n = n0 + lid.x + 16u * j;
       if (m < P.M && n < P.N) {
-        ${split ? 'partial[(wg.z * P.M + m) * P.N + n] = acc[i * 4u + j];' : 'store(m, n, acc[i * 4u + j]);'}
+        ${split ? `partial[(wg.z * P.M + m) * P.N + n] = acc[i * ${rn}u + j];` : `store(m, n, acc[i * ${rn}u + j]);`}
       }
     }
   }

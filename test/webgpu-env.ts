@@ -1,0 +1,24 @@
+/**
+ * The webgpu tests' device. On machines without a GPU (CI, these 2-core boxes) Dawn runs on
+ * SwiftShader, the Vulkan CPU driver that Debian's chromium ships: .ci/run installs it, and this
+ * points Vulkan at it unless the environment already chose a driver. No adapter is a failure, not
+ * a skip.
+ */
+import { existsSync } from 'node:fs';
+import { after } from 'node:test';
+import { closeBackends, openWebGpu } from '../src/backends/index.js';
+import type { WebGpuBackend } from '../src/backends/webgpu/webgpu-backend.js';
+
+export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+
+export function useSwiftShaderUnlessSet(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  if (!env['VK_ICD_FILENAMES'] && existsSync(SWIFTSHADER_ICD)) env['VK_ICD_FILENAMES'] = SWIFTSHADER_ICD;
+  return env;
+}
+
+/** The process's webgpu backend (one device per test file), closed after the file's tests. */
+export async function testGpu(precision: 'fp32' | 'fp16' = 'fp32'): Promise<WebGpuBackend> {
+  useSwiftShaderUnlessSet();
+  after(() => closeBackends());
+  return openWebGpu(precision);
+}

@@ -1,0 +1,150 @@
+/**
+ * VGG19 and style transfer on the webgpu backend: the tiny fixtures against PyTorch, backward and
+ * the style objective against the CPU, bounded memory over repeated passes, and clear errors when
+ * the device goes away.
+ */
+import * as assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { comparePrecision, runCheck } from '../src/app/check.js';
+import { classifyImage } from '../src/app/classify.js';
+import { buildTargets, evaluate, parseLayers, stylize, type ObjectiveWeights } from '../src/app/stylize.js';
+import { getBackend } from '../src/backends/index.js';
+import { PasticheError } from '../src/errors.js';
+import { Vgg19 } from '../src/model/vgg19.js';
+import { readNpy } from '../src/tensor/npy.js';
+import { loadMatConvNetVgg19 } from '../src/weights/matconvnet.js';
+import { randomVgg19Weights } from '../src/weights/vgg19-weights.js';
+import { FIXTURES, TINY, assertClose, randomTensor } from './helpers.js';
+import { testGpu } from './webgpu-env.js';
+
+const gpu = await testGpu();
+const ts = getBackend('ts');
+const input = await readNpy(`${TINY}ref-old/input.npy`);
+
+for (const file of ['vgg19-tiny-old.mat', 'vgg19-tiny-new.mat']) {
+  test(`${file} on webgpu: pool5, fc7, fc8 and prob equal PyTorch (rel. error < 1e-4)`, async () => {
+    const model = new Vgg19(await loadMatConvNetVgg19(`${TINY}${file}`), gpu);
+    const { activations } = model.forward(input, { capture: ['pool5', 'relu7', 'fc8', 'prob'] });
+    for (const [name, ref] of [['pool5', 'pool5'], ['relu7', 'fc7'], ['fc8', 'fc8'], ['prob', 'prob']] as const) {
+      const got = await activations.get(name)!.toHost();
+      const want = await readNpy(`${TINY}ref-old/${ref}.npy`);
+      assertClose(got.reshape(want.shape), want, 1e-4, `${file} ${name}`);
+    }
+  });
+}
+
+test('classifying chelsea.png on webgpu gives the same top-5 as PyTorch', async () => {
+  const model = new Vgg19(await loadMatConvNetVgg19(`${TINY}vgg19-tiny-old.mat`), gpu);
+  const r = await classifyImage(model, `${TINY}chelsea.png`, { top: 5 });
+  assert.deepEqual(r.top.map((p) => p.index), [185, 949, 984, 978, 151]);
+  assert.ok(Math.abs(r.top[0]!.prob - 0.375233302788687) < 1e-4);
+});
+
+test('100 consecutive forward passes (and 20 backward) do not grow GPU memory', async () => {
+  const model = new Vgg19(randomVgg19Weights(3, 16), gpu);
+  const x = randomTensor([1, 3, 32, 32], 1, -50, 50);
+  const pass = async (i: number) => {
+    const { output } = model.forward(x, { until: 'relu5_1' });
+    if (i < 20) model.backward(new Map([['relu5_1', gpu.scale(output, 1)]]), { paramGrads: false }).dispose();
+    await output.toHost();
+    output.dispose();
+  };
+  await pass(0);
+  await pass(1);
+  const after2 = gpu.pool.allocatedBytes;
+  for (let i = 2; i < 100; i++) await pass(i);
+  assert.equal(gpu.pool.allocatedBytes, after2, `allocated ${after2} bytes after 2 passes, ${gpu.pool.allocatedBytes} after 100`);
+});
+
+test('backward on webgpu equals ts: gradients injected at several layers, down to the image', async () => {
+  const weights = randomVgg19Weights(3, 16);
+  const x = randomTensor([2, 3, 32, 32], 1, -50, 50);
+  const grads = new Map([['relu3_1', randomTensor([2, 16, 8, 8], 2)], ['relu2_1', randomTensor([2, 8, 16, 16], 3)], ['conv1_2', randomTensor([2, 4, 32, 32], 4)]]);
+  const results = [];
+  for (const be of [ts, gpu]) {
+    const model = new Vgg19(weights, be);
+    model.forward(x, { until: 'relu3_1' });
+    results.push(await model.backward(grads, { paramGrads: false }).toHost());
+  }
+  assertClose(results[1]!, results[0]!, 1e-4, 'dL/dx');
+});
+
+test('training on webgpu: the cross-entropy and an SGD step that lowers it, parameters updated on the GPU', async () => {
+  const model = new Vgg19(randomVgg19Weights(5, 32), gpu);
+  const x = randomTensor([1, 3, 224, 224], 9, -60, 60);
+  const labels = Int32Array.from([3]);
+  model.forward(x);
+  const loss = (await model.lossBackward(labels).loss.toHost()).data[0]!;
+  const ref = new Vgg19(randomVgg19Weights(5, 32), ts);
+  ref.forward(x);
+  const refLoss = ref.lossBackward(labels).loss.data[0]!;
+  assert.ok(Math.abs(loss - refLoss) < 1e-4 * Math.abs(refLoss), `loss ${loss} vs ts ${refLoss}`);
+  model.update(1e-3);
+  model.forward(x);
+  const after = (await model.lossBackward(labels).loss.toHost()).data[0]!;
+  assert.ok(after < loss, `loss ${loss} -> ${after}`);
+});
+
+const lab: ObjectiveWeights = {
+  contentWeight: 1,
+  styleWeight: 500,
+  tvWeight: 1e-3,
+  contentLayers: parseLayers('relu4_2', 'content'),
+  styleLayers: parseLayers('relu1_1,relu2_1,relu3_1,relu4_1,relu5_1', 'style'),
+};
+
+test('the style objective on webgpu (losses computed on the GPU) equals ts: losses and gradient', async () => {
+  const tiny = await loadMatConvNetVgg19(`${TINY}vgg19-tiny-old.mat`);
+  const content = await readNpy(`${FIXTURES}style/content.npy`);
+  const style = await readNpy(`${FIXTURES}style/style.npy`);
+  const x = randomTensor(content.shape, 5, -40, 40);
+  const out = [];
+  for (const be of [ts, gpu]) {
+    const model = new Vgg19(tiny, be);
+    out.push(await evaluate(model, x, buildTargets(model, content, [style], [1], lab), lab));
+  }
+  const [a, b] = out as [typeof out[0], typeof out[0]];
+  for (const k of ['content', 'style', 'tv', 'total'] as const) assert.ok(Math.abs(b[k] - a[k]) <= 1e-4 * Math.abs(a[k]), `${k}: ${b[k]} vs ${a[k]}`);
+  assertClose(b.grad, a.grad, 1e-4, 'gradient');
+  const trajectory = JSON.parse(readFileSync(`${FIXTURES}style/trajectory.json`, 'utf8')) as { steps: { total: number }[] };
+  assert.ok(trajectory.steps.length > 0);
+});
+
+test('stylize runs on webgpu and agrees with ts', async () => {
+  const tiny = await loadMatConvNetVgg19(`${TINY}vgg19-tiny-old.mat`);
+  const o = { content: `${TINY}chelsea.png`, styles: [`${FIXTURES}resize/gradient301x199.png`], weights: tiny, size: 40, iterations: 3, optimizer: 'adam' as const, lr: 1, ...lab, init: { kind: 'noise' as const }, seed: 3 };
+  const a = await stylize({ ...o, backend: 'ts' });
+  const b = await stylize({ ...o, backend: 'webgpu' });
+  assertClose(b.image, a.image, 1e-3, 'webgpu vs ts');
+  assert.ok(Math.abs(b.bestLoss - a.bestLoss) < 1e-3 * a.bestLoss);
+});
+
+test("the course's check grades webgpu (fp32 and fp16) against loops", async () => {
+  const size = { c: 8, cout: 6, h: 6, w: 10 };
+  for (const precision of ['fp32', 'fp16'] as const) {
+    const rows = await runCheck({ backends: ['webgpu'], repeat: 1, size, precision });
+    assert.equal(rows.length, 4);
+    for (const r of rows) {
+      assert.equal(r.backend, precision === 'fp16' ? 'webgpu fp16' : 'webgpu');
+      assert.ok(r.pass, `${precision} ${r.op}: mse ${r.mse} rel ${r.maxRelErr}`);
+      if (precision === 'fp32') assert.ok(r.maxRelErr < 1e-5);
+    }
+  }
+});
+
+test('fp16 changes the probabilities a little, as the DLP did (check --precision fp16)', async () => {
+  const c = await comparePrecision({ weights: `${TINY}vgg19-tiny-old.mat`, image: `${TINY}chelsea.png`, precision: 'fp16' });
+  assert.equal(c.reference.top.index, 185);
+  assert.ok(Math.abs(c.reference.top.prob - 0.375233302788687) < 1e-5);
+  assert.ok(c.maxProbDiff > 1e-6 && c.maxProbDiff < 0.05, `largest probability change ${c.maxProbDiff}`);
+});
+
+// Last: it ends the device.
+test('a lost device gives clear errors, not a crash or a hang', async () => {
+  const y = gpu.relu(randomTensor([8], 1));
+  const { gpuContext } = await import('../src/backends/webgpu/gpu-device.js');
+  (await gpuContext()).device.destroy();
+  await assert.rejects(y.toHost(), (e: unknown) => e instanceof PasticheError && /device was lost/.test(e.message));
+  assert.throws(() => gpu.relu(randomTensor([8], 1)), (e: unknown) => e instanceof PasticheError && /device was lost/.test(e.message));
+});
