@@ -11,9 +11,10 @@ export { MaxPoolingLayer, ReLULayer, FlattenLayer } from './layers/simple-layers
 export { SoftmaxLossLayer } from './layers/softmax-loss-layer.js';
 export { Vgg19, type ForwardOptions, type ForwardResult } from './model/vgg19.js';
 export { VGG19_LAYERS, type LayerSpec } from './model/vgg19-table.js';
-export { readMatFile } from './weights/mat/mat-reader.js';
+export { readMatFile } from './weights/mat/mat-file.js';
 export type { MatValue } from './weights/mat/mat-types.js';
-export { loadMatConvNetVgg19 } from './weights/matconvnet.js';
+export { loadMatConvNetVgg19 } from './weights/load-vgg19.js';
+export { vgg19FromMat } from './weights/matconvnet.js';
 export { randomVgg19Weights, type Vgg19Weights } from './weights/vgg19-weights.js';
 export { PUBLISHED, cachedWeightsPath, resolveWeightsFile } from './weights/weights-source.js';
 export { download } from './weights/download.js';

@@ -6,7 +6,7 @@ import { vgg19Onnx } from '../src/app/onnx-peer.js';
 import { getBackend } from '../src/backends/index.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { loadMatConvNetVgg19 } from '../src/weights/matconvnet.js';
+import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import { randomVgg19Weights } from '../src/weights/vgg19-weights.js';
 import { TINY, assertClose } from './helpers.js';
 

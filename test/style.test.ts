@@ -14,7 +14,7 @@ import { contentLoss, gram, styleLoss, tvLoss } from '../src/style/losses.js';
 import { Adam, Lbfgs } from '../src/style/optimizers.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { loadMatConvNetVgg19 } from '../src/weights/matconvnet.js';
+import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import { CLI, FIXTURES, TINY, assertClose, gradCheck, randomTensor } from './helpers.js';
 
 const REF = `${FIXTURES}style/`;

@@ -7,7 +7,7 @@ import { Vgg19 } from '../src/model/vgg19.js';
 import { VGG19_LAYERS } from '../src/model/vgg19-table.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { loadMatConvNetVgg19 } from '../src/weights/matconvnet.js';
+import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import { randomVgg19Weights } from '../src/weights/vgg19-weights.js';
 import { TINY, assertClose, randomTensor, relError } from './helpers.js';
 

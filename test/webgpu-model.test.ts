@@ -13,7 +13,7 @@ import { getBackend } from '../src/backends/index.js';
 import { PasticheError } from '../src/errors.js';
 import { Vgg19 } from '../src/model/vgg19.js';
 import { readNpy } from '../src/tensor/npy.js';
-import { loadMatConvNetVgg19 } from '../src/weights/matconvnet.js';
+import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import { randomVgg19Weights } from '../src/weights/vgg19-weights.js';
 import { FIXTURES, TINY, assertClose, randomTensor } from './helpers.js';
 import { testGpu } from './webgpu-env.js';

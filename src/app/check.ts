@@ -6,7 +6,7 @@
 import type { Backend } from '../backends/backend.js';
 import { DEFAULT_BACKEND, getBackend, openBackend, type Precision } from '../backends/index.js';
 import { Vgg19 } from '../model/vgg19.js';
-import { loadMatConvNetVgg19 } from '../weights/matconvnet.js';
+import { loadMatConvNetVgg19 } from '../weights/load-vgg19.js';
 import { classifyImage, type Prediction } from './classify.js';
 import { Tensor } from '../tensor/tensor.js';
 import { NumpyRandomState } from '../util/random.js';

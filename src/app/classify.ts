@@ -4,12 +4,10 @@ import { loadClassifierInput } from '../image/preprocess.js';
 import type { Vgg19 } from '../model/vgg19.js';
 import { VGG19_INPUT_SIZE, resolveLayerName } from '../model/vgg19-table.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { topK, type Prediction } from './top-k.js';
 
-export interface Prediction {
-  readonly index: number;
-  readonly label: string;
-  readonly prob: number;
-}
+export type { Prediction } from './top-k.js';
+export { topK };
 
 export interface Classification {
   readonly image: string;
@@ -25,12 +23,6 @@ export interface ClassifyOptions {
   readonly capture?: readonly string[];
   /** Called after each layer of the forward pass. */
   readonly onLayer?: (done: number, total: number, name: string) => void;
-}
-
-/** The `k` most probable classes of one row of probabilities, most probable first. */
-export function topK(prob: Float32Array, classes: readonly string[], k: number): Prediction[] {
-  const order = Array.from(prob.keys()).sort((a, b) => prob[b]! - prob[a]! || a - b);
-  return order.slice(0, k).map((index) => ({ index, label: classes[index] ?? `class ${index}`, prob: prob[index]! }));
 }
 
 export function checkLayerNames(names: readonly string[]): void {

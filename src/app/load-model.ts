@@ -1,7 +1,7 @@
 /** Loads weights and builds the model, for every command that needs one. */
 import { openBackend, type Precision } from '../backends/index.js';
 import { Vgg19 } from '../model/vgg19.js';
-import { loadMatConvNetVgg19 } from '../weights/matconvnet.js';
+import { loadMatConvNetVgg19 } from '../weights/load-vgg19.js';
 import { resolveWeightsFile } from '../weights/weights-source.js';
 
 export interface LoadedModel {

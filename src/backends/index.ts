@@ -97,6 +97,13 @@ export async function openBackend(name: string = DEFAULT_BACKEND, options: { pre
   return getBackend(name);
 }
 
+/** A backend's name for reports: webgpu says which adapter it runs on. */
+export function backendLabel(be: Backend): string {
+  if (be.name !== 'webgpu') return be.name;
+  const g = be as WebGpuBackend;
+  return `webgpu${g.precision === 'fp32' ? '' : ` ${g.precision}`} on ${g.adapterName}${g.isSoftware ? ' (a CPU implementation)' : ''}`;
+}
+
 /** Lets the GPU go (Node cannot exit while Dawn holds a device); webgpu can be opened again later. */
 export async function closeBackends(): Promise<void> {
   webgpu = undefined;

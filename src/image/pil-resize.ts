@@ -6,7 +6,7 @@
  * shrinking (so it averages, not samples), coefficients in 22-bit fixed point, a horizontal pass
  * rounded to 8 bits, then a vertical pass.
  */
-import type { RgbImage } from './preprocess.js';
+import type { RgbImage } from './rgb.js';
 
 const PRECISION_BITS = 32 - 8 - 2;
 const ONE = 2 ** PRECISION_BITS;

@@ -6,18 +6,15 @@
 import { promises as fs } from 'node:fs';
 import sharp from 'sharp';
 import { fileError } from '../errors.js';
-import { Tensor } from '../tensor/tensor.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { resizeBilinearPil } from './pil-resize.js';
+import { rgbToTensor, type RgbImage } from './rgb.js';
 
 /** Images larger than this many pixels are refused before decoding (about 16k x 16k). */
 export const MAX_INPUT_PIXELS = 268_402_689;
 
-export interface RgbImage {
-  readonly width: number;
-  readonly height: number;
-  /** Interleaved RGB, row-major (HWC). */
-  readonly data: Uint8Array;
-}
+export type { RgbImage } from './rgb.js';
+export { rgbToTensor };
 
 /**
  * Decodes `file` to RGB, optionally resized by libvips to exactly width x height with its bilinear
@@ -45,19 +42,6 @@ export async function readRgb(file: string, size?: { width: number; height: numb
     const msg = (e as Error).message.split('\n')[0]!.replace(/^Input (file|buffer) /, '');
     throw fileError(file, `cannot decode image: ${msg}`);
   }
-}
-
-/** RGB uint8 HWC -> [1, 3, H, W] float32 minus the mean pixel (no scaling to [0, 1], as the course). */
-export function rgbToTensor(img: RgbImage, mean: readonly [number, number, number]): Tensor {
-  const { width: w, height: h, data } = img;
-  const t = new Tensor([1, 3, h, w]);
-  const plane = w * h;
-  for (let i = 0; i < plane; i++) {
-    t.data[i] = data[3 * i]! - mean[0];
-    t.data[plane + i] = data[3 * i + 1]! - mean[1];
-    t.data[2 * plane + i] = data[3 * i + 2]! - mean[2];
-  }
-  return t;
 }
 
 /** The classifier's input: `size` x `size` (Pillow-exact bilinear), mean-subtracted, NCHW. */

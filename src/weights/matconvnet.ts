@@ -9,7 +9,6 @@
 import { fileError, PasticheError } from '../errors.js';
 import { Tensor } from '../tensor/tensor.js';
 import { VGG19_LAYERS } from '../model/vgg19-table.js';
-import { readMatFile } from './mat/mat-reader.js';
 import type { MatValue } from './mat/mat-types.js';
 import type { LayerWeights, Vgg19Weights } from './vgg19-weights.js';
 
@@ -169,9 +168,14 @@ function descriptions(classes: MatValue): string[] {
   bad('classes.description is neither a cell array nor a char matrix');
 }
 
-/** Reads a MatConvNet VGG19 file in either layout. Errors are one-line PasticheErrors naming the file. */
-export async function loadMatConvNetVgg19(file: string): Promise<Vgg19Weights> {
-  const { variables } = await readMatFile(file, { only: new Set(['layers', 'meta', 'classes', 'normalization']) });
+/** The top-level variables of either layout that the model needs (the others are not read). */
+export const VGG19_MAT_VARIABLES: ReadonlySet<string> = new Set(['layers', 'meta', 'classes', 'normalization']);
+
+/**
+ * Interprets the variables of a MatConvNet VGG19 file (either layout), read by readMatFile in Node
+ * or readMatBlob in a browser. Errors are one-line PasticheErrors naming the file.
+ */
+export function vgg19FromMat(variables: ReadonlyMap<string, MatValue>, file: string): Vgg19Weights {
   try {
     const layers = interpretLayers(variables.get('layers'));
     const meta = variables.get('meta');
@@ -201,3 +205,4 @@ export async function loadMatConvNetVgg19(file: string): Promise<Vgg19Weights> {
     throw e;
   }
 }
+

@@ -70,6 +70,9 @@ export async function closeGpu(): Promise<void> {
 
 async function openDevice(): Promise<GpuContext> {
   const browserGpu = (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
+  if (!browserGpu && typeof (globalThis as { window?: unknown }).window !== 'undefined') {
+    throw new PasticheError('this browser has no WebGPU (navigator.gpu is missing): use a recent Chrome or Edge, or enable WebGPU in Firefox or Safari');
+  }
   const gpu = browserGpu ?? (await nodeGpu());
   const adapter = await withTimeout(gpu.requestAdapter({ powerPreference: 'high-performance' }), 'requestAdapter');
   if (!adapter) throw new PasticheError(`no WebGPU adapter found: ${browserGpu ? 'this browser has WebGPU but no usable GPU' : NO_ADAPTER_HINT}`);

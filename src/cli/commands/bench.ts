@@ -7,7 +7,7 @@ import { BACKEND_NAMES, availableBackends, nativeBackend, openBackend } from '..
 import type { Backend } from '../../backends/backend.js';
 import { PasticheError } from '../../errors.js';
 import { progressBar } from '../../util/progress.js';
-import { loadMatConvNetVgg19 } from '../../weights/matconvnet.js';
+import { loadMatConvNetVgg19 } from '../../weights/load-vgg19.js';
 import { randomVgg19Weights, type Vgg19Weights } from '../../weights/vgg19-weights.js';
 import { formatBench, machineDescription, type BenchReport } from '../format.js';
 import { positiveInt } from '../options.js';

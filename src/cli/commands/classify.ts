@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import { checkLayerNames, classifyImage } from '../../app/classify.js';
 import { loadModel } from '../../app/load-model.js';
+import { backendLabel } from '../../backends/index.js';
 import { PasticheError } from '../../errors.js';
 import { resolveLayerName } from '../../model/vgg19-table.js';
 import { writeNpy } from '../../tensor/npy.js';
@@ -65,7 +66,7 @@ export function registerClassify(program: Command): void {
       if (!opts.json && !opts.quiet) {
         process.stderr.write(
           `weights: ${weightsFile} (${model.weights.layout} layout, loaded in ${loadSeconds.toFixed(2)} s); ` +
-            `backend: ${model.backend.description}; forward pass: ${forwardMs.map((ms) => ms.toFixed(1)).join(', ')} ms\n`,
+            `backend: ${backendLabel(model.backend)}; forward pass: ${forwardMs.map((ms) => ms.toFixed(1)).join(', ')} ms\n`,
         );
       }
     });

@@ -8,7 +8,7 @@ import { readRgb } from '../../image/preprocess.js';
 import { resizeBilinearPil } from '../../image/pil-resize.js';
 import { IMAGE_EXTENSIONS, keepOriginalColors, tensorToRgb, writeRgb } from '../../image/tensor-image.js';
 import { progressBar, withStatus } from '../../util/progress.js';
-import { loadMatConvNetVgg19 } from '../../weights/matconvnet.js';
+import { loadMatConvNetVgg19 } from '../../weights/load-vgg19.js';
 import { WEIGHTS_FILE_NAME, resolveWeightsFile } from '../../weights/weights-source.js';
 import { backendOption, checkInputFile, checkOutputFolder, chooseBackend, nonNegativeNumber, parseNumberList, positiveInt, positiveNumber } from '../options.js';
 

@@ -9,10 +9,11 @@
  * variable's bytes where alignment allows, so a 576 MB model costs one copy of its bytes while
  * parsing. Every size read from the file is checked against the bytes that actually exist before
  * anything is allocated, so a corrupt or hostile header cannot make the reader allocate gigabytes.
+ *
+ * The reader works on a MatSource (bytes by position, and zlib inflation), so that the same code
+ * reads a file in Node (mat-file.ts) and a user's File in a browser (mat-blob.ts).
  */
-import { promises as fs } from 'node:fs';
-import { createInflate } from 'node:zlib';
-import { fileError, PasticheError } from '../../errors.js';
+import { fileError } from '../../errors.js';
 import type { MatCell, MatChar, MatNumeric, MatStruct, MatValue, NumericClass, NumericData } from './mat-types.js';
 
 /** The largest single element accepted (the real VGG19 file's largest is about 550 MB). */
@@ -294,162 +295,126 @@ export interface ReadMatOptions {
   readonly only?: ReadonlySet<string>;
 }
 
+/** Where a MAT-file's bytes come from. */
+export interface MatSource {
+  /** The file's name, for messages. */
+  readonly name: string;
+  readonly size: number;
+  /** `length` bytes at `position` (fewer only where the file ends). */
+  read(position: number, length: number): Promise<Uint8Array>;
+  /**
+   * The zlib stream stored at [position, position + length), inflated, as chunks. Stopping the
+   * iteration early must release whatever it holds.
+   */
+  inflate(position: number, length: number): AsyncIterable<Uint8Array>;
+}
+
+const latin1 = (bytes: Uint8Array) => new TextDecoder('latin1').decode(bytes);
+
 /**
  * Reads the top-level variables of a MAT-file. Errors are PasticheErrors naming the file.
  */
-export async function readMatFile(file: string, options: ReadMatOptions = {}): Promise<{ header: MatHeader; variables: Map<string, MatValue> }> {
-  let handle: fs.FileHandle;
-  try {
-    handle = await fs.open(file, 'r');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw fileError(file, code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder, not a .mat file' : `cannot open (${code})`);
-  }
-  try {
-    const { size: fileSize } = await handle.stat();
-    const head = Buffer.alloc(128);
-    const { bytesRead } = await handle.read(head, 0, 128, 0);
-    const text = head.subarray(0, 116).toString('latin1').replace(/[\s\0]+$/, '');
-    const endian = head.subarray(126, 128).toString('latin1');
-    if (bytesRead < 128 || !text.startsWith('MATLAB') || (endian !== 'IM' && endian !== 'MI')) {
-      if (text.startsWith('MATLAB 7.3') || head.subarray(0, 8).toString('latin1') === '\x89HDF\r\n\x1a\n') {
-        throw fileError(file, 'is a MATLAB v7.3 (HDF5) file; save it with -v7 or use the MatConvNet download');
-      }
-      throw fileError(file, 'not a MATLAB level-5 .mat file (bad header)');
+export async function readMat(source: MatSource, options: ReadMatOptions = {}): Promise<{ header: MatHeader; variables: Map<string, MatValue> }> {
+  const file = source.name;
+  const fileSize = source.size;
+  const head = await source.read(0, 128);
+  const text = latin1(head.subarray(0, 116)).replace(/[\s\0]+$/, '');
+  const endian = latin1(head.subarray(126, 128));
+  if (head.length < 128 || !text.startsWith('MATLAB') || (endian !== 'IM' && endian !== 'MI')) {
+    if (text.startsWith('MATLAB 7.3') || latin1(head.subarray(0, 8)) === '\x89HDF\r\n\x1a\n') {
+      throw fileError(file, 'is a MATLAB v7.3 (HDF5) file; save it with -v7 or use the MatConvNet download');
     }
-    const le = endian === 'IM';
-    const variables = new Map<string, MatValue>();
-    let pos = 128;
-    while (pos + 8 <= fileSize) {
-      const tagBytes = Buffer.alloc(8);
-      await handle.read(tagBytes, 0, 8, pos);
-      const dv = new DataView(tagBytes.buffer, tagBytes.byteOffset, 8);
-      const type = dv.getUint32(0, le);
-      const size = dv.getUint32(4, le);
-      if (size > fileSize - pos - 8) {
-        throw fileError(file, `truncated: the element at offset ${pos} claims ${size} bytes but the file ends after ${fileSize - pos - 8}`);
-      }
-      const next = pos + 8 + (type === mi.COMPRESSED ? size : Math.ceil(size / 8) * 8);
-      let element: Uint8Array;
-      let base = pos;
-      if (type === mi.COMPRESSED) {
-        element = await inflateElement(handle, file, pos + 8, size, le);
-        base = pos + 8; // offsets in messages are then inside the decompressed stream
-      } else if (type === mi.MATRIX) {
-        if (size > MAX_ELEMENT_BYTES) throw fileError(file, `element at offset ${pos} claims ${size} bytes, more than the ${MAX_ELEMENT_BYTES} accepted`);
-        const peek = await peekName(handle, pos, size, le);
-        if (options.only && peek !== undefined && !options.only.has(peek)) {
-          pos = next;
-          continue;
-        }
-        element = Buffer.allocUnsafeSlow(8 + size);
-        await readFully(handle, element, pos);
-      } else {
-        throw fileError(file, `unexpected top-level element of type ${type} at offset ${pos} (corrupt file?)`);
-      }
-      try {
-        const { name, value } = parseTopElement(element, le, base);
-        if (!options.only || options.only.has(name)) variables.set(name, value);
-      } catch (e) {
-        if (e instanceof MatFormatError) throw fileError(file, `corrupt .mat: ${e.message}`);
-        throw e;
-      }
-      pos = next;
-    }
-    return { header: { text, littleEndian: le }, variables };
-  } finally {
-    await handle.close();
+    throw fileError(file, 'not a MATLAB level-5 .mat file (bad header)');
   }
+  const le = endian === 'IM';
+  const variables = new Map<string, MatValue>();
+  let pos = 128;
+  while (pos + 8 <= fileSize) {
+    const tagBytes = await source.read(pos, 8);
+    const dv = new DataView(tagBytes.buffer, tagBytes.byteOffset, 8);
+    const type = dv.getUint32(0, le);
+    const size = dv.getUint32(4, le);
+    if (size > fileSize - pos - 8) {
+      throw fileError(file, `truncated: the element at offset ${pos} claims ${size} bytes but the file ends after ${fileSize - pos - 8}`);
+    }
+    const next = pos + 8 + (type === mi.COMPRESSED ? size : Math.ceil(size / 8) * 8);
+    let element: Uint8Array;
+    let base = pos;
+    if (type === mi.COMPRESSED) {
+      element = await inflateElement(source, pos + 8, size, le);
+      base = pos + 8; // offsets in messages are then inside the decompressed stream
+    } else if (type === mi.MATRIX) {
+      if (size > MAX_ELEMENT_BYTES) throw fileError(file, `element at offset ${pos} claims ${size} bytes, more than the ${MAX_ELEMENT_BYTES} accepted`);
+      const peek = peekName(await source.read(pos, 8 + Math.min(size, 256)), pos, le);
+      if (options.only && peek !== undefined && !options.only.has(peek)) {
+        pos = next;
+        continue;
+      }
+      element = await source.read(pos, 8 + size);
+      if (element.length < 8 + size) throw fileError(file, 'unexpected end of file');
+    } else {
+      throw fileError(file, `unexpected top-level element of type ${type} at offset ${pos} (corrupt file?)`);
+    }
+    try {
+      const { name, value } = parseTopElement(element, le, base);
+      if (!options.only || options.only.has(name)) variables.set(name, value);
+    } catch (e) {
+      if (e instanceof MatFormatError) throw fileError(file, `corrupt .mat: ${e.message}`);
+      throw e;
+    }
+    pos = next;
+  }
+  return { header: { text, littleEndian: le }, variables };
 }
 
-async function readFully(handle: fs.FileHandle, into: Uint8Array, position: number): Promise<void> {
-  let done = 0;
-  while (done < into.length) {
-    const { bytesRead } = await handle.read(into, done, Math.min(into.length - done, 1 << 26), position + done);
-    if (bytesRead === 0) throw new PasticheError('unexpected end of file');
-    done += bytesRead;
-  }
-}
-
-/** The variable name of an uncompressed top-level matrix, read without reading its data. */
-async function peekName(handle: fs.FileHandle, pos: number, size: number, le: boolean): Promise<string | undefined> {
-  const n = Math.min(size, 256);
-  const buf = Buffer.alloc(8 + n);
-  await handle.read(buf, 0, 8 + n, pos);
+/** The variable name of an uncompressed top-level matrix, from its first bytes. */
+function peekName(buf: Uint8Array, pos: number, le: boolean): string | undefined {
   try {
     const c = new Cursor(buf, le, pos, 8);
     c.pos = c.tag().next; // flags
     c.pos = c.tag().next; // dims
     const t = c.tag();
-    return buf.subarray(t.start, t.start + t.size).toString('latin1');
+    return latin1(buf.subarray(t.start, t.start + t.size));
   } catch {
     return undefined;
   }
 }
 
 /**
- * Streams a miCOMPRESSED element through zlib into one buffer sized by the inner element's own
- * tag, without holding the compressed bytes in memory. Refuses sizes beyond MAX_ELEMENT_BYTES and
- * output that overruns the size the inner tag claims (a zip bomb).
+ * Inflates a miCOMPRESSED element into one buffer sized by the inner element's own tag, without
+ * holding the compressed bytes in memory. Refuses sizes beyond MAX_ELEMENT_BYTES and output that
+ * overruns the size the inner tag claims (a zip bomb).
  */
-async function inflateElement(handle: fs.FileHandle, file: string, start: number, size: number, le: boolean): Promise<Uint8Array> {
-  const inflate = createInflate();
-  let out: Buffer | undefined;
-  let head = Buffer.alloc(0);
+async function inflateElement(source: MatSource, start: number, size: number, le: boolean): Promise<Uint8Array> {
+  const file = source.name;
+  let out: Uint8Array | undefined;
+  let head = new Uint8Array(0);
   let written = 0;
   let problem: string | undefined;
-  const sink = new Promise<void>((resolve, reject) => {
-    inflate.on('data', (chunk: Buffer) => {
-      if (problem) return;
+  try {
+    for await (let chunk of source.inflate(start, size)) {
       if (!out) {
-        head = Buffer.concat([head, chunk]);
-        if (head.length < 8) return;
-        const claimed = le ? head.readUInt32LE(4) : head.readUInt32BE(4);
+        const joined = new Uint8Array(head.length + chunk.length);
+        joined.set(head);
+        joined.set(chunk, head.length);
+        head = joined;
+        if (head.length < 8) continue;
+        const claimed = new DataView(head.buffer, head.byteOffset, 8).getUint32(4, le);
         if (claimed > MAX_ELEMENT_BYTES) {
           problem = `a compressed element claims ${claimed} bytes, more than the ${MAX_ELEMENT_BYTES} accepted`;
-          inflate.destroy();
-          return;
+          break;
         }
-        out = Buffer.allocUnsafeSlow(8 + claimed);
+        out = new Uint8Array(8 + claimed);
         chunk = head;
       }
       const room = out.length - written;
       if (chunk.length > room + 8) {
         problem = 'a compressed element inflates to more bytes than it claims';
-        inflate.destroy();
-        return;
+        break;
       }
-      chunk.copy(out, written, 0, Math.min(chunk.length, room));
+      out.set(chunk.subarray(0, Math.min(chunk.length, room)), written);
       written += Math.min(chunk.length, room);
-    });
-    inflate.on('error', (e) => reject(e));
-    inflate.on('close', () => resolve());
-    inflate.on('end', () => resolve());
-  });
-  try {
-    const chunkSize = 1 << 22;
-    const buf = Buffer.allocUnsafe(chunkSize);
-    for (let done = 0; done < size && !problem; ) {
-      const n = Math.min(chunkSize, size - done);
-      const { bytesRead } = await handle.read(buf, 0, n, start + done);
-      if (bytesRead === 0) break;
-      done += bytesRead;
-      const copy = Buffer.from(buf.subarray(0, bytesRead));
-      if (!inflate.write(copy)) {
-        // Wait for zlib to catch up; 'close' also ends the wait if inflating stopped early.
-        await new Promise<void>((r) => {
-          const done = () => {
-            inflate.off('drain', done);
-            inflate.off('close', done);
-            r();
-          };
-          inflate.on('drain', done);
-          inflate.on('close', done);
-        });
-      }
     }
-    inflate.end();
-    await sink;
   } catch (e) {
     throw fileError(file, `corrupt .mat: compressed data at offset ${start - 8} is damaged (${(e as Error).message})`);
   }

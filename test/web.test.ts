@@ -1,0 +1,72 @@
+/**
+ * The browser page in headless Chromium (Debian's, driven by playwright-core): the tiny VGG19
+ * fixture and the cat, classified on WebGPU inside the browser, against PyTorch's probabilities.
+ */
+import * as assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { chromium } from 'playwright-core';
+import { startWebServer } from '../src/app/web-server.js';
+import { readNpy } from '../src/tensor/npy.js';
+import { Tensor } from '../src/tensor/tensor.js';
+import type { PageResult } from '../src/web/classify-page.js';
+import { TINY, assertClose } from './helpers.js';
+
+const CHROMIUM = process.env['PASTICHE_CHROMIUM'] ?? '/usr/bin/chromium';
+// The flags a sandboxed, offline machine needs (see the issue and the machine notes).
+const FLAGS = ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu'];
+
+const server = await startWebServer();
+const profile = mkdtempSync(join(tmpdir(), 'pastiche-chromium-'));
+after(async () => {
+  await server.close();
+  rmSync(profile, { recursive: true, force: true });
+});
+
+test('Chromium is installed where the test expects it', () => {
+  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium (or set PASTICHE_CHROMIUM)`);
+});
+
+test('the page classifies chelsea.png with the tiny VGG19 on WebGPU, equal to PyTorch', async () => {
+  const ctx = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS });
+  try {
+    const page = await ctx.newPage();
+    const logs: string[] = [];
+    page.on('console', (m) => logs.push(m.text()));
+    await page.goto(server.url);
+    await page.waitForFunction(() => document.getElementById('status')!.textContent!.startsWith('ready'), null, { timeout: 30_000 });
+    await page.setInputFiles('#weights', `${TINY}vgg19-tiny-old-z.mat`); // the compressed layout: DecompressionStream
+    await page.setInputFiles('#image', `${TINY}chelsea.png`);
+    await page.click('#run');
+    await page.waitForFunction(() => window.pasticheResult ?? window.pasticheError, null, { timeout: 180_000 });
+    const error = await page.evaluate(() => window.pasticheError);
+    assert.equal(error, undefined, `page error: ${error} (console: ${logs.join(' | ')})`);
+    const r = (await page.evaluate(() => window.pasticheResult)) as PageResult;
+    assert.deepEqual(r.top.map((p) => p.index), [185, 949, 984, 978, 151]);
+    assert.equal(r.top[0]!.label, 'Norfolk terrier');
+    assertClose(new Tensor([1, 1000], Float32Array.from(r.prob)), await readNpy(`${TINY}ref-old/prob.npy`), 1e-4, 'prob in the browser');
+    assert.ok(r.forwardMs > 0 && r.adapter.length > 0);
+    assert.match(await page.textContent('#status') ?? '', /forward pass .* ms/);
+    assert.match(await page.textContent('#result') ?? '', /Norfolk terrier/);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('the page says what is wrong when the weights file is not a .mat', async () => {
+  const ctx = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS });
+  try {
+    const page = await ctx.newPage();
+    await page.goto(server.url);
+    await page.setInputFiles('#weights', `${TINY}chelsea.png`);
+    await page.setInputFiles('#image', `${TINY}chelsea.png`);
+    await page.click('#run');
+    await page.waitForFunction(() => window.pasticheResult ?? window.pasticheError, null, { timeout: 60_000 });
+    assert.match((await page.evaluate(() => window.pasticheError)) ?? '', /chelsea.png: not a MATLAB level-5 .mat file/);
+    assert.match(await page.textContent('#status') ?? '', /^error: /);
+  } finally {
+    await ctx.close();
+  }
+});

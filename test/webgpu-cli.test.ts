@@ -1,0 +1,70 @@
+/** The command line on webgpu: classify and dump on the GPU, --backend auto, and the errors. */
+import * as assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+import { readNpy } from '../src/tensor/npy.js';
+import { readMatBlob } from '../src/weights/mat/mat-blob.js';
+import { readMatFile } from '../src/weights/mat/mat-file.js';
+import { CLI, TINY, assertClose } from './helpers.js';
+import { useSwiftShaderUnlessSet } from './webgpu-env.js';
+
+const run = promisify(execFile);
+const dir = mkdtempSync(join(tmpdir(), 'pastiche-webgpu-cli-'));
+const WEIGHTS = `${TINY}vgg19-tiny-old.mat`;
+const IMAGE = `${TINY}chelsea.png`;
+const env = useSwiftShaderUnlessSet({ ...process.env });
+
+async function fails(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<{ code: number; stderr: string }> {
+  try {
+    await run(process.execPath, [CLI, ...args], { env: { ...env, ...extraEnv }, timeout: 120_000 });
+  } catch (e) {
+    const err = e as { code: number; stderr: string };
+    return { code: err.code, stderr: err.stderr };
+  }
+  assert.fail(`pastiche ${args.join(' ')} succeeded`);
+}
+
+test('classify --backend webgpu prints the same top-5 as PyTorch and says which adapter ran it; --dump reads back', async () => {
+  const out = join(dir, 'prob.npy');
+  const { stdout, stderr } = await run(process.execPath, [CLI, 'classify', IMAGE, '--weights', WEIGHTS, '--backend', 'webgpu', '--dump', `prob=${out}`], { env, timeout: 120_000 });
+  assert.match(stdout, /id = 185, prob = 0\.3752/);
+  assert.match(stderr, /backend: webgpu on .+; forward pass: [\d.]+ ms/);
+  assertClose((await readNpy(out)).reshape([1, 1000]), await readNpy(`${TINY}ref-old/prob.npy`), 1e-4, 'dumped prob');
+});
+
+test('--backend auto takes the CPU when the only WebGPU adapter is a CPU implementation', async () => {
+  const { stderr } = await run(process.execPath, [CLI, 'classify', IMAGE, '--weights', WEIGHTS, '--backend', 'auto'], { env, timeout: 120_000 });
+  assert.match(stderr, /backend: (native|ts); forward pass/);
+});
+
+test('no WebGPU adapter: one clear line and exit code 1, no stack trace', async () => {
+  const { code, stderr } = await fails(['classify', IMAGE, '--weights', WEIGHTS, '--backend', 'webgpu'], { VK_ICD_FILENAMES: join(dir, 'no-such-driver.json') });
+  assert.equal(code, 1);
+  const ours = stderr.split('\n').filter((l) => l.startsWith('pastiche:'));
+  assert.equal(ours.length, 1, stderr);
+  assert.match(ours[0]!, /^pastiche: no WebGPU adapter found: .*VK_ICD_FILENAMES/);
+  assert.doesNotMatch(stderr, /\n\s+at .*\.js:\d+/);
+});
+
+test('--precision fp16 needs the webgpu backend', async () => {
+  const { code, stderr } = await fails(['classify', IMAGE, '--weights', WEIGHTS, '--backend', 'ts', '--precision', 'fp16']);
+  assert.equal(code, 1);
+  assert.match(stderr, /--precision fp16 needs the webgpu backend \(got ts\)/);
+});
+
+test('the browser MAT reader (Blob + DecompressionStream) reads what the file reader reads', async () => {
+  const { readFile } = await import('node:fs/promises');
+  for (const f of ['vgg19-tiny-old-z.mat', 'vgg19-tiny-new.mat']) {
+    const bytes = await readFile(`${TINY}${f}`);
+    const a = (await readMatBlob(new Blob([bytes]), f)).variables;
+    const b = (await readMatFile(`${TINY}${f}`)).variables;
+    assert.deepEqual([...a.keys()], [...b.keys()]);
+    assert.deepEqual(a.get('layers'), b.get('layers'), f);
+  }
+  const truncated = new Blob([(await readFile(`${TINY}vgg19-tiny-old-z.mat`)).subarray(0, 5000)]);
+  await assert.rejects(readMatBlob(truncated, 'cut.mat'), /cut.mat: (truncated|corrupt)/);
+});
