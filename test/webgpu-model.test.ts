@@ -6,6 +6,7 @@
 import * as assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
+import { forwardRunner, styleIterationRunner, timeInterleaved } from '../src/app/bench.js';
 import { comparePrecision, runCheck } from '../src/app/check.js';
 import { classifyImage } from '../src/app/classify.js';
 import { buildTargets, evaluate, parseLayers, stylize, type ObjectiveWeights } from '../src/app/stylize.js';
@@ -138,6 +139,13 @@ test('fp16 changes the probabilities a little, as the DLP did (check --precision
   assert.equal(c.reference.top.index, 185);
   assert.ok(Math.abs(c.reference.top.prob - 0.375233302788687) < 1e-5);
   assert.ok(c.maxProbDiff > 1e-6 && c.maxProbDiff < 0.05, `largest probability change ${c.maxProbDiff}`);
+});
+
+test('the bench runners time webgpu (forward and style iteration, read back each time)', async () => {
+  const w = randomVgg19Weights(2, 32);
+  const rows = await timeInterleaved([forwardRunner(w, gpu), styleIterationRunner(w, gpu, 48)], 2, 1);
+  assert.deepEqual(rows.map((r) => r.name), ['webgpu', 'webgpu']);
+  for (const r of rows) assert.ok(r.runs.length === 2 && r.medianMs > 0);
 });
 
 // Last: it ends the device.
