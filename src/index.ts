@@ -1,9 +1,10 @@
 /** Pastiche's library API. */
 export { PasticheError } from './errors.js';
-export { Tensor, type Shape } from './tensor/tensor.js';
+export { Tensor, type Shape, type DeviceStorage } from './tensor/tensor.js';
 export { readNpy, writeNpy, parseNpy, formatNpy } from './tensor/npy.js';
 export type { Backend, BackendName, Conv2dParams, Pool2dParams } from './backends/backend.js';
-export { getBackend, BACKEND_NAMES, DEFAULT_BACKEND } from './backends/index.js';
+export { getBackend, openBackend, openWebGpu, closeBackends, backendLabel, BACKEND_NAMES, DEFAULT_BACKEND, type Precision } from './backends/index.js';
+export type { WebGpuBackend } from './backends/webgpu/webgpu-backend.js';
 export type { Layer, BackwardOptions } from './layers/layer.js';
 export { ConvolutionalLayer } from './layers/convolutional-layer.js';
 export { FullyConnectedLayer } from './layers/fully-connected-layer.js';
@@ -22,7 +23,9 @@ export { readRgb, rgbToTensor, loadClassifierInput } from './image/preprocess.js
 export { resizeBilinearPil } from './image/pil-resize.js';
 export { classifyImage, topK, type Classification, type Prediction } from './app/classify.js';
 export { loadModel } from './app/load-model.js';
-export { runCheck, type CheckRow } from './app/check.js';
+export { runCheck, comparePrecision, type CheckRow, type PrecisionComparison } from './app/check.js';
+export { startWebServer } from './app/web-server.js';
+export { readMatBlob } from './weights/mat/mat-blob.js';
 export { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from './app/bench.js';
 export {
   stylize,
