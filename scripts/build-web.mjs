@@ -1,16 +1,16 @@
-// Bundles the browser page (src/web/classify-page.ts and the engine it imports) into dist/web/.
+// Bundles the browser pages (src/web/*-page.ts and the engine they import) into dist/web/.
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { build } from 'esbuild';
 
 mkdirSync('dist/web', { recursive: true });
 await build({
-  entryPoints: ['src/web/classify-page.ts'],
+  entryPoints: ['src/web/classify-page.ts', 'src/web/check-page.ts'],
   bundle: true,
   format: 'esm',
   platform: 'browser',
   target: 'es2022',
   sourcemap: true,
-  outfile: 'dist/web/classify-page.js',
+  outdir: 'dist/web',
   logLevel: 'warning',
 });
-copyFileSync('web/index.html', 'dist/web/index.html');
+for (const page of ['index.html', 'check.html']) copyFileSync(`web/${page}`, `dist/web/${page}`);

@@ -114,3 +114,13 @@ test('backends reject mismatched shapes with clear messages', () => {
     assert.throws(() => be.crossEntropy(new Tensor([1, 3]), Int32Array.from([3])), /label 3 is outside 0..2/);
   }
 });
+
+test('the kernel suite (the browser check page runs it on the GPU) passes for ts and native against loops', async () => {
+  const { runKernelSuite } = await import('../src/app/kernel-suite.js');
+  const { availableBackends } = await import('../src/backends/index.js');
+  for (const name of availableBackends().filter((n) => n !== 'loops')) {
+    const rows = await runKernelSuite(getBackend(name), loops);
+    assert.ok(rows.length > 100);
+    assert.deepEqual(rows.filter((r) => !r.pass), [], name);
+  }
+});

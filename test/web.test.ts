@@ -55,6 +55,23 @@ test('the page classifies chelsea.png with the tiny VGG19 on WebGPU, equal to Py
   }
 });
 
+test('check.html grades every WGSL kernel in the browser against the four loops (rel. error < 1e-4)', async () => {
+  const ctx = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS });
+  try {
+    const page = await ctx.newPage();
+    await page.goto(`${server.url}check.html`);
+    await page.waitForFunction(() => window.pasticheCheck ?? window.pasticheCheckError, null, { timeout: 300_000 });
+    assert.equal(await page.evaluate(() => window.pasticheCheckError), undefined);
+    const r = (await page.evaluate(() => window.pasticheCheck))!;
+    assert.ok(r.rows.length > 100, `${r.rows.length} rows`);
+    const failed = r.rows.filter((x) => !x.pass);
+    assert.deepEqual(failed, [], `failed in the browser: ${JSON.stringify(failed)}`);
+    assert.match(await page.textContent('#status') ?? '', /^\d+ of \d+ ops equal the four loops/);
+  } finally {
+    await ctx.close();
+  }
+});
+
 test('the page says what is wrong when the weights file is not a .mat', async () => {
   const ctx = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS });
   try {

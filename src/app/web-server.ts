@@ -16,6 +16,9 @@ const FILES: Record<string, string> = {
   '/index.html': 'index.html',
   '/classify-page.js': 'classify-page.js',
   '/classify-page.js.map': 'classify-page.js.map',
+  '/check.html': 'check.html',
+  '/check-page.js': 'check-page.js',
+  '/check-page.js.map': 'check-page.js.map',
 };
 
 const TYPES: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', map: 'application/json' };

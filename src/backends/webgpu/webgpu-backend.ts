@@ -156,8 +156,11 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
     device.queue.submit([encoder.finish()]);
     try {
       await staging.mapAsync(0x1);
+      // An error in the work before (out of memory, say) arrives as an event, not as a rejection.
+      alive();
       return new Float32Array(staging.getMappedRange().slice(0));
     } catch (e) {
+      if (e instanceof PasticheError) throw e;
       throw new PasticheError(ctx.lostReason ?? `reading a webgpu tensor failed: ${(e as Error).message}`);
     } finally {
       if (staging.mapState === 'mapped') staging.unmap();
