@@ -67,17 +67,5 @@ export function assertClose(a: Tensor, b: Tensor, tol: number, what: string): vo
   assert.ok(e < tol, `${what}: relative error ${e.toExponential(3)} >= ${tol}`);
 }
 
-// [N, Cin, H, W], kernel, Cout, pad, stride: batch > 1, odd sizes, 1x1/3x3/5x5, stride 2, padding 0/1/2
-export const CONV_SHAPES: [number[], number, number, number, number][] = [
-  [[1, 3, 8, 8], 3, 4, 1, 1],
-  [[2, 3, 7, 9], 3, 5, 1, 1],
-  [[3, 5, 11, 6], 3, 7, 0, 1],
-  [[2, 4, 9, 9], 3, 6, 2, 1],
-  [[2, 3, 10, 7], 3, 4, 1, 2],
-  [[1, 6, 13, 11], 5, 3, 2, 2],
-  [[2, 7, 5, 5], 1, 9, 0, 1],
-  [[1, 2, 6, 6], 1, 3, 1, 2],
-  [[4, 2, 3, 3], 3, 2, 0, 1],
-  [[1, 33, 9, 10], 3, 17, 1, 1],
-  [[2, 3, 4, 4], 5, 2, 2, 3],
-];
+/** [N, Cin, H, W], kernel, Cout, pad, stride: the shapes every fast convolution is tested on. */
+export { SUITE_CONV_SHAPES as CONV_SHAPES } from '../src/app/kernel-suite.js';

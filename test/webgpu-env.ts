@@ -4,7 +4,9 @@
  * points Vulkan at it unless the environment already chose a driver. No adapter is a failure, not
  * a skip.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after } from 'node:test';
 import { closeBackends, openWebGpu } from '../src/backends/index.js';
 import type { WebGpuBackend } from '../src/backends/webgpu/webgpu-backend.js';
@@ -13,6 +15,8 @@ export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 
 export function useSwiftShaderUnlessSet(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   if (!env['VK_ICD_FILENAMES'] && existsSync(SWIFTSHADER_ICD)) env['VK_ICD_FILENAMES'] = SWIFTSHADER_ICD;
+  // SwiftShader's window-system probe complains on stderr without one (CI runs without a session).
+  env['XDG_RUNTIME_DIR'] ??= mkdtempSync(join(tmpdir(), 'pastiche-xdg-'));
   return env;
 }
 

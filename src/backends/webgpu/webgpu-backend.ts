@@ -39,23 +39,33 @@ const MAP_READ = 0x1 | 0x8; // GPUBufferUsage.MAP_READ | COPY_DST
 const r = (name: string): Binding => ({ name, write: false });
 const w = (name: string): Binding => ({ name, write: true });
 
+/**
+ * Element (row, col) of the implicit im2col matrix of x: row = (ci, kh, kw), col = (n, oh, ow);
+ * zero in the padding. The convolution's B operand and the weight gradient's A operand.
+ */
+const IM2COL = `
+fn im2col(row: u32, col: u32) -> f32 {
+  let ci = row / (P.KS * P.KS);
+  let kh = (row / P.KS) % P.KS;
+  let kw = row % P.KS;
+  let b = col / (P.Ho * P.Wo);
+  let oh = (col / P.Wo) % P.Ho;
+  let ow = col % P.Wo;
+  let ih = i32(oh * P.stride + kh) - i32(P.pad);
+  let iw = i32(ow * P.stride + kw) - i32(P.pad);
+  if (ih < 0 || iw < 0 || ih >= i32(P.H) || iw >= i32(P.W)) { return 0.0; }
+  return x[((b * P.Cin + ci) * P.H + u32(ih)) * P.W + u32(iw)];
+}`;
+
 /** The GEMM ops, as the snippets of the shared tiled kernel (see wgsl/gemm.ts). */
 const GEMMS = {
   // Seed eq. 22 as C[co, (n,oh,ow)] = sum_{(ci,kh,kw)} W[(ci,kh,kw), co] * Xpad[...].
   conv: {
     params: ['Cin', 'H', 'W', 'Cout', 'Ho', 'Wo', 'KS', 'stride', 'pad', 'relu'],
     bindings: [r('x'), r('w'), r('bias'), w('y')],
+    helpers: IM2COL,
     loadA: '  return w[k * P.Cout + m];',
-    loadB: `  let ci = k / (P.KS * P.KS);
-  let kh = (k / P.KS) % P.KS;
-  let kw = k % P.KS;
-  let b = n / (P.Ho * P.Wo);
-  let oh = (n / P.Wo) % P.Ho;
-  let ow = n % P.Wo;
-  let ih = i32(oh * P.stride + kh) - i32(P.pad);
-  let iw = i32(ow * P.stride + kw) - i32(P.pad);
-  if (ih < 0 || iw < 0 || ih >= i32(P.H) || iw >= i32(P.W)) { return 0.0; }
-  return x[((b * P.Cin + ci) * P.H + u32(ih)) * P.W + u32(iw)];`,
+    loadB: '  return im2col(k, n);',
     store: `  let hw = P.Ho * P.Wo;
   var v2 = v + bias[m];
   if (P.relu != 0u) { v2 = select(0.0, v2, v2 > 0.0); }
@@ -90,18 +100,10 @@ const GEMMS = {
   convBackwardWeights: {
     params: ['Cin', 'H', 'W', 'Cout', 'Ho', 'Wo', 'KS', 'stride', 'pad'],
     bindings: [r('x'), r('dy'), w('dw')],
+    helpers: IM2COL,
     aAlongK: true,
     bAlongK: true,
-    loadA: `  let ci = m / (P.KS * P.KS);
-  let kh = (m / P.KS) % P.KS;
-  let kw = m % P.KS;
-  let b = k / (P.Ho * P.Wo);
-  let oh = (k / P.Wo) % P.Ho;
-  let ow = k % P.Wo;
-  let ih = i32(oh * P.stride + kh) - i32(P.pad);
-  let iw = i32(ow * P.stride + kw) - i32(P.pad);
-  if (ih < 0 || iw < 0 || ih >= i32(P.H) || iw >= i32(P.W)) { return 0.0; }
-  return x[((b * P.Cin + ci) * P.H + u32(ih)) * P.W + u32(iw)];`,
+    loadA: '  return im2col(m, k);',
     loadB: `  let hw = P.Ho * P.Wo;
   return dy[((k / hw) * P.Cout + n) * hw + k % hw];`,
     store: '  dw[m * P.Cout + n] = v;',

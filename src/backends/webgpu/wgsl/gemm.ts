@@ -33,6 +33,8 @@ export interface GemmSpec {
   /** Extra u32 parameters the snippets read as P.<name> (M, N, K, kChunk, splits always exist). */
   readonly params: readonly string[];
   readonly bindings: readonly Binding[];
+  /** WGSL functions the snippets call. */
+  readonly helpers?: string;
   /** Body of fn loadA(m: u32, k: u32) -> f32, called only with m < M and k < K. */
   readonly loadA: string;
   /** Body of fn loadB(k: u32, n: u32) -> f32, called only with k < K and n < N. */
@@ -47,7 +49,7 @@ export interface GemmSpec {
 export const GEMM_PARAMS = ['M', 'N', 'K', 'kChunk', 'splits'] as const;
 
 function snippets(spec: GemmSpec): string {
-  return `
+  return `${spec.helpers ?? ''}
 fn loadA(m: u32, k: u32) -> f32 {
 ${spec.loadA}
 }
