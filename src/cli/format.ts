@@ -2,7 +2,7 @@
 import * as os from 'node:os';
 import type { Timing } from '../app/bench.js';
 import type { Classification } from '../app/classify.js';
-import { type PrecisionComparison, MAX_MSE, MAX_REL_ERR, type CheckRow } from '../app/check.js';
+import { type PrecisionComparison, FP16_MAX_REL_ERR, MAX_MSE, MAX_REL_ERR, type CheckRow } from '../app/check.js';
 
 export function formatClassification(c: Classification): string {
   const best = c.top[0];
@@ -37,7 +37,8 @@ export function formatCheck(rows: readonly CheckRow[], repeat: number): string {
     line(header.map((_, i) => '-'.repeat(widths[i]!))),
     ...body.map(line),
     '',
-    `pass: MSE < ${MAX_MSE} (the course's criterion) and max |a - ref| / max |ref| < ${MAX_REL_ERR}`,
+    `pass: MSE < ${MAX_MSE} (the course's criterion) and max |a - ref| / max |ref| < ${MAX_REL_ERR}` +
+      (rows.some((r) => r.backend.endsWith('fp16')) ? ` (fp16 rows: < ${FP16_MAX_REL_ERR})` : ''),
   ].join('\n');
 }
 
