@@ -42,6 +42,10 @@ for (const be of fast) {
       assert.deepEqual(be.maxPool2d(x, p).data, y.data);
       const dy = randomTensor(y.shape, 60 + i);
       assert.deepEqual(be.maxPool2dBackward(dy, x, p).data, loops.maxPool2dBackward(dy, x, p).data);
+      // Fused with the ReLU whose output x is: the same as the two backward passes one after the other.
+      const twoPasses = loops.reluBackward(loops.maxPool2dBackward(dy, x, p), x);
+      assert.deepEqual(be.maxPool2dBackward(dy, x, p, true).data, twoPasses.data);
+      assert.deepEqual(loops.maxPool2dBackward(dy, x, p, true).data, twoPasses.data);
     });
   });
 

@@ -84,6 +84,7 @@ if (native) {
             assert.deepEqual(native.maxPool2d(x, p).data, y.data);
             const dy = randomTensor(y.shape, 8);
             assert.deepEqual(native.maxPool2dBackward(dy, x, p).data, loops.maxPool2dBackward(dy, x, p).data);
+            assert.deepEqual(native.maxPool2dBackward(dy, x, p, true).data, loops.reluBackward(loops.maxPool2dBackward(dy, x, p), x).data, 'pool + ReLU backward');
           }
           for (const [m, n, k] of [[1, 1, 1], [5, 7, 3], [17, 9, 300], [70, 33, 12], [2, 1000, 517], [131, 100, 260]]) {
             for (const ta of [false, true])

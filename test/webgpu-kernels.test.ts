@@ -89,6 +89,7 @@ test('webgpu max and average pooling equal loops (windows, strides, padding, tie
     assert.deepEqual(gy.data, y.data, `max-pool ${JSON.stringify(xs)}`);
     const dy = randomTensor(y.shape, 60 + i);
     await close(gpu.maxPool2dBackward(dy, x, p), loops.maxPool2dBackward(dy, x, p), 1e-6, `max-pool backward ${JSON.stringify(xs)}`);
+    await close(gpu.maxPool2dBackward(dy, x, p, true), loops.reluBackward(loops.maxPool2dBackward(dy, x, p), x), 1e-6, `max-pool + ReLU backward ${JSON.stringify(xs)}`);
     await close(gpu.avgPool2d(x, p), loops.avgPool2d(x, p), 1e-6, `avg-pool ${JSON.stringify(xs)}`);
     await close(gpu.avgPool2dBackward(dy, x.shape, p), loops.avgPool2dBackward(dy, x.shape, p), 1e-6, `avg-pool backward ${JSON.stringify(xs)}`);
   }

@@ -95,11 +95,11 @@ Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// maxPool2dBackward(dy, x, planes, h, w, k, stride, pad, dx, ho, wo)
+// maxPool2dBackward(dy, x, planes, h, w, k, stride, pad, dx, ho, wo, reluMask)
 Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g_calls);
   max_pool2d_backward(F(info, 0), F(info, 1), I(info, 2), I(info, 3), I(info, 4), I(info, 5), I(info, 6), I(info, 7),
-                      F(info, 8), I(info, 9), I(info, 10));
+                      F(info, 8), I(info, 9), I(info, 10), B(info, 11));
   return info.Env().Undefined();
 }
 

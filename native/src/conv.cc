@@ -193,7 +193,7 @@ void max_pool2d(const float* x, int planes, int h, int w, int k, int stride, int
 }
 
 void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int w, int k, int stride, int pad, float* dx,
-                         int ho, int wo) {
+                         int ho, int wo, bool relu_mask) {
   ThreadPool::instance().parallel_for(planes, [&](int p, int) {
     const float* plane = x + (size_t)p * h * w;
     float* d = dx + (size_t)p * h * w;
@@ -211,7 +211,8 @@ void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int
           int best = 0;
           for (int i = 1; i < 4; i++)
             if (v[i] > v[best] || (v[i] != v[i] && v[best] == v[best])) best = i;
-          const float gv = g[oh * wo + ow];
+          // With relu_mask this is also the backward of the ReLU whose output x is.
+          const float gv = relu_mask && !(v[best] > 0.f) ? 0.f : g[oh * wo + ow];
           d0[c] = best == 0 ? gv : 0.f;
           d0[c + 1] = best == 1 ? gv : 0.f;
           d1[c] = best == 2 ? gv : 0.f;
@@ -224,7 +225,10 @@ void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int
     }
     std::memset(d, 0, sizeof(float) * (size_t)h * w);
     for (int oh = 0; oh < ho; oh++)
-      for (int ow = 0; ow < wo; ow++) d[window_argmax(plane, h, w, k, stride, pad, oh, ow)] += g[oh * wo + ow];
+      for (int ow = 0; ow < wo; ow++) {
+        const int at = window_argmax(plane, h, w, k, stride, pad, oh, ow);
+        if (!relu_mask || plane[at] > 0.f) d[at] += g[oh * wo + ow];
+      }
   });
 }
 

@@ -29,8 +29,9 @@ size_t winograd_weights_size(int cin, int cout);
 void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, float* up);
 
 void max_pool2d(const float* x, int planes, int h, int w, int k, int stride, int pad, float* y, int ho, int wo);
+// relu_mask: also the backward of the ReLU whose output is x (gradients to cells with x <= 0 dropped).
 void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int w, int k, int stride, int pad, float* dx,
-                         int ho, int wo);
+                         int ho, int wo, bool relu_mask);
 
 // y[m x n] = x[m x k] w[k x n] + b
 void linear(const float* x, int m, int k, const float* w, int n, const float* b, float* y);

@@ -94,6 +94,7 @@ export async function runKernelSuite(be: Backend, ref: Backend, tol = 1e-4, onRo
     await check(`${what} max`, be.maxPool2d(x, p), y);
     const dy = random(y.shape);
     await check(`${what} max backward`, be.maxPool2dBackward(dy, x, p), ref.maxPool2dBackward(dy, x, p));
+    await check(`${what} max backward+relu`, be.maxPool2dBackward(dy, x, p, true), ref.reluBackward(ref.maxPool2dBackward(dy, x, p), x));
     await check(`${what} avg`, be.avgPool2d(x, p), ref.avgPool2d(x, p));
     await check(`${what} avg backward`, be.avgPool2dBackward(dy, x.shape, p), ref.avgPool2dBackward(dy, x.shape, p));
   }

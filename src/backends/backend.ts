@@ -70,8 +70,12 @@ export interface Backend {
 
   /** Max pooling, seed eq. 23: [N,C,H,W] -> [N,C,Ho,Wo], floor output size. */
   maxPool2d(x: Tensor, p: Pool2dParams): Tensor;
-  /** Routes each dy to the first maximum of its window (ties: first in row-major order). */
-  maxPool2dBackward(dy: Tensor, x: Tensor, p: Pool2dParams): Tensor;
+  /**
+   * Routes each dy to the first maximum of its window (ties: first in row-major order). With
+   * `reluMask`, also the backward of the ReLU whose output x is (VGG's ReLU before each pool):
+   * gradients that reach a cell with x <= 0 are dropped, in the same pass.
+   */
+  maxPool2dBackward(dy: Tensor, x: Tensor, p: Pool2dParams, reluMask?: boolean): Tensor;
 
   /** Average pooling over the cells of each window that lie inside the input (style transfer's option). */
   avgPool2d(x: Tensor, p: Pool2dParams): Tensor;

@@ -33,6 +33,14 @@ export class MaxPoolingLayer extends PoolingLayer {
   backward(dy: Tensor): Tensor {
     return this.backend.maxPool2dBackward(dy, remembered(this.input, this.name), this.params);
   }
+
+  /**
+   * The backward of this pool and of the ReLU that produced its input, in one pass (the ReLU's
+   * output is this layer's input, so its mask is at hand).
+   */
+  backwardThroughRelu(dy: Tensor): Tensor {
+    return this.backend.maxPool2dBackward(dy, remembered(this.input, this.name), this.params, true);
+  }
 }
 
 /** Average pooling: the style-transfer option that gives smoother results than max pooling. */

@@ -175,6 +175,10 @@ export class Vgg19 {
         // while the convolution writes its gradient.
         step(layer.backward(g, options, { add: at.get(i - 1), reluMask: before.mask }));
         i--;
+      } else if (layer instanceof MaxPoolingLayer && before instanceof ReLULayer && !at.has(i - 1)) {
+        // Likewise the ReLU below a max-pool, unless a gradient is injected between them.
+        step(layer.backwardThroughRelu(g));
+        i--;
       } else {
         step(layer.backward(g, { ...options, reuseGradient: owned }));
       }

@@ -135,7 +135,7 @@ export const loopsBackend: Backend = {
     return new Tensor([g.n, g.c, g.ho, g.wo], y);
   },
 
-  maxPool2dBackward(dy: Tensor, x: Tensor, p: Pool2dParams): Tensor {
+  maxPool2dBackward(dy: Tensor, x: Tensor, p: Pool2dParams, reluMask = false): Tensor {
     const g = poolGeometry(x.shape, p);
     checkGradShape(dy, [g.n, g.c, g.ho, g.wo], 'maxPool2dBackward');
     const dx = new Float32Array(x.size);
@@ -146,6 +146,8 @@ export const loopsBackend: Backend = {
             const [ih, iw] = argmaxOfWindow(x.data, g, p, n, c, h, w);
             dx[((n * g.c + c) * g.h + ih) * g.w + iw] += dy.data[((n * g.c + c) * g.ho + h) * g.wo + w]!;
           }
+    // Seed eq. 18 for the ReLU whose output x is: zero where x <= 0.
+    if (reluMask) for (let i = 0; i < dx.length; i++) if (!(x.data[i]! > 0)) dx[i] = 0;
     return new Tensor(x.shape, dx);
   },
 

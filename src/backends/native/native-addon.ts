@@ -32,7 +32,7 @@ export interface NativeAddon {
   maxPool2d(x: Float32Array, planes: number, h: number, w: number, k: number, stride: number, pad: number,
     y: Float32Array, ho: number, wo: number): void;
   maxPool2dBackward(dy: Float32Array, x: Float32Array, planes: number, h: number, w: number, k: number, stride: number,
-    pad: number, dx: Float32Array, ho: number, wo: number): void;
+    pad: number, dx: Float32Array, ho: number, wo: number, reluMask: boolean): void;
   linear(x: Float32Array, m: number, k: number, w: Float32Array, n: number, b: Float32Array, y: Float32Array): void;
   relu(x: Float32Array, y: Float32Array): void;
   reluBackward(dy: Float32Array, x: Float32Array, dx: Float32Array): void;

@@ -99,11 +99,11 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
       return y;
     },
 
-    maxPool2dBackward(dy: Tensor, x: Tensor, p: Pool2dParams): Tensor {
+    maxPool2dBackward(dy: Tensor, x: Tensor, p: Pool2dParams, reluMask = false): Tensor {
       const g = poolGeometry(x.shape, p);
       checkGradShape(dy, [g.n, g.c, g.ho, g.wo], 'maxPool2dBackward');
       const dx = new Tensor(x.shape);
-      addon.maxPool2dBackward(dy.data, x.data, g.n * g.c, g.h, g.w, p.kernel, p.stride, p.pad, dx.data, g.ho, g.wo);
+      addon.maxPool2dBackward(dy.data, x.data, g.n * g.c, g.h, g.w, p.kernel, p.stride, p.pad, dx.data, g.ho, g.wo, reluMask);
       return dx;
     },
 

@@ -118,7 +118,7 @@ export const tsBackend: Backend = {
     return new Tensor([g.n, g.c, g.ho, g.wo], y);
   },
 
-  maxPool2dBackward(dy: Tensor, x: Tensor, p: Pool2dParams): Tensor {
+  maxPool2dBackward(dy: Tensor, x: Tensor, p: Pool2dParams, reluMask = false): Tensor {
     const g = poolGeometry(x.shape, p);
     checkGradShape(dy, [g.n, g.c, g.ho, g.wo], 'maxPool2dBackward');
     const dx = new Float32Array(x.size);
@@ -128,7 +128,7 @@ export const tsBackend: Backend = {
       for (let oh = 0; oh < g.ho; oh++)
         for (let ow = 0; ow < g.wo; ow++, o++) {
           windowArgmax(x.data, plane, g, p, oh, ow, idx);
-          dx[idx[0]!] += dy.data[o]!;
+          if (!reluMask || x.data[idx[0]!]! > 0) dx[idx[0]!] += dy.data[o]!;
         }
     return new Tensor(x.shape, dx);
   },

@@ -331,12 +331,12 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
       return y;
     },
 
-    maxPool2dBackward(dy, x, p) {
+    maxPool2dBackward(dy, x, p, reluMask = false) {
       const g = poolGeometry(x.shape, p);
       checkGradShape(dy, [g.n, g.c, g.ho, g.wo], 'maxPool2dBackward');
       const up = new Uploads();
       const dx = output(x.shape);
-      run(up, elementwise('maxPoolBackward', dx.size, poolParams(g, p), [buf(x, up), buf(dy, up), outBuf(dx)]));
+      run(up, elementwise('maxPoolBackward', dx.size, [...poolParams(g, p), reluMask ? 1 : 0], [buf(x, up), buf(dy, up), outBuf(dx)]));
       return dx;
     },
 

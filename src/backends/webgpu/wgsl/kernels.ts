@@ -70,7 +70,7 @@ export const KERNELS = {
   maxPoolBackward: {
     bindings: [r('x'), r('dy'), w('dx')],
     code: () =>
-      elementwiseShader(POOL_PARAMS, [r('x'), r('dy'), w('dx')], `${WINDOWS_OF_CELL}
+      elementwiseShader([...POOL_PARAMS, 'reluMask'], [r('x'), r('dy'), w('dx')], `${WINDOWS_OF_CELL}
   let me = i32(h * P.W + wc);
   var g = 0.0;
   for (var oh = ohLo; oh <= ohHi; oh++) {
@@ -78,6 +78,7 @@ export const KERNELS = {
       if (argmaxOfWindow(plane, oh, ow) == me) { g += dy[(plane * P.Ho + oh) * P.Wo + ow]; }
     }
   }
+  if (P.reluMask != 0u && !(x[i] > 0.0)) { g = 0.0; }
   dx[i] = g;`).replace('@compute', `${ARGMAX_FN}\n@compute`),
   },
   avgPool: {
