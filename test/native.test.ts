@@ -40,7 +40,7 @@ if (native) {
 
   for (const isa of isas) {
     for (const threads of [1, 2]) {
-      for (const algo of ['auto', 'im2col', 'winograd'] as ConvAlgorithm[]) {
+      for (const algo of ['auto', 'im2col', 'winograd', 'direct'] as ConvAlgorithm[]) {
         test(`native conv (${algo}, ${isa}, ${threads} thread(s)) equals loops: forward, backward data, weights, bias`, () => {
           addon.isa(isa);
           addon.threads(threads);

@@ -95,6 +95,14 @@ Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// conv2dSmallCin(x, n, cin, h, w, wt, cout, bias, relu, y)
+Napi::Value Conv2dSmallCin(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
+  conv3x3_small_cin(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), F(info, 7),
+                    B(info, 8), F(info, 9));
+  return info.Env().Undefined();
+}
+
 // maxPool2dBackward(dy, x, planes, h, w, k, stride, pad, dx, ho, wo, reluMask)
 Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g_calls);
@@ -145,6 +153,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("conv2d", Napi::Function::New(env, Conv2d));
+  exports.Set("conv2dSmallCin", Napi::Function::New(env, Conv2dSmallCin));
   exports.Set("conv2dBackwardData", Napi::Function::New(env, Conv2dBackwardData));
   exports.Set("conv2dBackwardParams", Napi::Function::New(env, Conv2dBackwardParams));
   exports.Set("winogradWeightsSize", Napi::Function::New(env, WinogradWeightsSize));

@@ -6,6 +6,7 @@
 
 #include "gemm.h"
 #include "kernels.h"
+#include "smallconv_kernels.h"
 #include "threadpool.h"
 
 #if defined(__x86_64__)
@@ -68,6 +69,26 @@ float* cols_buffer(size_t size) {
 }
 
 }  // namespace
+
+void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float* wt, int cout, const float* bias,
+                       bool relu, float* y) {
+  const Isa isa = active_isa();
+  auto rows = isa == Isa::Avx512 ? avx512::conv3x3_small_cin_rows
+              : isa == Isa::Avx2 ? avx2::conv3x3_small_cin_rows
+                                 : portable::conv3x3_small_cin_rows;
+  // The planes zero-padded by one pixel, with room for a whole vector past the last column.
+  const int wp = w + 2 + 16;
+  const size_t plane = (size_t)(h + 2) * wp;
+  static std::vector<float> xp;
+  for (int img = 0; img < n; img++) {
+    xp.assign((size_t)cin * plane, 0.f);
+    for (int ci = 0; ci < cin; ci++)
+      for (int r = 0; r < h; r++)
+        std::memcpy(xp.data() + ci * plane + (size_t)(r + 1) * wp + 1, x + ((size_t)(img * cin + ci) * h + r) * w, sizeof(float) * w);
+    float* yi = y + (size_t)img * cout * h * w;
+    ThreadPool::instance().parallel_for(h, [&](int oh, int) { rows(cin, xp.data(), wp, wt, cout, bias, relu, yi, h, w, oh, oh + 1); });
+  }
+}
 
 void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad, int stride,
             const float* bias, bool relu_, float* y, const float* wino) {

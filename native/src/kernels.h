@@ -28,6 +28,10 @@ size_t winograd_weights_size(int cin, int cout);
 // wcout -> wcin convolution with the kernel turned 180 degrees).
 void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, float* up);
 
+// Direct 3x3 stride-1 pad-1 convolution for cin <= 4 (+ bias, optional ReLU): VGG19's first layer.
+void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float* wt, int cout, const float* bias,
+                       bool relu, float* y);
+
 void max_pool2d(const float* x, int planes, int h, int w, int k, int stride, int pad, float* y, int ho, int wo);
 // relu_mask: also the backward of the ReLU whose output is x (gradients to cells with x <= 0 dropped).
 void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int w, int k, int stride, int pad, float* dx,

@@ -28,6 +28,7 @@ export const SUITE_CONV_SHAPES: readonly (readonly [Shape, number, number, numbe
   [[1, 33, 9, 10], 3, 17, 1, 1],
   [[2, 3, 4, 4], 5, 2, 2, 3],
   [[1, 70, 12, 12], 3, 66, 1, 1],
+  [[2, 4, 5, 37], 3, 6, 1, 1],
 ];
 
 /** [N, C, H, W], kernel, stride, pad */

@@ -29,6 +29,9 @@ export interface NativeAddon {
   winogradWeights(wt: Float32Array, cin: number, cout: number, rotate: boolean, out: Float32Array): void;
   conv2dBackwardParams(dy: Float32Array, x: Float32Array, n: number, cin: number, h: number, w: number, cout: number,
     k: number, pad: number, stride: number, dw: Float32Array, db: Float32Array): void;
+  /** Direct 3x3 stride-1 pad-1 convolution for cin <= 4 (the course's layout), + bias, optional ReLU. */
+  conv2dSmallCin(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number,
+    bias: Float32Array, relu: boolean, y: Float32Array): void;
   maxPool2d(x: Float32Array, planes: number, h: number, w: number, k: number, stride: number, pad: number,
     y: Float32Array, ho: number, wo: number): void;
   maxPool2dBackward(dy: Float32Array, x: Float32Array, planes: number, h: number, w: number, k: number, stride: number,

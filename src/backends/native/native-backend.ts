@@ -1,8 +1,8 @@
 /**
  * `native`: the Node-API C++ addon (native/src): packed SGEMM with AVX2/FMA 6x16 and AVX-512 6x32
  * micro-kernels on a persistent thread pool, Winograd F(4x4,3x3) for 3x3 stride-1 convolutions
- * (forward and backward-to-data, with bias + ReLU or the ReLU backward fused in), im2col + GEMM for
- * other shapes and the weight gradient. TypeScript validates shapes, allocates outputs and decides
+ * (forward and backward-to-data, with bias + ReLU or the ReLU backward fused in), a direct kernel for
+ * 3-channel inputs, im2col + GEMM for other shapes and the weight gradient. TypeScript validates shapes, allocates outputs and decides
  * the algorithm; the addon computes into the outputs.
  */
 import { Tensor, type Shape } from '../../tensor/tensor.js';
@@ -19,8 +19,16 @@ import {
 } from '../shapes.js';
 import type { NativeAddon } from './native-addon.js';
 
-/** Convolution algorithm: 'auto' chooses per layer (see useWinograd); the others force one. */
-export type ConvAlgorithm = 'auto' | 'im2col' | 'winograd';
+/** Convolution algorithm: 'auto' chooses per layer (see useWinograd); the others force one where it applies. */
+export type ConvAlgorithm = 'auto' | 'im2col' | 'winograd' | 'direct';
+
+/**
+ * The direct kernel for few input channels (3x3, stride 1, pad 1, cin <= 4: VGG19's conv1_1 on the
+ * image), where im2col + GEMM would spend its time on a 27-row column matrix.
+ */
+function useDirect(algo: ConvAlgorithm, k: number, stride: number, pad: number, channelsIn: number): boolean {
+  return (algo === 'auto' || algo === 'direct') && k === 3 && stride === 1 && pad === 1 && channelsIn <= 4;
+}
 
 /**
  * Winograd applies to 3x3 stride-1 convolutions. 'auto' also wants enough input channels and enough
@@ -64,6 +72,10 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
       const g = convGeometry(x.shape, w.shape, p);
       checkBias(b, g.cout, 'conv2d');
       const y = new Tensor([g.n, g.cout, g.ho, g.wo]);
+      if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin)) {
+        addon.conv2dSmallCin(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, b.data, relu, y.data);
+        return y;
+      }
       const wino = useWinograd(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.ho, g.wo) ? winogradWeights(w, g.cin, g.cout, false) : null;
       addon.conv2d(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, y.data, wino);
       return y;
