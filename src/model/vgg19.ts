@@ -186,7 +186,7 @@ export class Vgg19 {
     return g;
   }
 
-  /** Gives the last passes' intermediate tensors back (device backends; see forwardOwned). */
+  /** Gives the last forward's intermediate tensors back (device backends; see forwardOwned). */
   releaseTransients(): void {
     for (const t of this.forwardOwned) t.dispose();
     this.forwardOwned = [];
