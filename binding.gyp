@@ -9,9 +9,9 @@
         "native/src/winograd.cc",
         "native/src/winograd_avx2.cc",
         "native/src/winograd_portable.cc",
-        "native/src/smallconv_avx512.cc",
-        "native/src/smallconv_avx2.cc",
-        "native/src/smallconv_portable.cc",
+        "native/src/simd_avx512.cc",
+        "native/src/simd_avx2.cc",
+        "native/src/simd_portable.cc",
         "native/src/conv.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -6,7 +6,7 @@
 
 #include "gemm.h"
 #include "kernels.h"
-#include "smallconv_kernels.h"
+#include "simd_kernels.h"
 #include "threadpool.h"
 
 #if defined(__x86_64__)
@@ -220,13 +220,19 @@ void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int
     float* d = dx + (size_t)p * h * w;
     const float* g = dy + (size_t)p * ho * wo;
     if (k == 2 && stride == 2 && pad == 0) {
-      // Windows tile the plane: every cell is written once, no clearing pass.
+      // Windows tile the plane: every cell is written once, no clearing pass. Whole vectors of
+      // windows go to the vectorised kernel, the rest of each row to the scalar loop below.
+      const Isa isa = active_isa();
+      auto span = isa == Isa::Avx512 ? avx512::pool2x2_backward_span : isa == Isa::Avx2 ? avx2::pool2x2_backward_span : portable::pool2x2_backward_span;
+      const int lanes = isa == Isa::Avx512 ? avx512::vector_lanes() : isa == Isa::Avx2 ? avx2::vector_lanes() : portable::vector_lanes();
+      const int vec_end = wo / lanes * lanes;
       for (int oh = 0; oh < ho; oh++) {
         const float* r0 = plane + (size_t)(2 * oh) * w;
         const float* r1 = r0 + w;
         float* d0 = d + (size_t)(2 * oh) * w;
         float* d1 = d0 + w;
-        for (int ow = 0; ow < wo; ow++) {
+        span(r0, r1, g + (size_t)oh * wo, d0, d1, vec_end, relu_mask);
+        for (int ow = vec_end; ow < wo; ow++) {
           const int c = 2 * ow;
           const float v[4] = {r0[c], r0[c + 1], r1[c], r1[c + 1]};
           int best = 0;

@@ -34,6 +34,7 @@ export const SUITE_CONV_SHAPES: readonly (readonly [Shape, number, number, numbe
 /** [N, C, H, W], kernel, stride, pad */
 export const SUITE_POOL_SHAPES: readonly (readonly [Shape, number, number, number])[] = [
   [[2, 3, 8, 6], 2, 2, 0], [[1, 4, 7, 9], 2, 2, 0], [[3, 2, 9, 9], 3, 2, 1], [[2, 2, 6, 5], 3, 1, 1], [[1, 1, 5, 5], 2, 1, 0],
+  [[2, 3, 6, 70], 2, 2, 0], [[1, 2, 5, 67], 2, 2, 0],
 ];
 
 /** [M, N, K] for matmul (every transpose) and linear (with its gradients). */

@@ -1,13 +1,15 @@
-// The small-Cin direct convolution for the portable path (see smallconv.inc).
+// The hand-vectorised direct kernels for the portable path: smallconv.inc, pool2x2.inc.
 #include <cstddef>
 
-#include "smallconv_kernels.h"
+#include "simd_kernels.h"
 
 namespace pastiche {
 namespace portable {
 namespace {
 #define LANES 4
 #include "smallconv.inc"
+#include "pool2x2.inc"
+constexpr int kLanes = LANES;
 #undef LANES
 }  // namespace
 
@@ -15,5 +17,9 @@ void conv3x3_small_cin_rows(int cin, const float* xp, int wp, const float* wt, i
                             float* y, int h, int w, int r0, int r1) {
   small_cin_rows(cin, xp, wp, wt, cout, bias, relu, y, h, w, r0, r1);
 }
+void pool2x2_backward_span(const float* r0, const float* r1, const float* g, float* d0, float* d1, int n, bool relu_mask) {
+  pool2x2_backward_rows(r0, r1, g, d0, d1, n, relu_mask);
+}
+int vector_lanes() { return kLanes; }
 }  // namespace portable
 }  // namespace pastiche
