@@ -118,6 +118,28 @@ if (native) {
     }
   }
 
+  test('Winograd over several tile blocks (block edges inside a tile row; 12 and 48 MiB budgets) equals im2col, with the epilogue', () => {
+    // 256->256 at 60x60: 225 tiles in blocks of 160; 256->512 at 88x88: 484 tiles in blocks of 448.
+    for (const [c, cout, s] of [[256, 256, 60], [256, 512, 88]] as const) {
+      const x = randomTensor([1, c, s, s], 1);
+      const w = randomTensor([c, 3, 3, cout], 2);
+      const wb = randomTensor([cout, 3, 3, c], 3); // the backward runs cout -> c
+      const b = randomTensor([cout], 4);
+      const dy = randomTensor([1, c, s, s], 5);
+      const e = { add: randomTensor([1, cout, s, s], 6), reluMask: randomTensor([1, cout, s, s], 7) };
+      const p = { pad: 1, stride: 1 };
+      const run = (algo: ConvAlgorithm) => {
+        native.convAlgorithm = algo;
+        return [native.conv2d(x, w, b, p, true), native.conv2dBackwardData(dy, wb, [1, cout, s, s], p, e)];
+      };
+      const [yi, dxi] = run('im2col');
+      const [yw, dxw] = run('winograd');
+      native.convAlgorithm = 'auto';
+      assertClose(yw!, yi!, 1e-4, `${c}->${cout} at ${s}: forward`);
+      assertClose(dxw!, dxi!, 1e-4, `${cout}<-${c} at ${s}: backward data with epilogue`);
+    }
+  });
+
   test('the portable path gives the same results as the SIMD paths', { skip: !addon.cpuHasAvx2 && 'this CPU has no AVX2: only the portable path exists' }, () => {
     const x = randomTensor([2, 24, 15, 45], 1);
     const w = randomTensor([24, 3, 3, 40], 2);
