@@ -50,6 +50,16 @@ test('the page classifies chelsea.png with the tiny VGG19 on WebGPU, equal to Py
     assert.ok(r.forwardMs > 0 && r.adapter.length > 0);
     assert.match(await page.textContent('#status') ?? '', /forward pass .* ms/);
     assert.match(await page.textContent('#result') ?? '', /Norfolk terrier/);
+    // The fp16 mode in the browser: same class, a slightly different probability.
+    await page.selectOption('#precision', 'fp16');
+    await page.evaluate(() => (window.pasticheResult = undefined));
+    await page.click('#run');
+    await page.waitForFunction(() => window.pasticheResult ?? window.pasticheError, null, { timeout: 180_000 });
+    const h = (await page.evaluate(() => window.pasticheResult)) as PageResult;
+    assert.match(h.precision, /^fp16/);
+    assert.equal(h.top[0]!.index, 185);
+    const d = Math.abs(h.top[0]!.prob - r.top[0]!.prob);
+    assert.ok(d > 0 && d < 0.01, `fp16 moved the top probability by ${d}`);
   } finally {
     await ctx.close();
   }

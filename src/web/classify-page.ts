@@ -3,7 +3,7 @@
  * picks. The same engine as the CLI (model, layers, the webgpu backend, the MAT reader); only the
  * file access (Blob, DecompressionStream) and the image decoding (canvas) are the browser's.
  */
-import { createWebGpuBackend } from '../backends/webgpu/webgpu-backend.js';
+import { createWebGpuBackend, type WebGpuBackend } from '../backends/webgpu/webgpu-backend.js';
 import { gpuContext } from '../backends/webgpu/gpu-device.js';
 import { topK, type Prediction } from '../app/top-k.js';
 import { resizeBilinearPil } from '../image/pil-resize.js';
@@ -48,6 +48,7 @@ async function decode(file: File): Promise<RgbImage> {
 }
 
 let cached: { file: File; weights: Vgg19Weights } | undefined;
+const backends = new Map<'fp32' | 'fp16', WebGpuBackend>();
 
 async function classify(): Promise<PageResult> {
   const weightsFile = $<HTMLInputElement>('weights').files?.[0];
@@ -63,7 +64,9 @@ async function classify(): Promise<PageResult> {
   const weights = cached.weights;
   say('opening the GPU…');
   const ctx = await gpuContext();
-  const backend = createWebGpuBackend(ctx, precision);
+  // One backend per precision for the page's life: it holds the uploaded weights and the buffer pool.
+  let backend = backends.get(precision);
+  if (!backend) backends.set(precision, (backend = createWebGpuBackend(ctx, precision)));
   const x = rgbToTensor(resizeBilinearPil(await decode(imageFile), VGG19_INPUT_SIZE, VGG19_INPUT_SIZE), weights.meanPixel);
   const model = new Vgg19(weights, backend);
   const pass = async () => {
