@@ -49,6 +49,8 @@ async function decode(file: File): Promise<RgbImage> {
 
 let cached: { file: File; weights: Vgg19Weights } | undefined;
 const backends = new Map<'fp32' | 'fp16', WebGpuBackend>();
+/** The model per backend, so that a second click reuses its buffers (it releases its last pass's). */
+const models = new Map<WebGpuBackend, Vgg19>();
 
 async function classify(): Promise<PageResult> {
   const weightsFile = $<HTMLInputElement>('weights').files?.[0];
@@ -68,10 +70,12 @@ async function classify(): Promise<PageResult> {
   let backend = backends.get(precision);
   if (!backend) backends.set(precision, (backend = createWebGpuBackend(ctx, precision)));
   const x = rgbToTensor(resizeBilinearPil(await decode(imageFile), VGG19_INPUT_SIZE, VGG19_INPUT_SIZE), weights.meanPixel);
-  const model = new Vgg19(weights, backend);
+  let model = models.get(backend);
+  if (!model || model.weights !== weights) models.set(backend, (model = new Vgg19(weights, backend)));
+  const net = model;
   const pass = async () => {
     const t0 = performance.now();
-    const { output } = model.forward(x);
+    const { output } = net.forward(x);
     await output.toHost();
     output.dispose();
     return { output, ms: performance.now() - t0 };
