@@ -26,11 +26,28 @@ struct Geometry {
 
 // cols[r][j] for r = (ci*K + kh)*K + kw, j = output position p0 + j; (ci, kh) rows split over threads.
 void im2col(const float* x, const Geometry& g, int p0, int len, float* cols) {
+  const bool whole_rows = g.stride == 1 && p0 == 0 && len == g.ho * g.wo;
   ThreadPool::instance().parallel_for(g.cin * g.k, [&](int task, int) {
     const int ci = task / g.k, kh = task % g.k;
     const float* plane = x + (size_t)ci * g.h * g.w;
     for (int kw = 0; kw < g.k; kw++) {
       float* row = cols + (size_t)((ci * g.k + kh) * g.k + kw) * len;
+      if (whole_rows) {
+        // Stride 1: each output row is a shifted copy of an input row between zero borders.
+        const int lo = std::max(0, g.pad - kw), hi = std::min(g.wo, g.w + g.pad - kw);  // valid ow range
+        for (int oh = 0; oh < g.ho; oh++) {
+          float* dst = row + (size_t)oh * g.wo;
+          const int ih = oh + kh - g.pad;
+          if (ih < 0 || ih >= g.h || lo >= hi) {
+            std::memset(dst, 0, sizeof(float) * g.wo);
+            continue;
+          }
+          std::memset(dst, 0, sizeof(float) * lo);
+          std::memcpy(dst + lo, plane + (size_t)ih * g.w + lo + kw - g.pad, sizeof(float) * (hi - lo));
+          std::memset(dst + hi, 0, sizeof(float) * (g.wo - hi));
+        }
+        continue;
+      }
       int oh = p0 / g.wo, ow = p0 % g.wo;
       for (int j = 0; j < len; j++) {
         const int ih = oh * g.stride + kh - g.pad, iw = ow * g.stride + kw - g.pad;
