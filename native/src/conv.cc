@@ -96,7 +96,7 @@ void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float
   // The planes zero-padded by one pixel, with room for a whole vector past the last column.
   const int wp = w + 2 + 16;
   const size_t plane = (size_t)(h + 2) * wp;
-  static std::vector<float> xp;
+  static std::vector<float> xp;  // one call at a time: the addon serialises its calls
   for (int img = 0; img < n; img++) {
     xp.assign((size_t)cin * plane, 0.f);
     for (int ci = 0; ci < cin; ci++)
