@@ -80,6 +80,15 @@ int positions_per_chunk(const Geometry& g) {
   return (int)std::max<size_t>(1, std::min(total, MAX_COLS / rows));
 }
 
+// The direct kernels of the active instruction set.
+const SimdKernels& simd_kernels() {
+  switch (active_isa()) {
+    case Isa::Avx512: return avx512::simd;
+    case Isa::Avx2: return avx2::simd;
+    default: return portable::simd;
+  }
+}
+
 float* cols_buffer(size_t size) {
   if (g_cols.size() < size) g_cols.resize(size);
   return g_cols.data();
@@ -89,10 +98,7 @@ float* cols_buffer(size_t size) {
 
 void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float* wt, int cout, const float* bias,
                        bool relu, float* y) {
-  const Isa isa = active_isa();
-  auto rows = isa == Isa::Avx512 ? avx512::conv3x3_small_cin_rows
-              : isa == Isa::Avx2 ? avx2::conv3x3_small_cin_rows
-                                 : portable::conv3x3_small_cin_rows;
+  auto rows = simd_kernels().conv3x3_small_cin_rows;
   // The planes zero-padded by one pixel, with room for a whole vector past the last column.
   const int wp = w + 2 + 16;
   const size_t plane = (size_t)(h + 2) * wp;
@@ -239,16 +245,14 @@ void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int
     if (k == 2 && stride == 2 && pad == 0) {
       // Windows tile the plane: every cell is written once, no clearing pass. Whole vectors of
       // windows go to the vectorised kernel, the rest of each row to the scalar loop below.
-      const Isa isa = active_isa();
-      auto span = isa == Isa::Avx512 ? avx512::pool2x2_backward_span : isa == Isa::Avx2 ? avx2::pool2x2_backward_span : portable::pool2x2_backward_span;
-      const int lanes = isa == Isa::Avx512 ? avx512::vector_lanes() : isa == Isa::Avx2 ? avx2::vector_lanes() : portable::vector_lanes();
-      const int vec_end = wo / lanes * lanes;
+      const SimdKernels& simd = simd_kernels();
+      const int vec_end = wo / simd.lanes * simd.lanes;
       for (int oh = 0; oh < ho; oh++) {
         const float* r0 = plane + (size_t)(2 * oh) * w;
         const float* r1 = r0 + w;
         float* d0 = d + (size_t)(2 * oh) * w;
         float* d1 = d0 + w;
-        span(r0, r1, g + (size_t)oh * wo, d0, d1, vec_end, relu_mask);
+        simd.pool2x2_backward_span(r0, r1, g + (size_t)oh * wo, d0, d1, vec_end, relu_mask);
         for (int ow = vec_end; ow < wo; ow++) {
           const int c = 2 * ow;
           const float v[4] = {r0[c], r0[c + 1], r1[c], r1[c + 1]};
@@ -338,12 +342,16 @@ void relu_backward(const float* dy, const float* x, float* dx, long size) {
   });
 }
 
+void add_and_mask_span(float* dst, const float* add, const float* mask, long n) {
+  if (add)
+    for (long i = 0; i < n; i++) dst[i] += add[i];
+  if (mask)
+    for (long i = 0; i < n; i++) dst[i] = mask[i] > 0.f ? dst[i] : 0.f;
+}
+
 static void add_and_mask(float* dx, const float* add, const float* mask, long size) {
   for_chunks(size, [&](long i0, long i1) {
-    if (add)
-      for (long i = i0; i < i1; i++) dx[i] += add[i];
-    if (mask)
-      for (long i = i0; i < i1; i++) dx[i] = mask[i] > 0.f ? dx[i] : 0.f;
+    add_and_mask_span(dx + i0, add ? add + i0 : nullptr, mask ? mask + i0 : nullptr, i1 - i0);
   });
 }
 

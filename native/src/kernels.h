@@ -19,6 +19,10 @@ void conv2d_backward_params(const float* dy, const float* x, int n, int cin, int
 
 // Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions (any padding up to 2). `up` holds the
 // transformed weights from winograd_weights (for cin -> cout channels).
+// dst = (dst + add) * (mask > 0) over n contiguous elements, either operand optional: the gradient
+// epilogue (see GradientEpilogue), serial.
+void add_and_mask_span(float* dst, const float* add, const float* mask, long n);
+
 // Optional epilogue per output element: + add[i], then ReLU (relu) or zero where mask[i] <= 0.
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int cout, int pad,
                       const float* bias, bool relu, float* y, const float* add = nullptr, const float* mask = nullptr);

@@ -1,18 +1,23 @@
-// The hand-vectorised direct kernels, compiled per instruction set (smallconv.inc, pool2x2.inc).
+// The hand-vectorised direct kernels (smallconv.inc, pool2x2.inc), compiled once per instruction
+// set by simd_{avx512,avx2,portable}.cc; simd_kernels() is the table of the active one.
 #pragma once
+#include <cstddef>
 
 namespace pastiche {
-#define PASTICHE_SMALLCONV(ns)                                                                                       \
-  namespace ns {                                                                                                     \
-  void conv3x3_small_cin_rows(int cin, const float* xp, int wp, const float* wt, int cout, const float* bias, bool relu, \
-                              float* y, int h, int w, int r0, int r1);                                               \
-  /* One output row of a 2x2 stride-2 max-pool backward; n (a multiple of vector_lanes()) columns. */                \
-  void pool2x2_backward_span(const float* r0, const float* r1, const float* g, float* d0, float* d1, int n,          \
-                             bool relu_mask);                                                                        \
-  int vector_lanes();                                                                                                \
-  }
-PASTICHE_SMALLCONV(avx512)
-PASTICHE_SMALLCONV(avx2)
-PASTICHE_SMALLCONV(portable)
-#undef PASTICHE_SMALLCONV
+
+struct SimdKernels {
+  // Floats per vector: pool2x2_backward_span takes whole vectors of output columns.
+  int lanes;
+  // Rows [r0, r1) of a 3x3 stride-1 pad-1 convolution of cin <= 4 zero-padded planes (see conv.cc).
+  void (*conv3x3_small_cin_rows)(int cin, const float* xp, int wp, const float* wt, int cout, const float* bias,
+                                 bool relu, float* y, int h, int w, int r0, int r1);
+  // One output row of a 2x2 stride-2 max-pool backward over n (a multiple of lanes) columns.
+  void (*pool2x2_backward_span)(const float* r0, const float* r1, const float* g, float* d0, float* d1, int n,
+                                bool relu_mask);
+};
+
+namespace avx512 { extern const SimdKernels simd; }
+namespace avx2 { extern const SimdKernels simd; }
+namespace portable { extern const SimdKernels simd; }
+
 }  // namespace pastiche

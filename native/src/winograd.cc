@@ -73,20 +73,12 @@ void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, float* 
   });
 }
 
-/** dst = (dst + add) * (mask > 0) over n contiguous elements, either operand optional. */
-static void add_and_mask_span(float* dst, const float* add, const float* mask, int n) {
-  if (add)
-    for (int i = 0; i < n; i++) dst[i] += add[i];
-  if (mask)
-    for (int i = 0; i < n; i++) dst[i] = mask[i] > 0.f ? dst[i] : 0.f;
-}
-
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int cout, int pad,
                       const float* bias, bool relu, float* y, const float* add, const float* mask) {
   ThreadPool& pool = ThreadPool::instance();
-  const bool avx2 = active_isa() != Isa::Portable;
-  auto input8 = avx2 ? avx2::input_transform8 : portable::input_transform8;
-  auto output8 = avx2 ? avx2::output_transform8 : portable::output_transform8;
+  const WinogradTransforms& transforms = active_isa() != Isa::Portable ? avx2::winograd : portable::winograd;
+  auto input8 = transforms.input8;
+  auto output8 = transforms.output8;
   const int ho = h + 2 * pad - 2, wo = w + 2 * pad - 2;
   const int th = (ho + 3) / 4, tw = (wo + 3) / 4, tiles = th * tw;
   const int coutp = round_up(cout, MR);

@@ -1,14 +1,18 @@
-// The vectorised Winograd transforms, compiled twice (AVX2/FMA and portable).
+// The vectorised Winograd transforms (winograd_transforms.inc), compiled twice by
+// winograd_{avx2,portable}.cc.
 #pragma once
 #include <cstddef>
 
 namespace pastiche {
-namespace avx2 {
-void input_transform8(const float* xpad, int wp, const int* base, float* dst, size_t dst_stride);
-void output_transform8(const float* m, size_t m_stride, float bias, bool relu, float* out);
-}  // namespace avx2
-namespace portable {
-void input_transform8(const float* xpad, int wp, const int* base, float* dst, size_t dst_stride);
-void output_transform8(const float* m, size_t m_stride, float bias, bool relu, float* out);
-}  // namespace portable
+
+struct WinogradTransforms {
+  // B^T d B for 8 tiles at once, into packed GEMM panels.
+  void (*input8)(const float* xpad, int wp, const int* base, float* dst, size_t dst_stride);
+  // A^T m A (+ bias, ReLU) for 8 tiles at once.
+  void (*output8)(const float* m, size_t m_stride, float bias, bool relu, float* out);
+};
+
+namespace avx2 { extern const WinogradTransforms winograd; }
+namespace portable { extern const WinogradTransforms winograd; }
+
 }  // namespace pastiche

@@ -1,21 +1,5 @@
-// The Winograd transforms for the portable path (see winograd_transforms.inc).
-#include <cstddef>
-
+// The Winograd transforms for the portable path (see winograd_isa.inc).
 #include "winograd_kernels.h"
 
-
-
-namespace pastiche {
-namespace portable {
-namespace {
-#include "winograd_transforms.inc"
-}  // namespace
-
-void input_transform8(const float* xpad, int wp, const int* base, float* dst, size_t dst_stride) {
-  wino_input8(xpad, wp, base, dst, dst_stride);
-}
-void output_transform8(const float* m, size_t m_stride, float bias, bool relu, float* out) {
-  wino_output8(m, m_stride, bias, relu, out);
-}
-}  // namespace portable
-}  // namespace pastiche
+#define PASTICHE_ISA portable
+#include "winograd_isa.inc"
