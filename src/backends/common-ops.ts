@@ -46,12 +46,21 @@ export function columnSums(d: Float32Array, rows: number, cols: number): Tensor 
   return new Tensor([cols], s);
 }
 
-/** Seed eqs. 8, 9, 12 through a backend's own matmul: dx = dy W^T, dW = x^T dy, db = sum_n dy. */
-export function linearBackwardByMatmul(be: Pick<Backend, 'matmul'>, dy: Tensor, x: Tensor, w: Tensor): LinearGradients {
+/**
+ * Seed eqs. 8, 9, 12 through a backend's own matmul: dx = dy W^T, dW = x^T dy, db = sum_n dy (on
+ * the host unless the backend sums dy's rows where dy lives).
+ */
+export function linearBackwardByMatmul(
+  be: Pick<Backend, 'matmul'>,
+  dy: Tensor,
+  x: Tensor,
+  w: Tensor,
+  sumRows: (dy: Tensor, rows: number, cols: number) => Tensor = (t, rows, cols) => columnSums(t.data, rows, cols),
+): LinearGradients {
   const n = x.shape[0]!;
   const dout = w.shape[1]!;
   checkGradShape(dy, [n, dout], 'linearBackward');
-  return { dx: be.matmul(dy, w, false, true), dw: be.matmul(x, dy, true, false), db: columnSums(dy.data, n, dout) };
+  return { dx: be.matmul(dy, w, false, true), dw: be.matmul(x, dy, true, false), db: sumRows(dy, n, dout) };
 }
 
 export const commonOps: CommonOps = {

@@ -187,7 +187,7 @@ export class Vgg19 {
   }
 
   /** Gives the last forward's intermediate tensors back (device backends; see forwardOwned). */
-  releaseTransients(): void {
+  private releaseTransients(): void {
     for (const t of this.forwardOwned) t.dispose();
     this.forwardOwned = [];
   }

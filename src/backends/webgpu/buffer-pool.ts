@@ -57,17 +57,6 @@ export class BufferPool {
   forget(s: GpuStorage): void {
     this.collected.unregister(s);
   }
-
-  /** Frees the pooled (unused) buffers. */
-  trim(): void {
-    for (const list of this.free.values()) {
-      for (const b of list) {
-        this.allocatedBytes -= b.size;
-        b.destroy();
-      }
-    }
-    this.free.clear();
-  }
 }
 
 export class GpuStorage implements DeviceStorage {

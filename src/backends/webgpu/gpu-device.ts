@@ -18,11 +18,12 @@ export interface GpuContext {
   readonly isSoftware: boolean;
   /** The adapter can run WGSL's f16 type (`shader-f16`). */
   readonly hasF16: boolean;
-  /** Set once the device is lost: every later call fails with this. */
+  /** Set once the device is lost or reports an error (out of memory): every later call fails with this. */
   lostReason?: string;
 }
 
-const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+/** The SwiftShader Vulkan driver that Debian's chromium package ships (WebGPU without a GPU). */
+export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 
 const NO_ADAPTER_HINT =
   `on a machine without a GPU, install Debian's chromium and libvulkan1 and set ` +

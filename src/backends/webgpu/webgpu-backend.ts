@@ -5,8 +5,9 @@
  * unchanged), everything else per call into a pooled buffer.
  */
 import { PasticheError } from '../../errors.js';
-import { Tensor, type Shape } from '../../tensor/tensor.js';
+import { Tensor, expectRank, sizeOf, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
+import { linearBackwardByMatmul } from '../common-ops.js';
 import {
   checkBias,
   checkEpilogue,
@@ -30,8 +31,6 @@ export interface WebGpuBackend extends Backend {
   readonly isSoftware: boolean;
   readonly precision: Precision;
   readonly pool: BufferPool;
-  /** Resolves when everything queued so far has run (for timing). */
-  sync(): Promise<void>;
 }
 
 const MAP_READ = 0x1 | 0x8; // GPUBufferUsage.MAP_READ | COPY_DST
@@ -130,10 +129,8 @@ function matmulSpec(transA: boolean, transB: boolean): GemmSpec {
   };
 }
 
-/** Host tensors to upload for one op and give back once it is queued. */
-class Uploads {
-  readonly transient: GPUBuffer[] = [];
-}
+/** Buffers an op borrows from the pool (uploads, partial sums) and gives back once it is queued. */
+type Uploads = GPUBuffer[];
 
 export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' = 'fp32'): WebGpuBackend {
   const device = ctx.device;
@@ -171,14 +168,13 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
   }
 
   function output(shape: Shape): Tensor {
-    const n = shape.reduce((a, b) => a * b, 1);
-    return new Tensor(shape, pool.storage(n, read));
+    return new Tensor(shape, pool.storage(sizeOf(shape), read));
   }
 
   function upload(data: Float32Array | Int32Array, up: Uploads): GPUBuffer {
     const b = pool.take(data.byteLength);
     device.queue.writeBuffer(b, 0, data.buffer, data.byteOffset, data.byteLength);
-    up.transient.push(b);
+    up.push(b);
     return b;
   }
 
@@ -204,7 +200,7 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
   function run(up: Uploads, ...dispatches: Dispatch[]): void {
     alive();
     runner.run(...dispatches);
-    for (const b of up.transient) pool.put(b);
+    for (const b of up) pool.put(b);
   }
 
   function outBuf(t: Tensor): GPUBuffer {
@@ -240,7 +236,7 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
       return [{ key: variant, code: () => gemmShader(spec, mode, false, tile), bindings: spec.bindings, params, buffers, groups }];
     }
     const partial = pool.take(splits * m * n * 4);
-    up.transient.push(partial);
+    up.push(partial);
     return [
       {
         key: `${variant}:split`,
@@ -271,6 +267,14 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
   const convParams = (g: ReturnType<typeof convGeometry>, p: Conv2dParams) => [g.cin, g.h, g.w, g.cout, g.ho, g.wo, g.k, p.stride, p.pad];
   const poolParams = (g: ReturnType<typeof poolGeometry>, p: Pool2dParams) => [g.h, g.w, g.ho, g.wo, p.kernel, p.stride, p.pad];
 
+  function pool2d(kernel: 'maxPool' | 'avgPool', x: Tensor, p: Pool2dParams): Tensor {
+    const g = poolGeometry(x.shape, p);
+    const up: Uploads = [];
+    const y = output([g.n, g.c, g.ho, g.wo]);
+    run(up, elementwise(kernel, y.size, poolParams(g, p), [buf(x, up), outBuf(y)]));
+    return y;
+  }
+
   const be: WebGpuBackend = {
     name: 'webgpu',
     description: `WGSL kernels on ${ctx.adapterName}${ctx.isSoftware ? ' (a CPU implementation: correct, slow)' : ''}${mode === 'fp32' ? '' : `, ${mode}`}`,
@@ -279,16 +283,10 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
     precision: mode,
     pool,
 
-    async sync() {
-      alive();
-      await device.queue.onSubmittedWorkDone();
-      alive();
-    },
-
     conv2d(x, wt, b, p, relu = false) {
       const g = convGeometry(x.shape, wt.shape, p);
       checkBias(b, g.cout, 'conv2d');
-      const up = new Uploads();
+      const up: Uploads = [];
       const y = output([g.n, g.cout, g.ho, g.wo]);
       const buffers = [buf(x, up), buf(wt, up, true), buf(b, up, true), outBuf(y)];
       const k = g.cin * g.k * g.k;
@@ -300,7 +298,7 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
       const g = convGeometry(xShape, wt.shape, p);
       checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardData');
       checkEpilogue(xShape, epilogue);
-      const up = new Uploads();
+      const up: Uploads = [];
       const dx = output(xShape);
       const add = epilogue?.add ? buf(epilogue.add, up) : dummy;
       const mask = epilogue?.reluMask ? buf(epilogue.reluMask, up) : dummy;
@@ -311,10 +309,9 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
     },
 
     conv2dBackwardParams(dy, x, kernel, p): ParamGradients {
-      const [cin] = [x.shape[1] ?? 0];
-      const g = convGeometry(x.shape, [cin, kernel, kernel, dy.shape[1] ?? 0], p);
+      const g = convGeometry(x.shape, [x.shape[1] ?? 0, kernel, kernel, dy.shape[1] ?? 0], p);
       checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardParams');
-      const up = new Uploads();
+      const up: Uploads = [];
       const dw = output([g.cin, g.k, g.k, g.cout]);
       const dyBuf = buf(dy, up);
       const buffers = [buf(x, up), dyBuf, outBuf(dw)];
@@ -324,34 +321,26 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
     },
 
     maxPool2d(x, p) {
-      const g = poolGeometry(x.shape, p);
-      const up = new Uploads();
-      const y = output([g.n, g.c, g.ho, g.wo]);
-      run(up, elementwise('maxPool', y.size, poolParams(g, p), [buf(x, up), outBuf(y)]));
-      return y;
+      return pool2d('maxPool', x, p);
     },
 
     maxPool2dBackward(dy, x, p, reluMask = false) {
       const g = poolGeometry(x.shape, p);
       checkGradShape(dy, [g.n, g.c, g.ho, g.wo], 'maxPool2dBackward');
-      const up = new Uploads();
+      const up: Uploads = [];
       const dx = output(x.shape);
       run(up, elementwise('maxPoolBackward', dx.size, [...poolParams(g, p), reluMask ? 1 : 0], [buf(x, up), buf(dy, up), outBuf(dx)]));
       return dx;
     },
 
     avgPool2d(x, p) {
-      const g = poolGeometry(x.shape, p);
-      const up = new Uploads();
-      const y = output([g.n, g.c, g.ho, g.wo]);
-      run(up, elementwise('avgPool', y.size, poolParams(g, p), [buf(x, up), outBuf(y)]));
-      return y;
+      return pool2d('avgPool', x, p);
     },
 
     avgPool2dBackward(dy, xShape, p) {
       const g = poolGeometry(xShape, p);
       checkGradShape(dy, [g.n, g.c, g.ho, g.wo], 'avgPool2dBackward');
-      const up = new Uploads();
+      const up: Uploads = [];
       const dx = output(xShape);
       run(up, elementwise('avgPoolBackward', dx.size, poolParams(g, p), [buf(dy, up), outBuf(dx)]));
       return dx;
@@ -359,41 +348,32 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
 
     matmul(a, b, transA = false, transB = false) {
       const g = matmulGeometry(a, b, transA, transB);
-      const up = new Uploads();
+      const up: Uploads = [];
       const c = output([g.m, g.n]);
-      const spec = matmulSpec(transA, transB);
-      run(up, ...gemm(`matmul${+transA}${+transB}`, spec, g.m, g.n, g.k, [], [buf(a, up), buf(b, up), outBuf(c)], up));
+      run(up, ...gemm(`matmul${+transA}${+transB}`, matmulSpec(transA, transB), g.m, g.n, g.k, [], [buf(a, up), buf(b, up), outBuf(c)], up));
       return c;
     },
 
     linear(x, wt, b) {
       const g = linearGeometry(x, wt, b);
-      const up = new Uploads();
+      const up: Uploads = [];
       const y = output([g.m, g.n]);
       run(up, ...gemm('linear', GEMMS.linear, g.m, g.n, g.k, [], [buf(x, up), buf(wt, up, true), buf(b, up, true), outBuf(y)], up));
       return y;
     },
 
     linearBackward(dy, x, wt): LinearGradients {
-      const [n, din] = [x.shape[0] ?? 0, x.shape[1] ?? 0];
-      const dout = wt.shape[1] ?? 0;
-      checkGradShape(dy, [n, dout], 'linearBackward');
-      const up = new Uploads();
-      const dyBuf = buf(dy, up);
-      const dw = output([din, dout]);
-      const dx = output([n, din]);
-      const db = channelSum(dyBuf, n, dout, 1);
-      run(
-        up,
-        ...gemm('matmul10', matmulSpec(true, false), din, dout, n, [], [buf(x, up), dyBuf, outBuf(dw)], up),
-        ...gemm('matmul01', matmulSpec(false, true), n, din, dout, [], [dyBuf, buf(wt, up, true), outBuf(dx)], up),
-        db.dispatch,
-      );
-      return { dw, db: db.out, dx };
+      // The bias gradient sums dy's rows on the GPU (channelSum with one value per row and column).
+      return linearBackwardByMatmul(be, dy, x, wt, (t, rows, cols) => {
+        const up: Uploads = [];
+        const db = channelSum(buf(t, up), rows, cols, 1);
+        run(up, db.dispatch);
+        return db.out;
+      });
     },
 
     relu(x) {
-      const up = new Uploads();
+      const up: Uploads = [];
       const y = output(x.shape);
       run(up, elementwise('relu', x.size, [], [buf(x, up), outBuf(y)]));
       return y;
@@ -401,7 +381,7 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
 
     reluBackward(dy, x, inPlace = false) {
       checkGradShape(dy, x.shape, 'reluBackward');
-      const up = new Uploads();
+      const up: Uploads = [];
       if (inPlace && dy.storage instanceof GpuStorage) {
         run(up, elementwise('reluBackwardInPlace', x.size, [], [dy.storage.buffer, buf(x, up)]));
         return dy;
@@ -413,25 +393,25 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
 
     addScaled(a, b, alpha) {
       checkGradShape(b, a.shape, 'addScaled');
-      const up = new Uploads();
+      const up: Uploads = [];
       const y = output(a.shape);
       run(up, elementwise('addScaled', a.size, [f32Bits(alpha)], [buf(a, up), buf(b, up), outBuf(y)]));
       return y;
     },
 
     scale(x, alpha) {
-      const up = new Uploads();
+      const up: Uploads = [];
       const y = output(x.shape);
       run(up, elementwise('scale', x.size, [f32Bits(alpha)], [buf(x, up), outBuf(y)]));
       return y;
     },
 
     sumOfSquares(x) {
-      const up = new Uploads();
+      const up: Uploads = [];
       const out = output([1]);
       const groups = Math.max(1, Math.min(1024, Math.ceil(x.size / 4096)));
       const partial = pool.take(groups * 4);
-      up.transient.push(partial);
+      up.push(partial);
       const k = KERNELS.sumPartials;
       const stage = (params: number[], buffers: GPUBuffer[], g: number): Dispatch => ({ key: 'sumPartials', code: k.code, bindings: k.bindings, params, buffers, groups: [g, 1, 1] });
       run(up, stage([x.size, 1], [buf(x, up), partial], groups), stage([groups, 0], [partial, outBuf(out)], 1));
@@ -439,9 +419,8 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
     },
 
     flattenNhwc(x) {
-      if (x.rank !== 4) throw new PasticheError(`flatten: expected [N,C,H,W], got [${x.shape.join(', ')}]`);
-      const [n, c, h, wd] = x.shape as [number, number, number, number];
-      const up = new Uploads();
+      const [n, c, h, wd] = expectRank(x, 4, 'flatten') as [number, number, number, number];
+      const up: Uploads = [];
       const y = output([n, c * h * wd]);
       run(up, elementwise('flattenNhwc', y.size, [c, h * wd], [buf(x, up), outBuf(y)]));
       return y;
@@ -450,16 +429,15 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
     flattenNhwcBackward(dy, xShape) {
       const [n, c, h, wd] = xShape as [number, number, number, number];
       checkGradShape(dy, [n, c * h * wd], 'flattenNhwcBackward');
-      const up = new Uploads();
+      const up: Uploads = [];
       const dx = output(xShape);
       run(up, elementwise('flattenNhwcBackward', dx.size, [c, h * wd], [buf(dy, up), outBuf(dx)]));
       return dx;
     },
 
     softmax(logits) {
-      if (logits.rank !== 2) throw new PasticheError(`softmax: expected [N,K] logits, got [${logits.shape.join(', ')}]`);
-      const [n, k] = logits.shape as [number, number];
-      const up = new Uploads();
+      const [n, k] = expectRank(logits, 2, 'softmax') as [number, number];
+      const up: Uploads = [];
       const y = output(logits.shape);
       const kk = KERNELS.softmax;
       run(up, { key: 'softmax', code: kk.code, bindings: kk.bindings, params: [k], buffers: [buf(logits, up), outBuf(y)], groups: [n, 1, 1] });
@@ -468,7 +446,7 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
 
     crossEntropy(prob, labels) {
       const [n, k] = checkLabels(prob, labels);
-      const up = new Uploads();
+      const up: Uploads = [];
       const loss = output([1]);
       const kk = KERNELS.crossEntropy;
       run(up, { key: 'crossEntropy', code: kk.code, bindings: kk.bindings, params: [n, k], buffers: [buf(prob, up), upload(labels, up), outBuf(loss)], groups: [1, 1, 1] });
@@ -477,7 +455,7 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
 
     softmaxCrossEntropyBackward(prob, labels) {
       const [n, k] = checkLabels(prob, labels);
-      const up = new Uploads();
+      const up: Uploads = [];
       const d = output(prob.shape);
       run(up, elementwise('softmaxCrossEntropyBackward', prob.size, [n, k], [buf(prob, up), upload(labels, up), outBuf(d)]));
       return d;

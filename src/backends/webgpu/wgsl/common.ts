@@ -32,10 +32,14 @@ export function bindingDecls(bindings: readonly Binding[]): string {
     .join('\n');
 }
 
-/** Elementwise kernels: one thread per element, the 1-D index spread over a 2-D dispatch. */
-export function elementwiseShader(params: readonly string[], bindings: readonly Binding[], body: string): string {
+/**
+ * Elementwise kernels: one thread per element, the 1-D index spread over a 2-D dispatch; `helpers`
+ * are WGSL functions the body calls.
+ */
+export function elementwiseShader(params: readonly string[], bindings: readonly Binding[], body: string, helpers = ''): string {
   return `${paramsStruct(['total', ...params])}
 ${bindingDecls(bindings)}
+${helpers}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

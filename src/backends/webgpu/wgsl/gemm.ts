@@ -70,9 +70,18 @@ export function gemmShader(spec: GemmSpec, precision: Precision, split: boolean,
   const el = native ? 'f16' : 'f32';
   const q = precision === 'fp32' ? '' : 'q';
   const bindings = split ? [...spec.bindings, { name: 'partial', write: true }] : spec.bindings;
-  // Thread t of 256 fills 4 cells of each 64x16 tile; along k or along m/n, whichever is contiguous.
-  const tileIndex = (alongK: boolean, row: string, width: number) =>
-    alongK ? `let kk = t % ${TK}u; let ${row} = t / ${TK}u;` : `let ${row} = t % ${width}u; let kk = t / ${width}u;`;
+  // The 256 threads fill a width x 16 tile of A (or B), `per` cells each, walking along k or along
+  // m (n), whichever is contiguous in memory.
+  const tileLoad = (tile: 'As' | 'Bs', width: number, per: number, alongK: boolean, idx: 'm' | 'n', bound: string, load: string) => `
+    for (var e = 0u; e < ${per}u; e++) {
+      let t = tid + e * 256u;
+      ${alongK ? `let kk = t % ${TK}u; let r = t / ${TK}u;` : `let r = t % ${width}u; let kk = t / ${width}u;`}
+      let ${idx} = ${idx}0 + r;
+      let k = k0 + kk;
+      var v = 0.0;
+      if (${idx} < ${bound} && k < kEnd) { v = ${load}; }
+      ${tile}[kk * ${width}u + r] = ${el}(${q}(v));
+    }`;
   return `${native ? 'enable f16;\n' : ''}${paramsStruct([...GEMM_PARAMS, ...spec.params])}
 ${bindingDecls(bindings)}
 ${precision === 'fp32' ? '' : Q_FN}
@@ -90,24 +99,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let kEnd = min(P.K, kBegin + P.kChunk);
   var acc: array<f32, ${rm * rn}>;
   for (var k0 = kBegin; k0 < kEnd; k0 += ${TK}u) {
-    for (var e = 0u; e < ${rm}u; e++) {
-      let t = tid + e * 256u;
-      ${tileIndex(spec.aAlongK ?? false, 'mm', tm)}
-      let m = m0 + mm;
-      let k = k0 + kk;
-      var a = 0.0;
-      if (m < P.M && k < kEnd) { a = loadA(m, k); }
-      As[kk * ${tm}u + mm] = ${el}(${q}(a));
-    }
-    for (var e = 0u; e < ${rn}u; e++) {
-      let t = tid + e * 256u;
-      ${tileIndex(spec.bAlongK ?? false, 'nn', tn)}
-      let n = n0 + nn;
-      let k = k0 + kk;
-      var b = 0.0;
-      if (n < P.N && k < kEnd) { b = loadB(k, n); }
-      Bs[kk * ${tn}u + nn] = ${el}(${q}(b));
-    }
+${tileLoad('As', tm, rm, spec.aAlongK ?? false, 'm', 'P.M', 'loadA(m, k)')}
+${tileLoad('Bs', tn, rn, spec.bAlongK ?? false, 'n', 'P.N', 'loadB(k, n)')}
     workgroupBarrier();
     for (var kk = 0u; kk < ${TK}u; kk++) {
       var av: array<f32, ${rm}>;

@@ -4,12 +4,37 @@
  */
 import { elementwiseShader, paramsStruct, bindingDecls, type Binding } from './common.js';
 
+/** A kernel: its buffers (binding 1 on, after the parameter block) and its generated WGSL. */
+export interface Kernel {
+  readonly bindings: readonly Binding[];
+  readonly code: () => string;
+}
+
 // Nearly the lowest finite f32 (WGSL's constant evaluation rejects -inf); argmax starts from the first cell anyway.
 const NEG_INF = '-3.4e38';
 const POOL_PARAMS = ['H', 'W', 'Ho', 'Wo', 'KS', 'stride', 'pad'] as const;
 
 const r = (name: string): Binding => ({ name, write: false });
 const w = (name: string): Binding => ({ name, write: true });
+const LABELS: Binding = { name: 'labels', write: false, type: 'i32' };
+
+/** One output per thread (see elementwiseShader); `helpers` are WGSL functions the body calls. */
+function elementwise(params: readonly string[], bindings: readonly Binding[], body: string, helpers = ''): Kernel {
+  return { bindings, code: () => elementwiseShader(params, bindings, body, helpers) };
+}
+
+/** A kernel with its own entry point, after the parameter block and the buffer declarations. */
+function custom(params: readonly string[], bindings: readonly Binding[], rest: string): Kernel {
+  return { bindings, code: () => `${paramsStruct(params)}\n${bindingDecls(bindings)}\n${rest}` };
+}
+
+/** red[0] = op over red[0..256), the 256 threads of the workgroup together (each has stored its red[lid.x]). */
+const treeReduce = (op: (a: string, b: string) => string) => `  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (lid.x < s) { red[lid.x] = ${op('red[lid.x]', 'red[lid.x + s]')}; }
+    workgroupBarrier();
+  }`;
+const sum = (a: string, b: string) => `${a} + ${b}`;
 
 /** The first maximum of window (oh, ow) in plane `plane`, as in loops' argmaxOfWindow: index h*W+w, or -1. */
 const ARGMAX_FN = `
@@ -60,17 +85,10 @@ const WINDOWS_OF_CELL = `  let plane = i / (P.H * P.W);
   let owHi = min(wp / P.stride, P.Wo - 1u);`;
 
 export const KERNELS = {
-  maxPool: {
-    bindings: [r('x'), w('y')],
-    code: () =>
-      elementwiseShader(POOL_PARAMS, [r('x'), w('y')], `${OUT_POS}
+  maxPool: elementwise(POOL_PARAMS, [r('x'), w('y')], `${OUT_POS}
   let a = argmaxOfWindow(plane, oh, ow);
-  y[i] = x[plane * P.H * P.W + u32(a)];`).replace('@compute', `${ARGMAX_FN}\n@compute`),
-  },
-  maxPoolBackward: {
-    bindings: [r('x'), r('dy'), w('dx')],
-    code: () =>
-      elementwiseShader([...POOL_PARAMS, 'reluMask'], [r('x'), r('dy'), w('dx')], `${WINDOWS_OF_CELL}
+  y[i] = x[plane * P.H * P.W + u32(a)];`, ARGMAX_FN),
+  maxPoolBackward: elementwise([...POOL_PARAMS, 'reluMask'], [r('x'), r('dy'), w('dx')], `${WINDOWS_OF_CELL}
   let me = i32(h * P.W + wc);
   var g = 0.0;
   for (var oh = ohLo; oh <= ohHi; oh++) {
@@ -79,12 +97,8 @@ export const KERNELS = {
     }
   }
   if (P.reluMask != 0u && !(x[i] > 0.0)) { g = 0.0; }
-  dx[i] = g;`).replace('@compute', `${ARGMAX_FN}\n@compute`),
-  },
-  avgPool: {
-    bindings: [r('x'), w('y')],
-    code: () =>
-      elementwiseShader(POOL_PARAMS, [r('x'), w('y')], `${OUT_POS}
+  dx[i] = g;`, ARGMAX_FN),
+  avgPool: elementwise(POOL_PARAMS, [r('x'), w('y')], `${OUT_POS}
   var s = 0.0;
   for (var kh = 0u; kh < P.KS; kh++) {
     for (var kw = 0u; kw < P.KS; kw++) {
@@ -94,49 +108,25 @@ export const KERNELS = {
       s += x[(plane * P.H + u32(ih)) * P.W + u32(iw)];
     }
   }
-  y[i] = s / windowCount(oh, ow);`).replace('@compute', `${WINDOW_COUNT_FN}\n@compute`),
-  },
-  avgPoolBackward: {
-    bindings: [r('dy'), w('dx')],
-    code: () =>
-      elementwiseShader(POOL_PARAMS, [r('dy'), w('dx')], `${WINDOWS_OF_CELL}
+  y[i] = s / windowCount(oh, ow);`, WINDOW_COUNT_FN),
+  avgPoolBackward: elementwise(POOL_PARAMS, [r('dy'), w('dx')], `${WINDOWS_OF_CELL}
   var g = 0.0;
   for (var oh = ohLo; oh <= ohHi; oh++) {
     for (var ow = owLo; ow <= owHi; ow++) {
       g += dy[(plane * P.Ho + oh) * P.Wo + ow] / windowCount(oh, ow);
     }
   }
-  dx[i] = g;`).replace('@compute', `${WINDOW_COUNT_FN}\n@compute`),
-  },
-  relu: {
-    bindings: [r('x'), w('y')],
-    code: () => elementwiseShader([], [r('x'), w('y')], '  y[i] = select(0.0, x[i], x[i] > 0.0);'),
-  },
-  reluBackward: {
-    bindings: [r('dy'), r('x'), w('dx')],
-    code: () => elementwiseShader([], [r('dy'), r('x'), w('dx')], '  dx[i] = select(0.0, dy[i], x[i] > 0.0);'),
-  },
-  reluBackwardInPlace: {
-    bindings: [w('dy'), r('x')],
-    code: () => elementwiseShader([], [w('dy'), r('x')], '  dy[i] = select(0.0, dy[i], x[i] > 0.0);'),
-  },
-  addScaled: {
-    bindings: [r('a'), r('b'), w('y')],
-    code: () => elementwiseShader(['alpha'], [r('a'), r('b'), w('y')], '  y[i] = a[i] + bitcast<f32>(P.alpha) * b[i];'),
-  },
-  scale: {
-    bindings: [r('x'), w('y')],
-    code: () => elementwiseShader(['alpha'], [r('x'), w('y')], '  y[i] = bitcast<f32>(P.alpha) * x[i];'),
-  },
+  dx[i] = g;`, WINDOW_COUNT_FN),
+  relu: elementwise([], [r('x'), w('y')], '  y[i] = select(0.0, x[i], x[i] > 0.0);'),
+  reluBackward: elementwise([], [r('dy'), r('x'), w('dx')], '  dx[i] = select(0.0, dy[i], x[i] > 0.0);'),
+  reluBackwardInPlace: elementwise([], [w('dy'), r('x')], '  dy[i] = select(0.0, dy[i], x[i] > 0.0);'),
+  addScaled: elementwise(['alpha'], [r('a'), r('b'), w('y')], '  y[i] = a[i] + bitcast<f32>(P.alpha) * b[i];'),
+  scale: elementwise(['alpha'], [r('x'), w('y')], '  y[i] = bitcast<f32>(P.alpha) * x[i];'),
   /**
    * Stage one of a sum: workgroup g adds (the squares of, with P.square) the elements
    * g*256 + t, + G*256, ... into partial[g]; run again on the partials with G = 1 for the total.
    */
-  sumPartials: {
-    bindings: [r('x'), w('partial')],
-    code: () => `${paramsStruct(['total', 'square'])}
-${bindingDecls([r('x'), w('partial')])}
-var<workgroup> red: array<f32, 256>;
+  sumPartials: custom(['total', 'square'], [r('x'), w('partial')], `var<workgroup> red: array<f32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -146,47 +136,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     acc += select(v, v * v, P.square != 0u);
   }
   red[lid.x] = acc;
-  workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) {
-    if (lid.x < s) { red[lid.x] += red[lid.x + s]; }
-    workgroupBarrier();
-  }
+${treeReduce(sum)}
   if (lid.x == 0u) { partial[wg.x] = red[0]; }
 }
-`,
-  },
+`),
   /** [N,C,H,W] -> [N, H*W*C]; params C and HW. */
-  flattenNhwc: {
-    bindings: [r('x'), w('y')],
-    code: () =>
-      elementwiseShader(['C', 'HW'], [r('x'), w('y')], `  let per = P.C * P.HW;
+  flattenNhwc: elementwise(['C', 'HW'], [r('x'), w('y')], `  let per = P.C * P.HW;
   let n = i / per;
   let hw = (i % per) / P.C;
   let c = i % P.C;
   y[i] = x[(n * P.C + c) * P.HW + hw];`),
-  },
-  flattenNhwcBackward: {
-    bindings: [r('dy'), w('dx')],
-    code: () =>
-      elementwiseShader(['C', 'HW'], [r('dy'), w('dx')], `  let per = P.C * P.HW;
+  flattenNhwcBackward: elementwise(['C', 'HW'], [r('dy'), w('dx')], `  let per = P.C * P.HW;
   let n = i / per;
   let c = (i % per) / P.HW;
   let hw = i % P.HW;
   dx[i] = dy[n * per + hw * P.C + c];`),
-  },
-  softmaxCrossEntropyBackward: {
-    bindings: [r('p'), { name: 'labels', write: false, type: 'i32' }, w('d')],
-    code: () =>
-      elementwiseShader(['N', 'K'], [r('p'), { name: 'labels', write: false, type: 'i32' }, w('d')], `  let row = i / P.K;
+  softmaxCrossEntropyBackward: elementwise(['N', 'K'], [r('p'), LABELS, w('d')], `  let row = i / P.K;
   let hit = select(0.0, 1.0, i32(i % P.K) == labels[row]);
   d[i] = (p[i] - hit) / f32(P.N);`),
-  },
   /** Row-wise softmax, one workgroup per row: max, then the sum of exponentials, then divide. */
-  softmax: {
-    bindings: [r('x'), w('y')],
-    code: () => `${paramsStruct(['K'])}
-${bindingDecls([r('x'), w('y')])}
-var<workgroup> red: array<f32, 256>;
+  softmax: custom(['K'], [r('x'), w('y')], `var<workgroup> red: array<f32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -194,46 +163,28 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   var m = ${NEG_INF};
   for (var j = lid.x; j < P.K; j += 256u) { m = max(m, x[base + j]); }
   red[lid.x] = m;
-  workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) {
-    if (lid.x < s) { red[lid.x] = max(red[lid.x], red[lid.x + s]); }
-    workgroupBarrier();
-  }
+${treeReduce((a, b) => `max(${a}, ${b})`)}
   let rowMax = red[0];
   workgroupBarrier();
-  var sum = 0.0;
-  for (var j = lid.x; j < P.K; j += 256u) { sum += exp(x[base + j] - rowMax); }
-  red[lid.x] = sum;
-  workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) {
-    if (lid.x < s) { red[lid.x] += red[lid.x + s]; }
-    workgroupBarrier();
-  }
-  let total = red[0];
-  for (var j = lid.x; j < P.K; j += 256u) { y[base + j] = exp(x[base + j] - rowMax) / total; }
+  var total = 0.0;
+  for (var j = lid.x; j < P.K; j += 256u) { total += exp(x[base + j] - rowMax); }
+  red[lid.x] = total;
+${treeReduce(sum)}
+  let denominator = red[0];
+  for (var j = lid.x; j < P.K; j += 256u) { y[base + j] = exp(x[base + j] - rowMax) / denominator; }
 }
-`,
-  },
+`),
   /** Mean of -log p[label] over the rows, clamped like the CPU's (one thread: N is the batch). */
-  crossEntropy: {
-    bindings: [r('p'), { name: 'labels', write: false, type: 'i32' }, w('loss')],
-    code: () => `${paramsStruct(['N', 'K'])}
-${bindingDecls([r('p'), { name: 'labels', write: false, type: 'i32' }, w('loss')])}
-
+  crossEntropy: custom(['N', 'K'], [r('p'), LABELS, w('loss')], `
 @compute @workgroup_size(1)
 fn main() {
   var l = 0.0;
   for (var row = 0u; row < P.N; row++) { l -= log(max(p[row * P.K + u32(labels[row])], 1e-30)); }
   loss[0] = l / f32(P.N);
 }
-`,
-  },
+`),
   /** out[c] = sum over o < O, i < I of t[(o*C + c)*I + i]: bias gradients. One workgroup per c. */
-  channelSum: {
-    bindings: [r('t'), w('out')],
-    code: () => `${paramsStruct(['O', 'C', 'I'])}
-${bindingDecls([r('t'), w('out')])}
-var<workgroup> red: array<f32, 256>;
+  channelSum: custom(['O', 'C', 'I'], [r('t'), w('out')], `var<workgroup> red: array<f32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -244,13 +195,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     for (var j = lid.x; j < total; j += 256u) { acc += t[((j / P.I) * P.C + c) * P.I + j % P.I]; }
   }
   red[lid.x] = acc;
-  workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) {
-    if (lid.x < s) { red[lid.x] += red[lid.x + s]; }
-    workgroupBarrier();
-  }
+${treeReduce(sum)}
   if (lid.x == 0u && c < P.C) { out[c] = red[0]; }
 }
-`,
-  },
-} as const;
+`),
+} as const satisfies Record<string, Kernel>;
