@@ -1,41 +1,27 @@
 /** The command line as a person uses it: output, --json, --dump, and one-line errors on bad input. */
 import * as assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { promisify } from 'node:util';
 import { readNpy } from '../src/tensor/npy.js';
-import { CLI, TINY, assertClose } from './helpers.js';
+import { TINY, assertClose, runCli, type CliResult } from './helpers.js';
 
-const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'pastiche-cli-'));
 const emptyCache = mkdtempSync(join(tmpdir(), 'pastiche-cache-'));
 const WEIGHTS = `${TINY}vgg19-tiny-old.mat`;
 const IMAGE = `${TINY}chelsea.png`;
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function pastiche(args: string[], env: Record<string, string> = {}): Promise<Result> {
+/** The CLI with an empty weights cache and no PASTICHE_WEIGHTS unless `env` sets them. */
+async function pastiche(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   const base = { ...process.env, XDG_CACHE_HOME: emptyCache, ...env };
   delete (base as Record<string, string | undefined>)['PASTICHE_WEIGHTS'];
   Object.assign(base, env);
-  try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env: base });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
+  return runCli(args, { env: base });
 }
 
 /** A failure: non-zero exit, exactly one line on stderr naming `what`, no stack trace. */
-function assertOneLineError(r: Result, pattern: RegExp): void {
+function assertOneLineError(r: CliResult, pattern: RegExp): void {
   assert.notEqual(r.code, 0, 'exit code');
   const lines = r.stderr.trimEnd().split('\n');
   assert.equal(lines.length, 1, `one line expected, got:\n${r.stderr}`);

@@ -1,6 +1,8 @@
 /** Shared test helpers: fixture paths, random tensors, tolerant comparisons. */
 import * as assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { Tensor, type Shape } from '../src/tensor/tensor.js';
 import { uniformRng } from '../src/util/random.js';
 
@@ -8,6 +10,23 @@ import { uniformRng } from '../src/util/random.js';
 export const FIXTURES = fileURLToPath(new URL('../../test/fixtures/', import.meta.url));
 export const TINY = `${FIXTURES}vgg19-tiny/`;
 export const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the compiled `pastiche` CLI; a non-zero exit is a result to assert on, not an exception. */
+export async function runCli(args: string[], options: { env?: NodeJS.ProcessEnv; timeout?: number } = {}): Promise<CliResult> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [CLI, ...args], { env: options.env ?? process.env, timeout: options.timeout });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as CliResult;
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
 
 export function randomTensor(shape: Shape, seed: number, lo = -1, hi = 1): Tensor {
   const r = uniformRng(seed);

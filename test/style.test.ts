@@ -1,11 +1,10 @@
 /** Style transfer: losses and gradients against PyTorch and finite differences, Adam's trajectory, the CLI. */
 import * as assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { buildTargets, evaluate, parseLayers, stylize, type ObjectiveWeights } from '../src/app/stylize.js';
 import { availableBackends, getBackend } from '../src/backends/index.js';
@@ -15,10 +14,9 @@ import { Adam, Lbfgs } from '../src/style/optimizers.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
-import { CLI, FIXTURES, TINY, assertClose, gradCheck, randomTensor } from './helpers.js';
+import { CLI, FIXTURES, TINY, assertClose, gradCheck, randomTensor, runCli } from './helpers.js';
 
 const REF = `${FIXTURES}style/`;
-const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'pastiche-style-'));
 const tiny = await loadMatConvNetVgg19(`${TINY}vgg19-tiny-old.mat`);
 const STYLE = `${FIXTURES}resize/gradient301x199.png`;
@@ -151,15 +149,7 @@ test('cancelling returns the best image so far', async () => {
   assert.equal(r.iterations, 3);
 });
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await run(process.execPath, [CLI, ...args]);
-    return { code: 0, ...r };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
+const cli = (args: string[]) => runCli(args);
 
 test('pastiche stylize writes the image, the JSON log and intermediate saves', async () => {
   const out = join(dir, 'out.png');

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { chromium } from 'playwright-core';
+import { chromium, type Page } from 'playwright-core';
 import { startWebServer } from '../src/app/web-server.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
@@ -25,22 +25,37 @@ after(async () => {
   rmSync(profile, { recursive: true, force: true });
 });
 
+/** A fresh headless Chromium page at `path` of the served site, closed afterwards. */
+async function withPage(path: string, fn: (page: Page) => Promise<void>): Promise<void> {
+  const ctx = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS });
+  try {
+    const page = await ctx.newPage();
+    await page.goto(`${server.url}${path}`);
+    await fn(page);
+  } finally {
+    await ctx.close();
+  }
+}
+
+/** Clicks Classify and waits for the page's result or error. */
+async function classify(page: Page, timeout: number): Promise<void> {
+  await page.evaluate(() => (window.pasticheResult = undefined));
+  await page.click('#run');
+  await page.waitForFunction(() => window.pasticheResult ?? window.pasticheError, null, { timeout });
+}
+
 test('Chromium is installed where the test expects it', () => {
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium (or set PASTICHE_CHROMIUM)`);
 });
 
 test('the page classifies chelsea.png with the tiny VGG19 on WebGPU, equal to PyTorch', async () => {
-  const ctx = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS });
-  try {
-    const page = await ctx.newPage();
+  await withPage('', async (page) => {
     const logs: string[] = [];
     page.on('console', (m) => logs.push(m.text()));
-    await page.goto(server.url);
     await page.waitForFunction(() => document.getElementById('status')!.textContent!.startsWith('ready'), null, { timeout: 30_000 });
     await page.setInputFiles('#weights', `${TINY}vgg19-tiny-old-z.mat`); // the compressed layout: DecompressionStream
     await page.setInputFiles('#image', `${TINY}chelsea.png`);
-    await page.click('#run');
-    await page.waitForFunction(() => window.pasticheResult ?? window.pasticheError, null, { timeout: 180_000 });
+    await classify(page, 180_000);
     const error = await page.evaluate(() => window.pasticheError);
     assert.equal(error, undefined, `page error: ${error} (console: ${logs.join(' | ')})`);
     const r = (await page.evaluate(() => window.pasticheResult)) as PageResult;
@@ -52,24 +67,17 @@ test('the page classifies chelsea.png with the tiny VGG19 on WebGPU, equal to Py
     assert.match(await page.textContent('#result') ?? '', /Norfolk terrier/);
     // The fp16 mode in the browser: same class, a slightly different probability.
     await page.selectOption('#precision', 'fp16');
-    await page.evaluate(() => (window.pasticheResult = undefined));
-    await page.click('#run');
-    await page.waitForFunction(() => window.pasticheResult ?? window.pasticheError, null, { timeout: 180_000 });
+    await classify(page, 180_000);
     const h = (await page.evaluate(() => window.pasticheResult)) as PageResult;
     assert.match(h.precision, /^fp16/);
     assert.equal(h.top[0]!.index, 185);
     const d = Math.abs(h.top[0]!.prob - r.top[0]!.prob);
     assert.ok(d > 0 && d < 0.01, `fp16 moved the top probability by ${d}`);
-  } finally {
-    await ctx.close();
-  }
+  });
 });
 
 test('check.html grades every WGSL kernel in the browser against the four loops (rel. error < 1e-4)', async () => {
-  const ctx = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS });
-  try {
-    const page = await ctx.newPage();
-    await page.goto(`${server.url}check.html`);
+  await withPage('check.html', async (page) => {
     await page.waitForFunction(() => window.pasticheCheck ?? window.pasticheCheckError, null, { timeout: 300_000 });
     assert.equal(await page.evaluate(() => window.pasticheCheckError), undefined);
     const r = (await page.evaluate(() => window.pasticheCheck))!;
@@ -77,23 +85,15 @@ test('check.html grades every WGSL kernel in the browser against the four loops 
     const failed = r.rows.filter((x) => !x.pass);
     assert.deepEqual(failed, [], `failed in the browser: ${JSON.stringify(failed)}`);
     assert.match(await page.textContent('#status') ?? '', /^\d+ of \d+ ops equal the four loops/);
-  } finally {
-    await ctx.close();
-  }
+  });
 });
 
 test('the page says what is wrong when the weights file is not a .mat', async () => {
-  const ctx = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS });
-  try {
-    const page = await ctx.newPage();
-    await page.goto(server.url);
+  await withPage('', async (page) => {
     await page.setInputFiles('#weights', `${TINY}chelsea.png`);
     await page.setInputFiles('#image', `${TINY}chelsea.png`);
-    await page.click('#run');
-    await page.waitForFunction(() => window.pasticheResult ?? window.pasticheError, null, { timeout: 60_000 });
+    await classify(page, 60_000);
     assert.match((await page.evaluate(() => window.pasticheError)) ?? '', /chelsea.png: not a MATLAB level-5 .mat file/);
     assert.match(await page.textContent('#status') ?? '', /^error: /);
-  } finally {
-    await ctx.close();
-  }
+  });
 });

@@ -1,48 +1,39 @@
 /** The command line on webgpu: classify and dump on the GPU, --backend auto, and the errors. */
 import * as assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { promisify } from 'node:util';
 import { readNpy } from '../src/tensor/npy.js';
 import { readMatBlob } from '../src/weights/mat/mat-blob.js';
 import { readMatFile } from '../src/weights/mat/mat-file.js';
-import { CLI, TINY, assertClose } from './helpers.js';
+import { TINY, assertClose, runCli } from './helpers.js';
 import { useSwiftShaderUnlessSet } from './webgpu-env.js';
 
-const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'pastiche-webgpu-cli-'));
 const WEIGHTS = `${TINY}vgg19-tiny-old.mat`;
 const IMAGE = `${TINY}chelsea.png`;
 const env = useSwiftShaderUnlessSet({ ...process.env });
 
-async function fails(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<{ code: number; stderr: string }> {
-  try {
-    await run(process.execPath, [CLI, ...args], { env: { ...env, ...extraEnv }, timeout: 120_000 });
-  } catch (e) {
-    const err = e as { code: number; stderr: string };
-    return { code: err.code, stderr: err.stderr };
-  }
-  assert.fail(`pastiche ${args.join(' ')} succeeded`);
-}
+const pastiche = (args: string[], extraEnv: NodeJS.ProcessEnv = {}) => runCli(args, { env: { ...env, ...extraEnv }, timeout: 120_000 });
 
 test('classify --backend webgpu prints the same top-5 as PyTorch and says which adapter ran it; --dump reads back', async () => {
   const out = join(dir, 'prob.npy');
-  const { stdout, stderr } = await run(process.execPath, [CLI, 'classify', IMAGE, '--weights', WEIGHTS, '--backend', 'webgpu', '--dump', `prob=${out}`], { env, timeout: 120_000 });
+  const { code, stdout, stderr } = await pastiche(['classify', IMAGE, '--weights', WEIGHTS, '--backend', 'webgpu', '--dump', `prob=${out}`]);
+  assert.equal(code, 0, stderr);
   assert.match(stdout, /id = 185, prob = 0\.3752/);
   assert.match(stderr, /backend: webgpu on .+; forward pass: [\d.]+ ms/);
   assertClose((await readNpy(out)).reshape([1, 1000]), await readNpy(`${TINY}ref-old/prob.npy`), 1e-4, 'dumped prob');
 });
 
 test('--backend auto takes the CPU when the only WebGPU adapter is a CPU implementation', async () => {
-  const { stderr } = await run(process.execPath, [CLI, 'classify', IMAGE, '--weights', WEIGHTS, '--backend', 'auto'], { env, timeout: 120_000 });
+  const { code, stderr } = await pastiche(['classify', IMAGE, '--weights', WEIGHTS, '--backend', 'auto']);
+  assert.equal(code, 0, stderr);
   assert.match(stderr, /backend: (native|ts); forward pass/);
 });
 
 test('no WebGPU adapter: one clear line and exit code 1, no stack trace', async () => {
-  const { code, stderr } = await fails(['classify', IMAGE, '--weights', WEIGHTS, '--backend', 'webgpu'], { VK_ICD_FILENAMES: join(dir, 'no-such-driver.json') });
+  const { code, stderr } = await pastiche(['classify', IMAGE, '--weights', WEIGHTS, '--backend', 'webgpu'], { VK_ICD_FILENAMES: join(dir, 'no-such-driver.json') });
   assert.equal(code, 1);
   const ours = stderr.split('\n').filter((l) => l.startsWith('pastiche:'));
   assert.equal(ours.length, 1, stderr);
@@ -51,7 +42,7 @@ test('no WebGPU adapter: one clear line and exit code 1, no stack trace', async 
 });
 
 test('--precision fp16 needs the webgpu backend', async () => {
-  const { code, stderr } = await fails(['classify', IMAGE, '--weights', WEIGHTS, '--backend', 'ts', '--precision', 'fp16']);
+  const { code, stderr } = await pastiche(['classify', IMAGE, '--weights', WEIGHTS, '--backend', 'ts', '--precision', 'fp16']);
   assert.equal(code, 1);
   assert.match(stderr, /--precision fp16 needs the webgpu backend \(got ts\)/);
 });

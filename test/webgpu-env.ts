@@ -9,9 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
 import { closeBackends, openWebGpu } from '../src/backends/index.js';
+import { SWIFTSHADER_ICD } from '../src/backends/webgpu/gpu-device.js';
 import type { WebGpuBackend } from '../src/backends/webgpu/webgpu-backend.js';
-
-export const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 
 export function useSwiftShaderUnlessSet(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   if (!env['VK_ICD_FILENAMES'] && existsSync(SWIFTSHADER_ICD)) env['VK_ICD_FILENAMES'] = SWIFTSHADER_ICD;
