@@ -1,7 +1,10 @@
-// Bundles the browser pages (src/web/*-page.ts and the engine they import) into dist/web/.
-import { copyFileSync, mkdirSync } from 'node:fs';
+// After tsc: makes the CLI executable (npm links `bin` before `prepare` builds it, so it cannot
+// set the mode itself, and `npx pastiche` in a fresh clone would be refused), and bundles the
+// browser pages (src/web/*-page.ts and the engine they import) into dist/web/.
+import { chmodSync, copyFileSync, mkdirSync } from 'node:fs';
 import { build } from 'esbuild';
 
+chmodSync('dist/src/cli/main.js', 0o755);
 mkdirSync('dist/web', { recursive: true });
 await build({
   entryPoints: ['src/web/classify-page.ts', 'src/web/check-page.ts'],
