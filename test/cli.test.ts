@@ -1,11 +1,11 @@
 /** The command line as a person uses it: output, --json, --dump, and one-line errors on bad input. */
 import * as assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { readNpy } from '../src/tensor/npy.js';
-import { TINY, assertClose, runCli, type CliResult } from './helpers.js';
+import { CLI, TINY, assertClose, runCli, type CliResult } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pastiche-cli-'));
 const emptyCache = mkdtempSync(join(tmpdir(), 'pastiche-cache-'));
@@ -28,6 +28,10 @@ function assertOneLineError(r: CliResult, pattern: RegExp): void {
   assert.match(lines[0]!, pattern);
   assert.doesNotMatch(r.stderr, /\n\s+at |internal error/);
 }
+
+test('the built CLI is executable, as npx pastiche and the bin link need', () => {
+  assert.ok(statSync(CLI).mode & 0o111, `${CLI} is not executable`);
+});
 
 test('classify prints the course line and the top classes', async () => {
   const r = await pastiche(['classify', IMAGE, '--weights', WEIGHTS, '--top', '3']);
