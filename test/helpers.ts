@@ -3,8 +3,13 @@ import * as assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { setHostPoolPoison } from '../src/tensor/host-pool.js';
 import { Tensor, type Shape } from '../src/tensor/tensor.js';
 import { uniformRng } from '../src/util/random.js';
+
+// Every uninitialised output a CPU kernel gets is NaN-filled in the tests: a kernel that relies on
+// zeros, or leaves an element unwritten, fails its comparison instead of passing by luck.
+setHostPoolPoison(true);
 
 /** test/fixtures (the compiled tests run from dist/test). */
 export const FIXTURES = fileURLToPath(new URL('../../test/fixtures/', import.meta.url));

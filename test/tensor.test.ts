@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { PasticheError } from '../src/errors.js';
 import { formatNpy, parseNpy, readNpy, writeNpy } from '../src/tensor/npy.js';
+import { clearHostPool, hostPoolBytes } from '../src/tensor/host-pool.js';
 import { Tensor, expectShape } from '../src/tensor/tensor.js';
 import { TINY, randomTensor } from './helpers.js';
 
@@ -47,4 +48,32 @@ test('.npy rejects malformed files with a PasticheError', () => {
   new DataView(bad.buffer).setUint16(8, f8.length, true);
   bad.set(f8, 10);
   assert.throws(() => parseNpy(bad, 'c.npy'), /unsupported dtype <i8/);
+});
+
+test('recycled host memory goes to the next uninitialised tensor of its size, and only there', () => {
+  clearHostPool();
+  const a = Tensor.uninitialized([4, 5]);
+  assert.ok(Number.isNaN(a.data[0]!), 'the tests poison uninitialised memory with NaN');
+  a.data.fill(1);
+  const memory = a.data;
+  a.recycle();
+  a.recycle(); // twice is harmless: the array is pooled once
+  assert.equal(hostPoolBytes(), 80);
+  assert.throws(() => a.data, /\[4, 5\] was recycled/);
+  assert.notEqual(Tensor.uninitialized([21]).data, memory, 'another size does not take it');
+  const b = Tensor.uninitialized([2, 10]);
+  assert.equal(b.data, memory, 'the same size reuses it');
+  assert.ok(Number.isNaN(b.data[3]!), 'poisoned again on the way out');
+  assert.equal(hostPoolBytes(), 0);
+  assert.equal(Tensor.uninitialized([2, 10]).data === memory, false, 'handed out once');
+  // A view shares the array, so recycling the tensor it came from must not pool it.
+  const view = b.reshape([20]);
+  b.recycle();
+  assert.equal(hostPoolBytes(), 0);
+  assert.equal(view.data, memory);
+  // Tensors made from caller data are never pooled.
+  const own = new Tensor([3], new Float32Array([1, 2, 3]));
+  own.recycle();
+  assert.equal(hostPoolBytes(), 0);
+  assert.throws(() => Tensor.uninitialized([2, -1]), /invalid tensor shape/);
 });

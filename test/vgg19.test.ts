@@ -5,6 +5,7 @@ import { classifyImage } from '../src/app/classify.js';
 import { availableBackends, getBackend } from '../src/backends/index.js';
 import { Vgg19 } from '../src/model/vgg19.js';
 import { VGG19_LAYERS } from '../src/model/vgg19-table.js';
+import { clearHostPool, hostPoolBytes } from '../src/tensor/host-pool.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
@@ -75,6 +76,31 @@ test('forward stops at the layer asked for, and backward reaches the input', () 
   // max-pool kinks; the best of a few steps must agree (a broken chain is off by far more).
   const errors = [1e-2, 3e-3, 1e-3].map((h) => Math.abs((L(h) - L(-h)) / (2 * h) - analytic) / Math.abs(analytic));
   assert.ok(Math.min(...errors) < 3e-3, `directional derivative errors ${errors.join(', ')} (analytic ${analytic})`);
+});
+
+test('repeated passes on native reuse their memory and give the same numbers', () => {
+  const model = new Vgg19(randomVgg19Weights(5, 16), getBackend('native'));
+  const x = randomTensor([2, 3, 40, 40], 6, -50, 50);
+  const r = randomTensor([2, 16, 10, 10], 7);
+  const held: Tensor[] = [];
+  const pass = () => {
+    const out = model.forward(x, { until: 'relu3_1', capture: ['relu2_1'] });
+    const dx = model.backward(new Map([['relu3_1', r]]), { paramGrads: false });
+    held.push(out.output, out.activations.get('relu2_1')!, dx);
+    return [out.output.data.slice(), out.activations.get('relu2_1')!.data.slice(), dx.data.slice()];
+  };
+  clearHostPool();
+  const first = pass();
+  const pooled = hostPoolBytes();
+  assert.ok(pooled > 0, 'the backward pass gives its intermediate gradients back');
+  for (let i = 0; i < 3; i++) {
+    const again = pass();
+    // Bit for bit: a recycled array still read by somebody would change the numbers.
+    first.forEach((want, k) => assert.deepEqual(again[k], want, `pass ${i + 2}, result ${k}`));
+    assert.ok(hostPoolBytes() <= 2 * pooled, `the pool stays bounded: ${hostPoolBytes()} bytes after pass ${i + 2}`);
+  }
+  // What the passes handed out is the caller's: later passes never recycle it.
+  held.forEach((t, k) => assert.deepEqual(t.data, first[k % 3], `result ${k % 3} of pass ${Math.floor(k / 3) + 1}, kept`));
 });
 
 test('lossBackward gives the cross-entropy and an SGD step lowers it', () => {

@@ -37,9 +37,9 @@ export class Vgg19 {
   readonly layers: readonly Layer[];
   private readonly index = new Map<string, number>();
   /**
-   * Tensors made by the last forward that were not handed to the caller. On a
-   * device backend they are given back to its buffer pool when the next pass replaces them, so
-   * repeated passes reuse the same GPU memory; on the CPU backends this is a no-op.
+   * Tensors made by the last forward that were not handed to the caller. They are recycled when the
+   * next pass replaces them, so repeated passes reuse the same memory: GPU buffers, or pooled host
+   * arrays (no page faults and zeroing of fresh memory on every pass).
    */
   private forwardOwned: Tensor[] = [];
   /** Index of the last layer the last forward ran. */
@@ -155,9 +155,9 @@ export class Vgg19 {
     // Gradients made here are ours to overwrite; the caller's (the injected ones) are not.
     let owned = false;
     const step = (next: Tensor) => {
-      // No layer keeps its dy, so a device buffer can go back to the pool as soon as the next
-      // op is queued (the queue runs in order).
-      if (owned && next !== g) g.dispose();
+      // No layer keeps its dy, so its memory can go back to the pool as soon as the next op is
+      // queued (a device queue runs in order).
+      if (owned && next !== g) g.recycle();
       g = next;
       owned = true;
     };
@@ -188,7 +188,7 @@ export class Vgg19 {
 
   /** Gives the last forward's intermediate tensors back (device backends; see forwardOwned). */
   private releaseTransients(): void {
-    for (const t of this.forwardOwned) t.dispose();
+    for (const t of this.forwardOwned) t.recycle();
     this.forwardOwned = [];
   }
 

@@ -1,4 +1,5 @@
 import { PasticheError } from '../errors.js';
+import { giveHostArray, takeHostArray } from './host-pool.js';
 
 export type Shape = readonly number[];
 
@@ -15,6 +16,13 @@ export function shapeToString(shape: Shape): string {
 
 export function sameShape(a: Shape, b: Shape): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+function checkedSize(shape: Shape): number {
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) throw new PasticheError(`invalid tensor shape ${shapeToString(shape)}`);
+  }
+  return sizeOf(shape);
 }
 
 /**
@@ -42,14 +50,12 @@ export class Tensor {
   readonly size: number;
   readonly storage?: DeviceStorage;
   private host?: Float32Array;
+  /** The host array came from the pool and no view shares it: recycle() may give it back. */
+  private pooled = false;
+  private recycled = false;
 
   constructor(shape: Shape, data?: Float32Array | DeviceStorage) {
-    for (const d of shape) {
-      if (!Number.isInteger(d) || d < 0) {
-        throw new PasticheError(`invalid tensor shape ${shapeToString(shape)}`);
-      }
-    }
-    const n = sizeOf(shape);
+    const n = checkedSize(shape);
     this.shape = Object.freeze([...shape]);
     this.size = n;
     if (data === undefined || data instanceof Float32Array) {
@@ -68,6 +74,17 @@ export class Tensor {
     return new Tensor(shape);
   }
 
+  /**
+   * A host tensor whose elements are NOT initialised, from recycled memory (see host-pool.ts): for
+   * kernels that write every element of their output.
+   */
+  static uninitialized(shape: Shape): Tensor {
+    const n = checkedSize(shape);
+    const t = new Tensor(shape, n === 0 ? new Float32Array(0) : takeHostArray(n));
+    t.pooled = n > 0;
+    return t;
+  }
+
   static from(shape: Shape, values: ArrayLike<number>): Tensor {
     return new Tensor(shape, Float32Array.from(values));
   }
@@ -75,6 +92,7 @@ export class Tensor {
   /** The elements in host memory (for a device tensor: after `await toHost()`). */
   get data(): Float32Array {
     if (this.host) return this.host;
+    if (this.recycled) throw new PasticheError(`tensor ${shapeToString(this.shape)} was recycled: its memory belongs to a newer tensor`);
     throw new PasticheError(
       `tensor ${shapeToString(this.shape)} lives on ${this.storage!.owner}: await tensor.toHost() before reading its data`,
     );
@@ -82,7 +100,7 @@ export class Tensor {
 
   /** True while the elements are only on a device. */
   get onDevice(): boolean {
-    return this.host === undefined;
+    return this.host === undefined && !this.recycled;
   }
 
   /**
@@ -90,7 +108,7 @@ export class Tensor {
    * works; host tensors return at once. Changing the host copy does not change the device copy.
    */
   async toHost(): Promise<this> {
-    if (!this.host) this.host = await this.storage!.read();
+    if (!this.host) this.host = this.recycled ? this.data : await this.storage!.read();
     return this;
   }
 
@@ -99,13 +117,29 @@ export class Tensor {
     this.storage?.release();
   }
 
+  /**
+   * Ends this tensor's life: its memory (device or pooled host memory) may go to the next tensor a
+   * backend makes, and reading it afterwards is an error. For owners sure that nothing else holds
+   * it (the model's intermediates); unlike dispose(), a host copy does not stay readable.
+   */
+  recycle(): void {
+    if (this.recycled) return;
+    this.recycled = true;
+    this.storage?.release();
+    if (this.host && this.pooled) giveHostArray(this.host);
+    this.host = undefined;
+  }
+
   get rank(): number {
     return this.shape.length;
   }
 
   /** A view with another shape over the same elements (or the same device memory). */
   reshape(shape: Shape): Tensor {
-    if (this.host) return new Tensor(shape, this.host);
+    if (this.host) {
+      this.pooled = false; // the view shares the array: it must not be recycled under it
+      return new Tensor(shape, this.host);
+    }
     if (sizeOf(shape) !== this.size) {
       throw new PasticheError(`cannot reshape ${shapeToString(this.shape)} to ${shapeToString(shape)}`);
     }

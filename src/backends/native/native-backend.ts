@@ -3,7 +3,8 @@
  * micro-kernels on a persistent thread pool, Winograd F(4x4,3x3) for 3x3 stride-1 convolutions
  * (forward and backward-to-data, with bias + ReLU or the ReLU backward fused in), a direct kernel for
  * 3-channel inputs, im2col + GEMM for other shapes and the weight gradient. TypeScript validates shapes, allocates outputs and decides
- * the algorithm; the addon computes into the outputs.
+ * the algorithm; the addon computes into the outputs, which come uninitialised from the host pool
+ * (every kernel here writes all of its output; the tests poison the pool with NaN to hold them to it).
  */
 import { Tensor, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
@@ -71,7 +72,7 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
     conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu = false): Tensor {
       const g = convGeometry(x.shape, w.shape, p);
       checkBias(b, g.cout, 'conv2d');
-      const y = new Tensor([g.n, g.cout, g.ho, g.wo]);
+      const y = Tensor.uninitialized([g.n, g.cout, g.ho, g.wo]);
       if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin)) {
         addon.conv2dSmallCin(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, b.data, relu, y.data);
         return y;
@@ -85,7 +86,7 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
       const g = convGeometry(xShape, w.shape, p);
       checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardData');
       checkEpilogue(xShape, epilogue);
-      const dx = new Tensor(xShape);
+      const dx = Tensor.uninitialized(xShape);
       // The gradient to the data is a convolution from cout to cin channels: Winograd needs both
       // sides wide enough (VGG19's gradient to the 3-channel image is faster as GEMM + col2im).
       const wino = useWinograd(be.convAlgorithm, g.k, p.stride, p.pad, g.cout, g.h, g.w) && (be.convAlgorithm === 'winograd' || g.cin >= 16) ? winogradWeights(w, g.cin, g.cout, true) : null;
@@ -98,15 +99,15 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
       const cout = dy.shape[1] ?? 0;
       const g = convGeometry(x.shape, [x.shape[1] ?? 0, kernel, kernel, cout], p);
       checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardParams');
-      const dw = new Tensor([g.cin, g.k, g.k, g.cout]);
-      const db = new Tensor([g.cout]);
+      const dw = Tensor.uninitialized([g.cin, g.k, g.k, g.cout]);
+      const db = Tensor.uninitialized([g.cout]);
       addon.conv2dBackwardParams(dy.data, x.data, g.n, g.cin, g.h, g.w, g.cout, g.k, p.pad, p.stride, dw.data, db.data);
       return { dw, db };
     },
 
     maxPool2d(x: Tensor, p: Pool2dParams): Tensor {
       const g = poolGeometry(x.shape, p);
-      const y = new Tensor([g.n, g.c, g.ho, g.wo]);
+      const y = Tensor.uninitialized([g.n, g.c, g.ho, g.wo]);
       addon.maxPool2d(x.data, g.n * g.c, g.h, g.w, p.kernel, p.stride, p.pad, y.data, g.ho, g.wo);
       return y;
     },
@@ -114,21 +115,21 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
     maxPool2dBackward(dy: Tensor, x: Tensor, p: Pool2dParams, reluMask = false): Tensor {
       const g = poolGeometry(x.shape, p);
       checkGradShape(dy, [g.n, g.c, g.ho, g.wo], 'maxPool2dBackward');
-      const dx = new Tensor(x.shape);
+      const dx = Tensor.uninitialized(x.shape);
       addon.maxPool2dBackward(dy.data, x.data, g.n * g.c, g.h, g.w, p.kernel, p.stride, p.pad, dx.data, g.ho, g.wo, reluMask);
       return dx;
     },
 
     matmul(a: Tensor, b: Tensor, transA = false, transB = false): Tensor {
       const { m, n, k } = matmulGeometry(a, b, transA, transB);
-      const c = new Tensor([m, n]);
+      const c = Tensor.uninitialized([m, n]);
       addon.sgemm(m, n, k, a.data, 0, a.shape[1]!, transA, b.data, 0, b.shape[1]!, transB, c.data, 0, n, false);
       return c;
     },
 
     linear(x: Tensor, w: Tensor, b: Tensor): Tensor {
       const { m, n, k } = linearGeometry(x, w, b);
-      const y = new Tensor([m, n]);
+      const y = Tensor.uninitialized([m, n]);
       addon.linear(x.data, m, k, w.data, n, b.data, y.data);
       return y;
     },
@@ -138,14 +139,14 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
     },
 
     relu(x: Tensor): Tensor {
-      const y = new Tensor(x.shape);
+      const y = Tensor.uninitialized(x.shape);
       addon.relu(x.data, y.data);
       return y;
     },
 
     reluBackward(dy: Tensor, x: Tensor, inPlace = false): Tensor {
       checkGradShape(dy, x.shape, 'reluBackward');
-      const dx = inPlace ? dy : new Tensor(x.shape);
+      const dx = inPlace ? dy : Tensor.uninitialized(x.shape);
       addon.reluBackward(dy.data, x.data, dx.data);
       return dx;
     },
