@@ -7,7 +7,7 @@ namespace pastiche {
 
 struct WinogradTransforms {
   // B^T d B for 8 tiles at once, into packed GEMM panels.
-  void (*input8)(const float* xpad, int wp, const int* base, float* dst, size_t dst_stride);
+  void (*input8)(const float* xpad, int wp, const int* base, bool side_by_side, float* dst, size_t dst_stride);
   // A^T m A (+ bias, ReLU) for 8 tiles at once.
   void (*output8)(const float* m, size_t m_stride, float bias, bool relu, float* out);
 };
