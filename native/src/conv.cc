@@ -217,10 +217,14 @@ void max_pool2d(const float* x, int planes, int h, int w, int k, int stride, int
     const float* plane = x + (size_t)p * h * w;
     float* out = y + (size_t)p * ho * wo;
     if (k == 2 && stride == 2 && pad == 0) {
+      // Whole vectors of windows in the vectorised kernel, the rest of each row here.
+      const SimdKernels& simd = simd_kernels();
+      const int vec_end = wo / simd.lanes * simd.lanes;
       for (int oh = 0; oh < ho; oh++) {
         const float* r0 = plane + (size_t)(2 * oh) * w;
         const float* r1 = r0 + w;
-        for (int ow = 0; ow < wo; ow++) {
+        simd.pool2x2_forward_span(r0, r1, out + (size_t)oh * wo, vec_end);
+        for (int ow = vec_end; ow < wo; ow++) {
           const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
           float m = a;
           if (b > m || (b != b && m == m)) m = b;

@@ -6,11 +6,13 @@
 namespace pastiche {
 
 struct SimdKernels {
-  // Floats per vector: pool2x2_backward_span takes whole vectors of output columns.
+  // Floats per vector: the pool2x2 spans take whole vectors of output columns.
   int lanes;
   // Rows [r0, r1) of a 3x3 stride-1 pad-1 convolution of cin <= 4 zero-padded planes (see conv.cc).
   void (*conv3x3_small_cin_rows)(int cin, const float* xp, int wp, const float* wt, int cout, const float* bias,
                                  bool relu, float* y, int h, int w, int r0, int r1);
+  // One output row of a 2x2 stride-2 max-pool forward over n (a multiple of lanes) columns.
+  void (*pool2x2_forward_span)(const float* r0, const float* r1, float* y, int n);
   // One output row of a 2x2 stride-2 max-pool backward over n (a multiple of lanes) columns.
   void (*pool2x2_backward_span)(const float* r0, const float* r1, const float* g, float* d0, float* d1, int n,
                                 bool relu_mask);
