@@ -86,10 +86,12 @@ test('the fused gradient epilogue equals ReLU backward of (dx + add) on every ba
       const mask = randomTensor(x.shape, 6); // about half positive
       const plain = be.conv2dBackwardData(dy, w, x.shape, p);
       const summed = new Tensor(x.shape, plain.data.map((v, i) => v + add.data[i]!));
-      const expected = loops.reluBackward(summed, mask);
       const fused = be.conv2dBackwardData(dy, w, x.shape, p, { add, reluMask: mask });
-      assertClose(fused, expected, 1e-6, `${name} ${JSON.stringify(xs)} epilogue`);
+      assertClose(fused, loops.reluBackward(summed, mask), 1e-6, `${name} ${JSON.stringify(xs)} epilogue`);
       assert.ok(fused.data.some((v) => v === 0) && fused.data.some((v) => v !== 0));
+      // Either half alone.
+      assertClose(be.conv2dBackwardData(dy, w, x.shape, p, { add }), summed, 1e-6, `${name} ${JSON.stringify(xs)} add only`);
+      assertClose(be.conv2dBackwardData(dy, w, x.shape, p, { reluMask: mask }), loops.reluBackward(plain, mask), 1e-6, `${name} ${JSON.stringify(xs)} mask only`);
     }
   }
 });

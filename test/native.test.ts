@@ -150,13 +150,17 @@ if (native) {
     const w = randomTensor([24, 3, 3, 40], 2);
     const b = randomTensor([40], 3);
     const p = { pad: 1, stride: 1 };
+    const dy = randomTensor([2, 40, 15, 45], 4);
+    const e = { add: randomTensor(x.shape, 5), reluMask: randomTensor(x.shape, 6) };
     addon.isa('portable');
     assert.equal(addon.isa(), 'portable');
-    const portable = native.conv2d(x, w, b, p);
+    const portable = [native.conv2d(x, w, b, p), native.conv2dBackwardData(dy, w, x.shape, p, e), native.maxPool2d(x, { kernel: 2, stride: 2, pad: 0 })];
     for (const isa of isas.filter((i) => i !== 'portable')) {
       assert.equal(addon.isa(isa), isa);
       // FMA rounds once where the portable path rounds twice: equal to within float32 noise.
-      assertClose(native.conv2d(x, w, b, p), portable, 1e-5, `portable vs ${isa}`);
+      assertClose(native.conv2d(x, w, b, p), portable[0]!, 1e-5, `portable vs ${isa}`);
+      assertClose(native.conv2dBackwardData(dy, w, x.shape, p, e), portable[1]!, 1e-5, `portable vs ${isa}: backward with epilogue`);
+      assert.deepEqual(native.maxPool2d(x, { kernel: 2, stride: 2, pad: 0 }).data, portable[2]!.data, `portable vs ${isa}: pool`);
     }
     addon.isa(best);
   });

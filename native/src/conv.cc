@@ -376,10 +376,7 @@ void relu_backward(const float* dy, const float* x, float* dx, long size) {
 }
 
 void add_and_mask_span(float* dst, const float* add, const float* mask, long n) {
-  if (add)
-    for (long i = 0; i < n; i++) dst[i] += add[i];
-  if (mask)
-    for (long i = 0; i < n; i++) dst[i] = mask[i] > 0.f ? dst[i] : 0.f;
+  simd_kernels().add_and_mask_span(dst, add, mask, n);
 }
 
 static void add_and_mask(float* dx, const float* add, const float* mask, long size) {

@@ -1,4 +1,4 @@
-// The hand-vectorised direct kernels (smallconv.inc, pool2x2.inc), compiled once per instruction
+// The hand-vectorised kernels (smallconv.inc, pool2x2.inc, epilogue.inc), compiled once per instruction
 // set by simd_{avx512,avx2,portable}.cc; simd_kernels() is the table of the active one.
 #pragma once
 #include <cstddef>
@@ -16,6 +16,8 @@ struct SimdKernels {
   // One output row of a 2x2 stride-2 max-pool backward over n (a multiple of lanes) columns.
   void (*pool2x2_backward_span)(const float* r0, const float* r1, const float* g, float* d0, float* d1, int n,
                                 bool relu_mask);
+  // dst = (dst + add) * (mask > 0) over n floats; add or mask may be null.
+  void (*add_and_mask_span)(float* dst, const float* add, const float* mask, long n);
 };
 
 namespace avx512 { extern const SimdKernels simd; }
