@@ -111,10 +111,13 @@ if (native) {
             assertClose(g1.dw, g2.dw, 1e-5, 'linear dw');
             assertClose(g1.db, g2.db, 1e-5, 'linear db');
           }
-          const r = randomTensor([3, 4, 5, 6], 9);
+          const r = randomTensor([3, 4, 5, 7], 9); // 420: whole vectors and a tail
+          r.data[3] = NaN;
+          r.data[40] = -0;
           assert.deepEqual(native.relu(r).data, loops.relu(r).data);
           const rd = randomTensor(r.shape, 10);
           assert.deepEqual(native.reluBackward(rd, r).data, loops.reluBackward(rd, r).data);
+          assert.deepEqual(native.reluBackward(rd.clone(), r, true).data, loops.reluBackward(rd, r).data, 'in place');
         } finally {
           addon.isa(best);
           addon.threads(2);

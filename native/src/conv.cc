@@ -131,14 +131,8 @@ void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int c
       sgemm(cout, len, rows, Operand{wt, cout, true}, Operand{cols, len, false}, yi + p0, hw, false);
     }
     // Bias (and ReLU) in one pass over the output.
-    ThreadPool::instance().parallel_for(cout, [&](int co, int) {
-      float* row = yi + (size_t)co * hw;
-      const float b = bias[co];
-      if (relu_)
-        for (int i = 0; i < hw; i++) row[i] = row[i] + b > 0.f ? row[i] + b : 0.f;
-      else
-        for (int i = 0; i < hw; i++) row[i] += b;
-    });
+    auto bias_relu = simd_kernels().bias_relu_span;
+    ThreadPool::instance().parallel_for(cout, [&](int co, int) { bias_relu(yi + (size_t)co * hw, hw, bias[co], relu_); });
   }
 }
 
@@ -364,15 +358,13 @@ static void for_chunks(long size, F f) {
 }
 
 void relu(const float* x, float* y, long size) {
-  for_chunks(size, [&](long i0, long i1) {
-    for (long i = i0; i < i1; i++) y[i] = x[i] > 0.f ? x[i] : 0.f;
-  });
+  auto span = simd_kernels().relu_span;
+  for_chunks(size, [&](long i0, long i1) { span(x + i0, y + i0, i1 - i0); });
 }
 
 void relu_backward(const float* dy, const float* x, float* dx, long size) {
-  for_chunks(size, [&](long i0, long i1) {
-    for (long i = i0; i < i1; i++) dx[i] = x[i] > 0.f ? dy[i] : 0.f;
-  });
+  auto span = simd_kernels().relu_backward_span;
+  for_chunks(size, [&](long i0, long i1) { span(dy + i0, x + i0, dx + i0, i1 - i0); });
 }
 
 void add_and_mask_span(float* dst, const float* add, const float* mask, long n) {

@@ -18,6 +18,10 @@ struct SimdKernels {
                                 bool relu_mask);
   // dst = (dst + add) * (mask > 0) over n floats; add or mask may be null.
   void (*add_and_mask_span)(float* dst, const float* add, const float* mask, long n);
+  // y = x > 0 ? x : 0; dx = x > 0 ? dy : 0; row = row + b, then ReLU if relu.
+  void (*relu_span)(const float* x, float* y, long n);
+  void (*relu_backward_span)(const float* dy, const float* x, float* dx, long n);
+  void (*bias_relu_span)(float* row, long n, float b, bool relu);
 };
 
 namespace avx512 { extern const SimdKernels simd; }
