@@ -117,7 +117,7 @@ export function styleIterationRunner(weights: Vgg19Weights, backend: Backend, si
       );
       const dx = model.backward(grads, { paramGrads: false });
       await dx.toHost();
-      for (const t of [dx, ...activations.values()]) t.dispose();
+      for (const t of [dx, ...activations.values()]) t.recycle();
     },
   };
 }

@@ -217,8 +217,8 @@ export async function evaluate(model: Vgg19, x: Tensor, targets: StyleTargets, w
   const addGrad = (name: string, g: Tensor, scale: number) => {
     const acc = grads.get(name);
     grads.set(name, acc ? be.addScaled(acc, g, scale) : be.scale(g, scale));
-    acc?.dispose();
-    g.dispose();
+    acc?.recycle();
+    g.recycle();
   };
   const contentLosses: [number, Tensor][] = [];
   const styleLosses: [number, Tensor][] = [];
@@ -234,8 +234,9 @@ export async function evaluate(model: Vgg19, x: Tensor, targets: StyleTargets, w
   }
   const grad = model.backward(grads, { paramGrads: false });
   await Promise.all([grad, ...contentLosses.map(([, t]) => t), ...styleLosses.map(([, t]) => t)].map((t) => t.toHost()));
-  // The backward pass is queued after everything that reads these: they can go back to the pool.
-  for (const t of [...grads.values(), ...activations.values()]) if (t !== x) t.dispose();
+  // The backward pass is queued after everything that reads these: their memory can go to the next
+  // iteration's tensors (on the CPU too: fresh arrays cost page faults every iteration).
+  for (const t of [...grads.values(), ...activations.values()]) if (t !== x) t.recycle();
   const weighted = (ls: [number, Tensor][]) => ls.reduce((s, [wt, t]) => s + wt * t.data[0]!, 0);
   const content = weighted(contentLosses);
   const style = weighted(styleLosses);

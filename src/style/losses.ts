@@ -29,8 +29,8 @@ export function contentLoss(backend: Backend, f: Tensor, p: Tensor): LossAndGrad
   const sum = backend.sumOfSquares(diff);
   const loss = backend.scale(sum, 1 / (2 * n));
   const grad = backend.scale(diff, 1 / n);
-  sum.dispose();
-  diff.dispose();
+  sum.recycle();
+  diff.recycle();
   return { loss, grad };
 }
 
@@ -72,10 +72,10 @@ export function styleLoss(backend: Backend, f: Tensor, a: Tensor): LossAndGradie
     const db = n === 1 ? diff.reshape([c, c]) : new Tensor([c, c], diff.data.subarray(b * c * c, (b + 1) * c * c));
     const m = backend.matmul(db, fb);
     const r = backend.scale(m, 1 / norm);
-    m.dispose();
+    m.recycle();
     return r;
   });
-  for (const t of [g, diff, sum]) t.dispose();
+  for (const t of [g, diff, sum]) t.recycle();
   return { loss, grad };
 }
 
