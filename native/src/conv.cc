@@ -59,6 +59,28 @@ void im2col(const float* x, const Geometry& g, int p0, int len, float* cols) {
 }
 
 void col2im_add(const float* cols, const Geometry& g, int p0, int len, float* dx) {
+  if (g.stride == 1) {
+    // Stride 1: each input row gathers shifted spans of k*k column rows. One task per input row
+    // (each row written by one task only), so that few channels still fill the threads (VGG19's
+    // gradient to the 3-channel image), and contiguous adds instead of a bounds check per element.
+    ThreadPool::instance().parallel_for(g.cin * g.h, [&](int task, int) {
+      const int ci = task / g.h, ih = task % g.h;
+      float* dst_row = dx + ((size_t)ci * g.h + ih) * g.w;
+      for (int kh = 0; kh < g.k; kh++) {
+        const int oh = ih - kh + g.pad;
+        if (oh < 0 || oh >= g.ho) continue;
+        const int q0 = std::max(oh * g.wo, p0), q1 = std::min(oh * g.wo + g.wo, p0 + len);  // positions in this chunk
+        for (int kw = 0; kw < g.k; kw++) {
+          const int lo = std::max(q0 - oh * g.wo, g.pad - kw), hi = std::min(q1 - oh * g.wo, g.w + g.pad - kw);  // ow range
+          if (lo >= hi) continue;
+          const float* src = cols + (size_t)((ci * g.k + kh) * g.k + kw) * len + (oh * g.wo + lo - p0);
+          float* dst = dst_row + lo + kw - g.pad;
+          for (int j = 0; j < hi - lo; j++) dst[j] += src[j];
+        }
+      }
+    });
+    return;
+  }
   ThreadPool::instance().parallel_for(g.cin, [&](int ci, int) {
     float* plane = dx + (size_t)ci * g.h * g.w;
     for (int kh = 0; kh < g.k; kh++)
