@@ -2,18 +2,22 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from '../src/app/bench.js';
-import { vgg19Onnx } from '../src/app/onnx-peer.js';
+import { layerRows, profileLayers } from '../src/app/layer-profile.js';
+import { onnxLayerTimes, onnxNodeRow, vgg19Onnx } from '../src/app/onnx-peer.js';
 import { getBackend } from '../src/backends/index.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import { randomVgg19Weights } from '../src/weights/vgg19-weights.js';
-import { TINY, assertClose } from './helpers.js';
+import { TINY, assertClose, runCli } from './helpers.js';
+
+// The full-size network, made once (6 s of random numbers).
+let fullSize: ReturnType<typeof randomVgg19Weights> | undefined;
+const full = () => (fullSize ??= randomVgg19Weights(1, 1));
 
 test('VGG19 at 224 is 39.3 GFLOP of convolutions and fully connected layers', () => {
   // 2 * sum over layers of Cin*9*Cout*H*W, plus fc: the published 19.6 G multiply-adds.
-  const full = randomVgg19Weights(1, 1);
-  assert.equal(Math.round(vgg19ForwardFlops(full, 224) / 1e8) / 10, 39.3);
+  assert.equal(Math.round(vgg19ForwardFlops(full(), 224) / 1e8) / 10, 39.3);
 });
 
 test('timeInterleaved runs every contender in turn and reports medians', async () => {
@@ -39,4 +43,47 @@ test('onnxruntime runs the exported VGG19 to the same probabilities as PyTorch (
   const partial = await ort.InferenceSession.create(vgg19Onnx(weights, 224, 'pool5'));
   const p5 = (await partial.run({ input: new ort.Tensor('float32', input.data, [1, 3, 224, 224]) }))['pool5']!.data as Float32Array;
   assertClose(new Tensor([1, 32, 7, 7], p5), await readNpy(`${TINY}ref-old/pool5.npy`), 1e-4, 'onnxruntime pool5');
+});
+
+test('the layer table has a row per layer, ReLUs joined to the layer before them, and the network\'s arithmetic', () => {
+  const w = full();
+  const { rows, rowOf } = layerRows(w, 224);
+  assert.equal(rows.length, 26); // 16 conv, 5 pool, flatten, 3 fc, prob
+  assert.deepEqual(rows.slice(0, 3).map((r) => r.label), ['conv1_1+relu1_1', 'conv1_2+relu1_2', 'pool1']);
+  assert.deepEqual([...rows[0]!.output], [64, 224, 224]);
+  assert.deepEqual([...rows.find((r) => r.name === 'flatten')!.output], [25088]);
+  assert.equal(rowOf.get('relu7'), 'fc7');
+  assert.ok(Math.abs(rows.reduce((a, r) => a + r.gflop, 0) - vgg19ForwardFlops(w, 224) / 1e9) < 1e-9);
+});
+
+test("onnxruntime's node names map to our rows", () => {
+  const { rowOf } = layerRows(randomVgg19Weights(1, 32), 224);
+  const map = (n: string) => onnxNodeRow(n, rowOf);
+  assert.deepEqual(['relu1_1_nchwc', 'pool1_nchwc', 'fused fc6', 'fc8', 'ReorderOutput', 'prob', 'SomethingNew'].map(map),
+    ['conv1_1', 'pool1', 'fc6', 'fc8', 'flatten', 'prob', 'SomethingNew']);
+});
+
+test('layer timings cover every row, for a backend and for onnxruntime (small network)', async () => {
+  const w = randomVgg19Weights(2, 32);
+  const { rows, rowOf } = layerRows(w, 224);
+  const profile = await profileLayers(w, [getBackend('native'), getBackend('ts')], 224, 2, 1);
+  for (const name of ['native', 'ts']) {
+    for (const r of rows) assert.ok(profile.ms[name]![r.name]! >= 0, `${name} ${r.name}`);
+    assert.equal(Object.keys(profile.ms[name]!).length, rows.length);
+  }
+  const ort = await onnxLayerTimes(w, 224, 2, 2, 1, rowOf);
+  for (const r of rows.filter((x) => x.name.startsWith('conv') || x.name.startsWith('fc'))) assert.ok(ort[r.name]! > 0, `onnxruntime ${r.name}`);
+  await assert.rejects(profileLayers(w, [{ ...getBackend('ts'), name: 'webgpu' }], 224, 1, 0), /CPU backends/);
+});
+
+test('pastiche bench --sections layers --peers --json: the table for the full-size network; bad sections are one-line errors', async () => {
+  const r = await runCli(['bench', '--sections', 'layers', '-b', 'native', '--peers', '-r', '1', '--warmup', '0', '--json', '-q']);
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as { layers: { size: number; rows: { name: string }[]; ms: Record<string, Record<string, number>> } };
+  assert.equal(report.layers.size, 224);
+  assert.equal(report.layers.rows.length, 26);
+  for (const who of ['native', 'onnxruntime']) assert.ok(report.layers.ms[who]!['conv3_2']! > 0, who);
+  const bad = await runCli(['bench', '--sections', 'layer']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /^pastiche: --sections: unknown section 'layer' \(case, vgg, style, layers\)\n$/);
 });

@@ -3,9 +3,8 @@
  * and compared as ratios within the same run (timings on a shared machine drift between runs).
  */
 import type { Backend } from '../backends/backend.js';
-import { windowOutput } from '../backends/shapes.js';
 import { Vgg19 } from '../model/vgg19.js';
-import { VGG19_LAYERS } from '../model/vgg19-table.js';
+import { vgg19LayerCosts } from '../model/layer-costs.js';
 import { Tensor } from '../tensor/tensor.js';
 import { fillUniform, uniformRng } from '../util/random.js';
 import { median } from '../util/stats.js';
@@ -46,25 +45,9 @@ export async function timeInterleaved(
 
 /** Multiply-adds x 2 of a forward pass at size x size up to `until` (convolutions and fc layers). */
 export function vgg19ForwardFlops(weights: Vgg19Weights, size: number, until = 'prob'): number {
-  let h = size;
-  let w = size;
-  let flops = 0;
-  for (const spec of VGG19_LAYERS) {
-    const p = weights.layers.get(spec.name);
-    if (p?.kind === 'conv') {
-      const [cin, k, , cout] = p.w.shape as [number, number, number, number];
-      h = windowOutput(h, k, p.pad, p.stride);
-      w = windowOutput(w, k, p.pad, p.stride);
-      flops += 2 * cin * k * k * cout * h * w;
-    } else if (p?.kind === 'pool') {
-      h = windowOutput(h, p.kernel, p.pad, p.stride);
-      w = windowOutput(w, p.kernel, p.pad, p.stride);
-    } else if (p?.kind === 'fc') {
-      flops += 2 * p.w.size;
-    }
-    if (spec.name === until) break;
-  }
-  return flops;
+  const costs = vgg19LayerCosts(weights, size);
+  const last = costs.findIndex((c) => c.name === until);
+  return costs.slice(0, last < 0 ? costs.length : last + 1).reduce((sum, c) => sum + c.flops, 0);
 }
 
 /** A random mean-subtracted image [1, 3, size, size]. */

@@ -3,11 +3,15 @@
  * by onnxruntime-node on the CPU. The model is written here with onnx-proto (no Python involved).
  * onnxruntime-node is a development dependency: the engine itself never needs it.
  */
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { windowOutput } from '../backends/shapes.js';
 import { PasticheError } from '../errors.js';
 import { VGG19_LAYERS } from '../model/vgg19-table.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { median } from '../util/stats.js';
 import type { Vgg19Weights } from '../weights/vgg19-weights.js';
 import { randomImage, type Runner } from './bench.js';
 
@@ -44,23 +48,23 @@ export function vgg19Onnx(weights: Vgg19Weights, size: number, until: string): U
     if (spec.kind === 'conv' && p?.kind === 'conv') {
       const [cin, k, , cout] = p.w.shape as [number, number, number, number];
       inits.push(initializer(`${out}_W`, [cout, cin, k, k], toOihw(p.w)), initializer(`${out}_b`, [cout], p.b.data));
-      nodes.push({ opType: 'Conv', input: [prev, `${out}_W`, `${out}_b`], output: [out], attribute: [ints('kernel_shape', [k, k]), ints('pads', [p.pad, p.pad, p.pad, p.pad]), ints('strides', [p.stride, p.stride])] });
+      nodes.push({ name: out, opType: 'Conv', input: [prev, `${out}_W`, `${out}_b`], output: [out], attribute: [ints('kernel_shape', [k, k]), ints('pads', [p.pad, p.pad, p.pad, p.pad]), ints('strides', [p.stride, p.stride])] });
       shapeOut = [1, cout, windowOutput(shapeOut[2]!, k, p.pad, p.stride), windowOutput(shapeOut[3]!, k, p.pad, p.stride)];
     } else if (spec.kind === 'relu') {
-      nodes.push({ opType: 'Relu', input: [prev], output: [out] });
+      nodes.push({ name: out, opType: 'Relu', input: [prev], output: [out] });
     } else if (spec.kind === 'pool' && p?.kind === 'pool') {
-      nodes.push({ opType: 'MaxPool', input: [prev], output: [out], attribute: [ints('kernel_shape', [p.kernel, p.kernel]), ints('strides', [p.stride, p.stride]), ints('pads', [p.pad, p.pad, p.pad, p.pad])] });
+      nodes.push({ name: out, opType: 'MaxPool', input: [prev], output: [out], attribute: [ints('kernel_shape', [p.kernel, p.kernel]), ints('strides', [p.stride, p.stride]), ints('pads', [p.pad, p.pad, p.pad, p.pad])] });
       shapeOut = [1, shapeOut[1]!, windowOutput(shapeOut[2]!, p.kernel, p.pad, p.stride), windowOutput(shapeOut[3]!, p.kernel, p.pad, p.stride)];
     } else if (spec.kind === 'flatten') {
       // NCHW -> NHWC, then flatten: the order MatConvNet's fc6 weights expect.
-      nodes.push({ opType: 'Transpose', input: [prev], output: [`${out}_nhwc`], attribute: [ints('perm', [0, 2, 3, 1])] });
-      nodes.push({ opType: 'Flatten', input: [`${out}_nhwc`], output: [out], attribute: [{ name: 'axis', i: 1, type: onnx.AttributeProto.AttributeType.INT }] });
+      nodes.push({ name: `${out}_nhwc`, opType: 'Transpose', input: [prev], output: [`${out}_nhwc`], attribute: [ints('perm', [0, 2, 3, 1])] });
+      nodes.push({ name: out, opType: 'Flatten', input: [`${out}_nhwc`], output: [out], attribute: [{ name: 'axis', i: 1, type: onnx.AttributeProto.AttributeType.INT }] });
     } else if (spec.kind === 'fc' && p?.kind === 'fc') {
       inits.push(initializer(`${out}_W`, [...p.w.shape], p.w.data), initializer(`${out}_b`, [p.b.size], p.b.data));
-      nodes.push({ opType: 'Gemm', input: [prev, `${out}_W`, `${out}_b`], output: [out] });
+      nodes.push({ name: out, opType: 'Gemm', input: [prev, `${out}_W`, `${out}_b`], output: [out] });
       shapeOut = [1, p.b.size];
     } else if (spec.kind === 'softmax') {
-      nodes.push({ opType: 'Softmax', input: [prev], output: [out], attribute: [{ name: 'axis', i: 1, type: onnx.AttributeProto.AttributeType.INT }] });
+      nodes.push({ name: out, opType: 'Softmax', input: [prev], output: [out], attribute: [{ name: 'axis', i: 1, type: onnx.AttributeProto.AttributeType.INT }] });
     } else {
       throw new PasticheError(`cannot export layer ${spec.name} to ONNX`);
     }
@@ -80,24 +84,84 @@ export function vgg19Onnx(weights: Vgg19Weights, size: number, until: string): U
   return onnx.ModelProto.encode(model).finish();
 }
 
-/** A runner that times onnxruntime's forward pass of VGG19 up to `until` at size x size. */
-export async function onnxRunner(weights: Vgg19Weights, size: number, until: string, threads: number): Promise<Runner> {
-  let ort: typeof import('onnxruntime-node');
+async function loadOrt(): Promise<typeof import('onnxruntime-node')> {
   try {
-    ort = await import('onnxruntime-node');
+    return await import('onnxruntime-node');
   } catch {
     throw new PasticheError("bench --peers needs the onnxruntime-node package (npm install onnxruntime-node; it is a development dependency)");
   }
+}
+
+async function createSession(weights: Vgg19Weights, size: number, until: string, threads: number, profilePrefix?: string) {
+  const ort = await loadOrt();
   const session = await ort.InferenceSession.create(vgg19Onnx(weights, size, until), {
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
     executionProviders: ['cpu'],
+    ...(profilePrefix ? { enableProfiling: true, profileFilePrefix: profilePrefix } : {}),
     // Its idle workers would otherwise spin between runs, taking the cores from the contender
     // timed next (our pool stops spinning within a millisecond too).
     extra: { session: { intra_op: { allow_spinning: '0' } } },
   });
   const x = randomImage(size);
   const feeds = { input: new ort.Tensor('float32', x.data, [1, 3, size, size]) };
-  return { name: 'onnxruntime', run: () => session.run(feeds) };
+  return { session, run: () => session.run(feeds) };
+}
+
+/** A runner that times onnxruntime's forward pass of VGG19 up to `until` at size x size. */
+export async function onnxRunner(weights: Vgg19Weights, size: number, until: string, threads: number): Promise<Runner> {
+  const { run } = await createSession(weights, size, until, threads);
+  return { name: 'onnxruntime', run };
+}
+
+/**
+ * The row a node of onnxruntime's optimised graph belongs to: its nodes keep our layer names with
+ * a suffix (relu1_1_nchwc: the convolution fused with its ReLU; 'fused fc6'), or are its own
+ * layout conversions (ReorderOutput, before the flatten). Unknown nodes get a row of their own.
+ */
+export function onnxNodeRow(node: string, rowOf: ReadonlyMap<string, string>): string {
+  const name = node.replace(/^fused /, '').replace(/_nchwc$/, '');
+  if (name === 'ReorderOutput') return rowOf.get('flatten') ?? name;
+  return rowOf.get(name) ?? name;
+}
+
+/**
+ * onnxruntime's forward pass to prob, node by node, from its own profiler: median milliseconds per
+ * row of `rowOf` over `repeat` runs after `warmup`.
+ */
+export async function onnxLayerTimes(
+  weights: Vgg19Weights,
+  size: number,
+  threads: number,
+  repeat: number,
+  warmup: number,
+  rowOf: ReadonlyMap<string, string>,
+): Promise<Record<string, number>> {
+  const dir = await mkdtemp(join(tmpdir(), 'pastiche-ort-'));
+  try {
+    const { session, run } = await createSession(weights, size, 'prob', threads, join(dir, 'profile'));
+    for (let r = 0; r < warmup + repeat; r++) await run();
+    session.endProfiling();
+    const files = await readdir(dir);
+    if (files.length !== 1) throw new PasticheError(`onnxruntime wrote ${files.length} profile files, expected 1`);
+    const events = JSON.parse(await readFile(join(dir, files[0]!), 'utf8')) as { cat?: string; name?: string; dur?: number }[];
+    // Per run, the time of each row (a row may hold several nodes); one event per node and run.
+    const perNode = new Map<string, number[]>();
+    for (const e of events) {
+      if (e.cat !== 'Node' || !e.name?.endsWith('_kernel_time') || typeof e.dur !== 'number') continue;
+      const node = e.name.slice(0, -'_kernel_time'.length);
+      const list = perNode.get(node) ?? [];
+      list.push(e.dur / 1000);
+      perNode.set(node, list);
+    }
+    const out: Record<string, number> = {};
+    for (const [node, list] of perNode) {
+      const row = onnxNodeRow(node, rowOf);
+      out[row] = (out[row] ?? 0) + median(list.slice(warmup));
+    }
+    return out;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }

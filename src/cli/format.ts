@@ -2,6 +2,7 @@
 import * as os from 'node:os';
 import type { Timing } from '../app/bench.js';
 import type { Classification } from '../app/classify.js';
+import type { LayerProfile } from '../app/layer-profile.js';
 import { type PrecisionComparison, FP16_MAX_REL_ERR, MAX_MSE, MAX_REL_ERR, type CheckRow } from '../app/check.js';
 
 export function formatClassification(c: Classification): string {
@@ -66,6 +67,8 @@ export interface BenchReport {
   courseCase?: CheckRow[];
   vgg19Forward?: { size: number; gflop: number; rows: (Timing & { gflops: number })[] };
   styleIteration?: { size: number; rows: Timing[] }[];
+  /** VGG19's forward pass layer by layer (`--sections layers`). */
+  layers?: LayerProfile;
   /** Peak resident memory of the bench process, MiB (after the style iterations). */
   peakRssMB?: number;
 }
@@ -85,6 +88,40 @@ function ratios(rows: readonly Timing[], label: string): string[] {
   return out;
 }
 
+/** One row per layer: each contender's median ms, the first one's GFLOP/s, and its ratio to onnxruntime. */
+export function formatLayers(p: LayerProfile): string {
+  const names = Object.keys(p.ms);
+  const first = names.find((n) => n !== 'onnxruntime');
+  const peer = names.includes('onnxruntime') && first ? 'onnxruntime' : undefined;
+  const header = ['layer', 'output', 'GFLOP', ...names.map((n) => `${n} ms`), ...(first ? [`${first} GFLOP/s`] : []), ...(peer ? [`${first} / ${peer}`] : [])];
+  const msOf = (n: string, row: string) => p.ms[n]![row];
+  const cell = (v: number | undefined, f: (x: number) => string) => (v === undefined ? '-' : f(v));
+  const body = p.rows.map((r) => {
+    const mine = first ? msOf(first, r.name) : undefined;
+    const theirs = peer ? msOf(peer, r.name) : undefined;
+    return [
+      r.label, r.output.join('x'), r.gflop > 0 ? r.gflop.toFixed(2) : '',
+      ...names.map((n) => cell(msOf(n, r.name), fmtMs)),
+      ...(first ? [r.gflop > 0 && mine ? (r.gflop / (mine / 1e3)).toFixed(0) : ''] : []),
+      ...(peer ? [mine !== undefined && theirs ? (mine / theirs).toFixed(2) : '-'] : []),
+    ];
+  });
+  // onnxruntime's own nodes that are none of our layers (if any) get rows of their own.
+  const known = new Set(p.rows.map((r) => r.name));
+  for (const n of names)
+    for (const row of Object.keys(p.ms[n]!))
+      if (!known.has(row)) {
+        known.add(row);
+        body.push([row, '', '', ...names.map((m) => cell(msOf(m, row), fmtMs)), ...(first ? [''] : []), ...(peer ? [''] : [])]);
+      }
+  const total = (n: string) => Object.values(p.ms[n]!).reduce((a, b) => a + b, 0);
+  const gflop = p.rows.reduce((a, r) => a + r.gflop, 0);
+  body.push(['sum', '', gflop.toFixed(2), ...names.map((n) => fmtMs(total(n))), ...(first ? [(gflop / (total(first) / 1e3)).toFixed(0)] : []), ...(peer ? [(total(first!) / total(peer)).toFixed(2)] : [])]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  return [line(header), line(header.map((_, i) => '-'.repeat(widths[i]!))), ...body.map(line)].map((l) => `  ${l}`).join('\n');
+}
+
 export function formatBench(r: BenchReport): string {
   const lines = [`machine: ${r.machine}`, ...(r.gpu ? [`webgpu: ${r.gpu}`] : []), `weights: ${r.weights}${r.loadSeconds !== undefined ? ` (loaded in ${r.loadSeconds.toFixed(2)} s)` : ''}`, `timings: median of ${r.repeat} run(s) after ${r.warmup} warm-up, contenders interleaved`];
   if (r.courseCase) lines.push('', "== The course's case ==", formatCheck(r.courseCase, r.repeat));
@@ -100,6 +137,10 @@ export function formatBench(r: BenchReport): string {
     lines.push('', `== Style iteration, ${s.size}x${s.size}: forward to relu5_1 + backward to the image (onnxruntime: forward only) ==`);
     for (const row of s.rows) lines.push(`  ${row.name.padEnd(12)} ${row.medianMs.toFixed(1).padStart(9)} ms  (runs: ${row.runs.map((t) => t.toFixed(0)).join(', ')})`);
     lines.push(...ratios(s.rows, 'time ratio (iteration vs forward)'));
+  }
+  if (r.layers) {
+    lines.push('', `== VGG19 forward layer by layer, ${r.layers.size}x${r.layers.size}, batch 1 (a ReLU counted with the layer before it; GFLOP as direct convolution) ==`);
+    lines.push(formatLayers(r.layers));
   }
   if (r.peakRssMB !== undefined) lines.push('', `peak resident memory of this process: ${r.peakRssMB.toFixed(0)} MiB`);
   return lines.join('\n');

@@ -2,7 +2,8 @@
 import { type Command, Option } from 'commander';
 import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from '../../app/bench.js';
 import { runCheck } from '../../app/check.js';
-import { onnxRunner } from '../../app/onnx-peer.js';
+import { layerRows, profileLayers } from '../../app/layer-profile.js';
+import { onnxLayerTimes, onnxRunner } from '../../app/onnx-peer.js';
 import { BACKEND_NAMES, availableBackends, nativeBackend, openBackend } from '../../backends/index.js';
 import type { Backend } from '../../backends/backend.js';
 import { PasticheError } from '../../errors.js';
@@ -17,7 +18,7 @@ export function registerBench(program: Command): void {
     .command('bench')
     .description("time the course's case, VGG19 forward passes and style-transfer iterations: medians after a warm-up, contenders interleaved, ratios from the same run")
     .addOption(new Option('-b, --backend <name...>', 'backends to time (default: the CPU ones but loops; style: native, else ts); add webgpu for the GPU').choices(BACKEND_NAMES))
-    .addOption(new Option('--sections <list>', 'comma-separated: case, vgg, style').default('case,vgg,style'))
+    .addOption(new Option('--sections <list>', 'comma-separated: case, vgg, style, layers (VGG19 forward layer by layer, CPU backends)').default('case,vgg,style'))
     .option('--style-sizes <list>', 'image sizes of the style iteration', '256,512')
     .option('-w, --weights <file>', 'time with these weights and report how long loading them takes (default: random weights of the real size)')
     .option('-r, --repeat <n>', 'timed runs per contender', positiveInt('--repeat'), 5)
@@ -27,7 +28,7 @@ export function registerBench(program: Command): void {
     .option('-q, --quiet', 'no progress bar')
     .action(async (opts: { backend?: string[]; sections: string; styleSizes: string; weights?: string; repeat: number; warmup: number; peers?: boolean; json?: boolean; quiet?: boolean }) => {
       const sections = new Set(opts.sections.split(',').map((x) => x.trim()));
-      for (const sct of sections) if (!['case', 'vgg', 'style'].includes(sct)) throw new PasticheError(`--sections: unknown section '${sct}' (case, vgg, style)`);
+      for (const sct of sections) if (!['case', 'vgg', 'style', 'layers'].includes(sct)) throw new PasticheError(`--sections: unknown section '${sct}' (case, vgg, style, layers)`);
       const styleSizes = opts.styleSizes.split(',').map((v) => Number(v));
       if (styleSizes.some((v) => !Number.isInteger(v) || v < 32)) throw new PasticheError('--style-sizes: whole numbers of at least 32');
       const backends = opts.backend ?? availableBackends().filter((b) => b !== 'loops');
@@ -80,6 +81,17 @@ export function registerBench(program: Command): void {
             report.styleIteration.push({ size, rows });
           }
           report.peakRssMB = process.resourceUsage().maxRSS / 1024;
+        }
+        if (sections.has('layers')) {
+          // A device backend's host time per layer is only its queueing: CPU backends only.
+          const cpu = vggBackends.filter((b) => b.name !== 'webgpu');
+          if (cpu.length === 0) throw new PasticheError('--sections layers times CPU backends (webgpu queues its work; per-layer host times mean nothing there)');
+          const profile = await profileLayers(weights, cpu, 224, opts.repeat, opts.warmup, (n, r, of) => progress(`layers: ${n} ${r}/${of}`));
+          if (opts.peers) {
+            progress('layers: onnxruntime');
+            profile.ms['onnxruntime'] = await onnxLayerTimes(weights, 224, threads, opts.repeat, opts.warmup, layerRows(weights, 224).rowOf);
+          }
+          report.layers = profile;
         }
       } finally {
         bar.stop();

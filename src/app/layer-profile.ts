@@ -1,0 +1,94 @@
+/**
+ * VGG19's forward pass layer by layer: where the time of a pass goes, per backend (and per node of
+ * onnxruntime, from its own profiler). A ReLU that follows a convolution or a fully connected layer
+ * is counted in that layer's row, since the engines fuse it there.
+ */
+import type { Backend } from '../backends/backend.js';
+import { PasticheError } from '../errors.js';
+import { Vgg19 } from '../model/vgg19.js';
+import { vgg19LayerCosts } from '../model/layer-costs.js';
+import { median } from '../util/stats.js';
+import type { Vgg19Weights } from '../weights/vgg19-weights.js';
+import { randomImage, runnerName } from './bench.js';
+
+export interface LayerRow {
+  /** The row's first layer (conv1_1); `label` also names a ReLU counted in it (conv1_1+relu1_1). */
+  readonly name: string;
+  readonly label: string;
+  /** Output shape of the row's last layer, batch 1. */
+  readonly output: readonly number[];
+  /** 2 x multiply-adds of the layer (as a direct convolution). */
+  readonly gflop: number;
+}
+
+export interface LayerProfile {
+  readonly size: number;
+  readonly rows: readonly LayerRow[];
+  /** Median milliseconds per row name, per contender (backend row name, or 'onnxruntime'). */
+  readonly ms: Record<string, Record<string, number>>;
+}
+
+/** The table's rows: every layer but the ReLUs, which join the row before them. */
+export function layerRows(weights: Vgg19Weights, size: number): { rows: LayerRow[]; rowOf: Map<string, string> } {
+  const rows: { name: string; label: string; output: readonly number[]; gflop: number }[] = [];
+  const rowOf = new Map<string, string>();
+  for (const c of vgg19LayerCosts(weights, size)) {
+    const last = rows[rows.length - 1];
+    if (c.kind === 'relu' && last) {
+      last.label = `${last.name}+${c.name}`;
+      rowOf.set(c.name, last.name);
+      continue;
+    }
+    rows.push({ name: c.name, label: c.name, output: c.output, gflop: c.flops / 1e9 });
+    rowOf.set(c.name, c.name);
+  }
+  return { rows, rowOf };
+}
+
+/**
+ * Times each layer of a forward pass to prob on each backend, rounds interleaved, `warmup` untimed
+ * rounds first. CPU backends only: a device backend queues its work, so the host's time between
+ * two layers says nothing about the device's.
+ */
+export async function profileLayers(
+  weights: Vgg19Weights,
+  backends: readonly Backend[],
+  size: number,
+  repeat: number,
+  warmup: number,
+  onRun?: (name: string, round: number, of: number) => void,
+): Promise<LayerProfile> {
+  const device = backends.find((b) => b.name === 'webgpu');
+  if (device) throw new PasticheError('layer timings are for CPU backends: webgpu queues its work, so per-layer host times mean nothing there');
+  const { rows, rowOf } = layerRows(weights, size);
+  const x = randomImage(size);
+  const models = backends.map((b) => new Vgg19(weights, b));
+  const samples = backends.map(() => new Map<string, number[]>());
+  const rounds = warmup + repeat;
+  for (let r = 0; r < rounds; r++) {
+    for (let i = 0; i < backends.length; i++) {
+      onRun?.(runnerName(backends[i]!), r + 1, rounds);
+      const perRow = new Map<string, number>();
+      let t = performance.now();
+      models[i]!.forward(x, {
+        onLayer: (_done, _of, name) => {
+          const now = performance.now();
+          const row = rowOf.get(name) ?? name;
+          perRow.set(row, (perRow.get(row) ?? 0) + now - t);
+          t = now;
+        },
+      });
+      if (r < warmup) continue;
+      for (const [row, ms] of perRow) {
+        const list = samples[i]!.get(row) ?? [];
+        list.push(ms);
+        samples[i]!.set(row, list);
+      }
+    }
+  }
+  const ms: Record<string, Record<string, number>> = {};
+  backends.forEach((b, i) => {
+    ms[runnerName(b)] = Object.fromEntries([...samples[i]!].map(([row, list]) => [row, median(list)]));
+  });
+  return { size, rows, ms };
+}
