@@ -14,6 +14,7 @@ import { Vgg19 } from '../model/vgg19.js';
 import { VGG19_LAYERS, resolveLayerName } from '../model/vgg19-table.js';
 import { contentLoss, gram, styleLoss, tvLoss } from '../style/losses.js';
 import { Adam, Lbfgs, type Optimizer } from '../style/optimizers.js';
+import { clearHostPool } from '../tensor/host-pool.js';
 import { Tensor } from '../tensor/tensor.js';
 import { uniformRng } from '../util/random.js';
 import type { Vgg19Weights } from '../weights/vgg19-weights.js';
@@ -291,6 +292,8 @@ export async function stylize(o: StylizeOptions): Promise<StylizeResult> {
   let interrupted = false;
 
   for (const scaleLongest of scales) {
+    // The recycled arrays of the last scale have the wrong sizes for this one: let them go.
+    clearHostPool();
     const { height, width } = outputSize(final, scaleLongest);
     const content = imageTensor(contentRgb, height, width, mean);
     const styleTensors = styleRgbs.map((srgb) => {
