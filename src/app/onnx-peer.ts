@@ -143,10 +143,11 @@ export async function onnxLayerTimes(
     const { session, run } = await createSession(weights, size, 'prob', threads, join(dir, 'profile'));
     for (let r = 0; r < warmup + repeat; r++) await run();
     session.endProfiling();
+    await session.release(); // its copy of the weights: half a gigabyte
     const files = await readdir(dir);
     if (files.length !== 1) throw new PasticheError(`onnxruntime wrote ${files.length} profile files, expected 1`);
     const events = JSON.parse(await readFile(join(dir, files[0]!), 'utf8')) as { cat?: string; name?: string; dur?: number }[];
-    // Per run, the time of each row (a row may hold several nodes); one event per node and run.
+    // One event per node and run; a row adds up the medians of its nodes.
     const perNode = new Map<string, number[]>();
     for (const e of events) {
       if (e.cat !== 'Node' || !e.name?.endsWith('_kernel_time') || typeof e.dur !== 'number') continue;

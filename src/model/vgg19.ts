@@ -186,7 +186,7 @@ export class Vgg19 {
     return g;
   }
 
-  /** Gives the last forward's intermediate tensors back (device backends; see forwardOwned). */
+  /** Recycles the last forward's intermediate tensors (see forwardOwned). */
   private releaseTransients(): void {
     for (const t of this.forwardOwned) t.recycle();
     this.forwardOwned = [];
