@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { getBackend, nativeBackend, nativeUnavailable } from '../src/backends/index.js';
 import type { NativeIsa } from '../src/backends/native/native-addon.js';
-import type { ConvAlgorithm } from '../src/backends/native/native-backend.js';
+import { type ConvAlgorithm, winogradTile } from '../src/backends/native/native-backend.js';
 import { CLI, TINY, assertClose, randomTensor } from './helpers.js';
 
 const loops = getBackend('loops');
@@ -44,7 +44,7 @@ if (native) {
 
   for (const isa of isas) {
     for (const threads of [1, 2]) {
-      for (const algo of ['auto', 'im2col', 'winograd', 'direct'] as ConvAlgorithm[]) {
+      for (const algo of ['auto', 'im2col', 'winograd', 'winograd6', 'direct'] as ConvAlgorithm[]) {
         test(`native conv (${algo}, ${isa}, ${threads} thread(s)) equals loops: forward, backward data, weights, bias`, () => {
           addon.isa(isa);
           addon.threads(threads);
@@ -141,10 +141,12 @@ if (native) {
         return [native.conv2d(x, w, b, p, true), native.conv2dBackwardData(dy, wb, [1, cout, s, s], p, e)];
       };
       const [yi, dxi] = run('im2col');
-      const [yw, dxw] = run('winograd');
+      for (const algo of ['winograd', 'winograd6'] as const) {
+        const [yw, dxw] = run(algo);
+        assertClose(yw!, yi!, 1e-4, `${algo} ${c}->${cout} at ${s}: forward`);
+        assertClose(dxw!, dxi!, 1e-4, `${algo} ${cout}<-${c} at ${s}: backward data with epilogue`);
+      }
       native.convAlgorithm = 'auto';
-      assertClose(yw!, yi!, 1e-4, `${c}->${cout} at ${s}: forward`);
-      assertClose(dxw!, dxi!, 1e-4, `${cout}<-${c} at ${s}: backward data with epilogue`);
     }
   });
 
@@ -199,4 +201,19 @@ test('without the addon Pastiche falls back to ts and says so once, in one line'
   assert.match(stdout, /"index":185/);
   assert.equal(stderr.trim(), 'pastiche: native backend unavailable (disabled by PASTICHE_DISABLE_NATIVE); using ts');
   await assert.rejects(run(process.execPath, [CLI, 'classify', `${TINY}chelsea.png`, '-w', `${TINY}vgg19-tiny-old.mat`, '-b', 'native'], { env }), (e: Error & { stderr: string }) => /the native backend is not available here/.test(e.stderr));
+});
+
+test('the Winograd tile follows the measured policy: F(6x6) on large planes up to 256 channels, F(4x4) elsewhere', () => {
+  const tile = (cin: number, cout: number, size: number) => winogradTile('auto', 3, 1, 1, cin, cout, size, size);
+  assert.equal(tile(64, 64, 224), 6); // VGG19's conv1_2 at 224
+  assert.equal(tile(128, 128, 112), 6);
+  assert.equal(tile(256, 256, 56), 4); // 6x6 tiles waste too much at 56 (a tie measured)
+  assert.equal(tile(256, 256, 128), 6);
+  assert.equal(tile(512, 512, 64), 4); // its F(6x6) weights would be 67 MB each way
+  assert.equal(tile(128, 128, 14), 4); // small planes: 6x6 tiles waste a third
+  assert.equal(tile(8, 8, 64), 0); // too few channels for Winograd
+  assert.equal(tile(64, 64, 8), 0); // too few tiles
+  assert.equal(winogradTile('auto', 3, 2, 1, 64, 64, 64, 64), 0); // stride 2
+  assert.equal(winogradTile('winograd6', 3, 1, 1, 8, 8, 8, 8), 6); // forced
+  assert.equal(winogradTile('im2col', 3, 1, 1, 64, 64, 224, 224), 0);
 });

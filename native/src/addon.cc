@@ -26,6 +26,8 @@ float* F(const Napi::CallbackInfo& info, int i) {
 }
 int I(const Napi::CallbackInfo& info, int i) { return info[i].As<Napi::Number>().Int32Value(); }
 bool B(const Napi::CallbackInfo& info, int i) { return info[i].As<Napi::Boolean>().Value(); }
+// A Winograd output tile: 6 for F(6x6,3x3), else 4.
+int Tile(const Napi::CallbackInfo& info, int i) { return info[i].IsNumber() && I(info, i) == 6 ? 6 : 4; }
 
 Napi::Value IsaFn(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g_calls);
@@ -51,31 +53,31 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// conv2d(x, n, cin, h, w, wt, cout, k, pad, stride, bias, relu, y, wino|null)
+// conv2d(x, n, cin, h, w, wt, cout, k, pad, stride, bias, relu, y, wino|null, winoTile)
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g_calls);
   conv2d(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7), I(info, 8),
-         I(info, 9), F(info, 10), B(info, 11), F(info, 12), F(info, 13));
+         I(info, 9), F(info, 10), B(info, 11), F(info, 12), F(info, 13), Tile(info, 14));
   return info.Env().Undefined();
 }
 
-// conv2dBackwardData(dy, n, cin, h, w, wt, cout, k, pad, stride, dx, wino|null, add|null, mask|null)
+// conv2dBackwardData(dy, n, cin, h, w, wt, cout, k, pad, stride, dx, wino|null, winoTile, add|null, mask|null)
 Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g_calls);
   conv2d_backward_data(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7),
-                       I(info, 8), I(info, 9), F(info, 10), F(info, 11), F(info, 12), F(info, 13));
+                       I(info, 8), I(info, 9), F(info, 10), F(info, 11), Tile(info, 12), F(info, 13), F(info, 14));
   return info.Env().Undefined();
 }
 
-// winogradWeightsSize(cin, cout) -> floats; winogradWeights(wt, wcin, wcout, rotate, out)
+// winogradWeightsSize(cin, cout, tile) -> floats; winogradWeights(wt, wcin, wcout, rotate, tile, out)
 Napi::Value WinogradWeightsSize(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g_calls);
-  return Napi::Number::New(info.Env(), (double)winograd_weights_size(I(info, 0), I(info, 1)));
+  return Napi::Number::New(info.Env(), (double)winograd_weights_size(I(info, 0), I(info, 1), Tile(info, 2)));
 }
 
 Napi::Value WinogradWeights(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g_calls);
-  winograd_weights(F(info, 0), I(info, 1), I(info, 2), B(info, 3), F(info, 4));
+  winograd_weights(F(info, 0), I(info, 1), I(info, 2), B(info, 3), Tile(info, 4), F(info, 5));
   return info.Env().Undefined();
 }
 

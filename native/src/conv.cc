@@ -136,9 +136,9 @@ void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float
 }
 
 void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad, int stride,
-            const float* bias, bool relu_, float* y, const float* wino) {
+            const float* bias, bool relu_, float* y, const float* wino, int wino_tile) {
   if (wino) {
-    conv3x3_winograd(x, n, cin, h, w, wino, cout, pad, bias, relu_, y);
+    conv3x3_winograd(x, n, cin, h, w, wino, wino_tile, cout, pad, bias, relu_, y);
     return;
   }
   const Geometry g{cin, h, w, k, pad, stride, (h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1};
@@ -162,12 +162,12 @@ void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int c
 static void add_and_mask(float* dx, const float* add, const float* mask, long size);
 
 void conv2d_backward_data(const float* dy, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad,
-                          int stride, float* dx, const float* wino, const float* add, const float* mask) {
+                          int stride, float* dx, const float* wino, int wino_tile, const float* add, const float* mask) {
   const int ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1;
   if (wino) {
     // dx is the full correlation of dy with the weights turned by 180 degrees and Cin/Cout
     // swapped: again a 3x3 stride-1 convolution, with padding 2 - pad.
-    conv3x3_winograd(dy, n, cout, ho, wo, wino, cin, 2 - pad, nullptr, false, dx, add, mask);
+    conv3x3_winograd(dy, n, cout, ho, wo, wino, wino_tile, cin, 2 - pad, nullptr, false, dx, add, mask);
     return;
   }
   const Geometry g{cin, h, w, k, pad, stride, ho, wo};

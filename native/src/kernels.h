@@ -6,31 +6,32 @@
 namespace pastiche {
 
 // y = conv(x, w) + b, then ReLU if relu.
-// `wino` is the layer's transformed weights (winograd_weights) or null for im2col + GEMM.
+// `wino` is the layer's transformed weights (winograd_weights for tile `wino_tile`) or null for
+// im2col + GEMM.
 void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad, int stride,
-            const float* bias, bool relu, float* y, const float* wino);
+            const float* bias, bool relu, float* y, const float* wino, int wino_tile);
 // `wino` is the rotated transform (winograd_weights with rotate) or null for GEMM + col2im.
 // With `add` and/or `mask` (both shaped like dx, may be null): dx = (dx + add) * (mask > 0), the
 // backward of a ReLU (and of a gradient injected at its output) fused into this pass.
 void conv2d_backward_data(const float* dy, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad,
-                          int stride, float* dx, const float* wino, const float* add, const float* mask);
+                          int stride, float* dx, const float* wino, int wino_tile, const float* add, const float* mask);
 void conv2d_backward_params(const float* dy, const float* x, int n, int cin, int h, int w, int cout, int k, int pad,
                             int stride, float* dw, float* db);
 
-// Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions (any padding up to 2). `up` holds the
-// transformed weights from winograd_weights (for cin -> cout channels).
+// Winograd F(m x m, 3x3), m = 4 or 6, for 3x3 stride-1 convolutions (any padding up to 2). `up`
+// holds the transformed weights from winograd_weights (for cin -> cout channels, the same m).
 // dst = (dst + add) * (mask > 0) over n contiguous elements, either operand optional: the gradient
 // epilogue (see GradientEpilogue), serial.
 void add_and_mask_span(float* dst, const float* add, const float* mask, long n);
 
 // Optional epilogue per output element: + add[i], then ReLU (relu) or zero where mask[i] <= 0.
-void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int cout, int pad,
+void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int m, int cout, int pad,
                       const float* bias, bool relu, float* y, const float* add = nullptr, const float* mask = nullptr);
 // Floats needed for the transformed weights of a cin -> cout convolution.
-size_t winograd_weights_size(int cin, int cout);
+size_t winograd_weights_size(int cin, int cout, int m);
 // Transforms weights [wcin, 3, 3, wcout]; `rotate` gives those of the gradient to the data (a
 // wcout -> wcin convolution with the kernel turned 180 degrees).
-void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, float* up);
+void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, float* up);
 
 // Direct 3x3 stride-1 pad-1 convolution for cin <= 4 (+ bias, optional ReLU): VGG19's first layer.
 void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float* wt, int cout, const float* bias,

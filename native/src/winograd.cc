@@ -1,9 +1,10 @@
-// Winograd F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015):
-// each 4x4 output tile is A^T [ (G g G^T) .* (B^T d B) ] A over a 6x6 input tile d, i.e. 36
-// multiplications per tile and channel pair instead of 144. The 36 element-wise products over all
-// channels become 36 independent GEMMs: M[xi] (Cout x tiles) = U[xi] (Cout x Cin) V[xi] (Cin x tiles).
-// U is computed once per weight tensor (the caller caches it); the input transform writes straight
-// into the GEMM's packed operand layout, 8 tiles per vector; tiles go in blocks sized for the cache.
+// Winograd F(4x4, 3x3) and F(6x6, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+// Networks", 2015): each m x m output tile is A^T [ (G g G^T) .* (B^T d B) ] A over an
+// (m+2) x (m+2) input tile d, i.e. 36 multiplications per 4x4 tile and channel pair (64 per 6x6)
+// instead of 144 (324). The element-wise products over all channels become 36 (64) independent
+// GEMMs: M[xi] (Cout x tiles) = U[xi] (Cout x Cin) V[xi] (Cin x tiles). U is computed once per
+// weight tensor (the caller caches it); the input transform writes straight into the GEMM's packed
+// operand layout, 8 tiles per vector; tiles go in blocks sized for the cache.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -17,24 +18,33 @@ namespace pastiche {
 
 namespace {
 
-constexpr int T6 = 36;
-
 int round_up(int v, int to) { return (v + to - 1) / to * to; }
 
-// Distance between the 36 planes of U, V and M. The transforms touch all 36 planes for every tile;
+// Distance between the planes of U, V and M. The transforms touch every plane for every tile;
 // planes a multiple of 4 KiB apart would all fall into the same L1 set and evict each other (and
 // alias in the store buffer): one cache line more per plane measured 4x faster transforms.
 size_t plane_stride(size_t floats) { return floats + 16; }
 
-// u (6) = G g (3)
-inline void g_transform(const float* g, int stride, float* u) {
+// u (m + 2) = G g (3): the rows of G for F(4x4,3x3) (6) and F(6x6,3x3) (8).
+inline void g_transform(int m, const float* g, int stride, float* u) {
   const float g0 = g[0], g1 = g[stride], g2 = g[2 * stride];
-  u[0] = g0 * 0.25f;
-  u[1] = -(g0 + g1 + g2) / 6.f;
-  u[2] = -(g0 - g1 + g2) / 6.f;
-  u[3] = g0 / 24.f + g1 / 12.f + g2 / 6.f;
-  u[4] = g0 / 24.f - g1 / 12.f + g2 / 6.f;
-  u[5] = g2;
+  if (m == 4) {
+    u[0] = g0 * 0.25f;
+    u[1] = -(g0 + g1 + g2) / 6.f;
+    u[2] = -(g0 - g1 + g2) / 6.f;
+    u[3] = g0 / 24.f + g1 / 12.f + g2 / 6.f;
+    u[4] = g0 / 24.f - g1 / 12.f + g2 / 6.f;
+    u[5] = g2;
+    return;
+  }
+  u[0] = g0;
+  u[1] = -2.f / 9.f * (g0 + g1 + g2);
+  u[2] = -2.f / 9.f * (g0 - g1 + g2);
+  u[3] = g0 / 90.f + g1 / 45.f + 2.f * g2 / 45.f;
+  u[4] = g0 / 90.f - g1 / 45.f + 2.f * g2 / 45.f;
+  u[5] = 32.f * g0 / 45.f + 16.f * g1 / 45.f + 8.f * g2 / 45.f;
+  u[6] = 32.f * g0 / 45.f - 16.f * g1 / 45.f + 8.f * g2 / 45.f;
+  u[7] = g2;
 }
 
 // Scratch reused across calls: no allocation once warmed up.
@@ -42,66 +52,68 @@ std::vector<float> g_vp, g_m;
 
 }  // namespace
 
-size_t winograd_weights_size(int cin, int cout) { return (size_t)T6 * plane_stride((size_t)round_up(cout, MR) * cin); }
+size_t winograd_weights_size(int cin, int cout, int m) {
+  return (size_t)(m + 2) * (m + 2) * plane_stride((size_t)round_up(cout, MR) * cin);
+}
 
-void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, float* up) {
+void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, float* up) {
   // Forward: a conv from wcin to wcout channels with g[kh][kw] = w[ci][kh][kw][co].
   // Rotated (for the gradient to the data): from wcout to wcin channels with the kernel turned by
   // 180 degrees, g'[kh][kw] for (in = co, out = ci) = w[ci][2-kh][2-kw][co].
   const int cin = rotate ? wcout : wcin, cout = rotate ? wcin : wcout;
   const int coutp = round_up(cout, MR);
+  const int t = m + 2, planes = t * t;
   const size_t up_stride = plane_stride((size_t)coutp * cin);
   ThreadPool::instance().parallel_for(coutp / MR, [&](int panel, int) {
     for (int ci = 0; ci < cin; ci++) {
       for (int r = 0; r < MR; r++) {
         const int co = panel * MR + r;
-        float u[T6];
+        float u[64];
         if (co < cout) {
           float g[9];
           for (int kh = 0; kh < 3; kh++)
             for (int kw = 0; kw < 3; kw++)
               g[kh * 3 + kw] = rotate ? wt[((size_t)(co * 3 + 2 - kh) * 3 + 2 - kw) * wcout + ci]
                                       : wt[((size_t)(ci * 3 + kh) * 3 + kw) * wcout + co];
-          float tmp[18];  // G g, column kw in tmp[kw*6 .. kw*6+5]
-          for (int kw = 0; kw < 3; kw++) g_transform(g + kw, 3, tmp + kw * 6);
-          for (int i = 0; i < 6; i++) {
-            const float row[3] = {tmp[i], tmp[6 + i], tmp[12 + i]};
-            g_transform(row, 1, u + i * 6);
+          float tmp[24];  // G g, column kw in tmp[kw*t .. kw*t+t-1]
+          for (int kw = 0; kw < 3; kw++) g_transform(m, g + kw, 3, tmp + kw * t);
+          for (int i = 0; i < t; i++) {
+            const float row[3] = {tmp[i], tmp[t + i], tmp[2 * t + i]};
+            g_transform(m, row, 1, u + i * t);
           }
         } else {
-          std::fill(u, u + T6, 0.f);
+          std::fill(u, u + planes, 0.f);
         }
         // Packed as GEMM A panels: [xi][co panel][ci][MR].
-        for (int xi = 0; xi < T6; xi++) up[xi * up_stride + (size_t)panel * MR * cin + (size_t)ci * MR + r] = u[xi];
+        for (int xi = 0; xi < planes; xi++) up[xi * up_stride + (size_t)panel * MR * cin + (size_t)ci * MR + r] = u[xi];
       }
     }
   });
 }
 
-void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int cout, int pad,
+void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int m, int cout, int pad,
                       const float* bias, bool relu, float* y, const float* add, const float* mask) {
   ThreadPool& pool = ThreadPool::instance();
   const WinogradTransforms& transforms = active_isa() != Isa::Portable ? avx2::winograd : portable::winograd;
-  auto input8 = transforms.input8;
-  auto output8 = transforms.output8;
+  const int t6 = m + 2, planes = t6 * t6;  // window side and transformed planes: 6 and 36, or 8 and 64
   const int ho = h + 2 * pad - 2, wo = w + 2 * pad - 2;
-  const int th = (ho + 3) / 4, tw = (wo + 3) / 4, tiles = th * tw;
+  const int th = (ho + m - 1) / m, tw = (wo + m - 1) / m, tiles = th * tw;
   const int coutp = round_up(cout, MR);
   const size_t up_stride = plane_stride((size_t)coutp * cin);
-  // Width of the zero-padded input rows every tile's 6x6 window lies in.
-  const int wp = tw * 4 + 2;
+  // Width of the zero-padded input rows every tile's window lies in.
+  const int wp = tw * m + 2;
 
   // Tile block size: V and M for a block take about 12 MiB, within L3; a multiple of NR. Every
   // block streams all of U, so where U itself is large (512 channels: 38 MB) blocks are made 4x
   // larger: reading U 4x less often saves more than V and M spilling from L3 costs (measured at
   // 64x64x512: 32 -> 22 ms; smaller U measured no better).
-  const double u_bytes = 4.0 * T6 * cin * coutp;
+  const double u_bytes = 4.0 * planes * cin * coutp;
   const double budget = (u_bytes >= 16.0 * 1024 * 1024 ? 48.0 : 12.0) * 1024 * 1024;
-  const int budget_tiles = (int)(budget / (4.0 * T6 * (cin + coutp)));
+  const int budget_tiles = (int)(budget / (4.0 * planes * (cin + coutp)));
   const int tb = std::max(NR, std::min(round_up(tiles, NR), budget_tiles / NR * NR));
   const size_t vp_stride = plane_stride((size_t)tb * cin), m_stride = plane_stride((size_t)coutp * tb);
-  if (g_vp.size() < T6 * vp_stride) g_vp.resize(T6 * vp_stride);
-  if (g_m.size() < T6 * m_stride) g_m.resize(T6 * m_stride);
+  if (g_vp.size() < planes * vp_stride) g_vp.resize(planes * vp_stride);
+  if (g_m.size() < planes * m_stride) g_m.resize(planes * m_stride);
   float* vp = g_vp.data();
   float* mb = g_m.data();
 
@@ -114,14 +126,14 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
       // Phase 1: V = B^T d B for every (ci, tile), into packed B panels [xi][tile panel][ci][NR].
       // Each channel's windows come from a zero-padded copy of just the rows this block's tiles
       // cover (clearing the whole padded plane for every block cost more than the transform).
-      const int tr0 = t0 / tw, rows = ((t0 + nt - 1) / tw - tr0) * 4 + 6;
+      const int tr0 = t0 / tw, rows = ((t0 + nt - 1) / tw - tr0) * m + t6;
       pool.parallel_for(cin, [&](int ci, int) {
         thread_local std::vector<float> xpad;
         xpad.resize((size_t)rows * wp + 8);  // + 8: input8's side-by-side loads read past a row
         const float* plane = x_img + (size_t)ci * h * w;
         for (int lr = 0; lr < rows; lr++) {
           float* dst = xpad.data() + (size_t)lr * wp;
-          const int r = tr0 * 4 + lr - pad;  // the input row this padded row holds
+          const int r = tr0 * m + lr - pad;  // the input row this padded row holds
           if (r < 0 || r >= h) {
             std::memset(dst, 0, sizeof(float) * wp);
             continue;
@@ -135,19 +147,24 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
           int base[8];
           for (int l = 0; l < 8; l++) {
             const int tile = std::min(t0 + t + l, t0 + nt - 1);  // lanes past the end repeat a real tile
-            base[l] = (tile / tw - tr0) * 4 * wp + (tile % tw) * 4;
+            base[l] = (tile / tw - tr0) * m * wp + (tile % tw) * m;
           }
-          const bool side_by_side = (t0 + t) % tw + 8 <= tw && t + 8 <= nt;
-          input8(xpad.data(), wp, base, side_by_side, vp + (size_t)(t / NR) * NR * cin + (size_t)ci * NR + t % NR, vp_stride);
+          float* dst = vp + (size_t)(t / NR) * NR * cin + (size_t)ci * NR + t % NR;
+          if (m == 4) {
+            const bool side_by_side = (t0 + t) % tw + 8 <= tw && t + 8 <= nt;
+            transforms.input8(xpad.data(), wp, base, side_by_side, dst, vp_stride);
+          } else {
+            transforms.input8_f6(xpad.data(), wp, base, dst, vp_stride);
+          }
         }
       });
-      // Phase 2: 36 GEMMs, M[xi] (coutp x ntp) = U[xi] V[xi], on pre-packed panels.
+      // Phase 2: 36 (64) GEMMs, M[xi] (coutp x ntp) = U[xi] V[xi], on pre-packed panels.
       // K (= Cin) is split in slices of 256 so that the B panels stay in L1.
       // Where each U[xi] is large (>= 1 MiB: 512 channels) and V[xi] fits in L2, U is streamed once,
       // a 6-row panel at a time over all of V (measured 10-15% faster on VGG19's 512-channel layers);
       // elsewhere the blocked loop below, whose A block stays in L2, was as fast or faster.
       const bool stream_u = (size_t)coutp * cin * 4 >= (1 << 20) && (size_t)cin * ntp * 4 <= 512 * 1024;
-      pool.parallel_for(T6, [&](int xi, int) {
+      pool.parallel_for(planes, [&](int xi, int) {
         const float* a = up + xi * up_stride;
         const float* b = vp + xi * vp_stride;
         float* c = mb + xi * m_stride;
@@ -166,21 +183,21 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
           }
         }
       });
-      // Phase 3: Y = A^T M A (+ bias, ReLU), the valid part of each 4x4 tile.
+      // Phase 3: Y = A^T M A (+ bias, ReLU), the valid part of each tile.
       pool.parallel_for(cout, [&](int co, int) {
         const float bv = bias ? bias[co] : 0.f;
         float* out = y_img + (size_t)co * ho * wo;
         const float* add_c = add ? add + img_off + (size_t)co * ho * wo : nullptr;
         const float* mask_c = mask ? mask + img_off + (size_t)co * ho * wo : nullptr;
-        alignas(32) float o[16 * 8];
+        alignas(32) float o[36 * 8];
         for (int t = 0; t < nt; t += 8) {
-          output8(mb + (size_t)co * tb + t, m_stride, bv, relu, o);
+          (m == 4 ? transforms.output8 : transforms.output8_f6)(mb + (size_t)co * tb + t, m_stride, bv, relu, o);
           for (int l = 0; l < 8 && t + l < nt; l++) {
-            const int tile = t0 + t + l, oy = (tile / tw) * 4, ox = (tile % tw) * 4;
-            const int rows = std::min(4, ho - oy), cols = std::min(4, wo - ox);
+            const int tile = t0 + t + l, oy = (tile / tw) * m, ox = (tile % tw) * m;
+            const int rows = std::min(m, ho - oy), cols = std::min(m, wo - ox);
             for (int r = 0; r < rows; r++) {
               float* dst = out + (size_t)(oy + r) * wo + ox;
-              for (int c = 0; c < cols; c++) dst[c] = o[(r * 4 + c) * 8 + l];
+              for (int c = 0; c < cols; c++) dst[c] = o[(r * m + c) * 8 + l];
             }
           }
         }
@@ -189,9 +206,9 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
         // loops the compiler vectorises; per element inside the tile scatter it cost 2x the GEMM.
         const int first = t0, last = t0 + nt - 1;
         for (int trow = first / tw; trow <= last / tw; trow++) {
-          const int xa = trow == first / tw ? (first % tw) * 4 : 0;
-          const int xb = std::min(wo, trow == last / tw ? (last % tw) * 4 + 4 : wo);
-          for (int r = trow * 4; r < std::min(ho, trow * 4 + 4); r++) {
+          const int xa = trow == first / tw ? (first % tw) * m : 0;
+          const int xb = std::min(wo, trow == last / tw ? (last % tw) * m + m : wo);
+          for (int r = trow * m; r < std::min(ho, trow * m + m); r++) {
             const size_t at = (size_t)r * wo + xa;
             add_and_mask_span(out + at, add_c ? add_c + at : nullptr, mask_c ? mask_c + at : nullptr, xb - xa);
           }

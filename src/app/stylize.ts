@@ -119,9 +119,10 @@ export function outputSize(content: { width: number; height: number }, size: Sty
 
 /**
  * Bytes a style-transfer run at height x width needs: all the weights (the convolutions' also as
- * Winograd transforms, 4x their size, forward and backward), every activation kept for the backward
- * pass twice over, and a few gradients of the largest layer in flight. Measured at 512x512 with
- * the native backend: 2.0 GB peak RSS; this estimate says 1.9 GiB.
+ * Winograd transforms, forward and backward: 4x their size, 64/9 for the F(6x6) layers of up to
+ * 256 channels), every activation kept for the backward pass twice over, and a few gradients of the
+ * largest layer in flight. Measured at 512x512 with the native backend (a style iteration): 1.95 GB
+ * peak RSS; this estimate says 2.0 GiB.
  */
 export function estimateMemoryBytes(weights: Vgg19Weights, height: number, width: number): number {
   let h = height;
@@ -130,13 +131,13 @@ export function estimateMemoryBytes(weights: Vgg19Weights, height: number, width
   let activations = channels * h * w;
   let largest = activations;
   let params = 0;
-  let convParams = 0;
+  let winogradParams = 0; // conv weights, counted 64/36 times where F(6x6,3x3) may hold them
   for (const p of weights.layers.values()) if (p.kind !== 'pool') params += p.w.size + p.b.size;
   for (const spec of VGG19_LAYERS) {
     const p = weights.layers.get(spec.name);
     if (p?.kind === 'conv') {
       channels = p.w.shape[3]!;
-      convParams += p.w.size;
+      winogradParams += p.w.size * (p.w.shape[0]! * channels <= 256 * 256 ? 64 / 36 : 1);
     } else if (p?.kind === 'pool') {
       h = windowOutput(h, p.kernel, p.pad, p.stride);
       w = windowOutput(w, p.kernel, p.pad, p.stride);
@@ -148,7 +149,7 @@ export function estimateMemoryBytes(weights: Vgg19Weights, height: number, width
     if (spec.name === 'relu5_1') break;
   }
   const runtime = 150 * 2 ** 20; // Node, sharp and the addon themselves
-  return runtime + 4 * (params + 8 * convParams + 2 * activations + 4 * largest);
+  return runtime + 4 * (params + 8 * winogradParams + 2 * activations + 4 * largest);
 }
 
 /** What the image is pulled towards: content features P per content layer, Gram matrices A per style layer. */

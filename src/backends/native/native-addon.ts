@@ -9,6 +9,9 @@ import { fileURLToPath } from 'node:url';
 
 export type NativeIsa = 'portable' | 'avx2' | 'avx512';
 
+/** A Winograd output tile: F(4x4,3x3) or F(6x6,3x3). */
+export type WinogradTile = 4 | 6;
+
 export interface NativeAddon {
   /** The active instruction set; pass one to switch (falls back to the best the CPU has below it). */
   isa(set?: NativeIsa): NativeIsa;
@@ -18,15 +21,15 @@ export interface NativeAddon {
   threads(n?: number): number;
   sgemm(m: number, n: number, k: number, a: Float32Array, aOff: number, lda: number, transA: boolean,
     b: Float32Array, bOff: number, ldb: number, transB: boolean, c: Float32Array, cOff: number, ldc: number, accumulate: boolean): void;
-  /** `wino`: the layer's transformed weights (winogradWeights) to use Winograd, or null for im2col. */
+  /** `wino`: the layer's transformed weights (winogradWeights, for `tile`) to use Winograd, or null for im2col. */
   conv2d(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number, k: number,
-    pad: number, stride: number, bias: Float32Array, relu: boolean, y: Float32Array, wino: Float32Array | null): void;
+    pad: number, stride: number, bias: Float32Array, relu: boolean, y: Float32Array, wino: Float32Array | null, tile: WinogradTile): void;
   /** `wino`: the rotated transform (winogradWeights with rotate) or null for GEMM + col2im. */
   conv2dBackwardData(dy: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number,
-    k: number, pad: number, stride: number, dx: Float32Array, wino: Float32Array | null,
+    k: number, pad: number, stride: number, dx: Float32Array, wino: Float32Array | null, tile: WinogradTile,
     add: Float32Array | null, mask: Float32Array | null): void;
-  winogradWeightsSize(cin: number, cout: number): number;
-  winogradWeights(wt: Float32Array, cin: number, cout: number, rotate: boolean, out: Float32Array): void;
+  winogradWeightsSize(cin: number, cout: number, tile: WinogradTile): number;
+  winogradWeights(wt: Float32Array, cin: number, cout: number, rotate: boolean, tile: WinogradTile, out: Float32Array): void;
   conv2dBackwardParams(dy: Float32Array, x: Float32Array, n: number, cin: number, h: number, w: number, cout: number,
     k: number, pad: number, stride: number, dw: Float32Array, db: Float32Array): void;
   /** Direct 3x3 stride-1 pad-1 convolution for cin <= 4 (the course's layout), + bias, optional ReLU. */

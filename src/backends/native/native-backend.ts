@@ -1,10 +1,11 @@
 /**
  * `native`: the Node-API C++ addon (native/src): packed SGEMM with AVX2/FMA 6x16 and AVX-512 6x32
- * micro-kernels on a persistent thread pool, Winograd F(4x4,3x3) for 3x3 stride-1 convolutions
- * (forward and backward-to-data, with bias + ReLU or the ReLU backward fused in), a direct kernel for
- * 3-channel inputs, im2col + GEMM for other shapes and the weight gradient. TypeScript validates shapes, allocates outputs and decides
- * the algorithm; the addon computes into the outputs, which come uninitialised from the host pool
- * (every kernel here writes all of its output; the tests poison the pool with NaN to hold them to it).
+ * micro-kernels on a persistent thread pool, Winograd F(4x4,3x3) and F(6x6,3x3) for 3x3 stride-1
+ * convolutions (forward and backward-to-data, with bias + ReLU or the ReLU backward fused in), a
+ * direct kernel for 3-channel inputs, im2col + GEMM for other shapes and the weight gradient.
+ * TypeScript validates shapes, allocates outputs and decides the algorithm; the addon computes into
+ * the outputs, which come uninitialised from the host pool (every kernel here writes all of its
+ * output; the tests poison the pool with NaN to hold them to it).
  */
 import { Tensor, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
@@ -18,10 +19,13 @@ import {
   matmulGeometry,
   poolGeometry,
 } from '../shapes.js';
-import type { NativeAddon } from './native-addon.js';
+import type { NativeAddon, WinogradTile } from './native-addon.js';
 
-/** Convolution algorithm: 'auto' chooses per layer (see useWinograd); the others force one where it applies. */
-export type ConvAlgorithm = 'auto' | 'im2col' | 'winograd' | 'direct';
+/**
+ * Convolution algorithm: 'auto' chooses per layer (see winogradTile); the others force one where it
+ * applies ('winograd': F(4x4,3x3), 'winograd6': F(6x6,3x3)).
+ */
+export type ConvAlgorithm = 'auto' | 'im2col' | 'winograd' | 'winograd6' | 'direct';
 
 /**
  * The direct kernel for few input channels (3x3, stride 1, pad 1, cin <= 4: VGG19's conv1_1 on the
@@ -32,14 +36,36 @@ function useDirect(algo: ConvAlgorithm, k: number, stride: number, pad: number, 
 }
 
 /**
- * Winograd applies to 3x3 stride-1 convolutions. 'auto' also wants enough input channels and enough
- * 4x4 output tiles to pay off: below that, streaming the transformed weights (4x the raw ones)
- * costs more than the multiplications saved (measured with cold caches: VGG19's 14x14 layers 1.7 ms
- * against 3.0 as GEMM, 512 channels at 10x10 1.7 against 2.3, a tie at 7x7).
+ * The largest transformed weights F(6x6,3x3) may have: 256 -> 256 channels (16 MiB) but not the
+ * 512-channel layers (67 MB each way). Measured on a 512x512 style iteration: F(4x4) everywhere 398
+ * ms and 1799 MiB peak RSS; F(6x6) up to this cap 377 ms and 1861 MiB; F(6x6) everywhere 375 ms and
+ * 2066 MiB.
  */
-function useWinograd(algo: ConvAlgorithm, k: number, stride: number, pad: number, channelsIn: number, ho: number, wo: number): boolean {
-  if (k !== 3 || stride !== 1 || pad > 2 || algo === 'im2col') return false;
-  return algo === 'winograd' || (channelsIn >= 16 && Math.ceil(ho / 4) * Math.ceil(wo / 4) >= 9);
+const F6_MAX_WEIGHT_BYTES = 24 * 2 ** 20;
+
+/**
+ * The Winograd tile for a convolution, or 0 for none. Winograd applies to 3x3 stride-1
+ * convolutions. 'auto' also wants enough input channels and enough 4x4 output tiles to pay off:
+ * below that, streaming the transformed weights (4x the raw ones) costs more than the
+ * multiplications saved (measured with cold caches: VGG19's 14x14 layers 1.7 ms against 3.0 as
+ * GEMM, 512 channels at 10x10 1.7 against 2.3, a tie at 7x7).
+ *
+ * F(6x6,3x3) needs 64 products per 36 outputs where F(4x4,3x3) needs 36 per 16, but a 6x6 tiling
+ * wastes more at the edges and its GEMMs are as wide as the tile count rounded up to 16 columns:
+ * it is taken where those padded GEMM columns x planes come to under 95% of F(4x4)'s (measured:
+ * 10-23% faster from 28x28 up, slower at 14x14 and 32x32, a tie at 56x56), and where its
+ * transformed weights (7.1x the raw ones instead of 4x, kept for the whole run) stay small: see
+ * F6_MAX_WEIGHT_BYTES.
+ */
+export function winogradTile(algo: ConvAlgorithm, k: number, stride: number, pad: number, channelsIn: number, channelsOut: number, ho: number, wo: number): WinogradTile | 0 {
+  if (k !== 3 || stride !== 1 || pad > 2 || algo === 'im2col') return 0;
+  if (algo === 'winograd') return 4;
+  if (algo === 'winograd6') return 6;
+  const tiles = (m: number) => Math.ceil(ho / m) * Math.ceil(wo / m);
+  if (channelsIn < 16 || tiles(4) < 9) return 0;
+  const columns = (m: number) => Math.ceil(tiles(m) / 16) * 16;
+  if (64 * 4 * channelsIn * channelsOut > F6_MAX_WEIGHT_BYTES) return 4;
+  return columns(6) * 64 < 0.95 * columns(4) * 36 ? 6 : 4;
 }
 
 export interface NativeBackend extends Backend {
@@ -51,14 +77,16 @@ export interface NativeBackend extends Backend {
 export function createNativeBackend(addon: NativeAddon): NativeBackend {
   // Transformed weights, computed once per weight array (the Backend contract: weights are not
   // modified in place), for the forward pass and for the gradient to the data.
-  const forwardCache = new WeakMap<Float32Array, Float32Array>();
-  const backwardCache = new WeakMap<Float32Array, Float32Array>();
-  const winogradWeights = (w: Tensor, cin: number, cout: number, rotate: boolean): Float32Array => {
-    const cache = rotate ? backwardCache : forwardCache;
+  // One cache per direction and tile.
+  const caches = new Map<string, WeakMap<Float32Array, Float32Array>>();
+  const winogradWeights = (w: Tensor, cin: number, cout: number, rotate: boolean, tile: WinogradTile): Float32Array => {
+    const key = `${rotate}-${tile}`;
+    let cache = caches.get(key);
+    if (!cache) caches.set(key, (cache = new WeakMap()));
     let u = cache.get(w.data);
     if (!u) {
-      u = new Float32Array(rotate ? addon.winogradWeightsSize(cout, cin) : addon.winogradWeightsSize(cin, cout));
-      addon.winogradWeights(w.data, cin, cout, rotate, u);
+      u = new Float32Array(rotate ? addon.winogradWeightsSize(cout, cin, tile) : addon.winogradWeightsSize(cin, cout, tile));
+      addon.winogradWeights(w.data, cin, cout, rotate, tile, u);
       cache.set(w.data, u);
     }
     return u;
@@ -66,7 +94,7 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
   const be: NativeBackend = {
     ...commonOps,
     name: 'native',
-    description: 'C++ addon: AVX2/FMA GEMM, Winograd F(4x4,3x3), thread pool',
+    description: 'C++ addon: AVX2/FMA GEMM, Winograd F(4x4,3x3) and F(6x6,3x3), thread pool',
     addon,
     convAlgorithm: 'auto',
 
@@ -78,8 +106,9 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
         addon.conv2dSmallCin(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, b.data, relu, y.data);
         return y;
       }
-      const wino = useWinograd(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.ho, g.wo) ? winogradWeights(w, g.cin, g.cout, false) : null;
-      addon.conv2d(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, y.data, wino);
+      const tile = winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo);
+      const wino = tile ? winogradWeights(w, g.cin, g.cout, false, tile) : null;
+      addon.conv2d(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, y.data, wino, tile || 4);
       return y;
     },
 
@@ -90,8 +119,10 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
       const dx = Tensor.uninitialized(xShape);
       // The gradient to the data is a convolution from cout to cin channels: Winograd needs both
       // sides wide enough (VGG19's gradient to the 3-channel image is faster as GEMM + col2im).
-      const wino = useWinograd(be.convAlgorithm, g.k, p.stride, p.pad, g.cout, g.h, g.w) && (be.convAlgorithm === 'winograd' || g.cin >= 16) ? winogradWeights(w, g.cin, g.cout, true) : null;
-      addon.conv2dBackwardData(dy.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, dx.data, wino,
+      const forced = be.convAlgorithm === 'winograd' || be.convAlgorithm === 'winograd6';
+      const tile = forced || g.cin >= 16 ? winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cout, g.cin, g.h, g.w) : 0;
+      const wino = tile ? winogradWeights(w, g.cin, g.cout, true, tile) : null;
+      addon.conv2dBackwardData(dy.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, dx.data, wino, tile || 4,
         epilogue?.add?.data ?? null, epilogue?.reluMask?.data ?? null);
       return dx;
     },
