@@ -9,6 +9,7 @@ import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import { randomVgg19Weights } from '../src/weights/vgg19-weights.js';
+import { formatLayers } from '../src/cli/format.js';
 import { TINY, assertClose, runCli } from './helpers.js';
 
 // The full-size network, made once (6 s of random numbers).
@@ -86,4 +87,18 @@ test('pastiche bench --sections layers --peers --json: the table for the full-si
   const bad = await runCli(['bench', '--sections', 'layer']);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /^pastiche: --sections: unknown section 'layer' \(case, vgg, style, layers\)\n$/);
+});
+
+test('the layer table prints each contender, GFLOP/s and the ratio, onnxruntime-only nodes and the sums', () => {
+  const rows = [
+    { name: 'conv1_1', label: 'conv1_1+relu1_1', output: [64, 224, 224], gflop: 2 },
+    { name: 'pool1', label: 'pool1', output: [64, 112, 112], gflop: 0 },
+  ];
+  const text = formatLayers({ size: 224, rows, ms: { native: { conv1_1: 4, pool1: 1 }, onnxruntime: { conv1_1: 8, pool1: 0.5, Extra: 0.25 } } });
+  const lines = text.split('\n').map((l) => l.trim().split(/\s{2,}/));
+  assert.deepEqual(lines[0], ['layer', 'output', 'GFLOP', 'native ms', 'onnxruntime ms', 'native GFLOP/s', 'native / onnxruntime']);
+  assert.deepEqual(lines[2], ['conv1_1+relu1_1', '64x224x224', '2.00', '4.00', '8.00', '500', '0.50']);
+  assert.deepEqual(lines[3], ['pool1', '64x112x112', '1.00', '0.50', '2.00']);
+  assert.deepEqual(lines[4], ['Extra', '-', '0.25']);
+  assert.deepEqual(lines[5], ['sum', '2.00', '5.00', '8.75', '400', '0.57']);
 });
