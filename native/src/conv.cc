@@ -228,6 +228,14 @@ static inline int window_argmax(const float* plane, int h, int w, int k, int str
   return best;
 }
 
+// The corner (row-major) of a 2x2 window holding its first maximum; a NaN wins, as in window_argmax.
+static inline int first_max_of_window(const float v[4]) {
+  int best = 0;
+  for (int i = 1; i < 4; i++)
+    if (v[i] > v[best] || (v[i] != v[i] && v[best] == v[best])) best = i;
+  return best;
+}
+
 void max_pool2d(const float* x, int planes, int h, int w, int k, int stride, int pad, float* y, int ho, int wo) {
   ThreadPool::instance().parallel_for(planes, [&](int p, int) {
     const float* plane = x + (size_t)p * h * w;
@@ -241,12 +249,8 @@ void max_pool2d(const float* x, int planes, int h, int w, int k, int stride, int
         const float* r1 = r0 + w;
         simd.pool2x2_forward_span(r0, r1, out + (size_t)oh * wo, vec_end);
         for (int ow = vec_end; ow < wo; ow++) {
-          const float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];
-          float m = a;
-          if (b > m || (b != b && m == m)) m = b;
-          if (c > m || (c != c && m == m)) m = c;
-          if (d > m || (d != d && m == m)) m = d;
-          out[oh * wo + ow] = m;
+          const float v[4] = {r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]};
+          out[oh * wo + ow] = v[first_max_of_window(v)];
         }
       }
       return;
@@ -276,9 +280,7 @@ void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int
         for (int ow = vec_end; ow < wo; ow++) {
           const int c = 2 * ow;
           const float v[4] = {r0[c], r0[c + 1], r1[c], r1[c + 1]};
-          int best = 0;
-          for (int i = 1; i < 4; i++)
-            if (v[i] > v[best] || (v[i] != v[i] && v[best] == v[best])) best = i;
+          const int best = first_max_of_window(v);
           // With relu_mask this is also the backward of the ReLU whose output x is.
           const float gv = relu_mask && !(v[best] > 0.f) ? 0.f : g[oh * wo + ow];
           d0[c] = best == 0 ? gv : 0.f;
