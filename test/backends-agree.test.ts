@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { getBackend } from '../src/backends/index.js';
 import { gemm, operand } from '../src/backends/ts/gemm.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { CONV_SHAPES, assertClose, randomTensor } from './helpers.js';
+import { CONV_SHAPES, assertClose, convCase, randomTensor } from './helpers.js';
 
 const loops = getBackend('loops');
 const fast = [getBackend('ts')];
@@ -12,15 +12,9 @@ const TOL = 1e-5;
 
 for (const be of fast) {
   test(`${be.name} convolution equals loops (forward, backward data, weights, bias) on ${CONV_SHAPES.length} shapes`, () => {
-    CONV_SHAPES.forEach(([xs, k, cout, pad, stride], i) => {
-      const x = randomTensor(xs, 10 + i);
-      const w = randomTensor([xs[1]!, k, k, cout], 20 + i);
-      const b = randomTensor([cout], 30 + i);
-      const p = { pad, stride };
-      const what = `shape ${JSON.stringify(xs)} k${k} pad${pad} s${stride}`;
-      const y = loops.conv2d(x, w, b, p);
+    CONV_SHAPES.forEach((_, i) => {
+      const { x, w, b, k, p, y, dy, what } = convCase(i);
       assertClose(be.conv2d(x, w, b, p), y, TOL, `${what} forward`);
-      const dy = randomTensor(y.shape, 40 + i);
       assertClose(be.conv2dBackwardData(dy, w, x.shape, p), loops.conv2dBackwardData(dy, w, x.shape, p), TOL, `${what} dx`);
       const got = be.conv2dBackwardParams(dy, x, k, p);
       const ref = loops.conv2dBackwardParams(dy, x, k, p);

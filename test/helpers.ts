@@ -3,6 +3,8 @@ import * as assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { SUITE_CONV_SHAPES } from '../src/app/kernel-suite.js';
+import { getBackend } from '../src/backends/index.js';
 import { setHostPoolPoison } from '../src/tensor/host-pool.js';
 import { Tensor, type Shape } from '../src/tensor/tensor.js';
 import { uniformRng } from '../src/util/random.js';
@@ -38,6 +40,21 @@ export function randomTensor(shape: Shape, seed: number, lo = -1, hi = 1): Tenso
   const t = new Tensor(shape);
   for (let i = 0; i < t.size; i++) t.data[i] = lo + (hi - lo) * r();
   return t;
+}
+
+/**
+ * Case i of CONV_SHAPES for comparing a backend with the four loops: seeded random input, weights,
+ * bias and output gradient, and the loops' forward result.
+ */
+export function convCase(i: number) {
+  const [xs, k, cout, pad, stride] = SUITE_CONV_SHAPES[i]!;
+  const x = randomTensor(xs, 10 + i);
+  const w = randomTensor([xs[1]!, k, k, cout], 20 + i);
+  const b = randomTensor([cout], 30 + i);
+  const p = { pad, stride };
+  const y = getBackend('loops').conv2d(x, w, b, p);
+  const dy = randomTensor(y.shape, 40 + i);
+  return { x, w, b, k, p, y, dy, what: `shape ${JSON.stringify(xs)} k${k} pad${pad} s${stride}` };
 }
 
 /** max |a - b| / max |b| */

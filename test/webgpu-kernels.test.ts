@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { getBackend } from '../src/backends/index.js';
 import { PasticheError } from '../src/errors.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { CONV_SHAPES, assertClose, randomTensor, relError } from './helpers.js';
+import { CONV_SHAPES, assertClose, convCase, randomTensor, relError } from './helpers.js';
 import { testGpu } from './webgpu-env.js';
 
 const loops = getBackend('loops');
@@ -27,16 +27,10 @@ test(`webgpu reports its adapter (${gpu.adapterName})`, () => {
 });
 
 test(`webgpu convolution equals loops (forward +ReLU, backward data +epilogue, weights, bias) on ${CONV_SHAPES.length} shapes`, async () => {
-  for (const [i, [xs, k, cout, pad, stride]] of CONV_SHAPES.entries()) {
-    const x = randomTensor(xs, 10 + i);
-    const w = randomTensor([xs[1]!, k, k, cout], 20 + i);
-    const b = randomTensor([cout], 30 + i);
-    const p = { pad, stride };
-    const what = `shape ${JSON.stringify(xs)} k${k} pad${pad} s${stride}`;
-    const y = loops.conv2d(x, w, b, p);
+  for (let i = 0; i < CONV_SHAPES.length; i++) {
+    const { x, w, b, k, p, y, dy, what } = convCase(i);
     await close(gpu.conv2d(x, w, b, p), y, TOL, `${what} forward`);
     await close(gpu.conv2d(x, w, b, p, true), loops.conv2d(x, w, b, p, true), TOL, `${what} forward+relu`);
-    const dy = randomTensor(y.shape, 40 + i);
     await close(gpu.conv2dBackwardData(dy, w, x.shape, p), loops.conv2dBackwardData(dy, w, x.shape, p), TOL, `${what} dx`);
     const add = randomTensor(x.shape, 50 + i);
     const mask = randomTensor(x.shape, 60 + i);
