@@ -1,15 +1,21 @@
 /** The MAT-file reader and the MatConvNet interpretation: both layouts, MATLAB's habits, bad files. */
 import * as assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { test } from 'node:test';
+import { createInflate, deflateSync } from 'node:zlib';
 import { PasticheError } from '../src/errors.js';
+import { VGG19_LAYERS } from '../src/model/vgg19-table.js';
 import { readMatFile } from '../src/weights/mat/mat-file.js';
+import { readMat, type MatSource } from '../src/weights/mat/mat-reader.js';
+import { VGG19_MAT_LIMITS, VGG19_MAT_VARIABLES } from '../src/weights/matconvnet.js';
 import type { MatCell, MatStruct, MatValue } from '../src/weights/mat/mat-types.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import type { Vgg19Weights } from '../src/weights/vgg19-weights.js';
-import { TINY } from './helpers.js';
+import { FIXTURES, TINY } from './helpers.js';
 import { concat, matHeader, writeMat, type WriterOptions } from './mat-writer.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pastiche-mat-'));
@@ -123,7 +129,7 @@ test('bad files: missing, not a .mat, HDF5, truncated, damaged compression', asy
   const damaged = Buffer.from(z);
   for (let i = 500_000; i < 500_400; i++) damaged[i] = (damaged[i]! * 7 + 13) & 0xff;
   await expectFileError(tmpFile(damaged), /corrupt \.mat/);
-  await expectFileError(tmpFile(Buffer.alloc(0)), /not a MATLAB level-5/);
+  await expectFileError(tmpFile(Buffer.alloc(0)), /is empty \(0 bytes\)/);
 });
 
 test('random corruption never crashes the reader: a PasticheError or a valid result', async () => {
@@ -207,4 +213,121 @@ test('a .mat holding another network is refused with the reason', async () => {
   await expectFileError(tmpFile(writeMat(noLayers)), /no 'layers' cell array: not a MatConvNet model/);
   const other = new Map<string, MatValue>([['x', { kind: 'char', dims: [1, 2], text: 'hi' }]]);
   await expectFileError(tmpFile(writeMat(other)), /not a MatConvNet model/);
+});
+
+/** An in-memory MatSource that counts the bytes its inflation hands out, and the most array-buffer memory seen meanwhile. */
+function countingSource(bytes: Uint8Array, name = 'mem.mat') {
+  const stats = { inflated: 0, peakArrayBuffers: 0 };
+  const base = process.memoryUsage().arrayBuffers;
+  const sample = () => (stats.peakArrayBuffers = Math.max(stats.peakArrayBuffers, process.memoryUsage().arrayBuffers - base));
+  const source: MatSource = {
+    name,
+    size: bytes.length,
+    read: async (p, n) => bytes.subarray(p, Math.min(bytes.length, p + n)),
+    async *inflate(p, n) {
+      const z = createInflate();
+      const input = Readable.from([Buffer.from(bytes.buffer, bytes.byteOffset + p, n)]);
+      input.pipe(z);
+      try {
+        for await (const chunk of z) {
+          stats.inflated += (chunk as Buffer).length;
+          sample();
+          yield chunk as Buffer;
+          sample();
+        }
+      } finally {
+        input.destroy();
+        z.destroy();
+      }
+    },
+  };
+  return { source, stats, sample };
+}
+
+/** A compressed top-level element whose inner matrix is named `name`, claims `claim` bytes and carries `payload` bytes of zeros. */
+function compressedVariable(name: string, claim: number, payload: number): Uint8Array {
+  const head = Buffer.from(writeMat(new Map([[name, { kind: 'numeric', class: 'uint8', dims: [1, 1], data: new Uint8Array(1), logical: false, complex: false } as MatValue]])).subarray(128));
+  const body = Buffer.concat([head, Buffer.alloc(Math.max(0, payload - head.length))]);
+  body.writeUInt32LE(claim, 4);
+  const z = deflateSync(body);
+  const tag = Buffer.alloc(8);
+  tag.writeUInt32LE(15, 0);
+  tag.writeUInt32LE(z.length, 4);
+  return concat([tag, z]);
+}
+
+test('a real MATLAB v7.3 file (HDF5 behind a level-5-looking header) is named as such', async () => {
+  await expectFileError(`${FIXTURES}mat/v73.mat`, /v73\.mat: is a MATLAB v7\.3 \(HDF5\) file.*-v7/);
+});
+
+test('long UTF-16 text in a big-endian file (once a stack overflow)', async () => {
+  const text = 'VGG19 '.repeat(60_000); // 360k characters
+  const v = (await readMatFile(tmpFile(writeMat(new Map([['s', { kind: 'char', dims: [1, text.length], text }]]), { chars: 'utf16', littleEndian: false })))).variables.get('s');
+  assert.equal(v?.kind === 'char' && v.text, text);
+});
+
+test('int64 arrays: whole numbers stored as doubles are read, fractions are refused in one line', async () => {
+  const int64 = (data: number[]) => tmpFile(writeMat(new Map([['n', { kind: 'numeric', class: 'int64', dims: [1, data.length], data: Float64Array.from(data), logical: false, complex: false } as MatValue]]), { storeAs: { int64: 'double' } }));
+  const ok = (await readMatFile(int64([1, -2, 3]))).variables.get('n');
+  assert.deepEqual(ok?.kind === 'numeric' && [...(ok.data as BigInt64Array)], [1n, -2n, 3n]);
+  await assert.rejects(readMatFile(int64([1, 2.5])), /corrupt \.mat: a int64 array stores the value 2\.5, which is not a whole number/);
+  await assert.rejects(readMatFile(int64([NaN])), /stores the value NaN/);
+});
+
+test('a variable that appears twice is refused (it would silently replace the first)', async () => {
+  const one = writeMat(new Map([['layers', { kind: 'char', dims: [1, 1], text: 'a' }]]));
+  await assert.rejects(readMatFile(tmpFile(concat([one, one.subarray(128)]))), /variable 'layers' appears twice/);
+});
+
+test('compressed variables the model does not need are skipped without inflating them', async () => {
+  const tiny = readFileSync(`${TINY}vgg19-tiny-old.mat`);
+  // 300 MB of zeros in 300 KB, three times over, ahead of the real variables.
+  const junk = [1, 2, 3].map((i) => compressedVariable(`junk${i}`, 300_000_000, 300_000_000));
+  const { source, stats } = countingSource(concat([tiny.subarray(0, 128), ...junk, tiny.subarray(128)]));
+  const { variables } = await readMat(source, { only: VGG19_MAT_VARIABLES, maxBytes: VGG19_MAT_LIMITS });
+  assert.ok(variables.has('layers') && !variables.has('junk1'));
+  assert.ok(stats.inflated < 3 * 1_000_000, `inflated ${stats.inflated} bytes of variables nobody reads`);
+  assert.ok(stats.peakArrayBuffers < 64 * 2 ** 20, `peak ${stats.peakArrayBuffers} bytes`);
+});
+
+test('inflation grows with what arrives: a small file claiming gigabytes allocates what it holds', async () => {
+  // 'layers' claims 1 GB (within what VGG19 can need) but holds 4 KB: the old reader reserved the 1 GB first.
+  const { source, stats, sample } = countingSource(concat([matHeader(), compressedVariable('layers', 1_000_000_000, 4096)]));
+  await assert.rejects(readMat(source, { only: VGG19_MAT_VARIABLES, maxBytes: VGG19_MAT_LIMITS }), /mem\.mat: corrupt \.mat: .* ends early/);
+  sample();
+  assert.ok(stats.peakArrayBuffers < 64 * 2 ** 20, `peak ${stats.peakArrayBuffers} bytes`);
+  // Beyond what the model can need (VGG19's parameters as doubles): refused before inflating.
+  const big = countingSource(concat([matHeader(), compressedVariable('layers', 1_500_000_000, 4096)]));
+  await assert.rejects(readMat(big.source, { only: VGG19_MAT_VARIABLES, maxBytes: VGG19_MAT_LIMITS }), /variable 'layers' claims 1500000000 bytes, more than the \d+ it can need/);
+  assert.ok(big.stats.peakArrayBuffers < 64 * 2 ** 20);
+  // A needed variable that really inflates past its claim stops at once.
+  const bomb = countingSource(concat([matHeader(), compressedVariable('meta', 1000, 200_000_000)]));
+  await assert.rejects(readMat(bomb.source, { only: VGG19_MAT_VARIABLES, maxBytes: VGG19_MAT_LIMITS }), /inflates to more bytes than it claims/);
+  assert.ok(bomb.stats.inflated < 4_000_000, `inflated ${bomb.stats.inflated}`);
+});
+
+test('non-finite weights are refused with the layer that holds them', async () => {
+  const poison = (layerIndex: number, item: 0 | 1, value: number) =>
+    edit((ls) =>
+      ls.map((l, i) => {
+        if (i !== layerIndex) return l;
+        const w = (l as MatStruct).elements[0]!['weights'] as MatCell;
+        const arr = w.items[item] as MatValue & { kind: 'numeric' };
+        const data = Float32Array.from(arr.data as Float32Array);
+        data[Math.floor(data.length / 2)] = value;
+        return setField(l, 'weights', { ...w, items: w.items.map((it, k) => (k === item ? { ...arr, data } : it)) });
+      }),
+    );
+  const names = (VGG19_LAYERS.filter((l) => l.kind !== 'flatten')).map((l) => l.name);
+  await expectFileError(tmpFile(writeMat(poison(names.indexOf('conv3_2'), 0, NaN))), /layer conv3_2: the weights holds a non-finite value \(NaN at index \d+\)/);
+  await expectFileError(tmpFile(writeMat(poison(names.indexOf('fc7'), 1, -Infinity))), /layer fc7: the biases holds a non-finite value \(-Infinity/);
+  await expectFileError(tmpFile(writeMat(poison(names.indexOf('conv1_1'), 0, Infinity), { compress: true })), /layer conv1_1: the weights holds a non-finite value \(Infinity/);
+});
+
+test('folders and FIFOs given as the weights file are refused at once, by name', async () => {
+  await expectFileError(dir, /is a folder, not a file/);
+  const fifo = join(dir, 'weights.fifo');
+  execFileSync('mkfifo', [fifo]);
+  // Opening a FIFO for reading blocks until a writer comes: this must answer, not hang.
+  await expectFileError(fifo, /weights\.fifo: is a FIFO \(named pipe\), not a file/);
 });

@@ -12,10 +12,13 @@ export interface WriterOptions {
   /** Store doubles that are whole numbers in 0..255 as miUINT8, as MATLAB does. */
   readonly shrinkWholeDoubles?: boolean;
   readonly compress?: boolean;
+  /** Store a class's values as another data type (MATLAB may store an int64 array's values as doubles). */
+  readonly storeAs?: Readonly<Record<string, string>>;
 }
 
 const CLASS_CODE: Record<string, number> = {
   cell: 1, struct: 2, char: 4, double: 6, single: 7, int8: 8, uint8: 9, int16: 10, uint16: 11, int32: 12, uint32: 13,
+  int64: 14, uint64: 15,
 };
 const MI: Record<string, [number, number]> = {
   double: [9, 8], single: [7, 4], int8: [1, 1], uint8: [2, 1], int16: [3, 2], uint16: [4, 2], int32: [5, 4], uint32: [6, 4],
@@ -80,7 +83,7 @@ class Writer {
       case 'numeric': {
         const values = Array.from(v.data as ArrayLike<number>);
         const whole = values.every((x) => Number.isInteger(x) && x >= 0 && x <= 255);
-        const type = v.class === 'double' && this.o.shrinkWholeDoubles && whole ? 'uint8' : v.class;
+        const type = this.o.storeAs?.[v.class] ?? (v.class === 'double' && this.o.shrinkWholeDoubles && whole ? 'uint8' : v.class);
         parts.push(this.numbers(type, values));
         break;
       }

@@ -2,10 +2,15 @@
 // there too), so no data is copied across the boundary.
 #include <napi.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <string>
 #if defined(__GLIBC__)
 #include <malloc.h>
+#endif
+#if !defined(_WIN32)
+#include <unistd.h>
 #endif
 
 #include "gemm.h"
@@ -147,8 +152,52 @@ void tune_malloc() {
 #endif
 }
 
+// Other native libraries in the process (Dawn and the Vulkan loader, when WebGPU starts) write
+// their diagnostics straight to file descriptor 2, below Node. captureStderr(true) points fd 2
+// at an anonymous temporary file; captureStderr(false) restores it and returns what was written,
+// so the CLI can keep its one-line output and show that text only when asked (PASTICHE_DEBUG).
+struct StderrCapture {
+  int saved = -1;
+  std::FILE* sink = nullptr;
+};
+StderrCapture g_capture;
+
+Napi::Value CaptureStderr(const Napi::CallbackInfo& info) {
+  const bool begin = info.Length() > 0 && info[0].ToBoolean().Value();
+#if defined(_WIN32)
+  (void)begin;
+  return info.Env().Undefined();
+#else
+  std::fflush(stderr);
+  if (begin) {
+    if (g_capture.sink) return Napi::Boolean::New(info.Env(), false);  // already capturing
+    std::FILE* sink = std::tmpfile();
+    if (!sink) return Napi::Boolean::New(info.Env(), false);
+    const int saved = dup(2);
+    if (saved < 0 || dup2(fileno(sink), 2) < 0) {
+      if (saved >= 0) close(saved);
+      std::fclose(sink);
+      return Napi::Boolean::New(info.Env(), false);
+    }
+    g_capture = {saved, sink};
+    return Napi::Boolean::New(info.Env(), true);
+  }
+  if (!g_capture.sink) return Napi::String::New(info.Env(), "");
+  dup2(g_capture.saved, 2);
+  close(g_capture.saved);
+  std::string text;
+  std::rewind(g_capture.sink);
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, g_capture.sink)) > 0 && text.size() < (1u << 20);) text.append(buf, n);
+  std::fclose(g_capture.sink);
+  g_capture = {};
+  return Napi::String::New(info.Env(), text);
+#endif
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   tune_malloc();
+  exports.Set("captureStderr", Napi::Function::New(env, CaptureStderr));
   exports.Set("isa", Napi::Function::New(env, IsaFn));
   exports.Set("cpuHasAvx2", Napi::Boolean::New(env, cpu_has_avx2()));
   exports.Set("cpuHasAvx512", Napi::Boolean::New(env, cpu_has_avx512()));

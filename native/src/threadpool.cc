@@ -1,5 +1,7 @@
 #include "threadpool.h"
 
+#include <algorithm>
+
 namespace pastiche {
 
 ThreadPool& ThreadPool::instance() {
@@ -27,7 +29,12 @@ void ThreadPool::stop_workers() {
 }
 
 void ThreadPool::set_threads(int n) {
-  if (n < 1) n = 1;
+  // More threads than a few per core only cost memory and start-up time, and with C++ exceptions
+  // off (node-gyp's default) a refused thread aborts the process: the JavaScript side bounds the
+  // request to the cores, this is the last guard for direct callers.
+  const unsigned hc = std::thread::hardware_concurrency();
+  const int most = static_cast<int>(std::min(1024u, 4 * (hc == 0 ? 1 : hc)));
+  n = std::max(1, std::min(n, most));
   if (n == threads()) return;
   stop_workers();
   // The generation is read here, not in the new thread: a job posted before the thread starts

@@ -1,6 +1,7 @@
 /** Image classification with VGG19: the course's lab 3-1 as a library function. */
 import { PasticheError } from '../errors.js';
-import { loadClassifierInput } from '../image/preprocess.js';
+import { readRgb, rgbToTensor, type RgbImage } from '../image/preprocess.js';
+import { resizeBilinearPil } from '../image/pil-resize.js';
 import type { Vgg19 } from '../model/vgg19.js';
 import { VGG19_INPUT_SIZE, resolveLayerName } from '../model/vgg19-table.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -23,6 +24,16 @@ export interface ClassifyOptions {
   readonly capture?: readonly string[];
   /** Called after each layer of the forward pass. */
   readonly onLayer?: (done: number, total: number, name: string) => void;
+  /** The image already decoded by readClassifierImage (the file is then not read again). */
+  readonly pixels?: RgbImage;
+}
+
+/**
+ * Decodes an image and resizes it to the classifier's input size (Pillow-exact bilinear). It needs
+ * no weights, so callers can refuse unreadable images before the seconds of loading them.
+ */
+export async function readClassifierImage(file: string): Promise<RgbImage> {
+  return resizeBilinearPil(await readRgb(file), VGG19_INPUT_SIZE, VGG19_INPUT_SIZE);
 }
 
 export function checkLayerNames(names: readonly string[]): void {
@@ -34,7 +45,7 @@ export function checkLayerNames(names: readonly string[]): void {
 export async function classifyImage(model: Vgg19, image: string, options: ClassifyOptions = {}): Promise<Classification> {
   const capture = options.capture ?? [];
   checkLayerNames(capture);
-  const input = await loadClassifierInput(image, model.weights.meanPixel, VGG19_INPUT_SIZE);
+  const input = rgbToTensor(options.pixels ?? (await readClassifierImage(image)), model.weights.meanPixel);
   const t0 = performance.now();
   const { output, activations } = model.forward(input, { capture, onLayer: options.onLayer });
   // A GPU backend has only queued the work: the time runs until the probabilities are read back.

@@ -23,6 +23,15 @@ const FILES: Record<string, string> = {
 
 const TYPES: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', map: 'application/json' };
 
+/** The path of a request target; a target that is no valid URL path (e.g. 'http://[x/') has none. */
+function requestPath(target: string | undefined): string {
+  try {
+    return new URL(target ?? '/', 'http://localhost').pathname;
+  } catch {
+    return '';
+  }
+}
+
 export interface WebServer {
   readonly url: string;
   close(): Promise<void>;
@@ -32,20 +41,41 @@ export async function startWebServer(options: { port?: number; host?: string } =
   if (!existsSync(`${WEB_ROOT}classify-page.js`)) {
     throw new PasticheError(`the web page is not built (${WEB_ROOT} has no classify-page.js): run 'npm run build'`);
   }
-  const server: Server = createServer((req, res) => {
-    const name = FILES[new URL(req.url ?? '/', 'http://x').pathname];
-    if (req.method !== 'GET' || !name) {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
-      return;
-    }
-    res.writeHead(200, { 'content-type': TYPES[name.split('.').pop()!]!, 'cache-control': 'no-store' });
-    res.end(readFileSync(`${WEB_ROOT}${name}`));
-  });
   const host = options.host ?? '127.0.0.1';
+  const server: Server = createServer((req, res) => {
+    // Whatever a client sends gets an HTTP answer; nothing in a request can end the server.
+    try {
+      const name = FILES[requestPath(req.url)];
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { 'content-type': 'text/plain', allow: 'GET, HEAD' }).end('method not allowed\n');
+        return;
+      }
+      if (!name) {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+        return;
+      }
+      res.writeHead(200, { 'content-type': TYPES[name.split('.').pop()!]!, 'cache-control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : readFileSync(`${WEB_ROOT}${name}`));
+    } catch {
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end('internal error\n');
+    }
+  });
+  // Requests Node's parser rejects (bad request lines, huge headers) get a 400 and a closed socket.
+  server.on('clientError', (_e, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    else socket.destroy();
+  });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new PasticheError(e.code === 'EADDRINUSE' ? `port ${options.port} is in use: choose another with --port` : `cannot serve the page: ${e.message}`)),
-    );
+    server.once('error', (e: NodeJS.ErrnoException) => {
+      const why: Record<string, string> = {
+        EADDRINUSE: `port ${options.port} is in use: choose another with --port`,
+        EACCES: `port ${options.port} needs administrator rights here: choose one above 1023 with --port`,
+        EADDRNOTAVAIL: `--host ${host} is not an address of this machine`,
+        ENOTFOUND: `--host ${host}: no such host name`,
+      };
+      reject(new PasticheError(why[e.code ?? ''] ?? `cannot serve the page on ${host}:${options.port}: ${e.code ?? e.message}`));
+    });
     server.listen(options.port ?? 0, host, resolve);
   });
   const { port } = server.address() as AddressInfo;

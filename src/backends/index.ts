@@ -1,14 +1,32 @@
 /** The backends Pastiche knows, by name. */
+import * as os from 'node:os';
 import { PasticheError } from '../errors.js';
 import type { Backend, BackendName } from './backend.js';
 import { loopsBackend } from './loops/loops-backend.js';
 import { nativeAddon, nativeUnavailable } from './native/native-addon.js';
 import { createNativeBackend, type NativeBackend } from './native/native-backend.js';
 import { tsBackend } from './ts/ts-backend.js';
-import { closeGpu, gpuContext } from './webgpu/gpu-device.js';
+import { closeGpu, gpuContext, setNativeStartupQuieter } from './webgpu/gpu-device.js';
 import { createWebGpuBackend, type WebGpuBackend } from './webgpu/webgpu-backend.js';
 
 export type { Backend, BackendName } from './backend.js';
+
+// Dawn's and the Vulkan loader's own lines (XDG_RUNTIME_DIR, driver warnings, source paths) are
+// kept off the terminal while WebGPU starts; PASTICHE_DEBUG=1 shows them after.
+if (nativeAddon) {
+  const addon = nativeAddon;
+  setNativeStartupQuieter(async (work) => {
+    const capturing = addon.captureStderr(true);
+    try {
+      return await work();
+    } finally {
+      if (capturing) {
+        const text = addon.captureStderr(false);
+        if (process.env['PASTICHE_DEBUG'] && text) process.stderr.write(text);
+      }
+    }
+  });
+}
 
 /** The native backend, when its addon loaded. */
 export const nativeBackend: NativeBackend | undefined = nativeAddon ? createNativeBackend(nativeAddon) : undefined;
@@ -111,6 +129,14 @@ export async function closeBackends(): Promise<void> {
   await closeGpu();
 }
 
-export function setThreads(n: number): void {
-  nativeAddon?.threads(n);
+/**
+ * Sets the native backend's thread count, bounded by the cores this process may use (more only
+ * add start-up time and memory: every thread has a stack and scratch buffers). Returns the count
+ * used and, when the request was lowered, why.
+ */
+export function setThreads(n: number): { threads: number; lowered?: string } {
+  const cores = os.availableParallelism();
+  const threads = Math.max(1, Math.min(Math.floor(n), cores));
+  nativeAddon?.threads(threads);
+  return { threads, lowered: threads < n ? `--threads ${n} is more than the ${cores} core(s) here; using ${threads}` : undefined };
 }

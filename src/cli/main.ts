@@ -16,10 +16,15 @@ program
   .name('pastiche')
   .description('VGG19 classification and the course\'s CNN labs, in TypeScript, every line readable and timed.')
   .version('0.1.0')
-  .option('-t, --threads <n>', 'threads for the native backend (default: one per core)', positiveInt('--threads'))
+  .option('-t, --threads <n>', 'threads for the native backend (default and most: one per core)', positiveInt('--threads'))
+  // Commander's own messages ("error: unknown option ...") in the same one-line style as ours.
+  .configureOutput({ outputError: (message, write) => write(message.replace(/^error: /, 'pastiche: ')) })
   .hook('preAction', (cmd) => {
     const threads = cmd.opts<{ threads?: number }>().threads;
-    if (threads) setThreads(threads);
+    if (threads) {
+      const { lowered } = setThreads(threads);
+      if (lowered) process.stderr.write(`pastiche: ${lowered}\n`);
+    }
   });
 
 registerClassify(program);

@@ -1,16 +1,30 @@
 /** Option parsers and up-front checks shared by the commands. */
-import { existsSync, statSync } from 'node:fs';
-import * as path from 'node:path';
 import { InvalidArgumentError, Option } from 'commander';
 import { BACKEND_NAMES, DEFAULT_BACKEND, noticeFallback } from '../backends/index.js';
 import { PasticheError } from '../errors.js';
+import { checkReadableFile, checkWritableFile } from '../util/file-checks.js';
 
 export function positiveInt(what: string) {
   return (v: string): number => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${what} must be a positive whole number.`);
+    if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${what} must be a positive whole number.`);
     return n;
   };
+}
+
+export function nonNegativeInt(what: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`${what} must be a whole number of at least 0.`);
+    return n;
+  };
+}
+
+/** A TCP port: 1-65535 (0 would pick a random one, which a user cannot then find). */
+export function portNumber(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new InvalidArgumentError('--port must be a whole number from 1 to 65535.');
+  return n;
 }
 
 export function positiveNumber(what: string) {
@@ -30,21 +44,20 @@ export function nonNegativeNumber(what: string) {
 }
 
 export function parseNumberList(v: string, what: string): number[] {
-  const xs = v.split(',').map((s) => Number(s.trim()));
-  if (xs.length === 0 || xs.some((x) => !Number.isFinite(x))) throw new PasticheError(`${what}: '${v}' is not a comma-separated list of numbers`);
+  const parts = v.split(',').map((s) => s.trim());
+  const xs = parts.map(Number);
+  if (parts.some((p) => p === '') || xs.some((x) => !Number.isFinite(x))) throw new PasticheError(`${what}: '${v}' is not a comma-separated list of numbers`);
   return xs;
 }
 
+/** A file the command will read: it exists, is a regular non-empty file and may be opened. */
 export function checkInputFile(file: string): void {
-  if (!existsSync(file)) throw new PasticheError(`${file}: no such file`);
-  const st = statSync(file);
-  if (!st.isFile()) throw new PasticheError(`${file}: is not a file`);
-  if (st.size === 0) throw new PasticheError(`${file}: is empty (0 bytes)`);
+  checkReadableFile(file);
 }
 
-export function checkOutputFolder(file: string): void {
-  const dir = path.dirname(path.resolve(file));
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new PasticheError(`${file}: the folder ${dir} does not exist`);
+/** A file the command will write, checked by writing a probe beside it before any work starts. */
+export function checkOutputFile(file: string): void {
+  checkWritableFile(file);
 }
 
 export const backendOption = () =>

@@ -3,10 +3,10 @@
  * EXIF orientation, convert to 8-bit RGB, resize bilinearly as Pillow does, subtract the mean pixel,
  * NCHW float32.
  */
-import { promises as fs } from 'node:fs';
 import sharp from 'sharp';
 import { fileError } from '../errors.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { checkReadableFile } from '../util/file-checks.js';
 import { resizeBilinearPil } from './pil-resize.js';
 import { rgbToTensor, type RgbImage } from './rgb.js';
 
@@ -21,16 +21,7 @@ export { rgbToTensor };
  * kernel (fast; within about 0.2 grey levels of Pillow's, see pil-resize.ts for the exact one).
  */
 export async function readRgb(file: string, size?: { width: number; height: number }): Promise<RgbImage> {
-  try {
-    const st = await fs.stat(file);
-    if (!st.isFile()) throw fileError(file, 'is not a file');
-    if (st.size === 0) throw fileError(file, 'is empty (0 bytes)');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw fileError(file, 'no such file');
-    if (code) throw fileError(file, `cannot read (${code})`);
-    throw e;
-  }
+  checkReadableFile(file);
   try {
     let img = sharp(file, { limitInputPixels: MAX_INPUT_PIXELS, failOn: 'error' }).rotate().toColourspace('srgb').removeAlpha();
     if (size) img = img.resize(size.width, size.height, { fit: 'fill', kernel: 'linear' });
@@ -39,9 +30,25 @@ export async function readRgb(file: string, size?: { width: number; height: numb
     return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
   } catch (e) {
     if (e instanceof Error && e.name === 'PasticheError') throw e;
-    const msg = (e as Error).message.split('\n')[0]!.replace(/^Input (file|buffer) /, '');
-    throw fileError(file, `cannot decode image: ${msg}`);
+    throw fileError(file, `cannot decode image: ${decoderReason((e as Error).message ?? String(e))}`);
   }
+}
+
+/**
+ * libvips' message in words a person can act on: its first line, without the "Input file"
+ * prefix, the loader's name, a trailing colon where libvips had no detail, or "Unknown error".
+ */
+export function decoderReason(message: string): string {
+  const first = message.split('\n').find((l) => l.trim() !== '') ?? '';
+  const msg = first
+    .replace(/^Input (file|buffer) /, '')
+    .replace(/\b(Vips\w+|\w+load(_\w+)?): /g, '')
+    .replace(/[\s:]+$/, '')
+    .trim();
+  if (msg === '' || /^unknown error$/i.test(msg)) return 'not a readable image (corrupt, truncated or an unsupported format)';
+  if (msg === 'has corrupt header') return 'corrupt or truncated header';
+  if (msg === 'contains unsupported image format') return 'not a supported image format (JPEG, PNG, WebP, GIF, TIFF, ...)';
+  return msg.replace(/^has corrupt header: (.*)$/, 'corrupt header ($1)');
 }
 
 /** The classifier's input: `size` x `size` (Pillow-exact bilinear), mean-subtracted, NCHW. */

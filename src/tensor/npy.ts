@@ -5,6 +5,7 @@
 import { promises as fs } from 'node:fs';
 import { fileError, PasticheError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
+import { checkReadableFile } from '../util/file-checks.js';
 import { Tensor, sizeOf } from './tensor.js';
 
 const MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // \x93NUMPY
@@ -73,6 +74,7 @@ export function formatNpy(t: Tensor): Uint8Array {
 }
 
 export async function readNpy(file: string): Promise<Tensor> {
+  checkReadableFile(file);
   let bytes: Buffer;
   try {
     bytes = await fs.readFile(file);

@@ -11,7 +11,7 @@ import { rgbToTensor, type RgbImage } from '../image/rgb.js';
 import { Vgg19 } from '../model/vgg19.js';
 import { VGG19_INPUT_SIZE } from '../model/vgg19-table.js';
 import { readMatBlob } from '../weights/mat/mat-blob.js';
-import { VGG19_MAT_VARIABLES, vgg19FromMat } from '../weights/matconvnet.js';
+import { VGG19_MAT_LIMITS, VGG19_MAT_VARIABLES, vgg19FromMat } from '../weights/matconvnet.js';
 import type { Vgg19Weights } from '../weights/vgg19-weights.js';
 
 /** What the page shows, also left on `window.pasticheResult` for scripts and tests. */
@@ -60,7 +60,7 @@ async function classify(): Promise<PageResult> {
   const precision = $<HTMLSelectElement>('precision').value === 'fp16' ? 'fp16' : 'fp32';
   if (cached?.file !== weightsFile) {
     say(`reading ${weightsFile.name} (${(weightsFile.size / 2 ** 20).toFixed(0)} MiB)…`);
-    const { variables } = await readMatBlob(weightsFile, weightsFile.name, { only: VGG19_MAT_VARIABLES });
+    const { variables } = await readMatBlob(weightsFile, weightsFile.name, { only: VGG19_MAT_VARIABLES, maxBytes: VGG19_MAT_LIMITS });
     cached = { file: weightsFile, weights: vgg19FromMat(variables, weightsFile.name) };
   }
   const weights = cached.weights;

@@ -23,10 +23,17 @@ export interface DownloadOptions {
   readonly md5: string;
   /** Called as bytes arrive (also once at the start with what was already on disk). */
   readonly onProgress?: (p: DownloadProgress) => void;
+  /** Called when an attempt failed and another one starts. */
+  readonly onRetry?: (r: { readonly attempt: number; readonly reason: string; readonly received: number }) => void;
   /** Attempts in a row that make no progress before giving up. */
   readonly maxStalledAttempts?: number;
-  /** Socket inactivity timeout, ms. */
+  /** Socket inactivity timeout of one attempt (connecting included), ms. */
   readonly timeoutMs?: number;
+  /**
+   * Gives up when no byte has arrived for this long, over all attempts (a dead server costs this
+   * much at most, not attempts x timeout), ms.
+   */
+  readonly stallDeadlineMs?: number;
   /** Text added to network errors: how to get the file another way. */
   readonly manualHint?: string;
 }
@@ -68,7 +75,7 @@ function request(url: string, headers: Record<string, string>, timeoutMs: number
       reject(new PasticheError(`unsupported URL scheme in ${url}`));
       return;
     }
-    const req = mod.get(u, { headers: { 'user-agent': 'pastiche', ...headers } }, (res) => {
+    const req = mod.get(u, { headers: { 'user-agent': 'pastiche', ...headers }, timeout: timeoutMs }, (res) => {
       const status = res.statusCode ?? 0;
       const loc = res.headers.location;
       if (status >= 300 && status < 400 && loc) {
@@ -128,40 +135,63 @@ async function attempt(opts: DownloadOptions, part: string, timeoutMs: number): 
   return total;
 }
 
+/** Removes an empty partial file and the folders this download created for it. */
+async function cleanUp(part: string, createdFolder: string | undefined): Promise<void> {
+  await fs.rm(part, { force: true });
+  if (createdFolder) await fs.rm(createdFolder, { recursive: true, force: true });
+}
+
 /**
  * Downloads `url` to `dest`, verifying the MD5. A file already at `dest` with the right checksum is
  * kept. Interrupted transfers are resumed automatically; a wrong checksum removes the partial file.
  */
 export async function download(opts: DownloadOptions): Promise<DownloadOutcome> {
+  if (!/^[0-9a-f]{32}$/i.test(opts.md5)) throw new PasticheError(`--md5 '${opts.md5}' is not an MD5 checksum (32 hexadecimal digits)`);
   const md5 = opts.md5.toLowerCase();
   const dir = path.dirname(opts.dest);
   if ((await sizeOf(opts.dest)) > 0 && (await md5OfFile(opts.dest)) === md5) return 'already-present';
-  await fs.mkdir(dir, { recursive: true });
+  // The first folder this call creates, so that a failed first download leaves no empty folders.
+  const created = await fs.mkdir(dir, { recursive: true });
   const part = `${opts.dest}.part`;
   const maxStalled = opts.maxStalledAttempts ?? 4;
-  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const timeoutMs = opts.timeoutMs ?? 20_000;
+  const deadlineMs = opts.stallDeadlineMs ?? 60_000;
   let stalled = 0;
-  for (;;) {
+  let lastByteAt = performance.now();
+  const onProgress = (p: DownloadProgress) => {
+    lastByteAt = performance.now();
+    opts.onProgress?.(p);
+  };
+  for (let tries = 1; ; tries++) {
     const before = await sizeOf(part);
+    // One attempt may not outlive the deadline either.
+    const left = Math.max(1, Math.min(timeoutMs, deadlineMs - (performance.now() - lastByteAt)));
     try {
-      const total = await attempt(opts, part, timeoutMs);
+      const total = await attempt({ ...opts, onProgress }, part, left);
       const size = await sizeOf(part);
       if (total === undefined || size >= total) break;
     } catch (e) {
-      if (e instanceof PasticheError) throw e;
       const after = await sizeOf(part);
-      stalled = after > before ? 0 : stalled + 1;
-      if (stalled >= maxStalled || after === 0) {
-        const reason = describeNetworkError(e);
+      const giveUp = async (message: string) => {
+        if (after === 0) await cleanUp(part, created);
         const keep = after > 0 ? ` (${after} bytes kept in ${part}; run again to resume)` : '';
-        throw new PasticheError(`cannot download ${opts.url}: ${reason}${keep}${opts.manualHint ? `. ${opts.manualHint}` : ''}`);
+        return new PasticheError(`${message}${keep}${opts.manualHint ? `. ${opts.manualHint}` : ''}`);
+      };
+      if (e instanceof PasticheError) throw await giveUp(e.message);
+      stalled = after > before ? 0 : stalled + 1;
+      const silentFor = performance.now() - lastByteAt;
+      const reason = describeNetworkError(e);
+      if (stalled >= maxStalled || after === 0 || silentFor >= deadlineMs) {
+        const why = silentFor >= deadlineMs ? `no data for ${(silentFor / 1000).toFixed(0)} s (${reason})` : reason;
+        throw await giveUp(`cannot download ${opts.url}: ${why}`);
       }
+      opts.onRetry?.({ attempt: tries + 1, reason, received: after });
       await new Promise((r) => setTimeout(r, Math.min(2000, 200 * 2 ** stalled)));
     }
   }
   const got = await md5OfFile(part);
   if (got !== md5) {
-    await fs.rm(part, { force: true });
+    await cleanUp(part, created);
     throw new PasticheError(`${opts.url}: checksum mismatch (MD5 ${got}, expected ${md5}); the download was discarded, run again`);
   }
   await fs.rename(part, opts.dest);

@@ -71,25 +71,49 @@ function convParams(layer: MatValue, name: string): { W: FloatArray; b: FloatArr
   bad(`layer ${name} has no weights`);
 }
 
+/**
+ * NaN or infinite parameters would flow through every layer into a NaN or meaningless result:
+ * refused by name. The copies below already touch every value, so they sum v * 0 as they go (0 for
+ * finite v, NaN otherwise): one multiply-add per value instead of a branch.
+ */
+function requireFinite(nonFinite: number, where: string, values: ArrayLike<number>): void {
+  if (nonFinite === 0) return;
+  let i = 0;
+  while (i < values.length && Number.isFinite(Math.fround(values[i]!))) i++;
+  bad(`${where} holds a non-finite value (${values[i]} at index ${i}): the file is damaged or was not trained`);
+}
+
 /** [K,K,Cin,Cout] column-major -> [Cin,K,K,Cout] row-major (the course's layout). */
-function convWeightsToCourse(W: FloatArray, k: number, cin: number, cout: number): Tensor {
+function convWeightsToCourse(W: FloatArray, k: number, cin: number, cout: number, where: string): Tensor {
   const out = new Float32Array(k * k * cin * cout);
   let i = 0;
+  let nonFinite = 0;
   for (let co = 0; co < cout; co++)
     for (let ci = 0; ci < cin; ci++)
       for (let kw = 0; kw < k; kw++)
-        for (let kh = 0; kh < k; kh++) out[((ci * k + kh) * k + kw) * cout + co] = W.data[i++]!;
+        for (let kh = 0; kh < k; kh++) {
+          const j = ((ci * k + kh) * k + kw) * cout + co;
+          out[j] = W.data[i++]!;
+          nonFinite += out[j]! * 0; // read back: a double may overflow float32
+        }
+  requireFinite(nonFinite, where, W.data);
   return new Tensor([cin, k, k, cout], out);
 }
 
 /** [K,K,Cin,Cout] column-major -> [K*K*Cin, Cout] with rows in NHWC order (the course's fc layout). */
-function fcWeightsToCourse(W: FloatArray, k: number, cin: number, cout: number): Tensor {
+function fcWeightsToCourse(W: FloatArray, k: number, cin: number, cout: number, where: string): Tensor {
   const out = new Float32Array(k * k * cin * cout);
   let i = 0;
+  let nonFinite = 0;
   for (let co = 0; co < cout; co++)
     for (let ci = 0; ci < cin; ci++)
       for (let kw = 0; kw < k; kw++)
-        for (let kh = 0; kh < k; kh++) out[((kh * k + kw) * cin + ci) * cout + co] = W.data[i++]!;
+        for (let kh = 0; kh < k; kh++) {
+          const j = ((kh * k + kw) * cin + ci) * cout + co;
+          out[j] = W.data[i++]!;
+          nonFinite += out[j]! * 0; // read back: a double may overflow float32
+        }
+  requireFinite(nonFinite, where, W.data);
   return new Tensor([k * k * cin, cout], out);
 }
 
@@ -119,10 +143,11 @@ function interpretLayers(layersVar: MatValue | undefined): Map<string, LayerWeig
       const pad = symmetric(optionalField(layer, 'pad'), 0, `${name}.pad`);
       const stride = symmetric(optionalField(layer, 'stride'), 1, `${name}.stride`);
       const bias = new Tensor([cout], Float32Array.from(b.data));
+      requireFinite(bias.data.reduce((a, v) => a + v * 0, 0), `layer ${name}: the biases`, bias.data);
       if (spec.kind === 'conv') {
         if (cin !== channels) bad(`layer ${name} expects ${cin} input channels but receives ${channels}`);
         if (kh !== 3 || pad !== 1 || stride !== 1) bad(`layer ${name} is ${kh}x${kh} pad ${pad} stride ${stride}, VGG19's are 3x3 pad 1 stride 1`);
-        out.set(name, { kind: 'conv', w: convWeightsToCourse(W, kh, cin, cout), b: bias, pad, stride });
+        out.set(name, { kind: 'conv', w: convWeightsToCourse(W, kh, cin, cout, `layer ${name}: the weights`), b: bias, pad, stride });
         channels = cout;
       } else {
         // fc6 covers the whole 7x7 map; fc7, fc8 are 1x1.
@@ -131,7 +156,7 @@ function interpretLayers(layersVar: MatValue | undefined): Map<string, LayerWeig
         if (kh !== inSize || cin !== inChannels || pad !== 0) {
           bad(`layer ${name} has filters [${W.dims.join(' ')}] pad ${pad}; expected ${inSize}x${inSize}x${inChannels} filters, pad 0`);
         }
-        out.set(name, { kind: 'fc', w: fcWeightsToCourse(W, kh, cin, cout), b: bias });
+        out.set(name, { kind: 'fc', w: fcWeightsToCourse(W, kh, cin, cout, `layer ${name}: the weights`), b: bias });
         features = cout;
       }
     } else if (spec.kind === 'pool') {
@@ -158,6 +183,7 @@ function meanPixel(avg: MatValue): [number, number, number] {
     for (let i = 0; i < n; i++) s += a.data[c * n + i]!;
     mean[c] = s / n;
   }
+  if (!mean.every(Number.isFinite)) bad('normalization.averageImage holds a non-finite value');
   return mean;
 }
 
@@ -170,6 +196,18 @@ function descriptions(classes: MatValue): string[] {
 
 /** The top-level variables of either layout that the model needs (the others are not read). */
 export const VGG19_MAT_VARIABLES: ReadonlySet<string> = new Set(['layers', 'meta', 'classes', 'normalization']);
+
+/**
+ * The most each of those variables can need: `layers` holds VGG19's 143,667,240 parameters (as
+ * doubles at most) plus the layers' small fields; the others hold 1000 class names and a mean
+ * image (224x224x3 doubles in the old layout). A file claiming more is refused before inflating it.
+ */
+export const VGG19_MAT_LIMITS: ReadonlyMap<string, number> = new Map([
+  ['layers', 8 * 143_667_240 + 2 ** 26],
+  ['meta', 2 ** 26],
+  ['classes', 2 ** 26],
+  ['normalization', 2 ** 26],
+]);
 
 /**
  * Interprets the variables of a MatConvNet VGG19 file (either layout), read by readMatFile in Node

@@ -42,6 +42,12 @@ export interface NativeAddon {
   linear(x: Float32Array, m: number, k: number, w: Float32Array, n: number, b: Float32Array, y: Float32Array): void;
   relu(x: Float32Array, y: Float32Array): void;
   reluBackward(dy: Float32Array, x: Float32Array, dx: Float32Array): void;
+  /**
+   * true: sends file descriptor 2 (what native libraries print) to a temporary file; returns
+   * whether it did. false: restores it and returns what was printed meanwhile.
+   */
+  captureStderr(begin: true): boolean;
+  captureStderr(begin: false): string;
 }
 
 const ADDON_PATH = fileURLToPath(new URL('../../../../build/Release/pastiche_native.node', import.meta.url));

@@ -43,6 +43,18 @@ async function nodeGpu(): Promise<GPU> {
   return mod.create([]);
 }
 
+/**
+ * Runs Dawn's start-up (in Node) with what native libraries print set aside: without a GPU the
+ * Vulkan loader and Dawn write several lines of their own to stderr even when all goes well. Node
+ * installs one that uses the native addon (backends/index.ts); in a browser there is nothing to hide.
+ */
+type Quieter = <T>(work: () => Promise<T>) => Promise<T>;
+let quietly: Quieter = (work) => work();
+
+export function setNativeStartupQuieter(q: Quieter): void {
+  quietly = q;
+}
+
 let pending: Promise<GpuContext> | undefined;
 
 /** The one device of this process (made on first use; adapters are single-use, devices costly). */
@@ -74,23 +86,27 @@ async function openDevice(): Promise<GpuContext> {
   if (!browserGpu && typeof (globalThis as { window?: unknown }).window !== 'undefined') {
     throw new PasticheError('this browser has no WebGPU (navigator.gpu is missing): use a recent Chrome or Edge, or enable WebGPU in Firefox or Safari');
   }
-  const gpu = browserGpu ?? (await nodeGpu());
-  const adapter = await withTimeout(gpu.requestAdapter({ powerPreference: 'high-performance' }), 'requestAdapter');
-  if (!adapter) throw new PasticheError(`no WebGPU adapter found: ${browserGpu ? 'this browser has WebGPU but no usable GPU' : NO_ADAPTER_HINT}`);
-  const hasF16 = adapter.features.has('shader-f16');
-  // The default limits (128 MiB per binding) are below VGG19's fc6 weights (411 MB): ask for all.
-  const device = await withTimeout(
-    adapter.requestDevice({
-      requiredFeatures: hasF16 ? ['shader-f16'] : [],
-      requiredLimits: {
-        maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
-        maxBufferSize: adapter.limits.maxBufferSize,
-        maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize,
-        maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage,
-      },
-    }),
-    'requestDevice',
-  );
+  const start = async () => {
+    const gpu = browserGpu ?? (await nodeGpu());
+    const adapter = await withTimeout(gpu.requestAdapter({ powerPreference: 'high-performance' }), 'requestAdapter');
+    if (!adapter) throw new PasticheError(`no WebGPU adapter found: ${browserGpu ? 'this browser has WebGPU but no usable GPU' : NO_ADAPTER_HINT}`);
+    const hasF16 = adapter.features.has('shader-f16');
+    // The default limits (128 MiB per binding) are below VGG19's fc6 weights (411 MB): ask for all.
+    const device = await withTimeout(
+      adapter.requestDevice({
+        requiredFeatures: hasF16 ? ['shader-f16'] : [],
+        requiredLimits: {
+          maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+          maxBufferSize: adapter.limits.maxBufferSize,
+          maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize,
+          maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage,
+        },
+      }),
+      'requestDevice',
+    );
+    return { gpu, adapter, device, hasF16 };
+  };
+  const { gpu, adapter, device, hasF16 } = browserGpu ? await start() : await quietly(start);
   const info = adapter.info;
   const parts = [info.vendor, info.architecture].filter(Boolean).join(' ');
   const adapterName = (parts || 'unknown adapter') + (info.description ? ` (${info.description})` : '');

@@ -11,7 +11,7 @@ import { progressBar } from '../../util/progress.js';
 import { loadMatConvNetVgg19 } from '../../weights/load-vgg19.js';
 import { randomVgg19Weights, type Vgg19Weights } from '../../weights/vgg19-weights.js';
 import { formatBench, machineDescription, type BenchReport } from '../format.js';
-import { positiveInt } from '../options.js';
+import { nonNegativeInt, positiveInt } from '../options.js';
 
 export function registerBench(program: Command): void {
   program
@@ -22,7 +22,7 @@ export function registerBench(program: Command): void {
     .option('--style-sizes <list>', 'image sizes of the style iteration', '256,512')
     .option('-w, --weights <file>', 'time with these weights and report how long loading them takes (default: random weights of the real size)')
     .option('-r, --repeat <n>', 'timed runs per contender', positiveInt('--repeat'), 5)
-    .option('--warmup <n>', 'untimed runs first', (v) => Number(v), 1)
+    .option('--warmup <n>', 'untimed runs first', nonNegativeInt('--warmup'), 1)
     .option('--peers', 'also run onnxruntime-node on the same network and weights, interleaved, and print the ratios')
     .option('--json', 'machine-readable output')
     .option('-q, --quiet', 'no progress bar')

@@ -1,7 +1,7 @@
 /** `pastiche check`: the course's grading of conv and pool kernels against the four loops. */
 import { type Command, Option } from 'commander';
 import { comparePrecision, runCheck } from '../../app/check.js';
-import { BACKEND_NAMES, availableBackends, backendLabel, getBackend } from '../../backends/index.js';
+import { BACKEND_NAMES, availableBackends, backendLabel, openBackend } from '../../backends/index.js';
 import { PasticheError } from '../../errors.js';
 import { progressBar } from '../../util/progress.js';
 import { fileURLToPath } from 'node:url';
@@ -34,7 +34,7 @@ export function registerCheck(program: Command): void {
       const precision = fp16 ? await comparePrecision({ weights, image, precision: 'fp16' }) : undefined;
       if (opts.json) process.stdout.write(`${JSON.stringify(precision ? { rows, precision } : rows)}\n`);
       else {
-        const gpu = backends.includes('webgpu') ? `webgpu: ${backendLabel(getBackend('webgpu'))}\n` : '';
+        const gpu = backends.includes('webgpu') ? `webgpu: ${backendLabel(await openBackend('webgpu', { precision: opts.precision }))}\n` : '';
         process.stdout.write(`${gpu}${formatCheck(rows, opts.repeat)}\n${precision ? `\n${formatPrecision(precision)}\n` : ''}`);
       }
       if (rows.some((r) => !r.pass)) process.exitCode = 1;

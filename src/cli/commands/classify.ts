@@ -1,16 +1,17 @@
 /** `pastiche classify`: the course's lab 3-1 at the command line. */
 import * as path from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
-import { checkLayerNames, classifyImage } from '../../app/classify.js';
+import { checkLayerNames, classifyImage, readClassifierImage, type Classification } from '../../app/classify.js';
 import { loadModel } from '../../app/load-model.js';
 import { backendLabel } from '../../backends/index.js';
 import { PasticheError } from '../../errors.js';
 import { resolveLayerName } from '../../model/vgg19-table.js';
+import type { RgbImage } from '../../image/preprocess.js';
 import { writeNpy } from '../../tensor/npy.js';
 import { progressBar, withStatus } from '../../util/progress.js';
 import { WEIGHTS_FILE_NAME } from '../../weights/weights-source.js';
 import { formatClassification } from '../format.js';
-import { backendOption, checkInputFile, checkOutputFolder, chooseBackend, positiveInt, precisionOption } from '../options.js';
+import { backendOption, checkOutputFile, chooseBackend, positiveInt, precisionOption } from '../options.js';
 
 interface Dump {
   layer: string;
@@ -43,31 +44,67 @@ export function registerClassify(program: Command): void {
       const dumps = opts.dump ?? [];
       if (dumps.length > 0 && images.length > 1) throw new PasticheError('--dump works with one image at a time');
       checkLayerNames(dumps.map((d) => d.layer));
-      dumps.forEach((d) => checkOutputFolder(d.file));
-      images.forEach(checkInputFile); // fail before reading 576 MB of weights
+      dumps.forEach((d) => checkOutputFile(d.file));
+      // Every image is read before the seconds of loading the weights: an unreadable one gets its
+      // line and the others go on; the exit code says that something failed.
+      const failed = new Set<number>();
+      const report = (e: unknown, i: number) => {
+        if (!(e instanceof PasticheError)) throw e;
+        process.stderr.write(`pastiche: ${e.message}\n`);
+        failed.add(i);
+      };
+      const pixels = new Map<number, RgbImage>();
+      for (const [i, image] of images.entries()) {
+        try {
+          const rgb = await readClassifierImage(image);
+          if (i < KEEP_DECODED) pixels.set(i, rgb); // 150 KB each; later ones are decoded again
+        } catch (e) {
+          report(e, i);
+        }
+      }
+      if (failed.size === images.length) {
+        process.exitCode = 1;
+        return;
+      }
       const backend = chooseBackend(opts.backend);
       const { model, weightsFile, loadSeconds } = await withStatus('loading VGG19 weights', opts.quiet, () => loadModel({ weights: opts.weights, backend, precision: opts.precision }));
       const forwardMs: number[] = [];
-      for (const image of images) {
+      for (const [i, image] of images.entries()) {
+        if (failed.has(i)) continue;
         const bar = progressBar(1, `${path.basename(image)} {bar} {value}/{total} layers | {layer} | {duration}s`, opts.quiet);
-        const result = await classifyImage(model, image, {
-          top: opts.top,
-          capture: dumps.map((d) => d.layer),
-          onLayer: (done, total, name) => {
-            bar.setTotal(total);
-            bar.update(done, { layer: name });
-          },
-        }).finally(() => bar.stop());
+        let result: Classification;
+        try {
+          result = await classifyImage(model, image, {
+            top: opts.top,
+            capture: dumps.map((d) => d.layer),
+            pixels: pixels.get(i),
+            onLayer: (done, total, name) => {
+              bar.setTotal(total);
+              bar.update(done, { layer: name });
+            },
+          }).finally(() => bar.stop());
+        } catch (e) {
+          report(e, i); // changed or removed since it was first read
+          continue;
+        }
+        pixels.delete(i);
         forwardMs.push(result.forwardSeconds * 1000);
         for (const d of dumps) await writeNpy(d.file, result.activations.get(resolveLayerName(d.layer)!)!);
         process.stdout.write(opts.json ? `${JSON.stringify({ image: result.image, top: result.top })}\n` : `${formatClassification(result)}\n`);
       }
-      // Last, so that an error is the only thing on stderr.
-      if (!opts.json && !opts.quiet) {
+      // Last, so that errors stand out above it.
+      if (!opts.json && !opts.quiet && forwardMs.length > 0) {
         process.stderr.write(
           `weights: ${weightsFile} (${model.weights.layout} layout, loaded in ${loadSeconds.toFixed(2)} s); ` +
             `backend: ${backendLabel(model.backend)}; forward pass: ${forwardMs.map((ms) => ms.toFixed(1)).join(', ')} ms\n`,
         );
       }
+      if (failed.size > 0) {
+        process.stderr.write(`pastiche: ${failed.size} of ${images.length} image(s) could not be classified\n`);
+        process.exitCode = 1;
+      }
     });
 }
+
+/** Images decoded up front and kept until their turn (the rest are decoded again then). */
+const KEEP_DECODED = 256;

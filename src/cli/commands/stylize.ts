@@ -1,8 +1,9 @@
 /** `pastiche stylize`: the course's lab 3-3, neural style transfer. */
-import { createWriteStream } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { type Command, Option } from 'commander';
 import { DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, parseLayers, stylize, type Init, type StylizeOptions } from '../../app/stylize.js';
+import { openBackend } from '../../backends/index.js';
 import { PasticheError } from '../../errors.js';
 import { readRgb } from '../../image/preprocess.js';
 import { resizeBilinearPil } from '../../image/pil-resize.js';
@@ -10,7 +11,7 @@ import { IMAGE_EXTENSIONS, keepOriginalColors, tensorToRgb, writeRgb } from '../
 import { progressBar, withStatus } from '../../util/progress.js';
 import { loadMatConvNetVgg19 } from '../../weights/load-vgg19.js';
 import { WEIGHTS_FILE_NAME, resolveWeightsFile } from '../../weights/weights-source.js';
-import { backendOption, checkInputFile, checkOutputFolder, chooseBackend, nonNegativeNumber, parseNumberList, positiveInt, positiveNumber } from '../options.js';
+import { backendOption, checkInputFile, checkOutputFile, chooseBackend, nonNegativeInt, nonNegativeNumber, parseNumberList, positiveInt, positiveNumber } from '../options.js';
 
 function parseInit(v: string): Init {
   if (v === 'content' || v === 'noise') return { kind: v };
@@ -49,7 +50,7 @@ export function registerStylize(program: Command): void {
     .option('--content-layers <list>', `e.g. ${DEFAULT_CONTENT_LAYERS.join(',')} (default), or with weights relu4_2:1`)
     .option('--style-layers <list>', `default ${DEFAULT_STYLE_LAYERS.join(',')}; weights with name:w`)
     .option('--init <how>', "content, noise, blend (the course's 0.5 content + 0.5 uniform(-20,20)) or an image file")
-    .option('--seed <n>', 'random seed for noise initialisation', (v) => Number(v), 0)
+    .option('--seed <n>', 'random seed for noise initialisation', nonNegativeInt('--seed'), 0)
     .option('--style-blend <list>', 'weights of the style images, e.g. 0.7,0.3')
     .option('--style-scale <x>', 'style image size relative to the output (default 1)', positiveNumber('--style-scale'))
     .option('--original-colors', "keep the content's colours: transfer luminance only")
@@ -58,13 +59,18 @@ export function registerStylize(program: Command): void {
     .option('--save-every <n>', 'also save the image every N iterations (OUT-0050.png, ...)', positiveInt('--save-every'))
     .option('--log-json <file>', 'one JSON line per iteration: iteration, content, style, tv, total, seconds')
     .option('-q, --quiet', 'no progress bar');
+  stylizeCmd.addHelpText('after', '\nCtrl-C or SIGTERM stops the run and still writes the best image so far (exit code 130).');
 
   stylizeCmd.action(async (content: string, styles: string[], o: StylizeCli) => {
     const preset = STYLE_PRESETS[o.preset];
-    // Everything is checked before any work, so that bad input never leaves a partial output.
-    checkOutputFolder(o.output);
+    // Everything is checked before any work, so that bad input never leaves a partial output and
+    // an unwritable output never costs a whole run.
     if (!IMAGE_EXTENSIONS.includes(path.extname(o.output).toLowerCase())) throw new PasticheError(`${o.output}: the output must end in .png, .jpg or .jpeg`);
-    if (o.logJson) checkOutputFolder(o.logJson);
+    checkOutputFile(o.output);
+    const ext = path.extname(o.output);
+    const snapshotName = (iteration: number) => o.output.slice(0, o.output.length - ext.length) + `-${String(iteration).padStart(4, '0')}${ext}`;
+    if (o.saveEvery) checkOutputFile(snapshotName(o.saveEvery));
+    if (o.logJson) checkOutputFile(o.logJson);
     [content, ...styles].forEach(checkInputFile);
     const init = parseInit(o.init ?? preset.init);
     if (init.kind === 'file') checkInputFile(init.file);
@@ -75,17 +81,29 @@ export function registerStylize(program: Command): void {
     const scales = o.scales ? parseNumberList(o.scales, '--scales') : [];
     if (scales.some((v) => !Number.isInteger(v) || v < 16)) throw new PasticheError('--scales: whole numbers of at least 16');
     const backend = chooseBackend(o.backend);
+    await openBackend(backend); // a missing GPU is said before 576 MB of weights are read
     const weightsFile = resolveWeightsFile(o.weights);
-      const weights = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadMatConvNetVgg19(weightsFile));
+    const weights = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadMatConvNetVgg19(weightsFile));
     const iterations = o.iterations ?? preset.iterations;
     const size = o.size ?? preset.size;
     const bar = progressBar(iterations * (scales.length + 1), 'stylize {bar} {value}/{total} | content {c} style {s} tv {tv} | {ips} it/s | ETA {eta_formatted}', o.quiet);
-    const log = o.logJson ? createWriteStream(o.logJson) : undefined;
+    // The log and the snapshots are side outputs: if the disk fills or the folder goes away
+    // mid-run, say so once and go on, so that the run still ends with its image.
+    const sideProblems = new Set<string>();
+    const sideProblem = (what: string, e: unknown) => {
+      const msg = e instanceof PasticheError ? e.message : `${what}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
+      if (sideProblems.has(what)) return;
+      sideProblems.add(what);
+      bar.stop();
+      process.stderr.write(`pastiche: ${msg}; no more ${what === o.logJson ? 'log lines' : 'snapshots'} are written\n`);
+    };
+    let logFd = o.logJson ? openSync(o.logJson, 'w') : undefined;
     const saves: Promise<void>[] = [];
-    const ext = path.extname(o.output);
     const controller = new AbortController();
-    const onSigint = () => controller.abort();
-    process.once('SIGINT', onSigint);
+    const stop = () => controller.abort();
+    // SIGTERM is what a job runner sends: it stops like Ctrl-C, with the best image written.
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
     let result;
     try {
       result = await stylize({
@@ -98,17 +116,26 @@ export function registerStylize(program: Command): void {
           const f = (v: number) => v.toExponential(3);
           bar.setTotal(r.of);
           bar.update(r.iteration, { c: f(r.content), s: f(r.style), tv: f(r.tv), ips: (r.iteration / r.seconds).toFixed(2) });
-          log?.write(`${JSON.stringify({ iteration: r.iteration, content: r.content, style: r.style, tv: r.tv, total: r.total, seconds: r.seconds })}\n`);
-          if (o.saveEvery && r.iteration % o.saveEvery === 0) {
-            const file = o.output.slice(0, o.output.length - ext.length) + `-${String(r.iteration).padStart(4, '0')}${ext}`;
-            saves.push(writeRgb(file, tensorToRgb(r.image, weights.meanPixel)));
+          if (logFd !== undefined) {
+            try {
+              writeSync(logFd, `${JSON.stringify({ iteration: r.iteration, content: r.content, style: r.style, tv: r.tv, total: r.total, seconds: r.seconds })}\n`);
+            } catch (e) {
+              sideProblem(o.logJson!, e);
+              closeSync(logFd);
+              logFd = undefined;
+            }
+          }
+          if (o.saveEvery && r.iteration % o.saveEvery === 0 && !sideProblems.has('snapshots')) {
+            const file = snapshotName(r.iteration);
+            saves.push(writeRgb(file, tensorToRgb(r.image, weights.meanPixel)).catch((e: unknown) => sideProblem('snapshots', e)));
           }
         },
       });
     } finally {
-      process.off('SIGINT', onSigint);
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
       bar.stop();
-      await new Promise<void>((r) => (log ? log.end(r) : r()));
+      if (logFd !== undefined) closeSync(logFd);
     }
     await Promise.all(saves);
     let rgb = result.rgb;

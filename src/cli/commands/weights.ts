@@ -1,8 +1,10 @@
 /** `pastiche weights fetch | path`: getting the real VGG19 weights. */
 import type { Command } from 'commander';
 import { Option } from 'commander';
+import { PasticheError } from '../../errors.js';
 import { progressBar } from '../../util/progress.js';
 import { download } from '../../weights/download.js';
+import { checkInputFile, checkOutputFile, positiveNumber } from '../options.js';
 import { PUBLISHED, WEIGHTS_FILE_NAME, cacheDir, cachedWeightsPath, resolveWeightsFile, type Layout } from '../../weights/weights-source.js';
 
 export function registerWeights(program: Command): void {
@@ -15,8 +17,11 @@ export function registerWeights(program: Command): void {
     .option('--url <url>', 'download from this address instead (a mirror)')
     .option('--md5 <hex>', 'expected MD5 (default: the published one for the layout)')
     .option('-o, --output <file>', 'write here instead of the cache')
+    .option('--timeout <seconds>', 'give up after this long without receiving data, over all retries', positiveNumber('--timeout'), 60)
     .option('-q, --quiet', 'no progress bar')
-    .action(async (opts: { layout: Layout; url?: string; md5?: string; output?: string; quiet?: boolean }) => {
+    .action(async (opts: { layout: Layout; url?: string; md5?: string; output?: string; timeout: number; quiet?: boolean }) => {
+      if (opts.md5 !== undefined && !/^[0-9a-f]{32}$/i.test(opts.md5)) throw new PasticheError(`--md5 '${opts.md5}' is not an MD5 checksum (32 hexadecimal digits)`);
+      if (opts.output) checkOutputFile(opts.output);
       const pub = PUBLISHED[opts.layout];
       const dest = opts.output ?? cachedWeightsPath(opts.layout);
       const url = opts.url ?? pub.url;
@@ -29,6 +34,13 @@ export function registerWeights(program: Command): void {
         dest,
         md5: opts.md5 ?? pub.md5,
         manualHint: `Download ${WEIGHTS_FILE_NAME} by hand and pass it with --weights FILE or PASTICHE_WEIGHTS=FILE, or save it as ${dest}`,
+        stallDeadlineMs: opts.timeout * 1000,
+        timeoutMs: Math.min(20_000, opts.timeout * 1000),
+        // Said even with --quiet: a stalled download must not look like a hung command.
+        onRetry: ({ attempt, reason, received }) => {
+          bar.stop();
+          process.stderr.write(`pastiche: the download stopped at ${mb(received)} MB (${reason}); retrying (attempt ${attempt})\n`);
+        },
         onProgress: ({ received, total }) => {
           first ??= received;
           if (total) bar.setTotal(total);
@@ -44,10 +56,15 @@ export function registerWeights(program: Command): void {
     .description('print the weights file a run would use, and the cache folder')
     .action(() => {
       process.stdout.write(`cache: ${cacheDir()}\n`);
+      let file: string;
       try {
-        process.stdout.write(`weights: ${resolveWeightsFile()}\n`);
+        file = resolveWeightsFile();
       } catch (e) {
-        process.stdout.write(`weights: none (${(e as Error).message})\n`);
+        process.stdout.write('weights: none\n');
+        throw e;
       }
+      const from = process.env['PASTICHE_WEIGHTS'] === file ? ' (from PASTICHE_WEIGHTS)' : '';
+      process.stdout.write(`weights: ${file}${from}\n`);
+      checkInputFile(file); // a path that a run could not read is an error here too
     });
 }

@@ -3,6 +3,7 @@ import { promises as fs } from 'node:fs';
 import { Readable } from 'node:stream';
 import { createInflate } from 'node:zlib';
 import { fileError } from '../../errors.js';
+import { checkReadableFile } from '../../util/file-checks.js';
 import type { MatValue } from './mat-types.js';
 import { readMat, type MatHeader, type ReadMatOptions } from './mat-reader.js';
 
@@ -44,12 +45,13 @@ async function* inflate(handle: fs.FileHandle, position: number, length: number)
 
 /** Reads the top-level variables of a MAT-file. Errors are PasticheErrors naming the file. */
 export async function readMatFile(file: string, options: ReadMatOptions = {}): Promise<{ header: MatHeader; variables: Map<string, MatValue> }> {
+  // A folder, a FIFO (which would block the open forever) or a device is refused by name first.
+  checkReadableFile(file);
   let handle: fs.FileHandle;
   try {
     handle = await fs.open(file, 'r');
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw fileError(file, code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder, not a .mat file' : `cannot open (${code})`);
+    throw fileError(file, `cannot open (${(e as NodeJS.ErrnoException).code})`);
   }
   try {
     const { size } = await handle.stat();

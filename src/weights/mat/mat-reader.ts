@@ -137,6 +137,7 @@ function toClass(data: NumericData, cls: NumericClass): NumericData {
   const big = cls === 'int64' || cls === 'uint64';
   for (let i = 0; i < data.length; i++) {
     const v = data[i]!;
+    if (big && typeof v === 'number' && !Number.isInteger(v)) fail(`a ${cls} array stores the value ${v}, which is not a whole number`);
     (out as unknown as (number | bigint)[])[i] = big ? BigInt(v) : Number(v);
   }
   return out;
@@ -151,8 +152,14 @@ function decodeText(c: Cursor, type: number, start: number, size: number): strin
     case mi.UINT16:
     case mi.INT16: {
       if (c.le) return new TextDecoder('utf-16le').decode(bytes);
-      const units = decodeNumbers(c, mi.UINT16, start, size) as Uint16Array;
-      return String.fromCharCode(...units);
+      // Big-endian: swap each pair into a copy and decode that (spreading the code units into
+      // String.fromCharCode overflows the stack for long texts).
+      const swapped = new Uint8Array(bytes.length - (bytes.length % 2));
+      for (let i = 0; i + 1 < bytes.length; i += 2) {
+        swapped[i] = bytes[i + 1]!;
+        swapped[i + 1] = bytes[i]!;
+      }
+      return new TextDecoder('utf-16le').decode(swapped);
     }
     case mi.UINT8:
     case mi.INT8:
@@ -291,8 +298,14 @@ export interface MatHeader {
 }
 
 export interface ReadMatOptions {
-  /** Read only these top-level variables; the others are skipped without being read. */
+  /** Read only these top-level variables; the others are skipped without being read or inflated. */
   readonly only?: ReadonlySet<string>;
+  /**
+   * The most bytes a variable may take once read (inflated), by name; others get
+   * MAX_ELEMENT_BYTES. A reader that knows what it expects bounds what a hostile file can make it
+   * allocate.
+   */
+  readonly maxBytes?: ReadonlyMap<string, number>;
 }
 
 /** Where a MAT-file's bytes come from. */
@@ -320,13 +333,17 @@ export async function readMat(source: MatSource, options: ReadMatOptions = {}): 
   const head = await source.read(0, 128);
   const text = latin1(head.subarray(0, 116)).replace(/[\s\0]+$/, '');
   const endian = latin1(head.subarray(126, 128));
+  // MATLAB's v7.3 files are HDF5 behind a 512-byte user block that starts with a level-5-looking
+  // header: the text says 7.3 and the version word is 0x0200 (level 5: 0x0100).
+  const version = head.length >= 128 ? new DataView(head.buffer, head.byteOffset + 124, 2).getUint16(0, endian !== 'MI') : 0;
+  if (text.startsWith('MATLAB 7.3') || (version === 0x0200 && text.startsWith('MATLAB')) || latin1(head.subarray(0, 8)) === '\x89HDF\r\n\x1a\n') {
+    throw fileError(file, "is a MATLAB v7.3 (HDF5) file, which Pastiche does not read: re-save it in MATLAB with save(..., '-v7'), or use the MatConvNet download");
+  }
   if (head.length < 128 || !text.startsWith('MATLAB') || (endian !== 'IM' && endian !== 'MI')) {
-    if (text.startsWith('MATLAB 7.3') || latin1(head.subarray(0, 8)) === '\x89HDF\r\n\x1a\n') {
-      throw fileError(file, 'is a MATLAB v7.3 (HDF5) file; save it with -v7 or use the MatConvNet download');
-    }
     throw fileError(file, 'not a MATLAB level-5 .mat file (bad header)');
   }
   const le = endian === 'IM';
+  const limitOf = (name: string | undefined) => (name !== undefined ? options.maxBytes?.get(name) : undefined) ?? MAX_ELEMENT_BYTES;
   const variables = new Map<string, MatValue>();
   let pos = 128;
   while (pos + 8 <= fileSize) {
@@ -341,15 +358,23 @@ export async function readMat(source: MatSource, options: ReadMatOptions = {}): 
     let element: Uint8Array;
     let base = pos;
     if (type === mi.COMPRESSED) {
-      element = await inflateElement(source, pos + 8, size, le);
+      const inflated = await inflateElement(source, pos + 8, size, le, (name) => {
+        if (options.only && name !== undefined && !options.only.has(name)) return 'skip';
+        return limitOf(name);
+      });
+      if (inflated === 'skipped') {
+        pos = next;
+        continue;
+      }
+      element = inflated;
       base = pos + 8; // offsets in messages are then inside the decompressed stream
     } else if (type === mi.MATRIX) {
-      if (size > MAX_ELEMENT_BYTES) throw fileError(file, `element at offset ${pos} claims ${size} bytes, more than the ${MAX_ELEMENT_BYTES} accepted`);
       const peek = peekName(await source.read(pos, 8 + Math.min(size, 256)), pos, le);
       if (options.only && peek !== undefined && !options.only.has(peek)) {
         pos = next;
         continue;
       }
+      if (size > limitOf(peek)) throw fileError(file, `corrupt .mat: variable '${peek}' at offset ${pos} claims ${size} bytes, more than the ${limitOf(peek)} it can need`);
       element = await source.read(pos, 8 + size);
       if (element.length < 8 + size) throw fileError(file, 'unexpected end of file');
     } else {
@@ -357,7 +382,11 @@ export async function readMat(source: MatSource, options: ReadMatOptions = {}): 
     }
     try {
       const { name, value } = parseTopElement(element, le, base);
-      if (!options.only || options.only.has(name)) variables.set(name, value);
+      if (!options.only || options.only.has(name)) {
+        // A second variable of the same name would silently replace the first (and hold both).
+        if (variables.has(name)) fail(`variable '${name}' appears twice`);
+        variables.set(name, value);
+      }
     } catch (e) {
       if (e instanceof MatFormatError) throw fileError(file, `corrupt .mat: ${e.message}`);
       throw e;
@@ -381,46 +410,88 @@ function peekName(buf: Uint8Array, pos: number, le: boolean): string | undefined
 }
 
 /**
- * Inflates a miCOMPRESSED element into one buffer sized by the inner element's own tag, without
- * holding the compressed bytes in memory. Refuses sizes beyond MAX_ELEMENT_BYTES and output that
- * overruns the size the inner tag claims (a zip bomb).
+ * Inflates a miCOMPRESSED element without holding its compressed bytes in memory. As soon as the
+ * inner element's name is known, `admit` says whether to skip it (nothing more is inflated) or
+ * how many bytes it may take. The buffer grows with what actually arrives, up to the size the
+ * inner tag claims: a small file that claims gigabytes costs what it really inflates to, and
+ * output beyond the claim (a zip bomb) or the limit stops the inflation at once.
  */
-async function inflateElement(source: MatSource, start: number, size: number, le: boolean): Promise<Uint8Array> {
+async function inflateElement(
+  source: MatSource,
+  start: number,
+  size: number,
+  le: boolean,
+  admit: (name: string | undefined) => number | 'skip',
+): Promise<Uint8Array | 'skipped'> {
   const file = source.name;
-  let out: Uint8Array | undefined;
-  let head = new Uint8Array(0);
+  let out = new Uint8Array(0);
   let written = 0;
+  let claimed = -1; // the inner element's size with its tag, once known
+  let limit = MAX_ELEMENT_BYTES;
+  let decided = false;
   let problem: string | undefined;
+  let skipped = false;
+  const append = (chunk: Uint8Array) => {
+    const need = written + chunk.length;
+    if (need > out.length) {
+      // Real weights barely compress (about 1.1:1), so 8x the compressed size takes a real file in
+      // one allocation while a bomb (up to 1000:1) has to deliver before it is given more.
+      const cap = claimed >= 0 ? claimed : MAX_ELEMENT_BYTES + 8;
+      const grown = new Uint8Array(Math.min(cap, Math.max(need, 2 * out.length, 8 * size, 1 << 16)));
+      grown.set(out.subarray(0, written));
+      out = grown;
+    }
+    out.set(chunk, written);
+    written = need;
+  };
   try {
-    for await (let chunk of source.inflate(start, size)) {
-      if (!out) {
-        const joined = new Uint8Array(head.length + chunk.length);
-        joined.set(head);
-        joined.set(chunk, head.length);
-        head = joined;
-        if (head.length < 8) continue;
-        const claimed = new DataView(head.buffer, head.byteOffset, 8).getUint32(4, le);
-        if (claimed > MAX_ELEMENT_BYTES) {
-          problem = `a compressed element claims ${claimed} bytes, more than the ${MAX_ELEMENT_BYTES} accepted`;
+    for await (const chunk of source.inflate(start, size)) {
+      if (claimed < 0 && written + chunk.length >= 8) {
+        const head = new Uint8Array(8);
+        head.set(out.subarray(0, Math.min(written, 8)));
+        if (written < 8) head.set(chunk.subarray(0, 8 - written), written);
+        const inner = new DataView(head.buffer).getUint32(4, le);
+        if (inner > MAX_ELEMENT_BYTES) {
+          problem = `a compressed element claims ${inner} bytes, more than the ${MAX_ELEMENT_BYTES} accepted`;
           break;
         }
-        out = new Uint8Array(8 + claimed);
-        chunk = head;
+        claimed = 8 + inner;
       }
-      const room = out.length - written;
-      if (chunk.length > room + 8) {
+      // Keep only what the claim allows (zlib pads the last block); more than that is a bomb.
+      if (claimed >= 0 && written + chunk.length > claimed + 8) {
         problem = 'a compressed element inflates to more bytes than it claims';
         break;
       }
-      out.set(chunk.subarray(0, Math.min(chunk.length, room)), written);
-      written += Math.min(chunk.length, room);
+      append(claimed >= 0 ? chunk.subarray(0, Math.max(0, Math.min(chunk.length, claimed - written))) : chunk);
+      if (!decided && claimed >= 0 && (written >= Math.min(claimed, 8 + 256))) {
+        decided = true;
+        const name = peekName(out.subarray(0, written), start, le);
+        const verdict = admit(name);
+        if (verdict === 'skip') {
+          skipped = true;
+          break;
+        }
+        limit = verdict;
+        if (claimed - 8 > limit) {
+          problem = `variable '${name}' claims ${claimed - 8} bytes, more than the ${limit} it can need`;
+          break;
+        }
+      }
     }
   } catch (e) {
-    throw fileError(file, `corrupt .mat: compressed data at offset ${start - 8} is damaged (${(e as Error).message})`);
+    throw fileError(file, `corrupt .mat: compressed data at offset ${start - 8} is damaged (${zlibReason(e)})`);
   }
+  if (skipped) return 'skipped';
   if (problem) throw fileError(file, `corrupt .mat: ${problem}`);
-  if (!out || written < out.length) {
+  if (claimed < 0 || written < claimed) {
     throw fileError(file, `corrupt .mat: compressed data at offset ${start - 8} ends early (truncated file?)`);
   }
-  return out;
+  return out.length === claimed ? out : out.subarray(0, claimed);
+}
+
+/** zlib's reason in words, without Node's error decoration. */
+function zlibReason(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  const msg = (err?.message ?? String(e)).split('\n')[0]!.replace(/[\s:]+$/, '');
+  return msg || err?.code || 'unknown zlib error';
 }
