@@ -61,9 +61,10 @@ export async function startWebServer(options: { port?: number; host?: string } =
       res.end('internal error\n');
     }
   });
-  // Requests Node's parser rejects (bad request lines, huge headers) get a 400 and a closed socket.
-  server.on('clientError', (_e, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+  // Requests Node's parser rejects (bad request lines, huge headers) get a 4xx and a closed socket.
+  server.on('clientError', (e: NodeJS.ErrnoException, socket) => {
+    const status = e.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     else socket.destroy();
   });
   await new Promise<void>((resolve, reject) => {

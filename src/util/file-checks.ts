@@ -31,6 +31,8 @@ function describeCode(code: string | undefined): string {
       return 'a part of the path is not a folder';
     case 'ELOOP':
       return 'too many symbolic links';
+    case 'ENOENT':
+      return 'the file system does not let a file be created there';
     default:
       return code ?? 'unknown error';
   }

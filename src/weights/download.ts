@@ -154,8 +154,9 @@ export async function download(opts: DownloadOptions): Promise<DownloadOutcome> 
   const created = await fs.mkdir(dir, { recursive: true });
   const part = `${opts.dest}.part`;
   const maxStalled = opts.maxStalledAttempts ?? 4;
-  const timeoutMs = opts.timeoutMs ?? 20_000;
   const deadlineMs = opts.stallDeadlineMs ?? 60_000;
+  // A third of the deadline per attempt: a stalled connection is retried before the deadline ends.
+  const timeoutMs = opts.timeoutMs ?? Math.min(20_000, deadlineMs / 3);
   let stalled = 0;
   let lastByteAt = performance.now();
   const onProgress = (p: DownloadProgress) => {

@@ -35,7 +35,6 @@ export function registerWeights(program: Command): void {
         md5: opts.md5 ?? pub.md5,
         manualHint: `Download ${WEIGHTS_FILE_NAME} by hand and pass it with --weights FILE or PASTICHE_WEIGHTS=FILE, or save it as ${dest}`,
         stallDeadlineMs: opts.timeout * 1000,
-        timeoutMs: Math.min(20_000, opts.timeout * 1000),
         // Said even with --quiet: a stalled download must not look like a hung command.
         onRetry: ({ attempt, reason, received }) => {
           bar.stop();
