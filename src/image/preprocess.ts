@@ -42,7 +42,7 @@ export function decoderReason(message: string): string {
   const first = message.split('\n').find((l) => l.trim() !== '') ?? '';
   const msg = first
     .replace(/^Input (file|buffer) /, '')
-    .replace(/\b(Vips\w+|\w+load(_\w+)?): /g, '')
+    .replace(/\b([Vv]ips\w+|\w+load(_\w+)?): /g, '')
     .replace(/[\s:]+$/, '')
     .trim();
   if (msg === '' || /^unknown error$/i.test(msg)) return 'not a readable image (corrupt, truncated or an unsupported format)';

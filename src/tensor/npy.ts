@@ -42,7 +42,7 @@ export function parseNpy(bytes: Uint8Array, name = 'npy'): Tensor {
     .map((s) => s.trim())
     .filter((s) => s.length > 0)
     .map((s) => Number(s));
-  if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw bad(`bad shape (${shapeText})`);
+  if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw bad(`bad shape ${JSON.stringify(`(${shapeText})`)}`);
   const n = sizeOf(shape);
   const dataStart = start + headerLen;
   const item = descr === '<f4' ? 4 : descr === '<f8' ? 8 : 0;
