@@ -26,9 +26,21 @@ export function registerWeights(program: Command): void {
       const dest = opts.output ?? cachedWeightsPath(opts.layout);
       const url = opts.url ?? pub.url;
       const mb = (n: number) => (n / 1e6).toFixed(0);
-      const bar = progressBar(pub.approxBytes, `${WEIGHTS_FILE_NAME} {bar} {percentage}% | {mb}/{totalmb} MB | {speed} MB/s | ETA {eta_formatted}`, opts.quiet);
+      const format = `${WEIGHTS_FILE_NAME} {bar} {percentage}% | {mb}/{totalmb} MB | {speed} MB/s | ETA {eta_formatted}{stall}`;
+      let bar = progressBar(pub.approxBytes, format, opts.quiet);
       const t0 = performance.now();
       let first: number | undefined;
+      let last = { at: performance.now(), received: 0, total: pub.approxBytes };
+      const show = (stall = '') => {
+        const s = (performance.now() - t0) / 1000;
+        bar.setTotal(last.total);
+        bar.update(last.received, { mb: mb(last.received), totalmb: mb(last.total), speed: s > 0 ? ((last.received - (first ?? 0)) / 1e6 / s).toFixed(1) : '0', stall });
+      };
+      // The bar says when no data has come for a while, instead of sitting still.
+      const ticker = setInterval(() => {
+        const silent = (performance.now() - last.at) / 1000;
+        if (silent >= 3) show(` | no data for ${silent.toFixed(0)} s (gives up after ${opts.timeout} s)`);
+      }, 1000);
       const outcome = await download({
         url,
         dest,
@@ -39,14 +51,17 @@ export function registerWeights(program: Command): void {
         onRetry: ({ attempt, reason, received }) => {
           bar.stop();
           process.stderr.write(`pastiche: the download stopped at ${mb(received)} MB (${reason}); retrying (attempt ${attempt})\n`);
+          bar = progressBar(last.total, format, opts.quiet);
         },
         onProgress: ({ received, total }) => {
           first ??= received;
-          if (total) bar.setTotal(total);
-          const s = (performance.now() - t0) / 1000;
-          bar.update(received, { mb: mb(received), totalmb: mb(total ?? pub.approxBytes), speed: s > 0 ? ((received - first) / 1e6 / s).toFixed(1) : '0' });
+          last = { at: performance.now(), received, total: total ?? pub.approxBytes };
+          show();
         },
-      }).finally(() => bar.stop());
+      }).finally(() => {
+        clearInterval(ticker);
+        bar.stop();
+      });
       process.stdout.write(`${outcome === 'already-present' ? 'already downloaded' : 'downloaded and verified'}: ${dest}\n`);
     });
 
