@@ -140,7 +140,13 @@ function mutateMat(r: Rng, input: Uint8Array): Uint8Array {
 
 /** "FILE: problem at offset 1234" -> "problem at offset N": the class of an outcome. */
 function outcomeClass(message: string, file: string): string {
-  return message.split(file).join('FILE').replace(/-?\d+(\.\d+)?(e[+-]?\d+)?/g, 'N').replace(/'[^']*'/g, "'…'").slice(0, 120);
+  return message
+    .split(file)
+    .join('FILE')
+    .replace(/-?\d+(\.\d+)?(e[+-]?\d+)?/g, 'N')
+    .replace(/'[^']*'/g, "'…'")
+    .replace(/"(\\.|[^"\\])*"/g, '"…"')
+    .slice(0, 120);
 }
 
 async function readAs(kind: Kind, file: string): Promise<void> {

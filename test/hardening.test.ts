@@ -14,6 +14,8 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import sharp from 'sharp';
 import { startWebServer } from '../src/app/web-server.js';
+import { PasticheError } from '../src/errors.js';
+import { readNpy } from '../src/tensor/npy.js';
 import { CLI, TINY, runCli, type CliResult } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pastiche-hard-'));
@@ -219,4 +221,13 @@ test('weights fetch: a stalled server costs the deadline, says it retries (even 
   const offline = await pastiche(['weights', 'fetch', '--url', `http://127.0.0.1:${port}/x.mat`, '-q'], { XDG_CACHE_HOME: cache });
   assertOneLine(offline, /cannot download .*ECONNREFUSED/);
   assert.deepEqual(readdirSync(cache), [], 'no empty cache folders');
+});
+
+test('bytes quoted from a file cannot break the one-line rule (found by the long fuzz run)', async () => {
+  const header = "{'descr': '\n\u001b[2J<f4', 'fortran_order': False, 'shape': (2,), }";
+  const bytes = Buffer.concat([Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0]), Buffer.from([header.length, 0]), Buffer.from(header, 'latin1'), Buffer.alloc(8)]);
+  const f = join(dir, 'weird.npy');
+  writeFileSync(f, bytes);
+  await assert.rejects(readNpy(f), (e: unknown) => e instanceof PasticheError && !/[\n\u001b]/.test(e.message) && /unsupported dtype "\\n\\u001b\[2J<f4"/.test(e.message));
+  assert.equal(new PasticheError('a\nb\u001bc').message, 'a\\x0ab\\x1bc');
 });

@@ -42,11 +42,11 @@ export function parseNpy(bytes: Uint8Array, name = 'npy'): Tensor {
     .map((s) => s.trim())
     .filter((s) => s.length > 0)
     .map((s) => Number(s));
-  if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw bad(`bad shape ${JSON.stringify(`(${shapeText})`)}`);
+  if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw bad(`bad shape ${JSON.stringify(`(${shapeText.slice(0, 60)})`)}`);
   const n = sizeOf(shape);
   const dataStart = start + headerLen;
   const item = descr === '<f4' ? 4 : descr === '<f8' ? 8 : 0;
-  if (item === 0) throw bad(`unsupported dtype ${descr} (only little-endian float32/float64)`);
+  if (item === 0) throw bad(`unsupported dtype ${JSON.stringify(descr.slice(0, 40))} (only little-endian float32/float64: '<f4', '<f8')`);
   if (bytes.length - dataStart < n * item) throw bad('truncated data');
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {

@@ -135,10 +135,18 @@ async function attempt(opts: DownloadOptions, part: string, timeoutMs: number): 
   return total;
 }
 
-/** Removes an empty partial file and the folders this download created for it. */
+/** Removes an empty partial file and the folders this download created for it, if still empty. */
 async function cleanUp(part: string, createdFolder: string | undefined): Promise<void> {
   await fs.rm(part, { force: true });
-  if (createdFolder) await fs.rm(createdFolder, { recursive: true, force: true });
+  if (!createdFolder) return;
+  for (let d = path.dirname(part); d.startsWith(createdFolder); d = path.dirname(d)) {
+    try {
+      await fs.rmdir(d); // fails, and stops here, if anything else is in it
+    } catch {
+      return;
+    }
+    if (d === createdFolder) return;
+  }
 }
 
 /**

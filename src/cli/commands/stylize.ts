@@ -97,7 +97,9 @@ export function registerStylize(program: Command): void {
       bar.stop();
       process.stderr.write(`pastiche: ${msg}; no more ${what === o.logJson ? 'log lines' : 'snapshots'} are written\n`);
     };
-    let logFd = o.logJson ? openSync(o.logJson, 'w') : undefined;
+    // Opened at the first iteration, so that a run that fails before it leaves no empty log.
+    let logFd: number | undefined;
+    let logOpen = Boolean(o.logJson);
     const saves: Promise<void>[] = [];
     const controller = new AbortController();
     const stop = () => controller.abort();
@@ -116,13 +118,15 @@ export function registerStylize(program: Command): void {
           const f = (v: number) => v.toExponential(3);
           bar.setTotal(r.of);
           bar.update(r.iteration, { c: f(r.content), s: f(r.style), tv: f(r.tv), ips: (r.iteration / r.seconds).toFixed(2) });
-          if (logFd !== undefined) {
+          if (logOpen) {
             try {
+              logFd ??= openSync(o.logJson!, 'w');
               writeSync(logFd, `${JSON.stringify({ iteration: r.iteration, content: r.content, style: r.style, tv: r.tv, total: r.total, seconds: r.seconds })}\n`);
             } catch (e) {
               sideProblem(o.logJson!, e);
-              closeSync(logFd);
+              if (logFd !== undefined) closeSync(logFd);
               logFd = undefined;
+              logOpen = false;
             }
           }
           if (o.saveEvery && r.iteration % o.saveEvery === 0 && !sideProblems.has('snapshots')) {
