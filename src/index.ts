@@ -16,7 +16,7 @@ export { readMatFile } from './weights/mat/mat-file.js';
 export type { MatValue } from './weights/mat/mat-types.js';
 export { loadMatConvNetVgg19 } from './weights/load-vgg19.js';
 export { vgg19FromMat } from './weights/matconvnet.js';
-export { randomVgg19Weights, type Vgg19Weights } from './weights/vgg19-weights.js';
+export { randomVgg19Weights, type Vgg19Weights } from './model/vgg19-params.js';
 export { PUBLISHED, cachedWeightsPath, resolveWeightsFile } from './weights/weights-source.js';
 export { download } from './weights/download.js';
 export { readRgb, rgbToTensor, loadClassifierInput } from './image/preprocess.js';
@@ -29,6 +29,8 @@ export { readMatBlob } from './weights/mat/mat-blob.js';
 export { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from './app/bench.js';
 export {
   stylize,
+  runStylize,
+  snapshotName,
   buildTargets,
   evaluate,
   parseLayers,
@@ -36,9 +38,14 @@ export {
   DEFAULT_CONTENT_LAYERS,
   DEFAULT_STYLE_LAYERS,
   type StylizeOptions,
+  type StylizeSettings,
+  type StylizeJob,
   type StylizeResult,
   type IterationReport,
 } from './app/stylize.js';
+export { STYLE_PRESETS, PRESET_NAMES, parseStylizeSettings, checkStylizeFiles, type StylizeFields } from './app/stylize-request.js';
+export { fanOut, jsonLinesLog, type Progress, type OnProgress } from './app/progress.js';
+export { abortOnSignals } from './app/signals.js';
 export { contentLoss, styleLoss, tvLoss, gram } from './style/losses.js';
 export { Adam, Lbfgs, type Optimizer } from './style/optimizers.js';
 export { tensorToRgb, writeRgb, resizeTensorBilinear, keepOriginalColors } from './image/tensor-image.js';

@@ -8,7 +8,7 @@ import { getBackend } from '../src/backends/index.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
-import { randomVgg19Weights } from '../src/weights/vgg19-weights.js';
+import { randomVgg19Weights } from '../src/model/vgg19-params.js';
 import { formatLayers } from '../src/cli/format.js';
 import { TINY, assertClose, runCli } from './helpers.js';
 

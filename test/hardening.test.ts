@@ -51,7 +51,7 @@ test('numbers are validated where they are parsed, not used as NaN or 0', async 
   assertOneLine(await pastiche(['stylize', IMAGE, IMAGE, '-o', join(dir, 's.png'), '--seed', 'abc']), /--seed must be a whole number of at least 0/);
   assertOneLine(await pastiche(['bench', '--warmup', 'abc']), /--warmup must be a whole number of at least 0/);
   assertOneLine(await pastiche(['web', '--port', '70000']), /--port must be a whole number from 1 to 65535/);
-  assertOneLine(await pastiche(['stylize', IMAGE, IMAGE, IMAGE, '-o', join(dir, 's.png'), '--style-blend', '0.5,,0.5']), /--style-blend: '0\.5,,0\.5' is not a comma-separated list of numbers/);
+  assertOneLine(await pastiche(['stylize', IMAGE, IMAGE, IMAGE, '-o', join(dir, 's.png'), '--style-blend', '0.5,,0.5']), /--style-blend must be a comma-separated list of numbers \(got '0\.5,,0\.5'\)/);
   assertOneLine(await pastiche(['classify', IMAGE, '--top', '1e400']), /--top must be a positive whole number/);
   assertOneLine(await pastiche(['weights', 'fetch', '--md5', 'zz', '--url', 'http://127.0.0.1:9/x.mat']), /--md5 'zz' is not an MD5 checksum/);
 });

@@ -14,7 +14,7 @@ import { readMat, type MatSource } from '../src/weights/mat/mat-reader.js';
 import { VGG19_MAT_LIMITS, VGG19_MAT_VARIABLES } from '../src/weights/matconvnet.js';
 import type { MatCell, MatStruct, MatValue } from '../src/weights/mat/mat-types.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
-import type { Vgg19Weights } from '../src/weights/vgg19-weights.js';
+import type { Vgg19Weights } from '../src/model/vgg19-params.js';
 import { FIXTURES, TINY } from './helpers.js';
 import { concat, matHeader, writeMat, type WriterOptions } from './mat-writer.js';
 

@@ -9,7 +9,7 @@ import { clearHostPool, hostPoolBytes } from '../src/tensor/host-pool.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
-import { randomVgg19Weights } from '../src/weights/vgg19-weights.js';
+import { randomVgg19Weights } from '../src/model/vgg19-params.js';
 import { TINY, assertClose, randomTensor, relError } from './helpers.js';
 
 const FILES = ['vgg19-tiny-old.mat', 'vgg19-tiny-old-z.mat', 'vgg19-tiny-new.mat'];

@@ -15,7 +15,7 @@ import { PasticheError } from '../src/errors.js';
 import { Vgg19 } from '../src/model/vgg19.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
-import { randomVgg19Weights } from '../src/weights/vgg19-weights.js';
+import { randomVgg19Weights } from '../src/model/vgg19-params.js';
 import { FIXTURES, TINY, assertClose, randomTensor } from './helpers.js';
 import { testGpu } from './webgpu-env.js';
 
@@ -115,8 +115,8 @@ test('the style objective on webgpu (losses computed on the GPU) equals ts: loss
 test('stylize runs on webgpu and agrees with ts', async () => {
   const tiny = await loadMatConvNetVgg19(`${TINY}vgg19-tiny-old.mat`);
   const o = { content: `${TINY}chelsea.png`, styles: [`${FIXTURES}resize/gradient301x199.png`], weights: tiny, size: 40, iterations: 3, optimizer: 'adam' as const, lr: 1, ...lab, init: { kind: 'noise' as const }, seed: 3 };
-  const a = await stylize({ ...o, backend: 'ts' });
-  const b = await stylize({ ...o, backend: 'webgpu' });
+  const a = await stylize({ ...o, backend: getBackend('ts') });
+  const b = await stylize({ ...o, backend: gpu });
   assertClose(b.image, a.image, 1e-3, 'webgpu vs ts');
   assert.ok(Math.abs(b.bestLoss - a.bestLoss) < 1e-3 * a.bestLoss);
 });

@@ -3,7 +3,7 @@
 // prepare.sh into one file so that only it, Node and the webgpu package travel to the GPU machine.
 import { forwardRunner, styleIterationRunner, timeInterleaved } from '../../dist/src/app/bench.js';
 import { closeBackends, openWebGpu } from '../../dist/src/backends/index.js';
-import { randomVgg19Weights } from '../../dist/src/weights/vgg19-weights.js';
+import { randomVgg19Weights } from '../../dist/src/model/vgg19-params.js';
 
 const repeat = Number(process.argv[2] ?? 10);
 const warmup = Number(process.argv[3] ?? 3);

@@ -8,7 +8,7 @@ import { vgg19LayerCosts } from '../model/layer-costs.js';
 import { Tensor } from '../tensor/tensor.js';
 import { fillUniform, uniformRng } from '../util/random.js';
 import { median } from '../util/stats.js';
-import type { Vgg19Weights } from '../weights/vgg19-weights.js';
+import type { Vgg19Weights } from '../model/vgg19-params.js';
 
 /** Something to time: one call of `run` is one measurement. */
 export interface Runner {

@@ -10,7 +10,8 @@ import { loadMatConvNetVgg19 } from '../weights/load-vgg19.js';
 import { classifyImage, type Prediction } from './classify.js';
 import { Tensor } from '../tensor/tensor.js';
 import { NumpyRandomState } from '../util/random.js';
-import { compare, timeMedianAsync, worst, type ErrorMeasures } from '../util/stats.js';
+import { compare, worst, type ErrorMeasures } from '../tensor/compare.js';
+import { timeMedianAsync } from '../util/stats.js';
 
 /** The case: input and top gradient 1x256x24x40, weights 256x3x3x256, conv 3x3 pad 1 stride 1. */
 export const CHECK_CASE = { n: 1, c: 256, h: 24, w: 40, cout: 256, k: 3, pad: 1, stride: 1, seed: 1234 } as const;

@@ -6,7 +6,7 @@
 import type { Backend } from '../backends/backend.js';
 import { Tensor, type Shape } from '../tensor/tensor.js';
 import { fillUniform, uniformRng } from '../util/random.js';
-import { compare } from '../util/stats.js';
+import { compare } from '../tensor/compare.js';
 
 export interface SuiteRow {
   readonly op: string;

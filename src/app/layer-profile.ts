@@ -8,7 +8,7 @@ import { PasticheError } from '../errors.js';
 import { Vgg19 } from '../model/vgg19.js';
 import { vgg19LayerCosts } from '../model/layer-costs.js';
 import { median } from '../util/stats.js';
-import type { Vgg19Weights } from '../weights/vgg19-weights.js';
+import type { Vgg19Weights } from '../model/vgg19-params.js';
 import { randomImage, runnerName } from './bench.js';
 
 export interface LayerRow {

@@ -12,7 +12,7 @@ import { PasticheError } from '../errors.js';
 import { VGG19_LAYERS } from '../model/vgg19-table.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { median } from '../util/stats.js';
-import type { Vgg19Weights } from '../weights/vgg19-weights.js';
+import type { Vgg19Weights } from '../model/vgg19-params.js';
 import { randomImage, type Runner } from './bench.js';
 
 const { onnx } = onnxProto;

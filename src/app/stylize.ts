@@ -4,12 +4,13 @@
  * Gram matrices match the style images' (eqs. 26-28), L = alpha L_c + beta L_s + tv TV (eq. 29).
  */
 import * as os from 'node:os';
-import { openBackend } from '../backends/index.js';
+import * as path from 'node:path';
+import { getBackend, type Backend } from '../backends/index.js';
 import { windowOutput } from '../backends/shapes.js';
 import { PasticheError } from '../errors.js';
 import { readRgb, rgbToTensor, type RgbImage } from '../image/preprocess.js';
 import { resizeBilinearPil } from '../image/pil-resize.js';
-import { resizeTensorBilinear, tensorToRgb } from '../image/tensor-image.js';
+import { keepOriginalColors, resizeTensorBilinear, tensorToRgb, writeRgb } from '../image/tensor-image.js';
 import { Vgg19 } from '../model/vgg19.js';
 import { VGG19_LAYERS, resolveLayerName } from '../model/vgg19-table.js';
 import { contentLoss, gram, styleLoss, tvLoss } from '../style/losses.js';
@@ -17,7 +18,8 @@ import { Adam, Lbfgs, type Optimizer } from '../style/optimizers.js';
 import { clearHostPool } from '../tensor/host-pool.js';
 import { Tensor } from '../tensor/tensor.js';
 import { uniformRng } from '../util/random.js';
-import type { Vgg19Weights } from '../weights/vgg19-weights.js';
+import type { Vgg19Weights } from '../model/vgg19-params.js';
+import type { IterationProgress, OnProgress } from './progress.js';
 
 export interface WeightedLayer {
   readonly name: string;
@@ -33,11 +35,8 @@ export type Init =
   | { readonly kind: 'blend'; readonly ratio: number; readonly amplitude: number }
   | { readonly kind: 'file'; readonly file: string };
 
-export interface StylizeOptions extends ObjectiveWeights {
-  readonly content: string;
-  readonly styles: readonly string[];
-  readonly weights: Vgg19Weights;
-  readonly backend?: string;
+/** How an image is stylized: every setting of a run, typed and checked (app/stylize-request.ts parses them). */
+export interface StylizeSettings extends ObjectiveWeights {
   /** Output size: the longest side (the content's aspect ratio is kept), or exact height and width. */
   readonly size: number | { readonly height: number; readonly width: number };
   readonly iterations: number;
@@ -50,34 +49,35 @@ export interface StylizeOptions extends ObjectiveWeights {
   readonly styleBlend?: readonly number[];
   /** Style images are resized to this fraction of the output's longest side. */
   readonly styleScale?: number;
+  /** Keep the content's colours: only the luminance is stylized (YIQ). */
+  readonly originalColors?: boolean;
   readonly pooling?: 'max' | 'avg';
   /**
    * Multi-scale: the longest sides to optimise at, smallest first, each starting from the previous
    * result upsampled; the last is the output size. Empty: one scale.
    */
   readonly scales?: readonly number[];
-  readonly onIteration?: (p: IterationReport) => void;
+}
+
+export interface StylizeOptions extends StylizeSettings {
+  readonly content: string;
+  readonly styles: readonly string[];
+  readonly weights: Vgg19Weights;
+  /** An opened backend (openBackend); default: the default CPU backend. */
+  readonly backend?: Backend;
+  /** Called with an 'iteration' event after every step. */
+  readonly onProgress?: OnProgress;
   /** Stops after the current iteration; the best image so far is returned. */
   readonly signal?: AbortSignal;
 }
 
-export interface IterationReport {
-  /** 1-based, counted over all scales. */
-  readonly iteration: number;
-  readonly of: number;
-  readonly scale: number;
-  readonly content: number;
-  readonly style: number;
-  readonly tv: number;
-  readonly total: number;
-  readonly seconds: number;
-  /** The image at this iteration (mean-subtracted NCHW), for intermediate saves. */
-  readonly image: Tensor;
-}
+/** One step's report (the library's older name for the 'iteration' progress event). */
+export type IterationReport = IterationProgress;
 
 export interface StylizeResult {
   /** The lowest-loss image seen (mean-subtracted NCHW). */
   readonly image: Tensor;
+  /** Its pixels, with the content's colours if `originalColors`. */
   readonly rgb: RgbImage;
   readonly bestLoss: number;
   readonly iterations: number;
@@ -282,7 +282,7 @@ export async function stylize(o: StylizeOptions): Promise<StylizeResult> {
     );
   }
 
-  const model = new Vgg19(o.weights, await openBackend(o.backend), { pooling: o.pooling ?? 'max' });
+  const model = new Vgg19(o.weights, o.backend ?? getBackend(), { pooling: o.pooling ?? 'max' });
   const optimizerFor = (): Optimizer => (o.optimizer === 'adam' ? new Adam(o.lr) : new Lbfgs(o.lr, o.lbfgsHistory ?? 100));
   const rng = uniformRng(o.seed ?? 0);
   const total = o.iterations * scales.length;
@@ -323,15 +323,59 @@ export async function stylize(o: StylizeOptions): Promise<StylizeResult> {
       if (!Number.isFinite(e.total)) throw new PasticheError('the loss is no longer finite: lower --lr or the loss weights');
       if (e.total < best.loss) best = { loss: e.total, image: x.clone() };
       iteration++;
-      o.onIteration?.({
-        iteration, of: total, scale: scaleLongest, content: e.content, style: e.style, tv: e.tv, total: e.total,
+      o.onProgress?.({
+        kind: 'iteration', iteration, of: total, scale: scaleLongest, content: e.content, style: e.style, tv: e.tv, total: e.total,
         seconds: (performance.now() - t0) / 1000, image: x,
       });
       optimizer.step(x.data, e.grad.data, e.total);
     }
     if (interrupted) break;
   }
-  return { image: best.image, rgb: tensorToRgb(best.image, mean), bestLoss: best.loss, iterations: iteration, interrupted };
+  let rgb = tensorToRgb(best.image, mean);
+  if (o.originalColors) rgb = keepOriginalColors(rgb, resizeBilinearPil(contentRgb, rgb.width, rgb.height));
+  return { image: best.image, rgb, bestLoss: best.loss, iterations: iteration, interrupted };
+}
+
+export interface StylizeJob extends StylizeOptions {
+  /** The image file to write (.png, .jpg, .jpeg), atomically. */
+  readonly output: string;
+  /** Also save the image every this many iterations, as OUT-0050.png and so on. */
+  readonly saveEvery?: number;
+}
+
+/**
+ * The whole use case, as the CLI (and a server's worker) runs it: stylize, save snapshots on the
+ * way (a snapshot that cannot be written is one 'warning' event, and no more are tried), write the
+ * best image. Outputs are checked by the caller before (checkStylizeFiles).
+ */
+export async function runStylize(job: StylizeJob): Promise<StylizeResult & { readonly output: string }> {
+  const saves: Promise<void>[] = [];
+  let snapshotsBroken = false;
+  const onProgress: OnProgress = (p) => {
+    job.onProgress?.(p);
+    if (p.kind !== 'iteration' || !job.saveEvery || p.iteration % job.saveEvery !== 0 || snapshotsBroken) return;
+    const file = snapshotName(job.output, p.iteration);
+    saves.push(
+      writeRgb(file, tensorToRgb(p.image, job.weights.meanPixel)).then(
+        () => job.onProgress?.({ kind: 'saved', file, iteration: p.iteration }),
+        (e: unknown) => {
+          if (snapshotsBroken) return;
+          snapshotsBroken = true;
+          job.onProgress?.({ kind: 'warning', message: `${e instanceof PasticheError ? e.message : `${file}: ${(e as Error).message}`}; no more snapshots are written` });
+        },
+      ),
+    );
+  };
+  const result = await stylize({ ...job, onProgress });
+  await Promise.all(saves);
+  await writeRgb(job.output, result.rgb);
+  return { ...result, output: job.output };
+}
+
+/** The file an intermediate image is saved to: OUT-0050.png beside OUT.png. */
+export function snapshotName(output: string, iteration: number): string {
+  const ext = path.extname(output);
+  return `${output.slice(0, output.length - ext.length)}-${String(iteration).padStart(4, '0')}${ext}`;
 }
 
 async function initialImage(init: Init, content: Tensor, height: number, width: number, mean: readonly [number, number, number], rng: () => number): Promise<Tensor> {

@@ -1,7 +1,6 @@
 /** Option parsers and up-front checks shared by the commands. */
 import { InvalidArgumentError, Option } from 'commander';
 import { BACKEND_NAMES, DEFAULT_BACKEND, noticeFallback } from '../backends/index.js';
-import { PasticheError } from '../errors.js';
 import { checkReadableFile, checkWritableFile } from '../util/file-checks.js';
 
 export function positiveInt(what: string) {
@@ -33,21 +32,6 @@ export function positiveNumber(what: string) {
     if (!(n > 0) || !Number.isFinite(n)) throw new InvalidArgumentError(`${what} must be a positive number.`);
     return n;
   };
-}
-
-export function nonNegativeNumber(what: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!(n >= 0) || !Number.isFinite(n)) throw new InvalidArgumentError(`${what} must be a non-negative number.`);
-    return n;
-  };
-}
-
-export function parseNumberList(v: string, what: string): number[] {
-  const parts = v.split(',').map((s) => s.trim());
-  const xs = parts.map(Number);
-  if (parts.some((p) => p === '') || xs.some((x) => !Number.isFinite(x))) throw new PasticheError(`${what}: '${v}' is not a comma-separated list of numbers`);
-  return xs;
 }
 
 /** A file the command will read: it exists, is a regular non-empty file and may be opened. */

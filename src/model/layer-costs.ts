@@ -1,6 +1,6 @@
 /** Each VGG19 layer's output shape and arithmetic for an input of size x size (batch 1). */
 import { windowOutput } from '../backends/shapes.js';
-import type { Vgg19Weights } from '../weights/vgg19-weights.js';
+import type { Vgg19Weights } from './vgg19-params.js';
 import { VGG19_LAYERS, type LayerKind } from './vgg19-table.js';
 
 export interface LayerCost {

@@ -10,7 +10,7 @@ import type { BackwardOptions, Layer } from '../layers/layer.js';
 import { AvgPoolingLayer, FlattenLayer, MaxPoolingLayer, ReLULayer } from '../layers/simple-layers.js';
 import { SoftmaxLossLayer } from '../layers/softmax-loss-layer.js';
 import { Tensor, sameShape, shapeToString } from '../tensor/tensor.js';
-import type { LayerWeights, Vgg19Weights } from '../weights/vgg19-weights.js';
+import type { LayerWeights, Vgg19Weights } from './vgg19-params.js';
 import { VGG19_LAYERS, layerNames, resolveLayerName } from './vgg19-table.js';
 
 export interface ForwardOptions {

@@ -12,7 +12,7 @@ import { Vgg19 } from '../model/vgg19.js';
 import { VGG19_INPUT_SIZE } from '../model/vgg19-table.js';
 import { readMatBlob } from '../weights/mat/mat-blob.js';
 import { VGG19_MAT_LIMITS, VGG19_MAT_VARIABLES, vgg19FromMat } from '../weights/matconvnet.js';
-import type { Vgg19Weights } from '../weights/vgg19-weights.js';
+import type { Vgg19Weights } from '../model/vgg19-params.js';
 
 /** What the page shows, also left on `window.pasticheResult` for scripts and tests. */
 export interface PageResult {

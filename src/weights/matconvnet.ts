@@ -10,7 +10,7 @@ import { fileError, PasticheError } from '../errors.js';
 import { Tensor } from '../tensor/tensor.js';
 import { VGG19_LAYERS } from '../model/vgg19-table.js';
 import type { MatValue } from './mat/mat-types.js';
-import type { LayerWeights, Vgg19Weights } from './vgg19-weights.js';
+import type { LayerWeights, Vgg19Weights } from '../model/vgg19-params.js';
 
 /** Thrown while interpreting; the caller adds the file name. */
 class LayoutError extends Error {}

@@ -9,7 +9,7 @@ import type { Backend } from '../../backends/backend.js';
 import { PasticheError } from '../../errors.js';
 import { progressBar } from '../../util/progress.js';
 import { loadMatConvNetVgg19 } from '../../weights/load-vgg19.js';
-import { randomVgg19Weights, type Vgg19Weights } from '../../weights/vgg19-weights.js';
+import { randomVgg19Weights, type Vgg19Weights } from '../../model/vgg19-params.js';
 import { formatBench, machineDescription, type BenchReport } from '../format.js';
 import { nonNegativeInt, positiveInt } from '../options.js';
 

@@ -1,7 +1,10 @@
-/** The parameters of one VGG19, in the layouts the layers use, wherever they came from. */
+/**
+ * The parameters of one VGG19, in the layouts the layers use, wherever they came from (a weights
+ * file's reader in weights/ produces them; the model consumes them).
+ */
 import { Tensor } from '../tensor/tensor.js';
 import { normalRng, uniformRng } from '../util/random.js';
-import { VGG19_CLASSES, VGG19_CONV, VGG19_FC_WIDTH, VGG19_LAYERS, VGG19_POOL, VGG19_WIDTHS } from '../model/vgg19-table.js';
+import { VGG19_CLASSES, VGG19_CONV, VGG19_FC_WIDTH, VGG19_LAYERS, VGG19_POOL, VGG19_WIDTHS } from './vgg19-table.js';
 
 export interface ConvWeights {
   readonly kind: 'conv';
