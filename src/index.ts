@@ -21,7 +21,7 @@ export { PUBLISHED, cachedWeightsPath, resolveWeightsFile } from './weights/weig
 export { download } from './weights/download.js';
 export { readRgb, rgbToTensor, loadClassifierInput } from './image/preprocess.js';
 export { resizeBilinearPil } from './image/pil-resize.js';
-export { classifyImage, topK, type Classification, type Prediction } from './app/classify.js';
+export { classifyImage, readClassifierImage, runClassify, parseDump, topK, type Classification, type ClassifyRun, type Dump, type Prediction } from './app/classify.js';
 export { loadModel } from './app/load-model.js';
 export { runCheck, comparePrecision, type CheckRow, type PrecisionComparison } from './app/check.js';
 export { startWebServer } from './app/web-server.js';

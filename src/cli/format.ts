@@ -1,6 +1,6 @@
 /** Text output of the CLI: what a person reads at the terminal. */
-import * as os from 'node:os';
 import type { Timing } from '../app/bench.js';
+import type { BenchReport } from '../app/bench-run.js';
 import type { Classification } from '../app/classify.js';
 import type { LayerProfile } from '../app/layer-profile.js';
 import { type PrecisionComparison, FP16_MAX_REL_ERR, MAX_MSE, MAX_REL_ERR, type CheckRow } from '../app/check.js';
@@ -54,28 +54,6 @@ export function formatPrecision(c: PrecisionComparison): string {
     `  difference in that probability: ${(c.reduced.probOfReferenceClass - c.reference.top.prob).toExponential(2)}; ` +
       `largest over the 1000 classes: ${c.maxProbDiff.toExponential(2)} (the course: DLP 0.4790 vs CPU 0.4933)`,
   ].join('\n');
-}
-
-export interface BenchReport {
-  machine: string;
-  /** The WebGPU adapter, when webgpu was timed. */
-  gpu?: string;
-  weights: string;
-  loadSeconds?: number;
-  repeat: number;
-  warmup: number;
-  courseCase?: CheckRow[];
-  vgg19Forward?: { size: number; gflop: number; rows: (Timing & { gflops: number })[] };
-  styleIteration?: { size: number; rows: Timing[] }[];
-  /** VGG19's forward pass layer by layer (`--sections layers`). */
-  layers?: LayerProfile;
-  /** Peak resident memory of the bench process, MiB (after the style iterations). */
-  peakRssMB?: number;
-}
-
-export function machineDescription(threads: number): string {
-  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-  return `${cpu}, ${os.cpus().length} cores, ${threads} thread(s), Node ${process.version}`;
 }
 
 function ratios(rows: readonly Timing[], label: string): string[] {

@@ -1,32 +1,14 @@
-/** `pastiche classify`: the course's lab 3-1 at the command line. */
+/** `pastiche classify`: the course's lab 3-1 at the command line. Flags in, app/ does the rest. */
 import * as path from 'node:path';
-import { type Command, InvalidArgumentError } from 'commander';
-import { checkLayerNames, classifyImage, readClassifierImage, type Classification } from '../../app/classify.js';
+import type { Command } from 'commander';
+import { parseDump, runClassify } from '../../app/classify.js';
 import { loadModel } from '../../app/load-model.js';
+import type { OnProgress } from '../../app/progress.js';
 import { backendLabel } from '../../backends/index.js';
-import { PasticheError } from '../../errors.js';
-import { resolveLayerName } from '../../model/vgg19-table.js';
-import type { RgbImage } from '../../image/preprocess.js';
-import { writeNpy } from '../../tensor/npy.js';
-import { progressBar, withStatus } from '../../util/progress.js';
+import { progressBar, withStatus, type Progress as Bar } from '../../util/progress.js';
 import { WEIGHTS_FILE_NAME } from '../../weights/weights-source.js';
 import { formatClassification } from '../format.js';
-import { backendOption, checkOutputFile, chooseBackend, positiveInt, precisionOption } from '../options.js';
-
-interface Dump {
-  layer: string;
-  file: string;
-}
-
-function parseDump(spec: string, previous: Dump[] = []): Dump[] {
-  const eq = spec.indexOf('=');
-  if (eq <= 0 || eq === spec.length - 1) throw new InvalidArgumentError(`'${spec}' is not LAYER=FILE.npy.`);
-  const layer = spec.slice(0, eq);
-  const file = spec.slice(eq + 1);
-  if (resolveLayerName(layer) === undefined) throw new InvalidArgumentError(`unknown layer '${layer}' (try input, pool5, relu4_2, fc8, prob).`);
-  if (!file.endsWith('.npy')) throw new InvalidArgumentError(`${file}: the file name must end in .npy.`);
-  return [...previous, { layer, file }];
-}
+import { backendOption, chooseBackend, positiveInt, precisionOption } from '../options.js';
 
 export function registerClassify(program: Command): void {
   program
@@ -38,73 +20,45 @@ export function registerClassify(program: Command): void {
     .option('--json', 'one JSON object per image per line')
     .addOption(backendOption())
     .addOption(precisionOption())
-    .option('--dump <layer=file.npy>', "write an activation as float32 .npy ('input', 'pool5', 'fc8', 'prob', ...); repeatable, one image only", parseDump)
+    .option('--dump <layer=file.npy>', "write an activation as float32 .npy ('input', 'pool5', 'fc8', 'prob', ...); repeatable, one image only", (v: string, prev: string[] = []) => [...prev, v])
     .option('-q, --quiet', 'no progress bar or timing summary')
-    .action(async (images: string[], opts: { weights?: string; top: number; json?: boolean; backend?: string; precision: 'fp32' | 'fp16'; dump?: Dump[]; quiet?: boolean }) => {
-      const dumps = opts.dump ?? [];
-      if (dumps.length > 0 && images.length > 1) throw new PasticheError('--dump works with one image at a time');
-      checkLayerNames(dumps.map((d) => d.layer));
-      dumps.forEach((d) => checkOutputFile(d.file));
-      // Every image is read before the seconds of loading the weights: an unreadable one gets its
-      // line and the others go on; the exit code says that something failed.
-      const failed = new Set<number>();
-      const report = (e: unknown, i: number) => {
-        if (!(e instanceof PasticheError)) throw e;
-        process.stderr.write(`pastiche: ${e.message}\n`);
-        failed.add(i);
+    .action(async (images: string[], opts: { weights?: string; top: number; json?: boolean; backend?: string; precision: 'fp32' | 'fp16'; dump?: string[]; quiet?: boolean }) => {
+      const dumps = (opts.dump ?? []).map(parseDump);
+      let bar: Bar | undefined;
+      // The 'layer' events of each image's pass drive a bar of its own.
+      const render: OnProgress = (p) => {
+        if (p.kind !== 'layer') return;
+        bar ??= progressBar(p.total, `${path.basename(p.image)} {bar} {value}/{total} layers | {layer} | {duration}s`, opts.quiet);
+        bar.update(p.done, { layer: p.layer });
+        if (p.done === p.total) {
+          bar.stop();
+          bar = undefined;
+        }
       };
-      const pixels = new Map<number, RgbImage>();
-      for (const [i, image] of images.entries()) {
-        try {
-          const rgb = await readClassifierImage(image);
-          if (i < KEEP_DECODED) pixels.set(i, rgb); // 150 KB each; later ones are decoded again
-        } catch (e) {
-          report(e, i);
-        }
-      }
-      if (failed.size === images.length) {
-        process.exitCode = 1;
-        return;
-      }
       const backend = chooseBackend(opts.backend);
-      const { model, weightsFile, loadSeconds } = await withStatus('loading VGG19 weights', opts.quiet, () => loadModel({ weights: opts.weights, backend, precision: opts.precision }));
-      const forwardMs: number[] = [];
-      for (const [i, image] of images.entries()) {
-        if (failed.has(i)) continue;
-        const bar = progressBar(1, `${path.basename(image)} {bar} {value}/{total} layers | {layer} | {duration}s`, opts.quiet);
-        let result: Classification;
-        try {
-          result = await classifyImage(model, image, {
-            top: opts.top,
-            capture: dumps.map((d) => d.layer),
-            pixels: pixels.get(i),
-            onLayer: (done, total, name) => {
-              bar.setTotal(total);
-              bar.update(done, { layer: name });
-            },
-          }).finally(() => bar.stop());
-        } catch (e) {
-          report(e, i); // changed or removed since it was first read
-          continue;
-        }
-        pixels.delete(i);
-        forwardMs.push(result.forwardSeconds * 1000);
-        for (const d of dumps) await writeNpy(d.file, result.activations.get(resolveLayerName(d.layer)!)!);
-        process.stdout.write(opts.json ? `${JSON.stringify({ image: result.image, top: result.top })}\n` : `${formatClassification(result)}\n`);
-      }
+      const summary = await runClassify({
+        images,
+        top: opts.top,
+        dumps,
+        load: () => withStatus('loading VGG19 weights', opts.quiet, () => loadModel({ weights: opts.weights, backend, precision: opts.precision })),
+        onProgress: render,
+        onResult: (r) => process.stdout.write(opts.json ? `${JSON.stringify({ image: r.image, top: r.top })}\n` : `${formatClassification(r)}\n`),
+        onImageError: (_image, e) => {
+          bar?.stop();
+          bar = undefined;
+          process.stderr.write(`pastiche: ${e.message}\n`);
+        },
+      }).finally(() => bar?.stop());
+      const { loaded } = summary;
       // Last, so that errors stand out above it.
-      if (!opts.json && !opts.quiet && forwardMs.length > 0) {
+      if (loaded && !opts.json && !opts.quiet && summary.classified > 0) {
         process.stderr.write(
-          `weights: ${weightsFile} (${model.weights.layout} layout, loaded in ${loadSeconds.toFixed(2)} s); ` +
-            `backend: ${backendLabel(model.backend)}; forward pass: ${forwardMs.map((ms) => ms.toFixed(1)).join(', ')} ms\n`,
+          `weights: ${loaded.weightsFile} (${loaded.model.weights.layout} layout, loaded in ${loaded.loadSeconds.toFixed(2)} s); ` +
+            `backend: ${backendLabel(loaded.model.backend)}; forward pass: ${summary.forwardMs.map((ms) => ms.toFixed(1)).join(', ')} ms\n`,
         );
       }
-      if (failed.size > 0) {
-        process.stderr.write(`pastiche: ${failed.size} of ${images.length} image(s) could not be classified\n`);
-        process.exitCode = 1;
-      }
+      // One image that failed has said so; of several, the count says how many.
+      if (summary.failed > 0 && images.length > 1) process.stderr.write(`pastiche: ${summary.failed} of ${images.length} image(s) could not be classified\n`);
+      if (summary.failed > 0) process.exitCode = 1;
     });
 }
-
-/** Images decoded up front and kept until their turn (the rest are decoded again then). */
-const KEEP_DECODED = 256;

@@ -1,0 +1,123 @@
+/**
+ * The bench use case: which sections to time on which backends, with or without onnxruntime as a
+ * peer, all in one run so that the ratios compare like with like. The CLI formats the report.
+ */
+import * as os from 'node:os';
+import { availableBackends, nativeBackend, openBackend, type Backend, type BackendName } from '../backends/index.js';
+import { PasticheError } from '../errors.js';
+import { randomVgg19Weights, type Vgg19Weights } from '../model/vgg19-params.js';
+import { loadMatConvNetVgg19 } from '../weights/load-vgg19.js';
+import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops, type Timing } from './bench.js';
+import { runCheck, type CheckRow } from './check.js';
+import { layerRows, profileLayers, type LayerProfile } from './layer-profile.js';
+import { onnxLayerTimes, onnxRunner } from './onnx-peer.js';
+import type { OnProgress } from './progress.js';
+
+export const BENCH_SECTIONS = ['case', 'vgg', 'style', 'layers'] as const;
+export type BenchSection = (typeof BENCH_SECTIONS)[number];
+
+export interface BenchOptions {
+  readonly sections: readonly BenchSection[];
+  /** Backends to time (default: the CPU ones but loops); style iterations: these, else native (or ts). */
+  readonly backends?: readonly BackendName[];
+  readonly styleSizes: readonly number[];
+  /** Time with these weights (and report their loading time); default: random weights of the real size. */
+  readonly weightsFile?: string;
+  readonly repeat: number;
+  readonly warmup: number;
+  /** Also run onnxruntime-node on the same network and weights. */
+  readonly peers?: boolean;
+  readonly onProgress?: OnProgress;
+}
+
+/** Parses '--sections case,vgg' and '--style-sizes 256,512' (the only parsing bench needs). */
+export function parseBenchLists(sections: string, styleSizes: string): { sections: BenchSection[]; styleSizes: number[] } {
+  const s = sections.split(',').map((x) => x.trim());
+  for (const x of s) if (!(BENCH_SECTIONS as readonly string[]).includes(x)) throw new PasticheError(`--sections: unknown section '${x}' (${BENCH_SECTIONS.join(', ')})`);
+  const sizes = styleSizes.split(',').map((v) => Number(v));
+  if (sizes.some((v) => !Number.isInteger(v) || v < 32)) throw new PasticheError('--style-sizes: whole numbers of at least 32');
+  return { sections: s as BenchSection[], styleSizes: sizes };
+}
+
+export interface BenchReport {
+  machine: string;
+  /** The WebGPU adapter, when webgpu was timed. */
+  gpu?: string;
+  weights: string;
+  loadSeconds?: number;
+  repeat: number;
+  warmup: number;
+  courseCase?: CheckRow[];
+  vgg19Forward?: { size: number; gflop: number; rows: (Timing & { gflops: number })[] };
+  styleIteration?: { size: number; rows: Timing[] }[];
+  /** VGG19's forward pass layer by layer (`--sections layers`). */
+  layers?: LayerProfile;
+  /** Peak resident memory of the bench process, MiB (after the style iterations). */
+  peakRssMB?: number;
+}
+
+/** The CPU, its cores, the threads used and Node's version, for the report's first line. */
+export function machineDescription(threads: number): string {
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  return `${cpu}, ${os.cpus().length} cores, ${threads} thread(s), Node ${process.version}`;
+}
+
+export async function runBench(o: BenchOptions): Promise<BenchReport> {
+  const sections = new Set(o.sections);
+  const stage = (stage: string) => o.onProgress?.({ kind: 'stage', stage });
+  const backends = o.backends ?? availableBackends().filter((b) => b !== 'loops');
+  const styleBackendNames = o.backends ?? [nativeBackend ? 'native' : 'ts'];
+  const open = async (names: readonly string[]) => {
+    const out: Backend[] = [];
+    for (const n of names) out.push(await openBackend(n));
+    return out;
+  };
+  const vggBackends = await open(backends);
+  const styleBackends = await open(styleBackendNames);
+  const gpu = [...vggBackends, ...styleBackends].find((b) => b.name === 'webgpu');
+  let weights: Vgg19Weights;
+  let loadSeconds: number | undefined;
+  if (o.weightsFile) {
+    stage('loading weights');
+    const t0 = performance.now();
+    weights = await loadMatConvNetVgg19(o.weightsFile);
+    loadSeconds = (performance.now() - t0) / 1000;
+  } else {
+    weights = randomVgg19Weights(1);
+  }
+  const threads = nativeBackend ? nativeBackend.addon.threads() : 1;
+  const report: BenchReport = { machine: machineDescription(threads), gpu: gpu?.description, weights: weights.source, loadSeconds, repeat: o.repeat, warmup: o.warmup };
+  const each = (what: string) => (n: string, r: number, of: number) => stage(`${what}: ${n} ${r}/${of}`);
+  if (sections.has('case')) {
+    report.courseCase = await runCheck({ backends: backends.filter((b) => b !== 'loops'), repeat: o.repeat, onStep: (st) => stage(`course case: ${st}`) });
+  }
+  if (sections.has('vgg')) {
+    const runners = vggBackends.map((b) => forwardRunner(weights, b));
+    if (o.peers) runners.push(await onnxRunner(weights, 224, 'prob', threads));
+    const flops = vgg19ForwardFlops(weights, 224);
+    const rows = await timeInterleaved(runners, o.repeat, o.warmup, each('VGG19 forward'));
+    report.vgg19Forward = { size: 224, gflop: flops / 1e9, rows: rows.map((r) => ({ ...r, gflops: flops / (r.medianMs * 1e6) })) };
+  }
+  if (sections.has('style')) {
+    report.styleIteration = [];
+    for (const size of o.styleSizes) {
+      const runners = styleBackends.map((b) => styleIterationRunner(weights, b, size));
+      if (o.peers) runners.push(await onnxRunner(weights, size, 'relu5_1', threads));
+      const rows = await timeInterleaved(runners, o.repeat, o.warmup, each(`style iteration ${size}`));
+      report.styleIteration.push({ size, rows });
+    }
+    report.peakRssMB = process.resourceUsage().maxRSS / 1024;
+  }
+  if (sections.has('layers')) {
+    // A device backend's host time per layer is only its queueing: CPU backends only.
+    const cpu = vggBackends.filter((b) => b.name !== 'webgpu');
+    if (cpu.length === 0) throw new PasticheError('--sections layers times CPU backends (webgpu queues its work; per-layer host times mean nothing there)');
+    const profile = await profileLayers(weights, cpu, 224, o.repeat, o.warmup, each('layers'));
+    if (o.peers) {
+      stage('layers: onnxruntime');
+      profile.ms['onnxruntime'] = await onnxLayerTimes(weights, 224, threads, o.repeat, o.warmup, layerRows(weights, 224).rowOf);
+    }
+    report.layers = profile;
+  }
+  return report;
+}
