@@ -24,7 +24,7 @@ export { resizeBilinearPil } from './image/pil-resize.js';
 export { classifyImage, readClassifierImage, runClassify, parseDump, topK, type Classification, type ClassifyRun, type Dump, type Prediction } from './app/classify.js';
 export { loadModel } from './app/load-model.js';
 export { runCheck, comparePrecision, type CheckRow, type PrecisionComparison } from './app/check.js';
-export { startWebServer } from './app/web-server.js';
+export { startWebServer } from './server/web-server.js';
 export { readMatBlob } from './weights/mat/mat-blob.js';
 export { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from './app/bench.js';
 export {

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import sharp from 'sharp';
-import { startWebServer } from '../src/app/web-server.js';
+import { startWebServer } from '../src/server/web-server.js';
 import { PasticheError } from '../src/errors.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { CLI, TINY, runCli, type CliResult } from './helpers.js';

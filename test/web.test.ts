@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { chromium, type Page } from 'playwright-core';
-import { startWebServer } from '../src/app/web-server.js';
+import { startWebServer } from '../src/server/web-server.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import type { PageResult } from '../src/web/classify-page.js';

@@ -1,5 +1,5 @@
-/** Loads weights and builds the model, for every command that needs one. */
-import { openBackend, type Precision } from '../backends/index.js';
+/** Loads weights and builds the model on an opened backend, for every use case that needs one. */
+import type { Backend } from '../backends/index.js';
 import { Vgg19 } from '../model/vgg19.js';
 import { loadMatConvNetVgg19 } from '../weights/load-vgg19.js';
 import { resolveWeightsFile } from '../weights/weights-source.js';
@@ -10,12 +10,14 @@ export interface LoadedModel {
   readonly loadSeconds: number;
 }
 
-export async function loadModel(options: { weights?: string; backend?: string; precision?: Precision }): Promise<LoadedModel> {
-  // Fail on a bad name or a missing GPU before reading 576 MB.
-  const backend = await openBackend(options.backend, { precision: options.precision });
+/**
+ * `backend` comes opened (openBackend), so that a bad name or a missing GPU is said before the
+ * seconds of reading 576 MB; `weights` as --weights gives it (else $PASTICHE_WEIGHTS, the cache).
+ */
+export async function loadModel(options: { weights?: string; backend: Backend }): Promise<LoadedModel> {
   const weightsFile = resolveWeightsFile(options.weights);
   const t0 = performance.now();
   const weights = await loadMatConvNetVgg19(weightsFile);
   const loadSeconds = (performance.now() - t0) / 1000;
-  return { model: new Vgg19(weights, backend), weightsFile, loadSeconds };
+  return { model: new Vgg19(weights, options.backend), weightsFile, loadSeconds };
 }

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { parseDump, runClassify } from '../../app/classify.js';
 import { loadModel } from '../../app/load-model.js';
 import type { OnProgress } from '../../app/progress.js';
-import { backendLabel } from '../../backends/index.js';
+import { backendLabel, openBackend } from '../../backends/index.js';
 import { progressBar, withStatus, type Progress as Bar } from '../../util/progress.js';
 import { WEIGHTS_FILE_NAME } from '../../weights/weights-source.js';
 import { formatClassification } from '../format.js';
@@ -24,6 +24,7 @@ export function registerClassify(program: Command): void {
     .option('-q, --quiet', 'no progress bar or timing summary')
     .action(async (images: string[], opts: { weights?: string; top: number; json?: boolean; backend?: string; precision: 'fp32' | 'fp16'; dump?: string[]; quiet?: boolean }) => {
       const dumps = (opts.dump ?? []).map(parseDump);
+      const backend = await openBackend(chooseBackend(opts.backend), { precision: opts.precision });
       let bar: Bar | undefined;
       // The 'layer' events of each image's pass drive a bar of its own.
       const render: OnProgress = (p) => {
@@ -35,12 +36,11 @@ export function registerClassify(program: Command): void {
           bar = undefined;
         }
       };
-      const backend = chooseBackend(opts.backend);
       const summary = await runClassify({
         images,
         top: opts.top,
         dumps,
-        load: () => withStatus('loading VGG19 weights', opts.quiet, () => loadModel({ weights: opts.weights, backend, precision: opts.precision })),
+        load: () => withStatus('loading VGG19 weights', opts.quiet, () => loadModel({ weights: opts.weights, backend })),
         onProgress: render,
         onResult: (r) => process.stdout.write(opts.json ? `${JSON.stringify({ image: r.image, top: r.top })}\n` : `${formatClassification(r)}\n`),
         onImageError: (_image, e) => {

@@ -1,6 +1,6 @@
 /** `pastiche web`: the browser page (VGG19 on WebGPU), served on this machine. */
 import type { Command } from 'commander';
-import { startWebServer } from '../../app/web-server.js';
+import { startWebServer } from '../../server/web-server.js';
 import { portNumber } from '../options.js';
 
 export function registerWeb(program: Command): void {
