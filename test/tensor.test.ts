@@ -47,7 +47,7 @@ test('.npy rejects malformed files with a PasticheError', () => {
   bad.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0], 0);
   new DataView(bad.buffer).setUint16(8, f8.length, true);
   bad.set(f8, 10);
-  assert.throws(() => parseNpy(bad, 'c.npy'), /unsupported dtype <i8/);
+  assert.throws(() => parseNpy(bad, 'c.npy'), /unsupported dtype "<i8"/);
 });
 
 test('recycled host memory goes to the next uninitialised tensor of its size, and only there', () => {
