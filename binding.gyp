@@ -12,7 +12,8 @@
         "native/src/simd_avx512.cc",
         "native/src/simd_avx2.cc",
         "native/src/simd_portable.cc",
-        "native/src/conv.cc"
+        "native/src/conv.cc",
+        "native/src/machine.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_DISABLE_CPP_EXCEPTIONS", "NAPI_VERSION=8"],

@@ -102,3 +102,22 @@ test('the layer table prints each contender, GFLOP/s and the ratio, onnxruntime-
   assert.deepEqual(lines[4], ['Extra', '-', '0.25']);
   assert.deepEqual(lines[5], ['sum', '2.00', '5.00', '8.75', '400', '0.57']);
 });
+
+test('bench measures the machine first: FMA peaks per instruction set and thread count, and memory bandwidth', async () => {
+  const r = await runCli(['bench', '--sections', 'machine', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as { limits: { peaks: { isa: string; threads: number; gflops: number }[]; readGBs: number; triadGBs: number } };
+  const { peaks, readGBs, triadGBs } = report.limits;
+  assert.ok(peaks.some((p) => p.isa === 'portable' && p.threads === 1));
+  for (const p of peaks) assert.ok(p.gflops > 1 && p.gflops < 1e5, JSON.stringify(p));
+  // Vector units do several times the work of the baseline build's 4-wide vectors (both have FMA
+  // chains; the baseline's are a multiply and an add): a probe that measured latency or spilled
+  // its accumulators would not show it.
+  const one = (isa: string) => peaks.find((p) => p.isa === isa && p.threads === 1)?.gflops;
+  const wide = one('avx2') ?? one('avx512');
+  if (wide !== undefined) assert.ok(wide > 1.5 * one('portable')!, JSON.stringify(peaks));
+  assert.ok(readGBs > 1 && triadGBs > 1, `read ${readGBs}, triad ${triadGBs}`);
+  const text = await runCli(['bench', '--sections', 'machine']);
+  assert.match(text.stdout, /^machine: .*\nfp32 FMA peak, GFLOP\/s: .*portable \d+ \(1 thread\)/);
+  assert.match(text.stdout, /memory bandwidth, GB\/s: read [\d.]+, triad [\d.]+/);
+});

@@ -15,6 +15,7 @@
 
 #include "gemm.h"
 #include "kernels.h"
+#include "machine.h"
 #include "threadpool.h"
 
 using namespace pastiche;
@@ -195,8 +196,19 @@ Napi::Value CaptureStderr(const Napi::CallbackInfo& info) {
 #endif
 }
 
+// probeMachine("fma", iterations) -> GFLOP/s; probeMachine("read" | "triad", floats) -> GB/s.
+Napi::Value ProbeMachine(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
+  const std::string what = info[0].As<Napi::String>();
+  const long n = (long)info[1].As<Napi::Number>().Int64Value();
+  if (n < 1) return Napi::Number::New(info.Env(), 0);
+  const double v = what == "fma" ? probe_fma_gflops(n) : probe_bandwidth_gbs(what == "triad", n);
+  return Napi::Number::New(info.Env(), v);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   tune_malloc();
+  exports.Set("probeMachine", Napi::Function::New(env, ProbeMachine));
   exports.Set("captureStderr", Napi::Function::New(env, CaptureStderr));
   exports.Set("isa", Napi::Function::New(env, IsaFn));
   exports.Set("cpuHasAvx2", Napi::Boolean::New(env, cpu_has_avx2()));

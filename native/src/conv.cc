@@ -102,6 +102,13 @@ int positions_per_chunk(const Geometry& g) {
   return (int)std::max<size_t>(1, std::min(total, MAX_COLS / rows));
 }
 
+float* cols_buffer(size_t size) {
+  if (g_cols.size() < size) g_cols.resize(size);
+  return g_cols.data();
+}
+
+}  // namespace
+
 // The direct kernels of the active instruction set.
 const SimdKernels& simd_kernels() {
   switch (active_isa()) {
@@ -110,13 +117,6 @@ const SimdKernels& simd_kernels() {
     default: return portable::simd;
   }
 }
-
-float* cols_buffer(size_t size) {
-  if (g_cols.size() < size) g_cols.resize(size);
-  return g_cols.data();
-}
-
-}  // namespace
 
 void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float* wt, int cout, const float* bias,
                        bool relu, float* y) {

@@ -22,7 +22,15 @@ struct SimdKernels {
   void (*relu_span)(const float* x, float* y, long n);
   void (*relu_backward_span)(const float* dy, const float* x, float* dx, long n);
   void (*bias_relu_span)(float* row, long n, float b, bool relu);
+  // Machine probes (machine.inc): 12 independent FMA chains of one vector for `iterations`; the sum
+  // of n floats; a = b + s * c over n floats.
+  float (*fma_chains)(long iterations);
+  float (*sum_span)(const float* p, long n);
+  void (*triad_span)(float* a, const float* b, const float* c, float s, long n);
 };
+
+// The table of the active instruction set (conv.cc).
+const SimdKernels& simd_kernels();
 
 namespace avx512 { extern const SimdKernels simd; }
 namespace avx2 { extern const SimdKernels simd; }

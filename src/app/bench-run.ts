@@ -11,9 +11,10 @@ import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops
 import { runCheck, type CheckRow } from './check.js';
 import { layerRows, profileLayers, type LayerProfile } from './layer-profile.js';
 import { onnxLayerTimes, onnxRunner } from './onnx-peer.js';
+import { measureMachine, type MachineLimits } from './machine.js';
 import type { OnProgress } from './progress.js';
 
-export const BENCH_SECTIONS = ['case', 'vgg', 'style', 'layers'] as const;
+export const BENCH_SECTIONS = ['machine', 'case', 'vgg', 'style', 'layers'] as const;
 export type BenchSection = (typeof BENCH_SECTIONS)[number];
 
 export interface BenchOptions {
@@ -41,6 +42,8 @@ export function parseBenchLists(sections: string, styleSizes: string): { section
 
 export interface BenchReport {
   machine: string;
+  /** The machine's measured limits, taken first in every bench (--sections machine alone: only them). */
+  limits?: MachineLimits;
   /** The WebGPU adapter, when webgpu was timed. */
   gpu?: string;
   weights: string;
@@ -75,30 +78,32 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const vggBackends = await open(backends);
   const styleBackends = await open(styleBackendNames);
   const gpu = [...vggBackends, ...styleBackends].find((b) => b.name === 'webgpu');
-  let weights: Vgg19Weights;
+  let weights: Vgg19Weights | undefined;
   let loadSeconds: number | undefined;
   if (o.weightsFile) {
     stage('loading weights');
     const t0 = performance.now();
     weights = await loadMatConvNetVgg19(o.weightsFile);
     loadSeconds = (performance.now() - t0) / 1000;
-  } else {
+  } else if (['vgg', 'style', 'layers'].some((x) => sections.has(x as BenchSection))) {
     weights = randomVgg19Weights(1);
   }
   const threads = nativeBackend ? nativeBackend.addon.threads() : 1;
-  const report: BenchReport = { machine: machineDescription(threads), gpu: gpu?.description, weights: weights.source, loadSeconds, repeat: o.repeat, warmup: o.warmup };
+  stage('machine: FMA peak and memory bandwidth');
+  const limits = measureMachine();
+  const report: BenchReport = { machine: machineDescription(threads), limits, gpu: gpu?.description, weights: weights?.source ?? 'none (no section needs them)', loadSeconds, repeat: o.repeat, warmup: o.warmup };
   const each = (what: string) => (n: string, r: number, of: number) => stage(`${what}: ${n} ${r}/${of}`);
   if (sections.has('case')) {
     report.courseCase = await runCheck({ backends: backends.filter((b) => b !== 'loops'), repeat: o.repeat, onStep: (st) => stage(`course case: ${st}`) });
   }
-  if (sections.has('vgg')) {
+  if (sections.has('vgg') && weights) {
     const runners = vggBackends.map((b) => forwardRunner(weights, b));
     if (o.peers) runners.push(await onnxRunner(weights, 224, 'prob', threads));
     const flops = vgg19ForwardFlops(weights, 224);
     const rows = await timeInterleaved(runners, o.repeat, o.warmup, each('VGG19 forward'));
     report.vgg19Forward = { size: 224, gflop: flops / 1e9, rows: rows.map((r) => ({ ...r, gflops: flops / (r.medianMs * 1e6) })) };
   }
-  if (sections.has('style')) {
+  if (sections.has('style') && weights) {
     report.styleIteration = [];
     for (const size of o.styleSizes) {
       const runners = styleBackends.map((b) => styleIterationRunner(weights, b, size));
@@ -108,7 +113,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     }
     report.peakRssMB = process.resourceUsage().maxRSS / 1024;
   }
-  if (sections.has('layers')) {
+  if (sections.has('layers') && weights) {
     // A device backend's host time per layer is only its queueing: CPU backends only.
     const cpu = vggBackends.filter((b) => b.name !== 'webgpu');
     if (cpu.length === 0) throw new PasticheError('--sections layers times CPU backends (webgpu queues its work; per-layer host times mean nothing there)');

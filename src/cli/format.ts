@@ -1,6 +1,7 @@
 /** Text output of the CLI: what a person reads at the terminal. */
 import type { Timing } from '../app/bench.js';
 import type { BenchReport } from '../app/bench-run.js';
+import type { MachineLimits } from '../app/machine.js';
 import type { Classification } from '../app/classify.js';
 import type { LayerProfile } from '../app/layer-profile.js';
 import { type PrecisionComparison, FP16_MAX_REL_ERR, MAX_MSE, MAX_REL_ERR, type CheckRow } from '../app/check.js';
@@ -100,8 +101,15 @@ export function formatLayers(p: LayerProfile): string {
   return [line(header), line(header.map((_, i) => '-'.repeat(widths[i]!))), ...body.map(line)].map((l) => `  ${l}`).join('\n');
 }
 
+/** The machine's limits in two lines: FMA peaks per instruction set and threads, then bandwidth. */
+export function formatLimits(m: MachineLimits): string[] {
+  const sets = [...new Set(m.peaks.map((p) => p.isa))];
+  const peaks = sets.map((isa) => `${isa} ${m.peaks.filter((p) => p.isa === isa).map((p) => `${p.gflops.toFixed(0)} (${p.threads} thread${p.threads > 1 ? 's' : ''})`).join(' / ')}`);
+  return [`fp32 FMA peak, GFLOP/s: ${peaks.join('; ')}`, `memory bandwidth, GB/s: read ${m.readGBs.toFixed(1)}, triad ${m.triadGBs.toFixed(1)} (STREAM's count)`];
+}
+
 export function formatBench(r: BenchReport): string {
-  const lines = [`machine: ${r.machine}`, ...(r.gpu ? [`webgpu: ${r.gpu}`] : []), `weights: ${r.weights}${r.loadSeconds !== undefined ? ` (loaded in ${r.loadSeconds.toFixed(2)} s)` : ''}`, `timings: median of ${r.repeat} run(s) after ${r.warmup} warm-up, contenders interleaved`];
+  const lines = [`machine: ${r.machine}`, ...(r.limits ? formatLimits(r.limits) : ['machine limits: not measured (the native backend is not available)']), ...(r.gpu ? [`webgpu: ${r.gpu}`] : []), `weights: ${r.weights}${r.loadSeconds !== undefined ? ` (loaded in ${r.loadSeconds.toFixed(2)} s)` : ''}`, `timings: median of ${r.repeat} run(s) after ${r.warmup} warm-up, contenders interleaved`];
   if (r.courseCase) lines.push('', "== The course's case ==", formatCheck(r.courseCase, r.repeat));
   if (r.vgg19Forward) {
     const v = r.vgg19Forward;

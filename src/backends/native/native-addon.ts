@@ -46,6 +46,12 @@ export interface NativeAddon {
    * true: sends file descriptor 2 (what native libraries print) to a temporary file; returns
    * whether it did. false: restores it and returns what was printed meanwhile.
    */
+  /**
+   * The machine's limits on the active instruction set and the pool's threads: 'fma' runs
+   * `n` iterations of 12 independent FMA chains per thread and returns GFLOP/s; 'read' and
+   * 'triad' stream arrays of `n` floats and return GB/s (STREAM's byte counts). Best of a few runs.
+   */
+  probeMachine(what: 'fma' | 'read' | 'triad', n: number): number;
   captureStderr(begin: true): boolean;
   captureStderr(begin: false): string;
 }

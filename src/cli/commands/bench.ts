@@ -11,7 +11,7 @@ export function registerBench(program: Command): void {
     .command('bench')
     .description("time the course's case, VGG19 forward passes and style-transfer iterations: medians after a warm-up, contenders interleaved, ratios from the same run")
     .addOption(new Option('-b, --backend <name...>', 'backends to time (default: the CPU ones but loops; style: native, else ts); add webgpu for the GPU').choices(BACKEND_NAMES))
-    .option('--sections <list>', `comma-separated: ${BENCH_SECTIONS.join(', ')} (layers: VGG19 forward layer by layer, CPU backends)`, 'case,vgg,style')
+    .option('--sections <list>', `comma-separated: ${BENCH_SECTIONS.join(', ')} (machine: the FMA peak and memory bandwidth, measured first in every bench; layers: VGG19 forward layer by layer, CPU backends)`, 'case,vgg,style')
     .option('--style-sizes <list>', 'image sizes of the style iteration', '256,512')
     .option('-w, --weights <file>', 'time with these weights and report how long loading them takes (default: random weights of the real size)')
     .option('-r, --repeat <n>', 'timed runs per contender', positiveInt('--repeat'), 5)
