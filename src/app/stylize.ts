@@ -124,7 +124,7 @@ export function outputSize(content: { width: number; height: number }, size: Sty
  * largest layer in flight. Measured at 512x512 with the native backend (a style iteration): 1.95 GB
  * peak RSS; this estimate says 2.0 GiB.
  */
-export function estimateMemoryBytes(weights: Vgg19Weights, height: number, width: number): number {
+export function estimateMemoryBytes(weights: { readonly layers: ParamShapes }, height: number, width: number): number {
   let h = height;
   let w = width;
   let channels = 3;
@@ -150,6 +150,25 @@ export function estimateMemoryBytes(weights: Vgg19Weights, height: number, width
   }
   const runtime = 150 * 2 ** 20; // Node, sharp and the addon themselves
   return runtime + 4 * (params + 8 * winogradParams + 2 * activations + 4 * largest);
+}
+
+/**
+ * What the memory estimate needs of the weights: their shapes, not their values (a server can
+ * hold these while a worker holds the weights). Vgg19Weights.layers is one.
+ */
+export type ParamShapes = ReadonlyMap<
+  string,
+  | { readonly kind: 'conv' | 'fc'; readonly w: { readonly shape: readonly number[]; readonly size: number }; readonly b: { readonly size: number } }
+  | { readonly kind: 'pool'; readonly kernel: number; readonly stride: number; readonly pad: number }
+>;
+
+/** The shapes of `weights` as plain data (for postMessage). */
+export function paramShapes(weights: Vgg19Weights): ParamShapes {
+  const out = new Map<string, ParamShapes extends ReadonlyMap<string, infer V> ? V : never>();
+  for (const [name, p] of weights.layers) {
+    out.set(name, p.kind === 'pool' ? { kind: 'pool', kernel: p.kernel, stride: p.stride, pad: p.pad } : { kind: p.kind, w: { shape: [...p.w.shape], size: p.w.size }, b: { size: p.b.size } });
+  }
+  return out;
 }
 
 /** What the image is pulled towards: content features P per content layer, Gram matrices A per style layer. */

@@ -7,6 +7,7 @@ import { registerBench } from './commands/bench.js';
 import { registerCheck } from './commands/check.js';
 import { registerClassify } from './commands/classify.js';
 import { registerStylize } from './commands/stylize.js';
+import { registerServe } from './commands/serve.js';
 import { registerWeb } from './commands/web.js';
 import { registerWeights } from './commands/weights.js';
 import { positiveInt } from './options.js';
@@ -33,6 +34,7 @@ registerWeights(program);
 registerCheck(program);
 registerBench(program);
 registerWeb(program);
+registerServe(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -24,9 +24,13 @@ export const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg'];
 export async function writeRgb(file: string, img: RgbImage): Promise<void> {
   const ext = path.extname(file).toLowerCase();
   if (!IMAGE_EXTENSIONS.includes(ext)) throw new PasticheError(`${file}: the output must end in .png, .jpg or .jpeg`);
-  let s = sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.length), { raw: { width: img.width, height: img.height, channels: 3 } });
-  s = ext === '.png' ? s.png() : s.jpeg({ quality: 95 });
-  await writeFileAtomic(file, await s.toBuffer());
+  await writeFileAtomic(file, await encodeRgb(img, ext === '.png' ? 'png' : 'jpeg'));
+}
+
+/** PNG or JPEG (quality 95) bytes of an RGB image. */
+export async function encodeRgb(img: RgbImage, format: 'png' | 'jpeg'): Promise<Buffer> {
+  const s = sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.length), { raw: { width: img.width, height: img.height, channels: 3 } });
+  return (format === 'png' ? s.png() : s.jpeg({ quality: 95 })).toBuffer();
 }
 
 /** Bilinear resize of an NCHW float tensor (half-pixel centres, as align_corners=False). */

@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { PasticheError } from '../errors.js';
 
-/** dist/web, next to this module's dist/src/app. */
+/** dist/web, next to this module's dist/src/server. */
 export const WEB_ROOT = fileURLToPath(new URL('../../web/', import.meta.url));
 
 const FILES: Record<string, string> = {
@@ -22,6 +22,12 @@ const FILES: Record<string, string> = {
 };
 
 const TYPES: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', map: 'application/json' };
+
+/** The page file served at `pathname`, with its content type; undefined for any other path. */
+export function pageFile(pathname: string): { file: string; type: string } | undefined {
+  const name = Object.hasOwn(FILES, pathname) ? FILES[pathname] : undefined;
+  return name ? { file: `${WEB_ROOT}${name}`, type: TYPES[name.split('.').pop()!]! } : undefined;
+}
 
 /** The path of a request target; a target that is no valid URL path (e.g. 'http://[x/') has none. */
 function requestPath(target: string | undefined): string {
@@ -45,17 +51,17 @@ export async function startWebServer(options: { port?: number; host?: string } =
   const server: Server = createServer((req, res) => {
     // Whatever a client sends gets an HTTP answer; nothing in a request can end the server.
     try {
-      const name = FILES[requestPath(req.url)];
+      const page = pageFile(requestPath(req.url));
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { 'content-type': 'text/plain', allow: 'GET, HEAD' }).end('method not allowed\n');
         return;
       }
-      if (!name) {
+      if (!page) {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
         return;
       }
-      res.writeHead(200, { 'content-type': TYPES[name.split('.').pop()!]!, 'cache-control': 'no-store' });
-      res.end(req.method === 'HEAD' ? undefined : readFileSync(`${WEB_ROOT}${name}`));
+      res.writeHead(200, { 'content-type': page.type, 'cache-control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : readFileSync(page.file));
     } catch {
       if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
       res.end('internal error\n');

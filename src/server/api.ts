@@ -1,0 +1,295 @@
+/**
+ * The HTTP face of `pastiche serve`: a JSON API over the job queue, described by OpenAPI generated
+ * from the same route schemas that validate the requests (/openapi.json). Fastify, for its schema
+ * validation and serialisation, its plugins for multipart uploads, OpenAPI and rate limits, and
+ * because a malformed request ends in its error handler instead of the process.
+ *
+ * Nothing a client sends reaches the file system as a path: uploads are written under the job's
+ * own folder by names the server chooses, and job ids are checked against the server's own.
+ */
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import * as path from 'node:path';
+import multipart from '@fastify/multipart';
+import rateLimit from '@fastify/rate-limit';
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import sharp from 'sharp';
+import { decoderReason } from '../image/preprocess.js';
+import { estimateMemoryBytes, outputSize } from '../app/stylize.js';
+import { parseStylizeSettings } from '../app/stylize-request.js';
+import { PasticheError } from '../errors.js';
+import type { EmbeddedQueue } from './embedded-queue.js';
+import type { JobView, Work } from './jobs.js';
+import { pageFile } from './web-server.js';
+
+export interface ApiOptions {
+  readonly queue: EmbeddedQueue;
+  /** Requests to /api/ must carry `authorization: Bearer TOKEN` (or `?token=` for event streams). */
+  readonly token?: string;
+  /** The largest upload (all files of a request together), bytes. */
+  readonly maxUploadBytes: number;
+  /** The most pixels an uploaded image may decode to (decompression bombs stop here). */
+  readonly maxPixels: number;
+  /** Jobs waiting at most; more are refused with 429. */
+  readonly maxQueued: number;
+  /** Requests per minute per client address. */
+  readonly rateLimit: number;
+  /** Memory the worker may use for one job, bytes (the CLI's estimate is held against it). */
+  readonly memoryLimit: number;
+}
+
+/** A refusal with its HTTP status, from the handlers. */
+class HttpError extends Error {
+  constructor(
+    readonly statusCode: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const ERROR = { type: 'object', properties: { error: { type: 'string' } }, required: ['error'] } as const;
+const ID_PARAMS = { type: 'object', properties: { id: { type: 'string', pattern: '^[0-9a-f-]{36}$' } }, required: ['id'] } as const;
+const NUMBERS = ['iteration', 'of', 'content', 'style', 'tv', 'total', 'seconds', 'etaSeconds'] as const;
+const JOB = {
+  type: 'object',
+  required: ['id', 'kind', 'state', 'createdAt', 'previews'],
+  properties: {
+    id: { type: 'string' },
+    kind: { type: 'string', enum: ['stylize', 'classify'] },
+    state: { type: 'string', enum: ['queued', 'running', 'done', 'failed', 'cancelled'] },
+    createdAt: { type: 'string' },
+    startedAt: { type: 'string' },
+    finishedAt: { type: 'string' },
+    previews: { type: 'integer', description: 'how many preview images have come; the latest is at /api/jobs/{id}/preview' },
+    progress: { type: 'object', properties: Object.fromEntries(NUMBERS.map((k) => [k, { type: 'number' }])) },
+    result: {
+      type: 'object',
+      description: "stylize: the image's size and best loss (the image: /api/jobs/{id}/result); classify: the top classes",
+      properties: {
+        kind: { type: 'string' },
+        width: { type: 'integer' },
+        height: { type: 'integer' },
+        bestLoss: { type: 'number' },
+        iterations: { type: 'integer' },
+        interrupted: { type: 'boolean' },
+        top: { type: 'array', items: { type: 'object', properties: { index: { type: 'integer' }, label: { type: 'string' }, prob: { type: 'number' } } } },
+      },
+    },
+    error: { type: 'string' },
+  },
+} as const;
+const IMAGE_FILE = { description: 'an image file (PNG, JPEG, WebP, ...)' } as const;
+
+const FINAL = new Set(['done', 'failed', 'cancelled']);
+
+/** Decodes an upload once (bounded by maxPixels) to prove it is an image; returns its size. */
+async function inspectImage(bytes: unknown, field: string, maxPixels: number): Promise<{ width: number; height: number }> {
+  if (!Buffer.isBuffer(bytes) || bytes.length === 0) throw new HttpError(400, `${field}: an image file is required`);
+  try {
+    const { info } = await sharp(bytes, { limitInputPixels: maxPixels, failOn: 'error' }).rotate().raw().toBuffer({ resolveWithObject: true });
+    return { width: info.width, height: info.height };
+  } catch (e) {
+    const reason = decoderReason((e as Error).message);
+    throw new HttpError(400, /pixel limit/i.test(reason) ? `${field}: the image has more than ${maxPixels} pixels` : `${field}: cannot decode image: ${reason}`);
+  }
+}
+
+const asList = (v: unknown): unknown[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
+
+export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false, bodyLimit: o.maxUploadBytes, return503OnClosing: true });
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Pastiche', version: '0.1.0', description: 'Neural style transfer and VGG19 classification as jobs: submit, watch (Server-Sent Events), cancel, download.' },
+      components: { securitySchemes: o.token ? { bearer: { type: 'http', scheme: 'bearer' } } : {} },
+    },
+  });
+  await app.register(rateLimit, { max: o.rateLimit, timeWindow: '1 minute' });
+  await app.register(multipart, { attachFieldsToBody: 'keyValues', limits: { fileSize: o.maxUploadBytes, files: 9, fields: 4, parts: 13 } });
+
+  app.setErrorHandler((err: FastifyError | HttpError | PasticheError, _req, reply) => {
+    const code = (err as FastifyError).code;
+    let status = (err as { statusCode?: number }).statusCode ?? 500;
+    if (err instanceof PasticheError) status = 400;
+    if (code && /^FST_(REQ_FILE_TOO_LARGE|FILES_LIMIT|PARTS_LIMIT|FIELDS_LIMIT|ERR_CTP_BODY_TOO_LARGE)$/.test(code)) status = 413;
+    if ((err as FastifyError).validation) status = 400;
+    if (status >= 500) return reply.code(500).send({ error: 'internal error' });
+    return reply.code(status).send({ error: err.message });
+  });
+  app.setNotFoundHandler((_req, reply) => reply.code(404).send({ error: 'not found' }));
+
+  app.addHook('onRequest', async (req, reply) => {
+    if (!o.token || !req.url.startsWith('/api/')) return;
+    const query = new URLSearchParams(req.url.split('?')[1] ?? '').get('token');
+    if (req.headers.authorization !== `Bearer ${o.token}` && query !== o.token) {
+      await reply.code(401).send({ error: 'this server needs a token: send authorization: Bearer TOKEN' });
+    }
+  });
+
+  const job = (id: string): JobView => {
+    const view = o.queue.get(id);
+    if (!view) throw new HttpError(404, `no job ${id}`);
+    return view;
+  };
+
+  app.get('/api/health', { schema: { summary: 'whether the worker has its weights, and the queue', response: { 200: { type: 'object', additionalProperties: true } } } }, async () => {
+    const info = await o.queue.ready();
+    return { ok: !info.error, weights: info.weightsFile ?? null, error: info.error ?? null, queued: o.queue.queued() };
+  });
+
+  app.post(
+    '/api/jobs',
+    {
+      schema: {
+        summary: 'submit a job: multipart/form-data with kind, options (JSON) and the images',
+        consumes: ['multipart/form-data'],
+        body: {
+          type: 'object',
+          properties: {
+            kind: { type: 'string', enum: ['stylize', 'classify'], default: 'stylize' },
+            options: { type: 'string', maxLength: 4096, description: "JSON: stylize's options as the CLI has them, in camelCase (preset, size, iterations, styleWeight, styleBlend, ...); classify: { top }" },
+            content: IMAGE_FILE,
+            style: { description: 'one or more style images (stylize)' },
+            image: { ...IMAGE_FILE, description: 'the image to classify (classify)' },
+          },
+        },
+        response: { 201: JOB, 400: ERROR, 413: ERROR, 415: ERROR, 429: ERROR, 503: ERROR },
+      },
+      preValidation: async (req) => {
+        if (!req.isMultipart()) throw new HttpError(415, 'POST /api/jobs takes multipart/form-data: kind, options (JSON), and the image files');
+      },
+    },
+    async (req, reply) => {
+      const body = (req.body ?? {}) as Record<string, unknown>;
+      const kind = body['kind'] === 'classify' ? 'classify' : 'stylize';
+      if (o.queue.queued() >= o.maxQueued) throw new HttpError(429, `${o.queue.queued()} jobs are already waiting: try again later`);
+      const info = await o.queue.ready();
+      if (info.error || !info.shapes) throw new HttpError(503, `the server cannot run jobs: ${info.error}`);
+      let options: Record<string, unknown> = {};
+      if (typeof body['options'] === 'string' && body['options'].trim() !== '') {
+        try {
+          options = JSON.parse(body['options']) as Record<string, unknown>;
+        } catch {
+          throw new HttpError(400, 'options: not valid JSON');
+        }
+        if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new HttpError(400, 'options: must be a JSON object');
+      }
+      const { id, dir } = await o.queue.newJobDir();
+      try {
+        let work: Work;
+        if (kind === 'classify') {
+          const image = asList(body['image']);
+          if (image.length !== 1) throw new HttpError(400, 'image: exactly one image file is required');
+          await inspectImage(image[0], 'image', o.maxPixels);
+          const top = options['top'] ?? 5;
+          if (!Number.isInteger(top) || (top as number) < 1 || (top as number) > 1000) throw new HttpError(400, 'top: a whole number from 1 to 1000');
+          const file = path.join(dir, 'image');
+          await writeFile(file, image[0] as Buffer);
+          work = { kind, image: file, top: top as number };
+        } else {
+          const content = asList(body['content']);
+          const styles = asList(body['style']);
+          if (content.length !== 1) throw new HttpError(400, 'content: exactly one image file is required');
+          if (styles.length === 0) throw new HttpError(400, 'style: at least one style image is required');
+          const settings = parseStylizeSettings(options, styles.length);
+          if (settings.init.kind === 'file') throw new HttpError(400, "init: 'content', 'noise' or 'blend' (the server takes no file paths)");
+          const size = await inspectImage(content[0], 'content', o.maxPixels);
+          for (const [k, s] of styles.entries()) await inspectImage(s, `style ${k + 1}`, o.maxPixels);
+          const out = outputSize(size, settings.size);
+          const need = estimateMemoryBytes({ layers: info.shapes }, out.height, out.width);
+          if (need > o.memoryLimit) {
+            throw new HttpError(400, `a ${out.width}x${out.height} output needs about ${(need / 2 ** 30).toFixed(1)} GiB, more than this server gives a job (${(o.memoryLimit / 2 ** 30).toFixed(1)} GiB): choose a smaller size`);
+          }
+          const contentFile = path.join(dir, 'content');
+          await writeFile(contentFile, content[0] as Buffer);
+          const styleFiles: string[] = [];
+          for (const [k, s] of styles.entries()) {
+            styleFiles.push(path.join(dir, `style-${k + 1}`));
+            await writeFile(styleFiles[k]!, s as Buffer);
+          }
+          const total = settings.iterations * ((settings.scales ?? []).length + 1);
+          work = { kind, settings, content: contentFile, styles: styleFiles, output: path.join(dir, 'result.png'), previewEvery: Math.max(1, Math.round(total / 25)) };
+        }
+        return reply.code(201).send(o.queue.submit(id, dir, kind, work));
+      } catch (e) {
+        await rm(dir, { recursive: true, force: true });
+        throw e;
+      }
+    },
+  );
+
+  app.get('/api/jobs', { schema: { summary: 'recent jobs, newest first', response: { 200: { type: 'object', properties: { jobs: { type: 'array', items: JOB } } } } } }, async () => ({
+    jobs: o.queue.list(),
+  }));
+
+  app.get('/api/jobs/:id', { schema: { summary: "a job's state, progress and result", params: ID_PARAMS, response: { 200: JOB, 404: ERROR } } }, async (req) => job((req.params as { id: string }).id));
+
+  app.delete('/api/jobs/:id', { schema: { summary: 'cancel a job (a running one stops after its current iteration and keeps its best image)', params: ID_PARAMS, response: { 200: JOB, 404: ERROR, 409: ERROR } } }, async (req) => {
+    const { id } = req.params as { id: string };
+    if (FINAL.has(job(id).state)) throw new HttpError(409, `job ${id} has already ended (${job(id).state})`);
+    return o.queue.cancel(id)!;
+  });
+
+  const image = async (reply: FastifyReply, bytes: Uint8Array | undefined, what: string, name?: string) => {
+    if (!bytes) throw new HttpError(404, `no ${what} yet`);
+    reply.header('content-type', 'image/png').header('cache-control', 'no-store');
+    if (name) reply.header('content-disposition', `attachment; filename="${name}"`);
+    return reply.send(Buffer.from(bytes));
+  };
+  app.get('/api/jobs/:id/result', { schema: { summary: 'the stylized image (PNG)', params: ID_PARAMS, produces: ['image/png'] } }, async (req, reply) => {
+    const { id } = req.params as { id: string };
+    job(id);
+    return image(reply, await o.queue.result(id), 'result', `pastiche-${id.slice(0, 8)}.png`);
+  });
+  app.get('/api/jobs/:id/preview', { schema: { summary: 'the latest preview image (PNG)', params: ID_PARAMS, produces: ['image/png'] } }, async (req, reply) => {
+    const { id } = req.params as { id: string };
+    job(id);
+    return image(reply, o.queue.preview(id), 'preview');
+  });
+
+  app.get('/api/jobs/:id/events', { schema: { summary: "Server-Sent Events: 'state', 'progress' and 'preview', each with the job's view; the stream ends with the job", params: ID_PARAMS, produces: ['text/event-stream'] } }, (req, reply) => {
+    const { id } = req.params as { id: string };
+    const first = job(id);
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+    const send = (event: string, view: JobView) => res.write(`event: ${event}\ndata: ${JSON.stringify(view)}\n\n`);
+    send('state', first);
+    if (FINAL.has(first.state)) {
+      res.end();
+      return;
+    }
+    const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+    const stop = () => {
+      clearInterval(keepAlive);
+      unsubscribe();
+    };
+    const unsubscribe = o.queue.subscribe(id, (view, what) => {
+      send(what, view);
+      if (FINAL.has(view.state)) {
+        stop();
+        res.end();
+      }
+    });
+    req.raw.on('close', stop);
+  });
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  // The browser pages of `pastiche web` (today's classify page; the Studio page is to come).
+  app.get('/*', { schema: { hide: true } }, async (req, reply) => {
+    let pathname = '';
+    try {
+      pathname = new URL(req.url, 'http://localhost').pathname;
+    } catch {
+      // not a path: not found
+    }
+    const page = pageFile(pathname);
+    if (!page) throw new HttpError(404, 'not found');
+    return reply.header('content-type', page.type).send(await readFile(page.file));
+  });
+
+  await app.ready();
+  return app;
+}
