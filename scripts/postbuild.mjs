@@ -7,7 +7,7 @@ import { build } from 'esbuild';
 chmodSync('dist/src/cli/main.js', 0o755);
 mkdirSync('dist/web', { recursive: true });
 await build({
-  entryPoints: ['src/web/classify-page.ts', 'src/web/check-page.ts'],
+  entryPoints: ['src/web/classify-page.ts', 'src/web/check-page.ts', 'src/web/studio-page.ts'],
   bundle: true,
   format: 'esm',
   platform: 'browser',
@@ -16,4 +16,4 @@ await build({
   outdir: 'dist/web',
   logLevel: 'warning',
 });
-for (const page of ['index.html', 'check.html']) copyFileSync(`web/${page}`, `dist/web/${page}`);
+for (const page of ['index.html', 'check.html', 'studio.html']) copyFileSync(`web/${page}`, `dist/web/${page}`);

@@ -86,7 +86,7 @@ test('pastiche bench --sections layers --peers --json: the table for the full-si
   for (const who of ['native', 'onnxruntime']) assert.ok(report.layers.ms[who]!['conv3_2']! > 0, who);
   const bad = await runCli(['bench', '--sections', 'layer']);
   assert.equal(bad.code, 1);
-  assert.match(bad.stderr, /^pastiche: --sections: unknown section 'layer' \(case, vgg, style, layers\)\n$/);
+  assert.match(bad.stderr, /^pastiche: --sections: unknown section 'layer' \(machine, case, vgg, style, layers\)\n$/);
 });
 
 test('the layer table prints each contender, GFLOP/s and the ratio, onnxruntime-only nodes and the sums', () => {

@@ -277,7 +277,8 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
-  // The browser pages of `pastiche web` (today's classify page; the Studio page is to come).
+  // The Studio at /, and the pages of `pastiche web` (the in-browser classifier, the kernel check).
+  app.get('/', { schema: { hide: true } }, async (_req, reply) => reply.header('content-type', 'text/html; charset=utf-8').send(await readFile(pageFile('/studio.html')!.file)));
   app.get('/*', { schema: { hide: true } }, async (req, reply) => {
     let pathname = '';
     try {

@@ -19,6 +19,9 @@ const FILES: Record<string, string> = {
   '/check.html': 'check.html',
   '/check-page.js': 'check-page.js',
   '/check-page.js.map': 'check-page.js.map',
+  '/studio.html': 'studio.html',
+  '/studio-page.js': 'studio-page.js',
+  '/studio-page.js.map': 'studio-page.js.map',
 };
 
 const TYPES: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', map: 'application/json' };
