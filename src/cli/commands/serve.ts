@@ -15,6 +15,8 @@ export function registerServe(program: Command): void {
     .option('--token <secret>', 'require "authorization: Bearer SECRET" on /api/')
     .option('--max-queued <n>', 'jobs that may wait at once; more get HTTP 429', positiveInt('--max-queued'), 20)
     .action(async (opts: { port: number; host: string; weights?: string; data?: string; token?: string; maxQueued: number }) => {
+      const loopback = /^(127\.|localhost$|::1$|\[::1\]$)/.test(opts.host);
+      if (!loopback && !opts.token) process.stderr.write(`pastiche: serving on ${opts.host} without --token: anyone who can reach this machine can run jobs on it\n`);
       const service = await startService({ port: opts.port, host: opts.host, weights: opts.weights, dataDir: opts.data, token: opts.token, maxQueued: opts.maxQueued });
       process.stdout.write(`Pastiche service: ${service.url} (API description: ${service.url}openapi.json; Ctrl-C to stop)\n`);
       const info = await service.ready;
