@@ -150,6 +150,17 @@ test('hostile and malformed requests get a clear 4xx, and the server keeps servi
   assert.equal((await api('/api/health')).status, 200, 'still serving');
 });
 
+test('without weights the server still starts, says why on /api/health, and refuses jobs with a 503', async () => {
+  const s = await startService({ weights: `${TINY}no-such-weights.mat` });
+  services.push(s);
+  assert.match((await s.ready).error ?? '', /no-such-weights\.mat: no such file/);
+  const health = (await (await api('/api/health', undefined, s)).json()) as { ok: boolean; error: string };
+  assert.equal(health.ok, false);
+  const res = await submit({}, { content: CONTENT, style: STYLE }, 'stylize', s);
+  assert.equal(res.status, 503);
+  assert.match(((await res.json()) as { error: string }).error, /^the server cannot run jobs: .*no such file/);
+});
+
 test('--token: /api/ needs it (a header, or ?token= for event streams)', async () => {
   const locked = await service({ token: 's3cret' });
   assert.equal((await api('/api/jobs', undefined, locked)).status, 401);

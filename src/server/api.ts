@@ -114,7 +114,8 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     if (err instanceof PasticheError) status = 400;
     if (code && /^FST_(REQ_FILE_TOO_LARGE|FILES_LIMIT|PARTS_LIMIT|FIELDS_LIMIT|ERR_CTP_BODY_TOO_LARGE)$/.test(code)) status = 413;
     if ((err as FastifyError).validation) status = 400;
-    if (status >= 500) return reply.code(500).send({ error: 'internal error' });
+    // Our own refusals say why (a 503 too); anything else that breaks is not the client's business.
+    if (status >= 500 && !(err instanceof HttpError)) return reply.code(500).send({ error: 'internal error' });
     return reply.code(status).send({ error: err.message });
   });
   app.setNotFoundHandler((_req, reply) => reply.code(404).send({ error: 'not found' }));
