@@ -59,3 +59,15 @@ export function chooseBackend(name: string | undefined): string {
   noticeFallback();
   return DEFAULT_BACKEND;
 }
+
+/** --port and --host of the commands that serve (web, serve). */
+export const portOption = () => new Option('-p, --port <n>', 'port (1-65535)').argParser(portNumber).default(8080);
+export const hostOption = (more = '') => new Option('--host <address>', `address to listen on${more}`).default('127.0.0.1');
+
+/** Resolves on Ctrl-C or SIGTERM: how a server command waits to be stopped. */
+export function untilStopped(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+}

@@ -2,14 +2,14 @@
 import type { Command } from 'commander';
 import { startService } from '../../server/serve.js';
 import { WEIGHTS_FILE_NAME } from '../../weights/weights-source.js';
-import { portNumber, positiveInt } from '../options.js';
+import { hostOption, portOption, positiveInt, untilStopped } from '../options.js';
 
 export function registerServe(program: Command): void {
   program
     .command('serve')
     .description('serve style transfer and classification as jobs over HTTP: a JSON API (/openapi.json) with progress as Server-Sent Events; jobs run one at a time in a worker thread')
-    .option('-p, --port <n>', 'port (1-65535)', portNumber, 8080)
-    .option('--host <address>', 'address to listen on (0.0.0.0: every interface; set --token then)', '127.0.0.1')
+    .addOption(portOption())
+    .addOption(hostOption(' (0.0.0.0: every interface; set --token then)'))
     .option('-w, --weights <file>', `VGG19 weights (${WEIGHTS_FILE_NAME}); default: $PASTICHE_WEIGHTS, then the fetched file`)
     .option('--data <folder>', 'where job files go (default: a temporary folder, removed at exit)')
     .option('--token <secret>', 'require "authorization: Bearer SECRET" on /api/')
@@ -21,10 +21,7 @@ export function registerServe(program: Command): void {
       process.stdout.write(`Pastiche service: ${service.url} (API description: ${service.url}openapi.json; Ctrl-C to stop)\n`);
       const info = await service.ready;
       process.stderr.write(info.error ? `pastiche: jobs cannot run until this is fixed: ${info.error}\n` : `weights: ${info.weightsFile}\n`);
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-      });
+      await untilStopped();
       await service.close();
     });
 }
