@@ -239,11 +239,13 @@ async function start(): Promise<void> {
 
 async function cancel(): Promise<void> {
   if (!state.job) return;
+  // Said before the request: the stream may report the end before the answer comes back.
+  say('cancelling after this iteration…');
   try {
     await call('DELETE', `/api/jobs/${state.job.id}`);
-    say('cancelling after this iteration…');
   } catch (e) {
-    say((e as Error).message, true);
+    // A job that ended meanwhile has said so through its stream.
+    if (!/already ended/.test((e as Error).message)) say((e as Error).message, true);
   }
 }
 
