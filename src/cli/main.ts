@@ -7,7 +7,7 @@ import { registerBench } from './commands/bench.js';
 import { registerCheck } from './commands/check.js';
 import { registerClassify } from './commands/classify.js';
 import { registerStylize } from './commands/stylize.js';
-import { registerServe } from './commands/serve.js';
+import { registerServe, registerWorker } from './commands/serve.js';
 import { registerWeb } from './commands/web.js';
 import { registerWeights } from './commands/weights.js';
 import { positiveInt } from './options.js';
@@ -35,6 +35,7 @@ registerCheck(program);
 registerBench(program);
 registerWeb(program);
 registerServe(program);
+registerWorker(program);
 
 try {
   await program.parseAsync(process.argv);

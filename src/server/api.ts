@@ -7,8 +7,7 @@
  * Nothing a client sends reaches the file system as a path: uploads are written under the job's
  * own folder by names the server chooses, and job ids are checked against the server's own.
  */
-import { readFile, rm, writeFile } from 'node:fs/promises';
-import * as path from 'node:path';
+import { readFile } from 'node:fs/promises';
 import multipart from '@fastify/multipart';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
@@ -18,12 +17,13 @@ import { decoderReason } from '../image/preprocess.js';
 import { estimateMemoryBytes, outputSize } from '../app/stylize.js';
 import { parseStylizeSettings } from '../app/stylize-request.js';
 import { PasticheError } from '../errors.js';
-import type { EmbeddedQueue } from './embedded-queue.js';
-import type { JobView, Work } from './jobs.js';
+import type { JobView } from './jobs.js';
+import type { JobQueue, Upload } from './queue.js';
+import { isRedisDown } from './redis-queue.js';
 import { pageFile } from './web-server.js';
 
 export interface ApiOptions {
-  readonly queue: EmbeddedQueue;
+  readonly queue: JobQueue;
   /** Requests to /api/ must carry `authorization: Bearer TOKEN` (or `?token=` for event streams). */
   readonly token?: string;
   /** The largest upload (all files of a request together), bytes. */
@@ -114,6 +114,7 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     if (err instanceof PasticheError) status = 400;
     if (code && /^FST_(REQ_FILE_TOO_LARGE|FILES_LIMIT|PARTS_LIMIT|FIELDS_LIMIT|ERR_CTP_BODY_TOO_LARGE)$/.test(code)) status = 413;
     if ((err as FastifyError).validation) status = 400;
+    if (isRedisDown(err)) return reply.code(503).send({ error: 'the job queue (Redis) does not answer: try again shortly' });
     // Our own refusals say why (a 503 too); anything else that breaks is not the client's business.
     if (status >= 500 && !(err instanceof HttpError)) return reply.code(500).send({ error: 'internal error' });
     return reply.code(status).send({ error: err.message });
@@ -128,15 +129,15 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     }
   });
 
-  const job = (id: string): JobView => {
-    const view = o.queue.get(id);
+  const job = async (id: string): Promise<JobView> => {
+    const view = await o.queue.get(id);
     if (!view) throw new HttpError(404, `no job ${id}`);
     return view;
   };
 
   app.get('/api/health', { schema: { summary: 'whether the worker has its weights, and the queue', response: { 200: { type: 'object', additionalProperties: true } } } }, async () => {
     const info = await o.queue.ready();
-    return { ok: !info.error, weights: info.weightsFile ?? null, error: info.error ?? null, queued: o.queue.queued() };
+    return { ok: !info.error, weights: info.weightsFile ?? null, error: info.error ?? null, queued: await o.queue.queued() };
   });
 
   app.post(
@@ -164,9 +165,10 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     async (req, reply) => {
       const body = (req.body ?? {}) as Record<string, unknown>;
       const kind = body['kind'] === 'classify' ? 'classify' : 'stylize';
-      if (o.queue.queued() >= o.maxQueued) throw new HttpError(429, `${o.queue.queued()} jobs are already waiting: try again later`);
+      const waiting = await o.queue.queued();
+      if (waiting >= o.maxQueued) throw new HttpError(429, `${waiting} jobs are already waiting: try again later`);
       const info = await o.queue.ready();
-      if (info.error || !info.shapes) throw new HttpError(503, `the server cannot run jobs: ${info.error}`);
+      if (info.error) throw new HttpError(503, `the server cannot run jobs: ${info.error}`);
       let options: Record<string, unknown> = {};
       if (typeof body['options'] === 'string' && body['options'].trim() !== '') {
         try {
@@ -176,60 +178,48 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
         }
         if (typeof options !== 'object' || options === null || Array.isArray(options)) throw new HttpError(400, 'options: must be a JSON object');
       }
-      const { id, dir } = await o.queue.newJobDir();
-      try {
-        let work: Work;
-        if (kind === 'classify') {
-          const image = asList(body['image']);
-          if (image.length !== 1) throw new HttpError(400, 'image: exactly one image file is required');
-          await inspectImage(image[0], 'image', o.maxPixels);
-          const top = options['top'] ?? 5;
-          if (!Number.isInteger(top) || (top as number) < 1 || (top as number) > 1000) throw new HttpError(400, 'top: a whole number from 1 to 1000');
-          const file = path.join(dir, 'image');
-          await writeFile(file, image[0] as Buffer);
-          work = { kind, image: file, top: top as number };
-        } else {
-          const content = asList(body['content']);
-          const styles = asList(body['style']);
-          if (content.length !== 1) throw new HttpError(400, 'content: exactly one image file is required');
-          if (styles.length === 0) throw new HttpError(400, 'style: at least one style image is required');
-          const settings = parseStylizeSettings(options, styles.length);
-          if (settings.init.kind === 'file') throw new HttpError(400, "init: 'content', 'noise' or 'blend' (the server takes no file paths)");
-          const size = await inspectImage(content[0], 'content', o.maxPixels);
-          for (const [k, s] of styles.entries()) await inspectImage(s, `style ${k + 1}`, o.maxPixels);
-          const out = outputSize(size, settings.size);
-          const need = estimateMemoryBytes({ layers: info.shapes }, out.height, out.width);
-          if (need > o.memoryLimit) {
-            throw new HttpError(400, `a ${out.width}x${out.height} output needs about ${(need / 2 ** 30).toFixed(1)} GiB, more than this server gives a job (${(o.memoryLimit / 2 ** 30).toFixed(1)} GiB): choose a smaller size`);
-          }
-          const contentFile = path.join(dir, 'content');
-          await writeFile(contentFile, content[0] as Buffer);
-          const styleFiles: string[] = [];
-          for (const [k, s] of styles.entries()) {
-            styleFiles.push(path.join(dir, `style-${k + 1}`));
-            await writeFile(styleFiles[k]!, s as Buffer);
-          }
-          const total = settings.iterations * ((settings.scales ?? []).length + 1);
-          work = { kind, settings, content: contentFile, styles: styleFiles, output: path.join(dir, 'result.png'), previewEvery: Math.max(1, Math.round(total / 25)) };
-        }
-        return reply.code(201).send(o.queue.submit(id, dir, kind, work));
-      } catch (e) {
-        await rm(dir, { recursive: true, force: true });
-        throw e;
+      if (kind === 'classify') {
+        const image = asList(body['image']);
+        if (image.length !== 1) throw new HttpError(400, 'image: exactly one image file is required');
+        await inspectImage(image[0], 'image', o.maxPixels);
+        const top = options['top'] ?? 5;
+        if (!Number.isInteger(top) || (top as number) < 1 || (top as number) > 1000) throw new HttpError(400, 'top: a whole number from 1 to 1000');
+        return reply.code(201).send(await o.queue.submit({ kind, uploads: [{ field: 'image', bytes: image[0] as Buffer }], top: top as number, previewEvery: 1 }));
       }
+      const content = asList(body['content']);
+      const styles = asList(body['style']);
+      if (content.length !== 1) throw new HttpError(400, 'content: exactly one image file is required');
+      if (styles.length === 0) throw new HttpError(400, 'style: at least one style image is required');
+      const settings = parseStylizeSettings(options, styles.length);
+      if (settings.init.kind === 'file') throw new HttpError(400, "init: 'content', 'noise' or 'blend' (the server takes no file paths)");
+      const size = await inspectImage(content[0], 'content', o.maxPixels);
+      for (const [k, s] of styles.entries()) await inspectImage(s, `style ${k + 1}`, o.maxPixels);
+      // The workers' weights decide the memory a size needs; until a worker has said which it
+      // holds (queue mode), its own check in stylize() refuses a size that cannot fit.
+      if (info.shapes) {
+        const out = outputSize(size, settings.size);
+        const need = estimateMemoryBytes({ layers: info.shapes }, out.height, out.width);
+        if (need > o.memoryLimit) {
+          throw new HttpError(400, `a ${out.width}x${out.height} output needs about ${(need / 2 ** 30).toFixed(1)} GiB, more than this server gives a job (${(o.memoryLimit / 2 ** 30).toFixed(1)} GiB): choose a smaller size`);
+        }
+      }
+      const uploads: Upload[] = [{ field: 'content', bytes: content[0] as Buffer }, ...styles.map((b) => ({ field: 'style' as const, bytes: b as Buffer }))];
+      const total = settings.iterations * ((settings.scales ?? []).length + 1);
+      return reply.code(201).send(await o.queue.submit({ kind, uploads, settings, previewEvery: Math.max(1, Math.round(total / 25)) }));
     },
   );
 
   app.get('/api/jobs', { schema: { summary: 'recent jobs, newest first', response: { 200: { type: 'object', properties: { jobs: { type: 'array', items: JOB } } } } } }, async () => ({
-    jobs: o.queue.list(),
+    jobs: await o.queue.list(),
   }));
 
   app.get('/api/jobs/:id', { schema: { summary: "a job's state, progress and result", params: ID_PARAMS, response: { 200: JOB, 404: ERROR } } }, async (req) => job((req.params as { id: string }).id));
 
   app.delete('/api/jobs/:id', { schema: { summary: 'cancel a job (a running one stops after its current iteration and keeps its best image)', params: ID_PARAMS, response: { 200: JOB, 404: ERROR, 409: ERROR } } }, async (req) => {
     const { id } = req.params as { id: string };
-    if (FINAL.has(job(id).state)) throw new HttpError(409, `job ${id} has already ended (${job(id).state})`);
-    return o.queue.cancel(id)!;
+    const view = await job(id);
+    if (FINAL.has(view.state)) throw new HttpError(409, `job ${id} has already ended (${view.state})`);
+    return (await o.queue.cancel(id))!;
   });
 
   const image = async (reply: FastifyReply, bytes: Uint8Array | undefined, what: string, name?: string) => {
@@ -240,18 +230,18 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   };
   app.get('/api/jobs/:id/result', { schema: { summary: 'the stylized image (PNG)', params: ID_PARAMS, produces: ['image/png'] } }, async (req, reply) => {
     const { id } = req.params as { id: string };
-    job(id);
+    await job(id);
     return image(reply, await o.queue.result(id), 'result', `pastiche-${id.slice(0, 8)}.png`);
   });
   app.get('/api/jobs/:id/preview', { schema: { summary: 'the latest preview image (PNG)', params: ID_PARAMS, produces: ['image/png'] } }, async (req, reply) => {
     const { id } = req.params as { id: string };
-    job(id);
-    return image(reply, o.queue.preview(id), 'preview');
+    await job(id);
+    return image(reply, await o.queue.preview(id), 'preview');
   });
 
-  app.get('/api/jobs/:id/events', { schema: { summary: "Server-Sent Events: 'state', 'progress' and 'preview', each with the job's view; the stream ends with the job", params: ID_PARAMS, produces: ['text/event-stream'] } }, (req, reply) => {
+  app.get('/api/jobs/:id/events', { schema: { summary: "Server-Sent Events: 'state', 'progress' and 'preview', each with the job's view; the stream ends with the job", params: ID_PARAMS, produces: ['text/event-stream'] } }, async (req, reply) => {
     const { id } = req.params as { id: string };
-    const first = job(id);
+    const first = await job(id);
     reply.hijack();
     const res = reply.raw;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });

@@ -8,18 +8,8 @@ import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { ParamShapes } from '../app/stylize.js';
-import type { FromWorker, JobKind, JobView, ToWorker, Work } from './jobs.js';
-
-/** A change a subscriber hears of: the job's new view, and whether a new preview arrived. */
-export type JobListener = (view: JobView, what: 'state' | 'progress' | 'preview') => void;
-
-export interface WorkerInfo {
-  /** The weights the worker loaded, or why it could not. */
-  readonly weightsFile?: string;
-  readonly shapes?: ParamShapes;
-  readonly error?: string;
-}
+import type { FromWorker, JobView, ToWorker, Work } from './jobs.js';
+import type { JobListener, JobQueue, Submission, WorkerInfo } from './queue.js';
 
 interface Job {
   view: JobView;
@@ -40,7 +30,7 @@ export interface EmbeddedQueueOptions {
 
 const WORKER = new URL('./job-worker.js', import.meta.url);
 
-export class EmbeddedQueue {
+export class EmbeddedQueue implements JobQueue {
   private readonly jobs = new Map<string, Job>();
   private readonly waiting: string[] = [];
   private running?: string;
@@ -82,16 +72,22 @@ export class EmbeddedQueue {
     this.startWorker();
   }
 
-  /** Makes a job's folder: the API writes the uploads there before submitting. */
-  async newJobDir(): Promise<{ id: string; dir: string }> {
+  /** Writes the uploads into the job's own folder (by names chosen here) and queues it. */
+  async submit(sub: Submission): Promise<JobView> {
     const id = randomUUID();
     const dir = path.join(this.o.dataDir, id);
     await fs.mkdir(dir, { recursive: true });
-    return { id, dir };
-  }
-
-  submit(id: string, dir: string, kind: JobKind, work: Work): JobView {
-    const view: JobView = { id, kind, state: 'queued', createdAt: new Date().toISOString(), previews: 0 };
+    const files: Record<string, string[]> = { content: [], style: [], image: [] };
+    for (const u of sub.uploads) {
+      const file = path.join(dir, `${u.field}-${files[u.field]!.length + 1}`);
+      await fs.writeFile(file, u.bytes);
+      files[u.field]!.push(file);
+    }
+    const work: Work =
+      sub.kind === 'classify'
+        ? { kind: 'classify', image: files['image']![0]!, top: sub.top ?? 5 }
+        : { kind: 'stylize', settings: sub.settings!, content: files['content']![0]!, styles: files['style']!, output: path.join(dir, 'result.png'), previewEvery: sub.previewEvery };
+    const view: JobView = { id, kind: sub.kind, state: 'queued', createdAt: new Date().toISOString(), previews: 0 };
     this.jobs.set(id, { view, work, dir, listeners: new Set() });
     this.waiting.push(id);
     void this.forgetOld();
@@ -99,21 +95,20 @@ export class EmbeddedQueue {
     return view;
   }
 
-  get(id: string): JobView | undefined {
+  async get(id: string): Promise<JobView | undefined> {
     return this.jobs.get(id)?.view;
   }
 
-  /** Newest first. */
-  list(): JobView[] {
+  async list(): Promise<JobView[]> {
     return [...this.jobs.values()].map((j) => j.view).reverse();
   }
 
-  queued(): number {
+  async queued(): Promise<number> {
     return this.waiting.length;
   }
 
   /** Cancels a waiting job at once, a running one after its current iteration (its best image is kept). */
-  cancel(id: string): JobView | undefined {
+  async cancel(id: string): Promise<JobView | undefined> {
     const job = this.jobs.get(id);
     if (!job) return undefined;
     const i = this.waiting.indexOf(id);
@@ -133,7 +128,7 @@ export class EmbeddedQueue {
     return () => job?.listeners.delete(listener);
   }
 
-  preview(id: string): Uint8Array | undefined {
+  async preview(id: string): Promise<Uint8Array | undefined> {
     return this.jobs.get(id)?.preview;
   }
 

@@ -8,7 +8,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { PasticheError } from '../errors.js';
 import { buildApi } from './api.js';
-import { EmbeddedQueue, type WorkerInfo } from './embedded-queue.js';
+import { EmbeddedQueue } from './embedded-queue.js';
+import type { JobQueue, WorkerInfo } from './queue.js';
+import { RedisQueue } from './redis-queue.js';
 
 export interface ServiceOptions {
   readonly port?: number;
@@ -22,6 +24,8 @@ export interface ServiceOptions {
   readonly maxPixels?: number;
   readonly maxQueued?: number;
   readonly rateLimit?: number;
+  /** Jobs go to BullMQ on this Redis (redis://HOST:PORT) for `pastiche worker` processes; default: run here. */
+  readonly redis?: string;
 }
 
 export interface Service {
@@ -32,9 +36,14 @@ export interface Service {
 }
 
 export async function startService(o: ServiceOptions = {}): Promise<Service> {
-  const ownDir = o.dataDir === undefined;
-  const dataDir = o.dataDir ?? mkdtempSync(path.join(os.tmpdir(), 'pastiche-serve-'));
-  const queue = new EmbeddedQueue({ dataDir, weights: o.weights });
+  const ownDir = o.dataDir === undefined && !o.redis;
+  const dataDir = o.dataDir ?? (o.redis ? '' : mkdtempSync(path.join(os.tmpdir(), 'pastiche-serve-')));
+  let queue: JobQueue;
+  if (o.redis) {
+    queue = await RedisQueue.open(o.redis);
+  } else {
+    queue = new EmbeddedQueue({ dataDir, weights: o.weights });
+  }
   const app = await buildApi({
     queue,
     token: o.token,
@@ -58,7 +67,7 @@ export async function startService(o: ServiceOptions = {}): Promise<Service> {
   const { port } = app.server.address() as AddressInfo;
   return {
     url: `http://${host.includes(':') ? `[${host}]` : host}:${port}/`,
-    ready: queue.ready(),
+    ready: queue.ready().catch((e: unknown) => ({ error: (e as Error).message })),
     close: async () => {
       await app.close();
       await queue.close();

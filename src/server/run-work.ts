@@ -1,0 +1,51 @@
+/**
+ * One job's work, as both kinds of worker run it (the embedded worker thread and a BullMQ sandboxed
+ * processor): the same app/ use cases as the CLI, with progress and preview images handed to hooks.
+ */
+import { classifyImage } from '../app/classify.js';
+import { runStylize } from '../app/stylize.js';
+import type { Backend } from '../backends/index.js';
+import { encodeRgb, tensorToRgb } from '../image/tensor-image.js';
+import type { Vgg19Weights } from '../model/vgg19-params.js';
+import { Vgg19 } from '../model/vgg19.js';
+import type { JobProgressView, JobResultView, Work } from './jobs.js';
+
+export interface WorkHooks {
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (p: JobProgressView) => void;
+  /** A PNG of the image so far, every `previewEvery` iterations (and after the first). */
+  readonly onPreview?: (png: Uint8Array) => void;
+}
+
+const classifiers = new WeakMap<Vgg19Weights, Vgg19>();
+
+export async function runWork(work: Work, weights: Vgg19Weights, backend: Backend, hooks: WorkHooks = {}): Promise<JobResultView> {
+  if (work.kind === 'classify') {
+    let model = classifiers.get(weights);
+    if (!model) classifiers.set(weights, (model = new Vgg19(weights, backend)));
+    const r = await classifyImage(model, work.image, { top: work.top });
+    return { kind: 'classify', top: r.top };
+  }
+  const t0 = performance.now();
+  const previews: Promise<void>[] = [];
+  const result = await runStylize({
+    ...work.settings,
+    content: work.content,
+    styles: work.styles,
+    output: work.output,
+    weights,
+    backend,
+    signal: hooks.signal,
+    onProgress: (p) => {
+      if (p.kind !== 'iteration') return;
+      const seconds = (performance.now() - t0) / 1000;
+      hooks.onProgress?.({ iteration: p.iteration, of: p.of, content: p.content, style: p.style, tv: p.tv, total: p.total, seconds, etaSeconds: (seconds / p.iteration) * (p.of - p.iteration) });
+      if (hooks.onPreview && (p.iteration === 1 || p.iteration % work.previewEvery === 0)) {
+        const onPreview = hooks.onPreview;
+        previews.push(encodeRgb(tensorToRgb(p.image, weights.meanPixel), 'png').then((png) => onPreview(new Uint8Array(png))));
+      }
+    },
+  });
+  await Promise.all(previews);
+  return { kind: 'stylize', width: result.rgb.width, height: result.rgb.height, bestLoss: result.bestLoss, iterations: result.iterations, interrupted: result.interrupted };
+}
