@@ -2,6 +2,7 @@
 import { InvalidArgumentError, Option } from 'commander';
 import { BACKEND_NAMES, DEFAULT_BACKEND, noticeFallback } from '../backends/index.js';
 import { checkReadableFile, checkWritableFile } from '../util/file-checks.js';
+import { WEIGHTS_FILE_NAME } from '../weights/weights-source.js';
 
 export function positiveInt(what: string) {
   return (v: string): number => {
@@ -43,6 +44,9 @@ export function checkInputFile(file: string): void {
 export function checkOutputFile(file: string): void {
   checkWritableFile(file);
 }
+
+/** -w/--weights of the commands that run the model (else $PASTICHE_WEIGHTS, then the fetched file). */
+export const weightsOption = () => new Option('-w, --weights <file>', `VGG19 weights (${WEIGHTS_FILE_NAME}); default: $PASTICHE_WEIGHTS, then the fetched file`);
 
 export const backendOption = () =>
   new Option(

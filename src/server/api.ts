@@ -19,8 +19,8 @@ import { parseStylizeSettings } from '../app/stylize-request.js';
 import { PasticheError } from '../errors.js';
 import type { JobView } from './jobs.js';
 import type { JobQueue, Upload } from './queue.js';
-import { isRedisDown } from './redis-queue.js';
-import { pageFile } from './web-server.js';
+import { isRedisDown } from './redis-errors.js';
+import { pageFile, requestPath } from './web-server.js';
 
 export interface ApiOptions {
   readonly queue: JobQueue;
@@ -271,13 +271,7 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
   // The Studio at /, and the pages of `pastiche web` (the in-browser classifier, the kernel check).
   app.get('/', { schema: { hide: true } }, async (_req, reply) => reply.header('content-type', 'text/html; charset=utf-8').send(await readFile(pageFile('/studio.html')!.file)));
   app.get('/*', { schema: { hide: true } }, async (req, reply) => {
-    let pathname = '';
-    try {
-      pathname = new URL(req.url, 'http://localhost').pathname;
-    } catch {
-      // not a path: not found
-    }
-    const page = pageFile(pathname);
+    const page = pageFile(requestPath(req.url));
     if (!page) throw new HttpError(404, 'not found');
     return reply.header('content-type', page.type).send(await readFile(page.file));
   });

@@ -9,7 +9,8 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { FromWorker, JobView, ToWorker, Work } from './jobs.js';
-import type { JobListener, JobQueue, Submission, WorkerInfo } from './queue.js';
+import type { JobListener, JobQueue, Submission, Upload, WorkerInfo } from './queue.js';
+import { workFor } from './run-work.js';
 
 interface Job {
   view: JobView;
@@ -77,16 +78,13 @@ export class EmbeddedQueue implements JobQueue {
     const id = randomUUID();
     const dir = path.join(this.o.dataDir, id);
     await fs.mkdir(dir, { recursive: true });
-    const files: Record<string, string[]> = { content: [], style: [], image: [] };
+    const files: Record<Upload['field'], string[]> = { content: [], style: [], image: [] };
     for (const u of sub.uploads) {
-      const file = path.join(dir, `${u.field}-${files[u.field]!.length + 1}`);
+      const file = path.join(dir, `${u.field}-${files[u.field].length + 1}`);
       await fs.writeFile(file, u.bytes);
-      files[u.field]!.push(file);
+      files[u.field].push(file);
     }
-    const work: Work =
-      sub.kind === 'classify'
-        ? { kind: 'classify', image: files['image']![0]!, top: sub.top ?? 5 }
-        : { kind: 'stylize', settings: sub.settings!, content: files['content']![0]!, styles: files['style']!, output: path.join(dir, 'result.png'), previewEvery: sub.previewEvery };
+    const work = workFor(sub, files, dir);
     const view: JobView = { id, kind: sub.kind, state: 'queued', createdAt: new Date().toISOString(), previews: 0 };
     this.jobs.set(id, { view, work, dir, listeners: new Set() });
     this.waiting.push(id);

@@ -15,9 +15,9 @@ import { PasticheError } from '../errors.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
 import { loadMatConvNetVgg19 } from '../weights/load-vgg19.js';
 import { resolveWeightsFile } from '../weights/weights-source.js';
-import type { Work } from './jobs.js';
 import { BLOB_TTL_SECONDS, keys, redisConnection, type RedisJobData, type RedisProgress, type RedisReturn, type WorkerAnnouncement } from './redis-queue.js';
-import { runWork } from './run-work.js';
+import type { Upload } from './queue.js';
+import { runWork, workFor } from './run-work.js';
 
 const redis = redisConnection(process.env['PASTICHE_REDIS_URL']!);
 const me = `${process.pid}@${hostname()}`;
@@ -43,19 +43,16 @@ export default async function processJob(job: SandboxedJob<RedisJobData, RedisRe
   if ((await redis.exists(keys.cancel(id))) === 1) return { cancelled: true };
   const dir = await mkdtemp(path.join(tmpdir(), 'pastiche-job-'));
   try {
-    const files: Record<string, string[]> = { content: [], style: [], image: [] };
+    const files: Record<Upload['field'], string[]> = { content: [], style: [], image: [] };
     for (const input of job.data.inputs) {
       const bytes = await redis.getBuffer(input.key);
       if (!bytes) throw new Error(`the upload ${input.key} is gone from Redis (older than ${BLOB_TTL_SECONDS} s?)`);
       const file = path.join(dir, path.basename(input.key));
       await writeFile(file, bytes);
-      files[input.field]!.push(file);
+      files[input.field].push(file);
     }
     const d = job.data;
-    const work: Work =
-      d.kind === 'classify'
-        ? { kind: 'classify', image: files['image']![0]!, top: d.top ?? 5 }
-        : { kind: 'stylize', settings: d.settings!, content: files['content']![0]!, styles: files['style']!, output: path.join(dir, 'result.png'), previewEvery: d.previewEvery };
+    const work = workFor(d, files, dir);
     const controller = new AbortController();
     let previews = 0;
     let last: RedisProgress = { previews: 0 };

@@ -83,12 +83,6 @@ export async function connected(url: string, timeoutMs = 5000): Promise<Redis> {
   }
 }
 
-/** Whether an error means that Redis does not answer (the API's 503). */
-export function isRedisDown(e: unknown): boolean {
-  const err = e as NodeJS.ErrnoException;
-  return /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE/.test(err?.code ?? '') || /Connection is closed|Stream isn't writeable|enableOfflineQueue|Reached the max retries|connect E/.test(err?.message ?? '');
-}
-
 export class RedisQueue implements JobQueue {
   private readonly redis: Redis;
   private readonly queue: Queue;

@@ -8,13 +8,25 @@ import type { Backend } from '../backends/index.js';
 import { encodeRgb, tensorToRgb } from '../image/tensor-image.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
 import { Vgg19 } from '../model/vgg19.js';
+import * as path from 'node:path';
 import type { JobProgressView, JobResultView, Work } from './jobs.js';
+import type { Submission, Upload } from './queue.js';
 
 export interface WorkHooks {
   readonly signal?: AbortSignal;
   readonly onProgress?: (p: JobProgressView) => void;
   /** A PNG of the image so far, every `previewEvery` iterations (and after the first). */
   readonly onPreview?: (png: Uint8Array) => void;
+}
+
+/** A job's uploads once on disk, by field, in upload order. */
+export type InputFiles = Readonly<Record<Upload['field'], readonly string[]>>;
+
+/** The work of a submission whose uploads are in `files`; the result image goes into `dir`. */
+export function workFor(s: Pick<Submission, 'kind' | 'settings' | 'top' | 'previewEvery'>, files: InputFiles, dir: string): Work {
+  return s.kind === 'classify'
+    ? { kind: 'classify', image: files.image[0]!, top: s.top ?? 5 }
+    : { kind: 'stylize', settings: s.settings!, content: files.content[0]!, styles: files.style, output: path.join(dir, 'result.png'), previewEvery: s.previewEvery };
 }
 
 const classifiers = new WeakMap<Vgg19Weights, Vgg19>();

@@ -10,7 +10,6 @@ import { PasticheError } from '../errors.js';
 import { buildApi } from './api.js';
 import { EmbeddedQueue } from './embedded-queue.js';
 import type { JobQueue, WorkerInfo } from './queue.js';
-import { RedisQueue } from './redis-queue.js';
 
 export interface ServiceOptions {
   readonly port?: number;
@@ -40,6 +39,7 @@ export async function startService(o: ServiceOptions = {}): Promise<Service> {
   const dataDir = o.dataDir ?? (o.redis ? '' : mkdtempSync(path.join(os.tmpdir(), 'pastiche-serve-')));
   let queue: JobQueue;
   if (o.redis) {
+    const { RedisQueue } = await import('./redis-queue.js'); // BullMQ and ioredis only in queue mode
     queue = await RedisQueue.open(o.redis);
   } else {
     queue = new EmbeddedQueue({ dataDir, weights: o.weights });

@@ -33,7 +33,7 @@ export function pageFile(pathname: string): { file: string; type: string } | und
 }
 
 /** The path of a request target; a target that is no valid URL path (e.g. 'http://[x/') has none. */
-function requestPath(target: string | undefined): string {
+export function requestPath(target: string | undefined): string {
   try {
     return new URL(target ?? '/', 'http://localhost').pathname;
   } catch {

@@ -6,16 +6,15 @@ import { loadModel } from '../../app/load-model.js';
 import type { OnProgress } from '../../app/progress.js';
 import { backendLabel, openBackend } from '../../backends/index.js';
 import { progressBar, withStatus, type Progress as Bar } from '../../util/progress.js';
-import { WEIGHTS_FILE_NAME } from '../../weights/weights-source.js';
 import { formatClassification } from '../format.js';
-import { backendOption, chooseBackend, positiveInt, precisionOption } from '../options.js';
+import { backendOption, chooseBackend, positiveInt, precisionOption, weightsOption } from '../options.js';
 
 export function registerClassify(program: Command): void {
   program
     .command('classify')
     .description('classify images with VGG19 (top-N ImageNet classes)')
     .argument('<image...>', 'JPEG, PNG, WebP, ... images')
-    .option('-w, --weights <file>', `VGG19 weights (${WEIGHTS_FILE_NAME}); default: $PASTICHE_WEIGHTS, then the fetched file`)
+    .addOption(weightsOption())
     .option('-n, --top <n>', 'how many classes to show', positiveInt('--top'), 5)
     .option('--json', 'one JSON object per image per line')
     .addOption(backendOption())

@@ -1,10 +1,6 @@
 /** `pastiche serve`: the job service (HTTP API, jobs in a worker thread), until Ctrl-C or SIGTERM. */
 import type { Command } from 'commander';
-import { connected } from '../../server/redis-queue.js';
-import { startRedisWorker } from '../../server/redis-worker.js';
-import { startService } from '../../server/serve.js';
-import { WEIGHTS_FILE_NAME } from '../../weights/weights-source.js';
-import { hostOption, portOption, positiveInt, untilStopped } from '../options.js';
+import { hostOption, portOption, positiveInt, untilStopped, weightsOption } from '../options.js';
 
 export function registerServe(program: Command): void {
   program
@@ -12,7 +8,7 @@ export function registerServe(program: Command): void {
     .description('serve style transfer and classification as jobs over HTTP: a JSON API (/openapi.json) with progress as Server-Sent Events; jobs run one at a time in a worker thread')
     .addOption(portOption())
     .addOption(hostOption(' (0.0.0.0: every interface; set --token then)'))
-    .option('-w, --weights <file>', `VGG19 weights (${WEIGHTS_FILE_NAME}); default: $PASTICHE_WEIGHTS, then the fetched file`)
+    .addOption(weightsOption())
     .option('--data <folder>', 'where job files go (default: a temporary folder, removed at exit)')
     .option('--token <secret>', 'require "authorization: Bearer SECRET" on /api/')
     .option('--max-queued <n>', 'jobs that may wait at once; more get HTTP 429', positiveInt('--max-queued'), 20)
@@ -20,6 +16,8 @@ export function registerServe(program: Command): void {
     .action(async (opts: { port: number; host: string; weights?: string; data?: string; token?: string; maxQueued: number; redis?: string }) => {
       const loopback = /^(127\.|localhost$|::1$|\[::1\]$)/.test(opts.host);
       if (!loopback && !opts.token) process.stderr.write(`pastiche: serving on ${opts.host} without --token: anyone who can reach this machine can run jobs on it\n`);
+      // Imported here: Fastify and BullMQ cost ~0.3 s to load, which no other command should pay.
+      const { startService } = await import('../../server/serve.js');
       const service = await startService({ port: opts.port, host: opts.host, weights: opts.weights, dataDir: opts.data, token: opts.token, maxQueued: opts.maxQueued, redis: opts.redis });
       process.stdout.write(`Pastiche service: ${service.url} (API description: ${service.url}openapi.json; Ctrl-C to stop)\n`);
       const info = await service.ready;
@@ -35,10 +33,12 @@ export function registerWorker(program: Command): void {
     .command('worker')
     .description('take jobs from a `pastiche serve --redis` queue and run them (in sandboxed child processes), until Ctrl-C or SIGTERM')
     .requiredOption('--redis <url>', 'the queue: redis://HOST:PORT')
-    .option('-w, --weights <file>', `VGG19 weights (${WEIGHTS_FILE_NAME}); default: $PASTICHE_WEIGHTS, then the fetched file`)
+    .addOption(weightsOption())
     .option('--concurrency <n>', 'jobs run at once (each in its own process)', positiveInt('--concurrency'), 1)
     .option('--lock-ms <n>', 'a job whose worker stops renewing its lock for this long goes back to the queue', positiveInt('--lock-ms'), 30_000)
     .action(async (opts: { redis: string; weights?: string; concurrency: number; lockMs: number }) => {
+      const { connected } = await import('../../server/redis-queue.js');
+      const { startRedisWorker } = await import('../../server/redis-worker.js');
       (await connected(opts.redis)).disconnect(); // a Redis that does not answer is one line, not a wait
       const worker = startRedisWorker({ url: opts.redis, weights: opts.weights, concurrency: opts.concurrency, lockDurationMs: opts.lockMs, stalledIntervalMs: opts.lockMs });
       worker.on('error', (e) => process.stderr.write(`pastiche: worker: ${e.message}\n`));

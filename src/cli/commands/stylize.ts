@@ -7,8 +7,8 @@ import { PRESET_NAMES, checkStylizeFiles, parseStylizeSettings, type StylizeFiel
 import { openBackend } from '../../backends/index.js';
 import { progressBar, withStatus } from '../../util/progress.js';
 import { loadMatConvNetVgg19 } from '../../weights/load-vgg19.js';
-import { WEIGHTS_FILE_NAME, resolveWeightsFile } from '../../weights/weights-source.js';
-import { backendOption, chooseBackend, positiveInt } from '../options.js';
+import { resolveWeightsFile } from '../../weights/weights-source.js';
+import { backendOption, chooseBackend, positiveInt, weightsOption } from '../options.js';
 
 /** A request field as its flag: styleWeight -> --style-weight. */
 const flagName = (field: string) => `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
@@ -22,7 +22,7 @@ export function registerStylize(program: Command): void {
     .requiredOption('-o, --output <file>', 'the result (.png, .jpg or .jpeg)')
     // The request's own fields are passed on as text: app/stylize-request.ts parses and checks them.
     .option('--preset <name>', `starting settings: ${PRESET_NAMES.join(' or ')} (the course's lab 3-3 exactly)`, 'default')
-    .option('-w, --weights <file>', `VGG19 weights (${WEIGHTS_FILE_NAME}); default: $PASTICHE_WEIGHTS, then the fetched file`)
+    .addOption(weightsOption())
     .addOption(backendOption())
     .option('-s, --size <n>', 'longest side of the output in pixels (preset default: 512)')
     .option('-i, --iterations <n>', 'optimiser steps per scale (preset default: 300)')

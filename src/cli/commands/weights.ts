@@ -1,7 +1,6 @@
 /** `pastiche weights fetch | path`: getting the real VGG19 weights. */
 import type { Command } from 'commander';
 import { Option } from 'commander';
-import { PasticheError } from '../../errors.js';
 import { progressBar } from '../../util/progress.js';
 import { download } from '../../weights/download.js';
 import { checkInputFile, checkOutputFile, positiveNumber } from '../options.js';
@@ -20,7 +19,6 @@ export function registerWeights(program: Command): void {
     .option('--timeout <seconds>', 'give up after this long without receiving data, over all retries', positiveNumber('--timeout'), 60)
     .option('-q, --quiet', 'no progress bar')
     .action(async (opts: { layout: Layout; url?: string; md5?: string; output?: string; timeout: number; quiet?: boolean }) => {
-      if (opts.md5 !== undefined && !/^[0-9a-f]{32}$/i.test(opts.md5)) throw new PasticheError(`--md5 '${opts.md5}' is not an MD5 checksum (32 hexadecimal digits)`);
       if (opts.output) checkOutputFile(opts.output);
       const pub = PUBLISHED[opts.layout];
       const dest = opts.output ?? cachedWeightsPath(opts.layout);
