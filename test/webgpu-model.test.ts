@@ -47,7 +47,13 @@ test('100 consecutive forward passes (and 20 backward) do not grow GPU memory', 
   const x = randomTensor([1, 3, 32, 32], 1, -50, 50);
   const pass = async (i: number) => {
     const { output } = model.forward(x, { until: 'relu5_1' });
-    if (i < 20) model.backward(new Map([['relu5_1', gpu.scale(output, 1)]]), { paramGrads: false }).dispose();
+    if (i < 20) {
+      // The injected gradient is the caller's (backward leaves it alone): disposed here, not left
+      // to the garbage collector's finaliser, whose timing made the pool's count vary by one buffer.
+      const g = gpu.scale(output, 1);
+      model.backward(new Map([['relu5_1', g]]), { paramGrads: false }).dispose();
+      g.dispose();
+    }
     await output.toHost();
     output.dispose();
   };
