@@ -14,7 +14,7 @@ export { Vgg19, type ForwardOptions, type ForwardResult } from './model/vgg19.js
 export { VGG19_LAYERS, type LayerSpec } from './model/vgg19-table.js';
 export { readMatFile } from './weights/mat/mat-file.js';
 export type { MatValue } from './weights/mat/mat-types.js';
-export { loadMatConvNetVgg19 } from './weights/load-vgg19.js';
+export { loadMatConvNetVgg19, loadVgg19Weights, detectFormat } from './weights/load-vgg19.js';
 export { vgg19FromMat } from './weights/matconvnet.js';
 export { randomVgg19Weights, type Vgg19Weights } from './model/vgg19-params.js';
 export { PUBLISHED, cachedWeightsPath, resolveWeightsFile } from './weights/weights-source.js';
@@ -27,25 +27,24 @@ export { runCheck, comparePrecision, type CheckRow, type PrecisionComparison } f
 export { startWebServer } from './server/web-server.js';
 export { readMatBlob } from './weights/mat/mat-blob.js';
 export { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from './app/bench.js';
+export { stylize, runStylize, snapshotName, checkStylizeFiles, type StylizeOptions, type StylizeJob } from './app/stylize-job.js';
 export {
-  stylize,
-  runStylize,
-  snapshotName,
+  stylizeImages,
   buildTargets,
   evaluate,
   parseLayers,
   estimateMemoryBytes,
   DEFAULT_CONTENT_LAYERS,
   DEFAULT_STYLE_LAYERS,
-  type StylizeOptions,
+  type StylizeImagesOptions,
   type StylizeSettings,
-  type StylizeJob,
   type StylizeResult,
   type IterationReport,
 } from './app/stylize.js';
-export { STYLE_PRESETS, PRESET_NAMES, parseStylizeSettings, checkStylizeFiles, type StylizeFields } from './app/stylize-request.js';
+export { STYLE_PRESETS, PRESET_NAMES, parseStylizeSettings, type StylizeFields } from './app/stylize-request.js';
 export { fanOut, jsonLinesLog, type Progress, type OnProgress } from './app/progress.js';
 export { abortOnSignals } from './app/signals.js';
 export { contentLoss, styleLoss, tvLoss, gram } from './style/losses.js';
 export { Adam, Lbfgs, type Optimizer } from './style/optimizers.js';
-export { tensorToRgb, writeRgb, resizeTensorBilinear, keepOriginalColors } from './image/tensor-image.js';
+export { tensorToRgb, resizeTensorBilinear, keepOriginalColors, type RgbImage } from './image/rgb.js';
+export { writeRgb, encodeRgb } from './image/tensor-image.js';

@@ -161,6 +161,22 @@ test('without weights the server still starts, says why on /api/health, and refu
   assert.match(((await res.json()) as { error: string }).error, /^the server cannot run jobs: .*no such file/);
 });
 
+test("/api/weights gives the worker's own weights file for a run in the browser, or a 404 that says to choose one", async () => {
+  await main.ready;
+  const res = await api('/api/weights');
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('x-pastiche-weights'), 'vgg19-tiny-old.mat');
+  const bytes = Buffer.from(await res.arrayBuffer());
+  assert.equal(Number(res.headers.get('content-length')), bytes.length);
+  assert.ok(bytes.equals(readFileSync(WEIGHTS)), 'the same bytes as the file');
+  const none = await startService({ weights: `${TINY}no-such-weights.mat` });
+  services.push(none);
+  await none.ready;
+  const missing = await api('/api/weights', undefined, none);
+  assert.equal(missing.status, 404);
+  assert.match(((await missing.json()) as { error: string }).error, /^this server has no weights file to give: choose the \.mat file/);
+});
+
 test('--token: /api/ needs it (a header, or ?token= for event streams)', async () => {
   const locked = await service({ token: 's3cret' });
   assert.equal((await api('/api/jobs', undefined, locked)).status, 401);

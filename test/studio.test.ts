@@ -1,7 +1,8 @@
 /**
  * Pastiche Studio in headless Chromium (Debian's, driven by playwright-core) against a real
  * `pastiche serve` with the tiny VGG19: a whole job from upload to download, cancel, an invalid
- * upload, classification, and the page in dark mode and on a phone-sized screen. Screenshots go to
+ * upload, classification, the page in dark mode and on a phone-sized screen, and a run in the
+ * browser itself on WebGPU (Chromium's SwiftShader here) against the same run in Node. Screenshots go to
  * $PASTICHE_SCREENSHOTS when it is set (for looking at them, not compared by the test).
  */
 import * as assert from 'node:assert/strict';
@@ -11,11 +12,14 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import sharp from 'sharp';
+import { stylize } from '../src/app/stylize-job.js';
+import { parseStylizeSettings } from '../src/app/stylize-request.js';
 import { startService } from '../src/server/serve.js';
+import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import { FIXTURES, TINY } from './helpers.js';
 
 const CHROMIUM = process.env['PASTICHE_CHROMIUM'] ?? '/usr/bin/chromium';
-const FLAGS = ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const FLAGS = ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu'];
 const SHOTS = process.env['PASTICHE_SCREENSHOTS'];
 const CONTENT = `${TINY}chelsea.png`;
 const STYLE = `${FIXTURES}resize/gradient301x199.png`;
@@ -130,4 +134,69 @@ test('the Classify tab names what VGG19 sees; dark mode and a phone screen', asy
   assert.ok(await phone.evaluate(() => document.documentElement.scrollWidth <= 390), 'no sideways scrolling');
   await shot(phone, 'studio-phone');
   await phone.close();
+});
+
+interface LocalRun {
+  state: string;
+  iteration: number;
+  losses: number[];
+  previews: number;
+  width?: number;
+  height?: number;
+  adapter?: string;
+  error?: string;
+}
+const localRun = (p: Page) => p.evaluate(() => (window as unknown as { pasticheStudio: { local?: LocalRun } }).pasticheStudio.local);
+
+test('Run in this browser: the optimisation on WebGPU in the page equals the engine in Node; cancel; the weights come once', async () => {
+  const p = await page();
+  const weightRequests: string[] = [];
+  p.on('request', (r) => r.url().includes('/api/weights') && weightRequests.push(r.url()));
+  const jobPosts: string[] = [];
+  p.on('request', (r) => r.method() === 'POST' && jobPosts.push(r.url()));
+  assert.equal(await p.isVisible('#here'), false);
+  await p.selectOption('#where', 'browser');
+  assert.ok(await p.isVisible('#here'), 'the weights choice shows for a run here');
+  await pickImages(p, 5);
+  await p.click('#start');
+  await p.waitForFunction(() => ['done', 'failed', 'cancelled'].includes((window as unknown as { pasticheStudio: { local?: LocalRun } }).pasticheStudio.local?.state ?? ''), null, { timeout: 180_000 });
+  const run = (await localRun(p))!;
+  assert.equal(run.state, 'done', `${run.error} / ${await p.textContent('#status')}`);
+  assert.deepEqual([run.width, run.height, run.iteration], [64, 43, 5]);
+  assert.match((await p.textContent('#status')) ?? '', /^done in this browser: 64x43, 5 iterations on /);
+  assert.ok(run.previews >= 1);
+  assert.deepEqual(jobPosts, [], 'no job went to the server');
+
+  // The same settings through the same parser, run by the engine in Node on the CPU.
+  const totals: number[] = [];
+  const ref = await stylize({
+    ...parseStylizeSettings({ preset: 'default', size: 64, iterations: 5, optimizer: 'adam' }, 1),
+    content: CONTENT,
+    styles: [STYLE],
+    weights: await loadMatConvNetVgg19(`${TINY}vgg19-tiny-old.mat`),
+    onProgress: (e) => e.kind === 'iteration' && totals.push(e.total),
+  });
+  run.losses.forEach((l, i) => assert.ok(Math.abs(l - totals[i]!) <= 1e-3 * totals[i]!, `iteration ${i + 1}: browser ${l}, Node ${totals[i]}`));
+  const href = (await p.getAttribute('#download', 'href'))!;
+  assert.match(href, /^blob:/);
+  const png = Buffer.from(await p.evaluate(async (u) => Array.from(new Uint8Array(await (await fetch(u)).arrayBuffer())), href));
+  const { data, info } = await sharp(png).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  assert.deepEqual([info.width, info.height], [64, 43]);
+  let diff = 0;
+  for (let i = 0; i < data.length; i++) diff += Math.abs(data[i]! - ref.rgb.data[i]!);
+  assert.ok(diff / data.length < 0.5, `mean pixel difference to Node's result ${diff / data.length}`);
+  assert.equal(await p.locator('#gallery img').count(), 1);
+  await shot(p, 'studio-browser-done');
+
+  // A long run here stops within an iteration of Cancel and keeps its best image.
+  await p.fill('#iterations', '100000');
+  await p.click('#start');
+  await p.waitForFunction(() => ((window as unknown as { pasticheStudio: { local?: LocalRun } }).pasticheStudio.local?.iteration ?? 0) > 3, null, { timeout: 60_000 });
+  await p.click('#cancel');
+  await p.waitForFunction(() => (window as unknown as { pasticheStudio: { local?: LocalRun } }).pasticheStudio.local?.state !== 'running', null, { timeout: 5_000 });
+  assert.equal((await localRun(p))!.state, 'cancelled');
+  assert.match((await p.textContent('#status')) ?? '', /cancelled: the best image so far is kept/);
+  assert.equal(await p.locator('#gallery img').count(), 2);
+  assert.equal(weightRequests.length, 1, 'the weights are downloaded once per page');
+  await p.close();
 });

@@ -129,6 +129,7 @@ export async function runClassify(run: ClassifyRun): Promise<ClassifyRunSummary>
   if (failed.size === run.images.length) return { classified: 0, failed: failed.size, forwardMs: [] };
   run.onProgress?.({ kind: 'stage', stage: 'loading VGG19 weights' });
   const loaded = await run.load();
+  if (!loaded.model.weights.hasClassifier) throw new PasticheError(`${loaded.weightsFile} holds VGG19's features only (no fc6-fc8, e.g. Keras' notop file): enough for stylize, not for classify`);
   const forwardMs: number[] = [];
   for (const [i, image] of run.images.entries()) {
     if (failed.has(i)) continue;

@@ -1,7 +1,7 @@
 /** Loads weights and builds the model on an opened backend, for every use case that needs one. */
 import type { Backend } from '../backends/index.js';
 import { Vgg19 } from '../model/vgg19.js';
-import { loadMatConvNetVgg19 } from '../weights/load-vgg19.js';
+import { loadVgg19Weights } from '../weights/load-vgg19.js';
 import { resolveWeightsFile } from '../weights/weights-source.js';
 
 export interface LoadedModel {
@@ -17,7 +17,7 @@ export interface LoadedModel {
 export async function loadModel(options: { weights?: string; backend: Backend }): Promise<LoadedModel> {
   const weightsFile = resolveWeightsFile(options.weights);
   const t0 = performance.now();
-  const weights = await loadMatConvNetVgg19(weightsFile);
+  const weights = await loadVgg19Weights(weightsFile);
   const loadSeconds = (performance.now() - t0) / 1000;
   return { model: new Vgg19(weights, options.backend), weightsFile, loadSeconds };
 }

@@ -1,6 +1,6 @@
 /**
  * Progress of long work, in one shape for every consumer: the CLI's progress bars, a JSON-lines log
- * file, and (to come) a server's event stream and a queue's job progress all take a `Progress`
+ * file, the server's event stream, a queue's job progress and Studio's page all take a `Progress`
  * event and render or forward it; the use cases in app/ only emit them.
  */
 import { closeSync, openSync, writeSync } from 'node:fs';

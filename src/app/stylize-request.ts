@@ -3,11 +3,8 @@
  * typed settings: presets, ranges, layer lists, blends and scales are checked here and nowhere else.
  * Errors name the field the way the caller's user knows it (`--style-weight` or `styleWeight`).
  */
-import * as path from 'node:path';
 import { PasticheError } from '../errors.js';
-import { IMAGE_EXTENSIONS } from '../image/tensor-image.js';
-import { checkReadableFile, checkWritableFile } from '../util/file-checks.js';
-import { DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, parseLayers, snapshotName, type Init, type StylizeSettings } from './stylize.js';
+import { DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, parseLayers, type Init, type StylizeSettings } from './stylize.js';
 
 /** Settings that a preset starts from; every field given overrides its own. */
 export const STYLE_PRESETS = {
@@ -144,18 +141,4 @@ export function parseStylizeSettings(fields: StylizeFields, styleCount: number, 
     pooling: f.choice('pooling', ['max', 'avg'] as const) ?? preset.pooling,
     scales,
   };
-}
-
-/**
- * The files of a run on this machine, checked before any work: the inputs can be read; the output,
- * the first snapshot and the log can be written (a probe file is written and removed), so that an
- * unwritable path never costs a whole optimisation.
- */
-export function checkStylizeFiles(files: { content: string; styles: readonly string[]; output: string; init?: Init; saveEvery?: number; logJson?: string }): void {
-  if (!IMAGE_EXTENSIONS.includes(path.extname(files.output).toLowerCase())) throw new PasticheError(`${files.output}: the output must end in .png, .jpg or .jpeg`);
-  checkWritableFile(files.output);
-  if (files.saveEvery) checkWritableFile(snapshotName(files.output, files.saveEvery));
-  if (files.logJson) checkWritableFile(files.logJson);
-  for (const f of [files.content, ...files.styles]) checkReadableFile(f);
-  if (files.init?.kind === 'file') checkReadableFile(files.init.file);
 }

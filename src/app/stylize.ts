@@ -3,14 +3,11 @@
  * itself is optimised so that its VGG19 features match the content image's (seed eq. 24) and its
  * Gram matrices match the style images' (eqs. 26-28), L = alpha L_c + beta L_s + tv TV (eq. 29).
  */
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { getBackend, type Backend } from '../backends/index.js';
+import type { Backend } from '../backends/backend.js';
 import { windowOutput } from '../backends/shapes.js';
 import { PasticheError } from '../errors.js';
-import { readRgb, rgbToTensor, type RgbImage } from '../image/preprocess.js';
 import { resizeBilinearPil } from '../image/pil-resize.js';
-import { keepOriginalColors, resizeTensorBilinear, tensorToRgb, writeRgb } from '../image/tensor-image.js';
+import { keepOriginalColors, resizeTensorBilinear, rgbToTensor, tensorToRgb, type RgbImage } from '../image/rgb.js';
 import { Vgg19 } from '../model/vgg19.js';
 import { VGG19_LAYERS, resolveLayerName } from '../model/vgg19-table.js';
 import { contentLoss, gram, styleLoss, tvLoss } from '../style/losses.js';
@@ -59,12 +56,16 @@ export interface StylizeSettings extends ObjectiveWeights {
   readonly scales?: readonly number[];
 }
 
-export interface StylizeOptions extends StylizeSettings {
-  readonly content: string;
-  readonly styles: readonly string[];
+/** A run on decoded images (what both the CLI's files and a browser's canvas give). */
+export interface StylizeImagesOptions extends StylizeSettings {
+  readonly content: RgbImage;
+  readonly styles: readonly RgbImage[];
+  /** The start image when `init` is a file: its pixels. */
+  readonly initImage?: RgbImage;
   readonly weights: Vgg19Weights;
-  /** An opened backend (openBackend); default: the default CPU backend. */
-  readonly backend?: Backend;
+  readonly backend: Backend;
+  /** Refuse sizes whose estimate (estimateMemoryBytes) exceeds this many bytes; absent: no check. */
+  readonly memoryLimitBytes?: number;
   /** Called with an 'iteration' event after every step. */
   readonly onProgress?: OnProgress;
   /** Stops after the current iteration; the best image so far is returned. */
@@ -111,7 +112,7 @@ export function parseLayers(spec: string | readonly string[], what: string): Wei
 }
 
 /** Output height and width: the longest side is `size`, the content's aspect ratio is kept. */
-export function outputSize(content: { width: number; height: number }, size: StylizeOptions['size']): { height: number; width: number } {
+export function outputSize(content: { width: number; height: number }, size: StylizeSettings['size']): { height: number; width: number } {
   if (typeof size !== 'number') return size;
   const scale = size / Math.max(content.width, content.height);
   return { height: Math.max(1, Math.round(content.height * scale)), width: Math.max(1, Math.round(content.width * scale)) };
@@ -277,7 +278,10 @@ function imageTensor(rgb: RgbImage, height: number, width: number, mean: readonl
   return rgbToTensor(resizeBilinearPil(rgb, width, height), mean);
 }
 
-export async function stylize(o: StylizeOptions): Promise<StylizeResult> {
+/** Lets the event loop run (signal handlers, progress bars, a page's repaint) between iterations. */
+const yieldToEvents = (): Promise<void> => new Promise((r) => (typeof setImmediate === 'function' ? setImmediate(r) : setTimeout(r, 0)));
+
+export async function stylizeImages(o: StylizeImagesOptions): Promise<StylizeResult> {
   if (o.styles.length === 0) throw new PasticheError('give at least one style image');
   const blend = o.styleBlend ?? o.styles.map(() => 1);
   if (blend.length !== o.styles.length) throw new PasticheError(`${o.styles.length} style image(s) but ${blend.length} blend weight(s)`);
@@ -287,21 +291,22 @@ export async function stylize(o: StylizeOptions): Promise<StylizeResult> {
     throw new PasticheError('the size must be a positive whole number');
   }
   const mean = o.weights.meanPixel;
-  const contentRgb = await readRgb(o.content);
-  const styleRgbs = await Promise.all(o.styles.map((s) => readRgb(s)));
+  const contentRgb = o.content;
+  const styleRgbs = o.styles;
+  if (o.init.kind === 'file' && !o.initImage) throw new PasticheError(`the start image ${o.init.file} was not read`);
   const final = outputSize(contentRgb, o.size);
   const longest = Math.max(final.height, final.width);
   const scales = [...(o.scales ?? []).filter((s) => s < longest), longest];
 
   const need = estimateMemoryBytes(o.weights, final.height, final.width);
-  const limit = 0.8 * os.totalmem();
+  const limit = o.memoryLimitBytes ?? Infinity;
   if (need > limit) {
     throw new PasticheError(
       `a ${final.width}x${final.height} output needs about ${(need / 2 ** 30).toFixed(1)} GiB, more than this machine can give (${(limit / 2 ** 30).toFixed(1)} GiB): choose a smaller --size`,
     );
   }
 
-  const model = new Vgg19(o.weights, o.backend ?? getBackend(), { pooling: o.pooling ?? 'max' });
+  const model = new Vgg19(o.weights, o.backend, { pooling: o.pooling ?? 'max' });
   const optimizerFor = (): Optimizer => (o.optimizer === 'adam' ? new Adam(o.lr) : new Lbfgs(o.lr, o.lbfgsHistory ?? 100));
   const rng = uniformRng(o.seed ?? 0);
   const total = o.iterations * scales.length;
@@ -328,12 +333,11 @@ export async function stylize(o: StylizeOptions): Promise<StylizeResult> {
       }
     }
     const targets = buildTargets(model, content, styleTensors, blend, o);
-    x = x ? resizeTensorBilinear(x, height, width) : await initialImage(o.init, content, height, width, mean, rng);
+    x = x ? resizeTensorBilinear(x, height, width) : initialImage(o.init, o.initImage, content, height, width, mean, rng);
     best = { loss: Infinity, image: x.clone() };
     const optimizer = optimizerFor();
     for (let it = 0; it < o.iterations; it++) {
-      // Let the event loop run between iterations: signal handlers, progress bars, log writes.
-      await new Promise((r) => setImmediate(r));
+      await yieldToEvents();
       if (o.signal?.aborted) {
         interrupted = true;
         break;
@@ -355,49 +359,7 @@ export async function stylize(o: StylizeOptions): Promise<StylizeResult> {
   return { image: best.image, rgb, bestLoss: best.loss, iterations: iteration, interrupted };
 }
 
-export interface StylizeJob extends StylizeOptions {
-  /** The image file to write (.png, .jpg, .jpeg), atomically. */
-  readonly output: string;
-  /** Also save the image every this many iterations, as OUT-0050.png and so on. */
-  readonly saveEvery?: number;
-}
-
-/**
- * The whole use case, as the CLI (and a server's worker) runs it: stylize, save snapshots on the
- * way (a snapshot that cannot be written is one 'warning' event, and no more are tried), write the
- * best image. Outputs are checked by the caller before (checkStylizeFiles).
- */
-export async function runStylize(job: StylizeJob): Promise<StylizeResult & { readonly output: string }> {
-  const saves: Promise<void>[] = [];
-  let snapshotsBroken = false;
-  const onProgress: OnProgress = (p) => {
-    job.onProgress?.(p);
-    if (p.kind !== 'iteration' || !job.saveEvery || p.iteration % job.saveEvery !== 0 || snapshotsBroken) return;
-    const file = snapshotName(job.output, p.iteration);
-    saves.push(
-      writeRgb(file, tensorToRgb(p.image, job.weights.meanPixel)).then(
-        () => job.onProgress?.({ kind: 'saved', file, iteration: p.iteration }),
-        (e: unknown) => {
-          if (snapshotsBroken) return;
-          snapshotsBroken = true;
-          job.onProgress?.({ kind: 'warning', message: `${e instanceof PasticheError ? e.message : `${file}: ${(e as Error).message}`}; no more snapshots are written` });
-        },
-      ),
-    );
-  };
-  const result = await stylize({ ...job, onProgress });
-  await Promise.all(saves);
-  await writeRgb(job.output, result.rgb);
-  return { ...result, output: job.output };
-}
-
-/** The file an intermediate image is saved to: OUT-0050.png beside OUT.png. */
-export function snapshotName(output: string, iteration: number): string {
-  const ext = path.extname(output);
-  return `${output.slice(0, output.length - ext.length)}-${String(iteration).padStart(4, '0')}${ext}`;
-}
-
-async function initialImage(init: Init, content: Tensor, height: number, width: number, mean: readonly [number, number, number], rng: () => number): Promise<Tensor> {
+function initialImage(init: Init, file: RgbImage | undefined, content: Tensor, height: number, width: number, mean: readonly [number, number, number], rng: () => number): Tensor {
   switch (init.kind) {
     case 'content':
       return content.clone();
@@ -412,6 +374,6 @@ async function initialImage(init: Init, content: Tensor, height: number, width: 
       return t;
     }
     case 'file':
-      return imageTensor(await readRgb(init.file), height, width, mean);
+      return imageTensor(file!, height, width, mean);
   }
 }

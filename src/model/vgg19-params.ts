@@ -33,8 +33,22 @@ export interface PoolSettings {
 
 export type LayerWeights = ConvWeights | FcWeights | PoolSettings;
 
+/**
+ * How a source's network wants its input: s_k = (pixel_k / divisor - mean_k) / std_k, k in `order`.
+ * Pastiche folds it into conv1_1 when it reads the weights (weights/vgg19-sources.ts), so every
+ * model takes RGB 0..255 minus `meanPixel`; this says what the file itself expects.
+ */
+export interface InputConvention {
+  readonly order: 'RGB' | 'BGR';
+  readonly divisor: number;
+  readonly mean: readonly [number, number, number];
+  readonly std: readonly [number, number, number];
+}
+
+export type WeightsFormat = 'matconvnet' | 'torchvision' | 'caffe' | 'keras' | 'safetensors' | 'random';
+
 export interface Vgg19Weights {
-  /** Keyed by layer name: every conv, fc and pool layer of the table. */
+  /** Keyed by layer name: every conv and pool layer of the table, and fc6-fc8 when `hasClassifier`. */
   readonly layers: ReadonlyMap<string, LayerWeights>;
   /** RGB mean pixel subtracted from the input. */
   readonly meanPixel: readonly [number, number, number];
@@ -42,7 +56,13 @@ export interface Vgg19Weights {
   readonly classes: readonly string[];
   /** Where they came from: a file path, or 'random'. */
   readonly source: string;
-  readonly layout: 'old' | 'new' | 'random';
+  readonly format: WeightsFormat;
+  /** The format's variant: MatConvNet's 'old' or 'new', torch's 'zip' or 'legacy', Caffe's 'V1' or 'V2', ... */
+  readonly layout: string;
+  /** The input the file's network expects (before the fold). */
+  readonly input: InputConvention;
+  /** false for features-only files (Keras' notop): enough for style transfer, not for classify. */
+  readonly hasClassifier: boolean;
 }
 
 /**
@@ -86,6 +106,9 @@ export function randomVgg19Weights(seed = 1, widthScale = 1): Vgg19Weights {
     meanPixel: [123.68, 116.779, 103.939],
     classes: Array.from({ length: VGG19_CLASSES }, (_, i) => `class ${i}`),
     source: 'random',
+    format: 'random',
     layout: 'random',
+    input: { order: 'RGB', divisor: 1, mean: [123.68, 116.779, 103.939], std: [1, 1, 1] },
+    hasClassifier: true,
   };
 }

@@ -51,7 +51,9 @@ export class Vgg19 {
     options: Vgg19Options = {},
   ) {
     const layers: Layer[] = [];
-    for (const spec of VGG19_LAYERS) {
+    // A features-only file (Keras' notop) ends the network at pool5.
+    const specs = weights.hasClassifier ? VGG19_LAYERS : VGG19_LAYERS.slice(0, VGG19_LAYERS.findIndex((l) => l.name === 'pool5') + 1);
+    for (const spec of specs) {
       const p = weights.layers.get(spec.name);
       const need = (kind: LayerWeights['kind']) => {
         if (!p || p.kind !== kind) throw new PasticheError(`weights from ${weights.source} have no ${kind} parameters for ${spec.name}`);
@@ -98,7 +100,10 @@ export class Vgg19 {
   layerIndex(name: string): number {
     const n = resolveLayerName(name);
     if (n === undefined) throw new PasticheError(`unknown layer '${name}' (known: ${layerNames().join(' ')})`);
-    return n === 'input' ? -1 : this.index.get(n)!;
+    if (n === 'input') return -1;
+    const i = this.index.get(n);
+    if (i === undefined) throw new PasticheError(`${this.weights.source} holds VGG19's features only (no fc6-fc8): enough for style transfer, not for classification (${n})`);
+    return i;
   }
 
   layer(name: string): Layer {
@@ -149,7 +154,7 @@ export class Vgg19 {
     for (const [name, g] of grads) at.set(this.layerIndex(name), g);
     if (at.size === 0) throw new PasticheError('backward needs at least one gradient');
     const top = Math.max(...at.keys());
-    if (top === this.layerIndex('prob')) throw new PasticheError("backward from 'prob' needs the loss: use lossBackward");
+    if (top === this.index.get('prob')) throw new PasticheError("backward from 'prob' needs the loss: use lossBackward");
     if (top > this.forwardStop) throw new PasticheError(`backward from ${this.layers[top]!.name} needs a forward pass that ran at least that far`);
     let g: Tensor = at.get(top)!;
     // Gradients made here are ours to overwrite; the caller's (the injected ones) are not.

@@ -7,7 +7,9 @@
  * Nothing a client sends reaches the file system as a path: uploads are written under the job's
  * own folder by names the server chooses, and job ids are checked against the server's own.
  */
-import { readFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import * as path from 'node:path';
 import multipart from '@fastify/multipart';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
@@ -36,6 +38,11 @@ export interface ApiOptions {
   readonly rateLimit: number;
   /** Memory the worker may use for one job, bytes (the CLI's estimate is held against it). */
   readonly memoryLimit: number;
+  /**
+   * The weights file on this machine that /api/weights gives to Studio's "Run in this browser"
+   * (the server's own choice, never a client's); absent or undefined: none to give.
+   */
+  readonly browserWeights?: () => Promise<string | undefined>;
 }
 
 /** A refusal with its HTTP status, from the handlers. */
@@ -265,6 +272,19 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
     });
     req.raw.on('close', stop);
   });
+
+  app.get(
+    '/api/weights',
+    { schema: { summary: "the VGG19 weights file this server's worker uses, for running in a browser (Studio's \"Run in this browser\")", produces: ['application/octet-stream'], response: { 404: ERROR } } },
+    async (_req, reply) => {
+      const file = await o.browserWeights?.();
+      const st = file ? await stat(file).catch(() => undefined) : undefined;
+      if (!file || !st?.isFile()) throw new HttpError(404, 'this server has no weights file to give: choose the .mat file in the page');
+      // The name tells the page's MAT reader what it reads; the length lets it show progress.
+      reply.header('content-type', 'application/octet-stream').header('content-length', st.size).header('x-pastiche-weights', encodeURIComponent(path.basename(file)));
+      return reply.send(createReadStream(file));
+    },
+  );
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 

@@ -3,9 +3,10 @@
  * processor): the same app/ use cases as the CLI, with progress and preview images handed to hooks.
  */
 import { classifyImage } from '../app/classify.js';
-import { runStylize } from '../app/stylize.js';
+import { runStylize } from '../app/stylize-job.js';
 import type { Backend } from '../backends/index.js';
-import { encodeRgb, tensorToRgb } from '../image/tensor-image.js';
+import { tensorToRgb } from '../image/rgb.js';
+import { encodeRgb } from '../image/tensor-image.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
 import { Vgg19 } from '../model/vgg19.js';
 import * as path from 'node:path';

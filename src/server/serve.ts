@@ -53,6 +53,12 @@ export async function startService(o: ServiceOptions = {}): Promise<Service> {
     rateLimit: o.rateLimit ?? 600,
     // The CLI refuses more than 80% of the machine; a server leaves room for itself and the uploads.
     memoryLimit: 0.6 * os.totalmem(),
+    // The embedded worker's file is on this machine; in queue mode only a --weights given to serve is.
+    browserWeights: async () => {
+      if (o.redis) return o.weights;
+      const info = await queue.ready();
+      return info.error ? undefined : info.weightsFile;
+    },
   });
   const host = o.host ?? '127.0.0.1';
   try {

@@ -7,12 +7,12 @@ import { createWebGpuBackend, type WebGpuBackend } from '../backends/webgpu/webg
 import { gpuContext } from '../backends/webgpu/gpu-device.js';
 import { topK, type Prediction } from '../app/top-k.js';
 import { resizeBilinearPil } from '../image/pil-resize.js';
-import { rgbToTensor, type RgbImage } from '../image/rgb.js';
+import { rgbToTensor } from '../image/rgb.js';
 import { Vgg19 } from '../model/vgg19.js';
 import { VGG19_INPUT_SIZE } from '../model/vgg19-table.js';
-import { readMatBlob } from '../weights/mat/mat-blob.js';
-import { VGG19_MAT_LIMITS, VGG19_MAT_VARIABLES, vgg19FromMat } from '../weights/matconvnet.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
+import { decodeImage } from './browser-image.js';
+import { vgg19FromBlob } from './browser-weights.js';
 
 /** What the page shows, also left on `window.pasticheResult` for scripts and tests. */
 export interface PageResult {
@@ -31,22 +31,6 @@ function say(text: string): void {
   $('status').textContent = text;
 }
 
-/** Decodes an image file to 8-bit RGB as stored (no colour management, EXIF orientation applied). */
-async function decode(file: File): Promise<RgbImage> {
-  const bitmap = await createImageBitmap(file, { colorSpaceConversion: 'none', premultiplyAlpha: 'none', imageOrientation: 'from-image' });
-  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
-  const g = canvas.getContext('2d')!;
-  g.drawImage(bitmap, 0, 0);
-  const rgba = g.getImageData(0, 0, bitmap.width, bitmap.height).data;
-  const data = new Uint8Array(bitmap.width * bitmap.height * 3);
-  for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
-    data[j] = rgba[i]!;
-    data[j + 1] = rgba[i + 1]!;
-    data[j + 2] = rgba[i + 2]!;
-  }
-  return { width: bitmap.width, height: bitmap.height, data };
-}
-
 let cached: { file: File; weights: Vgg19Weights } | undefined;
 const backends = new Map<'fp32' | 'fp16', WebGpuBackend>();
 /** The model per backend, so that a second click reuses its buffers (it releases its last pass's). */
@@ -60,8 +44,7 @@ async function classify(): Promise<PageResult> {
   const precision = $<HTMLSelectElement>('precision').value === 'fp16' ? 'fp16' : 'fp32';
   if (cached?.file !== weightsFile) {
     say(`reading ${weightsFile.name} (${(weightsFile.size / 2 ** 20).toFixed(0)} MiB)…`);
-    const { variables } = await readMatBlob(weightsFile, weightsFile.name, { only: VGG19_MAT_VARIABLES, maxBytes: VGG19_MAT_LIMITS });
-    cached = { file: weightsFile, weights: vgg19FromMat(variables, weightsFile.name) };
+    cached = { file: weightsFile, weights: await vgg19FromBlob(weightsFile, weightsFile.name) };
   }
   const weights = cached.weights;
   say('opening the GPU…');
@@ -69,7 +52,7 @@ async function classify(): Promise<PageResult> {
   // One backend per precision for the page's life: it holds the uploaded weights and the buffer pool.
   let backend = backends.get(precision);
   if (!backend) backends.set(precision, (backend = createWebGpuBackend(ctx, precision)));
-  const x = rgbToTensor(resizeBilinearPil(await decode(imageFile), VGG19_INPUT_SIZE, VGG19_INPUT_SIZE), weights.meanPixel);
+  const x = rgbToTensor(resizeBilinearPil(await decodeImage(imageFile), VGG19_INPUT_SIZE, VGG19_INPUT_SIZE), weights.meanPixel);
   let model = models.get(backend);
   if (!model || model.weights !== weights) models.set(backend, (model = new Vgg19(weights, backend)));
   const net = model;

@@ -2,9 +2,12 @@
  * Pastiche Studio, the page `pastiche serve` serves: pick or drop a photo and paintings, start, watch
  * the picture form (previews and the loss, streamed as Server-Sent Events), cancel, download; a
  * gallery of this session's results; classification as a second tab. It only talks to the JSON API
- * (/openapi.json): everything it can do, a script can do too.
+ * (/openapi.json): everything it can do, a script can do too. Where the browser has WebGPU, "Run in
+ * this browser" runs the same engine here instead (browser-stylize.ts).
  */
 import type { JobView } from '../server/jobs.js';
+import { encodePng } from './browser-image.js';
+import { stylizeInBrowser } from './browser-stylize.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 
@@ -12,9 +15,25 @@ const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as 
 const token = new URLSearchParams(location.search).get('token');
 const withToken = (url: string) => (token ? `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}` : url);
 
-/** What the page is doing, for scripts and tests: the current job and its last view. */
+/** A run in this browser, as the page shows it. */
+interface LocalRun {
+  state: 'running' | 'done' | 'cancelled' | 'failed';
+  iteration: number;
+  of: number;
+  /** The total loss per iteration. */
+  losses: number[];
+  previews: number;
+  adapter?: string;
+  width?: number;
+  height?: number;
+  bestLoss?: number;
+  error?: string;
+}
+
+/** What the page is doing, for scripts and tests: the current job and its last view, or the run here. */
 interface StudioState {
   job?: JobView;
+  local?: LocalRun;
   error?: string;
   results: string[];
 }
@@ -154,6 +173,18 @@ function showJob(view: JobView): void {
   else if (view.state === 'running') say(p ? `iteration ${p.iteration} of ${p.of} · loss ${p.total.toExponential(3)}${eta}` : 'starting…');
 }
 
+function addToGallery(url: string, name: string, title: string): void {
+  const link = document.createElement('a');
+  link.href = url;
+  link.download = name;
+  link.title = title;
+  const img = document.createElement('img');
+  img.src = url;
+  img.alt = `result ${state.results.length}`;
+  link.append(img);
+  $('gallery').prepend(link);
+}
+
 function finish(view: JobView): void {
   events?.close();
   events = undefined;
@@ -168,15 +199,7 @@ function finish(view: JobView): void {
     download.href = url;
     download.setAttribute('aria-disabled', 'false');
     state.results.push(view.id);
-    const link = document.createElement('a');
-    link.href = url;
-    link.download = `pastiche-${view.id.slice(0, 8)}.png`;
-    link.title = `${view.result.width}x${view.result.height}, loss ${view.result.bestLoss.toExponential(3)}`;
-    const img = document.createElement('img');
-    img.src = url;
-    img.alt = `result ${state.results.length}`;
-    link.append(img);
-    $('gallery').prepend(link);
+    addToGallery(url, `pastiche-${view.id.slice(0, 8)}.png`, `${view.result.width}x${view.result.height}, loss ${view.result.bestLoss.toExponential(3)}`);
   }
   if (view.state === 'done') say(`done: ${view.result?.kind === 'stylize' ? `${view.result.width}x${view.result.height}, ` : ''}${view.progress?.iteration ?? 0} iterations`);
   else if (view.state === 'cancelled') say(view.result ? 'cancelled: the best image so far is kept' : 'cancelled');
@@ -198,20 +221,27 @@ function follow(id: string, onView: (v: JobView, what: string) => void, onEnd: (
   return es;
 }
 
+/** Clears the last run's chart, progress and download. */
+function resetResult(): void {
+  losses.length = 0;
+  drawChart();
+  state.job = undefined;
+  state.local = undefined;
+  $<HTMLProgressElement>('progress').value = 0;
+  $<HTMLAnchorElement>('download').setAttribute('aria-disabled', 'true');
+}
+
 async function start(): Promise<void> {
   state.error = undefined;
   if (!content) return say('drop a content photo first', true);
   if (styles.length === 0) return say('drop at least one style image', true);
+  if ($<HTMLSelectElement>('where').value === 'browser') return startHere(content);
   const form = new FormData();
   form.append('kind', 'stylize');
   form.append('options', JSON.stringify(options()));
   form.append('content', content, content.name);
   for (const s of styles) form.append('style', s.file, s.file.name);
-  losses.length = 0;
-  drawChart();
-  state.job = undefined;
-  $<HTMLProgressElement>('progress').value = 0;
-  $<HTMLAnchorElement>('download').setAttribute('aria-disabled', 'true');
+  resetResult();
   setRunning(true);
   say('uploading…');
   let job: JobView;
@@ -237,7 +267,82 @@ async function start(): Promise<void> {
   );
 }
 
+// ---- Run in this browser ----
+
+let localAbort: AbortController | undefined;
+
+async function startHere(photo: File): Promise<void> {
+  resetResult();
+  setRunning(true);
+  const run: LocalRun = { state: 'running', iteration: 0, of: 0, losses: [], previews: 0 };
+  state.local = run;
+  localAbort = new AbortController();
+  // Previews are encoded one at a time, at most a few a second, so that they never slow the run.
+  let encoding = false;
+  let lastPreview = 0;
+  const showPreview = async (png: Blob) => {
+    const preview = $<HTMLImageElement>('preview');
+    URL.revokeObjectURL(preview.src);
+    preview.src = URL.createObjectURL(png);
+    preview.hidden = false;
+    $('preview-hint').hidden = true;
+    run.previews++;
+  };
+  const weightsFile = $<HTMLInputElement>('browser-weights').files?.[0];
+  try {
+    const result = await stylizeInBrowser({
+      content: photo,
+      styles: styles.map((s) => s.file),
+      fields: options(),
+      weightsFile,
+      weightsUrl: withToken('/api/weights'),
+      signal: localAbort.signal,
+      onStatus: (text) => say(text),
+      onIteration: (p, pixels) => {
+        Object.assign(run, { iteration: p.iteration, of: p.of });
+        run.losses.push(p.total);
+        losses.push(p.total);
+        drawChart();
+        const bar = $<HTMLProgressElement>('progress');
+        Object.assign(bar, { hidden: false, max: p.of, value: p.iteration });
+        const perIteration = p.seconds / p.iteration;
+        const left = perIteration * (p.of - p.iteration);
+        say(`iteration ${p.iteration} of ${p.of} on this GPU · loss ${p.total.toExponential(3)}${left > 0.5 ? ` · about ${duration(left)} left` : ''}`);
+        if (!encoding && performance.now() - lastPreview > 300) {
+          encoding = true;
+          lastPreview = performance.now();
+          // The image is valid during this call only: its pixels are taken now, encoded after.
+          void encodePng(pixels())
+            .then(showPreview)
+            .finally(() => (encoding = false));
+        }
+      },
+    });
+    const png = await encodePng(result.rgb);
+    const url = URL.createObjectURL(png);
+    await showPreview(png);
+    Object.assign(run, { state: result.interrupted ? 'cancelled' : 'done', adapter: result.adapter, width: result.rgb.width, height: result.rgb.height, bestLoss: result.bestLoss });
+    const download = $<HTMLAnchorElement>('download');
+    download.href = url;
+    download.setAttribute('aria-disabled', 'false');
+    state.results.push(url);
+    addToGallery(url, `pastiche-browser-${state.results.length}.png`, `${result.rgb.width}x${result.rgb.height}, loss ${result.bestLoss.toExponential(3)}, on ${result.adapter}`);
+    say(result.interrupted ? 'cancelled: the best image so far is kept' : `done in this browser: ${result.rgb.width}x${result.rgb.height}, ${result.iterations} iterations on ${result.adapter}`);
+  } catch (e) {
+    run.state = 'failed';
+    run.error = (e as Error).message;
+    say(`failed: ${run.error}`, true);
+  } finally {
+    localAbort = undefined;
+    setRunning(false);
+  }
+}
+
 async function cancel(): Promise<void> {
+  if (localAbort) {
+    say('cancelling after this iteration…');
+    return localAbort.abort();
+  }
   if (!state.job) return;
   // Said before the request: the stream may report the end before the answer comes back.
   say('cancelling after this iteration…');
@@ -306,6 +411,13 @@ dropZone('style-drop', 'style', (files) => {
 });
 dropZone('image-drop', 'image', ([f]) => void classify(f!));
 $('start').addEventListener('click', () => void start());
+const where = $<HTMLSelectElement>('where');
+where.addEventListener('change', () => ($('here').hidden = where.value !== 'browser'));
+if (!navigator.gpu) {
+  const here = where.options[1]!;
+  here.disabled = true;
+  here.textContent = 'this browser (no WebGPU here)';
+}
 $('cancel').addEventListener('click', () => void cancel());
 
 fetch(withToken('/api/health'))
@@ -314,4 +426,12 @@ fetch(withToken('/api/health'))
     $('health').textContent = h.ok ? `ready · ${h.weights?.split('/').pop()}` : `cannot run jobs: ${h.error}`;
     if (!h.ok) say(`the server cannot run jobs: ${h.error}`, true);
   })
-  .catch(() => ($('health').textContent = 'the server does not answer'));
+  .catch(() => {
+    // A page without its job server (e.g. from `pastiche web`) can still run here.
+    $('health').textContent = 'no job server';
+    if (navigator.gpu) {
+      where.value = 'browser';
+      $('here').hidden = false;
+      $('here-hint').textContent = 'no job server here: choose imagenet-vgg-verydeep-19.mat';
+    }
+  });

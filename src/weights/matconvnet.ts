@@ -236,7 +236,9 @@ export function vgg19FromMat(variables: ReadonlyMap<string, MatValue>, file: str
     const fc8 = layers.get('fc8');
     const outputs = fc8?.kind === 'fc' ? fc8.w.shape[1]! : 0;
     if (classes.length !== outputs) bad(`lists ${classes.length} classes but fc8 has ${outputs} outputs`);
-    return { layers, meanPixel: meanPixel(field(normVar, 'averageImage', 'normalization')), classes, source: file, layout };
+    const mean = meanPixel(field(normVar, 'averageImage', 'normalization'));
+    const input = { order: 'RGB', divisor: 1, mean, std: [1, 1, 1] } as const;
+    return { layers, meanPixel: mean, classes, source: file, format: 'matconvnet', layout, input, hasClassifier: true };
   } catch (e) {
     if (e instanceof LayoutError) throw fileError(file, e.message);
     if (e instanceof PasticheError) throw fileError(file, e.message);

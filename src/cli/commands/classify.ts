@@ -52,7 +52,7 @@ export function registerClassify(program: Command): void {
       // Last, so that errors stand out above it.
       if (loaded && !opts.json && !opts.quiet && summary.classified > 0) {
         process.stderr.write(
-          `weights: ${loaded.weightsFile} (${loaded.model.weights.layout} layout, loaded in ${loaded.loadSeconds.toFixed(2)} s); ` +
+          `weights: ${loaded.weightsFile} (${loaded.model.weights.format}, ${loaded.model.weights.layout}; loaded in ${loaded.loadSeconds.toFixed(2)} s); ` +
             `backend: ${backendLabel(loaded.model.backend)}; forward pass: ${summary.forwardMs.map((ms) => ms.toFixed(1)).join(', ')} ms\n`,
         );
       }

@@ -2,11 +2,12 @@
 import { type Command } from 'commander';
 import { fanOut, jsonLinesLog, type OnProgress } from '../../app/progress.js';
 import { abortOnSignals } from '../../app/signals.js';
-import { DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, runStylize } from '../../app/stylize.js';
-import { PRESET_NAMES, checkStylizeFiles, parseStylizeSettings, type StylizeFields } from '../../app/stylize-request.js';
+import { DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS } from '../../app/stylize.js';
+import { checkStylizeFiles, runStylize } from '../../app/stylize-job.js';
+import { PRESET_NAMES, parseStylizeSettings, type StylizeFields } from '../../app/stylize-request.js';
 import { openBackend } from '../../backends/index.js';
 import { progressBar, withStatus } from '../../util/progress.js';
-import { loadMatConvNetVgg19 } from '../../weights/load-vgg19.js';
+import { loadVgg19Weights } from '../../weights/load-vgg19.js';
 import { resolveWeightsFile } from '../../weights/weights-source.js';
 import { backendOption, chooseBackend, positiveInt, weightsOption } from '../options.js';
 
@@ -53,7 +54,7 @@ export function registerStylize(program: Command): void {
     checkStylizeFiles({ content, styles, output: o.output, init: settings.init, saveEvery: o.saveEvery, logJson: o.logJson });
     const backend = await openBackend(chooseBackend(o.backend));
     const weightsFile = resolveWeightsFile(o.weights);
-    const weights = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadMatConvNetVgg19(weightsFile));
+    const weights = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadVgg19Weights(weightsFile));
     const scales = (settings.scales ?? []).length + 1;
     const bar = progressBar(settings.iterations * scales, 'stylize {bar} {value}/{total} | content {c} style {s} tv {tv} | {ips} it/s | ETA {eta_formatted}', o.quiet);
     const warn = (message: string) => {

@@ -1,13 +1,14 @@
-/** `pastiche weights fetch | path`: getting the real VGG19 weights. */
+/** `pastiche weights fetch | info | path`: getting and inspecting the VGG19 weights. */
 import type { Command } from 'commander';
 import { Option } from 'commander';
+import { formatWeightsInfo, weightsInfo } from '../../app/weights-info.js';
 import { progressBar } from '../../util/progress.js';
 import { download } from '../../weights/download.js';
 import { checkInputFile, checkOutputFile, positiveNumber } from '../options.js';
 import { PUBLISHED, WEIGHTS_FILE_NAME, cacheDir, cachedWeightsPath, resolveWeightsFile, type Layout } from '../../weights/weights-source.js';
 
 export function registerWeights(program: Command): void {
-  const weights = program.command('weights').description('download and locate the VGG19 weights');
+  const weights = program.command('weights').description('download, locate and inspect the VGG19 weights');
 
   weights
     .command('fetch')
@@ -61,6 +62,14 @@ export function registerWeights(program: Command): void {
         bar.stop();
       });
       process.stdout.write(`${outcome === 'already-present' ? 'already downloaded' : 'downloaded and verified'}: ${dest}\n`);
+    });
+
+  weights
+    .command('info')
+    .description('what a weights file is: format, the input it expects, its layers (any supported format)')
+    .argument('<file>', 'a .mat, .pth, .h5 or .caffemodel file')
+    .action(async (file: string) => {
+      process.stdout.write(`${formatWeightsInfo(await weightsInfo(file)).join('\n')}\n`);
     });
 
   weights
