@@ -9,7 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { promisify } from 'node:util';
+import { fetchWeights } from '../src/app/fetch-weights.js';
 import { download } from '../src/weights/download.js';
+import type { SourceName, WeightsSource } from '../src/weights/weights-source.js';
 import { CLI, TINY } from './helpers.js';
 
 const run = promisify(execFile);
@@ -133,4 +135,55 @@ test('the published checksums are the ones the seed names', async () => {
   assert.equal(PUBLISHED.new.md5, '106118b7cf60435e6d8e04f6a6dc3657');
   assert.match(PUBLISHED.old.url, /\/models\/beta16\/imagenet-vgg-verydeep-19\.mat$/);
   assert.match(PUBLISHED.new.url, /\/models\/imagenet-vgg-verydeep-19\.mat$/);
+});
+
+test('fetch without --source tries each source in turn: a dead, a silent, a wrong-hash and a dropping server, then one that answers', async () => {
+  // A server that accepts and never answers: left after the connect timeout, not the whole deadline.
+  const silent = http.createServer(() => undefined);
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  const silentUrl = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/w.pth`;
+  const dir = freshDir();
+  const sha = createHash('sha256').update(body).digest('hex');
+  const source = (name: SourceName, url: string, checksum: WeightsSource['checksum']): WeightsSource => ({ name, dir: name, fileName: `${name}.bin`, url, checksum, approxBytes: body.length });
+  const failed: string[] = [];
+  const t0 = performance.now();
+  try {
+    const r = await fetchWeights({
+      sources: [
+        source('matconvnet', 'http://127.0.0.1:9/refused.mat', { algorithm: 'md5', hex: md5 }),
+        source('torchvision', silentUrl, { algorithm: 'sha256', hex: sha.slice(0, 8) }),
+        source('keras', `${base}/wrong`, { algorithm: 'md5', hex: md5 }),
+        source('caffe', `${base}/drop-fallback`, { algorithm: 'sha256', hex: sha.slice(0, 8) }),
+      ],
+      output: join(dir, 'w.mat'),
+      stallDeadlineMs: 20_000,
+      connectTimeoutMs: 1000,
+      onSourceFailed: (s, reason) => failed.push(`${s.name}: ${reason}`),
+    });
+    assert.equal(r.source.name, 'caffe', 'the dropped connection was resumed and the file verified by its SHA-256 prefix');
+    assert.equal(r.outcome, 'downloaded');
+    assert.ok(readFileSync(r.file).equals(body));
+  } finally {
+    silent.close();
+  }
+  assert.equal(failed.length, 3, failed.join('\n'));
+  assert.match(failed[0]!, /^matconvnet: cannot download http:\/\/127\.0\.0\.1:9\/refused\.mat: ECONNREFUSED/);
+  assert.match(failed[1]!, /^torchvision: cannot download .*w\.pth: .*ETIMEDOUT/);
+  assert.match(failed[2]!, /^keras: .*\/wrong: checksum mismatch \(MD5 [0-9a-f]{32}, expected [0-9a-f]{32}\); the download was discarded/);
+  assert.ok(performance.now() - t0 < 10_000, `four sources took ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  // Nothing answers: one line naming every source tried.
+  await assert.rejects(
+    fetchWeights({ sources: [source('matconvnet', 'http://127.0.0.1:9/a', { algorithm: 'md5', hex: md5 }), source('keras', `${base}/missing`, { algorithm: 'md5', hex: md5 })], output: join(dir, 'x.mat'), stallDeadlineMs: 5000 }),
+    /^PasticheError: no source answered \(matconvnet, keras\); the last: keras: the server answered HTTP 404/,
+  );
+});
+
+test('a source without a published hash is verified by reading the file as VGG19', async () => {
+  const dir = freshDir();
+  const unverified = (path: string): WeightsSource => ({ name: 'caffe', dir: 'caffe', fileName: 'c.mat', url: `${base}${path}`, checksum: 'unpublished', approxBytes: body.length });
+  const ok = await fetchWeights({ sources: [unverified('/ok-unverified')], output: join(dir, 'ok.mat'), stallDeadlineMs: 5000 });
+  assert.equal(ok.outcome, 'downloaded');
+  // A damaged file (bytes 1000-2000 overwritten) fails to read as VGG19 and is removed.
+  await assert.rejects(fetchWeights({ sources: [unverified('/wrong')], output: join(dir, 'bad.mat'), stallDeadlineMs: 5000 }), /the download does not read as VGG19 and was removed \(/);
+  assert.equal(existsSync(join(dir, 'bad.mat')), false);
 });

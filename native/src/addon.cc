@@ -10,6 +10,9 @@
 #include <malloc.h>
 #endif
 #if !defined(_WIN32)
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #endif
 
@@ -163,6 +166,44 @@ struct StderrCapture {
 };
 StderrCapture g_capture;
 
+// A whole file as an ArrayBuffer over a private mapping of it: the kernel maps the page cache's
+// pages instead of copying 575 MB of converted weights (0.4-0.7 s as a read on these VMs). The
+// mapping is copy-on-write, so a write never reaches the file; it is unmapped when the buffer is
+// collected. null when the file cannot be mapped: the caller reads it instead.
+Napi::Value MapFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#if defined(_WIN32)
+  return env.Null();
+#else
+  if (info.Length() < 1 || !info[0].IsString()) return env.Null();
+  const std::string path = info[0].As<Napi::String>();
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return env.Null();
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
+    close(fd);
+    return env.Null();
+  }
+  const size_t length = static_cast<size_t>(st.st_size);
+  void* p = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  close(fd);  // the mapping keeps the file
+  if (p == MAP_FAILED) return env.Null();
+  // Map every page now, for reading: MAP_POPULATE would fault a writable private mapping for
+  // writing, i.e. copy all of it (measured: 450 ms, no faster than a read); MADV_POPULATE_READ
+  // (Linux 5.14) maps the page cache's pages as they are (20-45 ms warm). A write still copies the
+  // page it touches. Older kernels fault the pages in on first use instead.
+#if defined(MADV_POPULATE_READ)
+  madvise(p, length, MADV_POPULATE_READ);
+#else
+  madvise(p, length, 22 /* MADV_POPULATE_READ */);
+#endif
+  return Napi::ArrayBuffer::New(env, p, length, [](Napi::Env, void* data, size_t* hint) {
+    munmap(data, *hint);
+    delete hint;
+  }, new size_t(length));
+#endif
+}
+
 Napi::Value CaptureStderr(const Napi::CallbackInfo& info) {
   const bool begin = info.Length() > 0 && info[0].ToBoolean().Value();
 #if defined(_WIN32)
@@ -210,6 +251,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   tune_malloc();
   exports.Set("probeMachine", Napi::Function::New(env, ProbeMachine));
   exports.Set("captureStderr", Napi::Function::New(env, CaptureStderr));
+  exports.Set("mapFile", Napi::Function::New(env, MapFile));
   exports.Set("isa", Napi::Function::New(env, IsaFn));
   exports.Set("cpuHasAvx2", Napi::Boolean::New(env, cpu_has_avx2()));
   exports.Set("cpuHasAvx512", Napi::Boolean::New(env, cpu_has_avx512()));

@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import { availableBackends, nativeBackend, openBackend, type Backend, type BackendName } from '../backends/index.js';
 import { PasticheError } from '../errors.js';
 import { randomVgg19Weights, type Vgg19Weights } from '../model/vgg19-params.js';
-import { loadVgg19Weights } from '../weights/load-vgg19.js';
+import { loadWeightsFile } from './load-model.js';
 import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops, type Timing } from './bench.js';
 import { runCheck, type CheckRow } from './check.js';
 import { layerRows, profileLayers, type LayerProfile } from './layer-profile.js';
@@ -83,7 +83,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   if (o.weightsFile) {
     stage('loading weights');
     const t0 = performance.now();
-    weights = await loadVgg19Weights(o.weightsFile);
+    weights = await loadWeightsFile(o.weightsFile);
     loadSeconds = (performance.now() - t0) / 1000;
   } else if (['vgg', 'style', 'layers'].some((x) => sections.has(x as BenchSection))) {
     weights = randomVgg19Weights(1);

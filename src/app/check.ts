@@ -6,7 +6,7 @@
 import type { Backend } from '../backends/backend.js';
 import { DEFAULT_BACKEND, getBackend, openBackend, type Precision } from '../backends/index.js';
 import { Vgg19 } from '../model/vgg19.js';
-import { loadVgg19Weights } from '../weights/load-vgg19.js';
+import { loadWeightsFile } from './load-model.js';
 import { classifyImage, type Prediction } from './classify.js';
 import { Tensor } from '../tensor/tensor.js';
 import { NumpyRandomState } from '../util/random.js';
@@ -140,7 +140,7 @@ export interface PrecisionComparison {
  * classified in fp32 on the CPU and at `precision` on the GPU, and how far the probabilities move.
  */
 export async function comparePrecision(options: { weights: string; image: string; precision: Precision }): Promise<PrecisionComparison> {
-  const weights = await loadVgg19Weights(options.weights);
+  const weights = await loadWeightsFile(options.weights);
   const cpu = getBackend(DEFAULT_BACKEND);
   const gpu = await openBackend('webgpu', { precision: options.precision });
   const ref = await classifyImage(new Vgg19(weights, cpu), options.image, { top: 1, capture: ['prob'] });

@@ -1,8 +1,9 @@
 /** Loads weights and builds the model on an opened backend, for every use case that needs one. */
 import type { Backend } from '../backends/index.js';
+import type { Vgg19Weights } from '../model/vgg19-params.js';
 import { Vgg19 } from '../model/vgg19.js';
 import { loadVgg19Weights } from '../weights/load-vgg19.js';
-import { resolveWeightsFile } from '../weights/weights-source.js';
+import { convertedCacheDir, resolveWeightsFile } from '../weights/weights-source.js';
 
 export interface LoadedModel {
   readonly model: Vgg19;
@@ -10,14 +11,27 @@ export interface LoadedModel {
   readonly loadSeconds: number;
 }
 
+/** Files from this size on are read through a converted copy in the cache (the real ones: 548-576 MB). */
+const CACHE_FROM_BYTES = 64 * 2 ** 20;
+
+/**
+ * A weights file as every command reads it: any supported format, big files through the converted
+ * cache (PASTICHE_WEIGHTS_CACHE=off reads the file itself every time). `onWarning` hears about a
+ * cache that could not be used; the run goes on.
+ */
+export function loadWeightsFile(file: string, onWarning?: (message: string) => void): Promise<Vgg19Weights> {
+  const off = process.env['PASTICHE_WEIGHTS_CACHE'] === 'off';
+  return loadVgg19Weights(file, off ? {} : { cache: { dir: convertedCacheDir(), minBytes: CACHE_FROM_BYTES, onWarning } });
+}
+
 /**
  * `backend` comes opened (openBackend), so that a bad name or a missing GPU is said before the
  * seconds of reading 576 MB; `weights` as --weights gives it (else $PASTICHE_WEIGHTS, the cache).
  */
-export async function loadModel(options: { weights?: string; backend: Backend }): Promise<LoadedModel> {
+export async function loadModel(options: { weights?: string; backend: Backend; onWarning?: (message: string) => void }): Promise<LoadedModel> {
   const weightsFile = resolveWeightsFile(options.weights);
   const t0 = performance.now();
-  const weights = await loadVgg19Weights(weightsFile);
+  const weights = await loadWeightsFile(weightsFile, options.onWarning);
   const loadSeconds = (performance.now() - t0) / 1000;
   return { model: new Vgg19(weights, options.backend), weightsFile, loadSeconds };
 }

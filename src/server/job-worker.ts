@@ -9,7 +9,7 @@ import { paramShapes } from '../app/stylize.js';
 import { getBackend } from '../backends/index.js';
 import { PasticheError } from '../errors.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
-import { loadVgg19Weights } from '../weights/load-vgg19.js';
+import { loadWeightsFile } from '../app/load-model.js';
 import { resolveWeightsFile } from '../weights/weights-source.js';
 import type { FromWorker, ToWorker } from './jobs.js';
 import { runWork } from './run-work.js';
@@ -21,7 +21,7 @@ const message = (e: unknown) => (e instanceof PasticheError ? e.message : `inter
 let weights: Vgg19Weights | undefined;
 try {
   const file = resolveWeightsFile((workerData as { weights?: string }).weights);
-  weights = await loadVgg19Weights(file);
+  weights = await loadWeightsFile(file);
   post({ type: 'ready', weightsFile: file, shapes: paramShapes(weights) });
 } catch (e) {
   post({ type: 'ready', error: message(e) });

@@ -13,7 +13,7 @@ import { paramShapes } from '../app/stylize.js';
 import { getBackend } from '../backends/index.js';
 import { PasticheError } from '../errors.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
-import { loadVgg19Weights } from '../weights/load-vgg19.js';
+import { loadWeightsFile } from '../app/load-model.js';
 import { resolveWeightsFile } from '../weights/weights-source.js';
 import { BLOB_TTL_SECONDS, keys, redisConnection, type RedisJobData, type RedisProgress, type RedisReturn, type WorkerAnnouncement } from './redis-queue.js';
 import type { Upload } from './queue.js';
@@ -26,7 +26,7 @@ let weights: Vgg19Weights | undefined;
 let loadError: string | undefined;
 try {
   const file = resolveWeightsFile(process.env['PASTICHE_WORKER_WEIGHTS'] || undefined);
-  weights = await loadVgg19Weights(file);
+  weights = await loadWeightsFile(file);
   await announce({ weightsFile: file, shapes: [...paramShapes(weights)] });
 } catch (e) {
   loadError = e instanceof PasticheError ? e.message : String(e);

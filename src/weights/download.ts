@@ -1,7 +1,8 @@
 /**
- * A resumable HTTP(S) download with an MD5 check: bytes go to FILE.part (resumed with a Range
- * request after an interruption, within one run or the next), and FILE appears only once the whole
- * file is there and its checksum is right.
+ * A resumable HTTP(S) download with a checksum (MD5, or a SHA-256 prefix as torchvision publishes
+ * in its file names): bytes go to FILE.part (resumed with a Range request after an interruption,
+ * within one run or the next), and FILE appears only once the whole file is there and its checksum
+ * is right.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
@@ -17,10 +18,19 @@ export interface DownloadProgress {
   readonly total?: number;
 }
 
+/** What the file's hash must be: the whole hex digest, or (torchvision's convention) its first digits. */
+export interface Checksum {
+  readonly algorithm: 'md5' | 'sha256';
+  readonly hex: string;
+}
+
 export interface DownloadOptions {
   readonly url: string;
   readonly dest: string;
-  readonly md5: string;
+  /** The expected MD5 (32 hex digits); or give `checksum`. */
+  readonly md5?: string;
+  /** 'unpublished': the source publishes none (the caller must check the file some other way). */
+  readonly checksum?: Checksum | 'unpublished';
   /** Called as bytes arrive (also once at the start with what was already on disk). */
   readonly onProgress?: (p: DownloadProgress) => void;
   /** Called when an attempt failed and another one starts. */
@@ -41,11 +51,17 @@ export interface DownloadOptions {
 export type DownloadOutcome = 'downloaded' | 'already-present';
 
 /** MD5 of a file, streamed. */
-export async function md5OfFile(file: string): Promise<string> {
-  const h = createHash('md5');
+export function md5OfFile(file: string): Promise<string> {
+  return hashOfFile(file, 'md5');
+}
+
+async function hashOfFile(file: string, algorithm: Checksum['algorithm']): Promise<string> {
+  const h = createHash(algorithm);
   await pipeline(createReadStream(file), h);
   return h.digest('hex');
 }
+
+const matches = async (file: string, c: Checksum) => (await hashOfFile(file, c.algorithm)).startsWith(c.hex);
 
 async function sizeOf(file: string): Promise<number> {
   try {
@@ -154,10 +170,12 @@ async function cleanUp(part: string, createdFolder: string | undefined): Promise
  * kept. Interrupted transfers are resumed automatically; a wrong checksum removes the partial file.
  */
 export async function download(opts: DownloadOptions): Promise<DownloadOutcome> {
-  if (!/^[0-9a-f]{32}$/i.test(opts.md5)) throw new PasticheError(`--md5 '${opts.md5}' is not an MD5 checksum (32 hexadecimal digits)`);
-  const md5 = opts.md5.toLowerCase();
+  if (opts.md5 !== undefined && !/^[0-9a-f]{32}$/i.test(opts.md5)) throw new PasticheError(`--md5 '${opts.md5}' is not an MD5 checksum (32 hexadecimal digits)`);
+  const checksum = opts.md5 !== undefined ? { algorithm: 'md5' as const, hex: opts.md5.toLowerCase() } : opts.checksum;
+  if (!checksum || (checksum !== 'unpublished' && !/^[0-9a-f]{8,}$/.test(checksum.hex))) throw new PasticheError('a download needs a checksum (at least 8 hexadecimal digits)');
   const dir = path.dirname(opts.dest);
-  if ((await sizeOf(opts.dest)) > 0 && (await md5OfFile(opts.dest)) === md5) return 'already-present';
+  // FILE appears only when complete: without a checksum, its presence is the only proof there is.
+  if ((await sizeOf(opts.dest)) > 0 && (checksum === 'unpublished' || (await matches(opts.dest, checksum)))) return 'already-present';
   // The first folder this call creates, so that a failed first download leaves no empty folders.
   const created = await fs.mkdir(dir, { recursive: true });
   const part = `${opts.dest}.part`;
@@ -198,10 +216,11 @@ export async function download(opts: DownloadOptions): Promise<DownloadOutcome> 
       await new Promise((r) => setTimeout(r, Math.min(2000, 200 * 2 ** stalled)));
     }
   }
-  const got = await md5OfFile(part);
-  if (got !== md5) {
+  if (checksum !== 'unpublished' && !(await matches(part, checksum))) {
+    const got = await hashOfFile(part, checksum.algorithm);
     await cleanUp(part, created);
-    throw new PasticheError(`${opts.url}: checksum mismatch (MD5 ${got}, expected ${md5}); the download was discarded, run again`);
+    const name = checksum.algorithm === 'md5' ? 'MD5' : 'SHA-256';
+    throw new PasticheError(`${opts.url}: checksum mismatch (${name} ${got}, expected ${checksum.hex}${checksum.hex.length < got.length ? '...' : ''}); the download was discarded, run again`);
   }
   await fs.rename(part, opts.dest);
   return 'downloaded';

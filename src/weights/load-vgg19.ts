@@ -11,6 +11,9 @@ import { readMatFile } from './mat/mat-file.js';
 import { VGG19_MAT_LIMITS, VGG19_MAT_VARIABLES, vgg19FromMat } from './matconvnet.js';
 import { isTorchFile, readTorchStateDict } from './torch/pth.js';
 import { vgg19FromStateDict } from './torchvision.js';
+import { parseSafetensors } from './safetensors.js';
+import { readWholeFile } from './read-file.js';
+import { isConvertedVgg19, loadThroughCache, vgg19FromConverted, type CacheOptions } from './weights-cache.js';
 
 export type DetectedFormat = 'matconvnet' | 'torch' | 'hdf5' | 'caffe' | 'safetensors' | 'unknown';
 
@@ -40,22 +43,38 @@ async function readHead(file: string): Promise<Uint8Array> {
   }
 }
 
+export interface LoadWeightsOptions {
+  /** Read big files through converted copies in this cache (weights-cache.ts); absent: read the file itself. */
+  readonly cache?: CacheOptions;
+}
+
 /** Reads VGG19 weights in any supported form. Errors are one-line PasticheErrors naming the file. */
-export async function loadVgg19Weights(file: string): Promise<Vgg19Weights> {
+export async function loadVgg19Weights(file: string, o: LoadWeightsOptions = {}): Promise<Vgg19Weights> {
   checkReadableFile(file);
+  return o.cache ? loadThroughCache(file, o.cache, readWeightsFile) : readWeightsFile(file);
+}
+
+async function readWeightsFile(file: string): Promise<Vgg19Weights> {
   const format = detectFormat(await readHead(file), file);
   switch (format) {
     case 'matconvnet':
       return loadMatConvNetVgg19(file);
     case 'torch':
-      return vgg19FromStateDict(readTorchStateDict(await fs.readFile(file), file), file);
+      return vgg19FromStateDict(readTorchStateDict(await readWholeFile(file), file), file);
     case 'hdf5':
       return (await import('./keras.js')).loadKerasVgg19(file); // h5wasm's WebAssembly only when needed
     case 'caffe':
       return (await import('./caffe.js')).loadCaffeVgg19(file);
+    case 'safetensors': {
+      // Pastiche's own converted files, or a torchvision state_dict saved as safetensors.
+      const f = parseSafetensors(await readWholeFile(file), file);
+      if (isConvertedVgg19(f)) return vgg19FromConverted(f, file);
+      const tensors = new Map([...f.tensors].map(([k, t]) => [k, { ...t, dtype: 'float32' as const }]));
+      return vgg19FromStateDict({ tensors, serialisation: 'safetensors' }, file);
+    }
     default:
       throw new PasticheError(
-        `${file}: not a VGG19 weights file Pastiche reads (MatConvNet .mat, torchvision .pth, Keras .h5, Caffe .caffemodel)`,
+        `${file}: not a VGG19 weights file Pastiche reads (MatConvNet .mat, torchvision .pth, Keras .h5, Caffe .caffemodel, .safetensors)`,
       );
   }
 }

@@ -43,17 +43,19 @@ export interface NativeAddon {
   relu(x: Float32Array, y: Float32Array): void;
   reluBackward(dy: Float32Array, x: Float32Array, dx: Float32Array): void;
   /**
-   * true: sends file descriptor 2 (what native libraries print) to a temporary file; returns
-   * whether it did. false: restores it and returns what was printed meanwhile.
-   */
-  /**
    * The machine's limits on the active instruction set and the pool's threads: 'fma' runs
    * `n` iterations of 12 independent FMA chains per thread and returns GFLOP/s; 'read' and
    * 'triad' stream arrays of `n` floats and return GB/s (STREAM's byte counts). Best of a few runs.
    */
   probeMachine(what: 'fma' | 'read' | 'triad', n: number): number;
+  /**
+   * true: sends file descriptor 2 (what native libraries print) to a temporary file; returns
+   * whether it did. false: restores it and returns what was printed meanwhile.
+   */
   captureStderr(begin: true): boolean;
   captureStderr(begin: false): string;
+  /** A file's bytes over a private, copy-on-write memory mapping; null when it cannot be mapped. */
+  mapFile(file: string): ArrayBuffer | null;
 }
 
 const ADDON_PATH = fileURLToPath(new URL('../../../../build/Release/pastiche_native.node', import.meta.url));

@@ -39,7 +39,7 @@ export function registerClassify(program: Command): void {
         images,
         top: opts.top,
         dumps,
-        load: () => withStatus('loading VGG19 weights', opts.quiet, () => loadModel({ weights: opts.weights, backend })),
+        load: () => withStatus('loading VGG19 weights', opts.quiet, () => loadModel({ weights: opts.weights, backend, onWarning: (m) => process.stderr.write(`pastiche: warning: ${m}\n`) })),
         onProgress: render,
         onResult: (r) => process.stdout.write(opts.json ? `${JSON.stringify({ image: r.image, top: r.top })}\n` : `${formatClassification(r)}\n`),
         onImageError: (_image, e) => {

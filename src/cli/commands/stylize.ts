@@ -7,7 +7,7 @@ import { checkStylizeFiles, runStylize } from '../../app/stylize-job.js';
 import { PRESET_NAMES, parseStylizeSettings, type StylizeFields } from '../../app/stylize-request.js';
 import { openBackend } from '../../backends/index.js';
 import { progressBar, withStatus } from '../../util/progress.js';
-import { loadVgg19Weights } from '../../weights/load-vgg19.js';
+import { loadWeightsFile } from '../../app/load-model.js';
 import { resolveWeightsFile } from '../../weights/weights-source.js';
 import { backendOption, chooseBackend, positiveInt, weightsOption } from '../options.js';
 
@@ -54,7 +54,7 @@ export function registerStylize(program: Command): void {
     checkStylizeFiles({ content, styles, output: o.output, init: settings.init, saveEvery: o.saveEvery, logJson: o.logJson });
     const backend = await openBackend(chooseBackend(o.backend));
     const weightsFile = resolveWeightsFile(o.weights);
-    const weights = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadVgg19Weights(weightsFile));
+    const weights = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadWeightsFile(weightsFile, (m) => process.stderr.write(`pastiche: warning: ${m}\n`)));
     const scales = (settings.scales ?? []).length + 1;
     const bar = progressBar(settings.iterations * scales, 'stylize {bar} {value}/{total} | content {c} style {s} tv {tv} | {ips} it/s | ETA {eta_formatted}', o.quiet);
     const warn = (message: string) => {

@@ -20,7 +20,7 @@ export interface NamedTensor {
 
 export interface StateDict {
   readonly tensors: Map<string, NamedTensor>;
-  readonly serialisation: 'zip' | 'legacy';
+  readonly serialisation: 'zip' | 'legacy' | 'safetensors';
 }
 
 const ELEMENT: Record<StorageDtype, number> = { float32: 4, float16: 2, bfloat16: 2, float64: 8, int64: 8, int32: 4, uint8: 1, bool: 1 };

@@ -1,7 +1,16 @@
-/** What a weights file holds, for `pastiche weights info`: its format, the input it expects, its layers. */
+/**
+ * Weights files as use cases: what one holds (`pastiche weights info`: format, the input it expects,
+ * its layers) and converting any of them to safetensors (`pastiche weights convert`).
+ */
+import { statSync } from 'node:fs';
+import * as path from 'node:path';
+import { PasticheError } from '../errors.js';
 import type { InputConvention, Vgg19Weights } from '../model/vgg19-params.js';
 import { VGG19_LAYERS } from '../model/vgg19-table.js';
+import { checkWritableFile } from '../util/file-checks.js';
 import { loadVgg19Weights } from '../weights/load-vgg19.js';
+import type { SafeDtype } from '../weights/safetensors.js';
+import { writeConvertedVgg19 } from '../weights/weights-cache.js';
 
 export interface WeightsInfo {
   readonly file: string;
@@ -67,4 +76,20 @@ export function formatWeightsInfo(i: WeightsInfo): string[] {
     `parameters:  ${i.parameters.toLocaleString('en-US')} (${((i.parameters * 4) / 1e6).toFixed(1)} MB as float32)`,
     `read in:     ${i.loadSeconds.toFixed(2)} s`,
   ];
+}
+
+export const CONVERT_DTYPES = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' } as const satisfies Record<string, SafeDtype>;
+export type ConvertDtype = keyof typeof CONVERT_DTYPES;
+
+/**
+ * Any weights file to a .safetensors in Pastiche's layouts (what the cache holds); float16 and
+ * bfloat16 halve it and are widened back to float32 when read.
+ */
+export async function convertWeights(input: string, output: string, dtype: ConvertDtype = 'float32'): Promise<{ bytes: number; seconds: number }> {
+  if (path.extname(output).toLowerCase() !== '.safetensors') throw new PasticheError(`${output}: the output must end in .safetensors`);
+  checkWritableFile(output);
+  const t0 = performance.now();
+  const w = await loadVgg19Weights(input);
+  await writeConvertedVgg19(output, w, CONVERT_DTYPES[dtype], { source: path.resolve(input) });
+  return { bytes: statSync(output).size, seconds: (performance.now() - t0) / 1000 };
 }
