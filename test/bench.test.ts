@@ -1,10 +1,16 @@
 /** The benchmark's machinery and its peer: the ONNX model Pastiche writes computes the same network. */
 import * as assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from '../src/app/bench.js';
 import { layerRows, profileLayers } from '../src/app/layer-profile.js';
+import type { Roofline } from '../src/app/roofline.js';
+import { convWork } from '../src/backends/conv-work.js';
+import { winogradTile } from '../src/backends/native/native-backend.js';
 import { onnxLayerTimes, onnxNodeRow, vgg19Onnx } from '../src/app/onnx-peer.js';
-import { getBackend } from '../src/backends/index.js';
+import { getBackend, nativeBackend } from '../src/backends/index.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
@@ -77,13 +83,29 @@ test('layer timings cover every row, for a backend and for onnxruntime (small ne
   await assert.rejects(profileLayers(w, [{ ...getBackend('ts'), name: 'webgpu' }], 224, 1, 0), /CPU backends/);
 });
 
-test('pastiche bench --sections layers --peers --json: the table for the full-size network; bad sections are one-line errors', async () => {
-  const r = await runCli(['bench', '--sections', 'layers', '-b', 'native', '--peers', '-r', '1', '--warmup', '0', '--json', '-q']);
+test('pastiche bench --sections layers --peers --json --plot: the table and the roofline for the full-size network; bad sections are one-line errors', async () => {
+  const plot = join(mkdtempSync(join(tmpdir(), 'pastiche-roofline-')), 'roofline.svg');
+  const r = await runCli(['bench', '--sections', 'layers', '-b', 'native', '--peers', '-r', '1', '--warmup', '0', '--json', '-q', '--plot', plot]);
   assert.equal(r.code, 0, r.stderr);
-  const report = JSON.parse(r.stdout) as { layers: { size: number; rows: { name: string }[]; ms: Record<string, Record<string, number>> } };
+  const report = JSON.parse(r.stdout) as { layers: { size: number; rows: { name: string; gflop: number }[]; ms: Record<string, Record<string, number>> }; roofline: Roofline };
   assert.equal(report.layers.size, 224);
   assert.equal(report.layers.rows.length, 26);
   for (const who of ['native', 'onnxruntime']) assert.ok(report.layers.ms[who]!['conv3_2']! > 0, who);
+  // The roofline counts what native executes: Winograd's operations, fewer than the direct count.
+  const point = (row: string) => report.roofline.points.find((p) => p.row === row)!;
+  const direct = report.layers.rows.find((x) => x.name === 'conv3_2')!.gflop;
+  assert.match(point('conv3_2').algorithm, /^winograd F\([46]x[46]\)$/);
+  assert.ok(point('conv3_2').gflop < 0.5 * direct, `${point('conv3_2').gflop} of ${direct} direct GFLOP`);
+  assert.equal(point('conv1_1').algorithm, 'direct');
+  assert.equal(point('fc6').algorithm, 'matrix-vector');
+  for (const p of report.roofline.points) assert.ok(p.achieved > 0 && p.bound > 0 && p.fraction > 0, p.row);
+  assert.equal(report.roofline.points.length, 26);
+  const svg = readFileSync(plot, 'utf8');
+  assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+  assert.match(svg, /peak \d+ GFLOP\/s/);
+  for (const row of ['conv1_1', 'conv5_4', 'fc6']) assert.ok(svg.includes(`>${row}</text>`), row);
+  const noLayers = await runCli(['bench', '--sections', 'vgg', '--plot', plot]);
+  assert.match(noLayers.stderr, /^pastiche: --plot draws the layers: add layers to --sections\n$/);
   const bad = await runCli(['bench', '--sections', 'layer']);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /^pastiche: --sections: unknown section 'layer' \(machine, case, vgg, style, layers\)\n$/);
@@ -94,7 +116,7 @@ test('the layer table prints each contender, GFLOP/s and the ratio, onnxruntime-
     { name: 'conv1_1', label: 'conv1_1+relu1_1', output: [64, 224, 224], gflop: 2 },
     { name: 'pool1', label: 'pool1', output: [64, 112, 112], gflop: 0 },
   ];
-  const text = formatLayers({ size: 224, rows, ms: { native: { conv1_1: 4, pool1: 1 }, onnxruntime: { conv1_1: 8, pool1: 0.5, Extra: 0.25 } } });
+  const text = formatLayers({ size: 224, rows, ms: { native: { conv1_1: 4, pool1: 1 }, onnxruntime: { conv1_1: 8, pool1: 0.5, Extra: 0.25 } }, work: {} });
   const lines = text.split('\n').map((l) => l.trim().split(/\s{2,}/));
   assert.deepEqual(lines[0], ['layer', 'output', 'GFLOP', 'native ms', 'onnxruntime ms', 'native GFLOP/s', 'native / onnxruntime']);
   assert.deepEqual(lines[2], ['conv1_1+relu1_1', '64x224x224', '2.00', '4.00', '8.00', '500', '0.50']);
@@ -120,4 +142,27 @@ test('bench measures the machine first: FMA peaks per instruction set and thread
   const text = await runCli(['bench', '--sections', 'machine']);
   assert.match(text.stdout, /^machine: .*\nfp32 FMA peak, GFLOP\/s: .*portable \d+ \(1 thread\)/);
   assert.match(text.stdout, /memory bandwidth, GB\/s: read [\d.]+, triad [\d.]+/);
+});
+
+test('conv2dWork: each backend names the algorithm it runs and counts what it executes', () => {
+  const x = [1, 64, 56, 56];
+  const w = [64, 3, 3, 64];
+  const p = { pad: 1, stride: 1 };
+  const direct = 2 * 64 * 9 * 64 * 56 * 56;
+  const loops = getBackend('loops').conv2dWork(x, w, p);
+  assert.deepEqual([loops.algorithm, loops.flops, loops.bytes], ['direct', direct, 4 * (64 * 56 * 56 * 2 + 64 * 9 * 64 + 64)]);
+  const im2col = getBackend('ts').conv2dWork(x, w, p);
+  assert.equal(im2col.algorithm, 'im2col');
+  assert.equal(im2col.bytes - loops.bytes, 4 * 2 * 64 * 9 * 56 * 56, 'the column matrix, written and read');
+  // F(6x6): 10x10 tiles of 8x8 transformed values; 64 products per 36 outputs where direct needs 9 per output.
+  const f6 = convWork(x, w, p, { kind: 'winograd', m: 6 });
+  const products = 2 * 64 * 100 * 64 * 64;
+  assert.equal(f6.flops, products);
+  assert.ok(f6.flops < 0.25 * direct);
+  assert.equal(f6.bytes, 4 * (64 * 56 * 56 + 2 * 64 * 100 * 64 + 64 * 64 * 64 + 2 * 64 * 100 * 64 + 64 * 56 * 56 + 64), 'x, V twice, U, M twice, y, b');
+  if (nativeBackend) {
+    const tile = winogradTile('auto', 3, 1, 1, 64, 64, 56, 56);
+    assert.deepEqual(nativeBackend.conv2dWork(x, w, p), convWork(x, w, p, tile ? { kind: 'winograd', m: tile } : { kind: 'im2col' }));
+    assert.equal(nativeBackend.conv2dWork([1, 3, 224, 224], [3, 3, 3, 64], p).algorithm, 'direct');
+  }
 });

@@ -80,7 +80,7 @@ test('bad input gives one-line errors, a non-zero exit and no output file', asyn
     [['classify', IMAGE, '-w', join(dir, 'missing.mat'), ...dump], /missing\.mat: no such file/],
     [['classify', IMAGE, '-w', notMat, ...dump], /notes\.mat: not a MATLAB level-5 \.mat file/],
     [['classify', IMAGE, '-w', truncated, ...dump], /truncated\.mat: truncated/],
-    [['classify', IMAGE, '-w', IMAGE, ...dump], /chelsea\.png: not a MATLAB level-5/],
+    [['classify', IMAGE, '-w', IMAGE, ...dump], /chelsea\.png: not a VGG19 weights file Pastiche reads \(MatConvNet \.mat, torchvision \.pth, Keras \.h5, Caffe \.caffemodel, \.safetensors\)$/],
     [['classify', join(dir, 'nope.jpg'), '-w', WEIGHTS, ...dump], /nope\.jpg: no such file/],
     [['classify', badImage, '-w', WEIGHTS, ...dump], /broken\.jpg: cannot decode image/],
     [['classify', emptyImage, '-w', WEIGHTS, ...dump], /empty\.png: is empty/],

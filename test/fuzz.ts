@@ -1,6 +1,7 @@
 /**
  * A seeded fuzzer for the files Pastiche reads: mutated MAT-files (both layouts, compressed and
- * not), .npy files and PNG/JPEG images, each read through the same functions the CLI calls. Every
+ * not), the other weights formats (torch zip and legacy, Caffe, Keras HDF5, safetensors), .npy files
+ * and PNG/JPEG images, each read through the same functions the CLI calls. Every
  * outcome must be a result or a one-line PasticheError, in bounded memory; anything else is a
  * finding. `fuzz.test.ts` runs it briefly in `npm test`; `scripts/fuzz.mjs --minutes N` runs it long.
  */
@@ -13,9 +14,10 @@ import { readClassifierImage } from '../src/app/classify.js';
 import { PasticheError } from '../src/errors.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { uniformRng } from '../src/util/random.js';
-import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
+import { loadMatConvNetVgg19, loadVgg19Weights } from '../src/weights/load-vgg19.js';
+import { writeConvertedVgg19 } from '../src/weights/weights-cache.js';
 
-type Kind = 'mat' | 'npy' | 'image';
+type Kind = 'mat' | 'weights' | 'npy' | 'image';
 
 interface Seed {
   readonly kind: Kind;
@@ -51,7 +53,15 @@ async function seeds(fixtures: string): Promise<Seed[]> {
   const tiny = `${fixtures}vgg19-tiny/`;
   const png = readFileSync(`${tiny}chelsea.png`);
   const small = await sharp(png).resize(48, 40).png().toBuffer();
+  const sources = `${fixtures}sources/`;
+  const converted = join(mkdtempSync(join(tmpdir(), 'pastiche-fuzz-seed-')), 'w.safetensors');
+  await writeConvertedVgg19(converted, await loadVgg19Weights(`${sources}vgg19-tiny-notop.h5`));
   return [
+    { kind: 'weights', name: 'zip.pth', bytes: readFileSync(`${sources}vgg19-tiny.pth`) },
+    { kind: 'weights', name: 'legacy.pth', bytes: readFileSync(`${sources}vgg19-tiny-legacy.pth`) },
+    { kind: 'weights', name: 'v1.caffemodel', bytes: readFileSync(`${sources}vgg19-tiny-v1.caffemodel`) },
+    { kind: 'weights', name: 'notop.h5', bytes: readFileSync(`${sources}vgg19-tiny-notop.h5`) },
+    { kind: 'weights', name: 'w.safetensors', bytes: readFileSync(converted) },
     { kind: 'mat', name: 'old.mat', bytes: readFileSync(`${tiny}vgg19-tiny-old.mat`) },
     { kind: 'mat', name: 'old-z.mat', bytes: readFileSync(`${tiny}vgg19-tiny-old-z.mat`) },
     { kind: 'mat', name: 'new.mat', bytes: readFileSync(`${tiny}vgg19-tiny-new.mat`) },
@@ -151,6 +161,7 @@ function outcomeClass(message: string, file: string): string {
 
 async function readAs(kind: Kind, file: string): Promise<void> {
   if (kind === 'mat') await loadMatConvNetVgg19(file);
+  else if (kind === 'weights') await loadVgg19Weights(file);
   else if (kind === 'npy') await readNpy(file);
   else await readClassifierImage(file);
 }
@@ -159,7 +170,7 @@ export async function fuzz(o: FuzzOptions, fixtures: string): Promise<FuzzReport
   const r = uniformRng(o.seed);
   const corpus = await seeds(fixtures);
   const dir = mkdtempSync(join(tmpdir(), 'pastiche-fuzz-'));
-  const report: FuzzReport = { tried: 0, outcomes: { mat: {}, npy: {}, image: {} }, findings: [], peakArrayBuffersMB: 0, peakRssMB: 0, seconds: 0 };
+  const report: FuzzReport = { tried: 0, outcomes: { mat: {}, weights: {}, npy: {}, image: {} }, findings: [], peakArrayBuffersMB: 0, peakRssMB: 0, seconds: 0 };
   const t0 = performance.now();
   const maxBuffers = (o.maxArrayBuffersMB ?? 512) * 2 ** 20;
   const timeoutMs = o.caseTimeoutMs ?? 10_000;

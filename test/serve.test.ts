@@ -175,6 +175,12 @@ test("/api/weights gives the worker's own weights file for a run in the browser,
   const missing = await api('/api/weights', undefined, none);
   assert.equal(missing.status, 404);
   assert.match(((await missing.json()) as { error: string }).error, /^this server has no weights file to give: choose the \.mat file/);
+  // A torchvision file serves jobs, but the page's reader is MatConvNet's: it is not offered.
+  const pth = await service({ weights: `${FIXTURES}sources/vgg19-tiny.pth` });
+  assert.equal((await pth.ready).error, undefined);
+  const other = await api('/api/weights', undefined, pth);
+  assert.equal(other.status, 404);
+  assert.match(((await other.json()) as { error: string }).error, /not a MatConvNet \.mat, the format the page reads/);
 });
 
 test('--token: /api/ needs it (a header, or ?token= for event streams)', async () => {

@@ -7,11 +7,12 @@ import { availableBackends, nativeBackend, openBackend, type Backend, type Backe
 import { PasticheError } from '../errors.js';
 import { randomVgg19Weights, type Vgg19Weights } from '../model/vgg19-params.js';
 import { loadWeightsFile } from './load-model.js';
-import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops, type Timing } from './bench.js';
+import { forwardRunner, runnerName, styleIterationRunner, timeInterleaved, vgg19ForwardFlops, type Timing } from './bench.js';
 import { runCheck, type CheckRow } from './check.js';
 import { layerRows, profileLayers, type LayerProfile } from './layer-profile.js';
 import { onnxLayerTimes, onnxRunner } from './onnx-peer.js';
-import { measureMachine, type MachineLimits } from './machine.js';
+import { activePeak, measureMachine, type MachineLimits } from './machine.js';
+import { roofline, type Roofline } from './roofline.js';
 import type { OnProgress } from './progress.js';
 
 export const BENCH_SECTIONS = ['machine', 'case', 'vgg', 'style', 'layers'] as const;
@@ -55,6 +56,8 @@ export interface BenchReport {
   styleIteration?: { size: number; rows: Timing[] }[];
   /** VGG19's forward pass layer by layer (`--sections layers`). */
   layers?: LayerProfile;
+  /** The first backend's layers against this machine's roofline (with `layers`, when the limits were measured). */
+  roofline?: Roofline;
   /** Peak resident memory of the bench process, MiB (after the style iterations). */
   peakRssMB?: number;
 }
@@ -123,6 +126,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       profile.ms['onnxruntime'] = await onnxLayerTimes(weights, 224, threads, o.repeat, o.warmup, layerRows(weights, 224).rowOf);
     }
     report.layers = profile;
+    const peak = limits && (activePeak(limits, threads) ?? Math.max(...limits.peaks.map((p) => p.gflops)));
+    if (limits && peak) report.roofline = roofline(profile, runnerName(cpu[0]!), peak, limits);
   }
   return report;
 }

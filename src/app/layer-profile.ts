@@ -21,11 +21,42 @@ export interface LayerRow {
   readonly gflop: number;
 }
 
+/** The work of a row as a backend executes it (a convolution's algorithm decides it). */
+export interface RowWork {
+  readonly algorithm: string;
+  /** Floating-point operations executed (Winograd's products and transforms, not the direct count). */
+  readonly flops: number;
+  /** Bytes moved to and from memory, estimated (backends/conv-work.ts). */
+  readonly bytes: number;
+}
+
 export interface LayerProfile {
   readonly size: number;
   readonly rows: readonly LayerRow[];
   /** Median milliseconds per row name, per contender (backend row name, or 'onnxruntime'). */
   readonly ms: Record<string, Record<string, number>>;
+  /** Per backend contender, each row's work. */
+  readonly work: Record<string, Record<string, RowWork>>;
+}
+
+/**
+ * Each row's work on `backend`: convolutions as the backend runs them (conv2dWork), fully connected
+ * layers as a matrix-vector product (its weights read once), pools and the flatten as the bytes
+ * they read and write (no arithmetic to speak of). A fused ReLU adds no traffic.
+ */
+export function rowWork(weights: Vgg19Weights, size: number, backend: Backend): Record<string, RowWork> {
+  const out: Record<string, RowWork> = {};
+  let input: readonly number[] = [1, 3, size, size];
+  for (const c of vgg19LayerCosts(weights, size)) {
+    const p = weights.layers.get(c.name);
+    const output = [1, ...c.output];
+    const count = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
+    if (p?.kind === 'conv') out[c.name] = backend.conv2dWork(input, p.w.shape, { pad: p.pad, stride: p.stride });
+    else if (p?.kind === 'fc') out[c.name] = { algorithm: 'matrix-vector', flops: 2 * p.w.size, bytes: 4 * (p.w.size + p.b.size + count(input) + count(output)) };
+    else if (c.kind !== 'relu') out[c.name] = { algorithm: c.kind, flops: 0, bytes: 4 * (count(input) + count(output)) };
+    input = output;
+  }
+  return out;
 }
 
 /** The table's rows: every layer but the ReLUs, which join the row before them. */
@@ -87,8 +118,10 @@ export async function profileLayers(
     }
   }
   const ms: Record<string, Record<string, number>> = {};
+  const work: Record<string, Record<string, RowWork>> = {};
   backends.forEach((b, i) => {
     ms[runnerName(b)] = Object.fromEntries([...samples[i]!].map(([row, list]) => [row, median(list)]));
+    work[runnerName(b)] = rowWork(weights, size, b);
   });
-  return { size, rows, ms };
+  return { size, rows, ms, work };
 }

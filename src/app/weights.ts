@@ -8,7 +8,7 @@ import { PasticheError } from '../errors.js';
 import type { InputConvention, Vgg19Weights } from '../model/vgg19-params.js';
 import { VGG19_LAYERS } from '../model/vgg19-table.js';
 import { checkWritableFile } from '../util/file-checks.js';
-import { loadVgg19Weights } from '../weights/load-vgg19.js';
+import { detectFileFormat, loadVgg19Weights } from '../weights/load-vgg19.js';
 import type { SafeDtype } from '../weights/safetensors.js';
 import { writeConvertedVgg19 } from '../weights/weights-cache.js';
 
@@ -92,4 +92,9 @@ export async function convertWeights(input: string, output: string, dtype: Conve
   const w = await loadVgg19Weights(input);
   await writeConvertedVgg19(output, w, CONVERT_DTYPES[dtype], { source: path.resolve(input) });
   return { bytes: statSync(output).size, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** Whether a browser page can read this weights file: MatConvNet's (its MAT reader runs in browsers; the other readers need Node). */
+export async function browserCanRead(file: string): Promise<boolean> {
+  return (await detectFileFormat(file)) === 'matconvnet';
 }

@@ -4,6 +4,7 @@ import type { BenchReport } from '../app/bench-run.js';
 import type { MachineLimits } from '../app/machine.js';
 import type { Classification } from '../app/classify.js';
 import type { LayerProfile } from '../app/layer-profile.js';
+import type { Roofline } from '../app/roofline.js';
 import { type PrecisionComparison, FP16_MAX_REL_ERR, MAX_MSE, MAX_REL_ERR, type CheckRow } from '../app/check.js';
 
 export function formatClassification(c: Classification): string {
@@ -101,6 +102,18 @@ export function formatLayers(p: LayerProfile): string {
   return [line(header), line(header.map((_, i) => '-'.repeat(widths[i]!))), ...body.map(line)].map((l) => `  ${l}`).join('\n');
 }
 
+/** One row per layer: algorithm, executed GFLOP, MB moved, intensity, achieved rate, bound, fraction. */
+export function formatRoofline(r: Roofline): string {
+  const header = ['layer', 'algorithm', 'GFLOP', 'MB', 'FLOP/B', 'achieved', 'bound', 'of bound'];
+  const body = r.points.map((p) => {
+    const unit = p.gflop > 0 ? 'GFLOP/s' : 'GB/s';
+    return [p.label, p.algorithm, p.gflop > 0 ? p.gflop.toFixed(2) : '', p.megabytes.toFixed(1), p.gflop > 0 ? p.intensity.toFixed(1) : '', `${p.achieved.toFixed(0)} ${unit}`, `${p.bound.toFixed(0)} ${unit}`, `${(100 * p.fraction).toFixed(0)}%`];
+  });
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  return [line(header), line(header.map((_, i) => '-'.repeat(widths[i]!))), ...body.map(line)].map((l) => `  ${l}`).join('\n');
+}
+
 /** The machine's limits in two lines: FMA peaks per instruction set and threads, then bandwidth. */
 export function formatLimits(m: MachineLimits): string[] {
   const sets = [...new Set(m.peaks.map((p) => p.isa))];
@@ -127,6 +140,15 @@ export function formatBench(r: BenchReport): string {
   if (r.layers) {
     lines.push('', `== VGG19 forward layer by layer, ${r.layers.size}x${r.layers.size}, batch 1 (a ReLU counted with the layer before it; GFLOP as direct convolution) ==`);
     lines.push(formatLayers(r.layers));
+  }
+  if (r.roofline) {
+    const rf = r.roofline;
+    lines.push(
+      '',
+      `== ${rf.contender} against this machine's roofline: peak ${rf.peak.toFixed(0)} GFLOP/s, ${rf.bandwidth.toFixed(1)} GB/s; ` +
+        'work as executed (Winograd: its GEMM products), bytes estimated; bound = min(peak, intensity x bandwidth) ==',
+    );
+    lines.push(formatRoofline(rf));
   }
   if (r.peakRssMB !== undefined) lines.push('', `peak resident memory of this process: ${r.peakRssMB.toFixed(0)} MiB`);
   return lines.join('\n');

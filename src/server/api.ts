@@ -18,6 +18,7 @@ import sharp from 'sharp';
 import { decoderReason } from '../image/preprocess.js';
 import { estimateMemoryBytes, outputSize } from '../app/stylize.js';
 import { parseStylizeSettings } from '../app/stylize-request.js';
+import { browserCanRead } from '../app/weights.js';
 import { PasticheError } from '../errors.js';
 import type { JobView } from './jobs.js';
 import type { JobQueue, Upload } from './queue.js';
@@ -280,6 +281,7 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
       const file = await o.browserWeights?.();
       const st = file ? await stat(file).catch(() => undefined) : undefined;
       if (!file || !st?.isFile()) throw new HttpError(404, 'this server has no weights file to give: choose the .mat file in the page');
+      if (!(await browserCanRead(file))) throw new HttpError(404, "this server's weights are not a MatConvNet .mat, the format the page reads: choose imagenet-vgg-verydeep-19.mat in the page");
       // The name tells the page's MAT reader what it reads; the length lets it show progress.
       reply.header('content-type', 'application/octet-stream').header('content-length', st.size).header('x-pastiche-weights', encodeURIComponent(path.basename(file)));
       return reply.send(createReadStream(file));

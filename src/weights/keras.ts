@@ -68,7 +68,7 @@ export async function loadKerasVgg19(file: string): Promise<Vgg19Weights> {
     return assembleVgg19({ format: 'keras', layout: fcs.length ? 'with top' : 'notop', file, input: CAFFE_INPUT, convs, convLayout: 'HWIO', fcs, fcLayout: 'in-out/HWC' });
   } catch (e) {
     if (e instanceof PasticheError) throw e;
-    throw new PasticheError(`${file}: ${hdf5Reason(e)}`);
+    throw new PasticheError(`${file}: a damaged HDF5 file (${hdf5Reason(e)})`);
   } finally {
     f.close();
   }

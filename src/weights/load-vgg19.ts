@@ -32,6 +32,11 @@ export function detectFormat(head: Uint8Array, file: string): DetectedFormat {
   return 'unknown';
 }
 
+/** The format of a file on disk, by its first bytes. */
+export async function detectFileFormat(file: string): Promise<DetectedFormat> {
+  return detectFormat(await readHead(file), file);
+}
+
 async function readHead(file: string): Promise<Uint8Array> {
   const handle = await fs.open(file, 'r');
   try {
@@ -55,8 +60,7 @@ export async function loadVgg19Weights(file: string, o: LoadWeightsOptions = {})
 }
 
 async function readWeightsFile(file: string): Promise<Vgg19Weights> {
-  const format = detectFormat(await readHead(file), file);
-  switch (format) {
+  switch (await detectFileFormat(file)) {
     case 'matconvnet':
       return loadMatConvNetVgg19(file);
     case 'torch':
@@ -73,6 +77,8 @@ async function readWeightsFile(file: string): Promise<Vgg19Weights> {
       return vgg19FromStateDict({ tensors, serialisation: 'safetensors' }, file);
     }
     default:
+      // A .mat that does not start like one: the MAT reader says what is wrong with it.
+      if (/\.mat$/i.test(file)) return loadMatConvNetVgg19(file);
       throw new PasticheError(
         `${file}: not a VGG19 weights file Pastiche reads (MatConvNet .mat, torchvision .pth, Keras .h5, Caffe .caffemodel, .safetensors)`,
       );

@@ -2,6 +2,7 @@
  * `loops`: the course's four nested loops, written to be read next to the seed's formulas. This is
  * the ground truth every fast kernel is tested against; it is deliberately not optimised.
  */
+import { convWork } from '../conv-work.js';
 import { Tensor, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
 import { commonOps, linearBackwardByMatmul } from '../common-ops.js';
@@ -33,6 +34,8 @@ export const loopsBackend: Backend = {
   ...commonOps,
   name: 'loops',
   description: "the course's four nested loops (reference, slow)",
+
+  conv2dWork: (xShape, wShape, p) => convWork(xShape, wShape, p, { kind: 'direct' }),
 
   // Seed eq. 22: Y(n,co,h,w) = sum_{ci,kh,kw} W(ci,kh,kw,co) * Xpad(n,ci,h*s+kh,w*s+kw) + b(co)
   conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu = false): Tensor {

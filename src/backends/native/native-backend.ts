@@ -7,6 +7,7 @@
  * the outputs, which come uninitialised from the host pool (every kernel here writes all of its
  * output; the tests poison the pool with NaN to hold them to it).
  */
+import { convWork, type ConvWork } from '../conv-work.js';
 import { Tensor, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
 import { commonOps, linearBackwardByMatmul } from '../common-ops.js';
@@ -97,6 +98,13 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
     description: 'C++ addon: AVX2/FMA GEMM, Winograd F(4x4,3x3) and F(6x6,3x3), thread pool',
     addon,
     convAlgorithm: 'auto',
+
+    conv2dWork(xShape: Shape, wShape: Shape, p: Conv2dParams): ConvWork {
+      const g = convGeometry(xShape, wShape, p);
+      if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin)) return convWork(xShape, wShape, p, { kind: 'direct' });
+      const tile = winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo);
+      return convWork(xShape, wShape, p, tile ? { kind: 'winograd', m: tile } : { kind: 'im2col' });
+    },
 
     conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu = false): Tensor {
       const g = convGeometry(x.shape, w.shape, p);

@@ -2,6 +2,7 @@
  * `ts`: convolution as im2col + a cache-blocked GEMM, in plain TypeScript (the course's lab 3-3
  * speed-up). Runs anywhere JavaScript runs.
  */
+import { convWork } from '../conv-work.js';
 import { Tensor, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
 import { commonOps, linearBackwardByMatmul } from '../common-ops.js';
@@ -40,6 +41,7 @@ export const tsBackend: Backend = {
   ...commonOps,
   name: 'ts',
   description: 'im2col + cache-blocked GEMM in TypeScript',
+  conv2dWork: (xShape, wShape, p) => convWork(xShape, wShape, p, { kind: 'im2col' }),
 
   conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu = false): Tensor {
     const g = convGeometry(x.shape, w.shape, p);

@@ -4,6 +4,7 @@
  * uploaded, weights once (cached by their data array, which the Backend contract keeps
  * unchanged), everything else per call into a pooled buffer.
  */
+import { convWork } from '../conv-work.js';
 import { PasticheError } from '../../errors.js';
 import { Tensor, expectRank, sizeOf, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
@@ -282,6 +283,8 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
     isSoftware: ctx.isSoftware,
     precision: mode,
     pool,
+
+    conv2dWork: (xShape, wShape, p) => convWork(xShape, wShape, p, { kind: 'implicit GEMM' }),
 
     conv2d(x, wt, b, p, relu = false) {
       const g = convGeometry(x.shape, wt.shape, p);

@@ -1,10 +1,13 @@
 /** `pastiche bench`: the course's case, VGG19 forward and style iterations, optionally against onnxruntime. */
 import { type Command, Option } from 'commander';
 import { BENCH_SECTIONS, parseBenchLists, runBench } from '../../app/bench-run.js';
+import { rooflineSvg } from '../../app/roofline.js';
 import { BACKEND_NAMES, type BackendName } from '../../backends/index.js';
+import { PasticheError } from '../../errors.js';
+import { writeFileAtomic } from '../../util/atomic-write.js';
 import { progressBar } from '../../util/progress.js';
 import { formatBench } from '../format.js';
-import { nonNegativeInt, positiveInt } from '../options.js';
+import { checkOutputFile, nonNegativeInt, positiveInt } from '../options.js';
 
 export function registerBench(program: Command): void {
   program
@@ -17,15 +20,27 @@ export function registerBench(program: Command): void {
     .option('-r, --repeat <n>', 'timed runs per contender', positiveInt('--repeat'), 5)
     .option('--warmup <n>', 'untimed runs first', nonNegativeInt('--warmup'), 1)
     .option('--peers', 'also run onnxruntime-node on the same network and weights, interleaved, and print the ratios')
+    .option('--plot <file.svg>', "with --sections layers: draw the first backend's layers on this machine's roofline (SVG)")
     .option('--json', 'machine-readable output')
     .option('-q, --quiet', 'no progress bar')
-    .action(async (opts: { backend?: BackendName[]; sections: string; styleSizes: string; weights?: string; repeat: number; warmup: number; peers?: boolean; json?: boolean; quiet?: boolean }) => {
+    .action(async (opts: { backend?: BackendName[]; sections: string; styleSizes: string; weights?: string; repeat: number; warmup: number; peers?: boolean; plot?: string; json?: boolean; quiet?: boolean }) => {
       const { sections, styleSizes } = parseBenchLists(opts.sections, opts.styleSizes);
+      if (opts.plot) {
+        if (!sections.includes('layers')) throw new PasticheError('--plot draws the layers: add layers to --sections');
+        if (!opts.plot.toLowerCase().endsWith('.svg')) throw new PasticheError(`${opts.plot}: the plot is an SVG file (.svg)`);
+        checkOutputFile(opts.plot); // before minutes of timing
+      }
       const bar = progressBar(1, 'bench {bar} | {what}', opts.quiet);
       const report = await runBench({
         sections, styleSizes, backends: opts.backend, weightsFile: opts.weights, repeat: opts.repeat, warmup: opts.warmup, peers: opts.peers,
         onProgress: (p) => p.kind === 'stage' && bar.update(0, { what: p.stage }),
       }).finally(() => bar.stop());
       process.stdout.write(opts.json ? `${JSON.stringify(report)}\n` : `${formatBench(report)}\n`);
+      if (opts.plot) {
+        if (!report.roofline) throw new PasticheError('no roofline to draw: the machine limits need the native addon');
+        const size = report.layers!.size;
+        await writeFileAtomic(opts.plot, rooflineSvg(report.roofline, `VGG19 forward ${size}x${size}: ${report.roofline.contender} against this machine's roofline`, report.machine));
+        if (!opts.json) process.stdout.write(`roofline: ${opts.plot}\n`);
+      }
     });
 }

@@ -86,8 +86,13 @@ export function unpickle(bytes: Uint8Array, start = 0, o: UnpickleOptions = {}):
   };
   const text = (n: number, what: string, latin1 = false) => {
     need(n, what);
-    const s = latin1 ? String.fromCharCode(...bytes.subarray(p, p + Math.min(n, 4096))) : new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(p, p + n));
     if (latin1 && n > 4096) throw new PickleError('a byte string longer than a state_dict needs');
+    let s: string;
+    try {
+      s = latin1 ? String.fromCharCode(...bytes.subarray(p, p + n)) : new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(p, p + n));
+    } catch {
+      throw new PickleError(`${what} that is not UTF-8`);
+    }
     p += n;
     return s;
   };

@@ -1,0 +1,46 @@
+/**
+ * What a convolution costs as an algorithm executes it, for rooflines (`bench --sections layers`):
+ * the floating-point operations it really performs and an estimate of the bytes it moves to and
+ * from memory (each array read or written once; intermediate matrices that do not fit in cache
+ * counted as a write and a read). Direct counts 2 x multiply-adds; im2col adds its column matrix;
+ * Winograd F(m x m, 3 x 3) (Lavin & Gray 2016) multiplies (m+2)^2 transformed values per tile, input
+ * and output channel: those products (its GEMM stage) are what is counted. Its input and output
+ * transforms are a few additions per value, memory-bound; they are not counted as operations but
+ * their traffic is: the transformed tiles V and the products M go through memory (the kernel's
+ * transform is computed once per weight array).
+ */
+import type { Conv2dParams } from './backend.js';
+import { convGeometry } from './shapes.js';
+import type { Shape } from '../tensor/tensor.js';
+
+export interface ConvWork {
+  /** 'direct', 'implicit GEMM', 'im2col', 'winograd F(4x4)', 'winograd F(6x6)'. */
+  readonly algorithm: string;
+  /** Floating-point operations executed (2 per multiply-add). */
+  readonly flops: number;
+  /** Bytes moved to and from memory, estimated. */
+  readonly bytes: number;
+}
+
+/** direct: loops over the input in place; implicit GEMM: a GEMM that gathers its columns as it goes. */
+export type ConvAlgorithmKind = { readonly kind: 'direct' | 'implicit GEMM' | 'im2col' } | { readonly kind: 'winograd'; readonly m: 4 | 6 };
+
+export function convWork(xShape: Shape, wShape: Shape, p: Conv2dParams, a: ConvAlgorithmKind): ConvWork {
+  const g = convGeometry(xShape, wShape, p);
+  const f = 4; // bytes per float32
+  const x = g.n * g.cin * g.h * g.w;
+  const y = g.n * g.cout * g.ho * g.wo;
+  const weights = g.cin * g.k * g.k * g.cout + g.cout;
+  const direct = 2 * g.n * g.cin * g.k * g.k * g.cout * g.ho * g.wo;
+  if (a.kind !== 'winograd') {
+    const columns = a.kind === 'im2col' ? g.n * g.cin * g.k * g.k * g.ho * g.wo : 0;
+    return { algorithm: a.kind, flops: direct, bytes: f * (x + 2 * columns + weights + y) };
+  }
+  const t = a.m + 2; // transformed tile side
+  const tiles = g.n * Math.ceil(g.ho / a.m) * Math.ceil(g.wo / a.m);
+  const products = 2 * t * t * tiles * g.cin * g.cout;
+  const v = t * t * tiles * g.cin;
+  const m = t * t * tiles * g.cout;
+  const u = t * t * g.cin * g.cout;
+  return { algorithm: `winograd F(${a.m}x${a.m})`, flops: products, bytes: f * (x + 2 * v + u + 2 * m + y + g.cout) };
+}
