@@ -2,6 +2,9 @@
  * Optimisation-based neural style transfer (Gatys, Ecker & Bethge), the course's lab 3-3: the image
  * itself is optimised so that its VGG19 features match the content image's (seed eq. 24) and its
  * Gram matrices match the style images' (eqs. 26-28), L = alpha L_c + beta L_s + tv TV (eq. 29).
+ *
+ * The engine on decoded images and an opened backend, with no Node import: the CLI and the workers
+ * run it through stylize-job.ts (files), Studio's "Run in this browser" runs it in the page.
  */
 import type { Backend } from '../backends/backend.js';
 import { windowOutput } from '../backends/shapes.js';

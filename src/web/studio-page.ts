@@ -280,7 +280,10 @@ async function startHere(photo: File): Promise<void> {
   // Previews are encoded one at a time, at most a few a second, so that they never slow the run.
   let encoding = false;
   let lastPreview = 0;
-  const showPreview = async (png: Blob) => {
+  let finished = false;
+  const showPreview = (png: Blob, final = false): void => {
+    // A preview still encoding when the run ends must not replace the final image.
+    if (finished && !final) return;
     const preview = $<HTMLImageElement>('preview');
     URL.revokeObjectURL(preview.src);
     preview.src = URL.createObjectURL(png);
@@ -313,14 +316,15 @@ async function startHere(photo: File): Promise<void> {
           lastPreview = performance.now();
           // The image is valid during this call only: its pixels are taken now, encoded after.
           void encodePng(pixels())
-            .then(showPreview)
+            .then((png) => showPreview(png))
             .finally(() => (encoding = false));
         }
       },
     });
+    finished = true;
     const png = await encodePng(result.rgb);
     const url = URL.createObjectURL(png);
-    await showPreview(png);
+    showPreview(png, true);
     Object.assign(run, { state: result.interrupted ? 'cancelled' : 'done', adapter: result.adapter, width: result.rgb.width, height: result.rgb.height, bestLoss: result.bestLoss });
     const download = $<HTMLAnchorElement>('download');
     download.href = url;
