@@ -87,7 +87,12 @@ test('pastiche bench --sections layers --peers --json --plot: the table and the 
   const plot = join(mkdtempSync(join(tmpdir(), 'pastiche-roofline-')), 'roofline.svg');
   const r = await runCli(['bench', '--sections', 'layers', '-b', 'native', '--peers', '-r', '1', '--warmup', '0', '--json', '-q', '--plot', plot]);
   assert.equal(r.code, 0, r.stderr);
-  const report = JSON.parse(r.stdout) as { layers: { size: number; rows: { name: string; gflop: number }[]; ms: Record<string, Record<string, number>> }; roofline: Roofline };
+  const report = JSON.parse(r.stdout) as {
+    layers: { size: number; rows: { name: string; gflop: number }[]; ms: Record<string, Record<string, number>> };
+    roofline: Roofline;
+    styleLayers: { rows: { name: string }[] };
+    styleRoofline: Roofline;
+  };
   assert.equal(report.layers.size, 224);
   assert.equal(report.layers.rows.length, 26);
   for (const who of ['native', 'onnxruntime']) assert.ok(report.layers.ms[who]!['conv3_2']! > 0, who);
@@ -104,6 +109,14 @@ test('pastiche bench --sections layers --peers --json --plot: the table and the 
   assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
   assert.match(svg, /peak \d+ GFLOP\/s/);
   for (const row of ['conv1_1', 'conv5_4', 'fc6']) assert.ok(svg.includes(`>${row}</text>`), row);
+  // The style iteration: forward rows, then one row per backward step down to the image.
+  const style = report.styleRoofline.points;
+  const step = (row: string) => style.find((p) => p.row === row);
+  assert.equal(step('conv1_1 backward')?.algorithm, 'im2col', 'the gradient to the 3-channel image is GEMM + col2im');
+  assert.match(step('conv3_2 backward')?.algorithm ?? '', /^winograd F\([46]x[46]\)$/);
+  assert.equal(step('pool1 backward')?.algorithm, 'pool backward');
+  assert.equal(step('relu1_1 backward'), undefined, 'fused into conv1_2 backward');
+  assert.equal(report.styleLayers.rows.at(-1)?.name, 'conv1_1 backward');
   const noLayers = await runCli(['bench', '--sections', 'vgg', '--plot', plot]);
   assert.match(noLayers.stderr, /^pastiche: --plot draws the layers: add layers to --sections\n$/);
   const bad = await runCli(['bench', '--sections', 'layer']);

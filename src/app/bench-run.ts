@@ -9,7 +9,7 @@ import { randomVgg19Weights, type Vgg19Weights } from '../model/vgg19-params.js'
 import { loadWeightsFile } from './load-model.js';
 import { forwardRunner, runnerName, styleIterationRunner, timeInterleaved, vgg19ForwardFlops, type Timing } from './bench.js';
 import { runCheck, type CheckRow } from './check.js';
-import { layerRows, profileLayers, type LayerProfile } from './layer-profile.js';
+import { layerRows, profileLayers, profileStyleIteration, type LayerProfile } from './layer-profile.js';
 import { onnxLayerTimes, onnxRunner } from './onnx-peer.js';
 import { activePeak, measureMachine, type MachineLimits } from './machine.js';
 import { roofline, type Roofline } from './roofline.js';
@@ -58,6 +58,9 @@ export interface BenchReport {
   layers?: LayerProfile;
   /** The first backend's layers against this machine's roofline (with `layers`, when the limits were measured). */
   roofline?: Roofline;
+  /** A style iteration (forward to relu5_1, backward to the image) layer by layer at the first style size, and its roofline. */
+  styleLayers?: LayerProfile;
+  styleRoofline?: Roofline;
   /** Peak resident memory of the bench process, MiB (after the style iterations). */
   peakRssMB?: number;
 }
@@ -128,6 +131,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     report.layers = profile;
     const peak = limits && (activePeak(limits, threads) ?? Math.max(...limits.peaks.map((p) => p.gflops)));
     if (limits && peak) report.roofline = roofline(profile, runnerName(cpu[0]!), peak, limits);
+    const size = o.styleSizes[0]!;
+    report.styleLayers = await profileStyleIteration(weights, cpu, size, o.repeat, o.warmup, each(`style iteration ${size} layers`));
+    if (limits && peak) report.styleRoofline = roofline(report.styleLayers, runnerName(cpu[0]!), peak, limits);
   }
   return report;
 }

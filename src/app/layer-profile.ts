@@ -4,12 +4,14 @@
  * is counted in that layer's row, since the engines fuse it there.
  */
 import type { Backend } from '../backends/backend.js';
+import { Tensor } from '../tensor/tensor.js';
+import { fillUniform, uniformRng } from '../util/random.js';
 import { PasticheError } from '../errors.js';
 import { Vgg19 } from '../model/vgg19.js';
 import { vgg19LayerCosts } from '../model/layer-costs.js';
 import { median } from '../util/stats.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
-import { randomImage, runnerName } from './bench.js';
+import { randomImage, runnerName, STYLE_ITERATION_LAYERS } from './bench.js';
 
 export interface LayerRow {
   /** The row's first layer (conv1_1); `label` also names a ReLU counted in it (conv1_1+relu1_1). */
@@ -124,4 +126,96 @@ export async function profileLayers(
     work[runnerName(b)] = rowWork(weights, size, b);
   });
   return { size, rows, ms, work };
+}
+
+/** A backward row's name: 'conv3_2' -> 'conv3_2 backward'. */
+const backwardRow = (name: string) => `${name} backward`;
+
+/**
+ * Each backward step's work on `backend`: a convolution's gradient to its input as the backend
+ * computes it (conv2dWork 'backward-data'; the ReLU below it is fused there), pools and ReLUs as
+ * the bytes they read (dy and x) and write (dx).
+ */
+function backwardWork(weights: Vgg19Weights, size: number, backend: Backend, until: string): Record<string, RowWork> {
+  const out: Record<string, RowWork> = {};
+  let input: readonly number[] = [1, 3, size, size];
+  const count = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
+  for (const c of vgg19LayerCosts(weights, size)) {
+    const p = weights.layers.get(c.name);
+    const output = [1, ...c.output];
+    if (p?.kind === 'conv') out[backwardRow(c.name)] = backend.conv2dWork(input, p.w.shape, { pad: p.pad, stride: p.stride }, 'backward-data');
+    else out[backwardRow(c.name)] = { algorithm: `${c.kind} backward`, flops: 0, bytes: 4 * (2 * count(input) + count(output)) };
+    input = output;
+    if (c.name === until) break;
+  }
+  return out;
+}
+
+/**
+ * A style-transfer iteration layer by layer: the forward pass to relu5_1 (rows as in profileLayers)
+ * and the backward pass to the image (one row per step, named 'conv3_2 backward'), with gradients
+ * injected at the style and content layers as stylize does. Same timing rules as profileLayers.
+ */
+export async function profileStyleIteration(
+  weights: Vgg19Weights,
+  backends: readonly Backend[],
+  size: number,
+  repeat: number,
+  warmup: number,
+  onRun?: (name: string, round: number, of: number) => void,
+): Promise<LayerProfile> {
+  if (backends.some((b) => b.name === 'webgpu')) throw new PasticheError('layer timings are for CPU backends: webgpu queues its work, so per-layer host times mean nothing there');
+  const until = 'relu5_1';
+  const all = layerRows(weights, size);
+  const last = all.rows.findIndex((r) => r.label.split('+').includes(until));
+  const forwardRows = all.rows.slice(0, last + 1);
+  const backwardRows: LayerRow[] = [];
+  const costs = vgg19LayerCosts(weights, size);
+  const upTo = costs.findIndex((c) => c.name === until);
+  // A backward step's output is the gradient to its layer's input.
+  for (let i = upTo; i >= 0; i--) {
+    const c = costs[i]!;
+    backwardRows.push({ name: backwardRow(c.name), label: backwardRow(c.name), output: i > 0 ? costs[i - 1]!.output : [3, size, size], gflop: c.flops / 1e9 });
+  }
+  const x = randomImage(size);
+  const samples = backends.map(() => new Map<string, number[]>());
+  const models = backends.map((b) => new Vgg19(weights, b));
+  const grads = new Map<number, Map<string, Tensor>>();
+  for (let r = 0; r < warmup + repeat; r++) {
+    for (let i = 0; i < backends.length; i++) {
+      onRun?.(runnerName(backends[i]!), r + 1, warmup + repeat);
+      const perRow = new Map<string, number>();
+      let t = performance.now();
+      const lap = (row: string) => {
+        const now = performance.now();
+        perRow.set(row, (perRow.get(row) ?? 0) + now - t);
+        t = now;
+      };
+      const model = models[i]!;
+      const { activations } = model.forward(x, { until, capture: [...STYLE_ITERATION_LAYERS], onLayer: (_d, _n, name) => lap(all.rowOf.get(name) ?? name) });
+      if (!grads.has(i)) {
+        const be = backends[i]!;
+        grads.set(i, new Map([...activations].map(([name, a]) => [name, be.scale(new Tensor(a.shape, fillUniform(new Float32Array(a.size), uniformRng(3), -1e-3, 1e-3)), 1)])));
+      }
+      t = performance.now();
+      const dx = model.backward(grads.get(i)!, { paramGrads: false, onLayer: (name) => lap(backwardRow(name)) });
+      for (const tensor of [dx, ...activations.values()]) tensor.recycle();
+      if (r < warmup) continue;
+      for (const [row, ms] of perRow) {
+        const list = samples[i]!.get(row) ?? [];
+        list.push(ms);
+        samples[i]!.set(row, list);
+      }
+    }
+  }
+  const ms: Record<string, Record<string, number>> = {};
+  const work: Record<string, Record<string, RowWork>> = {};
+  backends.forEach((b, i) => {
+    ms[runnerName(b)] = Object.fromEntries([...samples[i]!].map(([row, list]) => [row, median(list)]));
+    const forward = rowWork(weights, size, b);
+    work[runnerName(b)] = { ...Object.fromEntries(forwardRows.map((r) => [r.name, forward[r.name]!])), ...backwardWork(weights, size, b, until) };
+  });
+  // Only the steps that ran get rows (a ReLU fused into the convolution above it has none).
+  const ran = new Set(Object.values(ms).flatMap((m) => Object.keys(m)));
+  return { size, rows: [...forwardRows, ...backwardRows.filter((r) => ran.has(r.name))], ms, work };
 }

@@ -16,7 +16,7 @@
  * uploaded; weights are uploaded once and cached (see conv2d).
  */
 import type { Shape, Tensor } from '../tensor/tensor.js';
-import type { ConvWork } from './conv-work.js';
+import type { ConvPass, ConvWork } from './conv-work.js';
 
 export interface Conv2dParams {
   /** Zero padding added on every side. */
@@ -64,8 +64,11 @@ export interface Backend {
    * array, so weight arrays must not be modified in place once used (the layers replace them).
    */
   conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu?: boolean): Tensor;
-  /** The algorithm conv2d uses for these shapes, the operations it executes and the bytes it moves (conv-work.ts). */
-  conv2dWork(xShape: Shape, wShape: Shape, p: Conv2dParams): ConvWork;
+  /**
+   * The algorithm conv2d (or conv2dBackwardData) uses for these shapes, the operations it executes
+   * and the bytes it moves (conv-work.ts).
+   */
+  conv2dWork(xShape: Shape, wShape: Shape, p: Conv2dParams, pass?: ConvPass): ConvWork;
   /** dL/dx of conv2d, shaped like the forward input `xShape`, with an optional fused epilogue. */
   conv2dBackwardData(dy: Tensor, w: Tensor, xShape: Shape, p: Conv2dParams, epilogue?: GradientEpilogue): Tensor;
   /** dL/dw and dL/db of conv2d, summed over the batch. */

@@ -25,22 +25,27 @@ export interface ConvWork {
 /** direct: loops over the input in place; implicit GEMM: a GEMM that gathers its columns as it goes. */
 export type ConvAlgorithmKind = { readonly kind: 'direct' | 'implicit GEMM' | 'im2col' } | { readonly kind: 'winograd'; readonly m: 4 | 6 };
 
-export function convWork(xShape: Shape, wShape: Shape, p: Conv2dParams, a: ConvAlgorithmKind): ConvWork {
+/** The forward convolution, or the gradient to its input (a convolution from Cout back to Cin channels). */
+export type ConvPass = 'forward' | 'backward-data';
+
+export function convWork(xShape: Shape, wShape: Shape, p: Conv2dParams, a: ConvAlgorithmKind, pass: ConvPass = 'forward'): ConvWork {
   const g = convGeometry(xShape, wShape, p);
   const f = 4; // bytes per float32
+  // What the pass reads and writes: backward-data reads dy (the forward's output shape) and writes dx.
+  const [inC, outC, outH, outW] = pass === 'forward' ? [g.cin, g.cout, g.ho, g.wo] : [g.cout, g.cin, g.h, g.w];
   const x = g.n * g.cin * g.h * g.w;
   const y = g.n * g.cout * g.ho * g.wo;
-  const weights = g.cin * g.k * g.k * g.cout + g.cout;
+  const weights = g.cin * g.k * g.k * g.cout + (pass === 'forward' ? g.cout : 0);
   const direct = 2 * g.n * g.cin * g.k * g.k * g.cout * g.ho * g.wo;
   if (a.kind !== 'winograd') {
     const columns = a.kind === 'im2col' ? g.n * g.cin * g.k * g.k * g.ho * g.wo : 0;
     return { algorithm: a.kind, flops: direct, bytes: f * (x + 2 * columns + weights + y) };
   }
   const t = a.m + 2; // transformed tile side
-  const tiles = g.n * Math.ceil(g.ho / a.m) * Math.ceil(g.wo / a.m);
-  const products = 2 * t * t * tiles * g.cin * g.cout;
-  const v = t * t * tiles * g.cin;
-  const m = t * t * tiles * g.cout;
-  const u = t * t * g.cin * g.cout;
-  return { algorithm: `winograd F(${a.m}x${a.m})`, flops: products, bytes: f * (x + 2 * v + u + 2 * m + y + g.cout) };
+  const tiles = g.n * Math.ceil(outH / a.m) * Math.ceil(outW / a.m);
+  const products = 2 * t * t * tiles * inC * outC;
+  const v = t * t * tiles * inC;
+  const m = t * t * tiles * outC;
+  const u = t * t * inC * outC;
+  return { algorithm: `winograd F(${a.m}x${a.m})`, flops: products, bytes: f * (x + 2 * v + u + 2 * m + y + (pass === 'forward' ? g.cout : 0)) };
 }

@@ -150,6 +150,15 @@ export function formatBench(r: BenchReport): string {
     );
     lines.push(formatRoofline(rf));
   }
+  if (r.styleLayers) {
+    const s = r.styleLayers.size;
+    lines.push('', `== a style iteration ${s}x${s} layer by layer: forward to relu5_1, then backward to the image (gradients injected at the style and content layers) ==`);
+    lines.push(formatLayers(r.styleLayers));
+  }
+  if (r.styleRoofline) {
+    lines.push('', `== the style iteration against the roofline (backward rows: the gradient to each layer's input; a ReLU below a convolution is fused into it) ==`);
+    lines.push(formatRoofline(r.styleRoofline));
+  }
   if (r.peakRssMB !== undefined) lines.push('', `peak resident memory of this process: ${r.peakRssMB.toFixed(0)} MiB`);
   return lines.join('\n');
 }

@@ -28,6 +28,11 @@ export interface ForwardResult {
   readonly activations: Map<string, Tensor>;
 }
 
+export interface ModelBackwardOptions extends BackwardOptions {
+  /** Called after each step with its layer's name (a convolution and the ReLU fused into it: the convolution's). */
+  readonly onLayer?: (name: string) => void;
+}
+
 export interface Vgg19Options {
   /** 'avg' replaces every max-pool by average pooling (a style-transfer option). */
   readonly pooling?: 'max' | 'avg';
@@ -149,7 +154,7 @@ export class Vgg19 {
    * down to the input, after a forward pass that ran at least to the deepest of them. Gradients met
    * on the way are added. Returns dL/dinput.
    */
-  backward(grads: ReadonlyMap<string, Tensor>, options: BackwardOptions = {}): Tensor {
+  backward(grads: ReadonlyMap<string, Tensor>, options: ModelBackwardOptions = {}): Tensor {
     const at = new Map<number, Tensor>();
     for (const [name, g] of grads) at.set(this.layerIndex(name), g);
     if (at.size === 0) throw new PasticheError('backward needs at least one gradient');
@@ -187,6 +192,7 @@ export class Vgg19 {
       } else {
         step(layer.backward(g, { ...options, reuseGradient: owned }));
       }
+      options.onLayer?.(layer.name);
     }
     return g;
   }

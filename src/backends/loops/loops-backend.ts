@@ -35,7 +35,7 @@ export const loopsBackend: Backend = {
   name: 'loops',
   description: "the course's four nested loops (reference, slow)",
 
-  conv2dWork: (xShape, wShape, p) => convWork(xShape, wShape, p, { kind: 'direct' }),
+  conv2dWork: (xShape, wShape, p, pass) => convWork(xShape, wShape, p, { kind: 'direct' }, pass),
 
   // Seed eq. 22: Y(n,co,h,w) = sum_{ci,kh,kw} W(ci,kh,kw,co) * Xpad(n,ci,h*s+kh,w*s+kw) + b(co)
   conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu = false): Tensor {

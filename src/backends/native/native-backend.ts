@@ -7,7 +7,7 @@
  * the outputs, which come uninitialised from the host pool (every kernel here writes all of its
  * output; the tests poison the pool with NaN to hold them to it).
  */
-import { convWork, type ConvWork } from '../conv-work.js';
+import { convWork, type ConvPass, type ConvWork } from '../conv-work.js';
 import { Tensor, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
 import { commonOps, linearBackwardByMatmul } from '../common-ops.js';
@@ -19,6 +19,7 @@ import {
   linearGeometry,
   matmulGeometry,
   poolGeometry,
+  type ConvGeometry,
 } from '../shapes.js';
 import type { NativeAddon, WinogradTile } from './native-addon.js';
 
@@ -92,6 +93,13 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
     }
     return u;
   };
+  // The gradient to the data is a convolution from cout to cin channels: Winograd needs both sides
+  // wide enough (VGG19's gradient to the 3-channel image is faster as GEMM + col2im).
+  const backwardDataTile = (g: ConvGeometry, p: Conv2dParams): WinogradTile | 0 => {
+    const forced = be.convAlgorithm === 'winograd' || be.convAlgorithm === 'winograd6';
+    return forced || g.cin >= 16 ? winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cout, g.cin, g.h, g.w) : 0;
+  };
+
   const be: NativeBackend = {
     ...commonOps,
     name: 'native',
@@ -99,11 +107,11 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
     addon,
     convAlgorithm: 'auto',
 
-    conv2dWork(xShape: Shape, wShape: Shape, p: Conv2dParams): ConvWork {
+    conv2dWork(xShape: Shape, wShape: Shape, p: Conv2dParams, pass: ConvPass = 'forward'): ConvWork {
       const g = convGeometry(xShape, wShape, p);
-      if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin)) return convWork(xShape, wShape, p, { kind: 'direct' });
-      const tile = winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo);
-      return convWork(xShape, wShape, p, tile ? { kind: 'winograd', m: tile } : { kind: 'im2col' });
+      if (pass === 'forward' && useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin)) return convWork(xShape, wShape, p, { kind: 'direct' });
+      const tile = pass === 'forward' ? winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo) : backwardDataTile(g, p);
+      return convWork(xShape, wShape, p, tile ? { kind: 'winograd', m: tile } : { kind: 'im2col' }, pass);
     },
 
     conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu = false): Tensor {
@@ -125,10 +133,7 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
       checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardData');
       checkEpilogue(xShape, epilogue);
       const dx = Tensor.uninitialized(xShape);
-      // The gradient to the data is a convolution from cout to cin channels: Winograd needs both
-      // sides wide enough (VGG19's gradient to the 3-channel image is faster as GEMM + col2im).
-      const forced = be.convAlgorithm === 'winograd' || be.convAlgorithm === 'winograd6';
-      const tile = forced || g.cin >= 16 ? winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cout, g.cin, g.h, g.w) : 0;
+      const tile = backwardDataTile(g, p);
       const wino = tile ? winogradWeights(w, g.cin, g.cout, true, tile) : null;
       addon.conv2dBackwardData(dy.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, dx.data, wino, tile || 4,
         epilogue?.add?.data ?? null, epilogue?.reluMask?.data ?? null);

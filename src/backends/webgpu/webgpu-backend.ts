@@ -284,7 +284,7 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
     precision: mode,
     pool,
 
-    conv2dWork: (xShape, wShape, p) => convWork(xShape, wShape, p, { kind: 'implicit GEMM' }),
+    conv2dWork: (xShape, wShape, p, pass) => convWork(xShape, wShape, p, { kind: 'implicit GEMM' }, pass),
 
     conv2d(x, wt, b, p, relu = false) {
       const g = convGeometry(x.shape, wt.shape, p);
