@@ -8,7 +8,19 @@ import { rm } from 'node:fs/promises';
 import { PasticheError } from '../errors.js';
 import { download, type DownloadOptions } from '../weights/download.js';
 import { loadVgg19Weights } from '../weights/load-vgg19.js';
-import { cachedSourcePath, SOURCES, type WeightsSource } from '../weights/weights-source.js';
+import { cachedSourcePath, matconvnet, SOURCES, type Layout, type SourceName, type WeightsSource } from '../weights/weights-source.js';
+
+/**
+ * The sources a fetch tries, from what a person asked: one named source or all in order (MatConvNet
+ * in the layout asked for); a mirror (`url`) or an `md5` stands for the first of them.
+ */
+export function chooseSources(o: { source?: SourceName; layout?: Layout; url?: string; md5?: string }): WeightsSource[] {
+  if (o.md5 !== undefined && !/^[0-9a-f]{32}$/i.test(o.md5)) throw new PasticheError(`--md5 '${o.md5}' is not an MD5 checksum (32 hexadecimal digits)`);
+  const sources = (o.source ? SOURCES.filter((s) => s.name === o.source) : SOURCES).map((s) => (s.name === 'matconvnet' ? matconvnet(o.layout ?? 'old') : s));
+  if (!o.url && !o.md5) return sources;
+  const s = sources[0]!;
+  return [{ ...s, url: o.url ?? s.url, checksum: o.md5 ? { algorithm: 'md5', hex: o.md5.toLowerCase() } : s.checksum }];
+}
 
 export interface FetchOptions {
   /** The sources to try, in order (default: all of SOURCES). */

@@ -3,10 +3,10 @@ import type { Command } from 'commander';
 import { Option } from 'commander';
 import { CONVERT_DTYPES, convertWeights, formatWeightsInfo, weightsInfo, type ConvertDtype } from '../../app/weights.js';
 import { progressBar } from '../../util/progress.js';
-import { fetchWeights } from '../../app/fetch-weights.js';
+import { chooseSources, fetchWeights } from '../../app/fetch-weights.js';
 import { PasticheError } from '../../errors.js';
 import { checkInputFile, checkOutputFile, positiveNumber } from '../options.js';
-import { SOURCES, SOURCE_NAMES, cacheDir, matconvnet, resolveWeightsFile, type Layout, type SourceName } from '../../weights/weights-source.js';
+import { SOURCES, SOURCE_NAMES, cacheDir, resolveWeightsFile, type Layout, type SourceName } from '../../weights/weights-source.js';
 
 export function registerWeights(program: Command): void {
   const weights = program.command('weights').description('download, locate and inspect the VGG19 weights');
@@ -23,13 +23,7 @@ export function registerWeights(program: Command): void {
     .option('-q, --quiet', 'no progress bar')
     .action(async (opts: { source?: SourceName; layout: Layout; url?: string; md5?: string; output?: string; timeout: number; quiet?: boolean }) => {
       if (opts.output) checkOutputFile(opts.output);
-      if (opts.md5 !== undefined && !/^[0-9a-f]{32}$/i.test(opts.md5)) throw new PasticheError(`--md5 '${opts.md5}' is not an MD5 checksum (32 hexadecimal digits)`);
-      let sources = (opts.source ? SOURCES.filter((s) => s.name === opts.source) : SOURCES).map((s) => (s.name === 'matconvnet' ? matconvnet(opts.layout) : s));
-      // A mirror stands for one source: its address, and its hash unless --md5 gives another.
-      if (opts.url || opts.md5) {
-        const s = sources[0]!;
-        sources = [{ ...s, url: opts.url ?? s.url, checksum: opts.md5 ? { algorithm: 'md5', hex: opts.md5.toLowerCase() } : s.checksum }];
-      }
+      const sources = chooseSources(opts);
       const mb = (n: number) => (n / 1e6).toFixed(0);
       const format = '{file} {bar} {percentage}% | {mb}/{totalmb} MB | {speed} MB/s | ETA {eta_formatted}{stall}';
       let bar = progressBar(1, format, opts.quiet);
