@@ -43,12 +43,14 @@ test('classifying chelsea.png on webgpu gives the same top-5 as PyTorch', async 
   assert.ok(Math.abs(r.top[0]!.prob - 0.375233302788687) < 1e-4);
 });
 
-test('100 consecutive forward passes (and 20 backward) do not grow GPU memory', async () => {
+// 40 passes, not more: the pool's byte count must not change at all after the second pass, so one
+// leaked buffer per pass shows at the third; on SwiftShader each pass costs ~0.7 s of the suite.
+test('40 consecutive forward passes (and 10 backward) do not grow GPU memory', async () => {
   const model = new Vgg19(randomVgg19Weights(3, 16), gpu);
   const x = randomTensor([1, 3, 32, 32], 1, -50, 50);
   const pass = async (i: number) => {
     const { output } = model.forward(x, { until: 'relu5_1' });
-    if (i < 20) {
+    if (i < 10) {
       // The injected gradient is the caller's (backward leaves it alone): disposed here, not left
       // to the garbage collector's finaliser, whose timing made the pool's count vary by one buffer.
       const g = gpu.scale(output, 1);
@@ -61,8 +63,8 @@ test('100 consecutive forward passes (and 20 backward) do not grow GPU memory', 
   await pass(0);
   await pass(1);
   const after2 = gpu.pool.allocatedBytes;
-  for (let i = 2; i < 100; i++) await pass(i);
-  assert.equal(gpu.pool.allocatedBytes, after2, `allocated ${after2} bytes after 2 passes, ${gpu.pool.allocatedBytes} after 100`);
+  for (let i = 2; i < 40; i++) await pass(i);
+  assert.equal(gpu.pool.allocatedBytes, after2, `allocated ${after2} bytes after 2 passes, ${gpu.pool.allocatedBytes} after 40`);
 });
 
 test('backward on webgpu equals ts: gradients injected at several layers, down to the image', async () => {

@@ -5,6 +5,7 @@
  */
 import { PasticheError } from '../errors.js';
 import { DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, parseLayers, type Init, type StylizeSettings } from './stylize.js';
+import { TILE_GRID } from './tiled-evaluate.js';
 
 /** Settings that a preset starts from; every field given overrides its own. */
 export const STYLE_PRESETS = {
@@ -39,6 +40,7 @@ export interface StylizeFields {
   readonly originalColors?: unknown;
   readonly pooling?: unknown;
   readonly scales?: unknown;
+  readonly tile?: unknown;
 }
 
 export type FieldName = (field: keyof StylizeFields) => string;
@@ -121,6 +123,8 @@ export function parseStylizeSettings(fields: StylizeFields, styleCount: number, 
   const scales = f.numbers('scales') ?? [];
   if (scales.some((v) => !Number.isInteger(v) || v < 16 || v > MAX_SIDE)) f.bad('scales', `must be whole numbers from 16 to ${MAX_SIDE}`);
   const size = f.number('size', { min: 1, max: MAX_SIDE, integer: true });
+  const tile = f.number('tile', { min: 1, max: MAX_SIDE, integer: true });
+  if (tile !== undefined && tile % TILE_GRID !== 0) f.bad('tile', `must be a multiple of ${TILE_GRID} (the pools' grid; got ${tile})`);
   const layers = (field: 'contentLayers' | 'styleLayers', fallback: readonly string[]) => parseLayers(f.text(field) ?? fallback, name(field));
   return {
     size: size ?? preset.size,
@@ -140,5 +144,6 @@ export function parseStylizeSettings(fields: StylizeFields, styleCount: number, 
     originalColors: f.flag('originalColors'),
     pooling: f.choice('pooling', ['max', 'avg'] as const) ?? preset.pooling,
     scales,
+    tile,
   };
 }

@@ -20,12 +20,10 @@ import { Tensor } from '../tensor/tensor.js';
 import { uniformRng } from '../util/random.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
 import type { IterationProgress, OnProgress } from './progress.js';
+import type { Evaluation, ObjectiveWeights, StyleTargets, WeightedLayer } from './style-objective.js';
+import { evaluateTiled } from './tiled-evaluate.js';
 
-export interface WeightedLayer {
-  readonly name: string;
-  /** Its weight in the sum; by default 1 / (number of layers), so the losses are averages. */
-  readonly weight: number;
-}
+export type { Evaluation, ObjectiveWeights, StyleTargets, WeightedLayer };
 
 /** How the optimisation starts: from the content image, from noise, from a blend, or from a file. */
 export type Init =
@@ -57,6 +55,8 @@ export interface StylizeSettings extends ObjectiveWeights {
    * result upsampled; the last is the output size. Empty: one scale.
    */
   readonly scales?: readonly number[];
+  /** Compute the loss tile by tile, tiles of this many pixels a side (tiled-evaluate.ts): the same result in less memory. */
+  readonly tile?: number;
 }
 
 /** A run on decoded images (what both the CLI's files and a browser's canvas give). */
@@ -173,32 +173,6 @@ export function paramShapes(weights: Vgg19Weights): ParamShapes {
     out.set(name, p.kind === 'pool' ? { kind: 'pool', kernel: p.kernel, stride: p.stride, pad: p.pad } : { kind: p.kind, w: { shape: [...p.w.shape], size: p.w.size }, b: { size: p.b.size } });
   }
   return out;
-}
-
-/** What the image is pulled towards: content features P per content layer, Gram matrices A per style layer. */
-export interface StyleTargets {
-  readonly content: Map<string, Tensor>;
-  readonly style: Map<string, Tensor>;
-}
-
-export interface ObjectiveWeights {
-  readonly contentWeight: number;
-  readonly styleWeight: number;
-  readonly tvWeight: number;
-  readonly contentLayers: readonly WeightedLayer[];
-  readonly styleLayers: readonly WeightedLayer[];
-}
-
-export interface Evaluation {
-  /** Sum over content layers of w_l L_c^l (eq. 24, averaged by default). */
-  readonly content: number;
-  /** L_s = sum_l w_l L_s^l (eqs. 27-28). */
-  readonly style: number;
-  readonly tv: number;
-  /** alpha content + beta style + tv TV (eq. 29). */
-  readonly total: number;
-  /** dL/dx, exact, through the network's own backward passes. */
-  readonly grad: Tensor;
 }
 
 function deepestLayer(model: Vgg19, w: ObjectiveWeights): string {
@@ -345,7 +319,7 @@ export async function stylizeImages(o: StylizeImagesOptions): Promise<StylizeRes
         interrupted = true;
         break;
       }
-      const e = await evaluate(model, x, targets, o);
+      const e = o.tile ? await evaluateTiled(model, x, targets, o, { tile: o.tile }) : await evaluate(model, x, targets, o);
       if (!Number.isFinite(e.total)) throw new PasticheError('the loss is no longer finite: lower --lr or the loss weights');
       if (e.total < best.loss) best = { loss: e.total, image: x.clone() };
       iteration++;

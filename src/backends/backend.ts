@@ -16,7 +16,6 @@
  * uploaded; weights are uploaded once and cached (see conv2d).
  */
 import type { Shape, Tensor } from '../tensor/tensor.js';
-import type { ConvPass, ConvWork } from './conv-work.js';
 
 export interface Conv2dParams {
   /** Zero padding added on every side. */
@@ -52,6 +51,19 @@ export interface GradientEpilogue {
 }
 
 export type BackendName = 'loops' | 'ts' | 'native' | 'webgpu';
+
+/** What a convolution costs as a backend runs it (conv2dWork; the model is in conv-work.ts). */
+export interface ConvWork {
+  /** 'direct', 'implicit GEMM', 'im2col', 'winograd F(4x4)', 'winograd F(6x6)'. */
+  readonly algorithm: string;
+  /** Floating-point operations executed (2 per multiply-add). */
+  readonly flops: number;
+  /** Bytes moved to and from memory, estimated. */
+  readonly bytes: number;
+}
+
+/** The forward convolution, or the gradient to its input (a convolution from Cout back to Cin channels). */
+export type ConvPass = 'forward' | 'backward-data';
 
 export interface Backend {
   readonly name: BackendName;

@@ -9,24 +9,13 @@
  * their traffic is: the transformed tiles V and the products M go through memory (the kernel's
  * transform is computed once per weight array).
  */
-import type { Conv2dParams } from './backend.js';
+import type { Conv2dParams, ConvPass, ConvWork } from './backend.js';
 import { convGeometry } from './shapes.js';
 import type { Shape } from '../tensor/tensor.js';
 
-export interface ConvWork {
-  /** 'direct', 'implicit GEMM', 'im2col', 'winograd F(4x4)', 'winograd F(6x6)'. */
-  readonly algorithm: string;
-  /** Floating-point operations executed (2 per multiply-add). */
-  readonly flops: number;
-  /** Bytes moved to and from memory, estimated. */
-  readonly bytes: number;
-}
 
 /** direct: loops over the input in place; implicit GEMM: a GEMM that gathers its columns as it goes. */
 export type ConvAlgorithmKind = { readonly kind: 'direct' | 'implicit GEMM' | 'im2col' } | { readonly kind: 'winograd'; readonly m: 4 | 6 };
-
-/** The forward convolution, or the gradient to its input (a convolution from Cout back to Cin channels). */
-export type ConvPass = 'forward' | 'backward-data';
 
 export function convWork(xShape: Shape, wShape: Shape, p: Conv2dParams, a: ConvAlgorithmKind, pass: ConvPass = 'forward'): ConvWork {
   const g = convGeometry(xShape, wShape, p);

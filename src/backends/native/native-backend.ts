@@ -7,9 +7,9 @@
  * the outputs, which come uninitialised from the host pool (every kernel here writes all of its
  * output; the tests poison the pool with NaN to hold them to it).
  */
-import { convWork, type ConvPass, type ConvWork } from '../conv-work.js';
+import { convWork } from '../conv-work.js';
 import { Tensor, type Shape } from '../../tensor/tensor.js';
-import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
+import type { Backend, Conv2dParams, ConvPass, ConvWork, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
 import { commonOps, linearBackwardByMatmul } from '../common-ops.js';
 import {
   checkBias,

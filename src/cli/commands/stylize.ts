@@ -42,6 +42,7 @@ export function registerStylize(program: Command): void {
     .option('--original-colors', "keep the content's colours: transfer luminance only")
     .option('--pooling <kind>', 'max or avg pooling in VGG19 (default max)')
     .option('--scales <list>', 'multi-scale: longest sides to optimise at first, e.g. 256,384 (then --size)')
+    .option('--tile <n>', 'compute the loss in tiles of N pixels a side (a multiple of 16): the same result, activations of one tile at a time')
     .option('--save-every <n>', 'also save the image every N iterations (OUT-0050.png, ...)', positiveInt('--save-every'))
     .option('--log-json <file>', 'one JSON line per iteration: iteration, content, style, tv, total, seconds')
     .option('-q, --quiet', 'no progress bar');

@@ -1,0 +1,283 @@
+/**
+ * The style-transfer loss and its gradient computed tile by tile, equal to the untiled ones (up to
+ * float summation order), so that an image's activations never have to be in memory at once.
+ *
+ * Why it is exact: a feature of VGG19 at a position depends on a window of the input (its receptive
+ * field: 156 px for relu5_1, rf = 1 + sum of (k - 1) x jump over the layers). A tile whose interior
+ * is surrounded by at least half of that (the halo) computes, at its interior positions, the same
+ * function of the input as the whole image does: crop borders at distance >= the halo cannot reach
+ * it, and image borders are where they are in both. Crops start on the 16-px grid of the four pools,
+ * so the pooling windows are the image's own. Then:
+ * - Gram matrices are sums over positions: G = sum over tiles of F_int F_int^T (seed eq. 26), and the
+ *   content loss is a sum over positions too;
+ * - with G global, dL/dF at a position is (G - A) F(p) / (C^2 M^2) (eq. 27's gradient, M all the
+ *   layer's positions) or (F(p) - P(p)) / (C M): injected at each tile's interior positions only,
+ *   back-propagated through the tile, and the tiles' input gradients added where the crops overlap.
+ * Two forward passes per tile and one backward pass: about 1.5x the untiled work plus the halos.
+ */
+import { PasticheError } from '../errors.js';
+import { Vgg19 } from '../model/vgg19.js';
+import { VGG19_LAYERS } from '../model/vgg19-table.js';
+import { tvLoss } from '../style/losses.js';
+import { Tensor } from '../tensor/tensor.js';
+import type { Evaluation, ObjectiveWeights, StyleTargets } from './style-objective.js';
+
+/** The pools' common grid: crops start on multiples of it. */
+export const TILE_GRID = 16;
+
+/** Half the receptive field of `layer` (how far a crop border must stay from a position), rounded up to the grid. */
+export function haloFor(layer: string): number {
+  let rf = 1;
+  let jump = 1;
+  for (const spec of VGG19_LAYERS) {
+    if (spec.kind === 'conv') rf += 2 * jump;
+    else if (spec.kind === 'pool') {
+      rf += jump;
+      jump *= 2;
+    }
+    if (spec.name === layer) break;
+  }
+  return Math.ceil(rf / 2 / TILE_GRID) * TILE_GRID;
+}
+
+export interface Tile {
+  /** The interior, in image pixels: [y0, y1) x [x0, x1). */
+  readonly y0: number;
+  readonly y1: number;
+  readonly x0: number;
+  readonly x1: number;
+  /** The crop that is run: the interior and its halo, within the image. */
+  readonly cy0: number;
+  readonly cy1: number;
+  readonly cx0: number;
+  readonly cx1: number;
+}
+
+/** Tiles of `tile` x `tile` interior pixels (the last row and column take what is left), each with its halo. */
+export function tileGrid(height: number, width: number, tile: number, halo: number): Tile[] {
+  if (!(tile >= TILE_GRID) || tile % TILE_GRID !== 0) throw new PasticheError(`the tile size must be a multiple of ${TILE_GRID} (got ${tile})`);
+  const tiles: Tile[] = [];
+  for (let y0 = 0; y0 < height; y0 += tile) {
+    for (let x0 = 0; x0 < width; x0 += tile) {
+      const y1 = Math.min(height, y0 + tile);
+      const x1 = Math.min(width, x0 + tile);
+      tiles.push({ y0, y1, x0, x1, cy0: Math.max(0, y0 - halo), cy1: Math.min(height, y1 + halo), cx0: Math.max(0, x0 - halo), cx1: Math.min(width, x1 + halo) });
+    }
+  }
+  return tiles;
+}
+
+/** [1, C, H, W] host tensor -> the rows [r0, r1) and columns [c0, c1) of every channel. */
+function crop(t: Tensor, r0: number, r1: number, c0: number, c1: number): Tensor {
+  const [, c, h, w] = t.shape as [number, number, number, number];
+  const out = new Tensor([1, c, r1 - r0, c1 - c0]);
+  const ow = c1 - c0;
+  for (let ch = 0; ch < c; ch++)
+    for (let r = r0; r < r1; r++) out.data.set(t.data.subarray(ch * h * w + r * w + c0, ch * h * w + r * w + c1), (ch * (r1 - r0) + r - r0) * ow);
+  return out;
+}
+
+/** Adds `part` ([1, C, h, w]) into `into` ([1, C, H, W]) at rows r0.., columns c0... */
+function addAt(into: Float32Array, shape: readonly number[], part: Tensor, r0: number, c0: number): void {
+  const [, c, h, w] = shape as [number, number, number, number];
+  const [, , ph, pw] = part.shape as [number, number, number, number];
+  for (let ch = 0; ch < c; ch++)
+    for (let r = 0; r < ph; r++) {
+      const src = (ch * ph + r) * pw;
+      const dst = ch * h * w + (r0 + r) * w + c0;
+      for (let k = 0; k < pw; k++) into[dst + k] += part.data[src + k]!;
+    }
+}
+
+/** A layer's stride in image pixels (2 per pool before it). */
+function strideOf(layer: string): number {
+  let s = 1;
+  for (const spec of VGG19_LAYERS) {
+    if (spec.name === layer) return s;
+    if (spec.kind === 'pool') s *= 2;
+  }
+  return s;
+}
+
+interface Interior {
+  /** In the crop's feature map: rows [r0, r1), columns [c0, c1). */
+  readonly r0: number;
+  readonly r1: number;
+  readonly c0: number;
+  readonly c1: number;
+  /** Where r0, c0 are in the whole image's feature map. */
+  readonly gr0: number;
+  readonly gc0: number;
+}
+
+/**
+ * The interior of `tile` at `layer` (whose whole map is mh x mw): rows y0/s .. y1/s, or to the map's
+ * edge for the last tile (the pools floor odd sizes there, in the crop as in the image); undefined
+ * when no position of the map falls inside.
+ */
+function interiorAt(tile: Tile, layer: string, height: number, width: number): Interior | undefined {
+  const s = strideOf(layer);
+  const [mh, mw] = mapSize(layer, height, width);
+  const gr0 = tile.y0 / s;
+  const gc0 = tile.x0 / s;
+  const gr1 = tile.y1 === height ? mh : tile.y1 / s;
+  const gc1 = tile.x1 === width ? mw : tile.x1 / s;
+  if (gr1 <= gr0 || gc1 <= gc0) return undefined;
+  const [or, oc] = [tile.cy0 / s, tile.cx0 / s];
+  return { r0: gr0 - or, r1: gr1 - or, c0: gc0 - oc, c1: gc1 - oc, gr0, gc0 };
+}
+
+/** The feature map's height and width at `layer` for an image of height x width (pools floor). */
+function mapSize(layer: string, height: number, width: number): [number, number] {
+  let h = height;
+  let w = width;
+  for (const spec of VGG19_LAYERS) {
+    if (spec.name === layer) break;
+    if (spec.kind === 'pool') [h, w] = [Math.floor(h / 2), Math.floor(w / 2)];
+  }
+  return [h, w];
+}
+
+export interface TiledOptions {
+  /** Interior size of a tile, pixels (a multiple of 16). */
+  readonly tile: number;
+  /** Called after each tile of each pass. */
+  readonly onTile?: (done: number, of: number) => void;
+  /** Overrides the halo (default haloFor the deepest layer): only to show what a short one breaks. */
+  readonly halo?: number;
+}
+
+/**
+ * evaluate() of stylize.ts, tile by tile: the same losses and gradient. `targets` hold the whole
+ * content features and the style Gram matrices, on the host or the backend.
+ */
+export async function evaluateTiled(model: Vgg19, x: Tensor, targets: StyleTargets, w: ObjectiveWeights, o: TiledOptions): Promise<Evaluation> {
+  const be = model.backend;
+  const [, , height, width] = x.shape as [number, number, number, number];
+  const names = [...new Set([...w.contentLayers, ...w.styleLayers].map((l) => l.name))];
+  const deepest = names.reduce((a, b) => (model.layerIndex(a) >= model.layerIndex(b) ? a : b));
+  const halo = o.halo ?? haloFor(deepest);
+  const tiles = tileGrid(height, width, o.tile, halo);
+  const steps = 2 * tiles.length;
+  let done = 0;
+  for (const t of [...targets.content.values(), ...targets.style.values()]) await t.toHost();
+
+  /** The tile's features at the captured layers, on the host, with each one's interior. */
+  const runTile = async (tile: Tile) => {
+    const xc = crop(x, tile.cy0, tile.cy1, tile.cx0, tile.cx1);
+    const { activations } = model.forward(xc, { until: deepest, capture: names });
+    const out = new Map<string, { f: Tensor; int: Interior | undefined }>();
+    for (const name of names) out.set(name, { f: await activations.get(name)!.toHost(), int: interiorAt(tile, name, height, width) });
+    return { xc, activations, features: out };
+  };
+  /** [C, n] of the interior positions. */
+  const interior = (f: Tensor, i: Interior) => {
+    const c = crop(f, i.r0, i.r1, i.c0, i.c1);
+    return c.reshape([c.shape[1]!, (i.r1 - i.r0) * (i.c1 - i.c0)]);
+  };
+
+  /** The content target at an interior's positions. */
+  const targetAt = (name: string, i: Interior) => crop(targets.content.get(name)!, i.gr0, i.gr0 + i.r1 - i.r0, i.gc0, i.gc0 + i.c1 - i.c0);
+
+  // Pass 1: the Gram matrices and the content loss, summed over the tiles' interiors.
+  const grams = new Map<string, Float32Array>();
+  const contentSums = new Map<string, number>();
+  for (const tile of tiles) {
+    const { features, activations } = await runTile(tile);
+    for (const l of w.styleLayers) {
+      const { f, int } = features.get(l.name)!;
+      if (!int) continue;
+      const fi = interior(f, int);
+      const g = await be.matmul(fi, fi, false, true).toHost();
+      const acc = grams.get(l.name) ?? new Float32Array(g.size);
+      for (let i = 0; i < g.size; i++) acc[i] += g.data[i]!;
+      grams.set(l.name, acc);
+    }
+    for (const l of w.contentLayers) {
+      const { f, int } = features.get(l.name)!;
+      if (!int) continue;
+      const fi = crop(f, int.r0, int.r1, int.c0, int.c1);
+      const pi = targetAt(l.name, int);
+      let sum = contentSums.get(l.name) ?? 0;
+      for (let i = 0; i < fi.size; i++) sum += (fi.data[i]! - pi.data[i]!) ** 2;
+      contentSums.set(l.name, sum);
+    }
+    for (const t of activations.values()) t.recycle();
+    o.onTile?.(++done, steps);
+  }
+  const layerDims = (name: string) => {
+    const c = targets.style.get(name)?.shape[1] ?? targets.content.get(name)!.shape[1]!;
+    const [mh, mw] = mapSize(name, height, width);
+    return { c, m: mh * mw };
+  };
+  let style = 0;
+  const diffs = new Map<string, Tensor>();
+  for (const l of w.styleLayers) {
+    const { c, m } = layerDims(l.name);
+    const a = targets.style.get(l.name)!.data;
+    const g = grams.get(l.name)!;
+    const d = new Tensor([c, c]);
+    let sum = 0;
+    for (let i = 0; i < d.size; i++) {
+      d.data[i] = g[i]! - a[i]!;
+      sum += d.data[i]! ** 2;
+    }
+    style += (l.weight * sum) / (4 * c * c * m * m);
+    // The gradient's factor, weight and normalisation folded into the difference once.
+    diffs.set(l.name, be.scale(d, (w.styleWeight * l.weight) / (c * c * m * m)));
+  }
+  let content = 0;
+  for (const l of w.contentLayers) {
+    const { c, m } = layerDims(l.name);
+    content += (l.weight * contentSums.get(l.name)!) / (2 * c * m);
+  }
+
+  // Pass 2: each tile's gradient, injected at its interior positions only, back to its crop.
+  const grad = new Float32Array(x.size);
+  for (const tile of tiles) {
+    const { xc, features, activations } = await runTile(tile);
+    const injected = new Map<string, Tensor>();
+    const add = (name: string, values: Float32Array, r0: number, c0: number, ih: number, iw: number) => {
+      const f = features.get(name)!.f;
+      const g = injected.get(name) ?? new Tensor(f.shape);
+      const [, ch, fh, fw] = f.shape as [number, number, number, number];
+      for (let k = 0; k < ch; k++)
+        for (let r = 0; r < ih; r++)
+          for (let q = 0; q < iw; q++) g.data[k * fh * fw + (r0 + r) * fw + c0 + q] += values[(k * ih + r) * iw + q]!;
+      injected.set(name, g);
+    };
+    for (const l of w.styleLayers) {
+      const { f, int } = features.get(l.name)!;
+      if (!int) continue;
+      const gi = await be.matmul(diffs.get(l.name)!, interior(f, int)).toHost();
+      add(l.name, gi.data, int.r0, int.c0, int.r1 - int.r0, int.c1 - int.c0);
+    }
+    for (const l of w.contentLayers) {
+      const { f, int } = features.get(l.name)!;
+      if (!int) continue;
+      const { c, m } = layerDims(l.name);
+      const fi = crop(f, int.r0, int.r1, int.c0, int.c1);
+      const pi = targetAt(l.name, int);
+      const scale = (w.contentWeight * l.weight) / (c * m);
+      const v = new Float32Array(fi.size);
+      for (let i = 0; i < v.length; i++) v[i] = scale * (fi.data[i]! - pi.data[i]!);
+      add(l.name, v, int.r0, int.c0, int.r1 - int.r0, int.c1 - int.c0);
+    }
+    if (injected.size > 0) {
+      const dxc = await model.backward(injected, { paramGrads: false }).toHost();
+      addAt(grad, x.shape, dxc, tile.cy0, tile.cx0);
+      dxc.dispose();
+    }
+    for (const t of activations.values()) if (t !== xc) t.recycle();
+    o.onTile?.(++done, steps);
+  }
+  for (const d of diffs.values()) d.dispose();
+  const g = new Tensor(x.shape, grad);
+  let tv = 0;
+  if (w.tvWeight > 0) {
+    const r = tvLoss(x);
+    tv = r.loss.data[0]!;
+    for (let i = 0; i < g.size; i++) g.data[i] += w.tvWeight * r.grad.data[i]!;
+  }
+  return { content, style, tv, total: w.contentWeight * content + w.styleWeight * style + w.tvWeight * tv, grad: g };
+}
