@@ -7,7 +7,7 @@ import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { buildTargets, evaluate, parseLayers, stylizeImages, type ObjectiveWeights } from '../src/app/stylize.js';
 import { parseStylizeSettings } from '../src/app/stylize-request.js';
-import { evaluateTiled, haloFor, tileGrid } from '../src/app/tiled-evaluate.js';
+import { buildTargetsTiled, evaluateTiled, haloFor, tileGrid } from '../src/app/tiled-evaluate.js';
 import { getBackend } from '../src/backends/index.js';
 import { readRgb } from '../src/image/preprocess.js';
 import { Vgg19 } from '../src/model/vgg19.js';
@@ -59,7 +59,13 @@ for (const backend of ['native', 'ts'] as const) {
   for (const [h, w, tiles] of backend === 'ts' ? ([[200, 333, [96]]] as const) : ([[384, 640, [128, 256]], [200, 333, [96]]] as const)) {
     test(`tiled loss and gradient equal the untiled ones on ${backend}, ${w}x${h}, tiles ${tiles.join(' and ')} (rel. 1e-4)`, { skip: backend === 'native' && !getBackend('native') }, async () => {
       const model = new Vgg19(weights, getBackend(backend));
-      const targets = buildTargets(model, random([1, 3, h, w], 1), [random([1, 3, 160, 240], 2)], [1], objective);
+      const [content, style] = [random([1, 3, h, w], 1), random([1, 3, 160, 240], 2)];
+      const targets = buildTargets(model, content, [style], [1], objective);
+      // The targets tile by tile too: content features assembled from interiors, Gram matrices summed.
+      const tiledTargets = await buildTargetsTiled(model, content, [style], [1], objective, tiles[0]);
+      for (const kind of ['content', 'style'] as const) {
+        for (const [name, t] of targets[kind]) assertClose(tiledTargets[kind].get(name)!.reshape(t.shape), await t.toHost(), 1e-4, `${kind} target ${name}`);
+      }
       const x = random([1, 3, h, w], 3);
       const ref = await evaluate(model, x, targets, objective);
       const refGrad = new Tensor(x.shape, Float32Array.from(ref.grad.data));

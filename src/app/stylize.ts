@@ -21,7 +21,7 @@ import { uniformRng } from '../util/random.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
 import type { IterationProgress, OnProgress } from './progress.js';
 import type { Evaluation, ObjectiveWeights, StyleTargets, WeightedLayer } from './style-objective.js';
-import { evaluateTiled } from './tiled-evaluate.js';
+import { buildTargetsTiled, evaluateTiled } from './tiled-evaluate.js';
 
 export type { Evaluation, ObjectiveWeights, StyleTargets, WeightedLayer };
 
@@ -309,7 +309,7 @@ export async function stylizeImages(o: StylizeImagesOptions): Promise<StylizeRes
         throw new PasticheError(`${what} would be ${t.shape[3]}x${t.shape[2]} at this scale; ${deepestLayer(model, o)} needs at least ${minSide} pixels a side (raise --size, --scales or --style-scale)`);
       }
     }
-    const targets = buildTargets(model, content, styleTensors, blend, o);
+    const targets = o.tile ? await buildTargetsTiled(model, content, styleTensors, blend, o, o.tile) : buildTargets(model, content, styleTensors, blend, o);
     x = x ? resizeTensorBilinear(x, height, width) : initialImage(o.init, o.initImage, content, height, width, mean, rng);
     best = { loss: Infinity, image: x.clone() };
     const optimizer = optimizerFor();

@@ -138,6 +138,67 @@ function mapSize(layer: string, height: number, width: number): [number, number]
   return [h, w];
 }
 
+/** A tile's features at the captured layers, on the host, with each one's interior. */
+async function tileFeatures(model: Vgg19, x: Tensor, tile: Tile, names: readonly string[], deepest: string) {
+  const [, , height, width] = x.shape as [number, number, number, number];
+  const xc = crop(x, tile.cy0, tile.cy1, tile.cx0, tile.cx1);
+  const { activations } = model.forward(xc, { until: deepest, capture: names });
+  const features = new Map<string, { f: Tensor; int: Interior | undefined }>();
+  for (const name of names) features.set(name, { f: await activations.get(name)!.toHost(), int: interiorAt(tile, name, height, width) });
+  return { xc, activations, features };
+}
+
+/** [C, n] of the interior positions. */
+function interior(f: Tensor, i: Interior): Tensor {
+  const c = crop(f, i.r0, i.r1, i.c0, i.c1);
+  return c.reshape([c.shape[1]!, (i.r1 - i.r0) * (i.c1 - i.c0)]);
+}
+
+/**
+ * buildTargets of stylize.ts, tile by tile: the content features P assembled from the tiles'
+ * interiors (whole maps, but at the content layers only), each style image's Gram matrices summed
+ * over its tiles and blended.
+ */
+export async function buildTargetsTiled(model: Vgg19, content: Tensor, styles: readonly Tensor[], blend: readonly number[], w: ObjectiveWeights, tile: number): Promise<StyleTargets> {
+  const be = model.backend;
+  const names = [...new Set([...w.contentLayers, ...w.styleLayers].map((l) => l.name))];
+  const deepest = names.reduce((a, b) => (model.layerIndex(a) >= model.layerIndex(b) ? a : b));
+  const halo = haloFor(deepest);
+  const targets: StyleTargets = { content: new Map(), style: new Map() };
+  const [, , ch, cw] = content.shape as [number, number, number, number];
+  for (const t of tileGrid(ch, cw, tile, halo)) {
+    const { features, activations } = await tileFeatures(model, content, t, w.contentLayers.map((l) => l.name), deepest);
+    for (const l of w.contentLayers) {
+      const { f, int } = features.get(l.name)!;
+      if (!int) continue;
+      const [mh, mw] = mapSize(l.name, ch, cw);
+      const c = f.shape[1]!;
+      const p = targets.content.get(l.name) ?? new Tensor([1, c, mh, mw]);
+      addAt(p.data, p.shape, crop(f, int.r0, int.r1, int.c0, int.c1), int.gr0, int.gc0);
+      targets.content.set(l.name, p);
+    }
+    for (const a of activations.values()) a.recycle();
+  }
+  const sum = blend.reduce((a, b) => a + b, 0);
+  for (const [k, style] of styles.entries()) {
+    const [, , sh, sw] = style.shape as [number, number, number, number];
+    for (const t of tileGrid(sh, sw, tile, halo)) {
+      const { features, activations } = await tileFeatures(model, style, t, w.styleLayers.map((l) => l.name), deepest);
+      for (const l of w.styleLayers) {
+        const { f, int } = features.get(l.name)!;
+        if (!int) continue;
+        const fi = interior(f, int);
+        const g = await be.matmul(fi, fi, false, true).toHost();
+        const acc = targets.style.get(l.name) ?? new Tensor([1, g.shape[0]!, g.shape[1]!]);
+        for (let i = 0; i < g.size; i++) acc.data[i] += (blend[k]! / sum) * g.data[i]!;
+        targets.style.set(l.name, acc);
+      }
+      for (const a of activations.values()) a.recycle();
+    }
+  }
+  return targets;
+}
+
 export interface TiledOptions {
   /** Interior size of a tile, pixels (a multiple of 16). */
   readonly tile: number;
@@ -161,20 +222,7 @@ export async function evaluateTiled(model: Vgg19, x: Tensor, targets: StyleTarge
   const steps = 2 * tiles.length;
   let done = 0;
   for (const t of [...targets.content.values(), ...targets.style.values()]) await t.toHost();
-
-  /** The tile's features at the captured layers, on the host, with each one's interior. */
-  const runTile = async (tile: Tile) => {
-    const xc = crop(x, tile.cy0, tile.cy1, tile.cx0, tile.cx1);
-    const { activations } = model.forward(xc, { until: deepest, capture: names });
-    const out = new Map<string, { f: Tensor; int: Interior | undefined }>();
-    for (const name of names) out.set(name, { f: await activations.get(name)!.toHost(), int: interiorAt(tile, name, height, width) });
-    return { xc, activations, features: out };
-  };
-  /** [C, n] of the interior positions. */
-  const interior = (f: Tensor, i: Interior) => {
-    const c = crop(f, i.r0, i.r1, i.c0, i.c1);
-    return c.reshape([c.shape[1]!, (i.r1 - i.r0) * (i.c1 - i.c0)]);
-  };
+  const runTile = (tile: Tile) => tileFeatures(model, x, tile, names, deepest);
 
   /** The content target at an interior's positions. */
   const targetAt = (name: string, i: Interior) => crop(targets.content.get(name)!, i.gr0, i.gr0 + i.r1 - i.r0, i.gc0, i.gc0 + i.c1 - i.c0);
