@@ -61,6 +61,21 @@ export function rowWork(weights: Vgg19Weights, size: number, backend: Backend): 
   return out;
 }
 
+/** A device backend's host time per layer is only its queueing. */
+function requireCpu(backends: readonly Backend[]): void {
+  if (backends.some((b) => b.name === 'webgpu')) throw new PasticheError('layer timings are for CPU backends: webgpu queues its work, so per-layer host times mean nothing there');
+}
+
+/** Adds one timed round's milliseconds per row to the samples. */
+function record(samples: Map<string, number[]>, perRow: ReadonlyMap<string, number>): void {
+  for (const [row, ms] of perRow) samples.set(row, [...(samples.get(row) ?? []), ms]);
+}
+
+/** The median milliseconds per row, per backend. */
+function medians(backends: readonly Backend[], samples: readonly Map<string, number[]>[]): Record<string, Record<string, number>> {
+  return Object.fromEntries(backends.map((b, i) => [runnerName(b), Object.fromEntries([...samples[i]!].map(([row, list]) => [row, median(list)]))]));
+}
+
 /** The table's rows: every layer but the ReLUs, which join the row before them. */
 export function layerRows(weights: Vgg19Weights, size: number): { rows: LayerRow[]; rowOf: Map<string, string> } {
   const rows: { name: string; label: string; output: readonly number[]; gflop: number }[] = [];
@@ -91,8 +106,7 @@ export async function profileLayers(
   warmup: number,
   onRun?: (name: string, round: number, of: number) => void,
 ): Promise<LayerProfile> {
-  const device = backends.find((b) => b.name === 'webgpu');
-  if (device) throw new PasticheError('layer timings are for CPU backends: webgpu queues its work, so per-layer host times mean nothing there');
+  requireCpu(backends);
   const { rows, rowOf } = layerRows(weights, size);
   const x = randomImage(size);
   const models = backends.map((b) => new Vgg19(weights, b));
@@ -111,21 +125,11 @@ export async function profileLayers(
           t = now;
         },
       });
-      if (r < warmup) continue;
-      for (const [row, ms] of perRow) {
-        const list = samples[i]!.get(row) ?? [];
-        list.push(ms);
-        samples[i]!.set(row, list);
-      }
+      if (r >= warmup) record(samples[i]!, perRow);
     }
   }
-  const ms: Record<string, Record<string, number>> = {};
-  const work: Record<string, Record<string, RowWork>> = {};
-  backends.forEach((b, i) => {
-    ms[runnerName(b)] = Object.fromEntries([...samples[i]!].map(([row, list]) => [row, median(list)]));
-    work[runnerName(b)] = rowWork(weights, size, b);
-  });
-  return { size, rows, ms, work };
+  const work = Object.fromEntries(backends.map((b) => [runnerName(b), rowWork(weights, size, b)]));
+  return { size, rows, ms: medians(backends, samples), work };
 }
 
 /** A backward row's name: 'conv3_2' -> 'conv3_2 backward'. */
@@ -164,7 +168,7 @@ export async function profileStyleIteration(
   warmup: number,
   onRun?: (name: string, round: number, of: number) => void,
 ): Promise<LayerProfile> {
-  if (backends.some((b) => b.name === 'webgpu')) throw new PasticheError('layer timings are for CPU backends: webgpu queues its work, so per-layer host times mean nothing there');
+  requireCpu(backends);
   const until = 'relu5_1';
   const all = layerRows(weights, size);
   const last = all.rows.findIndex((r) => r.label.split('+').includes(until));
@@ -200,21 +204,15 @@ export async function profileStyleIteration(
       t = performance.now();
       const dx = model.backward(grads.get(i)!, { paramGrads: false, onLayer: (name) => lap(backwardRow(name)) });
       for (const tensor of [dx, ...activations.values()]) tensor.recycle();
-      if (r < warmup) continue;
-      for (const [row, ms] of perRow) {
-        const list = samples[i]!.get(row) ?? [];
-        list.push(ms);
-        samples[i]!.set(row, list);
-      }
+      if (r >= warmup) record(samples[i]!, perRow);
     }
   }
-  const ms: Record<string, Record<string, number>> = {};
+  const ms = medians(backends, samples);
   const work: Record<string, Record<string, RowWork>> = {};
-  backends.forEach((b, i) => {
-    ms[runnerName(b)] = Object.fromEntries([...samples[i]!].map(([row, list]) => [row, median(list)]));
+  for (const b of backends) {
     const forward = rowWork(weights, size, b);
     work[runnerName(b)] = { ...Object.fromEntries(forwardRows.map((r) => [r.name, forward[r.name]!])), ...backwardWork(weights, size, b, until) };
-  });
+  }
   // Only the steps that ran get rows (a ReLU fused into the convolution above it has none).
   const ran = new Set(Object.values(ms).flatMap((m) => Object.keys(m)));
   return { size, rows: [...forwardRows, ...backwardRows.filter((r) => ran.has(r.name))], ms, work };
