@@ -3,6 +3,7 @@
  * towards, and what one evaluation of the loss returns. Shared by the untiled evaluation
  * (stylize.ts) and the tiled one (tiled-evaluate.ts).
  */
+import type { Vgg19 } from '../model/vgg19.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 export interface WeightedLayer {
@@ -37,3 +38,7 @@ export interface Evaluation {
   readonly grad: Tensor;
 }
 
+/** The deepest layer the objective reads: forward passes stop there. */
+export function deepestLayer(model: Vgg19, w: ObjectiveWeights): string {
+  return [...w.contentLayers, ...w.styleLayers].map((l) => l.name).reduce((a, b) => (model.layerIndex(a) >= model.layerIndex(b) ? a : b));
+}

@@ -20,7 +20,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { uniformRng } from '../util/random.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
 import type { IterationProgress, OnProgress } from './progress.js';
-import type { Evaluation, ObjectiveWeights, StyleTargets, WeightedLayer } from './style-objective.js';
+import { deepestLayer, type Evaluation, type ObjectiveWeights, type StyleTargets, type WeightedLayer } from './style-objective.js';
 import { buildTargetsTiled, evaluateTiled } from './tiled-evaluate.js';
 
 export type { Evaluation, ObjectiveWeights, StyleTargets, WeightedLayer };
@@ -173,10 +173,6 @@ export function paramShapes(weights: Vgg19Weights): ParamShapes {
     out.set(name, p.kind === 'pool' ? { kind: 'pool', kernel: p.kernel, stride: p.stride, pad: p.pad } : { kind: p.kind, w: { shape: [...p.w.shape], size: p.w.size }, b: { size: p.b.size } });
   }
   return out;
-}
-
-function deepestLayer(model: Vgg19, w: ObjectiveWeights): string {
-  return [...w.contentLayers, ...w.styleLayers].map((l) => l.name).reduce((a, b) => (model.layerIndex(a) >= model.layerIndex(b) ? a : b));
 }
 
 /** P from the content image; A = sum_k blend_k gram(style_k) over the style images. */

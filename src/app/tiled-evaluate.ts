@@ -20,7 +20,7 @@ import { Vgg19 } from '../model/vgg19.js';
 import { VGG19_LAYERS } from '../model/vgg19-table.js';
 import { tvLoss } from '../style/losses.js';
 import { Tensor } from '../tensor/tensor.js';
-import type { Evaluation, ObjectiveWeights, StyleTargets } from './style-objective.js';
+import { deepestLayer, type Evaluation, type ObjectiveWeights, type StyleTargets } from './style-objective.js';
 
 /** The pools' common grid: crops start on multiples of it. */
 export const TILE_GRID = 16;
@@ -154,15 +154,21 @@ function interior(f: Tensor, i: Interior): Tensor {
   return c.reshape([c.shape[1]!, (i.r1 - i.r0) * (i.c1 - i.c0)]);
 }
 
+/** Adds F_int F_int^T of a tile's interior (seed eq. 26, over those positions only), times `scale`, into `acc`. */
+async function addInteriorGram(model: Vgg19, f: Tensor, int: Interior, acc: Float32Array, scale = 1): Promise<void> {
+  const fi = interior(f, int);
+  const g = await model.backend.matmul(fi, fi, false, true).toHost();
+  for (let i = 0; i < g.size; i++) acc[i] += scale * g.data[i]!;
+  g.dispose();
+}
+
 /**
  * buildTargets of stylize.ts, tile by tile: the content features P assembled from the tiles'
  * interiors (whole maps, but at the content layers only), each style image's Gram matrices summed
  * over its tiles and blended.
  */
 export async function buildTargetsTiled(model: Vgg19, content: Tensor, styles: readonly Tensor[], blend: readonly number[], w: ObjectiveWeights, tile: number): Promise<StyleTargets> {
-  const be = model.backend;
-  const names = [...new Set([...w.contentLayers, ...w.styleLayers].map((l) => l.name))];
-  const deepest = names.reduce((a, b) => (model.layerIndex(a) >= model.layerIndex(b) ? a : b));
+  const deepest = deepestLayer(model, w);
   const halo = haloFor(deepest);
   const targets: StyleTargets = { content: new Map(), style: new Map() };
   const [, , ch, cw] = content.shape as [number, number, number, number];
@@ -187,10 +193,9 @@ export async function buildTargetsTiled(model: Vgg19, content: Tensor, styles: r
       for (const l of w.styleLayers) {
         const { f, int } = features.get(l.name)!;
         if (!int) continue;
-        const fi = interior(f, int);
-        const g = await be.matmul(fi, fi, false, true).toHost();
-        const acc = targets.style.get(l.name) ?? new Tensor([1, g.shape[0]!, g.shape[1]!]);
-        for (let i = 0; i < g.size; i++) acc.data[i] += (blend[k]! / sum) * g.data[i]!;
+        const c = f.shape[1]!;
+        const acc = targets.style.get(l.name) ?? new Tensor([1, c, c]);
+        await addInteriorGram(model, f, int, acc.data, blend[k]! / sum);
         targets.style.set(l.name, acc);
       }
       for (const a of activations.values()) a.recycle();
@@ -202,8 +207,6 @@ export async function buildTargetsTiled(model: Vgg19, content: Tensor, styles: r
 export interface TiledOptions {
   /** Interior size of a tile, pixels (a multiple of 16). */
   readonly tile: number;
-  /** Called after each tile of each pass. */
-  readonly onTile?: (done: number, of: number) => void;
   /** Overrides the halo (default haloFor the deepest layer): only to show what a short one breaks. */
   readonly halo?: number;
 }
@@ -216,11 +219,9 @@ export async function evaluateTiled(model: Vgg19, x: Tensor, targets: StyleTarge
   const be = model.backend;
   const [, , height, width] = x.shape as [number, number, number, number];
   const names = [...new Set([...w.contentLayers, ...w.styleLayers].map((l) => l.name))];
-  const deepest = names.reduce((a, b) => (model.layerIndex(a) >= model.layerIndex(b) ? a : b));
+  const deepest = deepestLayer(model, w);
   const halo = o.halo ?? haloFor(deepest);
   const tiles = tileGrid(height, width, o.tile, halo);
-  const steps = 2 * tiles.length;
-  let done = 0;
   for (const t of [...targets.content.values(), ...targets.style.values()]) await t.toHost();
   const runTile = (tile: Tile) => tileFeatures(model, x, tile, names, deepest);
 
@@ -235,10 +236,9 @@ export async function evaluateTiled(model: Vgg19, x: Tensor, targets: StyleTarge
     for (const l of w.styleLayers) {
       const { f, int } = features.get(l.name)!;
       if (!int) continue;
-      const fi = interior(f, int);
-      const g = await be.matmul(fi, fi, false, true).toHost();
-      const acc = grams.get(l.name) ?? new Float32Array(g.size);
-      for (let i = 0; i < g.size; i++) acc[i] += g.data[i]!;
+      const c = f.shape[1]!;
+      const acc = grams.get(l.name) ?? new Float32Array(c * c);
+      await addInteriorGram(model, f, int, acc);
       grams.set(l.name, acc);
     }
     for (const l of w.contentLayers) {
@@ -251,7 +251,6 @@ export async function evaluateTiled(model: Vgg19, x: Tensor, targets: StyleTarge
       contentSums.set(l.name, sum);
     }
     for (const t of activations.values()) t.recycle();
-    o.onTile?.(++done, steps);
   }
   const layerDims = (name: string) => {
     const c = targets.style.get(name)?.shape[1] ?? targets.content.get(name)!.shape[1]!;
@@ -317,7 +316,6 @@ export async function evaluateTiled(model: Vgg19, x: Tensor, targets: StyleTarge
       dxc.dispose();
     }
     for (const t of activations.values()) if (t !== xc) t.recycle();
-    o.onTile?.(++done, steps);
   }
   for (const d of diffs.values()) d.dispose();
   const g = new Tensor(x.shape, grad);
