@@ -126,7 +126,7 @@ test('hostile and malformed requests get a clear 4xx, and the server keeps servi
   await status(submit({ size: 0 }), 400, /^size must be a positive whole number/);
   await status(submit({ init: '/etc/passwd' }), 400, /init: 'content', 'noise' or 'blend'/);
   await status(submit({ styleLayers: 'relu9_9' }), 400, /unknown layer 'relu9_9'/);
-  await status(submit({ size: 16000 }), 400, /needs about .* GiB, more than this server gives a job/);
+  await status(submit({ size: 16000, maxMemory: '2G' }), 400, /^a 16000x\d+ output needs at least .* GiB \(.*\), more than maxMemory \(2\.0 GiB\): choose a smaller size or a larger maxMemory$/);
   await status(api('/api/jobs/00000000-0000-0000-0000-000000000000'), 404, /no job/);
   await status(api('/api/jobs/..%2F..%2Fetc%2Fpasswd'), 400);
   await status(api('/api/jobs/x/../../../etc/passwd'), 404);

@@ -186,7 +186,7 @@ test('pastiche stylize: bad input gives one-line errors and no output', async ()
     [['stylize', CONTENT, STYLE, '--scales', '8,32', '-o', out, ...w], /--scales must be whole numbers from 16/],
     [['stylize', CONTENT, STYLE, '-o', join(dir, 'nope', 'x.png'), ...w], /x\.png: the folder .*nope does not exist/],
     [['stylize', CONTENT, STYLE, '-o', join(dir, 'x.gif'), ...w], /x\.gif: the output must end in \.png, \.jpg or \.jpeg/],
-    [['stylize', CONTENT, STYLE, '-o', out, '-w', `${TINY}vgg19-tiny-old.mat`, '--size', '16000'], /needs about .* GiB, more than this machine can give/],
+    [['stylize', CONTENT, STYLE, '-o', out, '-w', `${TINY}vgg19-tiny-old.mat`, '--size', '16000', '--max-memory', '4G'], /needs at least .* GiB \(.*\), more than --max-memory \(4.0 GiB\): choose a smaller --size or a larger --max-memory$/m],
   ];
   for (const [args, pattern] of cases) {
     const r = await cli(args);

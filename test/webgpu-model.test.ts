@@ -10,6 +10,10 @@ import { forwardRunner, styleIterationRunner, timeInterleaved } from '../src/app
 import { comparePrecision, runCheck } from '../src/app/check.js';
 import { classifyImage } from '../src/app/classify.js';
 import { buildTargets, evaluate, parseLayers, type ObjectiveWeights } from '../src/app/stylize.js';
+import { evaluateTiled } from '../src/app/tiled-evaluate.js';
+import { planMemory } from '../src/app/memory-plan.js';
+import { TransformerNet } from '../src/model/transformer/transformer-net.js';
+import { loadTransformerModel } from '../src/weights/transformer-file.js';
 import { stylize } from '../src/app/stylize-job.js';
 import { getBackend } from '../src/backends/index.js';
 import { PasticheError } from '../src/errors.js';
@@ -164,4 +168,40 @@ test('a lost device gives clear errors, not a crash or a hang', async () => {
   (await gpuContext()).device.destroy();
   await assert.rejects(y.toHost(), (e: unknown) => e instanceof PasticheError && /device was lost/.test(e.message));
   assert.throws(() => gpu.relu(randomTensor([8], 1)), (e: unknown) => e instanceof PasticheError && /device was lost/.test(e.message));
+});
+
+test("tiled style loss and gradient on webgpu equal its untiled ones (rel. 1e-4); the plan keeps a tile's tensors under the device's buffer limit", async () => {
+  const weights = await loadMatConvNetVgg19(`${TINY}vgg19-tiny-old.mat`);
+  const model = new Vgg19(weights, gpu);
+  const w: ObjectiveWeights = { contentWeight: 1, styleWeight: 500, tvWeight: 0.01, contentLayers: parseLayers('relu4_2', 'c'), styleLayers: parseLayers('relu1_1,relu3_1,relu5_1', 's') };
+  const [content, style, x] = [randomTensor([1, 3, 131, 177], 1, -60, 60), randomTensor([1, 3, 96, 128], 2, -60, 60), randomTensor([1, 3, 131, 177], 3, -60, 60)];
+  const targets = buildTargets(model, content, [style], [1], w);
+  const ref = await evaluate(model, x, targets, w);
+  const refGrad = ref.grad.clone();
+  const tiled = await evaluateTiled(model, x, targets, w, { tile: 64 });
+  for (const k of ['content', 'style', 'tv', 'total'] as const) assert.ok(Math.abs(tiled[k] - ref[k]) <= 1e-4 * Math.abs(ref[k]), `${k}: ${tiled[k]} vs ${ref[k]}`);
+  assertClose(tiled.grad, refGrad, 1e-4, 'tiled gradient on webgpu');
+  assert.ok(Number.isFinite(gpu.maxTensorBytes) && gpu.maxTensorBytes > 0, `the device's limit: ${gpu.maxTensorBytes}`);
+  const plan = planMemory({ layers: weights.layers, ...w, optimizer: 'adam', budget: Infinity, maxTensorBytes: 4 * 4 * 300 * 300 }, 2000, 2000);
+  // conv1's 4 channels at the crop (tile + 160 px a side) stay under the limit.
+  assert.ok(plan.tile !== undefined && 4 * 4 * (plan.tile + 160) ** 2 <= 4 * 4 * 300 * 300, `tile ${plan.tile}`);
+});
+
+test("the real-time style network's ops on webgpu equal loops; a TransformerNet saved by torch.save gives PyTorch's output (1e-4 of the range)", async () => {
+  const loops = getBackend('loops')!;
+  const x = randomTensor([2, 5, 9, 13], 2, -3, 3);
+  const weight = randomTensor([5], 3, 0.5, 1.5);
+  const bias = randomTensor([5], 4, -1, 1);
+  assertClose(await gpu.reflectionPad2d(x, 4).toHost(), loops.reflectionPad2d(x, 4), 1e-9, 'reflectionPad2d');
+  assertClose(await gpu.instanceNorm2d(x, weight, bias, 1e-5, true).toHost(), loops.instanceNorm2d(x, weight, bias, 1e-5, true), 1e-5, 'instanceNorm2d');
+  assertClose(await gpu.upsampleNearest2d(x, 2).toHost(), loops.upsampleNearest2d(x, 2), 1e-9, 'upsampleNearest2d');
+  const dir = `${FIXTURES}transformer/`;
+  const net = new TransformerNet(await loadTransformerModel(`${dir}transformer-tiny.pth`), gpu);
+  const want = await readNpy(`${dir}output.npy`);
+  const got = await net.forward(await readNpy(`${dir}input.npy`)).toHost();
+  assert.deepEqual(got.shape, want.shape);
+  let [lo, hi, worst] = [Infinity, -Infinity, 0];
+  for (const v of want.data) [lo, hi] = [Math.min(lo, v), Math.max(hi, v)];
+  for (let i = 0; i < got.size; i++) worst = Math.max(worst, Math.abs(got.data[i]! - want.data[i]!));
+  assert.ok(worst <= 1e-4 * (hi - lo), `largest difference ${worst}, range ${hi - lo}`);
 });

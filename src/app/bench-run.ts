@@ -14,8 +14,9 @@ import { onnxLayerTimes, onnxRunner } from './onnx-peer.js';
 import { activePeak, measureMachine, type MachineLimits } from './machine.js';
 import { roofline, type Roofline } from './roofline.js';
 import type { OnProgress } from './progress.js';
+import { benchPrintSizes, type PrintRow, type PrintSize } from './print-bench.js';
 
-export const BENCH_SECTIONS = ['machine', 'case', 'vgg', 'style', 'layers'] as const;
+export const BENCH_SECTIONS = ['machine', 'case', 'vgg', 'style', 'layers', 'print'] as const;
 export type BenchSection = (typeof BENCH_SECTIONS)[number];
 
 export interface BenchOptions {
@@ -29,6 +30,10 @@ export interface BenchOptions {
   readonly warmup: number;
   /** Also run onnxruntime-node on the same network and weights. */
   readonly peers?: boolean;
+  /** `print`: the output sizes, the iterations at each, the memory budget (default: the machine's). */
+  readonly printSizes?: readonly PrintSize[];
+  readonly printIterations?: number;
+  readonly maxMemory?: number;
   readonly onProgress?: OnProgress;
 }
 
@@ -63,6 +68,8 @@ export interface BenchReport {
   styleRoofline?: Roofline;
   /** Peak resident memory of the bench process, MiB (after the style iterations). */
   peakRssMB?: number;
+  /** Style transfer at print sizes within a memory budget (`--sections print`), each in its own process. */
+  print?: { readonly backend: string; readonly rows: PrintRow[] };
 }
 
 /** The CPU, its cores, the threads used and Node's version, for the report's first line. */
@@ -135,5 +142,12 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     report.styleLayers = await profileStyleIteration(weights, cpu, size, o.repeat, o.warmup, each(`style iteration ${size} layers`));
     if (limits && peak) report.styleRoofline = roofline(report.styleLayers, runnerName(cpu[0]!), peak, limits);
   }
+  if (sections.has('print')) {
+    const backend = styleBackendNames[0]!;
+    const rows = await benchPrintSizes({ sizes: o.printSizes ?? DEFAULT_PRINT_SIZES, weightsFile: o.weightsFile, backend, iterations: o.printIterations ?? 2, maxMemory: o.maxMemory, onProgress: o.onProgress });
+    report.print = { backend, rows };
+  }
   return report;
 }
+
+export const DEFAULT_PRINT_SIZES: readonly PrintSize[] = [{ width: 1024, height: 1024 }, { width: 2048, height: 2048 }, { width: 4000, height: 3000 }];

@@ -6,6 +6,8 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { PasticheError } from '../errors.js';
 import type { Tensor } from '../tensor/tensor.js';
+import type { MemoryPlan } from './memory-plan.js';
+import type { TilePass } from './tiled-evaluate.js';
 
 /** A step of work that has no count: 'reading images', 'loading weights', a bench contender. */
 export interface StageProgress {
@@ -40,6 +42,27 @@ export interface IterationProgress {
   readonly image: Tensor;
 }
 
+/** How a scale of a style transfer is fitted into memory (memory-plan.ts), said before it starts. */
+export interface PlanProgress {
+  readonly kind: 'plan';
+  readonly scale: number;
+  readonly plan: MemoryPlan;
+  /** describePlan's line. */
+  readonly text: string;
+}
+
+/** A tile of a tiled style transfer done: at print sizes one iteration takes minutes. */
+export interface TileProgress {
+  readonly kind: 'tile';
+  /** The iteration being computed (1-based, over all scales) and the run's total. */
+  readonly iteration: number;
+  readonly of: number;
+  /** 'targets': the content and style images' features; 'loss': the Gram matrices; 'gradient': the backward passes. */
+  readonly pass: TilePass;
+  readonly done: number;
+  readonly tiles: number;
+}
+
 /** A file written on the way (stylize's snapshots). */
 export interface SavedProgress {
   readonly kind: 'saved';
@@ -53,7 +76,7 @@ export interface WarningProgress {
   readonly message: string;
 }
 
-export type Progress = StageProgress | LayerProgress | IterationProgress | SavedProgress | WarningProgress;
+export type Progress = StageProgress | LayerProgress | IterationProgress | PlanProgress | TileProgress | SavedProgress | WarningProgress;
 
 export type OnProgress = (p: Progress) => void;
 

@@ -27,11 +27,19 @@ export interface StylizeOptions extends StylizeSettings {
   readonly signal?: AbortSignal;
 }
 
-/** Reads the images and stylizes, refusing sizes beyond 80% of this machine's memory. */
+/**
+ * What a run on this machine may use: 80% of the memory that is free now, plus what this process
+ * already holds (the weights are loaded before a run starts).
+ */
+export function machineMemoryBudget(): number {
+  return 0.8 * (os.freemem() + process.memoryUsage().rss);
+}
+
+/** Reads the images and stylizes within the memory budget (--max-memory, or machineMemoryBudget). */
 export async function stylize(o: StylizeOptions): Promise<StylizeResult> {
   const [content, ...styles] = await Promise.all([o.content, ...o.styles].map((f) => readRgb(f)));
   const initImage = o.init.kind === 'file' ? await readRgb(o.init.file) : undefined;
-  return stylizeImages({ ...o, content: content!, styles, initImage, backend: o.backend ?? getBackend(), memoryLimitBytes: 0.8 * os.totalmem() });
+  return stylizeImages({ ...o, content: content!, styles, initImage, backend: o.backend ?? getBackend(), memoryLimitBytes: machineMemoryBudget() });
 }
 
 export interface StylizeJob extends StylizeOptions {

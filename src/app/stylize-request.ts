@@ -5,6 +5,7 @@
  */
 import { PasticheError } from '../errors.js';
 import { DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, parseLayers, type Init, type StylizeSettings } from './stylize.js';
+import { parseByteSize } from './memory-plan.js';
 import { TILE_GRID } from './tiled-evaluate.js';
 
 /** Settings that a preset starts from; every field given overrides its own. */
@@ -41,6 +42,7 @@ export interface StylizeFields {
   readonly pooling?: unknown;
   readonly scales?: unknown;
   readonly tile?: unknown;
+  readonly maxMemory?: unknown;
 }
 
 export type FieldName = (field: keyof StylizeFields) => string;
@@ -92,6 +94,16 @@ class Fields {
     return v;
   }
 
+  /** '3G', '512M' or a number of bytes. */
+  bytes(field: keyof StylizeFields): number | undefined {
+    const v = this.f[field];
+    if (v === undefined || v === null || v === '') return undefined;
+    const bytes = typeof v === 'number' ? (v > 0 && Number.isFinite(v) ? v : undefined) : typeof v === 'string' ? parseByteSize(v) : undefined;
+    if (bytes === undefined) this.bad(field, `must be a size such as 3G or 500M (got '${String(v)}')`);
+    if (bytes < 2 ** 20) this.bad(field, `must be at least 1M (got '${String(v)}'; a number without a unit is bytes)`);
+    return bytes;
+  }
+
   /** '0.7,0.3' or [0.7, 0.3]. */
   numbers(field: keyof StylizeFields): number[] | undefined {
     const v = this.f[field];
@@ -131,7 +143,8 @@ export function parseStylizeSettings(fields: StylizeFields, styleCount: number, 
     iterations: f.number('iterations', { min: 1, integer: true }) ?? preset.iterations,
     optimizer: f.choice('optimizer', ['adam', 'lbfgs'] as const) ?? preset.optimizer,
     lr: f.number('lr', { positive: true }) ?? preset.lr,
-    lbfgsHistory: f.number('lbfgsHistory', { min: 1, max: 10_000, integer: true }) ?? 100,
+    // Absent: 100, shortened where memory is short (memory-plan.ts).
+    lbfgsHistory: f.number('lbfgsHistory', { min: 1, max: 10_000, integer: true }),
     contentWeight: f.number('contentWeight', { min: 0 }) ?? preset.contentWeight,
     styleWeight: f.number('styleWeight', { min: 0 }) ?? preset.styleWeight,
     tvWeight: f.number('tvWeight', { min: 0 }) ?? preset.tvWeight,
@@ -145,5 +158,6 @@ export function parseStylizeSettings(fields: StylizeFields, styleCount: number, 
     pooling: f.choice('pooling', ['max', 'avg'] as const) ?? preset.pooling,
     scales,
     tile,
+    maxMemory: f.bytes('maxMemory'),
   };
 }

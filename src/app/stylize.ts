@@ -7,7 +7,6 @@
  * run it through stylize-job.ts (files), Studio's "Run in this browser" runs it in the page.
  */
 import type { Backend } from '../backends/backend.js';
-import { windowOutput } from '../backends/shapes.js';
 import { PasticheError } from '../errors.js';
 import { resizeBilinearPil } from '../image/pil-resize.js';
 import { keepOriginalColors, resizeTensorBilinear, rgbToTensor, tensorToRgb, type RgbImage } from '../image/rgb.js';
@@ -19,11 +18,13 @@ import { clearHostPool } from '../tensor/host-pool.js';
 import { Tensor } from '../tensor/tensor.js';
 import { uniformRng } from '../util/random.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
+import { describePlan, planMemory, type MemoryPlan } from './memory-plan.js';
 import type { IterationProgress, OnProgress } from './progress.js';
 import { deepestLayer, type Evaluation, type ObjectiveWeights, type StyleTargets, type WeightedLayer } from './style-objective.js';
-import { buildTargetsTiled, evaluateTiled } from './tiled-evaluate.js';
+import { buildTargetsTiled, evaluateTiled, type TilePass } from './tiled-evaluate.js';
 
 export type { Evaluation, ObjectiveWeights, StyleTargets, WeightedLayer };
+export { estimateMemoryBytes, paramShapes, type ParamShapes } from './memory-plan.js';
 
 /** How the optimisation starts: from the content image, from noise, from a blend, or from a file. */
 export type Init =
@@ -40,6 +41,7 @@ export interface StylizeSettings extends ObjectiveWeights {
   readonly iterations: number;
   readonly optimizer: 'adam' | 'lbfgs';
   readonly lr: number;
+  /** Absent: 100, shortened where the memory budget needs it (memory-plan.ts). */
   readonly lbfgsHistory?: number;
   readonly init: Init;
   readonly seed?: number;
@@ -57,6 +59,8 @@ export interface StylizeSettings extends ObjectiveWeights {
   readonly scales?: readonly number[];
   /** Compute the loss tile by tile, tiles of this many pixels a side (tiled-evaluate.ts): the same result in less memory. */
   readonly tile?: number;
+  /** Bytes the run may use (memory-plan.ts fits it in: tiles, a shorter L-BFGS history); default: what the machine gives. */
+  readonly maxMemory?: number;
 }
 
 /** A run on decoded images (what both the CLI's files and a browser's canvas give). */
@@ -67,7 +71,7 @@ export interface StylizeImagesOptions extends StylizeSettings {
   readonly initImage?: RgbImage;
   readonly weights: Vgg19Weights;
   readonly backend: Backend;
-  /** Refuse sizes whose estimate (estimateMemoryBytes) exceeds this many bytes; absent: no check. */
+  /** What this machine can give the run, bytes: the budget when maxMemory is absent, its cap when given; absent: no limit. */
   readonly memoryLimitBytes?: number;
   /** Called with an 'iteration' event after every step. */
   readonly onProgress?: OnProgress;
@@ -119,60 +123,6 @@ export function outputSize(content: { width: number; height: number }, size: Sty
   if (typeof size !== 'number') return size;
   const scale = size / Math.max(content.width, content.height);
   return { height: Math.max(1, Math.round(content.height * scale)), width: Math.max(1, Math.round(content.width * scale)) };
-}
-
-/**
- * Bytes a style-transfer run at height x width needs: all the weights (the convolutions' also as
- * Winograd transforms, forward and backward: 4x their size, 64/9 for the F(6x6) layers of up to
- * 256 channels), every activation kept for the backward pass twice over, and a few gradients of the
- * largest layer in flight. Measured at 512x512 with the native backend (a style iteration): 1.95 GB
- * peak RSS; this estimate says 2.0 GiB.
- */
-export function estimateMemoryBytes(weights: { readonly layers: ParamShapes }, height: number, width: number): number {
-  let h = height;
-  let w = width;
-  let channels = 3;
-  let activations = channels * h * w;
-  let largest = activations;
-  let params = 0;
-  let winogradParams = 0; // conv weights, counted 64/36 times where F(6x6,3x3) may hold them
-  for (const p of weights.layers.values()) if (p.kind !== 'pool') params += p.w.size + p.b.size;
-  for (const spec of VGG19_LAYERS) {
-    const p = weights.layers.get(spec.name);
-    if (p?.kind === 'conv') {
-      channels = p.w.shape[3]!;
-      winogradParams += p.w.size * (p.w.shape[0]! * channels <= 256 * 256 ? 64 / 36 : 1);
-    } else if (p?.kind === 'pool') {
-      h = windowOutput(h, p.kernel, p.pad, p.stride);
-      w = windowOutput(w, p.kernel, p.pad, p.stride);
-    }
-    if (p?.kind === 'conv' || p?.kind === 'pool') {
-      activations += channels * h * w;
-      largest = Math.max(largest, channels * h * w);
-    }
-    if (spec.name === 'relu5_1') break;
-  }
-  const runtime = 150 * 2 ** 20; // Node, sharp and the addon themselves
-  return runtime + 4 * (params + 8 * winogradParams + 2 * activations + 4 * largest);
-}
-
-/**
- * What the memory estimate needs of the weights: their shapes, not their values (a server can
- * hold these while a worker holds the weights). Vgg19Weights.layers is one.
- */
-export type ParamShapes = ReadonlyMap<
-  string,
-  | { readonly kind: 'conv' | 'fc'; readonly w: { readonly shape: readonly number[]; readonly size: number }; readonly b: { readonly size: number } }
-  | { readonly kind: 'pool'; readonly kernel: number; readonly stride: number; readonly pad: number }
->;
-
-/** The shapes of `weights` as plain data (for postMessage). */
-export function paramShapes(weights: Vgg19Weights): ParamShapes {
-  const out = new Map<string, ParamShapes extends ReadonlyMap<string, infer V> ? V : never>();
-  for (const [name, p] of weights.layers) {
-    out.set(name, p.kind === 'pool' ? { kind: 'pool', kernel: p.kernel, stride: p.stride, pad: p.pad } : { kind: p.kind, w: { shape: [...p.w.shape], size: p.w.size }, b: { size: p.b.size } });
-  }
-  return out;
 }
 
 /** P from the content image; A = sum_k blend_k gram(style_k) over the style images. */
@@ -271,16 +221,24 @@ export async function stylizeImages(o: StylizeImagesOptions): Promise<StylizeRes
   const longest = Math.max(final.height, final.width);
   const scales = [...(o.scales ?? []).filter((s) => s < longest), longest];
 
-  const need = estimateMemoryBytes(o.weights, final.height, final.width);
-  const limit = o.memoryLimitBytes ?? Infinity;
-  if (need > limit) {
-    throw new PasticheError(
-      `a ${final.width}x${final.height} output needs about ${(need / 2 ** 30).toFixed(1)} GiB, more than this machine can give (${(limit / 2 ** 30).toFixed(1)} GiB): choose a smaller --size`,
-    );
-  }
-
   const model = new Vgg19(o.weights, o.backend, { pooling: o.pooling ?? 'max' });
-  const optimizerFor = (): Optimizer => (o.optimizer === 'adam' ? new Adam(o.lr) : new Lbfgs(o.lr, o.lbfgsHistory ?? 100));
+  const budget = Math.min(o.maxMemory ?? Infinity, o.memoryLimitBytes ?? Infinity);
+  const styleSize = (srgb: RgbImage, scaleLongest: number) => outputSize(srgb, Math.max(1, Math.round(scaleLongest * (o.styleScale ?? 1))));
+  const planFor = (height: number, width: number, scaleLongest: number): MemoryPlan =>
+    planMemory(
+      {
+        layers: o.weights.layers, contentLayers: o.contentLayers, styleLayers: o.styleLayers,
+        optimizer: o.optimizer, lbfgsHistory: o.lbfgsHistory, tile: o.tile, budget, maxTensorBytes: o.backend.maxTensorBytes,
+        budgetName: o.maxMemory !== undefined && o.maxMemory <= (o.memoryLimitBytes ?? Infinity) ? '--max-memory' : "this machine's free memory",
+      },
+      height,
+      width,
+      styleRgbs.map((srgb) => styleSize(srgb, scaleLongest)),
+    );
+  // The largest scale is planned before any work: a size that cannot fit is refused at once.
+  planFor(final.height, final.width, longest);
+
+  const optimizerFor = (p: MemoryPlan): Optimizer => (p.optimizer === 'adam' ? new Adam(o.lr) : new Lbfgs(o.lr, p.lbfgsHistory));
   const rng = uniformRng(o.seed ?? 0);
   const total = o.iterations * scales.length;
   let iteration = 0;
@@ -295,7 +253,7 @@ export async function stylizeImages(o: StylizeImagesOptions): Promise<StylizeRes
     const { height, width } = outputSize(final, scaleLongest);
     const content = imageTensor(contentRgb, height, width, mean);
     const styleTensors = styleRgbs.map((srgb) => {
-      const sz = outputSize(srgb, Math.max(1, Math.round(scaleLongest * (o.styleScale ?? 1))));
+      const sz = styleSize(srgb, scaleLongest);
       return imageTensor(srgb, sz.height, sz.width, mean);
     });
     const poolsBefore = VGG19_LAYERS.slice(0, model.layerIndex(deepestLayer(model, o))).filter((l) => l.kind === 'pool').length;
@@ -305,19 +263,27 @@ export async function stylizeImages(o: StylizeImagesOptions): Promise<StylizeRes
         throw new PasticheError(`${what} would be ${t.shape[3]}x${t.shape[2]} at this scale; ${deepestLayer(model, o)} needs at least ${minSide} pixels a side (raise --size, --scales or --style-scale)`);
       }
     }
-    const targets = o.tile ? await buildTargetsTiled(model, content, styleTensors, blend, o, o.tile) : buildTargets(model, content, styleTensors, blend, o);
+    const plan = planFor(height, width, scaleLongest);
+    o.onProgress?.({ kind: 'plan', scale: scaleLongest, plan, text: describePlan(plan) });
+    const onTile = (pass: TilePass, done: number, tiles: number) => o.onProgress?.({ kind: 'tile', iteration: iteration + 1, of: total, pass, done, tiles });
+    const tiled = plan.tile !== undefined ? { tile: plan.tile, onTile } : undefined;
+    const targets = tiled ? await buildTargetsTiled(model, content, styleTensors, blend, o, tiled) : buildTargets(model, content, styleTensors, blend, o);
     x = x ? resizeTensorBilinear(x, height, width) : initialImage(o.init, o.initImage, content, height, width, mean, rng);
+    // Replaced, not cloned, as it improves: one more image-sized array, not one per iteration.
     best = { loss: Infinity, image: x.clone() };
-    const optimizer = optimizerFor();
+    const optimizer = optimizerFor(plan);
     for (let it = 0; it < o.iterations; it++) {
       await yieldToEvents();
       if (o.signal?.aborted) {
         interrupted = true;
         break;
       }
-      const e = o.tile ? await evaluateTiled(model, x, targets, o, { tile: o.tile }) : await evaluate(model, x, targets, o);
+      const e = tiled ? await evaluateTiled(model, x, targets, o, tiled) : await evaluate(model, x, targets, o);
       if (!Number.isFinite(e.total)) throw new PasticheError('the loss is no longer finite: lower --lr or the loss weights');
-      if (e.total < best.loss) best = { loss: e.total, image: x.clone() };
+      if (e.total < best.loss) {
+        best.loss = e.total;
+        best.image.data.set(x.data);
+      }
       iteration++;
       o.onProgress?.({
         kind: 'iteration', iteration, of: total, scale: scaleLongest, content: e.content, style: e.style, tv: e.tv, total: e.total,

@@ -19,6 +19,7 @@ import { PasticheError } from '../errors.js';
 import { Vgg19 } from '../model/vgg19.js';
 import { VGG19_LAYERS } from '../model/vgg19-table.js';
 import { tvLoss } from '../style/losses.js';
+import { clearHostPool } from '../tensor/host-pool.js';
 import { Tensor } from '../tensor/tensor.js';
 import { deepestLayer, type Evaluation, type ObjectiveWeights, type StyleTargets } from './style-objective.js';
 
@@ -138,9 +139,17 @@ function mapSize(layer: string, height: number, width: number): [number, number]
   return [h, w];
 }
 
+/** The crop shape whose recycled arrays the host pool holds. */
+let pooledCrop = '';
+
 /** A tile's features at the captured layers, on the host, with each one's interior. */
 async function tileFeatures(model: Vgg19, x: Tensor, tile: Tile, names: readonly string[], deepest: string) {
   const [, , height, width] = x.shape as [number, number, number, number];
+  // Border tiles are smaller: the pool would keep every shape's arrays (up to its 2 GiB), which a
+  // memory budget does not allow. Kept for a run of same-shaped tiles, dropped when the shape changes.
+  const shape = `${tile.cy1 - tile.cy0}x${tile.cx1 - tile.cx0}`;
+  if (shape !== pooledCrop) clearHostPool();
+  pooledCrop = shape;
   const xc = crop(x, tile.cy0, tile.cy1, tile.cx0, tile.cx1);
   const { activations } = model.forward(xc, { until: deepest, capture: names });
   const features = new Map<string, { f: Tensor; int: Interior | undefined }>();
@@ -167,12 +176,16 @@ async function addInteriorGram(model: Vgg19, f: Tensor, int: Interior, acc: Floa
  * interiors (whole maps, but at the content layers only), each style image's Gram matrices summed
  * over its tiles and blended.
  */
-export async function buildTargetsTiled(model: Vgg19, content: Tensor, styles: readonly Tensor[], blend: readonly number[], w: ObjectiveWeights, tile: number): Promise<StyleTargets> {
+export async function buildTargetsTiled(model: Vgg19, content: Tensor, styles: readonly Tensor[], blend: readonly number[], w: ObjectiveWeights, o: TiledOptions): Promise<StyleTargets> {
   const deepest = deepestLayer(model, w);
-  const halo = haloFor(deepest);
+  const halo = o.halo ?? haloFor(deepest);
   const targets: StyleTargets = { content: new Map(), style: new Map() };
   const [, , ch, cw] = content.shape as [number, number, number, number];
-  for (const t of tileGrid(ch, cw, tile, halo)) {
+  const grids = [content, ...styles].map((im) => tileGrid(im.shape[2]!, im.shape[3]!, o.tile, halo));
+  const count = grids.reduce((n, g) => n + g.length, 0);
+  let done = 0;
+  const tileDone = () => o.onTile?.('targets', ++done, count);
+  for (const t of grids[0]!) {
     const { features, activations } = await tileFeatures(model, content, t, w.contentLayers.map((l) => l.name), deepest);
     for (const l of w.contentLayers) {
       const { f, int } = features.get(l.name)!;
@@ -184,11 +197,11 @@ export async function buildTargetsTiled(model: Vgg19, content: Tensor, styles: r
       targets.content.set(l.name, p);
     }
     for (const a of activations.values()) a.recycle();
+    tileDone();
   }
   const sum = blend.reduce((a, b) => a + b, 0);
   for (const [k, style] of styles.entries()) {
-    const [, , sh, sw] = style.shape as [number, number, number, number];
-    for (const t of tileGrid(sh, sw, tile, halo)) {
+    for (const t of grids[k + 1]!) {
       const { features, activations } = await tileFeatures(model, style, t, w.styleLayers.map((l) => l.name), deepest);
       for (const l of w.styleLayers) {
         const { f, int } = features.get(l.name)!;
@@ -199,6 +212,7 @@ export async function buildTargetsTiled(model: Vgg19, content: Tensor, styles: r
         targets.style.set(l.name, acc);
       }
       for (const a of activations.values()) a.recycle();
+      tileDone();
     }
   }
   return targets;
@@ -209,7 +223,12 @@ export interface TiledOptions {
   readonly tile: number;
   /** Overrides the halo (default haloFor the deepest layer): only to show what a short one breaks. */
   readonly halo?: number;
+  /** Called after each tile of each pass. */
+  readonly onTile?: (pass: TilePass, done: number, tiles: number) => void;
 }
+
+/** 'targets': the content and style images' features; 'loss': the Gram matrices; 'gradient': the backward passes. */
+export type TilePass = 'targets' | 'loss' | 'gradient';
 
 /**
  * evaluate() of stylize.ts, tile by tile: the same losses and gradient. `targets` hold the whole
@@ -231,7 +250,7 @@ export async function evaluateTiled(model: Vgg19, x: Tensor, targets: StyleTarge
   // Pass 1: the Gram matrices and the content loss, summed over the tiles' interiors.
   const grams = new Map<string, Float32Array>();
   const contentSums = new Map<string, number>();
-  for (const tile of tiles) {
+  for (const [k, tile] of tiles.entries()) {
     const { features, activations } = await runTile(tile);
     for (const l of w.styleLayers) {
       const { f, int } = features.get(l.name)!;
@@ -251,6 +270,7 @@ export async function evaluateTiled(model: Vgg19, x: Tensor, targets: StyleTarge
       contentSums.set(l.name, sum);
     }
     for (const t of activations.values()) t.recycle();
+    o.onTile?.('loss', k + 1, tiles.length);
   }
   const layerDims = (name: string) => {
     const c = targets.style.get(name)?.shape[1] ?? targets.content.get(name)!.shape[1]!;
@@ -281,7 +301,7 @@ export async function evaluateTiled(model: Vgg19, x: Tensor, targets: StyleTarge
 
   // Pass 2: each tile's gradient, injected at its interior positions only, back to its crop.
   const grad = new Float32Array(x.size);
-  for (const tile of tiles) {
+  for (const [k, tile] of tiles.entries()) {
     const { xc, features, activations } = await runTile(tile);
     const injected = new Map<string, Tensor>();
     const add = (name: string, values: Float32Array, r0: number, c0: number, ih: number, iw: number) => {
@@ -316,6 +336,7 @@ export async function evaluateTiled(model: Vgg19, x: Tensor, targets: StyleTarge
       dxc.dispose();
     }
     for (const t of activations.values()) if (t !== xc) t.recycle();
+    o.onTile?.('gradient', k + 1, tiles.length);
   }
   for (const d of diffs.values()) d.dispose();
   const g = new Tensor(x.shape, grad);

@@ -69,6 +69,11 @@ export interface Backend {
   readonly name: BackendName;
   /** One line for help texts and reports. */
   readonly description: string;
+  /**
+   * The largest tensor, in bytes, this backend can hold (a GPU's buffer limit; Infinity on the
+   * CPU): a tiled style transfer keeps its tiles' activations below it.
+   */
+  readonly maxTensorBytes: number;
 
   /**
    * y = conv(x, w) + b, seed eq. 22: x [N,Cin,H,W], w [Cin,K,K,Cout], b [Cout] -> [N,Cout,Ho,Wo];
@@ -120,6 +125,21 @@ export interface Backend {
   flattenNhwc(x: Tensor): Tensor;
   /** The inverse permutation of flattenNhwc, back to `xShape` = [N,C,H,W]. */
   flattenNhwcBackward(dy: Tensor, xShape: Shape): Tensor;
+
+  /**
+   * Reflection padding (PyTorch's ReflectionPad2d) by `pad` on every side: [N,C,H,W] ->
+   * [N,C,H+2p,W+2p], the border mirrored without repeating the edge: x[-i] = x[i], x[H-1+i] = x[H-1-i];
+   * pad < H and pad < W. The real-time style network pads before each convolution with it.
+   */
+  reflectionPad2d(x: Tensor, pad: number): Tensor;
+  /**
+   * Instance normalisation (Ulyanov et al. 2016) of every (n, c) plane over its H x W cells:
+   * y = (x - mean) / sqrt(var + eps) * weight[c] + bias[c], the variance biased (divided by H W) as
+   * PyTorch's InstanceNorm2d computes it; with `relu`, ReLU(y) in the same pass.
+   */
+  instanceNorm2d(x: Tensor, weight: Tensor, bias: Tensor, eps: number, relu?: boolean): Tensor;
+  /** Nearest-neighbour upsampling by a whole factor f: y[n,c,h,w] = x[n,c,floor(h/f),floor(w/f)]. */
+  upsampleNearest2d(x: Tensor, factor: number): Tensor;
 
   /** a + alpha * b as a new tensor of a's shape: SGD steps and gradients that meet. */
   addScaled(a: Tensor, b: Tensor, alpha: number): Tensor;

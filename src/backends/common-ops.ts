@@ -5,7 +5,7 @@
 import { PasticheError } from '../errors.js';
 import { Tensor, expectRank, shapeToString, type Shape } from '../tensor/tensor.js';
 import type { Backend, LinearGradients, Pool2dParams } from './backend.js';
-import { checkGradShape, checkLabels, poolGeometry } from './shapes.js';
+import { checkChannelParams, checkGradShape, checkLabels, checkReflectionPad, poolGeometry } from './shapes.js';
 
 type CommonOps = Pick<
   Backend,
@@ -21,6 +21,9 @@ type CommonOps = Pick<
   | 'scale'
   | 'sumOfSquares'
   | 'softmaxCrossEntropyBackward'
+  | 'reflectionPad2d'
+  | 'instanceNorm2d'
+  | 'upsampleNearest2d'
 >;
 
 /** Calls fn(plane offset, input cell, output cell, 1/count) for every cell of every window. */
@@ -38,6 +41,11 @@ function forEachWindowCell(xShape: Shape, p: Pool2dParams, fn: (xi: number, yi: 
     }
   }
   return [g.n, g.c, g.ho, g.wo];
+}
+
+/** Index i of a line of n cells, mirrored at both ends (no edge repeat): -1 -> 1, n -> n - 2. */
+function reflect(i: number, n: number): number {
+  return i < 0 ? -i : i >= n ? 2 * (n - 1) - i : i;
 }
 
 export function columnSums(d: Float32Array, rows: number, cols: number): Tensor {
@@ -168,6 +176,57 @@ export const commonOps: CommonOps = {
     let sum = 0; // float64 accumulation
     for (const v of x.data) sum += v * v;
     return Tensor.from([1], [sum]);
+  },
+
+  reflectionPad2d(x: Tensor, pad: number): Tensor {
+    const [n, c, h, w] = expectRank(x, 4, 'reflectionPad2d') as [number, number, number, number];
+    checkReflectionPad(h, w, pad);
+    const [hp, wp] = [h + 2 * pad, w + 2 * pad];
+    const y = new Float32Array(n * c * hp * wp);
+    for (let plane = 0; plane < n * c; plane++) {
+      for (let oh = 0; oh < hp; oh++) {
+        const ih = reflect(oh - pad, h);
+        for (let ow = 0; ow < wp; ow++) y[(plane * hp + oh) * wp + ow] = x.data[(plane * h + ih) * w + reflect(ow - pad, w)]!;
+      }
+    }
+    return new Tensor([n, c, hp, wp], y);
+  },
+
+  instanceNorm2d(x: Tensor, weight: Tensor, bias: Tensor, eps: number, relu = false): Tensor {
+    const [n, c, h, w] = expectRank(x, 4, 'instanceNorm2d') as [number, number, number, number];
+    checkChannelParams(weight, bias, c, 'instanceNorm2d');
+    const m = h * w;
+    const y = new Float32Array(x.size);
+    for (let plane = 0; plane < n * c; plane++) {
+      const xs = x.data.subarray(plane * m, (plane + 1) * m);
+      // Two passes in float64: the mean, then the squared deviations (no cancellation).
+      let sum = 0;
+      for (let i = 0; i < m; i++) sum += xs[i]!;
+      const mean = sum / m;
+      let sq = 0;
+      for (let i = 0; i < m; i++) sq += (xs[i]! - mean) ** 2;
+      const ch = plane % c;
+      const scale = weight.data[ch]! / Math.sqrt(sq / m + eps);
+      const shift = bias.data[ch]! - mean * scale;
+      for (let i = 0; i < m; i++) {
+        const v = xs[i]! * scale + shift;
+        y[plane * m + i] = relu && !(v > 0) ? 0 : v;
+      }
+    }
+    return new Tensor(x.shape, y);
+  },
+
+  upsampleNearest2d(x: Tensor, factor: number): Tensor {
+    const [n, c, h, w] = expectRank(x, 4, 'upsampleNearest2d') as [number, number, number, number];
+    if (!Number.isInteger(factor) || factor < 1) throw new PasticheError(`upsampleNearest2d: the factor must be a whole number of at least 1 (got ${factor})`);
+    const [ho, wo] = [h * factor, w * factor];
+    const y = new Float32Array(n * c * ho * wo);
+    for (let plane = 0; plane < n * c; plane++) {
+      for (let oh = 0; oh < ho; oh++) {
+        for (let ow = 0; ow < wo; ow++) y[(plane * ho + oh) * wo + ow] = x.data[(plane * h + Math.floor(oh / factor)) * w + Math.floor(ow / factor)]!;
+      }
+    }
+    return new Tensor([n, c, ho, wo], y);
   },
 
   softmaxCrossEntropyBackward(prob: Tensor, labels: Int32Array): Tensor {

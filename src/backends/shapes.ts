@@ -118,3 +118,15 @@ export function checkLabels(prob: Tensor, labels: Int32Array): [number, number] 
   }
   return [n, k];
 }
+
+/** Reflection padding mirrors inside the input: each side must be longer than the padding. */
+export function checkReflectionPad(h: number, w: number, pad: number): void {
+  if (!Number.isInteger(pad) || pad < 0 || pad >= h || pad >= w) {
+    throw new PasticheError(`reflectionPad2d: padding ${pad} needs an input larger than it on both sides (got ${h}x${w})`);
+  }
+}
+
+/** A per-channel weight and bias (normalisation layers) of `c` elements each. */
+export function checkChannelParams(weight: Tensor, bias: Tensor, c: number, op: string): void {
+  if (weight.size !== c || bias.size !== c) throw new PasticheError(`${op}: ${c} channels but ${weight.size} weights and ${bias.size} biases`);
+}

@@ -1,4 +1,5 @@
 /** Text output of the CLI: what a person reads at the terminal. */
+import { median } from '../util/stats.js';
 import type { Timing } from '../app/bench.js';
 import type { BenchReport } from '../app/bench-run.js';
 import type { MachineLimits } from '../app/machine.js';
@@ -121,6 +122,28 @@ export function formatLimits(m: MachineLimits): string[] {
   return [`fp32 FMA peak, GFLOP/s: ${peaks.join('; ')}`, `memory bandwidth, GB/s: read ${m.readGBs.toFixed(1)}, triad ${m.triadGBs.toFixed(1)} (STREAM's count)`];
 }
 
+/** The print-size runs: the plan each size got, its seconds per iteration and its process's peak memory against the estimate. */
+function formatPrint(p: NonNullable<BenchReport['print']>): string[] {
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+  const lines = [
+    `== Style transfer at print sizes on ${p.backend}: each size in its own process, a synthetic picture and a 512-px style ==`,
+    `  ${'size'.padEnd(11)} ${'plan'.padEnd(44)} ${'halo x'.padStart(6)} ${'targets s'.padStart(9)} ${'s/iter'.padStart(8)} ${'s/Mpx'.padStart(6)} ${'peak RSS'.padStart(10)} ${'estimate'.padStart(10)} ${'budget'.padStart(10)}`,
+  ];
+  for (const row of p.rows) {
+    const pl = row.plan;
+    const how = `${pl.tile === undefined ? 'untiled' : `${pl.tile}-px tiles x ${pl.tiles}`}, ${pl.optimizer === 'adam' ? 'Adam' : `L-BFGS history ${pl.lbfgsHistory}`}`;
+    // Untiled, the first iteration also computes the targets.
+    const its = pl.tile === undefined && row.iterationSeconds.length > 1 ? row.iterationSeconds.slice(1) : row.iterationSeconds;
+    const perIteration = median([...its]);
+    lines.push(
+      `  ${`${row.width}x${row.height}`.padEnd(11)} ${how.padEnd(44)} ${row.haloOverhead.toFixed(2).padStart(6)} ${row.targetsSeconds.toFixed(1).padStart(9)} ${perIteration.toFixed(1).padStart(8)} ` +
+        `${(perIteration / ((row.width * row.height) / 1e6)).toFixed(1).padStart(6)} ${mib(row.peakRssBytes).padStart(10)} ${mib(pl.bytes).padStart(10)} ${(Number.isFinite(pl.budget) ? mib(pl.budget) : '-').padStart(10)}`,
+    );
+  }
+  lines.push('  halo x: pixels computed per output pixel in each pass (crops with their halos); s/Mpx: seconds per iteration per million output pixels');
+  return lines;
+}
+
 export function formatBench(r: BenchReport): string {
   const lines = [`machine: ${r.machine}`, ...(r.limits ? formatLimits(r.limits) : ['machine limits: not measured (the native backend is not available)']), ...(r.gpu ? [`webgpu: ${r.gpu}`] : []), `weights: ${r.weights}${r.loadSeconds !== undefined ? ` (loaded in ${r.loadSeconds.toFixed(2)} s)` : ''}`, `timings: median of ${r.repeat} run(s) after ${r.warmup} warm-up, contenders interleaved`];
   if (r.courseCase) lines.push('', "== The course's case ==", formatCheck(r.courseCase, r.repeat));
@@ -160,5 +183,6 @@ export function formatBench(r: BenchReport): string {
     lines.push(formatRoofline(r.styleRoofline));
   }
   if (r.peakRssMB !== undefined) lines.push('', `peak resident memory of this process: ${r.peakRssMB.toFixed(0)} MiB`);
+  if (r.print) lines.push('', ...formatPrint(r.print));
   return lines.join('\n');
 }

@@ -16,7 +16,8 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import sharp from 'sharp';
 import { decoderReason } from '../image/preprocess.js';
-import { estimateMemoryBytes, outputSize } from '../app/stylize.js';
+import { planMemory } from '../app/memory-plan.js';
+import { outputSize } from '../app/stylize.js';
 import { parseStylizeSettings } from '../app/stylize-request.js';
 import { browserCanRead } from '../app/weights.js';
 import { PasticheError } from '../errors.js';
@@ -204,12 +205,12 @@ export async function buildApi(o: ApiOptions): Promise<FastifyInstance> {
       for (const [k, s] of styles.entries()) await inspectImage(s, `style ${k + 1}`, o.maxPixels);
       // The workers' weights decide the memory a size needs; until a worker has said which it
       // holds (queue mode), its own check in stylize() refuses a size that cannot fit.
+      // A size beyond what even tiles can fit (memory-plan.ts) is refused here, with the same line.
       if (info.shapes) {
         const out = outputSize(size, settings.size);
-        const need = estimateMemoryBytes({ layers: info.shapes }, out.height, out.width);
-        if (need > o.memoryLimit) {
-          throw new HttpError(400, `a ${out.width}x${out.height} output needs about ${(need / 2 ** 30).toFixed(1)} GiB, more than this server gives a job (${(o.memoryLimit / 2 ** 30).toFixed(1)} GiB): choose a smaller size`);
-        }
+        const budget = Math.min(settings.maxMemory ?? Infinity, o.memoryLimit);
+        const budgetName = settings.maxMemory !== undefined && settings.maxMemory <= o.memoryLimit ? 'maxMemory' : 'what this server gives a job';
+        planMemory({ ...settings, layers: info.shapes, budget, budgetName, fieldName: (f) => f }, out.height, out.width);
       }
       const uploads: Upload[] = [{ field: 'content', bytes: content[0] as Buffer }, ...styles.map((b) => ({ field: 'style' as const, bytes: b as Buffer }))];
       const total = settings.iterations * ((settings.scales ?? []).length + 1);

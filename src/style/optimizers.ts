@@ -37,7 +37,8 @@ export class Adam implements Optimizer {
 /**
  * L-BFGS (Nocedal & Wright, algorithm 7.4: the two-loop recursion) with a fixed step as in
  * torch.optim.LBFGS without line search: the first step is scaled to min(1, 1/|g|_1) * lr, later
- * ones are lr; curvature pairs with y.s <= 1e-10 are skipped.
+ * ones are lr; curvature pairs with y.s <= 1e-10 are skipped. It holds (2 history + 4) doubles per
+ * element of x once its history is full (memory-plan.ts counts them): at 4000x3000, 0.6 GB per pair.
  */
 export class Lbfgs implements Optimizer {
   private readonly s: Float64Array[] = [];
@@ -45,6 +46,9 @@ export class Lbfgs implements Optimizer {
   private readonly rho: number[] = [];
   private prevX?: Float64Array;
   private prevG?: Float64Array;
+  /** The gradient's and the direction's arrays, reused: at print sizes each is hundreds of MB. */
+  private g?: Float64Array;
+  private q?: Float64Array;
   private hDiag = 1;
   private iteration = 0;
 
@@ -55,23 +59,27 @@ export class Lbfgs implements Optimizer {
 
   step(x: Float32Array, grad: Float32Array): void {
     const n = x.length;
-    const g = Float64Array.from(grad);
+    const g = this.g ?? new Float64Array(n);
+    g.set(grad);
     if (this.prevX && this.prevG) {
-      const s = new Float64Array(n);
-      const y = new Float64Array(n);
+      const [prevX, prevG] = [this.prevX, this.prevG];
       let ys = 0;
       let yy = 0;
       for (let i = 0; i < n; i++) {
-        s[i] = x[i]! - this.prevX[i]!;
-        y[i] = g[i]! - this.prevG[i]!;
-        ys += y[i]! * s[i]!;
-        yy += y[i]! * y[i]!;
+        const si = x[i]! - prevX[i]!;
+        const yi = g[i]! - prevG[i]!;
+        ys += yi * si;
+        yy += yi * yi;
       }
       if (ys > 1e-10) {
-        if (this.s.length === this.history) {
-          this.s.shift();
-          this.y.shift();
-          this.rho.shift();
+        // A full history gives its oldest pair's arrays to the new pair.
+        const full = this.s.length === this.history;
+        const s = full ? this.s.shift()! : new Float64Array(n);
+        const y = full ? this.y.shift()! : new Float64Array(n);
+        if (full) this.rho.shift();
+        for (let i = 0; i < n; i++) {
+          s[i] = x[i]! - prevX[i]!;
+          y[i] = g[i]! - prevG[i]!;
         }
         this.s.push(s);
         this.y.push(y);
@@ -80,7 +88,8 @@ export class Lbfgs implements Optimizer {
       }
     }
     // Two-loop recursion: d = -H g.
-    const q = Float64Array.from(g);
+    const q = (this.q ??= new Float64Array(n));
+    q.set(g);
     const k = this.s.length;
     const alpha = new Array<number>(k);
     for (let i = k - 1; i >= 0; i--) {
@@ -107,7 +116,10 @@ export class Lbfgs implements Optimizer {
       for (let j = 0; j < n; j++) l1 += Math.abs(g[j]!);
       step = Math.min(1, 1 / Math.max(l1, 1e-30)) * this.lr;
     }
-    this.prevX = Float64Array.from(x);
+    this.prevX ??= new Float64Array(n);
+    this.prevX.set(x);
+    // The last gradient's array takes the next one.
+    this.g = this.prevG;
     this.prevG = g;
     for (let j = 0; j < n; j++) x[j] -= step * q[j]!;
     this.iteration++;

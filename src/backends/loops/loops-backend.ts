@@ -34,6 +34,7 @@ export const loopsBackend: Backend = {
   ...commonOps,
   name: 'loops',
   description: "the course's four nested loops (reference, slow)",
+  maxTensorBytes: Infinity,
 
   conv2dWork: (xShape, wShape, p, pass) => convWork(xShape, wShape, p, { kind: 'direct' }, pass),
 

@@ -104,6 +104,7 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
     ...commonOps,
     name: 'native',
     description: 'C++ addon: AVX2/FMA GEMM, Winograd F(4x4,3x3) and F(6x6,3x3), thread pool',
+    maxTensorBytes: Infinity,
     addon,
     convAlgorithm: 'auto',
 

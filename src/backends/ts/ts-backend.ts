@@ -41,6 +41,7 @@ export const tsBackend: Backend = {
   ...commonOps,
   name: 'ts',
   description: 'im2col + cache-blocked GEMM in TypeScript',
+  maxTensorBytes: Infinity,
   conv2dWork: (xShape, wShape, p, pass) => convWork(xShape, wShape, p, { kind: 'im2col' }, pass),
 
   conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu = false): Tensor {

@@ -11,9 +11,11 @@ import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGra
 import { linearBackwardByMatmul } from '../common-ops.js';
 import {
   checkBias,
+  checkChannelParams,
   checkEpilogue,
   checkGradShape,
   checkLabels,
+  checkReflectionPad,
   convGeometry,
   linearGeometry,
   matmulGeometry,
@@ -279,6 +281,8 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
   const be: WebGpuBackend = {
     name: 'webgpu',
     description: `WGSL kernels on ${ctx.adapterName}${ctx.isSoftware ? ' (a CPU implementation: correct, slow)' : ''}${mode === 'fp32' ? '' : `, ${mode}`}`,
+    // The pool rounds a tensor up to its size class (at most 1/8 more) before the binding limit applies.
+    maxTensorBytes: Math.floor(ctx.device.limits.maxStorageBufferBindingSize / 1.125),
     adapterName: ctx.adapterName,
     isSoftware: ctx.isSoftware,
     precision: mode,
@@ -373,6 +377,35 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
         run(up, db.dispatch);
         return db.out;
       });
+    },
+
+    reflectionPad2d(x, pad) {
+      const [n, c, h, wd] = expectRank(x, 4, 'reflectionPad2d') as [number, number, number, number];
+      checkReflectionPad(h, wd, pad);
+      const up: Uploads = [];
+      const y = output([n, c, h + 2 * pad, wd + 2 * pad]);
+      run(up, elementwise('reflectionPad', y.size, [h, wd, pad], [buf(x, up), outBuf(y)]));
+      return y;
+    },
+
+    instanceNorm2d(x, weight, bias, eps, relu = false) {
+      const [n, c, h, wd] = expectRank(x, 4, 'instanceNorm2d') as [number, number, number, number];
+      checkChannelParams(weight, bias, c, 'instanceNorm2d');
+      if (n * c > 65535) throw new PasticheError(`instanceNorm2d: ${n * c} planes are more than one dispatch takes (65535)`);
+      const up: Uploads = [];
+      const y = output(x.shape);
+      const k = KERNELS.instanceNorm;
+      run(up, { key: 'instanceNorm', code: k.code, bindings: k.bindings, params: [h * wd, c, f32Bits(eps), relu ? 1 : 0], buffers: [buf(x, up), buf(weight, up, true), buf(bias, up, true), outBuf(y)], groups: [n * c, 1, 1] });
+      return y;
+    },
+
+    upsampleNearest2d(x, factor) {
+      const [n, c, h, wd] = expectRank(x, 4, 'upsampleNearest2d') as [number, number, number, number];
+      if (!Number.isInteger(factor) || factor < 1) throw new PasticheError(`upsampleNearest2d: the factor must be a whole number of at least 1 (got ${factor})`);
+      const up: Uploads = [];
+      const y = output([n, c, h * factor, wd * factor]);
+      run(up, elementwise('upsampleNearest', y.size, [h, wd, factor], [buf(x, up), outBuf(y)]));
+      return y;
     },
 
     relu(x) {

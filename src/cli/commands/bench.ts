@@ -1,7 +1,9 @@
 /** `pastiche bench`: the course's case, VGG19 forward and style iterations, optionally against onnxruntime. */
 import { type Command, Option } from 'commander';
 import { BENCH_SECTIONS, parseBenchLists, runBench } from '../../app/bench-run.js';
+import { parsePrintSizes } from '../../app/print-bench.js';
 import { rooflineSvg } from '../../app/roofline.js';
+import { parseStylizeSettings } from '../../app/stylize-request.js';
 import { BACKEND_NAMES, type BackendName } from '../../backends/index.js';
 import { PasticheError } from '../../errors.js';
 import { writeFileAtomic } from '../../util/atomic-write.js';
@@ -20,11 +22,16 @@ export function registerBench(program: Command): void {
     .option('-r, --repeat <n>', 'timed runs per contender', positiveInt('--repeat'), 5)
     .option('--warmup <n>', 'untimed runs first', nonNegativeInt('--warmup'), 1)
     .option('--peers', 'also run onnxruntime-node on the same network and weights, interleaved, and print the ratios')
+    .option('--print-sizes <list>', 'with --sections print: output sizes, e.g. 1024,2048,4000x3000 (each run in its own process)', '1024,2048,4000x3000')
+    .option('--print-iterations <n>', 'with --sections print: iterations at each size', positiveInt('--print-iterations'), 2)
+    .option('--max-memory <size>', "with --sections print: the runs' memory budget, e.g. 3G (default: 80% of the free memory)")
     .option('--plot <file.svg>', "with --sections layers: draw the first backend's layers on this machine's roofline (SVG)")
     .option('--json', 'machine-readable output')
     .option('-q, --quiet', 'no progress bar')
-    .action(async (opts: { backend?: BackendName[]; sections: string; styleSizes: string; weights?: string; repeat: number; warmup: number; peers?: boolean; plot?: string; json?: boolean; quiet?: boolean }) => {
+    .action(async (opts: { backend?: BackendName[]; sections: string; styleSizes: string; weights?: string; repeat: number; warmup: number; peers?: boolean; plot?: string; json?: boolean; quiet?: boolean; printSizes: string; printIterations: number; maxMemory?: string }) => {
       const { sections, styleSizes } = parseBenchLists(opts.sections, opts.styleSizes);
+      const printSizes = parsePrintSizes(opts.printSizes);
+      const maxMemory = opts.maxMemory === undefined ? undefined : parseStylizeSettings({ maxMemory: opts.maxMemory }, 1, () => '--max-memory').maxMemory;
       if (opts.plot) {
         if (!sections.includes('layers')) throw new PasticheError('--plot draws the layers: add layers to --sections');
         if (!opts.plot.toLowerCase().endsWith('.svg')) throw new PasticheError(`${opts.plot}: the plot is an SVG file (.svg)`);
@@ -33,6 +40,7 @@ export function registerBench(program: Command): void {
       const bar = progressBar(1, 'bench {bar} | {what}', opts.quiet);
       const report = await runBench({
         sections, styleSizes, backends: opts.backend, weightsFile: opts.weights, repeat: opts.repeat, warmup: opts.warmup, peers: opts.peers,
+        printSizes, printIterations: opts.printIterations, maxMemory,
         onProgress: (p) => p.kind === 'stage' && bar.update(0, { what: p.stage }),
       }).finally(() => bar.stop());
       process.stdout.write(opts.json ? `${JSON.stringify(report)}\n` : `${formatBench(report)}\n`);

@@ -118,6 +118,53 @@ export const KERNELS = {
   }
   dx[i] = g;`, WINDOW_COUNT_FN),
   relu: elementwise([], [r('x'), w('y')], '  y[i] = select(0.0, x[i], x[i] > 0.0);'),
+  /** As loops' reflectionPad2d: each output cell reads its mirrored input cell. */
+  reflectionPad: elementwise(['H', 'W', 'pad'], [r('x'), w('y')], `  let hp = P.H + 2u * P.pad;
+  let wp = P.W + 2u * P.pad;
+  let plane = i / (hp * wp);
+  let cell = i % (hp * wp);
+  let ih = reflectIndex(i32(cell / wp) - i32(P.pad), i32(P.H));
+  let iw = reflectIndex(i32(cell % wp) - i32(P.pad), i32(P.W));
+  y[i] = x[(plane * P.H + u32(ih)) * P.W + u32(iw)];`, `
+fn reflectIndex(i: i32, n: i32) -> i32 {
+  if (i < 0) { return -i; }
+  if (i >= n) { return 2 * (n - 1) - i; }
+  return i;
+}`),
+  upsampleNearest: elementwise(['H', 'W', 'F'], [r('x'), w('y')], `  let ho = P.H * P.F;
+  let wo = P.W * P.F;
+  let plane = i / (ho * wo);
+  let cell = i % (ho * wo);
+  y[i] = x[(plane * P.H + cell / wo / P.F) * P.W + (cell % wo) / P.F];`),
+  /**
+   * One workgroup per (n, c) plane of M cells, as loops' instanceNorm2d: the mean, then the mean of
+   * the squared deviations (two reductions), then y = x * scale + shift (and the ReLU).
+   */
+  instanceNorm: custom(['M', 'C', 'eps', 'relu'], [r('x'), r('weight'), r('bias'), w('y')], `var<workgroup> red: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let plane = wg.x;
+  let base = plane * P.M;
+  var s = 0.0;
+  for (var j = lid.x; j < P.M; j += 256u) { s += x[base + j]; }
+  red[lid.x] = s;
+${treeReduce(sum)}
+  let mean = red[0] / f32(P.M);
+  workgroupBarrier();
+  var q = 0.0;
+  for (var j = lid.x; j < P.M; j += 256u) { let d = x[base + j] - mean; q += d * d; }
+  red[lid.x] = q;
+${treeReduce(sum)}
+  let ch = plane % P.C;
+  let scale = weight[ch] / sqrt(red[0] / f32(P.M) + bitcast<f32>(P.eps));
+  let shift = bias[ch] - mean * scale;
+  for (var j = lid.x; j < P.M; j += 256u) {
+    let v = x[base + j] * scale + shift;
+    y[base + j] = select(v, 0.0, P.relu != 0u && !(v > 0.0));
+  }
+}
+`),
   reluBackward: elementwise([], [r('dy'), r('x'), w('dx')], '  dx[i] = select(0.0, dy[i], x[i] > 0.0);'),
   reluBackwardInPlace: elementwise([], [w('dy'), r('x')], '  dy[i] = select(0.0, dy[i], x[i] > 0.0);'),
   addScaled: elementwise(['alpha'], [r('a'), r('b'), w('y')], '  y[i] = a[i] + bitcast<f32>(P.alpha) * b[i];'),

@@ -1,0 +1,254 @@
+/**
+ * How much memory a style-transfer run needs, and how a run is fitted into a budget: the whole image
+ * at once when it fits, else the loss in tiles (tiled-evaluate.ts: the same result) of the largest
+ * size that fits, and an L-BFGS history short enough, or Adam where even a short one cannot fit.
+ *
+ * What a run holds (bytes; n = height x width pixels):
+ * - fixed: Node, sharp and the addon (150 MiB), the weights and their Winograd transforms;
+ * - the working set of one pass: every activation of the crop kept for the backward pass twice
+ *   over, and a few gradients of its largest layer (the whole image when untiled);
+ * - per pixel, whatever the tile: the image, the best image, the content image, the gradient and
+ *   the TV term's (5 x 3 floats), three 8-bit pictures (the content as read and resized, the result),
+ *   the content targets (C / stride^2 floats per content layer), and
+ *   the optimiser's state: Adam 2 x 3 floats, L-BFGS (2 history + 4) x 3 doubles (the s and y pairs,
+ *   the last image and gradient, the gradient and the direction being computed).
+ * The estimate is checked against peak RSS by `pastiche bench --sections tiles` (the README's table).
+ */
+import { windowOutput } from '../backends/shapes.js';
+import { PasticheError } from '../errors.js';
+import { VGG19_LAYERS } from '../model/vgg19-table.js';
+import type { Vgg19Weights } from '../model/vgg19-params.js';
+import { haloFor, tileGrid } from './tiled-evaluate.js';
+
+/**
+ * What the memory estimate needs of the weights: their shapes, not their values (a server can
+ * hold these while a worker holds the weights). Vgg19Weights.layers is one.
+ */
+export type ParamShapes = ReadonlyMap<
+  string,
+  | { readonly kind: 'conv' | 'fc'; readonly w: { readonly shape: readonly number[]; readonly size: number }; readonly b: { readonly size: number } }
+  | { readonly kind: 'pool'; readonly kernel: number; readonly stride: number; readonly pad: number }
+>;
+
+/** The shapes of `weights` as plain data (for postMessage). */
+export function paramShapes(weights: Vgg19Weights): ParamShapes {
+  const out = new Map<string, ParamShapes extends ReadonlyMap<string, infer V> ? V : never>();
+  for (const [name, p] of weights.layers) {
+    out.set(name, p.kind === 'pool' ? { kind: 'pool', kernel: p.kernel, stride: p.stride, pad: p.pad } : { kind: p.kind, w: { shape: [...p.w.shape], size: p.w.size }, b: { size: p.b.size } });
+  }
+  return out;
+}
+
+const RUNTIME_BYTES = 150 * 2 ** 20; // Node, sharp and the addon themselves
+
+/** The weights, and the convolutions' also as Winograd transforms, forward and backward: 4x their size, 64/36 for the F(6x6) layers of up to 256 channels. */
+function weightBytes(layers: ParamShapes): number {
+  let params = 0;
+  let winogradParams = 0;
+  for (const p of layers.values()) {
+    if (p.kind === 'pool') continue;
+    params += p.w.size + p.b.size;
+    if (p.kind === 'conv') winogradParams += p.w.size * (p.w.shape[0]! * p.w.shape[3]! <= 256 * 256 ? 64 / 36 : 1);
+  }
+  return 4 * (params + 8 * winogradParams);
+}
+
+/** The floats of every activation up to `until` for a height x width input, and of the largest one. */
+function activationFloats(layers: ParamShapes, height: number, width: number, until: string): { all: number; largest: number } {
+  let [h, w, channels] = [height, width, 3];
+  let all = channels * h * w;
+  let largest = all;
+  for (const spec of VGG19_LAYERS) {
+    const p = layers.get(spec.name);
+    if (p?.kind === 'conv') channels = p.w.shape[3]!;
+    else if (p?.kind === 'pool') [h, w] = [windowOutput(h, p.kernel, p.pad, p.stride), windowOutput(w, p.kernel, p.pad, p.stride)];
+    if (p?.kind === 'conv' || p?.kind === 'pool') {
+      all += channels * h * w;
+      largest = Math.max(largest, channels * h * w);
+    }
+    if (spec.name === until) break;
+  }
+  return { all, largest };
+}
+
+/** One pass's working set on a height x width input (or crop), to `until`. */
+function passBytes(layers: ParamShapes, height: number, width: number, until: string): number {
+  const a = activationFloats(layers, height, width, until);
+  return 4 * (2 * a.all + 4 * a.largest);
+}
+
+/**
+ * Bytes an untiled style-transfer pass at height x width needs (the weights, one pass's working
+ * set, the runtime); what a server checks a size against before it knows a run's settings. Measured
+ * at 512x512 with the native backend (a style iteration): 1.95 GB peak RSS; this estimate says 2.0 GiB.
+ */
+export function estimateMemoryBytes(weights: { readonly layers: ParamShapes }, height: number, width: number): number {
+  return RUNTIME_BYTES + weightBytes(weights.layers) + passBytes(weights.layers, height, width, 'relu5_1');
+}
+
+/** The settings a plan depends on. */
+export interface PlanRequest {
+  readonly layers: ParamShapes;
+  /** The content layers (their targets are kept whole) and the style layers, by name. */
+  readonly contentLayers: readonly { readonly name: string }[];
+  readonly styleLayers: readonly { readonly name: string }[];
+  readonly optimizer: 'adam' | 'lbfgs';
+  /** Given by the user: kept as it is; absent: 100, shortened to fit. */
+  readonly lbfgsHistory?: number;
+  /** A forced tile size (--tile); absent: untiled if it fits, else the largest tile that fits. */
+  readonly tile?: number;
+  /** Bytes the run may use. */
+  readonly budget: number;
+  /** The largest single tensor the backend can hold (a GPU's buffer limit); default: no limit. */
+  readonly maxTensorBytes?: number;
+  /** What the budget is, for messages: '--max-memory' or 'this machine's free memory'. */
+  readonly budgetName?: string;
+  /** How the caller's user names a field (default the flags: --size, --tile, --max-memory). */
+  readonly fieldName?: (field: 'size' | 'tile' | 'maxMemory') => string;
+}
+
+/** How one scale of a run is done. */
+export interface MemoryPlan {
+  readonly height: number;
+  readonly width: number;
+  /** The tiles' interior size; undefined: the whole image at once. */
+  readonly tile?: number;
+  readonly tiles: number;
+  readonly halo: number;
+  readonly optimizer: 'adam' | 'lbfgs';
+  /** L-BFGS's history at this scale (0 with Adam). */
+  readonly lbfgsHistory: number;
+  /** The estimated peak, and its parts. */
+  readonly bytes: number;
+  readonly parts: { readonly fixed: number; readonly pass: number; readonly image: number; readonly optimizer: number };
+  readonly budget: number;
+}
+
+export const DEFAULT_LBFGS_HISTORY = 100;
+/** A shorter history than this is hardly L-BFGS: below it, Adam takes the scale. */
+const MIN_AUTO_LBFGS_HISTORY = 5;
+/** Tile sizes tried, largest first (fewer tiles: less halo to recompute). */
+const TILE_CHOICES = [2048, 1536, 1024, 768, 640, 512, 384, 320, 256, 192, 128, 96, 64, 48, 32, 16];
+
+/** Bytes per pixel of the optimiser's state. */
+function optimizerBytesPerPixel(optimizer: 'adam' | 'lbfgs', history: number): number {
+  return optimizer === 'adam' ? 2 * 3 * 4 : (2 * history + 4) * 3 * 8;
+}
+
+/** The stride of `layer` in image pixels (2 per pool before it). */
+function strideAt(layer: string): number {
+  let s = 1;
+  for (const spec of VGG19_LAYERS) {
+    if (spec.name === layer) break;
+    if (spec.kind === 'pool') s *= 2;
+  }
+  return s;
+}
+
+/** The channels of `layer`'s output (the last convolution's at or before it). */
+function channelsAt(layers: ParamShapes, layer: string): number {
+  let channels = 3;
+  for (const spec of VGG19_LAYERS) {
+    const p = layers.get(spec.name);
+    if (p?.kind === 'conv') channels = p.w.shape[3]!;
+    if (spec.name === layer) break;
+  }
+  return channels;
+}
+
+/** 2.3 GiB, 512 MiB. */
+const gib = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(1)} GiB` : `${Math.round(b / 2 ** 20)} MiB`);
+
+/**
+ * The plan for one scale at height x width: untiled if it fits the budget (and a forced --tile is
+ * not given), else the largest tile that fits; L-BFGS's history shortened (not below 5) when the
+ * user did not set it, Adam when even that cannot fit. A budget too small for the smallest tile is
+ * one clear error that says what the size needs.
+ */
+export function planMemory(r: PlanRequest, height: number, width: number, styles: readonly { height: number; width: number }[] = []): MemoryPlan {
+  const n = height * width;
+  const order = (name: string) => VGG19_LAYERS.findIndex((l) => l.name === name);
+  // The deepest layer the loss reads: passes stop there, and its receptive field sets the halo.
+  const deepest = [...r.contentLayers, ...r.styleLayers].map((l) => l.name).reduce((a, b) => (order(a) >= order(b) ? a : b));
+  const fixed = RUNTIME_BYTES + weightBytes(r.layers);
+  let contentFloats = 0;
+  for (const { name } of r.contentLayers) {
+    const s = strideAt(name);
+    contentFloats += channelsAt(r.layers, name) * Math.ceil(height / s) * Math.ceil(width / s);
+  }
+  const stylePixels = styles.reduce((sum, st) => sum + st.height * st.width, 0);
+  // Float arrays, and the 8-bit pictures: the content as read and resized, the result as written.
+  const image = 4 * (5 * 3 * n + 3 * stylePixels + contentFloats) + 3 * 3 * n;
+  const halo = haloFor(deepest);
+  const maxTensor = r.maxTensorBytes ?? Infinity;
+  /** The pass's bytes with tiles of `tile` (undefined: untiled), or Infinity where a tensor would exceed the backend's limit. */
+  const pass = (tile?: number) =>
+    Math.max(
+      ...[{ height, width }, ...styles].map((im) => {
+        const [ch, cw] = tile === undefined ? [im.height, im.width] : [Math.min(im.height, tile + 2 * halo), Math.min(im.width, tile + 2 * halo)];
+        const a = activationFloats(r.layers, ch, cw, deepest);
+        return 4 * a.largest > maxTensor ? Infinity : passBytes(r.layers, ch, cw, deepest);
+      }),
+    );
+  const plan = (tile: number | undefined, optimizer: 'adam' | 'lbfgs', history: number): MemoryPlan => {
+    const opt = n * optimizerBytesPerPixel(optimizer, history);
+    const p = pass(tile);
+    return {
+      height, width, tile, halo, optimizer,
+      tiles: tile === undefined ? 1 : tileGrid(height, width, tile, halo).length,
+      lbfgsHistory: optimizer === 'lbfgs' ? history : 0,
+      // 5% for what the allocator and a lagging garbage collector hold beyond the arrays themselves.
+      bytes: 1.05 * (fixed + p + image + opt),
+      parts: { fixed, pass: p, image, optimizer: opt },
+      budget: r.budget,
+    };
+  };
+  const fits = (p: MemoryPlan) => Number.isFinite(p.bytes) && p.bytes <= r.budget;
+  const tiles = r.tile !== undefined ? [r.tile] : [undefined, ...TILE_CHOICES.filter((t) => t < Math.max(height, width))];
+  // A tile no smaller than this keeps the halo's recomputation below ~3x (a 256 tile with an 80-px
+  // halo computes 416^2 / 256^2 = 2.6x the pixels): the history gives way before the tile does.
+  const comfortable = tiles.filter((t) => t === undefined || t >= 256);
+  const histories =
+    r.optimizer === 'adam' ? [] : r.lbfgsHistory !== undefined ? [r.lbfgsHistory] : [DEFAULT_LBFGS_HISTORY, 50, 20, 10, MIN_AUTO_LBFGS_HISTORY];
+  const candidates: [number | undefined, 'adam' | 'lbfgs', number][] = [
+    ...histories.flatMap((h) => comfortable.map((t) => [t, 'lbfgs', h] as [number | undefined, 'lbfgs', number])),
+    ...(r.optimizer === 'lbfgs' && r.lbfgsHistory !== undefined ? [] : comfortable.map((t) => [t, 'adam', 0] as [number | undefined, 'adam', number])),
+  ];
+  // Then the small tiles, with the shortest history allowed (or Adam).
+  const lastHistory = histories.at(-1);
+  for (const t of tiles.filter((t) => !comfortable.includes(t))) {
+    if (lastHistory !== undefined) candidates.push([t, 'lbfgs', lastHistory]);
+    if (!(r.optimizer === 'lbfgs' && r.lbfgsHistory !== undefined)) candidates.push([t, 'adam', 0]);
+  }
+  for (const [t, opt, h] of candidates) {
+    const p = plan(t, opt, h);
+    if (fits(p)) return p;
+  }
+  const smallest = candidates.map(([t, opt, h]) => plan(t, opt, h)).reduce((a, b) => (b.bytes < a.bytes ? b : a));
+  const budgetName = r.budgetName ?? 'the memory budget';
+  const field = r.fieldName ?? ((f) => ({ size: '--size', tile: '--tile', maxMemory: '--max-memory' })[f]);
+  const how = smallest.tile === undefined ? 'untiled' : `in ${smallest.tile}-px tiles`;
+  if (!Number.isFinite(smallest.bytes)) {
+    throw new PasticheError(`a ${width}x${height} output ${r.tile ? `in ${r.tile}-px tiles ` : ''}has tensors larger than this backend's ${gib(maxTensor)} buffer limit: choose a smaller ${field('tile')}`);
+  }
+  throw new PasticheError(
+    `a ${width}x${height} output needs at least ${gib(smallest.bytes)} (${how}${smallest.optimizer === 'lbfgs' ? `, L-BFGS history ${smallest.lbfgsHistory}` : ', Adam'}), more than ${budgetName} (${gib(r.budget)}): ` +
+      `choose a smaller ${field('size')}${r.tile ? ` or ${field('tile')}` : ''}${r.budgetName === field('maxMemory') ? ` or a larger ${field('maxMemory')}` : ''}`,
+  );
+}
+
+/** One line for people: '2048x1536 in 256-px tiles (48 tiles, 80-px halo), L-BFGS history 20: about 2.8 of 3.0 GiB'. */
+export function describePlan(p: MemoryPlan): string {
+  const how = p.tile === undefined ? 'untiled' : `in ${p.tile}-px tiles (${p.tiles} tiles, ${p.halo}-px halo)`;
+  const opt = p.optimizer === 'adam' ? 'Adam' : `L-BFGS history ${p.lbfgsHistory}`;
+  return `${p.width}x${p.height} ${how}, ${opt}: about ${gib(p.bytes)}${Number.isFinite(p.budget) ? ` of ${gib(p.budget)}` : ''}`;
+}
+
+/** '3G', '512M', '2.5GiB', '1e9' -> bytes; undefined for anything else. */
+export function parseByteSize(text: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
+  if (!m) return undefined;
+  const unit = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  const bytes = Number(m[1]) * unit;
+  return Number.isFinite(bytes) && bytes > 0 ? bytes : undefined;
+}

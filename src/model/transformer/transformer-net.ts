@@ -1,0 +1,215 @@
+/**
+ * The real-time style network (Johnson, Alahi & Fei-Fei 2016, "Perceptual Losses for Real-Time
+ * Style Transfer"), as pytorch/examples' fast_neural_style builds it (TransformerNet), so that its
+ * checkpoints load here and ours there:
+ * - conv 9x9 3->w, conv 3x3 w->2w stride 2, conv 3x3 2w->4w stride 2: each convolution after a
+ *   reflection padding of k // 2, then instance norm (affine) and ReLU;
+ * - five residual blocks at 4w: conv, IN, ReLU, conv, IN, plus the block's input (no ReLU after);
+ * - nearest x2 upsampling then a 3x3 conv (4w->2w, 2w->w), IN, ReLU; a last 9x9 conv w->3.
+ * w = 32 for the published models (16: a half-width variant). Input RGB 0..255 NCHW, no mean taken;
+ * output in the same units (clamped to 0..255 when written).
+ */
+import type { Backend } from '../../backends/backend.js';
+import { PasticheError } from '../../errors.js';
+import { Tensor } from '../../tensor/tensor.js';
+
+/** A convolution of the net: its state_dict prefix, kernel, stride, and whether nearest x2 upsampling precedes it. */
+interface ConvSpec {
+  readonly name: string;
+  readonly cin: number;
+  readonly cout: number;
+  readonly k: number;
+  readonly stride: number;
+  readonly upsample?: boolean;
+}
+
+/** The convolutions and instance norms of a net of width w, by their state_dict names. */
+export function transformerLayout(w: number): { convs: ConvSpec[]; norms: { name: string; channels: number }[] } {
+  const convs: ConvSpec[] = [
+    { name: 'conv1', cin: 3, cout: w, k: 9, stride: 1 },
+    { name: 'conv2', cin: w, cout: 2 * w, k: 3, stride: 2 },
+    { name: 'conv3', cin: 2 * w, cout: 4 * w, k: 3, stride: 2 },
+  ];
+  const norms = [{ name: 'in1', channels: w }, { name: 'in2', channels: 2 * w }, { name: 'in3', channels: 4 * w }];
+  for (let i = 1; i <= 5; i++) {
+    for (const j of [1, 2]) {
+      convs.push({ name: `res${i}.conv${j}`, cin: 4 * w, cout: 4 * w, k: 3, stride: 1 });
+      norms.push({ name: `res${i}.in${j}`, channels: 4 * w });
+    }
+  }
+  convs.push(
+    { name: 'deconv1', cin: 4 * w, cout: 2 * w, k: 3, stride: 1, upsample: true },
+    { name: 'deconv2', cin: 2 * w, cout: w, k: 3, stride: 1, upsample: true },
+    { name: 'deconv3', cin: w, cout: 3, k: 9, stride: 1 },
+  );
+  norms.push({ name: 'in4', channels: 2 * w }, { name: 'in5', channels: w });
+  return { convs, norms };
+}
+
+/**
+ * A TransformerNet's parameters: convolution weights in the course's layout [Cin, K, K, Cout]
+ * (PyTorch stores [Cout, Cin, K, K]) and the instance norms' affine weight and bias.
+ */
+export interface TransformerWeights {
+  readonly source: string;
+  /** Channels of the first convolution: 32 for pytorch/examples' models, 16 half width. */
+  readonly width: number;
+  /** `conv1` -> { w, b }, `in1` -> { w, b }, `res1.conv1` ... as in the state_dict without `.conv2d`. */
+  readonly params: ReadonlyMap<string, { readonly w: Tensor; readonly b: Tensor }>;
+}
+
+/** A tensor of a state_dict as any reader gives it (pth.ts, safetensors.ts). */
+export interface StateTensor {
+  readonly shape: readonly number[];
+  readonly data: Float32Array;
+}
+
+/** PyTorch's [Cout, Cin, K, K] -> the course's [Cin, K, K, Cout]. */
+function fromOihw(t: StateTensor): Tensor {
+  const [cout, cin, kh, kw] = t.shape as [number, number, number, number];
+  const out = new Float32Array(t.data.length);
+  for (let o = 0; o < cout; o++)
+    for (let i = 0; i < cin; i++)
+      for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) out[((i * kh + y) * kw + x) * cout + o] = t.data[((o * cin + i) * kh + y) * kw + x]!;
+  return new Tensor([cin, kh, kw, cout], out);
+}
+
+/** The course's [Cin, K, K, Cout] -> PyTorch's [Cout, Cin, K, K] (for writing a state_dict). */
+export function toOihw(t: Tensor): StateTensor {
+  const [cin, kh, kw, cout] = t.shape as [number, number, number, number];
+  const out = new Float32Array(t.size);
+  for (let o = 0; o < cout; o++)
+    for (let i = 0; i < cin; i++)
+      for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) out[((o * cin + i) * kh + y) * kw + x] = t.data[((i * kh + y) * kw + x) * cout + o]!;
+  return { shape: [cout, cin, kh, kw], data: out };
+}
+
+/**
+ * Checks a state_dict against TransformerNet's names and shapes (its width read from conv1) and
+ * converts it. Old checkpoints' InstanceNorm running_mean / running_var (deprecated, unused by
+ * instance norm) are dropped as pytorch/examples does; any other unknown name is an error.
+ */
+export function transformerFromStateDict(tensors: ReadonlyMap<string, StateTensor>, source: string): TransformerWeights {
+  const t = new Map([...tensors].map(([k, v]) => [k.replace(/^module\./, ''), v] as const).filter(([k]) => !/(^|\.)in\d+\.(running_mean|running_var|num_batches_tracked)$/.test(k)));
+  const first = t.get('conv1.conv2d.weight');
+  if (!first) {
+    const some = [...t.keys()].slice(0, 3).join(', ');
+    throw new PasticheError(`${source}: no conv1.conv2d.weight: not a fast_neural_style TransformerNet (it holds ${some || 'no tensors'}${t.size > 3 ? ', ...' : ''})`);
+  }
+  const width = first.shape[0]!;
+  const { convs, norms } = transformerLayout(width);
+  const params = new Map<string, { w: Tensor; b: Tensor }>();
+  const take = (name: string, shape: readonly number[]): StateTensor => {
+    const v = t.get(name);
+    if (!v) throw new PasticheError(`${source}: ${name} is missing (a TransformerNet of width ${width} has it)`);
+    if (v.shape.length !== shape.length || v.shape.some((d, i) => d !== shape[i])) {
+      throw new PasticheError(`${source}: ${name} is [${v.shape.join(', ')}], a TransformerNet of width ${width} has [${shape.join(', ')}]`);
+    }
+    t.delete(name);
+    return v;
+  };
+  for (const c of convs) {
+    const w = fromOihw(take(`${c.name}.conv2d.weight`, [c.cout, c.cin, c.k, c.k]));
+    params.set(c.name, { w, b: new Tensor([c.cout], Float32Array.from(take(`${c.name}.conv2d.bias`, [c.cout]).data)) });
+  }
+  for (const n of norms) {
+    const w = take(`${n.name}.weight`, [n.channels]);
+    const b = take(`${n.name}.bias`, [n.channels]);
+    params.set(n.name, { w: new Tensor([n.channels], Float32Array.from(w.data)), b: new Tensor([n.channels], Float32Array.from(b.data)) });
+  }
+  if (t.size > 0) throw new PasticheError(`${source}: ${[...t.keys()].slice(0, 3).join(', ')}${t.size > 3 ? ', ...' : ''}: not part of a TransformerNet (batch-norm models are not read yet)`);
+  return { source, width, params };
+}
+
+/** The state_dict of `weights`, PyTorch's names and layouts (what a .pth or our .safetensors holds). */
+export function transformerStateDict(weights: TransformerWeights): Map<string, StateTensor> {
+  const out = new Map<string, StateTensor>();
+  const { convs, norms } = transformerLayout(weights.width);
+  for (const c of convs) {
+    const p = weights.params.get(c.name)!;
+    out.set(`${c.name}.conv2d.weight`, toOihw(p.w));
+    out.set(`${c.name}.conv2d.bias`, { shape: [c.cout], data: p.b.data });
+  }
+  for (const n of norms) {
+    const p = weights.params.get(n.name)!;
+    out.set(`${n.name}.weight`, { shape: [n.channels], data: p.w.data });
+    out.set(`${n.name}.bias`, { shape: [n.channels], data: p.b.data });
+  }
+  return out;
+}
+
+/** Instance norm's epsilon in PyTorch's InstanceNorm2d (the value the published models were trained with). */
+const IN_EPS = 1e-5;
+
+export class TransformerNet {
+  private readonly convs: Map<string, ConvSpec>;
+
+  constructor(
+    readonly weights: TransformerWeights,
+    readonly backend: Backend,
+  ) {
+    this.convs = new Map(transformerLayout(weights.width).convs.map((c) => [c.name, c]));
+  }
+
+  /** The smallest side an input may have: conv1's reflection padding of 4 needs more than 4 px; 9 keeps every later map above its padding too. */
+  static readonly MIN_SIDE = 9;
+
+  /** [N, 3, H, W] RGB 0..255 -> [N, 3, 4 ceil(H/4), 4 ceil(W/4)] (two stride-2 convolutions, two x2 upsamplings), as PyTorch's. */
+  forward(x: Tensor): Tensor {
+    if (x.rank !== 4 || x.shape[1] !== 3) throw new PasticheError(`the style network takes [N, 3, H, W] images (got [${x.shape.join(', ')}])`);
+    const h = x.shape[2]!;
+    const w = x.shape[3]!;
+    if (Math.min(h, w) < TransformerNet.MIN_SIDE) throw new PasticheError(`a ${w}x${h} image is too small for the style network (at least ${TransformerNet.MIN_SIDE} px a side)`);
+    const be = this.backend;
+    const owned = new Set<Tensor>();
+    /** Tensors made here are given back as soon as the next op has read them. */
+    const done = (t: Tensor) => {
+      if (owned.delete(t)) t.recycle();
+    };
+    const make = (t: Tensor) => {
+      owned.add(t);
+      return t;
+    };
+    const conv = (input: Tensor, name: string): Tensor => {
+      const c = this.convs.get(name)!;
+      const p = this.weights.params.get(name)!;
+      let v = input;
+      if (c.upsample) v = make(be.upsampleNearest2d(v, 2));
+      const padded = make(be.reflectionPad2d(v, c.k >> 1));
+      if (v !== input) done(v);
+      const y = make(be.conv2d(padded, p.w, p.b, { pad: 0, stride: c.stride }));
+      done(padded);
+      return y;
+    };
+    const norm = (input: Tensor, name: string, relu: boolean): Tensor => {
+      const p = this.weights.params.get(name)!;
+      const y = make(be.instanceNorm2d(input, p.w, p.b, IN_EPS, relu));
+      done(input);
+      return y;
+    };
+    let y = norm(conv(x, 'conv1'), 'in1', true);
+    for (const [c, n] of [['conv2', 'in2'], ['conv3', 'in3']] as const) {
+      const next = norm(conv(y, c), n, true);
+      done(y);
+      y = next;
+    }
+    for (let i = 1; i <= 5; i++) {
+      const a = norm(conv(y, `res${i}.conv1`), `res${i}.in1`, true);
+      const b = norm(conv(a, `res${i}.conv2`), `res${i}.in2`, false);
+      done(a);
+      const sum = make(be.addScaled(b, y, 1));
+      done(b);
+      done(y);
+      y = sum;
+    }
+    for (const [c, n] of [['deconv1', 'in4'], ['deconv2', 'in5']] as const) {
+      const next = norm(conv(y, c), n, true);
+      done(y);
+      y = next;
+    }
+    const out = conv(y, 'deconv3');
+    done(y);
+    owned.delete(out);
+    return out;
+  }
+}
