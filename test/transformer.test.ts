@@ -9,7 +9,9 @@ import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { stylizeWithNetwork } from '../src/app/fast-stylize.js';
+import { forwardTiled, normStatistics, stylizeWithNetwork } from '../src/app/fast-stylize.js';
+import { crop } from '../src/app/tiled-evaluate.js';
+import { rgbToTensor } from '../src/image/rgb.js';
 import { getBackend } from '../src/backends/index.js';
 import { readRgb } from '../src/image/preprocess.js';
 import { TransformerNet } from '../src/model/transformer/transformer-net.js';
@@ -49,6 +51,13 @@ test('instance norm: each plane to mean 0 and variance 1 (biased), then weight a
   assert.throws(() => loops.instanceNorm2d(x, Tensor.from([2], [1, 1]), bias, 1e-5), /instanceNorm2d: 3 channels but 2 weights and 3 biases/);
 });
 
+test('a per-channel scale and shift (a normalisation with known statistics), the ReLU fused', () => {
+  const y = loops.channelAffine2d(Tensor.from([1, 2, 1, 2], [1, -2, 3, 4]), Tensor.from([2], [2, -1]), Tensor.from([2], [1, 0.5]), true);
+  assert.deepEqual([...y.data], [3, 0, 0, 0]);
+  const z = loops.channelAffine2d(Tensor.from([1, 2, 1, 2], [1, -2, 3, 4]), Tensor.from([2], [2, -1]), Tensor.from([2], [1, 0.5]));
+  assert.deepEqual([...z.data], [3, -3, -2.5, -3.5]);
+});
+
 test('nearest upsampling repeats each cell factor x factor times', () => {
   const y = loops.upsampleNearest2d(Tensor.from([1, 1, 2, 2], [1, 2, 3, 4]), 2);
   assert.deepEqual([...y.data], [1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4]);
@@ -64,6 +73,7 @@ test('the new ops on ts and native equal loops (batch 2, odd sizes)', () => {
     assertClose(be.reflectionPad2d(x, 4), loops.reflectionPad2d(x, 4), 1e-9, `${name} reflectionPad2d`);
     assertClose(be.instanceNorm2d(x, weight, bias, 1e-5, true), loops.instanceNorm2d(x, weight, bias, 1e-5, true), 1e-6, `${name} instanceNorm2d`);
     assertClose(be.upsampleNearest2d(x, 2), loops.upsampleNearest2d(x, 2), 1e-9, `${name} upsampleNearest2d`);
+    assertClose(be.channelAffine2d(x, weight, bias, true), loops.channelAffine2d(x, weight, bias, true), 1e-9, `${name} channelAffine2d`);
   }
 });
 
@@ -139,5 +149,99 @@ test('stylize --model: a pickle that runs code, a VGG19 file, a flag of the opti
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     assert.match(r.stderr.trim(), pattern);
     assert.equal(existsSync(out), false);
+  }
+});
+
+test("tiled inference: statistics gathered tile by tile equal the whole image's, and the tiles equal the untiled pass (1e-4 of the range)", async () => {
+  const weights = await loadTransformerModel(MODEL);
+  const net = new TransformerNet(weights, getBackend());
+  const x = rgbToTensor(await readRgb(`${TINY}chelsea.png`, { width: 333, height: 222 }), [0, 0, 0]);
+  const whole = await normStatistics(net, x, undefined);
+  // 333x222 in 64-px tiles: 6 x 4 of them, the last ones partial, crops with 64-px halos.
+  const tiled = await normStatistics(net, x, 64);
+  for (const [name, s] of whole) {
+    const t = tiled.get(name)!;
+    for (let k = 0; k < s.mean.length; k++) {
+      assert.ok(Math.abs(t.mean[k]! - s.mean[k]!) <= 1e-4 * (Math.abs(s.mean[k]!) + Math.sqrt(s.variance[k]!)), `${name} mean ${k}`);
+      assert.ok(Math.abs(t.variance[k]! / s.variance[k]! - 1) <= 1e-3, `${name} variance ${k}: ${t.variance[k]} vs ${s.variance[k]}`);
+    }
+  }
+  const untiled = await net.forward(x).toHost();
+  const shortHalo = await forwardTiled(net, x, { tile: 64, stats: tiled, halo: 16 });
+  assertWithinRange(await forwardTiled(net, x, { tile: 64, stats: tiled }), crop(untiled, 0, 222, 0, 333), 1e-4, 'tiles');
+  // A 16-px halo, far under half the receptive field: the seams differ, so the comparison above can fail.
+  assert.throws(() => assertWithinRange(shortHalo, crop(untiled, 0, 222, 0, 333), 1e-4, 'short halo'), /short halo: largest difference/);
+});
+
+test('stylize --model --max-memory: a budget that cannot hold the image whole runs it in tiles; too small a budget is one line', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pastiche-fast-tiles-'));
+  const out = join(dir, 'big.png');
+  const r = await runCli(['stylize', `${TINY}chelsea.png`, '--model', MODEL, '-o', out, '--size', '900', '--max-memory', '400M']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((await readRgb(out)).width, 900);
+  const bad = await runCli(['stylize', `${TINY}chelsea.png`, '--model', MODEL, '-o', join(dir, 'never.png'), '--size', '4000', '--max-memory', '100M']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /^pastiche: a 4000x\d+ image needs at least [\d.]+ GiB even in 128-px tiles, more than the 0\.1 GiB given: choose a smaller --size or a larger --max-memory\n$/);
+});
+
+/**
+ * Central differences of L = sum(op(x) * r) in x at `probes` positions against the backward's
+ * dL/dx (dy = r): float32 forward passes, a step of 1e-2, agreement to 2e-3 of the gradient's scale.
+ */
+function checkGradient(what: string, forward: (x: Tensor) => Tensor, x: Tensor, grad: Tensor, r: Tensor, probes = 12): void {
+  const loss = (t: Tensor) => {
+    const y = forward(t);
+    let s = 0;
+    for (let i = 0; i < y.size; i++) s += y.data[i]! * r.data[i]!;
+    return s;
+  };
+  let scale = 0;
+  for (const g of grad.data) scale = Math.max(scale, Math.abs(g));
+  const h = 1e-2;
+  for (let k = 0; k < probes; k++) {
+    const i = Math.floor(((k + 0.5) / probes) * x.size);
+    const plus = x.clone();
+    const minus = x.clone();
+    plus.data[i]! += h;
+    minus.data[i]! -= h;
+    const fd = (loss(plus) - loss(minus)) / (2 * h);
+    assert.ok(Math.abs(fd - grad.data[i]!) <= 2e-3 * scale, `${what}: d/dx[${i}] ${grad.data[i]} vs finite differences ${fd}`);
+  }
+}
+
+test('backward of reflection padding, nearest upsampling and instance norm (with its ReLU): finite differences, batch 2, odd sizes', () => {
+  const x = randomTensor([2, 3, 7, 9], 11, -2, 2);
+  const padR = randomTensor([2, 3, 13, 15], 12, -1, 1);
+  checkGradient('reflectionPad2d', (t) => loops.reflectionPad2d(t, 3), x, loops.reflectionPad2dBackward(padR, x.shape, 3), padR, 40);
+  const upR = randomTensor([2, 3, 21, 27], 13, -1, 1);
+  checkGradient('upsampleNearest2d', (t) => loops.upsampleNearest2d(t, 3), x, loops.upsampleNearest2dBackward(upR, 3), upR, 40);
+  const weight = randomTensor([3], 14, 0.5, 1.5);
+  const bias = randomTensor([3], 15, -0.5, 0.5);
+  const r = randomTensor([2, 3, 7, 9], 16, -1, 1);
+  const g = loops.instanceNorm2dBackward(r, x, weight, 1e-5);
+  checkGradient('instanceNorm2d', (t) => loops.instanceNorm2d(t, weight, bias, 1e-5), x, g.dx, r, 40);
+  // The weight and bias, by the same differences.
+  checkGradient('instanceNorm2d weight', (q) => loops.instanceNorm2d(x, q, bias, 1e-5), weight, g.dw, r, 3);
+  checkGradient('instanceNorm2d bias', (q) => loops.instanceNorm2d(x, weight, q, 1e-5), bias, g.db, r, 3);
+  // The fused ReLU (its kink makes differences unreliable): the same as the plain backward of dy
+  // zeroed where the output is not positive (seed eq. 18).
+  const y = loops.instanceNorm2d(x, weight, bias, 1e-5, true);
+  const fused = loops.instanceNorm2dBackward(r, x, weight, 1e-5, y);
+  const masked = loops.instanceNorm2dBackward(new Tensor(r.shape, r.data.map((v, i) => (y.data[i]! > 0 ? v : 0))), x, weight, 1e-5);
+  for (const k of ['dx', 'dw', 'db'] as const) assertClose(fused[k], masked[k], 1e-9, `fused ReLU ${k}`);
+  assert.throws(() => loops.upsampleNearest2dBackward(randomTensor([1, 1, 5, 6], 1), 2), /not a whole factor 2/);
+});
+
+test('the backward ops on ts and native equal loops', () => {
+  const x = randomTensor([2, 5, 9, 13], 21, -3, 3);
+  const weight = randomTensor([5], 22, 0.5, 1.5);
+  const y = loops.instanceNorm2d(x, weight, randomTensor([5], 23, -1, 1), 1e-5, true);
+  const dy = randomTensor(x.shape, 24, -1, 1);
+  for (const name of BACKENDS) {
+    const be = getBackend(name)!;
+    const [a, b] = [be.instanceNorm2dBackward(dy, x, weight, 1e-5, y), loops.instanceNorm2dBackward(dy, x, weight, 1e-5, y)];
+    for (const k of ['dx', 'dw', 'db'] as const) assertClose(a[k], b[k], 1e-9, `${name} instanceNorm2dBackward ${k}`);
+    assertClose(be.reflectionPad2dBackward(randomTensor([2, 5, 17, 21], 25), x.shape, 4), loops.reflectionPad2dBackward(randomTensor([2, 5, 17, 21], 25), x.shape, 4), 1e-9, `${name} reflectionPad2dBackward`);
+    assertClose(be.upsampleNearest2dBackward(randomTensor([2, 5, 18, 26], 26), 2), loops.upsampleNearest2dBackward(randomTensor([2, 5, 18, 26], 26), 2), 1e-9, `${name} upsampleNearest2dBackward`);
   }
 });

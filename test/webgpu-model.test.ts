@@ -187,7 +187,7 @@ test("tiled style loss and gradient on webgpu equal its untiled ones (rel. 1e-4)
   assert.ok(plan.tile !== undefined && 4 * 4 * (plan.tile + 160) ** 2 <= 4 * 4 * 300 * 300, `tile ${plan.tile}`);
 });
 
-test("the real-time style network's ops on webgpu equal loops; a TransformerNet saved by torch.save gives PyTorch's output (1e-4 of the range)", async () => {
+test("the real-time style network's ops and their backward on webgpu equal loops; a TransformerNet saved by torch.save gives PyTorch's output (1e-4 of the range)", async () => {
   const loops = getBackend('loops')!;
   const x = randomTensor([2, 5, 9, 13], 2, -3, 3);
   const weight = randomTensor([5], 3, 0.5, 1.5);
@@ -195,6 +195,18 @@ test("the real-time style network's ops on webgpu equal loops; a TransformerNet 
   assertClose(await gpu.reflectionPad2d(x, 4).toHost(), loops.reflectionPad2d(x, 4), 1e-9, 'reflectionPad2d');
   assertClose(await gpu.instanceNorm2d(x, weight, bias, 1e-5, true).toHost(), loops.instanceNorm2d(x, weight, bias, 1e-5, true), 1e-5, 'instanceNorm2d');
   assertClose(await gpu.upsampleNearest2d(x, 2).toHost(), loops.upsampleNearest2d(x, 2), 1e-9, 'upsampleNearest2d');
+  assertClose(await gpu.channelAffine2d(x, weight, bias, true).toHost(), loops.channelAffine2d(x, weight, bias, true), 1e-6, 'channelAffine2d');
+  const y = loops.instanceNorm2d(x, weight, bias, 1e-5, true);
+  const dy = randomTensor(x.shape, 5, -1, 1);
+  for (const mask of [undefined, y]) {
+    const [a, b] = [gpu.instanceNorm2dBackward(dy, x, weight, 1e-5, mask), loops.instanceNorm2dBackward(dy, x, weight, 1e-5, mask)];
+    for (const k of ['dx', 'dw', 'db'] as const) assertClose(await a[k].toHost(), b[k], 1e-4, `instanceNorm2dBackward ${k}${mask ? ' + ReLU' : ''}`);
+  }
+  // Padding 4 of 9 rows: cells with a mirror above and below.
+  const dp = randomTensor([2, 5, 17, 21], 6, -1, 1);
+  assertClose(await gpu.reflectionPad2dBackward(dp, x.shape, 4).toHost(), loops.reflectionPad2dBackward(dp, x.shape, 4), 1e-6, 'reflectionPad2dBackward');
+  const du = randomTensor([2, 5, 18, 26], 7, -1, 1);
+  assertClose(await gpu.upsampleNearest2dBackward(du, 2).toHost(), loops.upsampleNearest2dBackward(du, 2), 1e-6, 'upsampleNearest2dBackward');
   const dir = `${FIXTURES}transformer/`;
   const net = new TransformerNet(await loadTransformerModel(`${dir}transformer-tiny.pth`), gpu);
   const want = await readNpy(`${dir}output.npy`);

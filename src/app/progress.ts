@@ -54,7 +54,7 @@ export interface PlanProgress {
 /** A tile of a tiled style transfer done: at print sizes one iteration takes minutes. */
 export interface TileProgress {
   readonly kind: 'tile';
-  /** The iteration being computed (1-based, over all scales) and the run's total. */
+  /** The iteration being computed (1-based, over all scales) and the run's total; for a style network, the image and the images' count. */
   readonly iteration: number;
   readonly of: number;
   /** 'targets': the content and style images' features; 'loss': the Gram matrices; 'gradient': the backward passes. */

@@ -54,9 +54,12 @@ export interface Tile {
   readonly cx1: number;
 }
 
-/** Tiles of `tile` x `tile` interior pixels (the last row and column take what is left), each with its halo. */
-export function tileGrid(height: number, width: number, tile: number, halo: number): Tile[] {
-  if (!(tile >= TILE_GRID) || tile % TILE_GRID !== 0) throw new PasticheError(`the tile size must be a multiple of ${TILE_GRID} (got ${tile})`);
+/**
+ * Tiles of `tile` x `tile` interior pixels (the last row and column take what is left), each with
+ * its halo; `grid` is what the network's strides need crops to start on (VGG19's pools: 16).
+ */
+export function tileGrid(height: number, width: number, tile: number, halo: number, grid = TILE_GRID): Tile[] {
+  if (!(tile >= grid) || tile % grid !== 0 || halo % grid !== 0) throw new PasticheError(`the tile size must be a multiple of ${grid} (got ${tile})`);
   const tiles: Tile[] = [];
   for (let y0 = 0; y0 < height; y0 += tile) {
     for (let x0 = 0; x0 < width; x0 += tile) {
@@ -69,7 +72,7 @@ export function tileGrid(height: number, width: number, tile: number, halo: numb
 }
 
 /** [1, C, H, W] host tensor -> the rows [r0, r1) and columns [c0, c1) of every channel. */
-function crop(t: Tensor, r0: number, r1: number, c0: number, c1: number): Tensor {
+export function crop(t: Tensor, r0: number, r1: number, c0: number, c1: number): Tensor {
   const [, c, h, w] = t.shape as [number, number, number, number];
   const out = new Tensor([1, c, r1 - r0, c1 - c0]);
   const ow = c1 - c0;
@@ -227,8 +230,8 @@ export interface TiledOptions {
   readonly onTile?: (pass: TilePass, done: number, tiles: number) => void;
 }
 
-/** 'targets': the content and style images' features; 'loss': the Gram matrices; 'gradient': the backward passes. */
-export type TilePass = 'targets' | 'loss' | 'gradient';
+/** 'targets': the content and style images' features; 'loss': the Gram matrices; 'gradient': the backward passes; 'network': a style network's pass (fast-stylize.ts). */
+export type TilePass = 'targets' | 'loss' | 'gradient' | 'network';
 
 /**
  * evaluate() of stylize.ts, tile by tile: the same losses and gradient. `targets` hold the whole

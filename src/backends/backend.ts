@@ -40,6 +40,11 @@ export interface LinearGradients extends ParamGradients {
   readonly dx: Tensor;
 }
 
+/** dL/dx, dL/dweight and dL/dbias of a normalisation layer (weights and biases per channel). */
+export interface NormGradients extends ParamGradients {
+  readonly dx: Tensor;
+}
+
 /**
  * Work fused onto a gradient to the data: dx = (dx + add) * (reluMask > 0). It is the backward pass
  * of the ReLU before a convolution (reluMask = that ReLU's output) and of a gradient injected at
@@ -138,8 +143,24 @@ export interface Backend {
    * PyTorch's InstanceNorm2d computes it; with `relu`, ReLU(y) in the same pass.
    */
   instanceNorm2d(x: Tensor, weight: Tensor, bias: Tensor, eps: number, relu?: boolean): Tensor;
+  /**
+   * The gradients of instanceNorm2d given dL/dy; `reluOutput` is the forward's output when its ReLU
+   * was fused (dy is dropped where it is <= 0). With x^ = (x - mean) r, r = 1 / sqrt(var + eps), per
+   * plane: dbias = sum dy, dweight = sum dy x^ (over n, h, w), and
+   * dx = weight r (dy - mean(dy) - x^ mean(dy x^)) (means over the plane's H x W cells).
+   */
+  instanceNorm2dBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, reluOutput?: Tensor): NormGradients;
+  /** The gradient of reflectionPad2d: each padded cell's dy added to the input cell it mirrors. */
+  reflectionPad2dBackward(dy: Tensor, xShape: Shape, pad: number): Tensor;
+  /**
+   * y = x * scale[c] + shift[c] per channel (ReLU(y) with `relu`): a normalisation whose statistics
+   * are already known (batch norm's running ones; a tiled instance norm's from the whole image).
+   */
+  channelAffine2d(x: Tensor, scale: Tensor, shift: Tensor, relu?: boolean): Tensor;
   /** Nearest-neighbour upsampling by a whole factor f: y[n,c,h,w] = x[n,c,floor(h/f),floor(w/f)]. */
   upsampleNearest2d(x: Tensor, factor: number): Tensor;
+  /** Its gradient: each input cell gets the sum of dy over its factor x factor copies. */
+  upsampleNearest2dBackward(dy: Tensor, factor: number): Tensor;
 
   /** a + alpha * b as a new tensor of a's shape: SGD steps and gradients that meet. */
   addScaled(a: Tensor, b: Tensor, alpha: number): Tensor;

@@ -4,7 +4,7 @@
  */
 import { PasticheError } from '../errors.js';
 import { Tensor, expectRank, shapeToString, type Shape } from '../tensor/tensor.js';
-import type { Backend, LinearGradients, Pool2dParams } from './backend.js';
+import type { Backend, LinearGradients, NormGradients, Pool2dParams } from './backend.js';
 import { checkChannelParams, checkGradShape, checkLabels, checkReflectionPad, poolGeometry } from './shapes.js';
 
 type CommonOps = Pick<
@@ -24,6 +24,10 @@ type CommonOps = Pick<
   | 'reflectionPad2d'
   | 'instanceNorm2d'
   | 'upsampleNearest2d'
+  | 'channelAffine2d'
+  | 'instanceNorm2dBackward'
+  | 'reflectionPad2dBackward'
+  | 'upsampleNearest2dBackward'
 >;
 
 /** Calls fn(plane offset, input cell, output cell, 1/count) for every cell of every window. */
@@ -185,8 +189,13 @@ export const commonOps: CommonOps = {
     const y = new Float32Array(n * c * hp * wp);
     for (let plane = 0; plane < n * c; plane++) {
       for (let oh = 0; oh < hp; oh++) {
-        const ih = reflect(oh - pad, h);
-        for (let ow = 0; ow < wp; ow++) y[(plane * hp + oh) * wp + ow] = x.data[(plane * h + ih) * w + reflect(ow - pad, w)]!;
+        const row = x.data.subarray((plane * h + reflect(oh - pad, h)) * w, (plane * h + reflect(oh - pad, h) + 1) * w);
+        const o = (plane * hp + oh) * wp;
+        y.set(row, o + pad);
+        for (let i = 1; i <= pad; i++) {
+          y[o + pad - i] = row[i]!; // x[-i] = x[i]
+          y[o + pad + w - 1 + i] = row[w - 1 - i]!; // x[w-1+i] = x[w-1-i]
+        }
       }
     }
     return new Tensor([n, c, hp, wp], y);
@@ -216,14 +225,102 @@ export const commonOps: CommonOps = {
     return new Tensor(x.shape, y);
   },
 
+  channelAffine2d(x: Tensor, scale: Tensor, shift: Tensor, relu = false): Tensor {
+    const [n, c, h, w] = expectRank(x, 4, 'channelAffine2d') as [number, number, number, number];
+    checkChannelParams(scale, shift, c, 'channelAffine2d');
+    const m = h * w;
+    const y = new Float32Array(x.size);
+    for (let plane = 0; plane < n * c; plane++) {
+      const [a, b] = [scale.data[plane % c]!, shift.data[plane % c]!];
+      const xd = x.data;
+      for (let i = plane * m; i < (plane + 1) * m; i++) {
+        const v = xd[i]! * a + b;
+        y[i] = relu && !(v > 0) ? 0 : v;
+      }
+    }
+    return new Tensor(x.shape, y);
+  },
+
+  instanceNorm2dBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, reluOutput?: Tensor): NormGradients {
+    const [n, c, h, w] = expectRank(x, 4, 'instanceNorm2dBackward') as [number, number, number, number];
+    checkGradShape(dy, x.shape, 'instanceNorm2dBackward');
+    if (reluOutput) checkGradShape(reluOutput, x.shape, 'instanceNorm2dBackward (the ReLU output)');
+    if (weight.size !== c) throw new PasticheError(`instanceNorm2dBackward: ${c} channels but ${weight.size} weights`);
+    const m = h * w;
+    const dx = new Float32Array(x.size);
+    const dw = new Float64Array(c);
+    const db = new Float64Array(c);
+    const g = new Float64Array(m);
+    const xh = new Float64Array(m);
+    for (let plane = 0; plane < n * c; plane++) {
+      const ch = plane % c;
+      const o = plane * m;
+      let sum = 0;
+      for (let i = 0; i < m; i++) sum += x.data[o + i]!;
+      const mean = sum / m;
+      let sq = 0;
+      for (let i = 0; i < m; i++) sq += (x.data[o + i]! - mean) ** 2;
+      const r = 1 / Math.sqrt(sq / m + eps);
+      let sg = 0;
+      let sgx = 0;
+      for (let i = 0; i < m; i++) {
+        // The fused ReLU's backward first (seed eq. 18), then the normalisation's.
+        g[i] = reluOutput && !(reluOutput.data[o + i]! > 0) ? 0 : dy.data[o + i]!;
+        xh[i] = (x.data[o + i]! - mean) * r;
+        sg += g[i]!;
+        sgx += g[i]! * xh[i]!;
+      }
+      db[ch] += sg;
+      dw[ch] += sgx;
+      const k = weight.data[ch]! * r;
+      for (let i = 0; i < m; i++) dx[o + i] = k * (g[i]! - sg / m - (xh[i]! * sgx) / m);
+    }
+    return { dx: new Tensor(x.shape, dx), dw: new Tensor([c], Float32Array.from(dw)), db: new Tensor([c], Float32Array.from(db)) };
+  },
+
+  reflectionPad2dBackward(dy: Tensor, xShape: Shape, pad: number): Tensor {
+    const [n, c, h, w] = xShape as [number, number, number, number];
+    checkReflectionPad(h, w, pad);
+    const [hp, wp] = [h + 2 * pad, w + 2 * pad];
+    checkGradShape(dy, [n, c, hp, wp], 'reflectionPad2dBackward');
+    const dx = new Float32Array(n * c * h * w);
+    for (let plane = 0; plane < n * c; plane++) {
+      for (let oh = 0; oh < hp; oh++) {
+        const ih = reflect(oh - pad, h);
+        for (let ow = 0; ow < wp; ow++) dx[(plane * h + ih) * w + reflect(ow - pad, w)] += dy.data[(plane * hp + oh) * wp + ow]!;
+      }
+    }
+    return new Tensor(xShape, dx);
+  },
+
+  upsampleNearest2dBackward(dy: Tensor, factor: number): Tensor {
+    const [n, c, ho, wo] = expectRank(dy, 4, 'upsampleNearest2dBackward') as [number, number, number, number];
+    if (!Number.isInteger(factor) || factor < 1 || ho % factor !== 0 || wo % factor !== 0) {
+      throw new PasticheError(`upsampleNearest2dBackward: a ${ho}x${wo} gradient is not a whole factor ${factor} of an input`);
+    }
+    const [h, w] = [ho / factor, wo / factor];
+    const dx = new Float32Array(n * c * h * w);
+    const g = dy.data;
+    for (let plane = 0; plane < n * c; plane++) {
+      for (let oh = 0; oh < ho; oh++) {
+        for (let ow = 0; ow < wo; ow++) dx[(plane * h + Math.floor(oh / factor)) * w + Math.floor(ow / factor)] += g[(plane * ho + oh) * wo + ow]!;
+      }
+    }
+    return new Tensor([n, c, h, w], dx);
+  },
+
   upsampleNearest2d(x: Tensor, factor: number): Tensor {
     const [n, c, h, w] = expectRank(x, 4, 'upsampleNearest2d') as [number, number, number, number];
     if (!Number.isInteger(factor) || factor < 1) throw new PasticheError(`upsampleNearest2d: the factor must be a whole number of at least 1 (got ${factor})`);
     const [ho, wo] = [h * factor, w * factor];
     const y = new Float32Array(n * c * ho * wo);
+    const xd = x.data;
+    // Row by row: an input row widened once, then copied to its `factor` output rows.
     for (let plane = 0; plane < n * c; plane++) {
-      for (let oh = 0; oh < ho; oh++) {
-        for (let ow = 0; ow < wo; ow++) y[(plane * ho + oh) * wo + ow] = x.data[(plane * h + Math.floor(oh / factor)) * w + Math.floor(ow / factor)]!;
+      for (let ih = 0; ih < h; ih++) {
+        const first = (plane * ho + ih * factor) * wo;
+        for (let iw = 0, o = first; iw < w; iw++) for (let f = 0; f < factor; f++) y[o++] = xd[(plane * h + ih) * w + iw]!;
+        for (let f = 1; f < factor; f++) y.copyWithin(first + f * wo, first, first + wo);
       }
     }
     return new Tensor([n, c, ho, wo], y);

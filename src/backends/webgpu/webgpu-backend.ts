@@ -399,6 +399,57 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
       return y;
     },
 
+    channelAffine2d(x, scale, shift, relu = false) {
+      const [, c, h, wd] = expectRank(x, 4, 'channelAffine2d') as [number, number, number, number];
+      checkChannelParams(scale, shift, c, 'channelAffine2d');
+      const up: Uploads = [];
+      const y = output(x.shape);
+      run(up, elementwise('channelAffine', x.size, [h * wd, c, relu ? 1 : 0], [buf(x, up), buf(scale, up), buf(shift, up), outBuf(y)]));
+      return y;
+    },
+
+    instanceNorm2dBackward(dy, x, weight, eps, reluOutput) {
+      const [n, c, h, wd] = expectRank(x, 4, 'instanceNorm2dBackward') as [number, number, number, number];
+      checkGradShape(dy, x.shape, 'instanceNorm2dBackward');
+      if (reluOutput) checkGradShape(reluOutput, x.shape, 'instanceNorm2dBackward (the ReLU output)');
+      if (weight.size !== c) throw new PasticheError(`instanceNorm2dBackward: ${c} channels but ${weight.size} weights`);
+      if (n * c > 65535) throw new PasticheError(`instanceNorm2dBackward: ${n * c} planes are more than one dispatch takes (65535)`);
+      const up: Uploads = [];
+      const dx = output(x.shape);
+      const [dw, db] = [output([c]), output([c])];
+      const sums = pool.take(2 * n * c * 4);
+      up.push(sums);
+      const k = KERNELS.instanceNormBackward;
+      const xb = buf(x, up);
+      run(
+        up,
+        { key: 'instanceNormBackward', code: k.code, bindings: k.bindings, params: [h * wd, c, f32Bits(eps), reluOutput ? 1 : 0], buffers: [xb, buf(dy, up), buf(weight, up), reluOutput ? buf(reluOutput, up) : xb, outBuf(dx), sums], groups: [n * c, 1, 1] },
+        elementwise('instanceNormParamGrads', c, [n], [sums, outBuf(dw), outBuf(db)]),
+      );
+      return { dx, dw, db };
+    },
+
+    reflectionPad2dBackward(dy, xShape, pad) {
+      const [n, c, h, wd] = xShape as [number, number, number, number];
+      checkReflectionPad(h, wd, pad);
+      checkGradShape(dy, [n, c, h + 2 * pad, wd + 2 * pad], 'reflectionPad2dBackward');
+      const up: Uploads = [];
+      const dx = output(xShape);
+      run(up, elementwise('reflectionPadBackward', dx.size, [h, wd, pad], [buf(dy, up), outBuf(dx)]));
+      return dx;
+    },
+
+    upsampleNearest2dBackward(dy, factor) {
+      const [n, c, ho, wo] = expectRank(dy, 4, 'upsampleNearest2dBackward') as [number, number, number, number];
+      if (!Number.isInteger(factor) || factor < 1 || ho % factor !== 0 || wo % factor !== 0) {
+        throw new PasticheError(`upsampleNearest2dBackward: a ${ho}x${wo} gradient is not a whole factor ${factor} of an input`);
+      }
+      const up: Uploads = [];
+      const dx = output([n, c, ho / factor, wo / factor]);
+      run(up, elementwise('upsampleNearestBackward', dx.size, [ho / factor, wo / factor, factor], [buf(dy, up), outBuf(dx)]));
+      return dx;
+    },
+
     upsampleNearest2d(x, factor) {
       const [n, c, h, wd] = expectRank(x, 4, 'upsampleNearest2d') as [number, number, number, number];
       if (!Number.isInteger(factor) || factor < 1) throw new PasticheError(`upsampleNearest2d: the factor must be a whole number of at least 1 (got ${factor})`);

@@ -107,22 +107,33 @@ export function registerStylize(program: Command): void {
 }
 
 /** Options of the optimisation that a trained network has no use for. */
-const OPTIMISATION_ONLY = ['preset', 'iterations', 'optimizer', 'lr', 'lbfgsHistory', 'contentWeight', 'styleWeight', 'tvWeight', 'contentLayers', 'styleLayers', 'init', 'seed', 'styleBlend', 'styleScale', 'originalColors', 'pooling', 'scales', 'tile', 'maxMemory', 'weights', 'saveEvery', 'logJson'] as const;
+const OPTIMISATION_ONLY = ['preset', 'iterations', 'optimizer', 'lr', 'lbfgsHistory', 'contentWeight', 'styleWeight', 'tvWeight', 'contentLayers', 'styleLayers', 'init', 'seed', 'styleBlend', 'styleScale', 'originalColors', 'pooling', 'scales', 'weights', 'saveEvery', 'logJson'] as const;
 
 /** `stylize IMAGE... --model MODEL -o OUT`: one forward pass of a trained style network per image. */
 async function stylizeWithModel(inputs: string[], model: string, o: StylizeFields & { output: string; backend?: string; quiet?: boolean }): Promise<void> {
   // 'default' is commander's default for --preset, not the user's choice.
   const set: Record<string, unknown> = { ...o };
   const given = OPTIMISATION_ONLY.find((k) => set[k] !== undefined && !(k === 'preset' && set[k] === 'default'));
-  if (given) throw new PasticheError(`${flagName(given)} is for the optimisation; --model runs a trained network (only --size, --backend and -o apply)`);
+  if (given) throw new PasticheError(`${flagName(given)} is for the optimisation; --model runs a trained network (--size, --tile, --max-memory, --backend and -o apply)`);
   const size = o.size === undefined ? undefined : positiveInt('--size')(String(o.size));
+  const tile = o.tile === undefined ? undefined : positiveInt('--tile')(String(o.tile));
+  if (tile !== undefined && tile % 4 !== 0) throw new PasticheError(`--tile must be a multiple of 4 for a style network (its strides' grid; got ${tile})`);
+  const maxMemory = o.maxMemory === undefined ? undefined : parseStylizeSettings({ maxMemory: o.maxMemory }, 1, flagName).maxMemory;
   checkFastStylizeFiles(inputs, o.output);
   const backend = await openBackend(chooseBackend(o.backend));
   const weights = await withStatus(`loading ${model}`, o.quiet, () => loadTransformerModel(model));
   const bar = progressBar(inputs.length, 'stylize {bar} {value}/{total} | {what}', o.quiet);
   let done = 0;
+  let what = '';
   try {
-    const results = await runFastStylize({ inputs, output: o.output, weights, backend, size, onProgress: (p) => p.kind === 'stage' && bar.update(done++, { what: p.stage }) });
+    const results = await runFastStylize({
+      inputs, output: o.output, weights, backend, size, tile, maxMemory,
+      onProgress: (p) => {
+        if (p.kind === 'stage') [what, done] = [p.stage, done + 1];
+        if (p.kind === 'tile') bar.update(done - 1, { what: `${what}, tile ${p.done}/${p.tiles}` });
+        else bar.update(done - 1, { what });
+      },
+    });
     bar.stop();
     for (const r of results) process.stderr.write(`wrote ${r.file}: ${r.width}x${r.height} in ${r.seconds.toFixed(2)} s\n`);
   } finally {

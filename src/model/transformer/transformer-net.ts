@@ -12,6 +12,7 @@
 import type { Backend } from '../../backends/backend.js';
 import { PasticheError } from '../../errors.js';
 import { Tensor } from '../../tensor/tensor.js';
+import { normalRng, uniformRng } from '../../util/random.js';
 
 /** A convolution of the net: its state_dict prefix, kernel, stride, and whether nearest x2 upsampling precedes it. */
 interface ConvSpec {
@@ -121,6 +122,29 @@ export function transformerFromStateDict(tensors: ReadonlyMap<string, StateTenso
   return { source, width, params };
 }
 
+/**
+ * A TransformerNet of width `width` with He-normal convolutions, instance-norm weights near 1 and
+ * biases near 0: the start of training, and benchmarks that need no file.
+ */
+export function randomTransformerWeights(width = 32, seed = 1): TransformerWeights {
+  const gauss = normalRng(uniformRng(seed));
+  const { convs, norms } = transformerLayout(width);
+  const params = new Map<string, { w: Tensor; b: Tensor }>();
+  for (const c of convs) {
+    const w = new Tensor([c.cin, c.k, c.k, c.cout]);
+    const std = Math.sqrt(2 / (c.cin * c.k * c.k));
+    for (let i = 0; i < w.size; i++) w.data[i] = std * gauss();
+    params.set(c.name, { w, b: new Tensor([c.cout]) });
+  }
+  for (const n of norms) {
+    const w = new Tensor([n.channels]);
+    const b = new Tensor([n.channels]);
+    for (let i = 0; i < n.channels; i++) [w.data[i], b.data[i]] = [1 + 0.1 * gauss(), 0.1 * gauss()];
+    params.set(n.name, { w, b });
+  }
+  return { source: `random (width ${width}, seed ${seed})`, width, params };
+}
+
 /** The state_dict of `weights`, PyTorch's names and layouts (what a .pth or our .safetensors holds). */
 export function transformerStateDict(weights: TransformerWeights): Map<string, StateTensor> {
   const out = new Map<string, StateTensor>();
@@ -136,6 +160,21 @@ export function transformerStateDict(weights: TransformerWeights): Map<string, S
     out.set(`${n.name}.bias`, { shape: [n.channels], data: p.b.data });
   }
   return out;
+}
+
+/** Each instance norm's input statistics per channel (one image): what a tiled pass normalises with. */
+export type NormStats = ReadonlyMap<string, { readonly mean: Float64Array; readonly variance: Float64Array }>;
+
+export interface TransformerForwardOptions {
+  /** Normalise with these statistics instead of each input's own (tiles of a larger image). */
+  readonly stats?: NormStats;
+  /** Stop at this instance norm and return its input (what a tiled pass gathers statistics from). */
+  readonly until?: string;
+}
+
+/** Carries the input of the instance norm `until` out of the forward pass. */
+class ReachedNorm {
+  constructor(readonly input: Tensor) {}
 }
 
 /** Instance norm's epsilon in PyTorch's InstanceNorm2d (the value the published models were trained with). */
@@ -155,7 +194,7 @@ export class TransformerNet {
   static readonly MIN_SIDE = 9;
 
   /** [N, 3, H, W] RGB 0..255 -> [N, 3, 4 ceil(H/4), 4 ceil(W/4)] (two stride-2 convolutions, two x2 upsamplings), as PyTorch's. */
-  forward(x: Tensor): Tensor {
+  forward(x: Tensor, o: TransformerForwardOptions = {}): Tensor {
     if (x.rank !== 4 || x.shape[1] !== 3) throw new PasticheError(`the style network takes [N, 3, H, W] images (got [${x.shape.join(', ')}])`);
     const h = x.shape[2]!;
     const w = x.shape[3]!;
@@ -183,10 +222,43 @@ export class TransformerNet {
     };
     const norm = (input: Tensor, name: string, relu: boolean): Tensor => {
       const p = this.weights.params.get(name)!;
-      const y = make(be.instanceNorm2d(input, p.w, p.b, IN_EPS, relu));
+      if (name === o.until) {
+        owned.delete(input);
+        throw new ReachedNorm(input);
+      }
+      const s = o.stats?.get(name);
+      let y: Tensor;
+      if (s) {
+        // (x - mean) / sqrt(var + eps) * w + b as one scale and shift per channel.
+        const c = p.w.size;
+        const [scale, shift] = [new Tensor([c]), new Tensor([c])];
+        for (let k = 0; k < c; k++) {
+          scale.data[k] = p.w.data[k]! / Math.sqrt(s.variance[k]! + IN_EPS);
+          shift.data[k] = p.b.data[k]! - s.mean[k]! * scale.data[k]!;
+        }
+        y = make(be.channelAffine2d(input, scale, shift, relu));
+      } else {
+        y = make(be.instanceNorm2d(input, p.w, p.b, IN_EPS, relu));
+      }
       done(input);
       return y;
     };
+    try {
+      return this.layers(x, conv, norm, done, make);
+    } catch (e) {
+      if (!(e instanceof ReachedNorm)) throw e;
+      for (const t of owned) t.recycle();
+      return e.input;
+    }
+  }
+
+  /** The instance norms in the order a forward pass meets them. */
+  get normNames(): string[] {
+    return ['in1', 'in2', 'in3', ...[1, 2, 3, 4, 5].flatMap((i) => [`res${i}.in1`, `res${i}.in2`]), 'in4', 'in5'];
+  }
+
+  private layers(x: Tensor, conv: (t: Tensor, name: string) => Tensor, norm: (t: Tensor, name: string, relu: boolean) => Tensor, done: (t: Tensor) => void, make: (t: Tensor) => Tensor): Tensor {
+    const be = this.backend;
     let y = norm(conv(x, 'conv1'), 'in1', true);
     for (const [c, n] of [['conv2', 'in2'], ['conv3', 'in3']] as const) {
       const next = norm(conv(y, c), n, true);
@@ -209,7 +281,6 @@ export class TransformerNet {
     }
     const out = conv(y, 'deconv3');
     done(y);
-    owned.delete(out);
     return out;
   }
 }

@@ -131,6 +131,95 @@ fn reflectIndex(i: i32, n: i32) -> i32 {
   if (i >= n) { return 2 * (n - 1) - i; }
   return i;
 }`),
+  channelAffine: elementwise(['M', 'C', 'relu'], [r('x'), r('scale'), r('shift'), w('y')], `  let ch = (i / P.M) % P.C;
+  let v = x[i] * scale[ch] + shift[ch];
+  y[i] = select(v, 0.0, P.relu != 0u && !(v > 0.0));`),
+  /** Each input cell gathers the dy of the (up to 3 x 3) padded cells that mirror it. */
+  reflectionPadBackward: elementwise(['H', 'W', 'pad'], [r('dy'), w('dx')], `  let plane = i / (P.H * P.W);
+  let cell = i % (P.H * P.W);
+  var rows = mirrorsOf(i32(cell / P.W), i32(P.H), i32(P.pad));
+  var cols = mirrorsOf(i32(cell % P.W), i32(P.W), i32(P.pad));
+  let hp = P.H + 2u * P.pad;
+  let wp = P.W + 2u * P.pad;
+  var s = 0.0;
+  for (var a = 0; a < 3; a++) {
+    if (rows[a] < 0) { continue; }
+    for (var b = 0; b < 3; b++) {
+      if (cols[b] < 0) { continue; }
+      s += dy[(plane * hp + u32(rows[a])) * wp + u32(cols[b])];
+    }
+  }
+  dx[i] = s;`, `
+// The padded positions that read input index i of a line of n: itself, its top/left mirror, its bottom/right mirror (-1: none).
+fn mirrorsOf(i: i32, n: i32, pad: i32) -> vec3<i32> {
+  var r = vec3<i32>(i + pad, -1, -1);
+  if (i >= 1 && i <= pad) { r.y = pad - i; }
+  if (i <= n - 2 && i >= n - 1 - pad) { r.z = pad + 2 * (n - 1) - i; }
+  return r;
+}`),
+  upsampleNearestBackward: elementwise(['H', 'W', 'F'], [r('dy'), w('dx')], `  let plane = i / (P.H * P.W);
+  let cell = i % (P.H * P.W);
+  let ho = P.H * P.F;
+  let wo = P.W * P.F;
+  var s = 0.0;
+  for (var a = 0u; a < P.F; a++) {
+    for (var b = 0u; b < P.F; b++) { s += dy[(plane * ho + (cell / P.W) * P.F + a) * wo + (cell % P.W) * P.F + b]; }
+  }
+  dx[i] = s;`),
+  /**
+   * As loops' instanceNorm2dBackward, one workgroup per plane: mean and variance again, then the sums
+   * of g and g x^ (g: dy, zero where the fused ReLU's output was not positive), dx, and the plane's
+   * two sums for the weight and bias gradients (summed over the batch by instanceNormParamGrads).
+   */
+  instanceNormBackward: custom(['M', 'C', 'eps', 'relu'], [r('x'), r('dy'), r('weight'), r('mask'), w('dx'), w('sums')], `var<workgroup> red: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let plane = wg.x;
+  let base = plane * P.M;
+  var s = 0.0;
+  for (var j = lid.x; j < P.M; j += 256u) { s += x[base + j]; }
+  red[lid.x] = s;
+${treeReduce(sum)}
+  let mean = red[0] / f32(P.M);
+  workgroupBarrier();
+  var q = 0.0;
+  for (var j = lid.x; j < P.M; j += 256u) { let d = x[base + j] - mean; q += d * d; }
+  red[lid.x] = q;
+${treeReduce(sum)}
+  let r = 1.0 / sqrt(red[0] / f32(P.M) + bitcast<f32>(P.eps));
+  workgroupBarrier();
+  var sg = 0.0;
+  for (var j = lid.x; j < P.M; j += 256u) { sg += select(dy[base + j], 0.0, P.relu != 0u && !(mask[base + j] > 0.0)); }
+  red[lid.x] = sg;
+${treeReduce(sum)}
+  let sumG = red[0];
+  workgroupBarrier();
+  var sgx = 0.0;
+  for (var j = lid.x; j < P.M; j += 256u) { sgx += select(dy[base + j], 0.0, P.relu != 0u && !(mask[base + j] > 0.0)) * (x[base + j] - mean) * r; }
+  red[lid.x] = sgx;
+${treeReduce(sum)}
+  let sumGX = red[0];
+  let k = weight[plane % P.C] * r;
+  for (var j = lid.x; j < P.M; j += 256u) {
+    let g = select(dy[base + j], 0.0, P.relu != 0u && !(mask[base + j] > 0.0));
+    dx[base + j] = k * (g - sumG / f32(P.M) - (x[base + j] - mean) * r * sumGX / f32(P.M));
+  }
+  if (lid.x == 0u) {
+    sums[2u * plane] = sumG;
+    sums[2u * plane + 1u] = sumGX;
+  }
+}
+`),
+  /** dbias[c] and dweight[c]: the planes' sums of channel c added over the batch. */
+  instanceNormParamGrads: elementwise(['N'], [r('sums'), w('dw'), w('db')], `  var a = 0.0;
+  var b = 0.0;
+  for (var n = 0u; n < P.N; n++) {
+    b += sums[2u * (n * P.total + i)];
+    a += sums[2u * (n * P.total + i) + 1u];
+  }
+  dw[i] = a;
+  db[i] = b;`),
   upsampleNearest: elementwise(['H', 'W', 'F'], [r('x'), w('y')], `  let ho = P.H * P.F;
   let wo = P.W * P.F;
   let plane = i / (ho * wo);
