@@ -19,6 +19,7 @@ import { Tensor } from '../src/tensor/tensor.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { loadTransformerModel, saveTransformerModel } from '../src/weights/transformer-file.js';
 import { FIXTURES, TINY, assertClose, randomTensor, runCli } from './helpers.js';
+import { checkTransformerBackward } from './transformer-reference.js';
 
 const DIR = `${FIXTURES}transformer/`;
 const MODEL = `${DIR}transformer-tiny.pth`;
@@ -245,3 +246,9 @@ test('the backward ops on ts and native equal loops', () => {
     assertClose(be.upsampleNearest2dBackward(randomTensor([2, 5, 18, 26], 26), 2), loops.upsampleNearest2dBackward(randomTensor([2, 5, 18, 26], 26), 2), 1e-9, `${name} upsampleNearest2dBackward`);
   }
 });
+
+for (const name of BACKENDS) {
+  test(`the whole network's backward on ${name}: every parameter's gradient and dL/dx equal PyTorch's autograd (float64), batch 2, 37x53`, async () => {
+    await checkTransformerBackward(getBackend(name)!);
+  });
+}

@@ -23,6 +23,7 @@ import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import { randomVgg19Weights } from '../src/model/vgg19-params.js';
 import { FIXTURES, TINY, assertClose, randomTensor } from './helpers.js';
 import { testGpu } from './webgpu-env.js';
+import { checkTransformerBackward } from './transformer-reference.js';
 
 const gpu = await testGpu();
 const ts = getBackend('ts');
@@ -216,4 +217,8 @@ test("the real-time style network's ops and their backward on webgpu equal loops
   for (const v of want.data) [lo, hi] = [Math.min(lo, v), Math.max(hi, v)];
   for (let i = 0; i < got.size; i++) worst = Math.max(worst, Math.abs(got.data[i]! - want.data[i]!));
   assert.ok(worst <= 1e-4 * (hi - lo), `largest difference ${worst}, range ${hi - lo}`);
+});
+
+test("the real-time style network's backward on webgpu: every parameter's gradient and dL/dx equal PyTorch's autograd", async () => {
+  await checkTransformerBackward(gpu);
 });

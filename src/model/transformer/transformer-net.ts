@@ -9,7 +9,7 @@
  * w = 32 for the published models (16: a half-width variant). Input RGB 0..255 NCHW, no mean taken;
  * output in the same units (clamped to 0..255 when written).
  */
-import type { Backend } from '../../backends/backend.js';
+import type { Backend, ParamGradients } from '../../backends/backend.js';
 import { PasticheError } from '../../errors.js';
 import { Tensor } from '../../tensor/tensor.js';
 import { normalRng, uniformRng } from '../../util/random.js';
@@ -282,5 +282,80 @@ export class TransformerNet {
     const out = conv(y, 'deconv3');
     done(y);
     return out;
+  }
+
+  /**
+   * A forward pass that keeps what the backward pass needs (each convolution's padded input, each
+   * instance norm's input and, where a ReLU is fused, its output), and the backward pass itself:
+   * dL/dy -> dL/dx and every parameter's gradient, by the chain rule through the same layers in
+   * reverse (the residual blocks' sums send their gradient down both paths).
+   */
+  forwardForTraining(x: Tensor): { output: Tensor; backward(dy: Tensor): { dx: Tensor; grads: Map<string, ParamGradients> } } {
+    const be = this.backend;
+    type Step = (dy: Tensor) => Tensor;
+    const grads = new Map<string, ParamGradients>();
+    const conv = (input: Tensor, name: string): [Tensor, Step] => {
+      const c = this.convs.get(name)!;
+      const p = this.weights.params.get(name)!;
+      const v = c.upsample ? be.upsampleNearest2d(input, 2) : input;
+      const padded = be.reflectionPad2d(v, c.k >> 1);
+      const y = be.conv2d(padded, p.w, p.b, { pad: 0, stride: c.stride });
+      return [
+        y,
+        (dy) => {
+          grads.set(name, be.conv2dBackwardParams(dy, padded, c.k, { pad: 0, stride: c.stride }));
+          const dv = be.reflectionPad2dBackward(be.conv2dBackwardData(dy, p.w, padded.shape, { pad: 0, stride: c.stride }), v.shape, c.k >> 1);
+          return c.upsample ? be.upsampleNearest2dBackward(dv, 2) : dv;
+        },
+      ];
+    };
+    const norm = (input: Tensor, name: string, relu: boolean): [Tensor, Step] => {
+      const p = this.weights.params.get(name)!;
+      const y = be.instanceNorm2d(input, p.w, p.b, IN_EPS, relu);
+      return [
+        y,
+        (dy) => {
+          const g = be.instanceNorm2dBackward(dy, input, p.w, IN_EPS, relu ? y : undefined);
+          grads.set(name, { dw: g.dw, db: g.db });
+          return g.dx;
+        },
+      ];
+    };
+    /** conv then norm: one step forward, its two backward steps chained. */
+    const block = (input: Tensor, c: string, n: string, relu: boolean): [Tensor, Step] => {
+      const [a, convBack] = conv(input, c);
+      const [y, normBack] = norm(a, n, relu);
+      return [y, (dy) => convBack(normBack(dy))];
+    };
+    const steps: Step[] = [];
+    let y = x;
+    for (const [c, n] of [['conv1', 'in1'], ['conv2', 'in2'], ['conv3', 'in3']] as const) {
+      const [next, back] = block(y, c, n, true);
+      steps.push(back);
+      y = next;
+    }
+    for (let i = 1; i <= 5; i++) {
+      const [a, back1] = block(y, `res${i}.conv1`, `res${i}.in1`, true);
+      const [b, back2] = block(a, `res${i}.conv2`, `res${i}.in2`, false);
+      const sum = be.addScaled(b, y, 1);
+      // d(b + y) reaches y directly and through the block.
+      steps.push((dy) => be.addScaled(back1(back2(dy)), dy, 1));
+      y = sum;
+    }
+    for (const [c, n] of [['deconv1', 'in4'], ['deconv2', 'in5']] as const) {
+      const [next, back] = block(y, c, n, true);
+      steps.push(back);
+      y = next;
+    }
+    const [output, lastBack] = conv(y, 'deconv3');
+    steps.push(lastBack);
+    return {
+      output,
+      backward: (dy) => {
+        let g = dy;
+        for (const step of [...steps].reverse()) g = step(g);
+        return { dx: g, grads };
+      },
+    };
   }
 }
