@@ -121,7 +121,7 @@ test('pastiche bench --sections layers --peers --json --plot: the table and the 
   assert.match(noLayers.stderr, /^pastiche: --plot draws the layers: add layers to --sections\n$/);
   const bad = await runCli(['bench', '--sections', 'layer']);
   assert.equal(bad.code, 1);
-  assert.match(bad.stderr, /^pastiche: --sections: unknown section 'layer' \(machine, case, vgg, style, layers\)\n$/);
+  assert.match(bad.stderr, /^pastiche: --sections: unknown section 'layer' \(machine, case, vgg, style, layers, fast, print\)\n$/);
 });
 
 test('the layer table prints each contender, GFLOP/s and the ratio, onnxruntime-only nodes and the sums', () => {
@@ -178,4 +178,16 @@ test('conv2dWork: each backend names the algorithm it runs and counts what it ex
     assert.deepEqual(nativeBackend.conv2dWork(x, w, p), convWork(x, w, p, tile ? { kind: 'winograd', m: tile } : { kind: 'im2col' }));
     assert.equal(nativeBackend.conv2dWork([1, 3, 224, 224], [3, 3, 3, 64], p).algorithm, 'direct');
   }
+});
+
+test('pastiche bench --sections fast --peers: the real-time style network timed on a backend and in onnxruntime, which computes the same output', async () => {
+  const r = await runCli(['bench', '--sections', 'fast', '--fast-sizes', '64', '-b', 'native', '--peers', '-r', '1', '--warmup', '0', '--json', '-q']);
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as { fast: { size: number; rows: { name: string; medianMs: number }[]; peerDifference: number }[]; fastPeakRssMB: number };
+  assert.deepEqual(report.fast.map((f) => [f.size, f.rows.map((row) => row.name)]), [[64, ['native', 'onnxruntime']]]);
+  assert.ok(report.fast[0]!.rows.every((row) => row.medianMs > 0));
+  assert.ok(report.fast[0]!.peerDifference < 1e-4, `onnxruntime's output differs by ${report.fast[0]!.peerDifference} of the range`);
+  assert.ok(report.fastPeakRssMB > 0);
+  const text = await runCli(['bench', '--sections', 'fast', '--fast-sizes', '64', '-b', 'native', '-r', '1', '--warmup', '0', '-q']);
+  assert.match(text.stdout, /== Real-time style network \(TransformerNet, width 32\), 64x64, one forward pass ==\n {2}native +[\d.]+ ms/);
 });

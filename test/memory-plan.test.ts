@@ -161,3 +161,9 @@ test('4000x3000 within --max-memory 1.5G (bench --sections print, tiny weights, 
   assert.equal(row.iterationSeconds.length, 1);
   assert.ok(row.haloOverhead > 1);
 });
+
+test('bench --print-sizes: a size that is not one is a one-line error before any work', async () => {
+  const r = await runCli(['bench', '--sections', 'print', '--print-sizes', '1024,12x']);
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr, "pastiche: --print-sizes: '12x' is not a size such as 2048 or 4000x3000 (64 to 16384 px)\n");
+});

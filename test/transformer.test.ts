@@ -9,8 +9,9 @@ import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { forwardTiled, normStatistics, stylizeWithNetwork } from '../src/app/fast-stylize.js';
+import { forwardTiled, networkTile, normStatistics, stylizeWithNetwork } from '../src/app/fast-stylize.js';
 import { crop } from '../src/app/tiled-evaluate.js';
+import { transformerOnnxSession } from '../src/app/onnx-peer.js';
 import { rgbToTensor } from '../src/image/rgb.js';
 import { getBackend } from '../src/backends/index.js';
 import { readRgb } from '../src/image/preprocess.js';
@@ -156,9 +157,9 @@ test('stylize --model: a pickle that runs code, a VGG19 file, a flag of the opti
 test("tiled inference: statistics gathered tile by tile equal the whole image's, and the tiles equal the untiled pass (1e-4 of the range)", async () => {
   const weights = await loadTransformerModel(MODEL);
   const net = new TransformerNet(weights, getBackend());
-  const x = rgbToTensor(await readRgb(`${TINY}chelsea.png`, { width: 333, height: 222 }), [0, 0, 0]);
+  const x = rgbToTensor(await readRgb(`${TINY}chelsea.png`, { width: 201, height: 150 }), [0, 0, 0]);
   const whole = await normStatistics(net, x, undefined);
-  // 333x222 in 64-px tiles: 6 x 4 of them, the last ones partial, crops with 64-px halos.
+  // 201x150 in 64-px tiles: 4 x 3 of them, the last ones partial, crops with 64-px halos.
   const tiled = await normStatistics(net, x, 64);
   for (const [name, s] of whole) {
     const t = tiled.get(name)!;
@@ -169,17 +170,20 @@ test("tiled inference: statistics gathered tile by tile equal the whole image's,
   }
   const untiled = await net.forward(x).toHost();
   const shortHalo = await forwardTiled(net, x, { tile: 64, stats: tiled, halo: 16 });
-  assertWithinRange(await forwardTiled(net, x, { tile: 64, stats: tiled }), crop(untiled, 0, 222, 0, 333), 1e-4, 'tiles');
+  assertWithinRange(await forwardTiled(net, x, { tile: 64, stats: tiled }), crop(untiled, 0, 150, 0, 201), 1e-4, 'tiles');
   // A 16-px halo, far under half the receptive field: the seams differ, so the comparison above can fail.
-  assert.throws(() => assertWithinRange(shortHalo, crop(untiled, 0, 222, 0, 333), 1e-4, 'short halo'), /short halo: largest difference/);
+  assert.throws(() => assertWithinRange(shortHalo, crop(untiled, 0, 150, 0, 201), 1e-4, 'short halo'), /short halo: largest difference/);
 });
 
 test('stylize --model --max-memory: a budget that cannot hold the image whole runs it in tiles; too small a budget is one line', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'pastiche-fast-tiles-'));
   const out = join(dir, 'big.png');
-  const r = await runCli(['stylize', `${TINY}chelsea.png`, '--model', MODEL, '-o', out, '--size', '900', '--max-memory', '400M']);
+  // 400x266 whole would need ~210 MB here (the quarter-width network: 0.5 KB a pixel): 128-px tiles.
+  assert.equal(networkTile(266, 400, 8, 200 * 2 ** 20), 128);
+  assert.equal(networkTile(266, 400, 8, 400 * 2 ** 20), undefined);
+  const r = await runCli(['stylize', `${TINY}chelsea.png`, '--model', MODEL, '-o', out, '--size', '400', '--max-memory', '200M']);
   assert.equal(r.code, 0, r.stderr);
-  assert.equal((await readRgb(out)).width, 900);
+  assert.equal((await readRgb(out)).width, 400);
   const bad = await runCli(['stylize', `${TINY}chelsea.png`, '--model', MODEL, '-o', join(dir, 'never.png'), '--size', '4000', '--max-memory', '100M']);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /^pastiche: a 4000x\d+ image needs at least [\d.]+ GiB even in 128-px tiles, more than the 0\.1 GiB given: choose a smaller --size or a larger --max-memory\n$/);
@@ -252,3 +256,11 @@ for (const name of BACKENDS) {
     await checkTransformerBackward(getBackend(name)!);
   });
 }
+
+test("the ONNX export of the network (bench --sections fast --peers) gives onnxruntime's output equal to ours (1e-4 of the range)", async () => {
+  const weights = await loadTransformerModel(MODEL);
+  const one = new Tensor([1, 3, 37, 53], input.data.slice(0, 3 * 37 * 53));
+  const peer = await transformerOnnxSession(weights, one, 1);
+  const ours = await new TransformerNet(weights, getBackend()).forward(one).toHost();
+  assertWithinRange(new Tensor(ours.shape, await peer.run()), ours, 1e-4, 'onnxruntime');
+});

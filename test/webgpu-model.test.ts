@@ -163,14 +163,6 @@ test('the bench runners time webgpu (forward and style iteration, read back each
 });
 
 // Last: it ends the device.
-test('a lost device gives clear errors, not a crash or a hang', async () => {
-  const y = gpu.relu(randomTensor([8], 1));
-  const { gpuContext } = await import('../src/backends/webgpu/gpu-device.js');
-  (await gpuContext()).device.destroy();
-  await assert.rejects(y.toHost(), (e: unknown) => e instanceof PasticheError && /device was lost/.test(e.message));
-  assert.throws(() => gpu.relu(randomTensor([8], 1)), (e: unknown) => e instanceof PasticheError && /device was lost/.test(e.message));
-});
-
 test("tiled style loss and gradient on webgpu equal its untiled ones (rel. 1e-4); the plan keeps a tile's tensors under the device's buffer limit", async () => {
   const weights = await loadMatConvNetVgg19(`${TINY}vgg19-tiny-old.mat`);
   const model = new Vgg19(weights, gpu);
@@ -221,4 +213,13 @@ test("the real-time style network's ops and their backward on webgpu equal loops
 
 test("the real-time style network's backward on webgpu: every parameter's gradient and dL/dx equal PyTorch's autograd", async () => {
   await checkTransformerBackward(gpu);
+});
+
+// Last: it destroys the file's device.
+test('a lost device gives clear errors, not a crash or a hang', async () => {
+  const y = gpu.relu(randomTensor([8], 1));
+  const { gpuContext } = await import('../src/backends/webgpu/gpu-device.js');
+  (await gpuContext()).device.destroy();
+  await assert.rejects(y.toHost(), (e: unknown) => e instanceof PasticheError && /device was lost/.test(e.message));
+  assert.throws(() => gpu.relu(randomTensor([8], 1)), (e: unknown) => e instanceof PasticheError && /device was lost/.test(e.message));
 });

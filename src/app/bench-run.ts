@@ -7,16 +7,19 @@ import { availableBackends, nativeBackend, openBackend, type Backend, type Backe
 import { PasticheError } from '../errors.js';
 import { randomVgg19Weights, type Vgg19Weights } from '../model/vgg19-params.js';
 import { loadWeightsFile } from './load-model.js';
-import { forwardRunner, runnerName, styleIterationRunner, timeInterleaved, vgg19ForwardFlops, type Timing } from './bench.js';
+import { forwardRunner, runnerName, styleIterationRunner, timeInterleaved, vgg19ForwardFlops, type Runner, type Timing } from './bench.js';
 import { runCheck, type CheckRow } from './check.js';
 import { layerRows, profileLayers, profileStyleIteration, type LayerProfile } from './layer-profile.js';
-import { onnxLayerTimes, onnxRunner } from './onnx-peer.js';
+import { onnxLayerTimes, onnxRunner, transformerOnnxSession } from './onnx-peer.js';
+import { TransformerNet, randomTransformerWeights } from '../model/transformer/transformer-net.js';
+import { Tensor } from '../tensor/tensor.js';
+import { fillUniform, uniformRng } from '../util/random.js';
 import { activePeak, measureMachine, type MachineLimits } from './machine.js';
 import { roofline, type Roofline } from './roofline.js';
 import type { OnProgress } from './progress.js';
 import { benchPrintSizes, type PrintRow, type PrintSize } from './print-bench.js';
 
-export const BENCH_SECTIONS = ['machine', 'case', 'vgg', 'style', 'layers', 'print'] as const;
+export const BENCH_SECTIONS = ['machine', 'case', 'vgg', 'style', 'layers', 'fast', 'print'] as const;
 export type BenchSection = (typeof BENCH_SECTIONS)[number];
 
 export interface BenchOptions {
@@ -30,6 +33,8 @@ export interface BenchOptions {
   readonly warmup: number;
   /** Also run onnxruntime-node on the same network and weights. */
   readonly peers?: boolean;
+  /** `fast`: the style network's input sizes (default 256, 512, 1024). */
+  readonly fastSizes?: readonly number[];
   /** `print`: the output sizes, the iterations at each, the memory budget (default: the machine's). */
   readonly printSizes?: readonly PrintSize[];
   readonly printIterations?: number;
@@ -68,6 +73,9 @@ export interface BenchReport {
   styleRoofline?: Roofline;
   /** Peak resident memory of the bench process, MiB (after the style iterations). */
   peakRssMB?: number;
+  /** The real-time style network's forward pass (full width, random weights), per size; with peers, onnxruntime's largest difference to ours. */
+  fast?: { size: number; rows: Timing[]; peerDifference?: number }[];
+  fastPeakRssMB?: number;
   /** Style transfer at print sizes within a memory budget (`--sections print`), each in its own process. */
   print?: { readonly backend: string; readonly rows: PrintRow[] };
 }
@@ -141,6 +149,29 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     const size = o.styleSizes[0]!;
     report.styleLayers = await profileStyleIteration(weights, cpu, size, o.repeat, o.warmup, each(`style iteration ${size} layers`));
     if (limits && peak) report.styleRoofline = roofline(report.styleLayers, runnerName(cpu[0]!), peak, limits);
+  }
+  if (sections.has('fast')) {
+    const net = randomTransformerWeights(32, 1);
+    report.fast = [];
+    for (const size of o.fastSizes ?? [256, 512, 1024]) {
+      const x = new Tensor([1, 3, size, size], fillUniform(new Float32Array(3 * size * size), uniformRng(5), 0, 255));
+      const runners: Runner[] = vggBackends.map((b) => {
+        const model = new TransformerNet(net, b);
+        return { name: runnerName(b), run: async () => (await model.forward(x).toHost()).recycle() };
+      });
+      let peerDifference: number | undefined;
+      if (o.peers) {
+        const peer = await transformerOnnxSession(net, x, threads);
+        // The same network: the largest difference to the first backend's output, relative to its range.
+        const [theirs, ours] = [await peer.run(), await new TransformerNet(net, vggBackends[0]!).forward(x).toHost()];
+        let [lo, hi, worst] = [Infinity, -Infinity, 0];
+        for (let i = 0; i < ours.size; i++) [lo, hi, worst] = [Math.min(lo, ours.data[i]!), Math.max(hi, ours.data[i]!), Math.max(worst, Math.abs(ours.data[i]! - theirs[i]!))];
+        peerDifference = worst / (hi - lo);
+        runners.push(peer.runner);
+      }
+      report.fast.push({ size, rows: await timeInterleaved(runners, o.repeat, o.warmup, each(`style network ${size}`)), peerDifference });
+    }
+    report.fastPeakRssMB = process.resourceUsage().maxRSS / 1024;
   }
   if (sections.has('print')) {
     const backend = styleBackendNames[0]!;

@@ -13,6 +13,7 @@ import { VGG19_LAYERS } from '../model/vgg19-table.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { median } from '../util/stats.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
+import { toOihw as oihw, transformerLayout, type TransformerWeights } from '../model/transformer/transformer-net.js';
 import { randomImage, type Runner } from './bench.js';
 
 const { onnx } = onnxProto;
@@ -25,16 +26,8 @@ function ints(name: string, values: number[]): onnxProto.onnx.IAttributeProto {
   return { name, ints: values, type: onnx.AttributeProto.AttributeType.INTS };
 }
 
-/** [Cin, K, K, Cout] (ours) -> [Cout, Cin, K, K] (ONNX). */
-function toOihw(w: Tensor): Float32Array {
-  const [cin, k, , cout] = w.shape as [number, number, number, number];
-  const out = new Float32Array(w.size);
-  for (let ci = 0; ci < cin; ci++)
-    for (let kh = 0; kh < k; kh++)
-      for (let kw = 0; kw < k; kw++)
-        for (let co = 0; co < cout; co++) out[((co * cin + ci) * k + kh) * k + kw] = w.data[((ci * k + kh) * k + kw) * cout + co]!;
-  return out;
-}
+/** [Cin, K, K, Cout] (ours) -> [Cout, Cin, K, K] (ONNX's, as PyTorch's). */
+const toOihw = (w: Tensor): Float32Array => oihw(w).data;
 
 /** Serialises VGG19 from the input up to `until` (inclusive) as an ONNX model (opset 13). */
 export function vgg19Onnx(weights: Vgg19Weights, size: number, until: string): Uint8Array {
@@ -165,4 +158,93 @@ export async function onnxLayerTimes(
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The real-time style network (TransformerNet) as ONNX (opset 13) for an input of height x width:
+ * reflect Pad, Conv, InstanceNormalization, Relu, Add, and Resize (nearest, asymmetric, floor: each
+ * output cell reads floor(position / 2), as upsampleNearest2d).
+ */
+export function transformerOnnx(weights: TransformerWeights, height: number, width: number): Uint8Array {
+  const nodes: onnxProto.onnx.INodeProto[] = [];
+  const inits: onnxProto.onnx.ITensorProto[] = [];
+  const int64s = (name: string, values: number[]): onnxProto.onnx.ITensorProto => ({
+    name, dims: [values.length], dataType: onnx.TensorProto.DataType.INT64, rawData: new Uint8Array(BigInt64Array.from(values.map(BigInt)).buffer),
+  });
+  const { convs } = transformerLayout(weights.width);
+  const spec = new Map(convs.map((c) => [c.name, c]));
+  let n = 0;
+  const conv = (input: string, name: string): string => {
+    const c = spec.get(name)!;
+    const p = weights.params.get(name)!;
+    let v = input;
+    if (c.upsample) {
+      inits.push(initializer(`${name}_scales`, [4], Float32Array.from([1, 1, 2, 2])));
+      nodes.push({
+        name: `${name}_up`, opType: 'Resize', input: [v, '', `${name}_scales`], output: [`${name}_up`],
+        attribute: [
+          { name: 'mode', s: new TextEncoder().encode('nearest'), type: onnx.AttributeProto.AttributeType.STRING },
+          { name: 'coordinate_transformation_mode', s: new TextEncoder().encode('asymmetric'), type: onnx.AttributeProto.AttributeType.STRING },
+          { name: 'nearest_mode', s: new TextEncoder().encode('floor'), type: onnx.AttributeProto.AttributeType.STRING },
+        ],
+      });
+      v = `${name}_up`;
+    }
+    const pad = c.k >> 1;
+    inits.push(int64s(`${name}_pads`, [0, 0, pad, pad, 0, 0, pad, pad]));
+    nodes.push({ name: `${name}_pad`, opType: 'Pad', input: [v, `${name}_pads`], output: [`${name}_pad`], attribute: [{ name: 'mode', s: new TextEncoder().encode('reflect'), type: onnx.AttributeProto.AttributeType.STRING }] });
+    inits.push(initializer(`${name}_W`, [c.cout, c.cin, c.k, c.k], toOihw(p.w)), initializer(`${name}_b`, [c.cout], p.b.data));
+    nodes.push({ name, opType: 'Conv', input: [`${name}_pad`, `${name}_W`, `${name}_b`], output: [name], attribute: [ints('kernel_shape', [c.k, c.k]), ints('strides', [c.stride, c.stride])] });
+    return name;
+  };
+  const norm = (input: string, name: string, relu: boolean): string => {
+    const p = weights.params.get(name)!;
+    inits.push(initializer(`${name}_scale`, [p.w.size], p.w.data), initializer(`${name}_B`, [p.b.size], p.b.data));
+    nodes.push({ name, opType: 'InstanceNormalization', input: [input, `${name}_scale`, `${name}_B`], output: [name], attribute: [{ name: 'epsilon', f: 1e-5, type: onnx.AttributeProto.AttributeType.FLOAT }] });
+    if (!relu) return name;
+    nodes.push({ name: `${name}_relu`, opType: 'Relu', input: [name], output: [`${name}_relu`] });
+    return `${name}_relu`;
+  };
+  let y = 'input';
+  for (const [c, nm] of [['conv1', 'in1'], ['conv2', 'in2'], ['conv3', 'in3']] as const) y = norm(conv(y, c), nm, true);
+  for (let i = 1; i <= 5; i++) {
+    const a = norm(conv(y, `res${i}.conv1`), `res${i}.in1`, true);
+    const b = norm(conv(a, `res${i}.conv2`), `res${i}.in2`, false);
+    const sum = `res${i}_sum${n++}`;
+    nodes.push({ name: sum, opType: 'Add', input: [b, y], output: [sum] });
+    y = sum;
+  }
+  for (const [c, nm] of [['deconv1', 'in4'], ['deconv2', 'in5']] as const) y = norm(conv(y, c), nm, true);
+  y = conv(y, 'deconv3');
+  const valueInfo = (name: string, dims: number[]): onnxProto.onnx.IValueInfoProto => ({
+    name,
+    type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
+  });
+  const out = [1, 3, 4 * Math.ceil(height / 4), 4 * Math.ceil(width / 4)];
+  const model = onnx.ModelProto.create({
+    irVersion: 8,
+    producerName: 'pastiche',
+    opsetImport: [{ domain: '', version: 13 }],
+    graph: { name: 'transformer_net', node: nodes, initializer: inits, input: [valueInfo('input', [1, 3, height, width])], output: [valueInfo(y, out)] },
+  });
+  return onnx.ModelProto.encode(model).finish();
+}
+
+/** onnxruntime running the style network on `x` ([1, 3, H, W]): a runner, and one output to compare. */
+export async function transformerOnnxSession(weights: TransformerWeights, x: Tensor, threads: number): Promise<{ runner: Runner; run(): Promise<Float32Array> }> {
+  const ort = await loadOrt();
+  const [, , h, w] = x.shape as [number, number, number, number];
+  const session = await ort.InferenceSession.create(transformerOnnx(weights, h, w), {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+    executionProviders: ['cpu'],
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
+  });
+  const feeds = { input: new ort.Tensor('float32', x.data, [1, 3, h, w]) };
+  const run = async () => {
+    const r = await session.run(feeds);
+    return Object.values(r)[0]!.data as Float32Array;
+  };
+  return { runner: { name: 'onnxruntime', run }, run };
 }

@@ -17,11 +17,11 @@ export interface PrintSize {
 }
 
 /** '1024,2048,4000x3000' -> squares and width x height. */
-export function parsePrintSizes(text: string): PrintSize[] {
+export function parsePrintSizes(text: string, flag = '--print-sizes'): PrintSize[] {
   return text.split(',').map((part) => {
     const m = /^\s*(\d+)(?:x(\d+))?\s*$/.exec(part);
     const [width, height] = m ? [Number(m[1]), Number(m[2] ?? m[1])] : [NaN, NaN];
-    if (!(width >= 64 && height >= 64 && width <= 16384 && height <= 16384)) throw new PasticheError(`--print-sizes: '${part}' is not a size such as 2048 or 4000x3000 (64 to 16384 px)`);
+    if (!(width >= 64 && height >= 64 && width <= 16384 && height <= 16384)) throw new PasticheError(`${flag}: '${part}' is not a size such as 2048 or 4000x3000 (64 to 16384 px)`);
     return { width, height };
   });
 }

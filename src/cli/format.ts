@@ -183,6 +183,13 @@ export function formatBench(r: BenchReport): string {
     lines.push(formatRoofline(r.styleRoofline));
   }
   if (r.peakRssMB !== undefined) lines.push('', `peak resident memory of this process: ${r.peakRssMB.toFixed(0)} MiB`);
+  for (const f of r.fast ?? []) {
+    const peer = f.peerDifference === undefined ? '' : `; onnxruntime's output within ${f.peerDifference.toExponential(1)} of the range of ours`;
+    lines.push('', `== Real-time style network (TransformerNet, width 32), ${f.size}x${f.size}, one forward pass${peer} ==`);
+    for (const row of f.rows) lines.push(`  ${row.name.padEnd(12)} ${row.medianMs.toFixed(1).padStart(9)} ms  (runs: ${row.runs.map((t) => t.toFixed(0)).join(', ')})`);
+    lines.push(...ratios(f.rows, 'time ratio'));
+  }
+  if (r.fastPeakRssMB !== undefined) lines.push('', `peak resident memory after the style network's passes: ${r.fastPeakRssMB.toFixed(0)} MiB`);
   if (r.print) lines.push('', ...formatPrint(r.print));
   return lines.join('\n');
 }

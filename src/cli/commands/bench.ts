@@ -16,21 +16,23 @@ export function registerBench(program: Command): void {
     .command('bench')
     .description("time the course's case, VGG19 forward passes and style-transfer iterations: medians after a warm-up, contenders interleaved, ratios from the same run")
     .addOption(new Option('-b, --backend <name...>', 'backends to time (default: the CPU ones but loops; style: native, else ts); add webgpu for the GPU').choices(BACKEND_NAMES))
-    .option('--sections <list>', `comma-separated: ${BENCH_SECTIONS.join(', ')} (machine: the FMA peak and memory bandwidth, measured first in every bench; layers: VGG19 forward layer by layer, CPU backends)`, 'case,vgg,style')
+    .option('--sections <list>', `comma-separated: ${BENCH_SECTIONS.join(', ')} (machine: the FMA peak and memory bandwidth, measured first in every bench; layers: VGG19 forward layer by layer, CPU backends; fast: the real-time style network; print: stylize at print sizes within --max-memory, each in its own process)`, 'case,vgg,style')
     .option('--style-sizes <list>', 'image sizes of the style iteration', '256,512')
     .option('-w, --weights <file>', 'time with these weights and report how long loading them takes (default: random weights of the real size)')
     .option('-r, --repeat <n>', 'timed runs per contender', positiveInt('--repeat'), 5)
     .option('--warmup <n>', 'untimed runs first', nonNegativeInt('--warmup'), 1)
     .option('--peers', 'also run onnxruntime-node on the same network and weights, interleaved, and print the ratios')
+    .option('--fast-sizes <list>', 'with --sections fast: input sizes of the real-time style network', '256,512,1024')
     .option('--print-sizes <list>', 'with --sections print: output sizes, e.g. 1024,2048,4000x3000 (each run in its own process)', '1024,2048,4000x3000')
     .option('--print-iterations <n>', 'with --sections print: iterations at each size', positiveInt('--print-iterations'), 2)
     .option('--max-memory <size>', "with --sections print: the runs' memory budget, e.g. 3G (default: 80% of the free memory)")
     .option('--plot <file.svg>', "with --sections layers: draw the first backend's layers on this machine's roofline (SVG)")
     .option('--json', 'machine-readable output')
     .option('-q, --quiet', 'no progress bar')
-    .action(async (opts: { backend?: BackendName[]; sections: string; styleSizes: string; weights?: string; repeat: number; warmup: number; peers?: boolean; plot?: string; json?: boolean; quiet?: boolean; printSizes: string; printIterations: number; maxMemory?: string }) => {
+    .action(async (opts: { backend?: BackendName[]; sections: string; styleSizes: string; weights?: string; repeat: number; warmup: number; peers?: boolean; plot?: string; json?: boolean; quiet?: boolean; printSizes: string; printIterations: number; maxMemory?: string; fastSizes: string }) => {
       const { sections, styleSizes } = parseBenchLists(opts.sections, opts.styleSizes);
       const printSizes = parsePrintSizes(opts.printSizes);
+      const fastSizes = parsePrintSizes(opts.fastSizes, '--fast-sizes').map((s) => s.width);
       const maxMemory = opts.maxMemory === undefined ? undefined : parseStylizeSettings({ maxMemory: opts.maxMemory }, 1, () => '--max-memory').maxMemory;
       if (opts.plot) {
         if (!sections.includes('layers')) throw new PasticheError('--plot draws the layers: add layers to --sections');
@@ -40,7 +42,7 @@ export function registerBench(program: Command): void {
       const bar = progressBar(1, 'bench {bar} | {what}', opts.quiet);
       const report = await runBench({
         sections, styleSizes, backends: opts.backend, weightsFile: opts.weights, repeat: opts.repeat, warmup: opts.warmup, peers: opts.peers,
-        printSizes, printIterations: opts.printIterations, maxMemory,
+        printSizes, printIterations: opts.printIterations, maxMemory, fastSizes,
         onProgress: (p) => p.kind === 'stage' && bar.update(0, { what: p.stage }),
       }).finally(() => bar.stop());
       process.stdout.write(opts.json ? `${JSON.stringify(report)}\n` : `${formatBench(report)}\n`);
