@@ -29,6 +29,21 @@ function ints(name: string, values: number[]): onnxProto.onnx.IAttributeProto {
 /** [Cin, K, K, Cout] (ours) -> [Cout, Cin, K, K] (ONNX's, as PyTorch's). */
 const toOihw = (w: Tensor): Float32Array => oihw(w).data;
 
+/** An opset-13 model of float tensors: the graph's nodes and weights, its input ('input') and its output. */
+function encodeModel(name: string, nodes: onnxProto.onnx.INodeProto[], inits: onnxProto.onnx.ITensorProto[], inputDims: number[], output: string, outputDims: number[]): Uint8Array {
+  const valueInfo = (n: string, dims: number[]): onnxProto.onnx.IValueInfoProto => ({
+    name: n,
+    type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
+  });
+  const model = onnx.ModelProto.create({
+    irVersion: 8,
+    producerName: 'pastiche',
+    opsetImport: [{ domain: '', version: 13 }],
+    graph: { name, node: nodes, initializer: inits, input: [valueInfo('input', inputDims)], output: [valueInfo(output, outputDims)] },
+  });
+  return onnx.ModelProto.encode(model).finish();
+}
+
 /** Serialises VGG19 from the input up to `until` (inclusive) as an ONNX model (opset 13). */
 export function vgg19Onnx(weights: Vgg19Weights, size: number, until: string): Uint8Array {
   const nodes: onnxProto.onnx.INodeProto[] = [];
@@ -64,17 +79,7 @@ export function vgg19Onnx(weights: Vgg19Weights, size: number, until: string): U
     prev = out;
     if (spec.name === until) break;
   }
-  const valueInfo = (name: string, dims: number[]): onnxProto.onnx.IValueInfoProto => ({
-    name,
-    type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
-  });
-  const model = onnx.ModelProto.create({
-    irVersion: 8,
-    producerName: 'pastiche',
-    opsetImport: [{ domain: '', version: 13 }],
-    graph: { name: 'vgg19', node: nodes, initializer: inits, input: [valueInfo('input', [1, 3, size, size])], output: [valueInfo(prev, shapeOut)] },
-  });
-  return onnx.ModelProto.encode(model).finish();
+  return encodeModel('vgg19', nodes, inits, [1, 3, size, size], prev, shapeOut);
 }
 
 async function loadOrt(): Promise<typeof import('onnxruntime-node')> {
@@ -216,18 +221,7 @@ export function transformerOnnx(weights: TransformerWeights, height: number, wid
   }
   for (const [c, nm] of [['deconv1', 'in4'], ['deconv2', 'in5']] as const) y = norm(conv(y, c), nm, true);
   y = conv(y, 'deconv3');
-  const valueInfo = (name: string, dims: number[]): onnxProto.onnx.IValueInfoProto => ({
-    name,
-    type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: dims.map((d) => ({ dimValue: d })) } } },
-  });
-  const out = [1, 3, 4 * Math.ceil(height / 4), 4 * Math.ceil(width / 4)];
-  const model = onnx.ModelProto.create({
-    irVersion: 8,
-    producerName: 'pastiche',
-    opsetImport: [{ domain: '', version: 13 }],
-    graph: { name: 'transformer_net', node: nodes, initializer: inits, input: [valueInfo('input', [1, 3, height, width])], output: [valueInfo(y, out)] },
-  });
-  return onnx.ModelProto.encode(model).finish();
+  return encodeModel('transformer_net', nodes, inits, [1, 3, height, width], y, [1, 3, 4 * Math.ceil(height / 4), 4 * Math.ceil(width / 4)]);
 }
 
 /** onnxruntime running the style network on `x` ([1, 3, H, W]): a runner, and one output to compare. */

@@ -36,6 +36,27 @@ const treeReduce = (op: (a: string, b: string) => string) => `  workgroupBarrier
   }`;
 const sum = (a: string, b: string) => `${a} + ${b}`;
 
+/**
+ * The head of a kernel with one workgroup per (n, c) plane of P.M cells of x: `mean` and the
+ * plane's sum of squared deviations in red[0] (the variance times M), every thread having both.
+ */
+const PLANE_MOMENTS = `var<workgroup> red: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let plane = wg.x;
+  let base = plane * P.M;
+  var s = 0.0;
+  for (var j = lid.x; j < P.M; j += 256u) { s += x[base + j]; }
+  red[lid.x] = s;
+${treeReduce(sum)}
+  let mean = red[0] / f32(P.M);
+  workgroupBarrier();
+  var q = 0.0;
+  for (var j = lid.x; j < P.M; j += 256u) { let d = x[base + j] - mean; q += d * d; }
+  red[lid.x] = q;
+${treeReduce(sum)}`;
+
 /** The first maximum of window (oh, ow) in plane `plane`, as in loops' argmaxOfWindow: index h*W+w, or -1. */
 const ARGMAX_FN = `
 fn argmaxOfWindow(plane: u32, oh: u32, ow: u32) -> i32 {
@@ -171,22 +192,7 @@ fn mirrorsOf(i: i32, n: i32, pad: i32) -> vec3<i32> {
    * of g and g x^ (g: dy, zero where the fused ReLU's output was not positive), dx, and the plane's
    * two sums for the weight and bias gradients (summed over the batch by instanceNormParamGrads).
    */
-  instanceNormBackward: custom(['M', 'C', 'eps', 'relu'], [r('x'), r('dy'), r('weight'), r('mask'), w('dx'), w('sums')], `var<workgroup> red: array<f32, 256>;
-
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let plane = wg.x;
-  let base = plane * P.M;
-  var s = 0.0;
-  for (var j = lid.x; j < P.M; j += 256u) { s += x[base + j]; }
-  red[lid.x] = s;
-${treeReduce(sum)}
-  let mean = red[0] / f32(P.M);
-  workgroupBarrier();
-  var q = 0.0;
-  for (var j = lid.x; j < P.M; j += 256u) { let d = x[base + j] - mean; q += d * d; }
-  red[lid.x] = q;
-${treeReduce(sum)}
+  instanceNormBackward: custom(['M', 'C', 'eps', 'relu'], [r('x'), r('dy'), r('weight'), r('mask'), w('dx'), w('sums')], `${PLANE_MOMENTS}
   let r = 1.0 / sqrt(red[0] / f32(P.M) + bitcast<f32>(P.eps));
   workgroupBarrier();
   var sg = 0.0;
@@ -229,22 +235,7 @@ ${treeReduce(sum)}
    * One workgroup per (n, c) plane of M cells, as loops' instanceNorm2d: the mean, then the mean of
    * the squared deviations (two reductions), then y = x * scale + shift (and the ReLU).
    */
-  instanceNorm: custom(['M', 'C', 'eps', 'relu'], [r('x'), r('weight'), r('bias'), w('y')], `var<workgroup> red: array<f32, 256>;
-
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let plane = wg.x;
-  let base = plane * P.M;
-  var s = 0.0;
-  for (var j = lid.x; j < P.M; j += 256u) { s += x[base + j]; }
-  red[lid.x] = s;
-${treeReduce(sum)}
-  let mean = red[0] / f32(P.M);
-  workgroupBarrier();
-  var q = 0.0;
-  for (var j = lid.x; j < P.M; j += 256u) { let d = x[base + j] - mean; q += d * d; }
-  red[lid.x] = q;
-${treeReduce(sum)}
+  instanceNorm: custom(['M', 'C', 'eps', 'relu'], [r('x'), r('weight'), r('bias'), w('y')], `${PLANE_MOMENTS}
   let ch = plane % P.C;
   let scale = weight[ch] / sqrt(red[0] / f32(P.M) + bitcast<f32>(P.eps));
   let shift = bias[ch] - mean * scale;
