@@ -11,12 +11,12 @@ import { readRgb } from '../image/preprocess.js';
 import { rgbToTensor, tensorToRgb, type RgbImage } from '../image/rgb.js';
 import { IMAGE_EXTENSIONS, writeRgb } from '../image/tensor-image.js';
 import { TransformerNet, type NormStats, type TransformerWeights } from '../model/transformer/transformer-net.js';
-import { machineMemoryBudget } from './stylize-job.js';
 import { Tensor } from '../tensor/tensor.js';
 import { checkReadableFile, checkWritableFile } from '../util/file-checks.js';
 import type { OnProgress } from './progress.js';
+import { machineMemoryBudget } from './stylize-job.js';
 import { outputSize } from './stylize.js';
-import { crop, tileGrid } from './tiled-evaluate.js';
+import { crop, tileGrid, type TilePass } from './tiled-evaluate.js';
 
 const ZERO_MEAN = [0, 0, 0] as const;
 
@@ -51,8 +51,6 @@ export interface FastStylizeJob {
   readonly tile?: number;
   /** Bytes a pass may use (default: what the machine gives). */
   readonly maxMemory?: number;
-  /** The CPU backend that computes a tiled image's instance-norm statistics (default: the fastest here). */
-  readonly statsBackend?: Backend;
   readonly onProgress?: OnProgress;
 }
 
@@ -131,9 +129,9 @@ export async function runFastStylize(job: FastStylizeJob): Promise<FastStylizeRe
     if (tile === undefined) out = await stylizeWithNetwork(net, resized);
     else {
       const x = rgbToTensor(resized, ZERO_MEAN);
-      const onTile = (done: number, tiles: number) => job.onProgress?.({ kind: 'tile', iteration: i + 1, of: job.inputs.length, pass: 'network', done, tiles });
-      const stats = await normStatistics(net, x, tile, onTile);
-      out = tensorToRgb(await forwardTiled(net, x, { tile, stats, onTile }), ZERO_MEAN);
+      const onTile = (pass: TilePass) => (done: number, tiles: number) => job.onProgress?.({ kind: 'tile', iteration: i + 1, of: job.inputs.length, pass, done, tiles });
+      const stats = await normStatistics(net, x, tile, onTile('statistics'));
+      out = tensorToRgb(await forwardTiled(net, x, { tile, stats, onTile: onTile('network') }), ZERO_MEAN);
     }
     const seconds = (performance.now() - t0) / 1000;
     await writeRgb(outputs[i]!, out);

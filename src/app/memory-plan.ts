@@ -12,7 +12,7 @@
  *   the content targets (C / stride^2 floats per content layer), and
  *   the optimiser's state: Adam 2 x 3 floats, L-BFGS (2 history + 4) x 3 doubles (the s and y pairs,
  *   the last image and gradient, the gradient and the direction being computed).
- * The estimate is checked against peak RSS by `pastiche bench --sections tiles` (the README's table).
+ * The estimate is checked against peak RSS by `pastiche bench --sections print` (the README's table).
  */
 import { windowOutput } from '../backends/shapes.js';
 import { PasticheError } from '../errors.js';

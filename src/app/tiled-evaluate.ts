@@ -230,8 +230,11 @@ export interface TiledOptions {
   readonly onTile?: (pass: TilePass, done: number, tiles: number) => void;
 }
 
-/** 'targets': the content and style images' features; 'loss': the Gram matrices; 'gradient': the backward passes; 'network': a style network's pass (fast-stylize.ts). */
-export type TilePass = 'targets' | 'loss' | 'gradient' | 'network';
+/**
+ * 'targets': the content and style images' features; 'loss': the Gram matrices; 'gradient': the
+ * backward passes; a style network's (fast-stylize.ts) 'statistics' passes and its 'network' pass.
+ */
+export type TilePass = 'targets' | 'loss' | 'gradient' | 'statistics' | 'network';
 
 /**
  * evaluate() of stylize.ts, tile by tile: the same losses and gradient. `targets` hold the whole

@@ -130,7 +130,7 @@ async function stylizeWithModel(inputs: string[], model: string, o: StylizeField
       inputs, output: o.output, weights, backend, size, tile, maxMemory,
       onProgress: (p) => {
         if (p.kind === 'stage') [what, done] = [p.stage, done + 1];
-        if (p.kind === 'tile') bar.update(done - 1, { what: `${what}, tile ${p.done}/${p.tiles}` });
+        if (p.kind === 'tile') bar.update(done - 1, { what: `${what}, ${p.pass} tile ${p.done}/${p.tiles}` });
         else bar.update(done - 1, { what });
       },
     });
