@@ -152,6 +152,11 @@ test('stylize --model: a pickle that runs code, a VGG19 file, a flag of the opti
     assert.match(r.stderr.trim(), pattern);
     assert.equal(existsSync(out), false);
   }
+  // Several images into a folder that does not exist yet: a bad model leaves no empty folder.
+  const folder = join(dir, 'results');
+  const r = await runCli(['stylize', `${TINY}chelsea.png`, `${FIXTURES}resize/gradient301x199.png`, '--model', notModel, '-o', folder]);
+  assert.equal(r.code, 1);
+  assert.equal(existsSync(folder), false);
 });
 
 test("tiled inference: statistics gathered tile by tile equal the whole image's, and the tiles equal the untiled pass (1e-4 of the range)", async () => {

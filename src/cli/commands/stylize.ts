@@ -119,9 +119,10 @@ async function stylizeWithModel(inputs: string[], model: string, o: StylizeField
   const tile = o.tile === undefined ? undefined : positiveInt('--tile')(String(o.tile));
   if (tile !== undefined && tile % 4 !== 0) throw new PasticheError(`--tile must be a multiple of 4 for a style network (its strides' grid; got ${tile})`);
   const maxMemory = o.maxMemory === undefined ? undefined : parseStylizeSettings({ maxMemory: o.maxMemory }, 1, flagName).maxMemory;
-  checkFastStylizeFiles(inputs, o.output);
   const backend = await openBackend(chooseBackend(o.backend));
   const weights = await withStatus(`loading ${model}`, o.quiet, () => loadTransformerModel(model));
+  // After the model (a few MB, read in a moment): a bad model leaves no empty output folder behind.
+  checkFastStylizeFiles(inputs, o.output);
   const bar = progressBar(inputs.length, 'stylize {bar} {value}/{total} | {what}', o.quiet);
   let done = 0;
   let what = '';
