@@ -27,15 +27,8 @@ const ZERO_MEAN = [0, 0, 0] as const;
 export async function stylizeWithNetwork(net: TransformerNet, rgb: RgbImage): Promise<RgbImage> {
   const x = rgbToTensor(rgb, ZERO_MEAN);
   const y = await net.forward(x).toHost();
-  const out = tensorToRgb(y.shape[2] === rgb.height && y.shape[3] === rgb.width ? y : cropTopLeft(y, rgb.height, rgb.width), ZERO_MEAN);
+  const out = tensorToRgb(y.shape[2] === rgb.height && y.shape[3] === rgb.width ? y : crop(y, 0, rgb.height, 0, rgb.width), ZERO_MEAN);
   y.dispose();
-  return out;
-}
-
-function cropTopLeft(y: Tensor, h: number, w: number): Tensor {
-  const [, c, yh, yw] = y.shape as [number, number, number, number];
-  const out = new Tensor([1, c, h, w]);
-  for (let ch = 0; ch < c; ch++) for (let r = 0; r < h; r++) out.data.set(y.data.subarray((ch * yh + r) * yw, (ch * yh + r) * yw + w), (ch * h + r) * w);
   return out;
 }
 

@@ -18,7 +18,7 @@ import { windowOutput } from '../backends/shapes.js';
 import { PasticheError } from '../errors.js';
 import { VGG19_LAYERS } from '../model/vgg19-table.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
-import { haloFor, tileGrid } from './tiled-evaluate.js';
+import { haloFor, strideOf, tileGrid } from './tiled-evaluate.js';
 
 /**
  * What the memory estimate needs of the weights: their shapes, not their values (a server can
@@ -135,16 +135,6 @@ function optimizerBytesPerPixel(optimizer: 'adam' | 'lbfgs', history: number): n
   return optimizer === 'adam' ? 2 * 3 * 4 : (2 * history + 4) * 3 * 8;
 }
 
-/** The stride of `layer` in image pixels (2 per pool before it). */
-function strideAt(layer: string): number {
-  let s = 1;
-  for (const spec of VGG19_LAYERS) {
-    if (spec.name === layer) break;
-    if (spec.kind === 'pool') s *= 2;
-  }
-  return s;
-}
-
 /** The channels of `layer`'s output (the last convolution's at or before it). */
 function channelsAt(layers: ParamShapes, layer: string): number {
   let channels = 3;
@@ -173,7 +163,7 @@ export function planMemory(r: PlanRequest, height: number, width: number, styles
   const fixed = RUNTIME_BYTES + weightBytes(r.layers);
   let contentFloats = 0;
   for (const { name } of r.contentLayers) {
-    const s = strideAt(name);
+    const s = strideOf(name);
     contentFloats += channelsAt(r.layers, name) * Math.ceil(height / s) * Math.ceil(width / s);
   }
   const stylePixels = styles.reduce((sum, st) => sum + st.height * st.width, 0);

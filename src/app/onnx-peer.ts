@@ -90,17 +90,24 @@ async function loadOrt(): Promise<typeof import('onnxruntime-node')> {
   }
 }
 
-async function createSession(weights: Vgg19Weights, size: number, until: string, threads: number, profilePrefix?: string) {
-  const ort = await loadOrt();
-  const session = await ort.InferenceSession.create(vgg19Onnx(weights, size, until), {
+/** onnxruntime on the CPU with `threads` threads, the whole graph optimised. */
+function sessionOptions(threads: number) {
+  return {
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
-    graphOptimizationLevel: 'all',
+    graphOptimizationLevel: 'all' as const,
     executionProviders: ['cpu'],
-    ...(profilePrefix ? { enableProfiling: true, profileFilePrefix: profilePrefix } : {}),
     // Its idle workers would otherwise spin between runs, taking the cores from the contender
     // timed next (our pool stops spinning within a millisecond too).
     extra: { session: { intra_op: { allow_spinning: '0' } } },
+  };
+}
+
+async function createSession(weights: Vgg19Weights, size: number, until: string, threads: number, profilePrefix?: string) {
+  const ort = await loadOrt();
+  const session = await ort.InferenceSession.create(vgg19Onnx(weights, size, until), {
+    ...sessionOptions(threads),
+    ...(profilePrefix ? { enableProfiling: true, profileFilePrefix: profilePrefix } : {}),
   });
   const x = randomImage(size);
   const feeds = { input: new ort.Tensor('float32', x.data, [1, 3, size, size]) };
@@ -228,13 +235,7 @@ export function transformerOnnx(weights: TransformerWeights, height: number, wid
 export async function transformerOnnxSession(weights: TransformerWeights, x: Tensor, threads: number): Promise<{ runner: Runner; run(): Promise<Float32Array> }> {
   const ort = await loadOrt();
   const [, , h, w] = x.shape as [number, number, number, number];
-  const session = await ort.InferenceSession.create(transformerOnnx(weights, h, w), {
-    intraOpNumThreads: threads,
-    interOpNumThreads: 1,
-    graphOptimizationLevel: 'all',
-    executionProviders: ['cpu'],
-    extra: { session: { intra_op: { allow_spinning: '0' } } },
-  });
+  const session = await ort.InferenceSession.create(transformerOnnx(weights, h, w), sessionOptions(threads));
   const feeds = { input: new ort.Tensor('float32', x.data, [1, 3, h, w]) };
   const run = async () => {
     const r = await session.run(feeds);

@@ -94,7 +94,7 @@ function addAt(into: Float32Array, shape: readonly number[], part: Tensor, r0: n
 }
 
 /** A layer's stride in image pixels (2 per pool before it). */
-function strideOf(layer: string): number {
+export function strideOf(layer: string): number {
   let s = 1;
   for (const spec of VGG19_LAYERS) {
     if (spec.name === layer) return s;

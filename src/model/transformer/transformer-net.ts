@@ -254,7 +254,7 @@ export class TransformerNet {
 
   /** The instance norms in the order a forward pass meets them. */
   get normNames(): string[] {
-    return ['in1', 'in2', 'in3', ...[1, 2, 3, 4, 5].flatMap((i) => [`res${i}.in1`, `res${i}.in2`]), 'in4', 'in5'];
+    return transformerLayout(this.weights.width).norms.map((n) => n.name);
   }
 
   private layers(x: Tensor, conv: (t: Tensor, name: string) => Tensor, norm: (t: Tensor, name: string, relu: boolean) => Tensor, done: (t: Tensor) => void, make: (t: Tensor) => Tensor): Tensor {
