@@ -24,6 +24,7 @@ import { randomVgg19Weights } from '../src/model/vgg19-params.js';
 import { FIXTURES, TINY, assertClose, randomTensor } from './helpers.js';
 import { testGpu } from './webgpu-env.js';
 import { checkTransformerBackward } from './transformer-reference.js';
+import { checkTrainingReplay } from './train-reference.js';
 
 const gpu = await testGpu();
 const ts = getBackend('ts');
@@ -216,6 +217,10 @@ test("the real-time style network's backward on webgpu: every parameter's gradie
 });
 
 // Last: it destroys the file's device.
+test('training the style network on webgpu: gradients, losses and weights after 3 Adam steps equal a PyTorch float64 replay', async () => {
+  await checkTrainingReplay(gpu, 1e-3);
+});
+
 test('a lost device gives clear errors, not a crash or a hang', async () => {
   const y = gpu.relu(randomTensor([8], 1));
   const { gpuContext } = await import('../src/backends/webgpu/gpu-device.js');

@@ -17,6 +17,7 @@ import { fillUniform, uniformRng } from '../util/random.js';
 import { activePeak, measureMachine, type MachineLimits } from './machine.js';
 import { roofline, type Roofline } from './roofline.js';
 import type { OnProgress } from './progress.js';
+import { torchTrainStepPeer, trainStepRunner } from './train-bench.js';
 import { benchPrintSizes, type PrintRow, type PrintSize } from './print-bench.js';
 
 export const BENCH_SECTIONS = ['machine', 'case', 'vgg', 'style', 'layers', 'fast', 'print'] as const;
@@ -35,6 +36,8 @@ export interface BenchOptions {
   readonly peers?: boolean;
   /** `fast`: the style network's input sizes (default 256, 512, 1024). */
   readonly fastSizes?: readonly number[];
+  /** `fast`: the training step's batch and crop size (default 4 of 256x256). */
+  readonly trainStep?: { readonly batch: number; readonly size: number };
   /** `print`: the output sizes, the iterations at each, the memory budget (default: the machine's). */
   readonly printSizes?: readonly PrintSize[];
   readonly printIterations?: number;
@@ -76,6 +79,8 @@ export interface BenchReport {
   /** The real-time style network's forward pass (full width, random weights), per size; with peers, onnxruntime's largest difference to ours. */
   fast?: { size: number; rows: Timing[]; peerDifference?: number }[];
   fastPeakRssMB?: number;
+  /** One training step of the style network per backend, and PyTorch's with peers (or why it is missing). */
+  fastTraining?: { batch: number; size: number; rows: Timing[]; peerMissing?: string };
   /** Style transfer at print sizes within a memory budget (`--sections print`), each in its own process. */
   print?: { readonly backend: string; readonly rows: PrintRow[] };
 }
@@ -106,7 +111,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     const t0 = performance.now();
     weights = await loadWeightsFile(o.weightsFile);
     loadSeconds = (performance.now() - t0) / 1000;
-  } else if (['vgg', 'style', 'layers'].some((x) => sections.has(x as BenchSection))) {
+  } else if (['vgg', 'style', 'layers', 'fast'].some((x) => sections.has(x as BenchSection))) {
     weights = randomVgg19Weights(1);
   }
   const threads = nativeBackend ? nativeBackend.addon.threads() : 1;
@@ -170,6 +175,15 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         runners.push(peer.runner);
       }
       report.fast.push({ size, rows: await timeInterleaved(runners, o.repeat, o.warmup, each(`style network ${size}`)), peerDifference });
+    }
+    const { batch, size } = o.trainStep ?? { batch: 4, size: 256 };
+    const runners = vggBackends.map((b) => trainStepRunner(weights!, b, batch, size));
+    const peer = o.peers ? await torchTrainStepPeer(threads, batch, size) : undefined;
+    if (peer && 'runner' in peer) runners.push(peer.runner);
+    try {
+      report.fastTraining = { batch, size, rows: await timeInterleaved(runners, o.repeat, o.warmup, each(`training step ${batch}x${size}`)), peerMissing: peer && 'missing' in peer ? peer.missing : undefined };
+    } finally {
+      if (peer && 'close' in peer) peer.close();
     }
     report.fastPeakRssMB = process.resourceUsage().maxRSS / 1024;
   }

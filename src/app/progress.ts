@@ -42,6 +42,23 @@ export interface IterationProgress {
   readonly image: Tensor;
 }
 
+/** One training step of a style network done (train-style). */
+export interface TrainProgress {
+  readonly kind: 'train';
+  /** Steps done (1-based) and the run's total. */
+  readonly iteration: number;
+  readonly of: number;
+  /** Epochs done: images seen / images in the folder. */
+  readonly epoch: number;
+  readonly content: number;
+  readonly style: number;
+  readonly tv: number;
+  readonly total: number;
+  /** Since this run (or its resumption) started. */
+  readonly seconds: number;
+  readonly stepsPerSecond: number;
+}
+
 /** How a scale of a style transfer is fitted into memory (memory-plan.ts), said before it starts. */
 export interface PlanProgress {
   readonly kind: 'plan';
@@ -76,7 +93,7 @@ export interface WarningProgress {
   readonly message: string;
 }
 
-export type Progress = StageProgress | LayerProgress | IterationProgress | PlanProgress | TileProgress | SavedProgress | WarningProgress;
+export type Progress = StageProgress | LayerProgress | IterationProgress | TrainProgress | PlanProgress | TileProgress | SavedProgress | WarningProgress;
 
 export type OnProgress = (p: Progress) => void;
 
@@ -88,13 +105,14 @@ export function fanOut(...listeners: (OnProgress | undefined)[]): OnProgress {
   };
 }
 
-/** The fields of an iteration that a log keeps (everything but the image). */
-export function iterationRecord(p: IterationProgress): Record<string, number> {
-  return { iteration: p.iteration, content: p.content, style: p.style, tv: p.tv, total: p.total, seconds: p.seconds };
+/** The fields of an iteration or a training step that a log keeps (everything but the image). */
+export function iterationRecord(p: IterationProgress | TrainProgress): Record<string, number> {
+  const r = { iteration: p.iteration, content: p.content, style: p.style, tv: p.tv, total: p.total, seconds: p.seconds };
+  return p.kind === 'train' ? { ...r, epoch: p.epoch } : r;
 }
 
 /**
- * A consumer that appends one JSON line per iteration to `file`, opened at the first one (a run
+ * A consumer that appends one JSON line per iteration (or training step) to `file`, opened at the first one (a run
  * that fails before it leaves no empty log). If the file cannot be written (a full disk), it says
  * so once through `onProblem` and stops logging: a log is not worth losing a run for.
  */
@@ -106,7 +124,7 @@ export function jsonLinesLog(file: string, onProblem: (message: string) => void)
     fd = undefined;
   };
   const listener = (p: Progress) => {
-    if (p.kind !== 'iteration' || broken) return;
+    if ((p.kind !== 'iteration' && p.kind !== 'train') || broken) return;
     try {
       fd ??= openSync(file, 'w');
       writeSync(fd, `${JSON.stringify(iterationRecord(p))}\n`);

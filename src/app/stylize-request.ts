@@ -50,18 +50,19 @@ export type FieldName = (field: keyof StylizeFields) => string;
 /** The most pixels on the longest side (the memory estimate refuses what the machine cannot hold). */
 const MAX_SIDE = 16384;
 
-class Fields {
+/** Reads a request's fields, each checked and converted once; errors name the field as the caller's user knows it. */
+export class RequestFields<F extends object> {
   constructor(
-    private readonly f: StylizeFields,
-    private readonly name: FieldName,
+    private readonly f: F,
+    private readonly name: (field: keyof F & string) => string,
   ) {}
 
-  bad(field: keyof StylizeFields, problem: string): never {
+  bad(field: keyof F & string, problem: string): never {
     throw new PasticheError(`${this.name(field)} ${problem}`);
   }
 
-  number(field: keyof StylizeFields, o: { min?: 0 | 1; positive?: boolean; max?: number; integer?: boolean }): number | undefined {
-    const v = this.f[field];
+  number(field: keyof F & string, o: { min?: 0 | 1; positive?: boolean; max?: number; integer?: boolean }): number | undefined {
+    const v = (this.f[field] as unknown);
     if (v === undefined || v === null || v === '') return undefined;
     const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
     const kind = o.integer ? 'whole number' : 'number';
@@ -73,30 +74,30 @@ class Fields {
     return n;
   }
 
-  choice<T extends string>(field: keyof StylizeFields, choices: readonly T[]): T | undefined {
-    const v = this.f[field];
+  choice<T extends string>(field: keyof F & string, choices: readonly T[]): T | undefined {
+    const v = (this.f[field] as unknown);
     if (v === undefined || v === null || v === '') return undefined;
     if (typeof v !== 'string' || !(choices as readonly string[]).includes(v)) this.bad(field, `must be one of ${choices.join(', ')} (got '${String(v)}')`);
     return v as T;
   }
 
-  text(field: keyof StylizeFields): string | undefined {
-    const v = this.f[field];
+  text(field: keyof F & string): string | undefined {
+    const v = (this.f[field] as unknown);
     if (v === undefined || v === null || v === '') return undefined;
     if (typeof v !== 'string') this.bad(field, 'must be text');
     return v;
   }
 
-  flag(field: keyof StylizeFields): boolean {
-    const v = this.f[field];
+  flag(field: keyof F & string): boolean {
+    const v = (this.f[field] as unknown);
     if (v === undefined || v === null) return false;
     if (typeof v !== 'boolean') this.bad(field, 'must be true or false');
     return v;
   }
 
   /** '3G', '512M' or a number of bytes. */
-  bytes(field: keyof StylizeFields): number | undefined {
-    const v = this.f[field];
+  bytes(field: keyof F & string): number | undefined {
+    const v = (this.f[field] as unknown);
     if (v === undefined || v === null || v === '') return undefined;
     const bytes = typeof v === 'number' ? (v > 0 && Number.isFinite(v) ? v : undefined) : typeof v === 'string' ? parseByteSize(v) : undefined;
     if (bytes === undefined) this.bad(field, `must be a size such as 3G or 500M (got '${String(v)}')`);
@@ -105,8 +106,8 @@ class Fields {
   }
 
   /** '0.7,0.3' or [0.7, 0.3]. */
-  numbers(field: keyof StylizeFields): number[] | undefined {
-    const v = this.f[field];
+  numbers(field: keyof F & string): number[] | undefined {
+    const v = (this.f[field] as unknown);
     if (v === undefined || v === null || v === '') return undefined;
     const parts = Array.isArray(v) ? v : typeof v === 'string' ? v.split(',').map((s) => s.trim()) : [v];
     const xs = parts.map((p) => (typeof p === 'number' ? p : typeof p === 'string' && p !== '' ? Number(p) : NaN));
@@ -124,7 +125,7 @@ export function parseInit(v: string): Init {
 
 /** Parses and checks every field against the preset; `styleCount` style images come with it. */
 export function parseStylizeSettings(fields: StylizeFields, styleCount: number, name: FieldName = (f) => f): StylizeSettings {
-  const f = new Fields(fields, name);
+  const f = new RequestFields(fields, name);
   const presetName = f.choice('preset', PRESET_NAMES) ?? 'default';
   const preset = STYLE_PRESETS[presetName];
   const styleBlend = f.numbers('styleBlend');

@@ -59,12 +59,12 @@ export function formatPrecision(c: PrecisionComparison): string {
   ].join('\n');
 }
 
-function ratios(rows: readonly Timing[], label: string): string[] {
+function ratios(rows: readonly Timing[], label: string, peerName = 'onnxruntime'): string[] {
   const out: string[] = [];
-  const peer = rows.find((r) => r.name === 'onnxruntime');
+  const peer = rows.find((r) => r.name === peerName);
   for (const r of rows) {
     if (r === peer) continue;
-    if (peer) out.push(`  ${r.name} / onnxruntime ${label}: ${(r.medianMs / peer.medianMs).toFixed(3)}`);
+    if (peer) out.push(`  ${r.name} / ${peerName} ${label}: ${(r.medianMs / peer.medianMs).toFixed(3)}`);
   }
   return out;
 }
@@ -188,6 +188,13 @@ export function formatBench(r: BenchReport): string {
     lines.push('', `== Real-time style network (TransformerNet, width 32), ${f.size}x${f.size}, one forward pass${peer} ==`);
     for (const row of f.rows) lines.push(`  ${row.name.padEnd(12)} ${row.medianMs.toFixed(1).padStart(9)} ms  (runs: ${row.runs.map((t) => t.toFixed(0)).join(', ')})`);
     lines.push(...ratios(f.rows, 'time ratio'));
+  }
+  if (r.fastTraining) {
+    const t = r.fastTraining;
+    lines.push('', `== Real-time style network, one training step: batch ${t.batch} of ${t.size}x${t.size}, VGG19 loss to relu5_1, all weight gradients, Adam ==`);
+    for (const row of t.rows) lines.push(`  ${row.name.padEnd(12)} ${row.medianMs.toFixed(0).padStart(9)} ms  (runs: ${row.runs.map((v) => v.toFixed(0)).join(', ')})`);
+    if (t.peerMissing) lines.push(`  (no PyTorch peer: ${t.peerMissing})`);
+    lines.push(...ratios(t.rows, 'time ratio', 'pytorch'));
   }
   if (r.fastPeakRssMB !== undefined) lines.push('', `peak resident memory after the style network's passes: ${r.fastPeakRssMB.toFixed(0)} MiB`);
   if (r.print) lines.push('', ...formatPrint(r.print));

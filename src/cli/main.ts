@@ -7,6 +7,7 @@ import { registerBench } from './commands/bench.js';
 import { registerCheck } from './commands/check.js';
 import { registerClassify } from './commands/classify.js';
 import { registerStylize } from './commands/stylize.js';
+import { registerTrainStyle } from './commands/train-style.js';
 import { registerServe, registerWorker } from './commands/serve.js';
 import { registerWeb } from './commands/web.js';
 import { registerWeights } from './commands/weights.js';
@@ -30,6 +31,7 @@ program
 
 registerClassify(program);
 registerStylize(program);
+registerTrainStyle(program);
 registerWeights(program);
 registerCheck(program);
 registerBench(program);

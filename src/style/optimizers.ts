@@ -18,7 +18,19 @@ export class Adam implements Optimizer {
     readonly eps = 1e-8,
   ) {}
 
+  /** The moments and the step count: what a training checkpoint keeps so that resuming changes nothing. */
+  get state(): { readonly m: Float32Array; readonly v: Float32Array; readonly t: number } | undefined {
+    return this.m && this.v ? { m: this.m, v: this.v, t: this.t } : undefined;
+  }
+
+  /** Continues from a saved state (its arrays are copied). */
+  restore(state: { readonly m: Float32Array; readonly v: Float32Array; readonly t: number }): void {
+    if (state.m.length !== state.v.length) throw new Error('Adam state: moments of different lengths');
+    [this.m, this.v, this.t] = [Float32Array.from(state.m), Float32Array.from(state.v), state.t];
+  }
+
   step(x: Float32Array, grad: Float32Array): void {
+    if (this.m && this.m.length !== x.length) throw new Error(`Adam state holds ${this.m.length} values, the parameters ${x.length}`);
     this.m ??= new Float32Array(x.length);
     this.v ??= new Float32Array(x.length);
     this.t++;

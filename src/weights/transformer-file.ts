@@ -11,13 +11,28 @@ import { isTorchFile, readTorchStateDict } from './torch/pth.js';
 
 /** What our files say they hold (safetensors metadata). */
 export const TRANSFORMER_FORMAT = 'pastiche-transformer-net';
+/** A training checkpoint: the network's tensors, and the optimiser's under OPTIMIZER_PREFIX. */
+export const CHECKPOINT_FORMAT = 'pastiche-train-checkpoint';
+const OPTIMIZER_PREFIX = 'optimizer.';
 
 /** A safetensors file starts with its header's length (little-endian u64) and then its JSON. */
 function looksLikeSafetensors(bytes: Uint8Array): boolean {
   return bytes.length > 9 && bytes[6] === 0 && bytes[7] === 0 && bytes[8] === 0x7b;
 }
 
+/** A model file, or a training checkpoint's network (its optimiser state is left out). */
 export async function loadTransformerModel(file: string): Promise<TransformerWeights> {
+  const bytes = await readModelBytes(file);
+  if (isTorchFile(bytes)) return transformerFromStateDict(readTorchStateDict(bytes, file).tensors, file);
+  if (looksLikeSafetensors(bytes)) {
+    const { tensors, metadata } = parseSafetensors(bytes, file);
+    if (metadata['format'] === CHECKPOINT_FORMAT) for (const k of [...tensors.keys()]) if (k.startsWith(OPTIMIZER_PREFIX)) tensors.delete(k);
+    return transformerFromStateDict(tensors, file);
+  }
+  throw new PasticheError(`${file}: not a style model (a fast_neural_style .pth or a Pastiche .safetensors)`);
+}
+
+async function readModelBytes(file: string): Promise<Uint8Array> {
   let bytes: Uint8Array;
   try {
     bytes = await readWholeFile(file);
@@ -25,12 +40,45 @@ export async function loadTransformerModel(file: string): Promise<TransformerWei
     const code = (e as NodeJS.ErrnoException).code;
     throw new PasticheError(`${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'a folder, not a model file' : `cannot read (${code ?? (e as Error).message})`}`);
   }
-  if (isTorchFile(bytes)) return transformerFromStateDict(readTorchStateDict(bytes, file).tensors, file);
-  if (looksLikeSafetensors(bytes)) return transformerFromStateDict(parseSafetensors(bytes, file).tensors, file);
-  throw new PasticheError(`${file}: not a style model (a fast_neural_style .pth or a Pastiche .safetensors)`);
+  return bytes;
 }
 
 /** Writes `weights` as safetensors (atomically), PyTorch's names and layouts. */
 export async function saveTransformerModel(file: string, weights: TransformerWeights, metadata: Record<string, string> = {}): Promise<void> {
   await writeSafetensors(file, transformerStateDict(weights), { format: TRANSFORMER_FORMAT, width: String(weights.width), ...metadata });
+}
+
+/** A training checkpoint: the network, Adam's moments and step count, the steps done, and the run's settings (to check a resumption against). */
+export interface TrainingCheckpoint {
+  readonly weights: TransformerWeights;
+  readonly adam?: { readonly m: Float32Array; readonly v: Float32Array; readonly t: number };
+  readonly iteration: number;
+  /** The settings the run was started with, as JSON text. */
+  readonly settings: string;
+}
+
+export async function saveTrainingCheckpoint(file: string, c: TrainingCheckpoint): Promise<void> {
+  const tensors = new Map<string, { shape: readonly number[]; data: Float32Array }>(transformerStateDict(c.weights));
+  if (c.adam) {
+    tensors.set(`${OPTIMIZER_PREFIX}adam.m`, { shape: [c.adam.m.length], data: c.adam.m });
+    tensors.set(`${OPTIMIZER_PREFIX}adam.v`, { shape: [c.adam.v.length], data: c.adam.v });
+  }
+  await writeSafetensors(file, tensors, {
+    format: CHECKPOINT_FORMAT, width: String(c.weights.width), iteration: String(c.iteration), adam_t: String(c.adam?.t ?? 0), settings: c.settings,
+  });
+}
+
+export async function loadTrainingCheckpoint(file: string): Promise<TrainingCheckpoint> {
+  const bytes = await readModelBytes(file);
+  const parsed = looksLikeSafetensors(bytes) ? parseSafetensors(bytes, file) : undefined;
+  if (parsed?.metadata['format'] !== CHECKPOINT_FORMAT) throw new PasticheError(`${file}: not a training checkpoint of train-style (to start from a model's weights, use --init)`);
+  const { tensors, metadata } = parsed;
+  const [m, v] = [tensors.get(`${OPTIMIZER_PREFIX}adam.m`), tensors.get(`${OPTIMIZER_PREFIX}adam.v`)];
+  for (const k of [...tensors.keys()]) if (k.startsWith(OPTIMIZER_PREFIX)) tensors.delete(k);
+  const weights = transformerFromStateDict(tensors, file);
+  const iteration = Number(metadata['iteration']);
+  const t = Number(metadata['adam_t']);
+  if (!Number.isSafeInteger(iteration) || iteration < 0 || !Number.isSafeInteger(t) || t < 0) throw new PasticheError(`${file}: the checkpoint's step count is damaged`);
+  if ((m === undefined) !== (v === undefined) || (m && t === 0)) throw new PasticheError(`${file}: the checkpoint's optimiser state is incomplete`);
+  return { weights, adam: m && v ? { m: m.data, v: v.data, t } : undefined, iteration, settings: metadata['settings'] ?? '{}' };
 }

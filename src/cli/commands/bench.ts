@@ -23,16 +23,20 @@ export function registerBench(program: Command): void {
     .option('--warmup <n>', 'untimed runs first', nonNegativeInt('--warmup'), 1)
     .option('--peers', 'also run onnxruntime-node on the same network and weights, interleaved, and print the ratios')
     .option('--fast-sizes <list>', 'with --sections fast: input sizes of the real-time style network', '256,512,1024')
+    .option('--train-step <batch>x<size>', 'with --sections fast: the training step timed, e.g. 4x256', '4x256')
     .option('--print-sizes <list>', 'with --sections print: output sizes, e.g. 1024,2048,4000x3000 (each run in its own process)', '1024,2048,4000x3000')
     .option('--print-iterations <n>', 'with --sections print: iterations at each size', positiveInt('--print-iterations'), 2)
     .option('--max-memory <size>', "with --sections print: the runs' memory budget, e.g. 3G (default: 80% of the free memory)")
     .option('--plot <file.svg>', "with --sections layers: draw the first backend's layers on this machine's roofline (SVG)")
     .option('--json', 'machine-readable output')
     .option('-q, --quiet', 'no progress bar')
-    .action(async (opts: { backend?: BackendName[]; sections: string; styleSizes: string; weights?: string; repeat: number; warmup: number; peers?: boolean; plot?: string; json?: boolean; quiet?: boolean; printSizes: string; printIterations: number; maxMemory?: string; fastSizes: string }) => {
+    .action(async (opts: { backend?: BackendName[]; sections: string; styleSizes: string; weights?: string; repeat: number; warmup: number; peers?: boolean; plot?: string; json?: boolean; quiet?: boolean; printSizes: string; printIterations: number; maxMemory?: string; fastSizes: string; trainStep: string }) => {
       const { sections, styleSizes } = parseBenchLists(opts.sections, opts.styleSizes);
       const printSizes = parsePrintSizes(opts.printSizes);
       const fastSizes = parsePrintSizes(opts.fastSizes, '--fast-sizes').map((s) => s.width);
+      const step = /^(\d+)x(\d+)$/.exec(opts.trainStep);
+      if (!step || Number(step[1]) < 1 || Number(step[2]) < 16 || Number(step[2]) % 4 !== 0) throw new PasticheError(`--train-step takes BATCHxSIZE, the size a multiple of 4 of at least 16 (got '${opts.trainStep}')`);
+      const trainStep = { batch: Number(step[1]), size: Number(step[2]) };
       const maxMemory = opts.maxMemory === undefined ? undefined : parseStylizeSettings({ maxMemory: opts.maxMemory }, 1, () => '--max-memory').maxMemory;
       if (opts.plot) {
         if (!sections.includes('layers')) throw new PasticheError('--plot draws the layers: add layers to --sections');
@@ -42,7 +46,7 @@ export function registerBench(program: Command): void {
       const bar = progressBar(1, 'bench {bar} | {what}', opts.quiet);
       const report = await runBench({
         sections, styleSizes, backends: opts.backend, weightsFile: opts.weights, repeat: opts.repeat, warmup: opts.warmup, peers: opts.peers,
-        printSizes, printIterations: opts.printIterations, maxMemory, fastSizes,
+        printSizes, printIterations: opts.printIterations, maxMemory, fastSizes, trainStep,
         onProgress: (p) => p.kind === 'stage' && bar.update(0, { what: p.stage }),
       }).finally(() => bar.stop());
       process.stdout.write(opts.json ? `${JSON.stringify(report)}\n` : `${formatBench(report)}\n`);

@@ -145,6 +145,64 @@ export function randomTransformerWeights(width = 32, seed = 1): TransformerWeigh
   return { source: `random (width ${width}, seed ${seed})`, width, params };
 }
 
+/**
+ * A TransformerNet initialised as PyTorch initialises a new one (what pytorch/examples trains from):
+ * convolution weights and biases uniform in +-1/sqrt(fan_in) (Conv2d's kaiming_uniform with
+ * a = sqrt(5)), instance-norm weights 1 and biases 0.
+ */
+export function initialTransformerWeights(width = 32, seed = 1): TransformerWeights {
+  const rng = uniformRng(seed);
+  const uniform = (t: Tensor, bound: number) => {
+    for (let i = 0; i < t.size; i++) t.data[i] = (2 * rng() - 1) * bound;
+  };
+  const { convs, norms } = transformerLayout(width);
+  const params = new Map<string, { w: Tensor; b: Tensor }>();
+  for (const c of convs) {
+    const [w, b] = [new Tensor([c.cin, c.k, c.k, c.cout]), new Tensor([c.cout])];
+    const bound = 1 / Math.sqrt(c.cin * c.k * c.k);
+    uniform(w, bound);
+    uniform(b, bound);
+    params.set(c.name, { w, b });
+  }
+  for (const n of norms) params.set(n.name, { w: new Tensor([n.channels], new Float32Array(n.channels).fill(1)), b: new Tensor([n.channels]) });
+  return { source: `initial (width ${width}, seed ${seed})`, width, params };
+}
+
+/** All parameters in one vector (each layer's weight then bias, in the params' order): what an optimiser steps. */
+export function flattenTransformerWeights(weights: TransformerWeights): Float32Array {
+  let n = 0;
+  for (const p of weights.params.values()) n += p.w.size + p.b.size;
+  const out = new Float32Array(n);
+  let at = 0;
+  for (const p of weights.params.values()) {
+    for (const t of [p.w, p.b]) {
+      out.set(t.data, at);
+      at += t.size;
+    }
+  }
+  return out;
+}
+
+/**
+ * The inverse of flattenTransformerWeights, into fresh arrays: a backend may cache a weight by its
+ * array (uploaded, or transformed), so parameters are replaced after a step, never changed in place.
+ */
+export function unflattenTransformerWeights(like: TransformerWeights, flat: Float32Array, source = like.source): TransformerWeights {
+  const params = new Map<string, { w: Tensor; b: Tensor }>();
+  let at = 0;
+  const take = (shape: readonly number[], size: number) => {
+    const t = new Tensor(shape, flat.slice(at, at + size));
+    at += size;
+    return t;
+  };
+  for (const [name, p] of like.params) {
+    const w = take(p.w.shape, p.w.size);
+    params.set(name, { w, b: take(p.b.shape, p.b.size) });
+  }
+  if (at !== flat.length) throw new PasticheError(`${flat.length} parameter values for a network of ${at}`);
+  return { source, width: like.width, params };
+}
+
 /** The state_dict of `weights`, PyTorch's names and layouts (what a .pth or our .safetensors holds). */
 export function transformerStateDict(weights: TransformerWeights): Map<string, StateTensor> {
   const out = new Map<string, StateTensor>();
@@ -290,34 +348,40 @@ export class TransformerNet {
    * dL/dy -> dL/dx and every parameter's gradient, by the chain rule through the same layers in
    * reverse (the residual blocks' sums send their gradient down both paths).
    */
-  forwardForTraining(x: Tensor): { output: Tensor; backward(dy: Tensor): { dx: Tensor; grads: Map<string, ParamGradients> } } {
+  forwardForTraining(x: Tensor): { output: Tensor; backward(dy: Tensor): { dx: Tensor; grads: Map<string, ParamGradients> }; release(): void } {
     const be = this.backend;
     type Step = (dy: Tensor) => Tensor;
     const grads = new Map<string, ParamGradients>();
+    /** Everything made on the way but dx and the parameters' gradients: release() gives it back (GPU memory, pooled arrays). */
+    const made: Tensor[] = [];
+    const mk = (t: Tensor) => {
+      made.push(t);
+      return t;
+    };
     const conv = (input: Tensor, name: string): [Tensor, Step] => {
       const c = this.convs.get(name)!;
       const p = this.weights.params.get(name)!;
-      const v = c.upsample ? be.upsampleNearest2d(input, 2) : input;
-      const padded = be.reflectionPad2d(v, c.k >> 1);
-      const y = be.conv2d(padded, p.w, p.b, { pad: 0, stride: c.stride });
+      const v = c.upsample ? mk(be.upsampleNearest2d(input, 2)) : input;
+      const padded = mk(be.reflectionPad2d(v, c.k >> 1));
+      const y = mk(be.conv2d(padded, p.w, p.b, { pad: 0, stride: c.stride }));
       return [
         y,
         (dy) => {
           grads.set(name, be.conv2dBackwardParams(dy, padded, c.k, { pad: 0, stride: c.stride }));
-          const dv = be.reflectionPad2dBackward(be.conv2dBackwardData(dy, p.w, padded.shape, { pad: 0, stride: c.stride }), v.shape, c.k >> 1);
-          return c.upsample ? be.upsampleNearest2dBackward(dv, 2) : dv;
+          const dv = mk(be.reflectionPad2dBackward(mk(be.conv2dBackwardData(dy, p.w, padded.shape, { pad: 0, stride: c.stride })), v.shape, c.k >> 1));
+          return c.upsample ? mk(be.upsampleNearest2dBackward(dv, 2)) : dv;
         },
       ];
     };
     const norm = (input: Tensor, name: string, relu: boolean): [Tensor, Step] => {
       const p = this.weights.params.get(name)!;
-      const y = be.instanceNorm2d(input, p.w, p.b, IN_EPS, relu);
+      const y = mk(be.instanceNorm2d(input, p.w, p.b, IN_EPS, relu));
       return [
         y,
         (dy) => {
           const g = be.instanceNorm2dBackward(dy, input, p.w, IN_EPS, relu ? y : undefined);
           grads.set(name, { dw: g.dw, db: g.db });
-          return g.dx;
+          return mk(g.dx);
         },
       ];
     };
@@ -337,9 +401,9 @@ export class TransformerNet {
     for (let i = 1; i <= 5; i++) {
       const [a, back1] = block(y, `res${i}.conv1`, `res${i}.in1`, true);
       const [b, back2] = block(a, `res${i}.conv2`, `res${i}.in2`, false);
-      const sum = be.addScaled(b, y, 1);
+      const sum = mk(be.addScaled(b, y, 1));
       // d(b + y) reaches y directly and through the block.
-      steps.push((dy) => be.addScaled(back1(back2(dy)), dy, 1));
+      steps.push((dy) => mk(be.addScaled(back1(back2(dy)), dy, 1)));
       y = sum;
     }
     for (const [c, n] of [['deconv1', 'in4'], ['deconv2', 'in5']] as const) {
@@ -354,7 +418,12 @@ export class TransformerNet {
       backward: (dy) => {
         let g = dy;
         for (const step of [...steps].reverse()) g = step(g);
+        const at = made.indexOf(g);
+        if (at >= 0) made.splice(at, 1);
         return { dx: g, grads };
+      },
+      release: () => {
+        for (const t of made.splice(0)) t.recycle();
       },
     };
   }

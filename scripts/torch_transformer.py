@@ -1,0 +1,71 @@
+"""pytorch/examples fast_neural_style's TransformerNet, rebuilt from the issue's description of that
+project's model (reflection pad, conv, instance norm with affine weights, ReLU; five residual
+blocks; nearest x2 upsampling), with the same parameter names: for the test fixtures
+(test/fixtures/transformer/) and the training bench's PyTorch peer (train-step-peer.py).
+"""
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ConvLayer(nn.Module):
+    def __init__(self, cin, cout, k, stride):
+        super().__init__()
+        self.reflection_pad = nn.ReflectionPad2d(k // 2)
+        self.conv2d = nn.Conv2d(cin, cout, k, stride)
+
+    def forward(self, x):
+        return self.conv2d(self.reflection_pad(x))
+
+
+class UpsampleConvLayer(nn.Module):
+    def __init__(self, cin, cout, k, stride, upsample=None):
+        super().__init__()
+        self.upsample = upsample
+        self.reflection_pad = nn.ReflectionPad2d(k // 2)
+        self.conv2d = nn.Conv2d(cin, cout, k, stride)
+
+    def forward(self, x):
+        if self.upsample:
+            x = F.interpolate(x, mode='nearest', scale_factor=self.upsample)
+        return self.conv2d(self.reflection_pad(x))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1 = ConvLayer(c, c, 3, 1)
+        self.in1 = nn.InstanceNorm2d(c, affine=True)
+        self.conv2 = ConvLayer(c, c, 3, 1)
+        self.in2 = nn.InstanceNorm2d(c, affine=True)
+
+    def forward(self, x):
+        y = F.relu(self.in1(self.conv1(x)))
+        return self.in2(self.conv2(y)) + x
+
+
+class TransformerNet(nn.Module):
+    def __init__(self, w=32):
+        super().__init__()
+        self.conv1 = ConvLayer(3, w, 9, 1)
+        self.in1 = nn.InstanceNorm2d(w, affine=True)
+        self.conv2 = ConvLayer(w, 2 * w, 3, 2)
+        self.in2 = nn.InstanceNorm2d(2 * w, affine=True)
+        self.conv3 = ConvLayer(2 * w, 4 * w, 3, 2)
+        self.in3 = nn.InstanceNorm2d(4 * w, affine=True)
+        for i in range(1, 6):
+            setattr(self, f'res{i}', ResidualBlock(4 * w))
+        self.deconv1 = UpsampleConvLayer(4 * w, 2 * w, 3, 1, upsample=2)
+        self.in4 = nn.InstanceNorm2d(2 * w, affine=True)
+        self.deconv2 = UpsampleConvLayer(2 * w, w, 3, 1, upsample=2)
+        self.in5 = nn.InstanceNorm2d(w, affine=True)
+        self.deconv3 = ConvLayer(w, 3, 9, 1)
+
+    def forward(self, x):
+        y = F.relu(self.in1(self.conv1(x)))
+        y = F.relu(self.in2(self.conv2(y)))
+        y = F.relu(self.in3(self.conv3(y)))
+        for i in range(1, 6):
+            y = getattr(self, f'res{i}')(y)
+        y = F.relu(self.in4(self.deconv1(y)))
+        y = F.relu(self.in5(self.deconv2(y)))
+        return self.deconv3(y)
