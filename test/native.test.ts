@@ -40,6 +40,12 @@ if (native) {
     [[1, 6, 13, 11], 5, 3, 2, 2],
     [[2, 7, 5, 5], 1, 9, 0, 1],
     [[1, 64, 14, 14], 3, 64, 1, 1],
+    // The direct kernel for larger kernels with few channels on one side (the style network's 9x9
+    // layers): partial channel blocks, rows of whole tiles plus tails, padding, and its backward.
+    [[2, 3, 21, 37], 9, 5, 0, 1],
+    [[1, 10, 19, 60], 9, 3, 0, 1],
+    [[2, 4, 9, 11], 5, 6, 2, 1],
+    [[1, 12, 12, 70], 7, 2, 3, 1],
   ];
 
   for (const isa of isas) {
@@ -76,7 +82,7 @@ if (native) {
         });
       }
 
-      test(`native pool, matmul, linear, relu (${isa}, ${threads} thread(s)) equal loops`, () => {
+      test(`native pool, matmul, linear, relu, instance norm (${isa}, ${threads} thread(s)) equal loops`, () => {
         addon.isa(isa);
         addon.threads(threads);
         try {
@@ -110,6 +116,17 @@ if (native) {
             assertClose(g1.dx, g2.dx, 1e-5, 'linear dx');
             assertClose(g1.dw, g2.dw, 1e-5, 'linear dw');
             assertClose(g1.db, g2.db, 1e-5, 'linear db');
+          }
+          // Instance norm (the style network's): planes below a vector, across sum blocks, with tails.
+          for (const [i, shape] of ([[2, 3, 5, 7], [1, 2, 37, 53], [2, 2, 1, 3]] as const).entries()) {
+            const xs = randomTensor(shape, 20 + i, -3, 3);
+            const [w, b, dy] = [randomTensor([shape[1]], 30 + i, 0.5, 1.5), randomTensor([shape[1]], 40 + i), randomTensor(shape, 50 + i)];
+            for (const relu of [false, true]) {
+              const y = loops.instanceNorm2d(xs, w, b, 1e-5, relu);
+              assertClose(native.instanceNorm2d(xs, w, b, 1e-5, relu), y, 1e-5, `instanceNorm2d [${shape.join(', ')}] relu ${relu}`);
+              const [g1, g2] = [native.instanceNorm2dBackward(dy, xs, w, 1e-5, relu ? y : undefined), loops.instanceNorm2dBackward(dy, xs, w, 1e-5, relu ? y : undefined)];
+              for (const k of ['dx', 'dw', 'db'] as const) assertClose(g1[k], g2[k], 1e-5, `instanceNorm2dBackward ${k} [${shape.join(', ')}] relu ${relu}`);
+            }
           }
           const r = randomTensor([3, 4, 5, 7], 9); // 420: whole vectors and a tail
           r.data[3] = NaN;

@@ -73,7 +73,13 @@ test('the new ops on ts and native equal loops (batch 2, odd sizes)', () => {
   for (const name of BACKENDS) {
     const be = getBackend(name)!;
     assertClose(be.reflectionPad2d(x, 4), loops.reflectionPad2d(x, 4), 1e-9, `${name} reflectionPad2d`);
-    assertClose(be.instanceNorm2d(x, weight, bias, 1e-5, true), loops.instanceNorm2d(x, weight, bias, 1e-5, true), 1e-6, `${name} instanceNorm2d`);
+    // native's instance norm is its own (C++, vector sums per block of 1024): planes below a
+    // vector, across blocks, with tails; with and without the ReLU.
+    for (const [i, shape] of ([[2, 5, 9, 13], [1, 3, 2, 3], [2, 2, 37, 53], [1, 2, 40, 41]] as const).entries()) {
+      const xs = randomTensor(shape, 30 + i, -3, 3);
+      const [ws, bs] = [randomTensor([shape[1]], 40 + i, 0.5, 1.5), randomTensor([shape[1]], 50 + i, -1, 1)];
+      for (const relu of [true, false]) assertClose(be.instanceNorm2d(xs, ws, bs, 1e-5, relu), loops.instanceNorm2d(xs, ws, bs, 1e-5, relu), 1e-6, `${name} instanceNorm2d [${shape.join(', ')}] relu ${relu}`);
+    }
     assertClose(be.upsampleNearest2d(x, 2), loops.upsampleNearest2d(x, 2), 1e-9, `${name} upsampleNearest2d`);
     assertClose(be.channelAffine2d(x, weight, bias, true), loops.channelAffine2d(x, weight, bias, true), 1e-9, `${name} channelAffine2d`);
   }
@@ -244,13 +250,19 @@ test('backward of reflection padding, nearest upsampling and instance norm (with
 
 test('the backward ops on ts and native equal loops', () => {
   const x = randomTensor([2, 5, 9, 13], 21, -3, 3);
-  const weight = randomTensor([5], 22, 0.5, 1.5);
-  const y = loops.instanceNorm2d(x, weight, randomTensor([5], 23, -1, 1), 1e-5, true);
-  const dy = randomTensor(x.shape, 24, -1, 1);
   for (const name of BACKENDS) {
     const be = getBackend(name)!;
-    const [a, b] = [be.instanceNorm2dBackward(dy, x, weight, 1e-5, y), loops.instanceNorm2dBackward(dy, x, weight, 1e-5, y)];
-    for (const k of ['dx', 'dw', 'db'] as const) assertClose(a[k], b[k], 1e-9, `${name} instanceNorm2dBackward ${k}`);
+    // ts shares loops' code (1e-9); native's instance norm is its own C++ (float vectors: 1e-5).
+    for (const [i, shape] of ([[2, 5, 9, 13], [1, 3, 2, 3], [2, 2, 37, 53], [1, 2, 40, 41]] as const).entries()) {
+      const xs = randomTensor(shape, 60 + i, -3, 3);
+      const weight = randomTensor([shape[1]], 70 + i, 0.5, 1.5);
+      const dy = randomTensor(shape, 80 + i, -1, 1);
+      for (const relu of [true, false]) {
+        const y = relu ? loops.instanceNorm2d(xs, weight, randomTensor([shape[1]], 90 + i, -1, 1), 1e-5, true) : undefined;
+        const [a, b] = [be.instanceNorm2dBackward(dy, xs, weight, 1e-5, y), loops.instanceNorm2dBackward(dy, xs, weight, 1e-5, y)];
+        for (const k of ['dx', 'dw', 'db'] as const) assertClose(a[k], b[k], name === 'native' ? 1e-5 : 1e-9, `${name} instanceNorm2dBackward ${k} [${shape.join(', ')}] relu ${relu}`);
+      }
+    }
     assertClose(be.reflectionPad2dBackward(randomTensor([2, 5, 17, 21], 25), x.shape, 4), loops.reflectionPad2dBackward(randomTensor([2, 5, 17, 21], 25), x.shape, 4), 1e-9, `${name} reflectionPad2dBackward`);
     assertClose(be.upsampleNearest2dBackward(randomTensor([2, 5, 18, 26], 26), 2), loops.upsampleNearest2dBackward(randomTensor([2, 5, 18, 26], 26), 2), 1e-9, `${name} upsampleNearest2dBackward`);
   }

@@ -114,6 +114,30 @@ Napi::Value Conv2dSmallCin(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// conv2dDirect(x, n, cin, h, w, wt, cout, k, pad, bias, relu, y)
+Napi::Value Conv2dDirect(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
+  conv2d_direct(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7), I(info, 8),
+                F(info, 9), B(info, 10), F(info, 11));
+  return info.Env().Undefined();
+}
+
+// instanceNorm(x, n, c, m, w, b, eps, relu, y)
+Napi::Value InstanceNorm(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
+  instance_norm(F(info, 0), I(info, 1), I(info, 2), I(info, 3), F(info, 4), F(info, 5), (float)info[6].As<Napi::Number>().DoubleValue(),
+                B(info, 7), F(info, 8));
+  return info.Env().Undefined();
+}
+
+// instanceNormBackward(dy, x, reluOut | null, n, c, m, w, eps, dx, dw, db)
+Napi::Value InstanceNormBackward(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
+  instance_norm_backward(F(info, 0), F(info, 1), info[2].IsNull() ? nullptr : F(info, 2), I(info, 3), I(info, 4), I(info, 5),
+                         F(info, 6), (float)info[7].As<Napi::Number>().DoubleValue(), F(info, 8), F(info, 9), F(info, 10));
+  return info.Env().Undefined();
+}
+
 // maxPool2dBackward(dy, x, planes, h, w, k, stride, pad, dx, ho, wo, reluMask)
 Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g_calls);
@@ -259,6 +283,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("conv2d", Napi::Function::New(env, Conv2d));
   exports.Set("conv2dSmallCin", Napi::Function::New(env, Conv2dSmallCin));
+  exports.Set("conv2dDirect", Napi::Function::New(env, Conv2dDirect));
+  exports.Set("instanceNorm", Napi::Function::New(env, InstanceNorm));
+  exports.Set("instanceNormBackward", Napi::Function::New(env, InstanceNormBackward));
   exports.Set("conv2dBackwardData", Napi::Function::New(env, Conv2dBackwardData));
   exports.Set("conv2dBackwardParams", Napi::Function::New(env, Conv2dBackwardParams));
   exports.Set("winogradWeightsSize", Napi::Function::New(env, WinogradWeightsSize));

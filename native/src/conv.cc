@@ -1,6 +1,7 @@
 // Convolution by im2col + GEMM (any shape, and the weight gradient), dispatching 3x3 stride-1
 // layers to Winograd; max pooling; fully connected; ReLU.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -132,6 +133,47 @@ void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float
         std::memcpy(xp.data() + ci * plane + (size_t)(r + 1) * wp + 1, x + ((size_t)(img * cin + ci) * h + r) * w, sizeof(float) * w);
     float* yi = y + (size_t)img * cout * h * w;
     ThreadPool::instance().parallel_for(h, [&](int oh, int) { rows(cin, xp.data(), wp, wt, cout, bias, relu, yi, h, w, oh, oh + 1); });
+  }
+}
+
+void instance_norm(const float* x, int n, int c, long m, const float* w, const float* b, float eps, bool relu, float* y) {
+  auto plane = simd_kernels().instance_norm_plane;
+  ThreadPool::instance().parallel_for(n * c, [&](int p, int) { plane(x + p * m, m, w[p % c], b[p % c], eps, relu, y + p * m); });
+}
+
+void instance_norm_backward(const float* dy, const float* x, const float* relu_out, int n, int c, long m, const float* w,
+                            float eps, float* dx, float* dw, float* db) {
+  auto plane = simd_kernels().instance_norm_backward_plane;
+  std::vector<double> sg(n * c), sgx(n * c);
+  ThreadPool::instance().parallel_for(n * c, [&](int p, int) {
+    plane(dy + p * m, x + p * m, relu_out ? relu_out + p * m : nullptr, m, w[p % c], eps, dx + p * m, &sg[p], &sgx[p]);
+  });
+  // Over the batch in a fixed order: the same bits for any thread count.
+  for (int ch = 0; ch < c; ch++) {
+    double g = 0, gx = 0;
+    for (int i = 0; i < n; i++) g += sg[i * c + ch], gx += sgx[i * c + ch];
+    db[ch] = (float)g;
+    dw[ch] = (float)gx;
+  }
+}
+
+void conv2d_direct(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad,
+                   const float* bias, bool relu, float* y) {
+  auto rows = simd_kernels().conv_direct_rows;
+  const int ho = h + 2 * pad - k + 1, wo = w + 2 * pad - k + 1;
+  // Zero-padded planes with room for a whole (widest) vector past the last column a row reads.
+  const int hp = h + 2 * pad, wp = w + 2 * pad + 16;
+  const size_t plane = (size_t)hp * wp;
+  static std::vector<float> xp;  // one call at a time: the addon serialises its calls
+  for (int img = 0; img < n; img++) {
+    xp.assign((size_t)cin * plane, 0.f);
+    ThreadPool::instance().parallel_for(cin, [&](int ci, int) {
+      for (int r = 0; r < h; r++)
+        std::memcpy(xp.data() + ci * plane + (size_t)(r + pad) * wp + pad, x + ((size_t)(img * cin + ci) * h + r) * w,
+                    sizeof(float) * w);
+    });
+    float* yi = y + (size_t)img * cout * ho * wo;
+    ThreadPool::instance().parallel_for(ho, [&](int oh, int) { rows(xp.data(), wp, hp, cin, k, wt, cout, bias, relu, yi, ho, wo, oh, oh + 1); });
   }
 }
 

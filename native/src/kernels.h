@@ -34,6 +34,14 @@ size_t winograd_weights_size(int cin, int cout, int m);
 void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, float* up);
 
 // Direct 3x3 stride-1 pad-1 convolution for cin <= 4 (+ bias, optional ReLU): VGG19's first layer.
+// K x K stride-1 convolution with few input or output channels, computed directly (directconv.inc).
+void conv2d_direct(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad,
+                   const float* bias, bool relu, float* y);
+// Instance normalisation over n * c planes of m values (weight and bias per channel), + ReLU.
+void instance_norm(const float* x, int n, int c, long m, const float* w, const float* b, float eps, bool relu, float* y);
+// Its backward: dx, and the weight and bias gradients (summed over the batch in order).
+void instance_norm_backward(const float* dy, const float* x, const float* relu_out, int n, int c, long m, const float* w,
+                            float eps, float* dx, float* dw, float* db);
 void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float* wt, int cout, const float* bias,
                        bool relu, float* y);
 

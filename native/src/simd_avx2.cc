@@ -1,4 +1,6 @@
 // The hand-vectorised direct kernels for the avx2 path (see simd_isa.inc).
+#include <cmath>
+
 #include "simd_kernels.h"
 
 #if defined(__x86_64__)

@@ -11,6 +11,14 @@ struct SimdKernels {
   // Rows [r0, r1) of a 3x3 stride-1 pad-1 convolution of cin <= 4 zero-padded planes (see conv.cc).
   void (*conv3x3_small_cin_rows)(int cin, const float* xp, int wp, const float* wt, int cout, const float* bias,
                                  bool relu, float* y, int h, int w, int r0, int r1);
+  // Rows [r0, r1) of a K x K stride-1 convolution read in place from cin padded planes of hp x wp
+  // (directconv.inc): for layers with few output or input channels.
+  void (*conv_direct_rows)(const float* xp, int wp, int hp, int cin, int k, const float* wt, int cout,
+                           const float* bias, bool relu, float* y, int ho, int wo, int r0, int r1);
+  // Instance normalisation of one plane of m values (instnorm.inc), forward (+ ReLU) and backward.
+  void (*instance_norm_plane)(const float* x, long m, float w, float b, float eps, bool relu, float* y);
+  void (*instance_norm_backward_plane)(const float* dy, const float* x, const float* relu_out, long m, float w,
+                                       float eps, float* dx, double* sum_g, double* sum_gx);
   // One output row of a 2x2 stride-2 max-pool forward over n (a multiple of lanes) columns.
   void (*pool2x2_forward_span)(const float* r0, const float* r1, float* y, int n);
   // One output row of a 2x2 stride-2 max-pool backward over n (a multiple of lanes) columns.

@@ -30,6 +30,11 @@ export const SUITE_CONV_SHAPES: readonly (readonly [Shape, number, number, numbe
   [[2, 3, 4, 4], 5, 2, 2, 3],
   [[1, 70, 12, 12], 3, 66, 1, 1],
   [[2, 4, 5, 37], 3, 6, 1, 1],
+  // Larger kernels, stride 1, few channels on one side: native's direct kernel (the style network's 9x9 layers).
+  [[2, 3, 21, 37], 9, 5, 0, 1],
+  [[1, 10, 19, 40], 9, 3, 0, 1],
+  [[2, 4, 9, 11], 5, 6, 2, 1],
+  [[1, 3, 12, 70], 7, 2, 3, 1],
 ];
 
 /** [N, C, H, W], kernel, stride, pad */

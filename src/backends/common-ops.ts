@@ -213,13 +213,20 @@ export const commonOps: CommonOps = {
       for (let i = 0; i < m; i++) sum += xs[i]!;
       const mean = sum / m;
       let sq = 0;
-      for (let i = 0; i < m; i++) sq += (xs[i]! - mean) ** 2;
+      for (let i = 0; i < m; i++) {
+        const d = xs[i]! - mean;
+        sq += d * d;
+      }
       const ch = plane % c;
       const scale = weight.data[ch]! / Math.sqrt(sq / m + eps);
       const shift = bias.data[ch]! - mean * scale;
-      for (let i = 0; i < m; i++) {
-        const v = xs[i]! * scale + shift;
-        y[plane * m + i] = relu && !(v > 0) ? 0 : v;
+      const ys = y.subarray(plane * m, (plane + 1) * m);
+      // Math.max, not a comparison: a branch that half the values take one way costs 4x (measured
+      // 160 ms against 41 over 8M random values). A NaN stays NaN, as in PyTorch's ReLU.
+      if (relu) {
+        for (let i = 0; i < m; i++) ys[i] = Math.max(0, xs[i]! * scale + shift);
+      } else {
+        for (let i = 0; i < m; i++) ys[i] = xs[i]! * scale + shift;
       }
     }
     return new Tensor(x.shape, y);
@@ -233,10 +240,9 @@ export const commonOps: CommonOps = {
     for (let plane = 0; plane < n * c; plane++) {
       const [a, b] = [scale.data[plane % c]!, shift.data[plane % c]!];
       const xd = x.data;
-      for (let i = plane * m; i < (plane + 1) * m; i++) {
-        const v = xd[i]! * a + b;
-        y[i] = relu && !(v > 0) ? 0 : v;
-      }
+      // Math.max for the ReLU: see instanceNorm2d.
+      if (relu) for (let i = plane * m; i < (plane + 1) * m; i++) y[i] = Math.max(0, xd[i]! * a + b);
+      else for (let i = plane * m; i < (plane + 1) * m; i++) y[i] = xd[i]! * a + b;
     }
     return new Tensor(x.shape, y);
   },
@@ -259,7 +265,10 @@ export const commonOps: CommonOps = {
       for (let i = 0; i < m; i++) sum += x.data[o + i]!;
       const mean = sum / m;
       let sq = 0;
-      for (let i = 0; i < m; i++) sq += (x.data[o + i]! - mean) ** 2;
+      for (let i = 0; i < m; i++) {
+        const d = x.data[o + i]! - mean;
+        sq += d * d;
+      }
       const r = 1 / Math.sqrt(sq / m + eps);
       let sg = 0;
       let sgx = 0;
@@ -284,10 +293,17 @@ export const commonOps: CommonOps = {
     const [hp, wp] = [h + 2 * pad, w + 2 * pad];
     checkGradShape(dy, [n, c, hp, wp], 'reflectionPad2dBackward');
     const dx = new Float32Array(n * c * h * w);
+    const g = dy.data;
     for (let plane = 0; plane < n * c; plane++) {
       for (let oh = 0; oh < hp; oh++) {
-        const ih = reflect(oh - pad, h);
-        for (let ow = 0; ow < wp; ow++) dx[(plane * h + ih) * w + reflect(ow - pad, w)] += dy.data[(plane * hp + oh) * wp + ow]!;
+        // Each padded row adds to the row it mirrors: its middle straight, its ends mirrored.
+        const o = (plane * h + reflect(oh - pad, h)) * w;
+        const src = (plane * hp + oh) * wp;
+        for (let iw = 0; iw < w; iw++) dx[o + iw] += g[src + pad + iw]!;
+        for (let i = 1; i <= pad; i++) {
+          dx[o + i] += g[src + pad - i]!;
+          dx[o + w - 1 - i] += g[src + pad + w - 1 + i]!;
+        }
       }
     }
     return new Tensor(xShape, dx);
@@ -303,7 +319,14 @@ export const commonOps: CommonOps = {
     const g = dy.data;
     for (let plane = 0; plane < n * c; plane++) {
       for (let oh = 0; oh < ho; oh++) {
-        for (let ow = 0; ow < wo; ow++) dx[(plane * h + Math.floor(oh / factor)) * w + Math.floor(ow / factor)] += g[(plane * ho + oh) * wo + ow]!;
+        // Output row oh sums into input row oh / factor, `factor` neighbours at a time.
+        const o = (plane * h + ((oh / factor) | 0)) * w;
+        let src = (plane * ho + oh) * wo;
+        for (let iw = 0; iw < w; iw++) {
+          let sum = 0;
+          for (let f = 0; f < factor; f++) sum += g[src++]!;
+          dx[o + iw] += sum;
+        }
       }
     }
     return new Tensor([n, c, h, w], dx);
@@ -319,7 +342,12 @@ export const commonOps: CommonOps = {
     for (let plane = 0; plane < n * c; plane++) {
       for (let ih = 0; ih < h; ih++) {
         const first = (plane * ho + ih * factor) * wo;
-        for (let iw = 0, o = first; iw < w; iw++) for (let f = 0; f < factor; f++) y[o++] = xd[(plane * h + ih) * w + iw]!;
+        const row = (plane * h + ih) * w;
+        if (factor === 2) {
+          for (let iw = 0, o = first; iw < w; iw++, o += 2) y[o] = y[o + 1] = xd[row + iw]!;
+        } else {
+          for (let iw = 0, o = first; iw < w; iw++) for (let f = 0; f < factor; f++) y[o++] = xd[row + iw]!;
+        }
         for (let f = 1; f < factor; f++) y.copyWithin(first + f * wo, first, first + wo);
       }
     }

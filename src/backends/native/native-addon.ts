@@ -35,6 +35,13 @@ export interface NativeAddon {
   /** Direct 3x3 stride-1 pad-1 convolution for cin <= 4 (the course's layout), + bias, optional ReLU. */
   conv2dSmallCin(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number,
     bias: Float32Array, relu: boolean, y: Float32Array): void;
+  /** Direct K x K stride-1 convolution (zero padding `pad`) for few input or output channels, + bias, optional ReLU. */
+  conv2dDirect(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number, k: number,
+    pad: number, bias: Float32Array, relu: boolean, y: Float32Array): void;
+  /** Instance normalisation over n * c planes of m values, + ReLU; and its backward (dx, dw, db). */
+  instanceNorm(x: Float32Array, n: number, c: number, m: number, w: Float32Array, b: Float32Array, eps: number, relu: boolean, y: Float32Array): void;
+  instanceNormBackward(dy: Float32Array, x: Float32Array, reluOut: Float32Array | null, n: number, c: number, m: number, w: Float32Array,
+    eps: number, dx: Float32Array, dw: Float32Array, db: Float32Array): void;
   maxPool2d(x: Float32Array, planes: number, h: number, w: number, k: number, stride: number, pad: number,
     y: Float32Array, ho: number, wo: number): void;
   maxPool2dBackward(dy: Float32Array, x: Float32Array, planes: number, h: number, w: number, k: number, stride: number,
