@@ -12,11 +12,18 @@ import { startWebServer } from '../src/server/web-server.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import type { PageResult } from '../src/web/classify-page.js';
-import { TINY, assertClose } from './helpers.js';
+import sharp from 'sharp';
+import { stylizeWithNetwork } from '../src/app/fast-stylize.js';
+import { getBackend } from '../src/backends/index.js';
+import { readRgb } from '../src/image/preprocess.js';
+import { TransformerNet } from '../src/model/transformer/transformer-net.js';
+import { loadTransformerModel } from '../src/weights/transformer-file.js';
+import { FIXTURES, TINY, assertClose } from './helpers.js';
 
 const CHROMIUM = process.env['PASTICHE_CHROMIUM'] ?? '/usr/bin/chromium';
 // The flags a sandboxed, offline machine needs (see the issue and the machine notes).
-const FLAGS = ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu'];
+// The fake camera (a generated test pattern) and no permission prompt: the live page's webcam.
+const FLAGS = ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu', '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream'];
 
 const server = await startWebServer();
 const profile = mkdtempSync(join(tmpdir(), 'pastiche-chromium-'));
@@ -95,5 +102,51 @@ test('the page says what is wrong when the weights file is not a .mat', async ()
     await classify(page, 60_000);
     assert.match((await page.evaluate(() => window.pasticheError)) ?? '', /chelsea.png: not a MATLAB level-5 .mat file/);
     assert.match(await page.textContent('#status') ?? '', /^error: /);
+  });
+});
+
+test("live.html: a style network (the PyTorch fixture's .pth) stylizes a picture in the browser as native does in Node, and the webcam's frames with their rate", async () => {
+  // A 96x64 picture: multiples of 4, so that the page runs it as it is (no resizing to compare).
+  const dir = mkdtempSync(join(tmpdir(), 'pastiche-live-'));
+  const picture = join(dir, 'cat.png');
+  await sharp(`${TINY}chelsea.png`).resize(96, 64, { fit: 'fill' }).png().toFile(picture);
+  const model = `${FIXTURES}transformer/transformer-tiny.pth`;
+  const want = await stylizeWithNetwork(new TransformerNet(await loadTransformerModel(model), getBackend()), await readRgb(picture));
+  await withPage('live.html', async (page) => {
+    await page.waitForFunction(() => document.getElementById('status')!.textContent!.startsWith('ready'), null, { timeout: 30_000 });
+    await page.setInputFiles('#model', model);
+    await page.setInputFiles('#picture', picture);
+    await page.selectOption('#size', 'original');
+    await page.click('#stylize');
+    await page.waitForFunction(() => window.pasticheLive ?? window.pasticheError, null, { timeout: 120_000 });
+    assert.equal(await page.evaluate(() => window.pasticheError), undefined);
+    const got = (await page.evaluate(() => window.pasticheLive))!;
+    assert.deepEqual([got.width, got.height], [96, 64]);
+    let worst = 0;
+    for (let i = 0; i < want.data.length; i++) worst = Math.max(worst, Math.abs(got.output![i]! - want.data[i]!));
+    assert.ok(worst <= 1, `the browser's pixels differ from native's by up to ${worst} levels`);
+    // The webcam: Chromium's fake camera, frame after frame.
+    await page.selectOption('#size', '128');
+    await page.evaluate(() => (window.pasticheLive = undefined));
+    await page.click('#webcam');
+    await page.waitForFunction(() => (window.pasticheLive?.frames ?? 0) >= 3 || window.pasticheError, null, { timeout: 120_000 });
+    assert.equal(await page.evaluate(() => window.pasticheError), undefined);
+    const live = (await page.evaluate(() => window.pasticheLive))!;
+    assert.equal(live.source, 'webcam');
+    assert.ok(live.fps > 0 && live.width <= 128 && live.width % 4 === 0, JSON.stringify(live));
+    assert.match((await page.textContent('#status')) ?? '', /^webcam \d+x\d+: [\d.]+ frames\/s/);
+    await page.click('#stop');
+    assert.match((await page.textContent('#status')) ?? '', /stopped/);
+  });
+});
+
+test('live.html says in one line what is wrong with a model file that is not one', async () => {
+  await withPage('live.html', async (page) => {
+    await page.setInputFiles('#model', `${TINY}chelsea.png`);
+    await page.setInputFiles('#picture', `${TINY}chelsea.png`);
+    await page.click('#stylize');
+    await page.waitForFunction(() => window.pasticheError, null, { timeout: 60_000 });
+    assert.match((await page.evaluate(() => window.pasticheError)) ?? '', /chelsea.png: not a style model/);
+    assert.match((await page.textContent('#status')) ?? '', /^error: /);
   });
 });

@@ -22,6 +22,9 @@ const FILES: Record<string, string> = {
   '/studio.html': 'studio.html',
   '/studio-page.js': 'studio-page.js',
   '/studio-page.js.map': 'studio-page.js.map',
+  '/live.html': 'live.html',
+  '/live-page.js': 'live-page.js',
+  '/live-page.js.map': 'live-page.js.map',
 };
 
 const TYPES: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', map: 'application/json' };

