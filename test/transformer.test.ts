@@ -72,7 +72,9 @@ test('the new ops on ts and native equal loops (batch 2, odd sizes)', () => {
   const bias = randomTensor([5], 4, -1, 1);
   for (const name of BACKENDS) {
     const be = getBackend(name)!;
-    assertClose(be.reflectionPad2d(x, 4), loops.reflectionPad2d(x, 4), 1e-9, `${name} reflectionPad2d`);
+    // native's padding and upsampling are its own (C++): every padding up to the largest, factors 1-3.
+    for (const pad of [1, 4, 8]) assertClose(be.reflectionPad2d(x, pad), loops.reflectionPad2d(x, pad), 1e-9, `${name} reflectionPad2d ${pad}`);
+    for (const f of [1, 3]) assertClose(be.upsampleNearest2d(x, f), loops.upsampleNearest2d(x, f), 1e-9, `${name} upsampleNearest2d x${f}`);
     // native's instance norm is its own (C++, vector sums per block of 1024): planes below a
     // vector, across blocks, with tails; with and without the ReLU.
     for (const [i, shape] of ([[2, 5, 9, 13], [1, 3, 2, 3], [2, 2, 37, 53], [1, 2, 40, 41]] as const).entries()) {

@@ -122,6 +122,19 @@ Napi::Value Conv2dDirect(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// reflectionPad(x, planes, h, w, pad, y), upsampleNearest(x, planes, h, w, factor, y)
+Napi::Value ReflectionPad(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
+  reflection_pad(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5));
+  return info.Env().Undefined();
+}
+
+Napi::Value UpsampleNearest(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
+  upsample_nearest(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5));
+  return info.Env().Undefined();
+}
+
 // instanceNorm(x, n, c, m, w, b, eps, relu, y)
 Napi::Value InstanceNorm(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g_calls);
@@ -285,6 +298,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2dSmallCin", Napi::Function::New(env, Conv2dSmallCin));
   exports.Set("conv2dDirect", Napi::Function::New(env, Conv2dDirect));
   exports.Set("instanceNorm", Napi::Function::New(env, InstanceNorm));
+  exports.Set("reflectionPad", Napi::Function::New(env, ReflectionPad));
+  exports.Set("upsampleNearest", Napi::Function::New(env, UpsampleNearest));
   exports.Set("instanceNormBackward", Napi::Function::New(env, InstanceNormBackward));
   exports.Set("conv2dBackwardData", Napi::Function::New(env, Conv2dBackwardData));
   exports.Set("conv2dBackwardParams", Napi::Function::New(env, Conv2dBackwardParams));

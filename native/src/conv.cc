@@ -136,6 +136,38 @@ void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float
   }
 }
 
+void reflection_pad(const float* x, int planes, int h, int w, int pad, float* y) {
+  const int hp = h + 2 * pad, wp = w + 2 * pad;
+  ThreadPool::instance().parallel_for(planes, [&](int p, int) {
+    const float* xs = x + (size_t)p * h * w;
+    float* ys = y + (size_t)p * hp * wp;
+    for (int oh = 0; oh < hp; oh++) {
+      // Mirrored at both ends without repeating the edge: -1 -> 1, h -> h - 2.
+      const int ih = oh < pad ? pad - oh : oh - pad >= h ? 2 * (h - 1) - (oh - pad) : oh - pad;
+      const float* row = xs + (size_t)ih * w;
+      float* out = ys + (size_t)oh * wp;
+      std::memcpy(out + pad, row, sizeof(float) * w);
+      for (int i = 1; i <= pad; i++) {
+        out[pad - i] = row[i];
+        out[pad + w - 1 + i] = row[w - 1 - i];
+      }
+    }
+  });
+}
+
+void upsample_nearest(const float* x, int planes, int h, int w, int factor, float* y) {
+  const int wo = w * factor;
+  ThreadPool::instance().parallel_for(planes, [&](int p, int) {
+    for (int ih = 0; ih < h; ih++) {
+      const float* row = x + ((size_t)p * h + ih) * w;
+      float* first = y + ((size_t)p * h * factor + (size_t)ih * factor) * wo;
+      for (int iw = 0; iw < w; iw++)
+        for (int f = 0; f < factor; f++) first[iw * factor + f] = row[iw];
+      for (int f = 1; f < factor; f++) std::memcpy(first + (size_t)f * wo, first, sizeof(float) * wo);
+    }
+  });
+}
+
 void instance_norm(const float* x, int n, int c, long m, const float* w, const float* b, float eps, bool relu, float* y) {
   auto plane = simd_kernels().instance_norm_plane;
   ThreadPool::instance().parallel_for(n * c, [&](int p, int) { plane(x + p * m, m, w[p % c], b[p % c], eps, relu, y + p * m); });

@@ -37,6 +37,9 @@ void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, 
 // K x K stride-1 convolution with few input or output channels, computed directly (directconv.inc).
 void conv2d_direct(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad,
                    const float* bias, bool relu, float* y);
+// Reflection padding of `planes` h x w planes by pad on each side; nearest upsampling by factor.
+void reflection_pad(const float* x, int planes, int h, int w, int pad, float* y);
+void upsample_nearest(const float* x, int planes, int h, int w, int factor, float* y);
 // Instance normalisation over n * c planes of m values (weight and bias per channel), + ReLU.
 void instance_norm(const float* x, int n, int c, long m, const float* w, const float* b, float eps, bool relu, float* y);
 // Its backward: dx, and the weight and bias gradients (summed over the batch in order).

@@ -38,6 +38,9 @@ export interface NativeAddon {
   /** Direct K x K stride-1 convolution (zero padding `pad`) for few input or output channels, + bias, optional ReLU. */
   conv2dDirect(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number, k: number,
     pad: number, bias: Float32Array, relu: boolean, y: Float32Array): void;
+  /** Reflection padding of planes of h x w by pad; nearest upsampling by a whole factor. */
+  reflectionPad(x: Float32Array, planes: number, h: number, w: number, pad: number, y: Float32Array): void;
+  upsampleNearest(x: Float32Array, planes: number, h: number, w: number, factor: number, y: Float32Array): void;
   /** Instance normalisation over n * c planes of m values, + ReLU; and its backward (dx, dw, db). */
   instanceNorm(x: Float32Array, n: number, c: number, m: number, w: Float32Array, b: Float32Array, eps: number, relu: boolean, y: Float32Array): void;
   instanceNormBackward(dy: Float32Array, x: Float32Array, reluOut: Float32Array | null, n: number, c: number, m: number, w: Float32Array,
