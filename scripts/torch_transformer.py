@@ -43,8 +43,20 @@ class ResidualBlock(nn.Module):
         return self.in2(self.conv2(y)) + x
 
 
+class ConvTransposeLayer(nn.Module):
+    """The course's (lengstrom/fast-style-transfer's) upsampling: a transposed 3x3 convolution of
+    stride 2 that doubles the size exactly (padding 1, output padding 1)."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv_transpose = nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)
+
+    def forward(self, x):
+        return self.conv_transpose(x)
+
+
 class TransformerNet(nn.Module):
-    def __init__(self, w=32):
+    def __init__(self, w=32, upsample='nearest'):
         super().__init__()
         self.conv1 = ConvLayer(3, w, 9, 1)
         self.in1 = nn.InstanceNorm2d(w, affine=True)
@@ -54,9 +66,10 @@ class TransformerNet(nn.Module):
         self.in3 = nn.InstanceNorm2d(4 * w, affine=True)
         for i in range(1, 6):
             setattr(self, f'res{i}', ResidualBlock(4 * w))
-        self.deconv1 = UpsampleConvLayer(4 * w, 2 * w, 3, 1, upsample=2)
+        up = (lambda cin, cout: UpsampleConvLayer(cin, cout, 3, 1, upsample=2)) if upsample == 'nearest' else ConvTransposeLayer
+        self.deconv1 = up(4 * w, 2 * w)
         self.in4 = nn.InstanceNorm2d(2 * w, affine=True)
-        self.deconv2 = UpsampleConvLayer(2 * w, w, 3, 1, upsample=2)
+        self.deconv2 = up(2 * w, w)
         self.in5 = nn.InstanceNorm2d(w, affine=True)
         self.deconv3 = ConvLayer(w, 3, 9, 1)
 

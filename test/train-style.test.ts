@@ -218,3 +218,19 @@ test('train-style: bad inputs are one line each, before any work', async () => {
   assert.equal(d.code, 0, d.stderr);
   one(await runCli([...common(dir, out), '--iterations', '3', '--batch', '1', '--resume', join(dir, 'd.ckpt.safetensors')]), /d\.ckpt\.safetensors was trained with batch 2, this run has 1/);
 });
+
+test("train-style --upsample deconv trains the course's variant (transposed convolutions); --init refuses the other kind in one line", async () => {
+  const dir = contentFolder();
+  const out = join(dir, 'deconv.safetensors');
+  const r = await runCli([...common(dir, out), '--iterations', '2', '--upsample', 'deconv']);
+  assert.equal(r.code, 0, r.stderr);
+  const m = await loadTransformerModel(out);
+  assert.equal(m.upsample, 'deconv');
+  assert.deepEqual([...m.params.get('deconv1')!.w.shape], [8, 3, 3, 16]);
+  const styled = await runCli(['stylize', STYLE_IMAGE, '--model', out, '-o', join(dir, 's.png'), '--size', '40']);
+  assert.equal(styled.code, 0, styled.stderr);
+  const bad = await runCli([...common(dir, join(dir, 'x.safetensors')), '--iterations', '1', '--upsample', 'nearest', '--init', out]);
+  assert.match(bad.stderr, /^pastiche: --init upsamples with transposed convolutions \(give --upsample deconv\)\n$/);
+  const wrong = await runCli([...common(dir, join(dir, 'x.safetensors')), '--iterations', '1', '--upsample', 'bilinear']);
+  assert.match(wrong.stderr, /^pastiche: --upsample must be one of nearest, deconv \(got 'bilinear'\)\n$/);
+});

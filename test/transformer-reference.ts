@@ -13,29 +13,46 @@ import { loadTransformerModel } from '../src/weights/transformer-file.js';
 import { FIXTURES, assertClose } from './helpers.js';
 
 const DIR = `${FIXTURES}transformer/`;
-const MODEL = `${DIR}transformer-tiny.pth`;
 
-export async function checkTransformerBackward(backend: Backend): Promise<void> {
-  const name = backend.name;
-  const net = new TransformerNet(await loadTransformerModel(MODEL), backend);
+/**
+ * The network's forward pass (the variant with transposed convolutions: its output to 1e-4 of the
+ * range; the other's is checked in its own tests) and backward pass against PyTorch's autograd:
+ * make_transformer.py's fixture, or make_transformer_deconv.py's.
+ */
+export async function checkTransformerBackward(backend: Backend, upsample: 'nearest' | 'deconv' = 'nearest'): Promise<void> {
+  const name = `${backend.name}${upsample === 'deconv' ? ' (transposed convolutions)' : ''}`;
+  const MODEL = `${DIR}${upsample === 'deconv' ? 'transformer-deconv-tiny.pth' : 'transformer-tiny.pth'}`;
+  const file = (f: string) => `${DIR}${upsample === 'deconv' ? 'deconv-' : ''}${f}`;
+  const weights = await loadTransformerModel(MODEL);
+  assert.equal(weights.upsample, upsample);
+  const net = new TransformerNet(weights, backend);
   const { output, backward } = net.forwardForTraining(await readNpy(`${DIR}input.npy`));
   const y = await output.toHost();
-  assert.deepEqual(y.shape, (await readNpy(`${DIR}output.npy`)).shape);
+  const ref = await readNpy(file('output.npy'));
+  assert.deepEqual(y.shape, ref.shape);
+  if (upsample === 'deconv') {
+    let [lo, hi, worst] = [Infinity, -Infinity, 0];
+    for (let i = 0; i < ref.size; i++) [lo, hi, worst] = [Math.min(lo, ref.data[i]!), Math.max(hi, ref.data[i]!), Math.max(worst, Math.abs(y.data[i]! - ref.data[i]!))];
+    assert.ok(worst <= 1e-4 * (hi - lo), `${name}: output off by ${worst} of a range of ${hi - lo}`);
+  }
   const { dx, grads } = backward(await readNpy(`${DIR}dy.npy`));
-  assertClose(await dx.toHost(), await readNpy(`${DIR}input-grad.npy`), 1e-4, `${name} dL/dx`);
-  // PyTorch's gradients, flattened in its state_dict order (the .pth's), [Cout, Cin, K, K] for convolutions.
-  const want = (await readNpy(`${DIR}param-grads.npy`)).data;
+  assertClose(await dx.toHost(), await readNpy(file('input-grad.npy')), 1e-4, `${name} dL/dx`);
+  // PyTorch's gradients, flattened in its state_dict order (the .pth's), [Cout, Cin, K, K] for
+  // convolutions, [Cin, Cout, K, K] for transposed ones (toOihw turns ours into either).
+  const want = (await readNpy(file('param-grads.npy'))).data;
   const largest = Math.max(...want.map(Math.abs));
   let offset = 0;
   for (const [key, t] of readTorchStateDict(new Uint8Array(readFileSync(MODEL)), MODEL).tensors) {
     const size = t.data.length;
-    const layer = key.replace(/\.conv2d/, '').replace(/\.(weight|bias)$/, '');
+    const layer = key.replace(/\.(conv2d|conv_transpose)/, '').replace(/\.(weight|bias)$/, '');
     const g = grads.get(layer)!;
     const ours = key.endsWith('.bias') ? await g.db.toHost() : key.includes('conv') ? new Tensor(t.shape, toOihw(await g.dw.toHost()).data) : await g.dw.toHost();
-    // Relative to the parameter's own gradient, or to 1e-3 of the largest where it is smaller (a
-    // convolution's bias before an instance norm: the norm removes any per-channel constant).
+    // Relative to the parameter's own gradient. A bias before an instance norm (every convolution's
+    // but the last, transposed or not) has a true gradient of 0 (the norm removes any per-channel
+    // constant): only rounding is left, held to 1e-6 of the largest gradient.
     const ref = want.subarray(offset, offset + size);
-    const scale = Math.max(...ref.map(Math.abs), 1e-3 * largest);
+    const dead = /^(conv\d|res\d\.conv\d|deconv[12])\.(conv2d|conv_transpose)\.bias$/.test(key);
+    const scale = dead ? 1e-2 * largest : Math.max(...ref.map(Math.abs), 1e-3 * largest);
     let worst = 0;
     for (let i = 0; i < size; i++) worst = Math.max(worst, Math.abs(ours.data[i]! - ref[i]!));
     assert.ok(worst <= 1e-4 * scale, `${name} ${key}: largest difference ${worst}, gradient scale ${scale}`);

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { forwardTiled, networkTile, normStatistics, stylizeWithNetwork } from '../src/app/fast-stylize.js';
 import { crop } from '../src/app/tiled-evaluate.js';
-import { transformerOnnxSession } from '../src/app/onnx-peer.js';
+import { transformerOnnx, transformerOnnxSession } from '../src/app/onnx-peer.js';
 import { rgbToTensor } from '../src/image/rgb.js';
 import { getBackend } from '../src/backends/index.js';
 import { readRgb } from '../src/image/preprocess.js';
@@ -167,26 +167,28 @@ test('stylize --model: a pickle that runs code, a VGG19 file, a flag of the opti
   assert.equal(existsSync(folder), false);
 });
 
-test("tiled inference: statistics gathered tile by tile equal the whole image's, and the tiles equal the untiled pass (1e-4 of the range)", async () => {
-  const weights = await loadTransformerModel(MODEL);
-  const net = new TransformerNet(weights, getBackend());
-  const x = rgbToTensor(await readRgb(`${TINY}chelsea.png`, { width: 201, height: 150 }), [0, 0, 0]);
-  const whole = await normStatistics(net, x, undefined);
-  // 201x150 in 64-px tiles: 4 x 3 of them, the last ones partial, crops with 64-px halos.
-  const tiled = await normStatistics(net, x, 64);
-  for (const [name, s] of whole) {
-    const t = tiled.get(name)!;
-    for (let k = 0; k < s.mean.length; k++) {
-      assert.ok(Math.abs(t.mean[k]! - s.mean[k]!) <= 1e-4 * (Math.abs(s.mean[k]!) + Math.sqrt(s.variance[k]!)), `${name} mean ${k}`);
-      assert.ok(Math.abs(t.variance[k]! / s.variance[k]! - 1) <= 1e-3, `${name} variance ${k}: ${t.variance[k]} vs ${s.variance[k]}`);
+for (const model of [MODEL, `${DIR}transformer-deconv-tiny.pth`]) {
+  test(`tiled inference (${model.includes('deconv') ? 'transposed convolutions' : 'nearest upsampling'}): statistics gathered tile by tile equal the whole image's, and the tiles equal the untiled pass (1e-4 of the range)`, async () => {
+    const weights = await loadTransformerModel(model);
+    const net = new TransformerNet(weights, getBackend());
+    const x = rgbToTensor(await readRgb(`${TINY}chelsea.png`, { width: 201, height: 150 }), [0, 0, 0]);
+    const whole = await normStatistics(net, x, undefined);
+    // 201x150 in 64-px tiles: 4 x 3 of them, the last ones partial, crops with 64-px halos.
+    const tiled = await normStatistics(net, x, 64);
+    for (const [name, s] of whole) {
+      const t = tiled.get(name)!;
+      for (let k = 0; k < s.mean.length; k++) {
+        assert.ok(Math.abs(t.mean[k]! - s.mean[k]!) <= 1e-4 * (Math.abs(s.mean[k]!) + Math.sqrt(s.variance[k]!)), `${name} mean ${k}`);
+        assert.ok(Math.abs(t.variance[k]! / s.variance[k]! - 1) <= 1e-3, `${name} variance ${k}: ${t.variance[k]} vs ${s.variance[k]}`);
+      }
     }
-  }
-  const untiled = await net.forward(x).toHost();
-  const shortHalo = await forwardTiled(net, x, { tile: 64, stats: tiled, halo: 16 });
-  assertWithinRange(await forwardTiled(net, x, { tile: 64, stats: tiled }), crop(untiled, 0, 150, 0, 201), 1e-4, 'tiles');
-  // A 16-px halo, far under half the receptive field: the seams differ, so the comparison above can fail.
-  assert.throws(() => assertWithinRange(shortHalo, crop(untiled, 0, 150, 0, 201), 1e-4, 'short halo'), /short halo: largest difference/);
-});
+    const untiled = await net.forward(x).toHost();
+    const shortHalo = await forwardTiled(net, x, { tile: 64, stats: tiled, halo: 16 });
+    assertWithinRange(await forwardTiled(net, x, { tile: 64, stats: tiled }), crop(untiled, 0, 150, 0, 201), 1e-4, 'tiles');
+    // A 16-px halo, far under half the receptive field: the seams differ, so the comparison above can fail.
+    assert.throws(() => assertWithinRange(shortHalo, crop(untiled, 0, 150, 0, 201), 1e-4, 'short halo'), /short halo: largest difference/);
+  });
+}
 
 test('stylize --model --max-memory: a budget that cannot hold the image whole runs it in tiles; too small a budget is one line', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'pastiche-fast-tiles-'));
@@ -274,7 +276,21 @@ for (const name of BACKENDS) {
   test(`the whole network's backward on ${name}: every parameter's gradient and dL/dx equal PyTorch's autograd (float64), batch 2, 37x53`, async () => {
     await checkTransformerBackward(getBackend(name)!);
   });
+  test(`the course's variant with transposed convolutions (--upsample deconv) on ${name}: output and every gradient equal PyTorch's ConvTranspose2d network`, async () => {
+    await checkTransformerBackward(getBackend(name)!, 'deconv');
+  });
 }
+
+test('a transposed-convolution network round-trips through our safetensors, and stays out of the ONNX export', async () => {
+  const weights = await loadTransformerModel(`${DIR}transformer-deconv-tiny.pth`);
+  const file = join(mkdtempSync(join(tmpdir(), 'pastiche-deconv-')), 'm.safetensors');
+  await saveTransformerModel(file, weights);
+  const back = await loadTransformerModel(file);
+  assert.equal(back.upsample, 'deconv');
+  assert.deepEqual([...back.params.get('deconv1')!.w.shape], [16, 3, 3, 32]);
+  for (const [k, p] of weights.params) assert.deepEqual([...back.params.get(k)!.w.data], [...p.w.data], k);
+  assert.throws(() => transformerOnnx(weights, 32, 32), /only networks with nearest upsampling are exported to ONNX/);
+});
 
 test("the ONNX export of the network (bench --sections fast --peers) gives onnxruntime's output equal to ours (1e-4 of the range)", async () => {
   const weights = await loadTransformerModel(MODEL);

@@ -214,6 +214,7 @@ test("the real-time style network's ops and their backward on webgpu equal loops
 
 test("the real-time style network's backward on webgpu: every parameter's gradient and dL/dx equal PyTorch's autograd", async () => {
   await checkTransformerBackward(gpu);
+  await checkTransformerBackward(gpu, 'deconv');
 });
 
 // Last: it destroys the file's device.

@@ -95,6 +95,7 @@ export interface TrainFields {
   readonly shuffle?: unknown;
   readonly styleSize?: unknown;
   readonly width?: unknown;
+  readonly upsample?: unknown;
 }
 
 /** Channels of each block of VGG19 in `weights` (the real file: 64, 128, 256, 512, 512). */
@@ -142,5 +143,6 @@ export function parseTrainSettings(fields: TrainFields, contentCount: number, na
     seed: f.number('seed', { min: 0, integer: true }) ?? 1,
     shuffle: fields.shuffle === undefined ? true : f.flag('shuffle'),
     styleSize: f.number('styleSize', { min: 1, max: 4096, integer: true }),
+    upsample: f.choice('upsample', ['nearest', 'deconv'] as const) ?? 'nearest',
   };
 }

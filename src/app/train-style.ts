@@ -15,7 +15,7 @@ import type { Backend } from '../backends/backend.js';
 import { PasticheError } from '../errors.js';
 import { resizeBilinearPil } from '../image/pil-resize.js';
 import type { RgbImage } from '../image/rgb.js';
-import { flattenTransformerWeights, TransformerNet, unflattenTransformerWeights, type TransformerWeights } from '../model/transformer/transformer-net.js';
+import { flattenTransformerWeights, TransformerNet, unflattenTransformerWeights, type TransformerWeights, type Upsample } from '../model/transformer/transformer-net.js';
 import { Vgg19 } from '../model/vgg19.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
 import { VGG19_LAYERS } from '../model/vgg19-table.js';
@@ -286,6 +286,8 @@ export interface TrainSettings extends ObjectiveWeights {
   readonly styleSize?: number;
   /** Channels of the network's first layer (32: pytorch/examples' models; 16 half width). */
   readonly width: number;
+  /** pytorch/examples' nearest upsampling + convolution, or the course's transposed convolutions. */
+  readonly upsample: Upsample;
 }
 
 /** What a checkpoint holds: the network, the optimiser, how far it got. */

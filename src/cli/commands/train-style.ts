@@ -34,6 +34,7 @@ export function registerTrainStyle(program: Command): void {
     .option('--style-layers <list>', "e.g. relu1_1,relu2_1 (equal weights unless given as name:w; a preset's own layers weigh 4/C^2 each, as its Gram normalisation does)")
     .option('--style-size <n>', 'resize the style image to this longest side first (default: as it is)')
     .option('--width <n>', "channels of the network's first layer: 32 (pytorch/examples' models), 16 for half width")
+    .option('--upsample <how>', "nearest (pytorch/examples' nearest x2 + convolution: its .pth loads our models) or deconv (the course's transposed convolutions)")
     .option('--seed <n>', 'seed of the initial weights and the shuffling: same seed and data, same model bit for bit (default 1)')
     .option('--no-shuffle', 'visit the content images in sorted order')
     .option('--init <model>', 'start from these weights (a .pth of pytorch/examples, a .safetensors) with a fresh optimiser')
@@ -55,7 +56,8 @@ export function registerTrainStyle(program: Command): void {
     const weightsFile = resolveWeightsFile(o.weights);
     const vgg = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadWeightsFile(weightsFile, (m) => process.stderr.write(`pastiche: warning: ${m}\n`)));
     // The presets' style layer weights depend on the loss network's widths.
-    const settings = parseTrainSettings({ ...o, width: o.width ?? start.resume?.weights.width ?? start.init?.width }, contentFiles.length, flagName, vggBlockWidths(vgg));
+    const from = start.resume?.weights ?? start.init;
+    const settings = parseTrainSettings({ ...o, width: o.width ?? from?.width, upsample: o.upsample ?? from?.upsample }, contentFiles.length, flagName, vggBlockWidths(vgg));
     if (start.resume) checkResumable(start.resume, o.resume!, settingsRecord(settings, style, contentFiles.length));
     const bar = progressBar(settings.iterations, 'train {bar} {value}/{total} | epoch {epoch} | content {c} style {s} tv {tv} | {sps} s/step | ETA {eta_formatted}', o.quiet);
     bar.update(start.resume?.iteration ?? 0, { epoch: '-', c: '-', s: '-', tv: '-', sps: '-' });

@@ -14,7 +14,17 @@ import { PasticheError } from '../../errors.js';
 import { Tensor } from '../../tensor/tensor.js';
 import { normalRng, uniformRng } from '../../util/random.js';
 
-/** A convolution of the net: its state_dict prefix, kernel, stride, and whether nearest x2 upsampling precedes it. */
+/**
+ * How the network doubles its size twice: pytorch/examples' nearest x2 upsampling then a 3x3
+ * convolution, or the course's (lengstrom/fast-style-transfer's) transposed 3x3 convolution of
+ * stride 2 (PyTorch's ConvTranspose2d with padding 1 and output padding 1: exactly twice the size).
+ */
+export type Upsample = 'nearest' | 'deconv';
+
+/**
+ * A convolution of the net: its state_dict prefix, kernel, stride, and whether nearest x2
+ * upsampling precedes it, or whether it is a transposed convolution (stride 2: twice the size).
+ */
 interface ConvSpec {
   readonly name: string;
   readonly cin: number;
@@ -22,10 +32,11 @@ interface ConvSpec {
   readonly k: number;
   readonly stride: number;
   readonly upsample?: boolean;
+  readonly transposed?: boolean;
 }
 
 /** The convolutions and instance norms of a net of width w, by their state_dict names. */
-export function transformerLayout(w: number): { convs: ConvSpec[]; norms: { name: string; channels: number }[] } {
+export function transformerLayout(w: number, upsample: Upsample = 'nearest'): { convs: ConvSpec[]; norms: { name: string; channels: number }[] } {
   const convs: ConvSpec[] = [
     { name: 'conv1', cin: 3, cout: w, k: 9, stride: 1 },
     { name: 'conv2', cin: w, cout: 2 * w, k: 3, stride: 2 },
@@ -38,9 +49,10 @@ export function transformerLayout(w: number): { convs: ConvSpec[]; norms: { name
       norms.push({ name: `res${i}.in${j}`, channels: 4 * w });
     }
   }
+  const up = upsample === 'nearest' ? { stride: 1, upsample: true } : { stride: 2, transposed: true };
   convs.push(
-    { name: 'deconv1', cin: 4 * w, cout: 2 * w, k: 3, stride: 1, upsample: true },
-    { name: 'deconv2', cin: 2 * w, cout: w, k: 3, stride: 1, upsample: true },
+    { name: 'deconv1', cin: 4 * w, cout: 2 * w, k: 3, ...up },
+    { name: 'deconv2', cin: 2 * w, cout: w, k: 3, ...up },
     { name: 'deconv3', cin: w, cout: 3, k: 9, stride: 1 },
   );
   norms.push({ name: 'in4', channels: 2 * w }, { name: 'in5', channels: w });
@@ -55,7 +67,12 @@ export interface TransformerWeights {
   readonly source: string;
   /** Channels of the first convolution: 32 for pytorch/examples' models, 16 half width. */
   readonly width: number;
-  /** `conv1` -> { w, b }, `in1` -> { w, b }, `res1.conv1` ... as in the state_dict without `.conv2d`. */
+  readonly upsample: Upsample;
+  /**
+   * `conv1` -> { w, b }, `in1` -> { w, b }, `res1.conv1` ... as in the state_dict without `.conv2d`.
+   * A transposed convolution's w is [Cout, K, K, Cin]: the weights of the convolution whose
+   * gradient to the data it is (PyTorch's ConvTranspose2d [Cin, Cout, K, K] read as [O, I, K, K]).
+   */
   readonly params: ReadonlyMap<string, { readonly w: Tensor; readonly b: Tensor }>;
 }
 
@@ -98,7 +115,8 @@ export function transformerFromStateDict(tensors: ReadonlyMap<string, StateTenso
     throw new PasticheError(`${source}: no conv1.conv2d.weight: not a fast_neural_style TransformerNet (it holds ${some || 'no tensors'}${t.size > 3 ? ', ...' : ''})`);
   }
   const width = first.shape[0]!;
-  const { convs, norms } = transformerLayout(width);
+  const upsample: Upsample = t.has('deconv1.conv_transpose.weight') ? 'deconv' : 'nearest';
+  const { convs, norms } = transformerLayout(width, upsample);
   const params = new Map<string, { w: Tensor; b: Tensor }>();
   const take = (name: string, shape: readonly number[]): StateTensor => {
     const v = t.get(name);
@@ -110,8 +128,9 @@ export function transformerFromStateDict(tensors: ReadonlyMap<string, StateTenso
     return v;
   };
   for (const c of convs) {
-    const w = fromOihw(take(`${c.name}.conv2d.weight`, [c.cout, c.cin, c.k, c.k]));
-    params.set(c.name, { w, b: new Tensor([c.cout], Float32Array.from(take(`${c.name}.conv2d.bias`, [c.cout]).data)) });
+    const key = c.transposed ? `${c.name}.conv_transpose` : `${c.name}.conv2d`;
+    const w = fromOihw(take(`${key}.weight`, c.transposed ? [c.cin, c.cout, c.k, c.k] : [c.cout, c.cin, c.k, c.k]));
+    params.set(c.name, { w, b: new Tensor([c.cout], Float32Array.from(take(`${key}.bias`, [c.cout]).data)) });
   }
   for (const n of norms) {
     const w = take(`${n.name}.weight`, [n.channels]);
@@ -119,20 +138,30 @@ export function transformerFromStateDict(tensors: ReadonlyMap<string, StateTenso
     params.set(n.name, { w: new Tensor([n.channels], Float32Array.from(w.data)), b: new Tensor([n.channels], Float32Array.from(b.data)) });
   }
   if (t.size > 0) throw new PasticheError(`${source}: ${[...t.keys()].slice(0, 3).join(', ')}${t.size > 3 ? ', ...' : ''}: not part of a TransformerNet (batch-norm models are not read yet)`);
-  return { source, width, params };
+  return { source, width, upsample, params };
+}
+
+/** A convolution's weight tensor in our layout: [Cin, K, K, Cout], a transposed one's [Cout, K, K, Cin]. */
+function weightShape(c: ConvSpec): number[] {
+  return c.transposed ? [c.cout, c.k, c.k, c.cin] : [c.cin, c.k, c.k, c.cout];
+}
+
+/** The inputs each output of a convolution sums over (PyTorch's fan_in: a transposed one's Cout K K). */
+function fanIn(c: ConvSpec): number {
+  return (c.transposed ? c.cout : c.cin) * c.k * c.k;
 }
 
 /**
  * A TransformerNet of width `width` with He-normal convolutions, instance-norm weights near 1 and
  * biases near 0: the start of training, and benchmarks that need no file.
  */
-export function randomTransformerWeights(width = 32, seed = 1): TransformerWeights {
+export function randomTransformerWeights(width = 32, seed = 1, upsample: Upsample = 'nearest'): TransformerWeights {
   const gauss = normalRng(uniformRng(seed));
-  const { convs, norms } = transformerLayout(width);
+  const { convs, norms } = transformerLayout(width, upsample);
   const params = new Map<string, { w: Tensor; b: Tensor }>();
   for (const c of convs) {
-    const w = new Tensor([c.cin, c.k, c.k, c.cout]);
-    const std = Math.sqrt(2 / (c.cin * c.k * c.k));
+    const w = new Tensor(weightShape(c));
+    const std = Math.sqrt(2 / fanIn(c));
     for (let i = 0; i < w.size; i++) w.data[i] = std * gauss();
     params.set(c.name, { w, b: new Tensor([c.cout]) });
   }
@@ -142,7 +171,7 @@ export function randomTransformerWeights(width = 32, seed = 1): TransformerWeigh
     for (let i = 0; i < n.channels; i++) [w.data[i], b.data[i]] = [1 + 0.1 * gauss(), 0.1 * gauss()];
     params.set(n.name, { w, b });
   }
-  return { source: `random (width ${width}, seed ${seed})`, width, params };
+  return { source: `random (width ${width}, seed ${seed})`, width, upsample, params };
 }
 
 /**
@@ -150,22 +179,22 @@ export function randomTransformerWeights(width = 32, seed = 1): TransformerWeigh
  * convolution weights and biases uniform in +-1/sqrt(fan_in) (Conv2d's kaiming_uniform with
  * a = sqrt(5)), instance-norm weights 1 and biases 0.
  */
-export function initialTransformerWeights(width = 32, seed = 1): TransformerWeights {
+export function initialTransformerWeights(width = 32, seed = 1, upsample: Upsample = 'nearest'): TransformerWeights {
   const rng = uniformRng(seed);
   const uniform = (t: Tensor, bound: number) => {
     for (let i = 0; i < t.size; i++) t.data[i] = (2 * rng() - 1) * bound;
   };
-  const { convs, norms } = transformerLayout(width);
+  const { convs, norms } = transformerLayout(width, upsample);
   const params = new Map<string, { w: Tensor; b: Tensor }>();
   for (const c of convs) {
-    const [w, b] = [new Tensor([c.cin, c.k, c.k, c.cout]), new Tensor([c.cout])];
-    const bound = 1 / Math.sqrt(c.cin * c.k * c.k);
+    const [w, b] = [new Tensor(weightShape(c)), new Tensor([c.cout])];
+    const bound = 1 / Math.sqrt(fanIn(c));
     uniform(w, bound);
     uniform(b, bound);
     params.set(c.name, { w, b });
   }
   for (const n of norms) params.set(n.name, { w: new Tensor([n.channels], new Float32Array(n.channels).fill(1)), b: new Tensor([n.channels]) });
-  return { source: `initial (width ${width}, seed ${seed})`, width, params };
+  return { source: `initial (width ${width}, seed ${seed})`, width, upsample, params };
 }
 
 /** All parameters in one vector (each layer's weight then bias, in the params' order): what an optimiser steps. */
@@ -200,17 +229,18 @@ export function unflattenTransformerWeights(like: TransformerWeights, flat: Floa
     params.set(name, { w, b: take(p.b.shape, p.b.size) });
   }
   if (at !== flat.length) throw new PasticheError(`${flat.length} parameter values for a network of ${at}`);
-  return { source, width: like.width, params };
+  return { source, width: like.width, upsample: like.upsample, params };
 }
 
 /** The state_dict of `weights`, PyTorch's names and layouts (what a .pth or our .safetensors holds). */
 export function transformerStateDict(weights: TransformerWeights): Map<string, StateTensor> {
   const out = new Map<string, StateTensor>();
-  const { convs, norms } = transformerLayout(weights.width);
+  const { convs, norms } = transformerLayout(weights.width, weights.upsample);
   for (const c of convs) {
     const p = weights.params.get(c.name)!;
-    out.set(`${c.name}.conv2d.weight`, toOihw(p.w));
-    out.set(`${c.name}.conv2d.bias`, { shape: [c.cout], data: p.b.data });
+    const key = c.transposed ? `${c.name}.conv_transpose` : `${c.name}.conv2d`;
+    out.set(`${key}.weight`, toOihw(p.w));
+    out.set(`${key}.bias`, { shape: [c.cout], data: p.b.data });
   }
   for (const n of norms) {
     const p = weights.params.get(n.name)!;
@@ -235,6 +265,9 @@ class ReachedNorm {
   constructor(readonly input: Tensor) {}
 }
 
+/** ConvTranspose2d(k 3, stride 2, padding 1, output padding 1) is the adjoint of this convolution. */
+const TRANSPOSED = { pad: 1, stride: 2 } as const;
+
 /** Instance norm's epsilon in PyTorch's InstanceNorm2d (the value the published models were trained with). */
 const IN_EPS = 1e-5;
 
@@ -245,7 +278,7 @@ export class TransformerNet {
     readonly weights: TransformerWeights,
     readonly backend: Backend,
   ) {
-    this.convs = new Map(transformerLayout(weights.width).convs.map((c) => [c.name, c]));
+    this.convs = new Map(transformerLayout(weights.width, weights.upsample).convs.map((c) => [c.name, c]));
   }
 
   /** The smallest side an input may have: conv1's reflection padding of 4 needs more than 4 px; 9 keeps every later map above its padding too. */
@@ -270,6 +303,12 @@ export class TransformerNet {
     const conv = (input: Tensor, name: string): Tensor => {
       const c = this.convs.get(name)!;
       const p = this.weights.params.get(name)!;
+      if (c.transposed) {
+        const raw = make(this.transposedConv(input, c));
+        const y = make(be.channelAffine2d(raw, this.constant(1, [c.cout]), p.b));
+        done(raw);
+        return y;
+      }
       let v = input;
       if (c.upsample) v = make(be.upsampleNearest2d(v, 2));
       const padded = make(be.reflectionPad2d(v, c.k >> 1));
@@ -310,9 +349,25 @@ export class TransformerNet {
     }
   }
 
+  private readonly constants = new Map<string, Tensor>();
+
+  /** A tensor of one value, made once per shape (a transposed convolution's unit scale, zero bias, ones). */
+  private constant(value: number, shape: readonly number[]): Tensor {
+    const key = `${value}:${shape.join('x')}`;
+    let t = this.constants.get(key);
+    if (!t) this.constants.set(key, (t = new Tensor(shape, new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(value))));
+    return t;
+  }
+
+  /** A transposed convolution without its bias: the gradient to the data of a stride-2 convolution with its weights. */
+  private transposedConv(x: Tensor, c: ConvSpec): Tensor {
+    const [n, , h, w] = x.shape as [number, number, number, number];
+    return this.backend.conv2dBackwardData(x, this.weights.params.get(c.name)!.w, [n, c.cout, 2 * h, 2 * w], TRANSPOSED);
+  }
+
   /** The instance norms in the order a forward pass meets them. */
   get normNames(): string[] {
-    return transformerLayout(this.weights.width).norms.map((n) => n.name);
+    return transformerLayout(this.weights.width, this.weights.upsample).norms.map((n) => n.name);
   }
 
   private layers(x: Tensor, conv: (t: Tensor, name: string) => Tensor, norm: (t: Tensor, name: string, relu: boolean) => Tensor, done: (t: Tensor) => void, make: (t: Tensor) => Tensor): Tensor {
@@ -361,6 +416,24 @@ export class TransformerNet {
     const conv = (input: Tensor, name: string): [Tensor, Step] => {
       const c = this.convs.get(name)!;
       const p = this.weights.params.get(name)!;
+      if (c.transposed) {
+        const y = mk(be.channelAffine2d(mk(this.transposedConv(input, c)), this.constant(1, [c.cout]), p.b));
+        return [
+          y,
+          (dy) => {
+            // Its weights' gradient is the convolution's, with the roles of input and gradient
+            // swapped; its bias's, dy summed per channel (a 1x1 convolution's over a constant 1);
+            // its gradient to the input, the convolution itself.
+            const [n, , h, w] = dy.shape as [number, number, number, number];
+            const weightsGrad = be.conv2dBackwardParams(input, dy, c.k, TRANSPOSED);
+            const biasGrad = be.conv2dBackwardParams(dy, this.constant(1, [n, 1, h, w]), 1, { pad: 0, stride: 1 });
+            grads.set(name, { dw: weightsGrad.dw, db: biasGrad.db });
+            weightsGrad.db.recycle();
+            biasGrad.dw.recycle();
+            return mk(be.conv2d(dy, p.w, this.constant(0, [c.cin]), TRANSPOSED));
+          },
+        ];
+      }
       const v = c.upsample ? mk(be.upsampleNearest2d(input, 2)) : input;
       const padded = mk(be.reflectionPad2d(v, c.k >> 1));
       const y = mk(be.conv2d(padded, p.w, p.b, { pad: 0, stride: c.stride }));
