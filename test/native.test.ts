@@ -48,6 +48,25 @@ if (native) {
     [[1, 12, 12, 70], 7, 2, 3, 1],
   ];
 
+  test('native im2col in chunks (a layer whose column matrix is larger than the 16 MiB buffer): strides 1 and 2, chunks starting mid-row, equal loops', () => {
+    native.convAlgorithm = 'im2col';
+    try {
+      for (const [xs, k, cout, pad, stride] of [[[1, 64, 100, 97], 3, 5, 1, 1], [[1, 64, 200, 150], 3, 4, 1, 2], [[1, 40, 60, 300], 5, 3, 2, 2]] as const) {
+        const x = randomTensor(xs, 1);
+        const w = randomTensor([xs[1], k, k, cout], 2);
+        const b = randomTensor([cout], 3);
+        const p = { pad, stride };
+        const y = loops.conv2d(x, w, b, p);
+        assertClose(native.conv2d(x, w, b, p), y, 1e-5, `[${xs.join(', ')}] k${k} s${stride} forward`);
+        const dy = randomTensor(y.shape, 4);
+        const [g1, g2] = [native.conv2dBackwardParams(dy, x, k, p), loops.conv2dBackwardParams(dy, x, k, p)];
+        assertClose(g1.dw, g2.dw, 1e-5, `[${xs.join(', ')}] k${k} s${stride} dw`);
+      }
+    } finally {
+      native.convAlgorithm = 'auto';
+    }
+  });
+
   for (const isa of isas) {
     for (const threads of [1, 2]) {
       for (const algo of ['auto', 'im2col', 'winograd', 'winograd6', 'direct'] as ConvAlgorithm[]) {

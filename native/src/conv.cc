@@ -49,11 +49,28 @@ void im2col(const float* x, const Geometry& g, int p0, int len, float* cols) {
         }
         continue;
       }
-      int oh = p0 / g.wo, ow = p0 % g.wo;
-      for (int j = 0; j < len; j++) {
-        const int ih = oh * g.stride + kh - g.pad, iw = ow * g.stride + kw - g.pad;
-        row[j] = (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) ? plane[(size_t)ih * g.w + iw] : 0.f;
-        if (++ow == g.wo) { ow = 0; oh++; }
+      // Any stride, any chunk: output row by output row, the columns that fall inside the input
+      // found once per row (no bounds test per element: this loop was most of a stride-2 layer).
+      const int lo = std::max(0, (g.pad - kw + g.stride - 1) / g.stride);         // first ow with iw >= 0
+      const int hi = std::min(g.wo, (g.w + g.pad - kw + g.stride - 1) / g.stride);  // ow with iw < w
+      for (int j = 0; j < len;) {
+        const int oh = (p0 + j) / g.wo, ow0 = (p0 + j) % g.wo;
+        const int n = std::min(len - j, g.wo - ow0);  // this output row's part of the chunk
+        float* dst = row + j;
+        const int ih = oh * g.stride + kh - g.pad;
+        if (ih < 0 || ih >= g.h) {
+          std::memset(dst, 0, sizeof(float) * n);
+        } else {
+          const float* src = plane + (size_t)ih * g.w + kw - g.pad;
+          const int a = std::min(std::max(lo, ow0), ow0 + n), b = std::max(std::min(hi, ow0 + n), a);  // [a, b): inside
+          for (int ow = ow0; ow < a; ow++) dst[ow - ow0] = 0.f;
+          if (g.stride == 1)
+            std::memcpy(dst + (a - ow0), src + a, sizeof(float) * (b - a));
+          else
+            for (int ow = a; ow < b; ow++) dst[ow - ow0] = src[ow * g.stride];
+          for (int ow = b; ow < ow0 + n; ow++) dst[ow - ow0] = 0.f;
+        }
+        j += n;
       }
     }
   });
