@@ -122,6 +122,14 @@ Napi::Value Conv2dDirect(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// addScaled(a, b, alpha, y): y = a + alpha b
+Napi::Value AddScaled(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_calls);
+  auto a = info[0].As<Napi::Float32Array>();
+  add_scaled(a.Data(), F(info, 1), (float)info[2].As<Napi::Number>().DoubleValue(), F(info, 3), (long)a.ElementLength());
+  return info.Env().Undefined();
+}
+
 // reflectionPad(x, planes, h, w, pad, y), upsampleNearest(x, planes, h, w, factor, y)
 Napi::Value ReflectionPad(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g_calls);
@@ -299,6 +307,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2dDirect", Napi::Function::New(env, Conv2dDirect));
   exports.Set("instanceNorm", Napi::Function::New(env, InstanceNorm));
   exports.Set("reflectionPad", Napi::Function::New(env, ReflectionPad));
+  exports.Set("addScaled", Napi::Function::New(env, AddScaled));
   exports.Set("upsampleNearest", Napi::Function::New(env, UpsampleNearest));
   exports.Set("instanceNormBackward", Napi::Function::New(env, InstanceNormBackward));
   exports.Set("conv2dBackwardData", Napi::Function::New(env, Conv2dBackwardData));

@@ -153,6 +153,15 @@ void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float
   }
 }
 
+void add_scaled(const float* a, const float* b, float alpha, float* y, long n) {
+  auto triad = simd_kernels().triad_span;
+  constexpr long CHUNK = 1 << 16;
+  ThreadPool::instance().parallel_for((int)((n + CHUNK - 1) / CHUNK), [&](int t, int) {
+    const long lo = (long)t * CHUNK;
+    triad(y + lo, a + lo, b + lo, alpha, std::min(CHUNK, n - lo));
+  });
+}
+
 void reflection_pad(const float* x, int planes, int h, int w, int pad, float* y) {
   const int hp = h + 2 * pad, wp = w + 2 * pad;
   ThreadPool::instance().parallel_for(planes, [&](int p, int) {

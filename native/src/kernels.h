@@ -37,6 +37,8 @@ void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, 
 // K x K stride-1 convolution with few input or output channels, computed directly (directconv.inc).
 void conv2d_direct(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad,
                    const float* bias, bool relu, float* y);
+// y = a + alpha b over n floats, chunks over threads.
+void add_scaled(const float* a, const float* b, float alpha, float* y, long n);
 // Reflection padding of `planes` h x w planes by pad on each side; nearest upsampling by factor.
 void reflection_pad(const float* x, int planes, int h, int w, int pad, float* y);
 void upsample_nearest(const float* x, int planes, int h, int w, int factor, float* y);

@@ -38,6 +38,8 @@ export interface NativeAddon {
   /** Direct K x K stride-1 convolution (zero padding `pad`) for few input or output channels, + bias, optional ReLU. */
   conv2dDirect(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number, k: number,
     pad: number, bias: Float32Array, relu: boolean, y: Float32Array): void;
+  /** y = a + alpha b, elementwise. */
+  addScaled(a: Float32Array, b: Float32Array, alpha: number, y: Float32Array): void;
   /** Reflection padding of planes of h x w by pad; nearest upsampling by a whole factor. */
   reflectionPad(x: Float32Array, planes: number, h: number, w: number, pad: number, y: Float32Array): void;
   upsampleNearest(x: Float32Array, planes: number, h: number, w: number, factor: number, y: Float32Array): void;
