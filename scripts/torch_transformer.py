@@ -3,6 +3,7 @@ project's model (reflection pad, conv, instance norm with affine weights, ReLU; 
 blocks; nearest x2 upsampling), with the same parameter names: for the test fixtures
 (test/fixtures/transformer/) and the training bench's PyTorch peer (train-step-peer.py).
 """
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -82,3 +83,14 @@ class TransformerNet(nn.Module):
         y = F.relu(self.in4(self.deconv1(y)))
         y = F.relu(self.in5(self.deconv2(y)))
         return self.deconv3(y)
+
+
+def perturb_vectors(net):
+    """Norms' affine weights in 0.5..1.5 and every bias in -0.5..0.5, away from their 1 / 0
+    defaults: a reader that drops or swaps them fails the fixtures."""
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if '.weight' in name and p.dim() == 1:
+                p.uniform_(0.5, 1.5)
+            elif p.dim() == 1:
+                p.uniform_(-0.5, 0.5)
