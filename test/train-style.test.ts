@@ -14,6 +14,7 @@ import { test } from 'node:test';
 import { parseTrainSettings, TRAIN_PRESETS, vggBlockWidths } from '../src/app/train-request.js';
 import { epochOrder, trainingCrop } from '../src/app/train-style.js';
 import { getBackend } from '../src/backends/index.js';
+import { readRgb } from '../src/image/preprocess.js';
 import type { RgbImage } from '../src/image/rgb.js';
 import { flattenTransformerWeights, initialTransformerWeights, randomTransformerWeights, TransformerNet, unflattenTransformerWeights } from '../src/model/transformer/transformer-net.js';
 import { Adam } from '../src/style/optimizers.js';
@@ -233,4 +234,18 @@ test("train-style --upsample deconv trains the course's variant (transposed conv
   assert.match(bad.stderr, /^pastiche: --init upsamples with transposed convolutions \(give --upsample deconv\)\n$/);
   const wrong = await runCli([...common(dir, join(dir, 'x.safetensors')), '--iterations', '1', '--upsample', 'bilinear']);
   assert.match(wrong.stderr, /^pastiche: --upsample must be one of nearest, deconv \(got 'bilinear'\)\n$/);
+});
+
+test('train-style --preview: the picture through the network every N steps and at the end, as PNGs beside the model', async () => {
+  const dir = contentFolder();
+  const out = join(dir, 'p.safetensors');
+  const r = await runCli([...common(dir, out), '--iterations', '3', '--preview', STYLE_IMAGE, '--preview-every', '2']);
+  assert.equal(r.code, 0, r.stderr);
+  const [two, three] = await Promise.all([readRgb(join(dir, 'p-preview-0002.png')), readRgb(join(dir, 'p-preview-0003.png'))]);
+  // chelsea.png (451x300) at most 512 a side, then the network's grid of 4.
+  assert.deepEqual([two.width, two.height, three.width, three.height], [448, 300, 448, 300]);
+  assert.ok(two.data.some((v, i) => v !== three.data[i]), 'the network changed between the previews');
+  assert.ok(!existsSync(join(dir, 'p-preview-0001.png')));
+  const bad = await runCli([...common(dir, out), '--iterations', '1', '--preview', join(dir, 'missing.png')]);
+  assert.match(bad.stderr, /^pastiche: .*missing\.png: no such file\n$/);
 });

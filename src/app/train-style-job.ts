@@ -8,6 +8,9 @@ import * as path from 'node:path';
 import type { Backend } from '../backends/backend.js';
 import { PasticheError } from '../errors.js';
 import { readRgb } from '../image/preprocess.js';
+import { resizeBilinearPil } from '../image/pil-resize.js';
+import type { RgbImage } from '../image/rgb.js';
+import { writeRgb } from '../image/tensor-image.js';
 import { IMAGE_EXTENSIONS } from '../image/tensor-image.js';
 import { initialTransformerWeights, type TransformerWeights } from '../model/transformer/transformer-net.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
@@ -73,6 +76,9 @@ export interface TrainStyleJob extends TrainSettings {
   readonly resume?: TrainingCheckpoint;
   readonly checkpoint: string;
   readonly checkpointEvery?: number;
+  /** A picture to stylize every `previewEvery` steps (default 100) and at the end, into MODEL-preview-0100.png and so on. */
+  readonly preview?: string;
+  readonly previewEvery?: number;
   readonly onProgress?: OnProgress;
   readonly signal?: AbortSignal;
 }
@@ -100,13 +106,27 @@ export function checkResumable(checkpoint: TrainingCheckpoint, file: string, now
   }
 }
 
-/** Checks before any work: the style image and the outputs. */
-export function checkTrainFiles(files: { style: string; output: string; checkpoint: string; logJson?: string }): void {
+/** Where the preview after `iteration` steps goes: MODEL-preview-0100.png beside MODEL.safetensors. */
+export function previewName(output: string, iteration: number): string {
+  return `${output.replace(/\.safetensors$/i, '')}-preview-${String(iteration).padStart(4, '0')}.png`;
+}
+
+/** Checks before any work: the style image, the preview picture and the outputs. */
+export function checkTrainFiles(files: { style: string; output: string; checkpoint: string; logJson?: string; preview?: string }): void {
   if (path.extname(files.output).toLowerCase() !== '.safetensors') throw new PasticheError(`${files.output}: the model is written as .safetensors`);
   checkReadableFile(files.style);
+  if (files.preview) {
+    checkReadableFile(files.preview);
+    checkWritableFile(previewName(files.output, 0));
+  }
   checkWritableFile(files.output);
   checkWritableFile(files.checkpoint);
   if (files.logJson) checkWritableFile(files.logJson);
+}
+
+function resizeLongestSide(img: RgbImage, longest: number): RgbImage {
+  const s = longest / Math.max(img.width, img.height);
+  return resizeBilinearPil(img, Math.max(1, Math.round(img.width * s)), Math.max(1, Math.round(img.height * s)));
 }
 
 export interface TrainStyleJobResult extends TrainStyleResult {
@@ -116,6 +136,17 @@ export interface TrainStyleJobResult extends TrainStyleResult {
 
 export async function runTrainStyle(job: TrainStyleJob): Promise<TrainStyleJobResult> {
   const style = await readRgb(job.style);
+  // A preview is resized once, to at most 512 px: it shows the training, it is not the product.
+  const previewRgb = job.preview ? await readRgb(job.preview) : undefined;
+  const preview = previewRgb && {
+    image: Math.max(previewRgb.width, previewRgb.height) > 512 ? resizeLongestSide(previewRgb, 512) : previewRgb,
+    every: job.previewEvery ?? 100,
+    onPreview: async (rgb: RgbImage, iteration: number) => {
+      const file = previewName(job.output, iteration);
+      await writeRgb(file, rgb);
+      job.onProgress?.({ kind: 'saved', file, iteration });
+    },
+  };
   const settings = JSON.stringify(settingsRecord(job, job.style, job.contentFiles.length));
   const net = job.resume?.weights ?? job.init ?? initialTransformerWeights(job.width, job.seed, job.upsample);
   const from = job.resume ? 'the checkpoint' : '--init';
@@ -123,7 +154,7 @@ export async function runTrainStyle(job: TrainStyleJob): Promise<TrainStyleJobRe
   if (net.upsample !== job.upsample) throw new PasticheError(`${from} upsamples with ${net.upsample === 'deconv' ? 'transposed convolutions' : 'nearest + convolution'} (give --upsample ${net.upsample})`);
   const save = (s: { weights: TransformerWeights; adam?: TrainingCheckpoint['adam']; iteration: number }) => saveTrainingCheckpoint(job.checkpoint, { ...s, settings });
   const result = await trainStyle({
-    ...job, style, content: folderSource(job.contentFiles), net,
+    ...job, style, content: folderSource(job.contentFiles), net, preview,
     resume: job.resume ? { adam: job.resume.adam, iteration: job.resume.iteration } : undefined,
     onCheckpoint: async (s) => {
       await save(s);

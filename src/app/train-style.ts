@@ -14,7 +14,7 @@
 import type { Backend } from '../backends/backend.js';
 import { PasticheError } from '../errors.js';
 import { resizeBilinearPil } from '../image/pil-resize.js';
-import type { RgbImage } from '../image/rgb.js';
+import { rgbToTensor, tensorToRgb, type RgbImage } from '../image/rgb.js';
 import { flattenTransformerWeights, TransformerNet, unflattenTransformerWeights, type TransformerWeights, type Upsample } from '../model/transformer/transformer-net.js';
 import { Vgg19 } from '../model/vgg19.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
@@ -310,6 +310,8 @@ export interface TrainStyleOptions extends TrainSettings {
   /** Call onCheckpoint every this many steps. */
   readonly checkpointEvery?: number;
   readonly onCheckpoint?: (s: TrainSnapshot) => Promise<void>;
+  /** Stylize this picture with the network as it is every `every` steps and at the end: training shown, not only its losses. */
+  readonly preview?: { readonly image: RgbImage; readonly every: number; readonly onPreview: (rgb: RgbImage, iteration: number) => Promise<void> };
   readonly onProgress?: OnProgress;
   /** Stops after the current step; the result says it was interrupted. */
   readonly signal?: AbortSignal;
@@ -380,8 +382,19 @@ export async function trainStyle(o: TrainStyleOptions): Promise<TrainStyleResult
     const seconds = (performance.now() - t0) / 1000;
     o.onProgress?.({ kind: 'train', iteration: k, of: o.iterations, epoch: (k * o.batch) / o.content.count, ...losses, seconds, stepsPerSecond: (k - start) / seconds });
     if (o.checkpointEvery && k % o.checkpointEvery === 0 && k < o.iterations) await o.onCheckpoint?.(snapshot());
+    if (o.preview && (k % o.preview.every === 0 || k === o.iterations)) await o.preview.onPreview(await previewImage(trainer.weights, o.backend, o.preview.image), k);
   }
   return { ...snapshot(), interrupted, losses, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** The preview picture through the network as it is now (the picture's size, rounded to the network's grid of 4). */
+async function previewImage(weights: TransformerWeights, backend: Backend, rgb: RgbImage): Promise<RgbImage> {
+  const [w, h] = [Math.max(12, rgb.width - (rgb.width % 4)), Math.max(12, rgb.height - (rgb.height % 4))];
+  const input = w === rgb.width && h === rgb.height ? rgb : resizeBilinearPil(rgb, w, h);
+  const y = await new TransformerNet(weights, backend).forward(rgbToTensor(input, [0, 0, 0])).toHost();
+  const out = tensorToRgb(y, [0, 0, 0]);
+  y.dispose();
+  return out;
 }
 
 /** The longest side to `longest`, the aspect ratio kept. */

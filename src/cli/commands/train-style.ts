@@ -41,16 +41,18 @@ export function registerTrainStyle(program: Command): void {
     .option('--resume <checkpoint>', 'continue a checkpoint: the same run as if never stopped')
     .option('--checkpoint <file>', 'where checkpoints go (default: OUTPUT with .ckpt.safetensors)')
     .option('--checkpoint-every <n>', 'save a checkpoint every N steps', positiveInt('--checkpoint-every'))
+    .option('--preview <image>', 'stylize this picture every --preview-every steps and at the end: MODEL-preview-0100.png, ...')
+    .option('--preview-every <n>', 'steps between previews (default 100)', positiveInt('--preview-every'))
     .option('--log-json <file>', 'one JSON line per step: iteration, epoch, content, style, tv, total, seconds')
     .option('-q, --quiet', 'no progress bar');
   cmd.addHelpText('after', '\nCtrl-C or SIGTERM saves a checkpoint (continue with --resume) and stops (exit code 130).\nPresets: course (the lab 4-3 recipe: hours to days on a CPU), pytorch-examples, quick (half width, 128 px, 600 steps).');
 
-  cmd.action(async (style: string, o: TrainFields & { contentDir: string; output: string; weights?: string; backend?: string; init?: string; resume?: string; checkpoint?: string; checkpointEvery?: number; logJson?: string; quiet?: boolean }) => {
+  cmd.action(async (style: string, o: TrainFields & { contentDir: string; output: string; weights?: string; backend?: string; init?: string; resume?: string; checkpoint?: string; checkpointEvery?: number; preview?: string; previewEvery?: number; logJson?: string; quiet?: boolean }) => {
     // Everything that can be checked is, before the weights are read.
     const contentFiles = listContentImages(o.contentDir);
     parseTrainSettings(o, contentFiles.length, flagName);
     const checkpoint = o.checkpoint ?? checkpointName(o.output);
-    checkTrainFiles({ style, output: o.output, checkpoint, logJson: o.logJson });
+    checkTrainFiles({ style, output: o.output, checkpoint, logJson: o.logJson, preview: o.preview });
     const start = await loadTrainStart(o);
     const backend = await openBackend(chooseBackend(o.backend));
     const weightsFile = resolveWeightsFile(o.weights);
@@ -75,7 +77,7 @@ export function registerTrainStyle(program: Command): void {
     const stop = abortOnSignals();
     let result;
     try {
-      result = await runTrainStyle({ ...settings, ...start, style, contentFiles, output: o.output, vgg, backend, checkpoint, checkpointEvery: o.checkpointEvery, signal: stop.signal, onProgress: fanOut(render, log) });
+      result = await runTrainStyle({ ...settings, ...start, style, contentFiles, output: o.output, vgg, backend, checkpoint, checkpointEvery: o.checkpointEvery, preview: o.preview, previewEvery: o.previewEvery, signal: stop.signal, onProgress: fanOut(render, log) });
     } finally {
       stop.dispose();
       bar.stop();
