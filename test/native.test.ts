@@ -46,6 +46,10 @@ if (native) {
     [[1, 10, 19, 60], 9, 3, 0, 1],
     [[2, 4, 9, 11], 5, 6, 2, 1],
     [[1, 12, 12, 70], 7, 2, 3, 1],
+    // Rows wide enough for whole tiles of the kernel's wider tiles for 1-3 output channels.
+    [[1, 5, 12, 230], 9, 3, 0, 1],
+    [[2, 4, 10, 300], 5, 1, 0, 1],
+    [[1, 3, 9, 270], 5, 2, 2, 1],
   ];
 
   test('native im2col in chunks (a layer whose column matrix is larger than the 16 MiB buffer): strides 1 and 2, chunks starting mid-row, equal loops', () => {
