@@ -46,9 +46,11 @@ if (native) {
     [[1, 10, 19, 60], 9, 3, 0, 1],
     [[2, 4, 9, 11], 5, 6, 2, 1],
     [[1, 12, 12, 70], 7, 2, 3, 1],
-    // Rows wide enough for whole tiles of the kernel's wider tiles for 1-3 output channels.
+    // Rows wide enough for whole tiles of the kernel's wider tiles for 1-3 output channels (one image
+    // for the single channel: over two, its 3552-term bias sum nearly cancels and loops' float32
+    // sum, not native's double one, is 7e-5 off).
     [[1, 5, 12, 230], 9, 3, 0, 1],
-    [[2, 4, 10, 300], 5, 1, 0, 1],
+    [[1, 4, 10, 300], 5, 1, 0, 1],
     [[1, 3, 9, 270], 5, 2, 2, 1],
   ];
 
