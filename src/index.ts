@@ -48,3 +48,18 @@ export { contentLoss, styleLoss, tvLoss, gram } from './style/losses.js';
 export { Adam, Lbfgs, type Optimizer } from './style/optimizers.js';
 export { tensorToRgb, resizeTensorBilinear, keepOriginalColors, type RgbImage } from './image/rgb.js';
 export { writeRgb, encodeRgb } from './image/tensor-image.js';
+export {
+  TransformerNet,
+  initialTransformerWeights,
+  randomTransformerWeights,
+  transformerFromStateDict,
+  transformerStateDict,
+  type TransformerWeights,
+  type Upsample,
+} from './model/transformer/transformer-net.js';
+export { loadTransformerModel, saveTransformerModel, loadTrainingCheckpoint, saveTrainingCheckpoint } from './weights/transformer-file.js';
+export { parseTransformerModel } from './weights/transformer-parse.js';
+export { stylizeWithNetwork, runFastStylize, type FastStylizeJob } from './app/fast-stylize.js';
+export { StyleTrainer, trainStyle, trainingCrop, type ContentSource, type TrainSettings, type TrainLosses, type TrainStyleOptions, type TrainStyleResult } from './app/train-style.js';
+export { runTrainStyle, listContentImages, type TrainStyleJob } from './app/train-style-job.js';
+export { TRAIN_PRESETS, TRAIN_PRESET_NAMES, parseTrainSettings, type TrainFields } from './app/train-request.js';

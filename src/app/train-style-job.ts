@@ -8,16 +8,14 @@ import * as path from 'node:path';
 import type { Backend } from '../backends/backend.js';
 import { PasticheError } from '../errors.js';
 import { readRgb } from '../image/preprocess.js';
-import { resizeBilinearPil } from '../image/pil-resize.js';
 import type { RgbImage } from '../image/rgb.js';
-import { writeRgb } from '../image/tensor-image.js';
-import { IMAGE_EXTENSIONS } from '../image/tensor-image.js';
+import { IMAGE_EXTENSIONS, writeRgb } from '../image/tensor-image.js';
 import { initialTransformerWeights, type TransformerWeights } from '../model/transformer/transformer-net.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
 import { checkReadableFile, checkWritableFile } from '../util/file-checks.js';
 import { loadTrainingCheckpoint, loadTransformerModel, saveTrainingCheckpoint, saveTransformerModel, type TrainingCheckpoint } from '../weights/transformer-file.js';
 import type { OnProgress } from './progress.js';
-import { trainStyle, type ContentSource, type TrainSettings, type TrainStyleResult } from './train-style.js';
+import { resizeLongest, trainStyle, type ContentSource, type TrainSettings, type TrainStyleResult } from './train-style.js';
 
 /** Folders deeper than this are not searched for content images (COCO is one level; ImageFolder two). */
 const MAX_DEPTH = 4;
@@ -124,11 +122,6 @@ export function checkTrainFiles(files: { style: string; output: string; checkpoi
   if (files.logJson) checkWritableFile(files.logJson);
 }
 
-function resizeLongestSide(img: RgbImage, longest: number): RgbImage {
-  const s = longest / Math.max(img.width, img.height);
-  return resizeBilinearPil(img, Math.max(1, Math.round(img.width * s)), Math.max(1, Math.round(img.height * s)));
-}
-
 export interface TrainStyleJobResult extends TrainStyleResult {
   /** The model written; on an interrupted run, the checkpoint. */
   readonly file: string;
@@ -139,7 +132,7 @@ export async function runTrainStyle(job: TrainStyleJob): Promise<TrainStyleJobRe
   // A preview is resized once, to at most 512 px: it shows the training, it is not the product.
   const previewRgb = job.preview ? await readRgb(job.preview) : undefined;
   const preview = previewRgb && {
-    image: Math.max(previewRgb.width, previewRgb.height) > 512 ? resizeLongestSide(previewRgb, 512) : previewRgb,
+    image: Math.max(previewRgb.width, previewRgb.height) > 512 ? resizeLongest(previewRgb, 512) : previewRgb,
     every: job.previewEvery ?? 100,
     onPreview: async (rgb: RgbImage, iteration: number) => {
       const file = previewName(job.output, iteration);

@@ -397,8 +397,8 @@ async function previewImage(weights: TransformerWeights, backend: Backend, rgb: 
   return out;
 }
 
-/** The longest side to `longest`, the aspect ratio kept. */
-function resizeLongest(img: RgbImage, longest: number): RgbImage {
+/** The longest side to `longest`, the aspect ratio kept (Pillow's bilinear). */
+export function resizeLongest(img: RgbImage, longest: number): RgbImage {
   const s = longest / Math.max(img.width, img.height);
   return resizeBilinearPil(img, Math.max(1, Math.round(img.width * s)), Math.max(1, Math.round(img.height * s)));
 }
