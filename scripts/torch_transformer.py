@@ -32,12 +32,12 @@ class UpsampleConvLayer(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, c):
+    def __init__(self, c, Norm=lambda c: nn.InstanceNorm2d(c, affine=True)):
         super().__init__()
         self.conv1 = ConvLayer(c, c, 3, 1)
-        self.in1 = nn.InstanceNorm2d(c, affine=True)
+        self.in1 = Norm(c)
         self.conv2 = ConvLayer(c, c, 3, 1)
-        self.in2 = nn.InstanceNorm2d(c, affine=True)
+        self.in2 = Norm(c)
 
     def forward(self, x):
         y = F.relu(self.in1(self.conv1(x)))
@@ -57,21 +57,22 @@ class ConvTransposeLayer(nn.Module):
 
 
 class TransformerNet(nn.Module):
-    def __init__(self, w=32, upsample='nearest'):
+    def __init__(self, w=32, upsample='nearest', norm='instance'):
         super().__init__()
+        Norm = (lambda c: nn.InstanceNorm2d(c, affine=True)) if norm == 'instance' else (lambda c: nn.BatchNorm2d(c, affine=True))
         self.conv1 = ConvLayer(3, w, 9, 1)
-        self.in1 = nn.InstanceNorm2d(w, affine=True)
+        self.in1 = Norm(w)
         self.conv2 = ConvLayer(w, 2 * w, 3, 2)
-        self.in2 = nn.InstanceNorm2d(2 * w, affine=True)
+        self.in2 = Norm(2 * w)
         self.conv3 = ConvLayer(2 * w, 4 * w, 3, 2)
-        self.in3 = nn.InstanceNorm2d(4 * w, affine=True)
+        self.in3 = Norm(4 * w)
         for i in range(1, 6):
-            setattr(self, f'res{i}', ResidualBlock(4 * w))
+            setattr(self, f'res{i}', ResidualBlock(4 * w, Norm))
         up = (lambda cin, cout: UpsampleConvLayer(cin, cout, 3, 1, upsample=2)) if upsample == 'nearest' else ConvTransposeLayer
         self.deconv1 = up(4 * w, 2 * w)
-        self.in4 = nn.InstanceNorm2d(2 * w, affine=True)
+        self.in4 = Norm(2 * w)
         self.deconv2 = up(2 * w, w)
-        self.in5 = nn.InstanceNorm2d(w, affine=True)
+        self.in5 = Norm(w)
         self.deconv3 = ConvLayer(w, 3, 9, 1)
 
     def forward(self, x):

@@ -27,12 +27,16 @@ function toRgb(t: Tensor): RgbImage {
   return { width: w, height: h, data };
 }
 
-/** A flat vector in PyTorch's state_dict order (the .pth's) as a network's parameters in ours. */
-function fromStateOrder(flat: Float32Array): TransformerWeights {
-  const shapes = readTorchStateDict(new Uint8Array(readFileSync(MODEL)), MODEL).tensors;
+/** A flat vector of the parameters in PyTorch's state_dict order (the .pth's) as a network's in ours. */
+function fromStateOrder(flat: Float32Array, model = MODEL): TransformerWeights {
   const tensors = new Map<string, { shape: readonly number[]; data: Float32Array }>();
   let at = 0;
-  for (const [k, t] of shapes) {
+  for (const [k, t] of readTorchStateDict(new Uint8Array(readFileSync(model)), model).tensors) {
+    // Buffers (batch norm's running statistics) are not parameters: the file's own values.
+    if (/running_|num_batches/.test(k)) {
+      tensors.set(k, t);
+      continue;
+    }
     tensors.set(k, { shape: t.shape, data: flat.subarray(at, at + t.data.length) });
     at += t.data.length;
   }
@@ -64,7 +68,7 @@ function worstGradient(ours: TransformerWeights, ref: TransformerWeights): { liv
   return worst;
 }
 
-const steps = JSON.parse(readFileSync(`${DIR}train-steps.json`, 'utf8')) as { alpha: number; beta: number; gamma: number; lr: number; content: Record<string, number>; style: Record<string, number>; steps: { content: number; style: number; tv: number; total: number }[] };
+const steps = JSON.parse(readFileSync(`${DIR}train-steps.json`, 'utf8')) as { alpha: number; beta: number; gamma: number; lr: number; content: Record<string, number>; style: Record<string, number>; steps: { content: number; style: number; tv: number; total: number }[]; num_batches_tracked?: number };
 const objective = {
   contentWeight: steps.alpha, styleWeight: steps.beta, tvWeight: steps.gamma,
   contentLayers: Object.entries(steps.content).map(([name, weight]) => ({ name, weight })),
@@ -75,32 +79,36 @@ const objective = {
  * Step 1's gradients (1e-4 of each tensor's largest), the losses of three Adam steps (1e-3) and the
  * weights after them (per tensor `perTensor` of its norm, 1e-3 over the network) against PyTorch.
  */
-export async function checkTrainingReplay(backend: Backend, perTensor: number): Promise<void> {
-  const name = backend.name;
+export async function checkTrainingReplay(backend: Backend, perTensor: number, norm: 'instance' | 'batch' = 'instance'): Promise<void> {
+  const name = `${backend.name}${norm === 'batch' ? ' (batch norm)' : ''}`;
+  const model = norm === 'batch' ? `${DIR}transformer-bn-tiny.pth` : MODEL;
+  const file = (f: string) => `${DIR}${norm === 'batch' ? f.replace('train-', 'train-bn-') : f}`;
+  const want = norm === 'batch' ? (JSON.parse(readFileSync(file('train-steps.json'), 'utf8')) as typeof steps) : steps;
   const batches = await readNpy(`${DIR}train-batches.npy`);
   const [count, n, c, h, w] = batches.shape as number[];
   const batch = (k: number) => new Tensor([n!, c!, h!, w!], batches.data.slice(k * n! * c! * h! * w!, (k + 1) * n! * c! * h! * w!));
-  const trainer = new StyleTrainer({ vgg, backend, net: await loadTransformerModel(MODEL), style: toRgb(await readNpy(`${DIR}train-style.npy`)), objective, lr: steps.lr });
+  const init = await loadTransformerModel(model);
+  assert.equal(init.norm, norm);
+  const trainer = new StyleTrainer({ vgg, backend, net: init, style: toRgb(await readNpy(`${DIR}train-style.npy`)), objective, lr: steps.lr });
   const first = await trainer.gradients(batch(0));
   const grads = unflattenTransformerWeights(trainer.weights, first.grad);
-  const g = worstGradient(grads, fromStateOrder((await readNpy(`${DIR}train-grads.npy`)).data));
+  const g = worstGradient(grads, fromStateOrder((await readNpy(file('train-grads.npy'))).data, model));
   assert.ok(g.live <= 1e-4, `${name}: gradient ${g.where} off by ${g.live} of its tensor's largest`);
   assert.ok(g.dead <= 1e-6, `${name}: a gradient that should be 0 is ${g.dead} of the largest`);
   for (let k = 0; k < count!; k++) {
     const losses = await trainer.step(batch(k));
     for (const key of ['content', 'style', 'tv', 'total'] as const) {
-      const want = steps.steps[k]![key];
-      assert.ok(Math.abs(losses[key] - want) <= 1e-3 * Math.abs(want), `${name} step ${k + 1} ${key}: ${losses[key]} vs PyTorch ${want}`);
+      const ref = want.steps[k]![key];
+      assert.ok(Math.abs(losses[key] - ref) <= 1e-3 * Math.abs(ref), `${name} step ${k + 1} ${key}: ${losses[key]} vs PyTorch ${ref}`);
     }
   }
   // The weights after three steps. Adam's first steps are about lr x sign(gradient), so an element
   // whose gradient is within float32 rounding of 0 may step the other way: held to the norm of each
   // tensor. Parameters that cannot change the output (DEAD) have a true gradient of 0: PyTorch's
   // does not move them, ours moves them by rounding noise, at most lr a step.
-  const want = fromStateOrder((await readNpy(`${DIR}train-weights.npy`)).data);
-  const init = await loadTransformerModel(MODEL);
+  const after = fromStateOrder((await readNpy(file('train-weights.npy'))).data, model);
   let [se, sw] = [0, 0];
-  for (const [layer, p] of want.params) {
+  for (const [layer, p] of after.params) {
     for (const [which, ref] of [['weight', p.w], ['bias', p.b]] as const) {
       const ours = which === 'weight' ? trainer.weights.params.get(layer)!.w : trainer.weights.params.get(layer)!.b;
       const start = which === 'weight' ? init.params.get(layer)!.w : init.params.get(layer)!.b;
@@ -119,6 +127,25 @@ export async function checkTrainingReplay(backend: Backend, perTensor: number): 
     }
   }
   assert.ok(Math.sqrt(se / sw) <= 1e-3, `${name}: the weights off by ${Math.sqrt(se / sw).toExponential(2)} of their norm`);
+  if (norm === 'batch') {
+    // The running statistics PyTorch kept over the three batches (each norm's mean, then its variance).
+    // Batch statistics of float32 activations: held to 1e-3 of each layer's scale (its largest
+    // |mean| or standard deviation).
+    const ref = (await readNpy(file('train-running.npy'))).data;
+    let at = 0;
+    for (const [layer, r] of trainer.weights.running!) {
+      const c = r.mean.length;
+      const [m, v] = [ref.subarray(at, at + c), ref.subarray(at + c, at + 2 * c)];
+      const scale = Math.max(...m.map(Math.abs), ...v.map(Math.sqrt));
+      for (let i = 0; i < c; i++) {
+        assert.ok(Math.abs(r.mean[i]! - m[i]!) <= 1e-3 * scale, `${name} ${layer} running mean[${i}]: ${r.mean[i]} vs ${m[i]}`);
+        assert.ok(Math.abs(r.variance[i]! - v[i]!) <= 1e-3 * scale * scale, `${name} ${layer} running variance[${i}]: ${r.variance[i]} vs ${v[i]}`);
+      }
+      at += 2 * c;
+    }
+    assert.equal(at, ref.length);
+    assert.equal(trainer.weights.batchesTracked, want.num_batches_tracked);
+  }
 }
 
 /**

@@ -20,7 +20,8 @@ import { flattenTransformerWeights, initialTransformerWeights, randomTransformer
 import { Adam } from '../src/style/optimizers.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
-import { loadTransformerModel } from '../src/weights/transformer-file.js';
+import { loadTransformerModel, saveTransformerModel } from '../src/weights/transformer-file.js';
+import { readNpy } from '../src/tensor/npy.js';
 import { CLI, FIXTURES, TINY, randomTensor, runCli } from './helpers.js';
 import { checkTrainingReplay } from './train-reference.js';
 
@@ -34,7 +35,26 @@ for (const name of BACKENDS) {
   // native's Winograd gradients (1.7e-5 of their norm off, the others 2.4e-6) flip more of Adam's
   // near-zero steps: 3e-3 of a tensor's norm (1e-3 over the whole network still).
   test(`${name}: training steps equal a PyTorch float64 replay (gradients, losses and weights after 3 Adam steps)`, () => checkTrainingReplay(getBackend(name)!, name === 'native' ? 3e-3 : 1e-3));
+  test(`${name}: batch norm (--norm batch): training steps and the running statistics equal PyTorch's BatchNorm2d replay`, () => checkTrainingReplay(getBackend(name)!, name === 'native' ? 3e-3 : 1e-3, 'batch'));
 }
+
+test("a batch-norm network saved by torch.save runs with its running statistics: PyTorch's eval-mode output, and our safetensors keep them", async () => {
+  const weights = await loadTransformerModel(`${DIR}transformer-bn-tiny.pth`);
+  assert.equal(weights.norm, 'batch');
+  assert.equal(weights.batchesTracked, 5);
+  const want = await readNpy(`${DIR}bn-eval-output.npy`);
+  for (const name of BACKENDS) {
+    const got = await new TransformerNet(weights, getBackend(name)!).forward(await readNpy(`${DIR}input.npy`)).toHost();
+    let [lo, hi, worst] = [Infinity, -Infinity, 0];
+    for (let i = 0; i < want.size; i++) [lo, hi, worst] = [Math.min(lo, want.data[i]!), Math.max(hi, want.data[i]!), Math.max(worst, Math.abs(got.data[i]! - want.data[i]!))];
+    assert.ok(worst <= 1e-4 * (hi - lo), `${name}: ${worst} of a range of ${hi - lo}`);
+  }
+  const file = join(mkdtempSync(join(tmpdir(), 'pastiche-bn-')), 'bn.safetensors');
+  await saveTransformerModel(file, weights);
+  const back = await loadTransformerModel(file);
+  assert.equal(back.norm, 'batch');
+  assert.deepEqual([...back.running!.get('res3.in2')!.variance], [...weights.running!.get('res3.in2')!.variance]);
+});
 
 test('teacher-student: a student net trained by pixel MSE through the whole backward pass reaches 30 dB on a random teacher in 400 steps', async () => {
   const backend = getBackend('native') ?? getBackend('ts')!;
@@ -248,4 +268,16 @@ test('train-style --preview: the picture through the network every N steps and a
   assert.ok(!existsSync(join(dir, 'p-preview-0001.png')));
   const bad = await runCli([...common(dir, out), '--iterations', '1', '--preview', join(dir, 'missing.png')]);
   assert.match(bad.stderr, /^pastiche: .*missing\.png: no such file\n$/);
+});
+
+test('train-style --norm batch trains a batch-norm network; --init refuses the other kind in one line', async () => {
+  const dir = contentFolder();
+  const out = join(dir, 'bn.safetensors');
+  const r = await runCli([...common(dir, out), '--iterations', '2', '--norm', 'batch']);
+  assert.equal(r.code, 0, r.stderr);
+  const m = await loadTransformerModel(out);
+  assert.deepEqual([m.norm, m.batchesTracked], ['batch', 2]);
+  assert.ok([...m.running!.get('in1')!.mean].some((v) => v !== 0), 'the running means moved');
+  const bad = await runCli([...common(dir, join(dir, 'x.safetensors')), '--iterations', '1', '--norm', 'instance', '--init', out]);
+  assert.match(bad.stderr, /^pastiche: --init is a batch-norm network \(give --norm batch\)\n$/);
 });

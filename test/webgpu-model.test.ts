@@ -196,6 +196,16 @@ test("the real-time style network's ops and their backward on webgpu equal loops
     const [a, b] = [gpu.instanceNorm2dBackward(dy, x, weight, 1e-5, mask), loops.instanceNorm2dBackward(dy, x, weight, 1e-5, mask)];
     for (const k of ['dx', 'dw', 'db'] as const) assertClose(await a[k].toHost(), b[k], 1e-4, `instanceNorm2dBackward ${k}${mask ? ' + ReLU' : ''}`);
   }
+  // Batch norm: the same kernels with a group per channel over the batch, and its statistics.
+  const bnGpu = gpu.batchNorm2d(x, weight, bias, 1e-5, true);
+  const bnRef = loops.batchNorm2d(x, weight, bias, 1e-5, true);
+  assertClose(await bnGpu.y.toHost(), bnRef.y, 1e-5, 'batchNorm2d');
+  assertClose(await bnGpu.mean.toHost(), bnRef.mean, 1e-5, 'batchNorm2d mean');
+  assertClose(await bnGpu.variance.toHost(), bnRef.variance, 1e-5, 'batchNorm2d variance');
+  for (const mask of [undefined, bnRef.y]) {
+    const [a, b] = [gpu.batchNorm2dBackward(dy, x, weight, 1e-5, mask), loops.batchNorm2dBackward(dy, x, weight, 1e-5, mask)];
+    for (const k of ['dx', 'dw', 'db'] as const) assertClose(await a[k].toHost(), b[k], 1e-4, `batchNorm2dBackward ${k}${mask ? ' + ReLU' : ''}`);
+  }
   // Padding 4 of 9 rows: cells with a mirror above and below.
   const dp = randomTensor([2, 5, 17, 21], 6, -1, 1);
   assertClose(await gpu.reflectionPad2dBackward(dp, x.shape, 4).toHost(), loops.reflectionPad2dBackward(dp, x.shape, 4), 1e-6, 'reflectionPad2dBackward');
@@ -218,8 +228,9 @@ test("the real-time style network's backward on webgpu: every parameter's gradie
 });
 
 // Last: it destroys the file's device.
-test('training the style network on webgpu: gradients, losses and weights after 3 Adam steps equal a PyTorch float64 replay', async () => {
+test('training the style network on webgpu: gradients, losses and weights after 3 Adam steps equal a PyTorch float64 replay, with instance norm and with batch norm', async () => {
   await checkTrainingReplay(gpu, 1e-3);
+  await checkTrainingReplay(gpu, 1e-3, 'batch');
 });
 
 test('a lost device gives clear errors, not a crash or a hang', async () => {

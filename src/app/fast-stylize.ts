@@ -191,6 +191,8 @@ const NORM_STRIDE = (name: string): number => (name === 'in1' || name === 'in5' 
  * norm on the whole image.
  */
 export async function normStatistics(net: TransformerNet, x: Tensor, tile: number | undefined, onTile?: (done: number, tiles: number) => void): Promise<NormStats> {
+  // Batch norm runs with its running statistics: nothing to gather from the image.
+  if (net.weights.norm === 'batch') return new Map();
   const [, , height, width] = x.shape as [number, number, number, number];
   const tiles = tile === undefined ? [{ y0: 0, y1: height, x0: 0, x1: width, cy0: 0, cy1: height, cx0: 0, cx1: width }] : tileGrid(height, width, tile, NETWORK_HALO, NETWORK_GRID);
   const stats = new Map<string, { mean: Float64Array; variance: Float64Array }>();

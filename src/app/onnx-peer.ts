@@ -178,7 +178,7 @@ export async function onnxLayerTimes(
  * output cell reads floor(position / 2), as upsampleNearest2d).
  */
 export function transformerOnnx(weights: TransformerWeights, height: number, width: number): Uint8Array {
-  if (weights.upsample !== 'nearest') throw new PasticheError(`${weights.source}: only networks with nearest upsampling are exported to ONNX`);
+  if (weights.upsample !== 'nearest' || weights.norm !== 'instance') throw new PasticheError(`${weights.source}: only networks with nearest upsampling and instance norm are exported to ONNX`);
   const nodes: onnxProto.onnx.INodeProto[] = [];
   const inits: onnxProto.onnx.ITensorProto[] = [];
   const int64s = (name: string, values: number[]): onnxProto.onnx.ITensorProto => ({

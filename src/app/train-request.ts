@@ -96,6 +96,7 @@ export interface TrainFields {
   readonly styleSize?: unknown;
   readonly width?: unknown;
   readonly upsample?: unknown;
+  readonly norm?: unknown;
 }
 
 /** Channels of each block of VGG19 in `weights` (the real file: 64, 128, 256, 512, 512). */
@@ -144,5 +145,6 @@ export function parseTrainSettings(fields: TrainFields, contentCount: number, na
     shuffle: fields.shuffle === undefined ? true : f.flag('shuffle'),
     styleSize: f.number('styleSize', { min: 1, max: 4096, integer: true }),
     upsample: f.choice('upsample', ['nearest', 'deconv'] as const) ?? 'nearest',
+    norm: f.choice('norm', ['instance', 'batch'] as const) ?? 'instance',
   };
 }

@@ -84,7 +84,7 @@ export interface TrainStyleJob extends TrainSettings {
 /** The settings a resumed run must share with the checkpoint's (all but how long it runs). */
 export function settingsRecord(s: TrainSettings, style: string, contentCount: number): Record<string, unknown> {
   return {
-    style: path.basename(style), contentCount, size: s.size, batch: s.batch, lr: s.lr, seed: s.seed, shuffle: s.shuffle, width: s.width, upsample: s.upsample, styleSize: s.styleSize ?? null,
+    style: path.basename(style), contentCount, size: s.size, batch: s.batch, lr: s.lr, seed: s.seed, shuffle: s.shuffle, width: s.width, upsample: s.upsample, norm: s.norm, styleSize: s.styleSize ?? null,
     contentWeight: s.contentWeight, styleWeight: s.styleWeight, tvWeight: s.tvWeight, contentLayers: s.contentLayers, styleLayers: s.styleLayers,
   };
 }
@@ -141,10 +141,11 @@ export async function runTrainStyle(job: TrainStyleJob): Promise<TrainStyleJobRe
     },
   };
   const settings = JSON.stringify(settingsRecord(job, job.style, job.contentFiles.length));
-  const net = job.resume?.weights ?? job.init ?? initialTransformerWeights(job.width, job.seed, job.upsample);
+  const net = job.resume?.weights ?? job.init ?? initialTransformerWeights(job.width, job.seed, job.upsample, job.norm);
   const from = job.resume ? 'the checkpoint' : '--init';
   if (net.width !== job.width) throw new PasticheError(`${from} is a network of width ${net.width}, not ${job.width} (give --width ${net.width})`);
   if (net.upsample !== job.upsample) throw new PasticheError(`${from} upsamples with ${net.upsample === 'deconv' ? 'transposed convolutions' : 'nearest + convolution'} (give --upsample ${net.upsample})`);
+  if (net.norm !== job.norm) throw new PasticheError(`${from} is a ${net.norm}-norm network (give --norm ${net.norm})`);
   const save = (s: { weights: TransformerWeights; adam?: TrainingCheckpoint['adam']; iteration: number }) => saveTrainingCheckpoint(job.checkpoint, { ...s, settings });
   const result = await trainStyle({
     ...job, style, content: folderSource(job.contentFiles), net, preview,

@@ -15,7 +15,7 @@ import type { Backend } from '../backends/backend.js';
 import { PasticheError } from '../errors.js';
 import { resizeBilinearPil } from '../image/pil-resize.js';
 import { rgbToTensor, tensorToRgb, type RgbImage } from '../image/rgb.js';
-import { flattenTransformerWeights, TransformerNet, unflattenTransformerWeights, type TransformerWeights, type Upsample } from '../model/transformer/transformer-net.js';
+import { flattenTransformerWeights, TransformerNet, unflattenTransformerWeights, type Norm, type RunningStats, type TransformerWeights, type Upsample } from '../model/transformer/transformer-net.js';
 import { Vgg19 } from '../model/vgg19.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
 import { VGG19_LAYERS } from '../model/vgg19-table.js';
@@ -145,7 +145,7 @@ export class StyleTrainer {
    * orders them. The network runs on the whole batch; VGG19 takes one image at a time (each image
    * has its own content target, and a Gram matrix is per image), and the losses are their mean.
    */
-  async gradients(x: Tensor): Promise<{ losses: TrainLosses; grad: Float32Array }> {
+  async gradients(x: Tensor): Promise<{ losses: TrainLosses; grad: Float32Array; batchStats: Map<string, { mean: Float32Array; variance: Float32Array; count: number }> }> {
     const { backend: be, objective: w } = this.o;
     const [n, , h, wd] = x.shape as [number, number, number, number];
     if (h % 4 !== 0 || wd % 4 !== 0) throw new PasticheError(`training crops must be multiples of 4 pixels a side (the network's two strides of 2), got ${wd}x${h}`);
@@ -191,19 +191,43 @@ export class StyleTrainer {
         t.dispose();
       }
     }
+    const batchStats = new Map<string, { mean: Float32Array; variance: Float32Array; count: number }>();
+    for (const [name, st] of pass.batchStats) {
+      batchStats.set(name, { mean: Float32Array.from((await st.mean.toHost()).data), variance: Float32Array.from((await st.variance.toHost()).data), count: st.count });
+      st.mean.dispose();
+      st.variance.dispose();
+    }
     pass.release();
     const total = w.contentWeight * content + w.styleWeight * styleLoss + w.tvWeight * tv;
-    return { losses: { content, style: styleLoss, tv, total }, grad };
+    return { losses: { content, style: styleLoss, tv, total }, grad, batchStats };
   }
 
   /** One training step: the losses at the current weights (returned), then an Adam step on every parameter. */
   async step(x: Tensor): Promise<TrainLosses> {
-    const { losses, grad } = await this.gradients(x);
+    const { losses, grad, batchStats } = await this.gradients(x);
     if (!Number.isFinite(losses.total)) throw new PasticheError('the loss is no longer finite: lower --lr or the loss weights');
     this.adam.step(this.flat, grad);
-    this.current = unflattenTransformerWeights(this.current, this.flat);
+    const next = unflattenTransformerWeights(this.current, this.flat);
+    this.current = batchStats.size ? { ...next, ...updatedRunning(next, batchStats) } : next;
     return losses;
   }
+}
+
+/** BatchNorm2d's momentum: running = 0.9 running + 0.1 batch (the variance unbiased: m / (m - 1) of the batch's). */
+const BN_MOMENTUM = 0.1;
+
+/** Batch norm's running statistics after a batch with these statistics, as PyTorch keeps them. */
+function updatedRunning(w: TransformerWeights, batch: Map<string, { mean: Float32Array; variance: Float32Array; count: number }>): Pick<TransformerWeights, 'running' | 'batchesTracked'> {
+  const running = new Map<string, RunningStats>();
+  for (const [name, r] of w.running ?? []) {
+    const b = batch.get(name)!;
+    const unbiased = b.count / Math.max(1, b.count - 1);
+    running.set(name, {
+      mean: r.mean.map((v, i) => (1 - BN_MOMENTUM) * v + BN_MOMENTUM * b.mean[i]!),
+      variance: r.variance.map((v, i) => (1 - BN_MOMENTUM) * v + BN_MOMENTUM * b.variance[i]! * unbiased),
+    });
+  }
+  return { running, batchesTracked: (w.batchesTracked ?? 0) + 1 };
 }
 
 /** The Gram matrices live where the backend made them; the batch targets are built on the host. */
@@ -288,6 +312,8 @@ export interface TrainSettings extends ObjectiveWeights {
   readonly width: number;
   /** pytorch/examples' nearest upsampling + convolution, or the course's transposed convolutions. */
   readonly upsample: Upsample;
+  /** Instance norm (pytorch/examples'), or batch norm (the course's --type batch). */
+  readonly norm: Norm;
 }
 
 /** What a checkpoint holds: the network, the optimiser, how far it got. */

@@ -150,6 +150,16 @@ export interface Backend {
    * dx = weight r (dy - mean(dy) - x^ mean(dy x^)) (means over the plane's H x W cells).
    */
   instanceNorm2dBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, reluOutput?: Tensor): NormGradients;
+  /**
+   * Batch normalisation (Ioffe & Szegedy 2015) with the batch's own statistics, as PyTorch's
+   * BatchNorm2d trains: per channel over all N x H x W cells, y = (x - mean) / sqrt(var + eps) *
+   * weight[c] + bias[c], the variance biased; with `relu`, ReLU(y). Also returns each channel's mean
+   * and biased variance, from which the caller keeps the running statistics (inference then uses
+   * channelAffine2d).
+   */
+  batchNorm2d(x: Tensor, weight: Tensor, bias: Tensor, eps: number, relu?: boolean): { y: Tensor; mean: Tensor; variance: Tensor };
+  /** Its gradients: instanceNorm2dBackward's formulas with the sums and means over N x H x W per channel. */
+  batchNorm2dBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, reluOutput?: Tensor): NormGradients;
   /** The gradient of reflectionPad2d: each padded cell's dy added to the input cell it mirrors. */
   reflectionPad2dBackward(dy: Tensor, xShape: Shape, pad: number): Tensor;
   /**

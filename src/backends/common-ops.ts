@@ -26,6 +26,8 @@ type CommonOps = Pick<
   | 'upsampleNearest2d'
   | 'channelAffine2d'
   | 'instanceNorm2dBackward'
+  | 'batchNorm2d'
+  | 'batchNorm2dBackward'
   | 'reflectionPad2dBackward'
   | 'upsampleNearest2dBackward'
 >;
@@ -73,6 +75,27 @@ export function linearBackwardByMatmul(
   const dout = w.shape[1]!;
   checkGradShape(dy, [n, dout], 'linearBackward');
   return { dx: be.matmul(dy, w, false, true), dw: be.matmul(x, dy, true, false), db: sumRows(dy, n, dout) };
+}
+
+/**
+ * The cells of normalisation group g: `segments` runs of m cells, run k at ((k * groups + g) * m).
+ * Instance norm: a group per (n, c) plane, one run; batch norm: a group per channel, one run per image.
+ */
+function groupCells(g: number, groups: number, segments: number, m: number): (t: number) => number {
+  return segments === 1 ? (t) => g * m + t : (t) => (((t / m) | 0) * groups + g) * m + (t % m);
+}
+
+/** Mean and biased variance of a group, two passes in float64 (no cancellation). */
+function groupMoments(d: Float32Array, at: (t: number) => number, count: number): { mean: number; variance: number } {
+  let sum = 0;
+  for (let t = 0; t < count; t++) sum += d[at(t)]!;
+  const mean = sum / count;
+  let sq = 0;
+  for (let t = 0; t < count; t++) {
+    const v = d[at(t)]! - mean;
+    sq += v * v;
+  }
+  return { mean, variance: sq / count };
 }
 
 export const commonOps: CommonOps = {
@@ -285,6 +308,51 @@ export const commonOps: CommonOps = {
       for (let i = 0; i < m; i++) dx[o + i] = k * (g[i]! - sg / m - (xh[i]! * sgx) / m);
     }
     return { dx: new Tensor(x.shape, dx), dw: new Tensor([c], Float32Array.from(dw)), db: new Tensor([c], Float32Array.from(db)) };
+  },
+
+  batchNorm2d(x: Tensor, weight: Tensor, bias: Tensor, eps: number, relu = false): { y: Tensor; mean: Tensor; variance: Tensor } {
+    const [n, c, h, w] = expectRank(x, 4, 'batchNorm2d') as [number, number, number, number];
+    checkChannelParams(weight, bias, c, 'batchNorm2d');
+    const y = new Float32Array(x.size);
+    const [mean, variance] = [new Tensor([c]), new Tensor([c])];
+    for (let ch = 0; ch < c; ch++) {
+      const at = groupCells(ch, c, n, h * w);
+      const s = groupMoments(x.data, at, n * h * w);
+      [mean.data[ch], variance.data[ch]] = [s.mean, s.variance];
+      const scale = weight.data[ch]! / Math.sqrt(s.variance + eps);
+      const shift = bias.data[ch]! - s.mean * scale;
+      for (let t = 0; t < n * h * w; t++) {
+        const v = x.data[at(t)]! * scale + shift;
+        y[at(t)] = relu ? Math.max(0, v) : v;
+      }
+    }
+    return { y: new Tensor(x.shape, y), mean, variance };
+  },
+
+  batchNorm2dBackward(dy: Tensor, x: Tensor, weight: Tensor, eps: number, reluOutput?: Tensor): NormGradients {
+    const [n, c, h, w] = expectRank(x, 4, 'batchNorm2dBackward') as [number, number, number, number];
+    checkGradShape(dy, x.shape, 'batchNorm2dBackward');
+    if (reluOutput) checkGradShape(reluOutput, x.shape, 'batchNorm2dBackward (the ReLU output)');
+    if (weight.size !== c) throw new PasticheError(`batchNorm2dBackward: ${c} channels but ${weight.size} weights`);
+    const count = n * h * w;
+    const dx = new Float32Array(x.size);
+    const [dw, db] = [new Tensor([c]), new Tensor([c])];
+    for (let ch = 0; ch < c; ch++) {
+      const at = groupCells(ch, c, n, h * w);
+      const { mean, variance } = groupMoments(x.data, at, count);
+      const r = 1 / Math.sqrt(variance + eps);
+      // The fused ReLU's backward first (seed eq. 18), then the normalisation's.
+      const g = (t: number) => (reluOutput && !(reluOutput.data[at(t)]! > 0) ? 0 : dy.data[at(t)]!);
+      let [sg, sgx] = [0, 0];
+      for (let t = 0; t < count; t++) {
+        sg += g(t);
+        sgx += g(t) * (x.data[at(t)]! - mean) * r;
+      }
+      [db.data[ch], dw.data[ch]] = [sg, sgx];
+      const k = weight.data[ch]! * r;
+      for (let t = 0; t < count; t++) dx[at(t)] = k * (g(t) - sg / count - ((x.data[at(t)]! - mean) * r * sgx) / count);
+    }
+    return { dx: new Tensor(x.shape, dx), dw, db };
   },
 
   reflectionPad2dBackward(dy: Tensor, xShape: Shape, pad: number): Tensor {

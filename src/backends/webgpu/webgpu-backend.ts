@@ -7,7 +7,7 @@
 import { convWork } from '../conv-work.js';
 import { PasticheError } from '../../errors.js';
 import { Tensor, expectRank, sizeOf, type Shape } from '../../tensor/tensor.js';
-import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
+import type { Backend, NormGradients, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
 import { linearBackwardByMatmul } from '../common-ops.js';
 import {
   checkBias,
@@ -224,6 +224,51 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
    * Dispatches of one GEMM op: the tiled kernel, and for few output tiles over a long K a split
    * into partial sums plus their reduction (more workgroups to keep a GPU busy).
    */
+  /**
+   * Instance or batch normalisation (KERNELS.instanceNorm): `groups` workgroups, each over `segments`
+   * runs of H x W cells (a plane per group; or a channel per group, a run per image), the groups'
+   * means and variances too for batch norm.
+   */
+  function normalize(x: Tensor, weight: Tensor, bias: Tensor, eps: number, relu: boolean, g: { groups: number; segments: number; stats: boolean }): { y: Tensor; mean?: Tensor; variance?: Tensor } {
+    const [, c, h, wd] = x.shape as [number, number, number, number];
+    const up: Uploads = [];
+    const y = output(x.shape);
+    const stats = g.stats ? [output([c]), output([c])] : undefined;
+    // Two writable bindings may not share a buffer: without statistics, two scratch ones.
+    const scratch = () => {
+      const b = pool.take(4);
+      up.push(b);
+      return b;
+    };
+    const k = KERNELS.instanceNorm;
+    run(up, {
+      key: 'instanceNorm', code: k.code, bindings: k.bindings, params: [h * wd, c, f32Bits(eps), relu ? 1 : 0, g.segments, g.groups, stats ? 1 : 0],
+      buffers: [buf(x, up), buf(weight, up, true), buf(bias, up, true), outBuf(y), stats ? outBuf(stats[0]!) : scratch(), stats ? outBuf(stats[1]!) : scratch()], groups: [g.groups, 1, 1],
+    });
+    return { y, mean: stats?.[0], variance: stats?.[1] };
+  }
+
+  /** The gradients of normalize: dx, and the weight and bias gradients added over the groups of each channel. */
+  function normalizeBackward(what: string, dy: Tensor, x: Tensor, weight: Tensor, eps: number, reluOutput: Tensor | undefined, g: { groups: number; segments: number }): NormGradients {
+    const [, c, h, wd] = x.shape as [number, number, number, number];
+    checkGradShape(dy, x.shape, what);
+    if (reluOutput) checkGradShape(reluOutput, x.shape, `${what} (the ReLU output)`);
+    if (weight.size !== c) throw new PasticheError(`${what}: ${c} channels but ${weight.size} weights`);
+    const up: Uploads = [];
+    const dx = output(x.shape);
+    const [dw, db] = [output([c]), output([c])];
+    const sums = pool.take(2 * g.groups * 4);
+    up.push(sums);
+    const k = KERNELS.instanceNormBackward;
+    const xb = buf(x, up);
+    run(
+      up,
+      { key: 'instanceNormBackward', code: k.code, bindings: k.bindings, params: [h * wd, c, f32Bits(eps), reluOutput ? 1 : 0, g.segments, g.groups], buffers: [xb, buf(dy, up), buf(weight, up), reluOutput ? buf(reluOutput, up) : xb, outBuf(dx), sums], groups: [g.groups, 1, 1] },
+      elementwise('instanceNormParamGrads', c, [g.groups / c], [sums, outBuf(dw), outBuf(db)]),
+    );
+    return { dx, dw, db };
+  }
+
   function gemm(name: string, spec: GemmSpec, m: number, n: number, k: number, extra: readonly number[], buffers: GPUBuffer[], up: Uploads): Dispatch[] {
     const tile = tileFor(m);
     const [tm, tn] = [16 * tile.rm, 16 * tile.rn];
@@ -389,14 +434,17 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
     },
 
     instanceNorm2d(x, weight, bias, eps, relu = false) {
-      const [n, c, h, wd] = expectRank(x, 4, 'instanceNorm2d') as [number, number, number, number];
+      const [n, c] = expectRank(x, 4, 'instanceNorm2d') as [number, number, number, number];
       checkChannelParams(weight, bias, c, 'instanceNorm2d');
       if (n * c > 65535) throw new PasticheError(`instanceNorm2d: ${n * c} planes are more than one dispatch takes (65535)`);
-      const up: Uploads = [];
-      const y = output(x.shape);
-      const k = KERNELS.instanceNorm;
-      run(up, { key: 'instanceNorm', code: k.code, bindings: k.bindings, params: [h * wd, c, f32Bits(eps), relu ? 1 : 0], buffers: [buf(x, up), buf(weight, up, true), buf(bias, up, true), outBuf(y)], groups: [n * c, 1, 1] });
-      return y;
+      return normalize(x, weight, bias, eps, relu, { groups: n * c, segments: 1, stats: false }).y;
+    },
+
+    batchNorm2d(x, weight, bias, eps, relu = false) {
+      const [n, c] = expectRank(x, 4, 'batchNorm2d') as [number, number, number, number];
+      checkChannelParams(weight, bias, c, 'batchNorm2d');
+      const r = normalize(x, weight, bias, eps, relu, { groups: c, segments: n, stats: true });
+      return { y: r.y, mean: r.mean!, variance: r.variance! };
     },
 
     channelAffine2d(x, scale, shift, relu = false) {
@@ -409,24 +457,14 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
     },
 
     instanceNorm2dBackward(dy, x, weight, eps, reluOutput) {
-      const [n, c, h, wd] = expectRank(x, 4, 'instanceNorm2dBackward') as [number, number, number, number];
-      checkGradShape(dy, x.shape, 'instanceNorm2dBackward');
-      if (reluOutput) checkGradShape(reluOutput, x.shape, 'instanceNorm2dBackward (the ReLU output)');
-      if (weight.size !== c) throw new PasticheError(`instanceNorm2dBackward: ${c} channels but ${weight.size} weights`);
+      const [n, c] = expectRank(x, 4, 'instanceNorm2dBackward') as [number, number, number, number];
       if (n * c > 65535) throw new PasticheError(`instanceNorm2dBackward: ${n * c} planes are more than one dispatch takes (65535)`);
-      const up: Uploads = [];
-      const dx = output(x.shape);
-      const [dw, db] = [output([c]), output([c])];
-      const sums = pool.take(2 * n * c * 4);
-      up.push(sums);
-      const k = KERNELS.instanceNormBackward;
-      const xb = buf(x, up);
-      run(
-        up,
-        { key: 'instanceNormBackward', code: k.code, bindings: k.bindings, params: [h * wd, c, f32Bits(eps), reluOutput ? 1 : 0], buffers: [xb, buf(dy, up), buf(weight, up), reluOutput ? buf(reluOutput, up) : xb, outBuf(dx), sums], groups: [n * c, 1, 1] },
-        elementwise('instanceNormParamGrads', c, [n], [sums, outBuf(dw), outBuf(db)]),
-      );
-      return { dx, dw, db };
+      return normalizeBackward('instanceNorm2dBackward', dy, x, weight, eps, reluOutput, { groups: n * c, segments: 1 });
+    },
+
+    batchNorm2dBackward(dy, x, weight, eps, reluOutput) {
+      const [n, c] = expectRank(x, 4, 'batchNorm2dBackward') as [number, number, number, number];
+      return normalizeBackward('batchNorm2dBackward', dy, x, weight, eps, reluOutput, { groups: c, segments: n });
     },
 
     reflectionPad2dBackward(dy, xShape, pad) {

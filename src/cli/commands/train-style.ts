@@ -35,6 +35,7 @@ export function registerTrainStyle(program: Command): void {
     .option('--style-size <n>', 'resize the style image to this longest side first (default: as it is)')
     .option('--width <n>', "channels of the network's first layer: 32 (pytorch/examples' models), 16 for half width")
     .option('--upsample <how>', "nearest (pytorch/examples' nearest x2 + convolution: its .pth loads our models) or deconv (the course's transposed convolutions)")
+    .option('--norm <kind>', "instance (pytorch/examples', the default) or batch (the course's --type batch: running statistics at inference)")
     .option('--seed <n>', 'seed of the initial weights and the shuffling: same seed and data, same model bit for bit (default 1)')
     .option('--no-shuffle', 'visit the content images in sorted order')
     .option('--init <model>', 'start from these weights (a .pth of pytorch/examples, a .safetensors) with a fresh optimiser')
@@ -59,7 +60,7 @@ export function registerTrainStyle(program: Command): void {
     const vgg = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadWeightsFile(weightsFile, (m) => process.stderr.write(`pastiche: warning: ${m}\n`)));
     // The presets' style layer weights depend on the loss network's widths.
     const from = start.resume?.weights ?? start.init;
-    const settings = parseTrainSettings({ ...o, width: o.width ?? from?.width, upsample: o.upsample ?? from?.upsample }, contentFiles.length, flagName, vggBlockWidths(vgg));
+    const settings = parseTrainSettings({ ...o, width: o.width ?? from?.width, upsample: o.upsample ?? from?.upsample, norm: o.norm ?? from?.norm }, contentFiles.length, flagName, vggBlockWidths(vgg));
     if (start.resume) checkResumable(start.resume, o.resume!, settingsRecord(settings, style, contentFiles.length));
     const bar = progressBar(settings.iterations, 'train {bar} {value}/{total} | epoch {epoch} | content {c} style {s} tv {tv} | {sps} s/step | ETA {eta_formatted}', o.quiet);
     bar.update(start.resume?.iteration ?? 0, { epoch: '-', c: '-', s: '-', tv: '-', sps: '-' });

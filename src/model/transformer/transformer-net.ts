@@ -22,6 +22,19 @@ import { normalRng, uniformRng } from '../../util/random.js';
 export type Upsample = 'nearest' | 'deconv';
 
 /**
+ * The normalisation after each convolution: instance norm (pytorch/examples', the published models)
+ * or batch norm (the course's `--type batch`), which trains with each batch's statistics and runs
+ * with the running ones it kept (PyTorch's BatchNorm2d: momentum 0.1, unbiased running variance).
+ */
+export type Norm = 'instance' | 'batch';
+
+/** Batch norm's running statistics of one layer. */
+export interface RunningStats {
+  readonly mean: Float32Array;
+  readonly variance: Float32Array;
+}
+
+/**
  * A convolution of the net: its state_dict prefix, kernel, stride, and whether nearest x2
  * upsampling precedes it, or whether it is a transposed convolution (stride 2: twice the size).
  */
@@ -68,6 +81,10 @@ export interface TransformerWeights {
   /** Channels of the first convolution: 32 for pytorch/examples' models, 16 half width. */
   readonly width: number;
   readonly upsample: Upsample;
+  readonly norm: Norm;
+  /** Batch norm's running statistics per norm layer, and how many batches they have seen. */
+  readonly running?: ReadonlyMap<string, RunningStats>;
+  readonly batchesTracked?: number;
   /**
    * `conv1` -> { w, b }, `in1` -> { w, b }, `res1.conv1` ... as in the state_dict without `.conv2d`.
    * A transposed convolution's w is [Cout, K, K, Cin]: the weights of the convolution whose
@@ -108,7 +125,11 @@ export function toOihw(t: Tensor): StateTensor {
  * instance norm) are dropped as pytorch/examples does; any other unknown name is an error.
  */
 export function transformerFromStateDict(tensors: ReadonlyMap<string, StateTensor>, source: string): TransformerWeights {
-  const t = new Map([...tensors].map(([k, v]) => [k.replace(/^module\./, ''), v] as const).filter(([k]) => !/(^|\.)in\d+\.(running_mean|running_var|num_batches_tracked)$/.test(k)));
+  const all = new Map([...tensors].map(([k, v]) => [k.replace(/^module\./, ''), v] as const));
+  // BatchNorm2d saves num_batches_tracked (since PyTorch 0.4.1); old InstanceNorm2d checkpoints
+  // carry running_mean / running_var only, which instance norm never uses.
+  const norm: Norm = all.has('in1.num_batches_tracked') ? 'batch' : 'instance';
+  const t = norm === 'batch' ? all : new Map([...all].filter(([k]) => !/(^|\.)in\d+\.(running_mean|running_var|num_batches_tracked)$/.test(k)));
   const first = t.get('conv1.conv2d.weight');
   if (!first) {
     const some = [...t.keys()].slice(0, 3).join(', ');
@@ -132,13 +153,26 @@ export function transformerFromStateDict(tensors: ReadonlyMap<string, StateTenso
     const w = fromOihw(take(`${key}.weight`, c.transposed ? [c.cin, c.cout, c.k, c.k] : [c.cout, c.cin, c.k, c.k]));
     params.set(c.name, { w, b: new Tensor([c.cout], Float32Array.from(take(`${key}.bias`, [c.cout]).data)) });
   }
+  const running = new Map<string, RunningStats>();
+  let batchesTracked = 0;
   for (const n of norms) {
     const w = take(`${n.name}.weight`, [n.channels]);
     const b = take(`${n.name}.bias`, [n.channels]);
     params.set(n.name, { w: new Tensor([n.channels], Float32Array.from(w.data)), b: new Tensor([n.channels], Float32Array.from(b.data)) });
+    if (norm === 'batch') {
+      running.set(n.name, { mean: Float32Array.from(take(`${n.name}.running_mean`, [n.channels]).data), variance: Float32Array.from(take(`${n.name}.running_var`, [n.channels]).data) });
+      batchesTracked = take(`${n.name}.num_batches_tracked`, []).data[0] ?? 0;
+    }
   }
   if (t.size > 0) throw new PasticheError(`${source}: ${[...t.keys()].slice(0, 3).join(', ')}${t.size > 3 ? ', ...' : ''}: not part of a TransformerNet (batch-norm models are not read yet)`);
-  return { source, width, upsample, params };
+  return { source, width, upsample, norm, params, ...(norm === 'batch' ? { running, batchesTracked } : {}) };
+}
+
+/** Fresh running statistics (mean 0, variance 1, as BatchNorm2d starts) for a network's norms, or none for instance norm. */
+function freshRunning(width: number, norm: Norm): Pick<TransformerWeights, 'running' | 'batchesTracked'> {
+  if (norm === 'instance') return {};
+  const running = new Map(transformerLayout(width).norms.map((n) => [n.name, { mean: new Float32Array(n.channels), variance: new Float32Array(n.channels).fill(1) }]));
+  return { running, batchesTracked: 0 };
 }
 
 /** A convolution's weight tensor in our layout: [Cin, K, K, Cout], a transposed one's [Cout, K, K, Cin]. */
@@ -155,7 +189,7 @@ function fanIn(c: ConvSpec): number {
  * A TransformerNet of width `width` with He-normal convolutions, instance-norm weights near 1 and
  * biases near 0: the start of training, and benchmarks that need no file.
  */
-export function randomTransformerWeights(width = 32, seed = 1, upsample: Upsample = 'nearest'): TransformerWeights {
+export function randomTransformerWeights(width = 32, seed = 1, upsample: Upsample = 'nearest', norm: Norm = 'instance'): TransformerWeights {
   const gauss = normalRng(uniformRng(seed));
   const { convs, norms } = transformerLayout(width, upsample);
   const params = new Map<string, { w: Tensor; b: Tensor }>();
@@ -171,7 +205,7 @@ export function randomTransformerWeights(width = 32, seed = 1, upsample: Upsampl
     for (let i = 0; i < n.channels; i++) [w.data[i], b.data[i]] = [1 + 0.1 * gauss(), 0.1 * gauss()];
     params.set(n.name, { w, b });
   }
-  return { source: `random (width ${width}, seed ${seed})`, width, upsample, params };
+  return { source: `random (width ${width}, seed ${seed})`, width, upsample, norm, params, ...freshRunning(width, norm) };
 }
 
 /**
@@ -179,7 +213,7 @@ export function randomTransformerWeights(width = 32, seed = 1, upsample: Upsampl
  * convolution weights and biases uniform in +-1/sqrt(fan_in) (Conv2d's kaiming_uniform with
  * a = sqrt(5)), instance-norm weights 1 and biases 0.
  */
-export function initialTransformerWeights(width = 32, seed = 1, upsample: Upsample = 'nearest'): TransformerWeights {
+export function initialTransformerWeights(width = 32, seed = 1, upsample: Upsample = 'nearest', norm: Norm = 'instance'): TransformerWeights {
   const rng = uniformRng(seed);
   const uniform = (t: Tensor, bound: number) => {
     for (let i = 0; i < t.size; i++) t.data[i] = (2 * rng() - 1) * bound;
@@ -194,7 +228,7 @@ export function initialTransformerWeights(width = 32, seed = 1, upsample: Upsamp
     params.set(c.name, { w, b });
   }
   for (const n of norms) params.set(n.name, { w: new Tensor([n.channels], new Float32Array(n.channels).fill(1)), b: new Tensor([n.channels]) });
-  return { source: `initial (width ${width}, seed ${seed})`, width, upsample, params };
+  return { source: `initial (width ${width}, seed ${seed})`, width, upsample, norm, params, ...freshRunning(width, norm) };
 }
 
 /** All parameters in one vector (each layer's weight then bias, in the params' order): what an optimiser steps. */
@@ -229,7 +263,7 @@ export function unflattenTransformerWeights(like: TransformerWeights, flat: Floa
     params.set(name, { w, b: take(p.b.shape, p.b.size) });
   }
   if (at !== flat.length) throw new PasticheError(`${flat.length} parameter values for a network of ${at}`);
-  return { source, width: like.width, upsample: like.upsample, params };
+  return { ...like, source, params };
 }
 
 /** The state_dict of `weights`, PyTorch's names and layouts (what a .pth or our .safetensors holds). */
@@ -246,6 +280,12 @@ export function transformerStateDict(weights: TransformerWeights): Map<string, S
     const p = weights.params.get(n.name)!;
     out.set(`${n.name}.weight`, { shape: [n.channels], data: p.w.data });
     out.set(`${n.name}.bias`, { shape: [n.channels], data: p.b.data });
+    const r = weights.running?.get(n.name);
+    if (r) {
+      out.set(`${n.name}.running_mean`, { shape: [n.channels], data: r.mean });
+      out.set(`${n.name}.running_var`, { shape: [n.channels], data: r.variance });
+      out.set(`${n.name}.num_batches_tracked`, { shape: [], data: Float32Array.of(weights.batchesTracked ?? 0) });
+    }
   }
   return out;
 }
@@ -323,7 +363,8 @@ export class TransformerNet {
         owned.delete(input);
         throw new ReachedNorm(input);
       }
-      const s = o.stats?.get(name);
+      // A tile's whole-image statistics, or batch norm's running ones.
+      const s = o.stats?.get(name) ?? this.weights.running?.get(name);
       let y: Tensor;
       if (s) {
         // (x - mean) / sqrt(var + eps) * w + b as one scale and shift per channel.
@@ -403,10 +444,17 @@ export class TransformerNet {
    * dL/dy -> dL/dx and every parameter's gradient, by the chain rule through the same layers in
    * reverse (the residual blocks' sums send their gradient down both paths).
    */
-  forwardForTraining(x: Tensor): { output: Tensor; backward(dy: Tensor): { dx: Tensor; grads: Map<string, ParamGradients> }; release(): void } {
+  forwardForTraining(x: Tensor): {
+    output: Tensor;
+    backward(dy: Tensor): { dx: Tensor; grads: Map<string, ParamGradients> };
+    release(): void;
+    /** Batch norm's statistics of this batch per layer (the caller keeps the running ones); empty for instance norm. */
+    batchStats: Map<string, { mean: Tensor; variance: Tensor; count: number }>;
+  } {
     const be = this.backend;
     type Step = (dy: Tensor) => Tensor;
     const grads = new Map<string, ParamGradients>();
+    const batchStats = new Map<string, { mean: Tensor; variance: Tensor; count: number }>();
     /** Everything made on the way but dx and the parameters' gradients: release() gives it back (GPU memory, pooled arrays). */
     const made: Tensor[] = [];
     const mk = (t: Tensor) => {
@@ -446,13 +494,22 @@ export class TransformerNet {
         },
       ];
     };
+    const batch = this.weights.norm === 'batch';
     const norm = (input: Tensor, name: string, relu: boolean): [Tensor, Step] => {
       const p = this.weights.params.get(name)!;
-      const y = mk(be.instanceNorm2d(input, p.w, p.b, IN_EPS, relu));
+      let y: Tensor;
+      if (batch) {
+        const r = be.batchNorm2d(input, p.w, p.b, IN_EPS, relu);
+        y = mk(r.y);
+        const [n, , h, w] = input.shape as [number, number, number, number];
+        batchStats.set(name, { mean: r.mean, variance: r.variance, count: n * h * w });
+      } else {
+        y = mk(be.instanceNorm2d(input, p.w, p.b, IN_EPS, relu));
+      }
       return [
         y,
         (dy) => {
-          const g = be.instanceNorm2dBackward(dy, input, p.w, IN_EPS, relu ? y : undefined);
+          const g = (batch ? be.batchNorm2dBackward : be.instanceNorm2dBackward).call(be, dy, input, p.w, IN_EPS, relu ? y : undefined);
           grads.set(name, { dw: g.dw, db: g.db });
           return mk(g.dx);
         },
@@ -488,6 +545,7 @@ export class TransformerNet {
     steps.push(lastBack);
     return {
       output,
+      batchStats,
       backward: (dy) => {
         let g = dy;
         for (const step of [...steps].reverse()) g = step(g);

@@ -37,23 +37,27 @@ const treeReduce = (op: (a: string, b: string) => string) => `  workgroupBarrier
 const sum = (a: string, b: string) => `${a} + ${b}`;
 
 /**
- * The head of a kernel with one workgroup per (n, c) plane of P.M cells of x: `mean` and the
- * plane's sum of squared deviations in red[0] (the variance times M), every thread having both.
+ * The head of a kernel with one workgroup per normalisation group of x: P.S runs of P.M cells, run
+ * k of group g at ((k * P.G + g) * P.M) (instance norm: a group per (n, c) plane, one run; batch
+ * norm: a group per channel, one run per image). `mean` and the group's sum of squared deviations
+ * in red[0] (the variance times its P.S * P.M cells), every thread having both.
  */
 const PLANE_MOMENTS = `var<workgroup> red: array<f32, 256>;
+
+fn cell(g: u32, t: u32) -> u32 { return ((t / P.M) * P.G + g) * P.M + t % P.M; }
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let plane = wg.x;
-  let base = plane * P.M;
+  let count = P.S * P.M;
   var s = 0.0;
-  for (var j = lid.x; j < P.M; j += 256u) { s += x[base + j]; }
+  for (var j = lid.x; j < count; j += 256u) { s += x[cell(plane, j)]; }
   red[lid.x] = s;
 ${treeReduce(sum)}
-  let mean = red[0] / f32(P.M);
+  let mean = red[0] / f32(count);
   workgroupBarrier();
   var q = 0.0;
-  for (var j = lid.x; j < P.M; j += 256u) { let d = x[base + j] - mean; q += d * d; }
+  for (var j = lid.x; j < count; j += 256u) { let d = x[cell(plane, j)] - mean; q += d * d; }
   red[lid.x] = q;
 ${treeReduce(sum)}`;
 
@@ -188,28 +192,30 @@ fn mirrorsOf(i: i32, n: i32, pad: i32) -> vec3<i32> {
   }
   dx[i] = s;`),
   /**
-   * As loops' instanceNorm2dBackward, one workgroup per plane: mean and variance again, then the sums
-   * of g and g x^ (g: dy, zero where the fused ReLU's output was not positive), dx, and the plane's
-   * two sums for the weight and bias gradients (summed over the batch by instanceNormParamGrads).
+   * As loops' instanceNorm2dBackward (and batchNorm2dBackward: a group per channel), one workgroup
+   * per group: mean and variance again, then the sums of g and g x^ (g: dy, zero where the fused
+   * ReLU's output was not positive), dx, and the group's two sums for the weight and bias gradients
+   * (added over the batch's planes by instanceNormParamGrads).
    */
-  instanceNormBackward: custom(['M', 'C', 'eps', 'relu'], [r('x'), r('dy'), r('weight'), r('mask'), w('dx'), w('sums')], `${PLANE_MOMENTS}
-  let r = 1.0 / sqrt(red[0] / f32(P.M) + bitcast<f32>(P.eps));
+  instanceNormBackward: custom(['M', 'C', 'eps', 'relu', 'S', 'G'], [r('x'), r('dy'), r('weight'), r('mask'), w('dx'), w('sums')], `${PLANE_MOMENTS}
+  let r = 1.0 / sqrt(red[0] / f32(count) + bitcast<f32>(P.eps));
   workgroupBarrier();
   var sg = 0.0;
-  for (var j = lid.x; j < P.M; j += 256u) { sg += select(dy[base + j], 0.0, P.relu != 0u && !(mask[base + j] > 0.0)); }
+  for (var j = lid.x; j < count; j += 256u) { let at = cell(plane, j); sg += select(dy[at], 0.0, P.relu != 0u && !(mask[at] > 0.0)); }
   red[lid.x] = sg;
 ${treeReduce(sum)}
   let sumG = red[0];
   workgroupBarrier();
   var sgx = 0.0;
-  for (var j = lid.x; j < P.M; j += 256u) { sgx += select(dy[base + j], 0.0, P.relu != 0u && !(mask[base + j] > 0.0)) * (x[base + j] - mean) * r; }
+  for (var j = lid.x; j < count; j += 256u) { let at = cell(plane, j); sgx += select(dy[at], 0.0, P.relu != 0u && !(mask[at] > 0.0)) * (x[at] - mean) * r; }
   red[lid.x] = sgx;
 ${treeReduce(sum)}
   let sumGX = red[0];
   let k = weight[plane % P.C] * r;
-  for (var j = lid.x; j < P.M; j += 256u) {
-    let g = select(dy[base + j], 0.0, P.relu != 0u && !(mask[base + j] > 0.0));
-    dx[base + j] = k * (g - sumG / f32(P.M) - (x[base + j] - mean) * r * sumGX / f32(P.M));
+  for (var j = lid.x; j < count; j += 256u) {
+    let at = cell(plane, j);
+    let g = select(dy[at], 0.0, P.relu != 0u && !(mask[at] > 0.0));
+    dx[at] = k * (g - sumG / f32(count) - (x[at] - mean) * r * sumGX / f32(count));
   }
   if (lid.x == 0u) {
     sums[2u * plane] = sumG;
@@ -217,7 +223,7 @@ ${treeReduce(sum)}
   }
 }
 `),
-  /** dbias[c] and dweight[c]: the planes' sums of channel c added over the batch. */
+  /** The weight and bias gradients: each group's two sums added over the N groups of a channel. */
   instanceNormParamGrads: elementwise(['N'], [r('sums'), w('dw'), w('db')], `  var a = 0.0;
   var b = 0.0;
   for (var n = 0u; n < P.N; n++) {
@@ -232,16 +238,23 @@ ${treeReduce(sum)}
   let cell = i % (ho * wo);
   y[i] = x[(plane * P.H + cell / wo / P.F) * P.W + (cell % wo) / P.F];`),
   /**
-   * One workgroup per (n, c) plane of M cells, as loops' instanceNorm2d: the mean, then the mean of
-   * the squared deviations (two reductions), then y = x * scale + shift (and the ReLU).
+   * One workgroup per group (PLANE_MOMENTS), as loops' instanceNorm2d and batchNorm2d: the mean,
+   * then the mean of the squared deviations (two reductions), then y = x * scale + shift (and the
+   * ReLU); with P.stats, the group's mean and variance too (batch norm's running statistics).
    */
-  instanceNorm: custom(['M', 'C', 'eps', 'relu'], [r('x'), r('weight'), r('bias'), w('y')], `${PLANE_MOMENTS}
+  instanceNorm: custom(['M', 'C', 'eps', 'relu', 'S', 'G', 'stats'], [r('x'), r('weight'), r('bias'), w('y'), w('means'), w('variances')], `${PLANE_MOMENTS}
   let ch = plane % P.C;
-  let scale = weight[ch] / sqrt(red[0] / f32(P.M) + bitcast<f32>(P.eps));
+  let variance = red[0] / f32(count);
+  let scale = weight[ch] / sqrt(variance + bitcast<f32>(P.eps));
   let shift = bias[ch] - mean * scale;
-  for (var j = lid.x; j < P.M; j += 256u) {
-    let v = x[base + j] * scale + shift;
-    y[base + j] = select(v, 0.0, P.relu != 0u && !(v > 0.0));
+  for (var j = lid.x; j < count; j += 256u) {
+    let at = cell(plane, j);
+    let v = x[at] * scale + shift;
+    y[at] = select(v, 0.0, P.relu != 0u && !(v > 0.0));
+  }
+  if (P.stats != 0u && lid.x == 0u) {
+    means[plane] = mean;
+    variances[plane] = variance;
   }
 }
 `),
