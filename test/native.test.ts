@@ -52,6 +52,8 @@ if (native) {
     [[1, 5, 12, 230], 9, 3, 0, 1],
     [[1, 4, 10, 300], 5, 1, 0, 1],
     [[1, 3, 9, 270], 5, 2, 2, 1],
+    // Blocks of 8 output channels (AVX-512), then 4, then 3.
+    [[1, 3, 13, 45], 9, 19, 4, 1],
   ];
 
   test('native im2col in chunks (a layer whose column matrix is larger than the 16 MiB buffer): strides 1 and 2, chunks starting mid-row, equal loops', () => {
@@ -91,6 +93,11 @@ if (native) {
               const wino = k === 3 && stride === 1 && algo !== 'im2col';
               const y = loops.conv2d(x, w, b, p);
               assertClose(native.conv2d(x, w, b, p), y, wino ? 1e-4 : 1e-5, `${what} forward`);
+              // The mirrored border, which the direct and Winograd kernels fill while copying their input.
+              if (pad > 0 && pad < Math.min(xs[2]!, xs[3]!)) {
+                const r = { ...p, padding: 'reflect' } as const;
+                assertClose(native.conv2d(x, w, b, r), loops.conv2d(x, w, b, r), wino ? 1e-4 : 1e-5, `${what} forward, reflected border`);
+              }
               const dy = randomTensor(y.shape, 400 + i);
               const winoBack = k === 3 && stride === 1 && pad <= 2 && algo !== 'im2col';
               assertClose(native.conv2dBackwardData(dy, w, x.shape, p), loops.conv2dBackwardData(dy, w, x.shape, p), winoBack ? 1e-4 : 1e-5, `${what} dx`);

@@ -33,7 +33,21 @@ test('reflection padding mirrors without repeating the edge (PyTorch ReflectionP
   assert.deepEqual(y.shape, [1, 1, 4, 5]);
   // Rows: 4 5 6 / 1 2 3 / 4 5 6 / 1 2 3 mirrored about the edges, then each row about its ends.
   assert.deepEqual([...y.data], [5, 4, 5, 6, 5, 2, 1, 2, 3, 2, 5, 4, 5, 6, 5, 2, 1, 2, 3, 2]);
-  assert.throws(() => loops.reflectionPad2d(x, 2), /reflectionPad2d: padding 2 needs an input larger than it on both sides \(got 2x3\)/);
+  assert.throws(() => loops.reflectionPad2d(x, 2), /reflectionPad2d: reflection padding 2 needs an input larger than it on both sides \(got 2x3\)/);
+});
+
+test("conv2d with padding 'reflect' is ReflectionPad2d then the unpadded convolution, on every backend (strides 1 and 2, kernels 1-9, batch 2); a padding as large as a side is one line", () => {
+  const cases = [[[2, 5, 9, 13], 3, 4, 1, 1], [[1, 3, 11, 10], 9, 5, 4, 1], [[2, 6, 8, 7], 3, 3, 1, 2], [[1, 2, 5, 6], 5, 2, 2, 1], [[1, 4, 6, 6], 1, 3, 0, 1]] as const;
+  for (const [i, [xs, k, cout, pad, stride]] of cases.entries()) {
+    const x = randomTensor(xs, 60 + i, -3, 3);
+    const w = randomTensor([xs[1], k, k, cout], 70 + i);
+    const b = randomTensor([cout], 80 + i);
+    const reference = loops.conv2d(loops.reflectionPad2d(x, pad), w, b, { pad: 0, stride }, true);
+    for (const name of ['loops', ...BACKENDS]) {
+      assertClose(getBackend(name)!.conv2d(x, w, b, { pad, stride, padding: 'reflect' }, true), reference, 1e-5, `${name} [${xs.join(', ')}] k${k} pad ${pad} s${stride}`);
+    }
+  }
+  assert.throws(() => loops.conv2d(randomTensor([1, 2, 4, 9], 1), randomTensor([2, 9, 9, 1], 2), randomTensor([1], 3), { pad: 4, stride: 1, padding: 'reflect' }), /conv2d: reflection padding 4 needs an input larger than it on both sides \(got 4x9\)/);
 });
 
 test('instance norm: each plane to mean 0 and variance 1 (biased), then weight and bias per channel; the ReLU fused', () => {

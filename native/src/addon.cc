@@ -62,11 +62,11 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// conv2d(x, n, cin, h, w, wt, cout, k, pad, stride, bias, relu, y, wino|null, winoTile)
+// conv2d(x, n, cin, h, w, wt, cout, k, pad, stride, bias, relu, y, wino|null, winoTile, reflect)
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g_calls);
   conv2d(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7), I(info, 8),
-         I(info, 9), F(info, 10), B(info, 11), F(info, 12), F(info, 13), Tile(info, 14));
+         I(info, 9), F(info, 10), B(info, 11), F(info, 12), F(info, 13), Tile(info, 14), B(info, 15));
   return info.Env().Undefined();
 }
 
@@ -114,11 +114,11 @@ Napi::Value Conv2dSmallCin(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// conv2dDirect(x, n, cin, h, w, wt, cout, k, pad, bias, relu, y)
+// conv2dDirect(x, n, cin, h, w, wt, cout, k, pad, reflect, bias, relu, y)
 Napi::Value Conv2dDirect(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g_calls);
   conv2d_direct(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7), I(info, 8),
-                F(info, 9), B(info, 10), F(info, 11));
+                B(info, 9), F(info, 10), B(info, 11), F(info, 12));
   return info.Env().Undefined();
 }
 

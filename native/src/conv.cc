@@ -162,22 +162,26 @@ void add_scaled(const float* a, const float* b, float alpha, float* y, long n) {
   });
 }
 
+void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, float* dst, int width) {
+  if (reflect && r < 0 && r >= -pad) r = -r;                             // -1 -> 1
+  if (reflect && r >= h && r < h + pad) r = 2 * (h - 1) - r;             // h -> h - 2
+  if (r < 0 || r >= h) {
+    std::memset(dst, 0, sizeof(float) * width);
+    return;
+  }
+  const float* row = plane + (size_t)r * w;
+  std::memcpy(dst + pad, row, sizeof(float) * w);
+  for (int i = 1; i <= pad; i++) {
+    dst[pad - i] = reflect ? row[i] : 0.f;
+    dst[pad + w - 1 + i] = reflect ? row[w - 1 - i] : 0.f;
+  }
+  std::memset(dst + w + 2 * pad, 0, sizeof(float) * (width - w - 2 * pad));
+}
+
 void reflection_pad(const float* x, int planes, int h, int w, int pad, float* y) {
   const int hp = h + 2 * pad, wp = w + 2 * pad;
   ThreadPool::instance().parallel_for(planes, [&](int p, int) {
-    const float* xs = x + (size_t)p * h * w;
-    float* ys = y + (size_t)p * hp * wp;
-    for (int oh = 0; oh < hp; oh++) {
-      // Mirrored at both ends without repeating the edge: -1 -> 1, h -> h - 2.
-      const int ih = oh < pad ? pad - oh : oh - pad >= h ? 2 * (h - 1) - (oh - pad) : oh - pad;
-      const float* row = xs + (size_t)ih * w;
-      float* out = ys + (size_t)oh * wp;
-      std::memcpy(out + pad, row, sizeof(float) * w);
-      for (int i = 1; i <= pad; i++) {
-        out[pad - i] = row[i];
-        out[pad + w - 1 + i] = row[w - 1 - i];
-      }
-    }
+    for (int oh = 0; oh < hp; oh++) padded_row(x + (size_t)p * h * w, h, w, pad, true, oh - pad, y + ((size_t)p * hp + oh) * wp, wp);
   });
 }
 
@@ -216,19 +220,18 @@ void instance_norm_backward(const float* dy, const float* x, const float* relu_o
 }
 
 void conv2d_direct(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad,
-                   const float* bias, bool relu, float* y) {
+                   bool reflect, const float* bias, bool relu, float* y) {
   auto rows = simd_kernels().conv_direct_rows;
   const int ho = h + 2 * pad - k + 1, wo = w + 2 * pad - k + 1;
   // Zero-padded planes with room for a whole (widest) vector past the last column a row reads.
   const int hp = h + 2 * pad, wp = w + 2 * pad + 16;
   const size_t plane = (size_t)hp * wp;
   static std::vector<float> xp;  // one call at a time: the addon serialises its calls
+  if (xp.size() < (size_t)cin * plane) xp.resize((size_t)cin * plane);
   for (int img = 0; img < n; img++) {
-    xp.assign((size_t)cin * plane, 0.f);
     ThreadPool::instance().parallel_for(cin, [&](int ci, int) {
-      for (int r = 0; r < h; r++)
-        std::memcpy(xp.data() + ci * plane + (size_t)(r + pad) * wp + pad, x + ((size_t)(img * cin + ci) * h + r) * w,
-                    sizeof(float) * w);
+      for (int r = 0; r < hp; r++)
+        padded_row(x + (size_t)(img * cin + ci) * h * w, h, w, pad, reflect, r - pad, xp.data() + ci * plane + (size_t)r * wp, wp);
     });
     float* yi = y + (size_t)img * cout * ho * wo;
     ThreadPool::instance().parallel_for(ho, [&](int oh, int) { rows(xp.data(), wp, hp, cin, k, wt, cout, bias, relu, yi, ho, wo, oh, oh + 1); });
@@ -236,9 +239,9 @@ void conv2d_direct(const float* x, int n, int cin, int h, int w, const float* wt
 }
 
 void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad, int stride,
-            const float* bias, bool relu_, float* y, const float* wino, int wino_tile) {
+            const float* bias, bool relu_, float* y, const float* wino, int wino_tile, bool reflect) {
   if (wino) {
-    conv3x3_winograd(x, n, cin, h, w, wino, wino_tile, cout, pad, bias, relu_, y);
+    conv3x3_winograd(x, n, cin, h, w, wino, wino_tile, cout, pad, bias, relu_, y, nullptr, nullptr, reflect);
     return;
   }
   const Geometry g{cin, h, w, k, pad, stride, (h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1};

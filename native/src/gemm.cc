@@ -77,11 +77,14 @@ __attribute__((target("avx2,fma"))) void micro_kernel_avx2_tile(int k, const flo
 #endif
 
 #if defined(__x86_64__)
-// 6 x 32 of C from one A panel and two adjacent B panels: 12 zmm accumulators.
+// R x 32 of C (R <= 6) from one A panel and two adjacent B panels: 2R zmm accumulators. The rows
+// past a GEMM's last multiple of 6 take R < 6 here rather than the 8-wide tile kernel (the last 4
+// of 64 output channels were 6% of the rows and ~15% of a stride-2 layer's time).
+template <int R>
 __attribute__((target("avx512f"))) void micro_kernel_avx512(int k, const float* a, const float* b0, const float* b1,
                                                               float* c, int ldc, bool add) {
-  __m512 acc[MR][2];
-  for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  __m512 acc[R][2];
+  for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int p = 0; p < k; p++) {
     // A panels often stream from memory (Winograd's U is read once per pass): prefetch 3 KB ahead,
     // past this panel into the next. The hardware prefetcher alone left the kernel at 2/3 of its
@@ -90,13 +93,13 @@ __attribute__((target("avx512f"))) void micro_kernel_avx512(int k, const float* 
       for (int l = 0; l < 3; l++) _mm_prefetch(reinterpret_cast<const char*>(a + p * MR + 768 + 16 * l), _MM_HINT_T0);
     const __m512 x0 = _mm512_loadu_ps(b0 + p * NR);
     const __m512 x1 = _mm512_loadu_ps(b1 + p * NR);
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < R; i++) {
       const __m512 ai = _mm512_set1_ps(a[p * MR + i]);
       acc[i][0] = _mm512_fmadd_ps(ai, x0, acc[i][0]);
       acc[i][1] = _mm512_fmadd_ps(ai, x1, acc[i][1]);
     }
   }
-  for (int i = 0; i < MR; i++) {
+  for (int i = 0; i < R; i++) {
     float* ci = c + (size_t)i * ldc;
     if (add) {
       _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]));
@@ -107,6 +110,41 @@ __attribute__((target("avx512f"))) void micro_kernel_avx512(int k, const float* 
     }
   }
 }
+
+// R x 16 of C from one A panel and one B panel: the last odd panel of a GEMM's columns (Winograd's
+// 496-column GEMMs at 128x128 spent 5% of their time in the 8-wide kernel on the last 16).
+template <int R>
+__attribute__((target("avx512f"))) void micro_kernel_avx512_16(int k, const float* a, const float* b, float* c, int ldc,
+                                                                 bool add) {
+  __m512 acc[R];
+  for (int i = 0; i < R; i++) acc[i] = _mm512_setzero_ps();
+  for (int p = 0; p < k; p++) {
+    const __m512 x = _mm512_loadu_ps(b + p * NR);
+    for (int i = 0; i < R; i++) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[p * MR + i]), x, acc[i]);
+  }
+  for (int i = 0; i < R; i++) {
+    float* ci = c + (size_t)i * ldc;
+    _mm512_storeu_ps(ci, add ? _mm512_add_ps(_mm512_loadu_ps(ci), acc[i]) : acc[i]);
+  }
+}
+
+using Avx512Kernel16 = void (*)(int, const float*, const float*, float*, int, bool);
+constexpr Avx512Kernel16 AVX512_KERNELS_16[MR + 1] = {nullptr,
+                                                      micro_kernel_avx512_16<1>,
+                                                      micro_kernel_avx512_16<2>,
+                                                      micro_kernel_avx512_16<3>,
+                                                      micro_kernel_avx512_16<4>,
+                                                      micro_kernel_avx512_16<5>,
+                                                      micro_kernel_avx512_16<6>};
+
+using Avx512Kernel = void (*)(int, const float*, const float*, const float*, float*, int, bool);
+constexpr Avx512Kernel AVX512_KERNELS[MR + 1] = {nullptr,
+                                                 micro_kernel_avx512<1>,
+                                                 micro_kernel_avx512<2>,
+                                                 micro_kernel_avx512<3>,
+                                                 micro_kernel_avx512<4>,
+                                                 micro_kernel_avx512<5>,
+                                                 micro_kernel_avx512<6>};
 #endif
 
 Isa best_isa() { return cpu_has_avx512() ? Isa::Avx512 : cpu_has_avx2() ? Isa::Avx2 : Isa::Portable; }
@@ -150,14 +188,14 @@ void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const fl
       const float* b0 = pb + (size_t)(jr / NR) * b_panel_stride;
       for (int ir = 0; ir < mc; ir += MR) {
         const int mr = std::min(MR, mc - ir);
-        const float* a = pa + (size_t)(ir / MR) * a_panel_stride;
-        if (mr == MR) {
-          micro_kernel_avx512(k, a, b0, b0 + b_panel_stride, c + (size_t)ir * ldc + jr, ldc, add);
-        } else {
-          micro_kernel(k, a, b0, c + (size_t)ir * ldc + jr, ldc, mr, NR, add);
-          micro_kernel(k, a, b0 + b_panel_stride, c + (size_t)ir * ldc + jr + NR, ldc, mr, NR, add);
-        }
+        AVX512_KERNELS[mr](k, pa + (size_t)(ir / MR) * a_panel_stride, b0, b0 + b_panel_stride, c + (size_t)ir * ldc + jr, ldc, add);
       }
+    }
+    if (jr + NR <= nc) {
+      const float* b = pb + (size_t)(jr / NR) * b_panel_stride;
+      for (int ir = 0; ir < mc; ir += MR)
+        AVX512_KERNELS_16[std::min(MR, mc - ir)](k, pa + (size_t)(ir / MR) * a_panel_stride, b, c + (size_t)ir * ldc + jr, ldc, add);
+      jr += NR;
     }
   }
 #endif
@@ -227,21 +265,28 @@ void pack_b(Operand b, int p0, int k, int j0, int n, float* out) {
 
 void sgemm_serial(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool accumulate) {
   if (m <= 0 || n <= 0) return;
-  if (!accumulate)
-    for (int i = 0; i < m; i++) std::memset(c + (size_t)i * ldc, 0, n * sizeof(float));
-  if (k <= 0) return;
+  if (k <= 0) {
+    if (!accumulate)
+      for (int i = 0; i < m; i++) std::memset(c + (size_t)i * ldc, 0, n * sizeof(float));
+    return;
+  }
+  // K in equal slices of at most KC: 288 (a 3x3 layer on 32 channels) as 144 + 144, not 256 + 32,
+  // whose short second pass read and wrote all of C for 32 products per element. The first slice
+  // writes C (no clearing pass) unless accumulating.
+  const int slices = (k + KC - 1) / KC, kslice = (k + slices - 1) / slices;
   thread_local std::vector<float> pa, pb;
   if (pa.size() < (size_t)MC * KC) pa.resize((size_t)MC * KC);
   if (pb.size() < (size_t)KC * (NC + NR)) pb.resize((size_t)KC * (NC + NR));
   for (int jc = 0; jc < n; jc += NC) {
     const int nc = std::min(NC, n - jc);
-    for (int pc = 0; pc < k; pc += KC) {
-      const int kc = std::min(KC, k - pc);
+    for (int pc = 0; pc < k; pc += kslice) {
+      const int kc = std::min(kslice, k - pc);
       pack_b(b, pc, kc, jc, nc, pb.data());
       for (int ic = 0; ic < m; ic += MC) {
         const int mc = std::min(MC, m - ic);
         pack_a(a, ic, mc, pc, kc, pa.data());
-        gemm_packed(kc, pa.data(), (size_t)MR * kc, mc, pb.data(), (size_t)NR * kc, nc, c + (size_t)ic * ldc + jc, ldc, true);
+        gemm_packed(kc, pa.data(), (size_t)MR * kc, mc, pb.data(), (size_t)NR * kc, nc, c + (size_t)ic * ldc + jc, ldc,
+                    accumulate || pc > 0);
       }
     }
   }

@@ -92,7 +92,7 @@ void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, 
 }
 
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int m, int cout, int pad,
-                      const float* bias, bool relu, float* y, const float* add, const float* mask) {
+                      const float* bias, bool relu, float* y, const float* add, const float* mask, bool reflect) {
   ThreadPool& pool = ThreadPool::instance();
   const WinogradTransforms& transforms = active_isa() != Isa::Portable ? avx2::winograd : portable::winograd;
   const int t6 = m + 2, planes = t6 * t6;  // window side and transformed planes: 6 and 36, or 8 and 64
@@ -131,17 +131,9 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
         thread_local std::vector<float> xpad;
         xpad.resize((size_t)rows * wp + 8);  // + 8: input8's side-by-side loads read past a row
         const float* plane = x_img + (size_t)ci * h * w;
-        for (int lr = 0; lr < rows; lr++) {
-          float* dst = xpad.data() + (size_t)lr * wp;
-          const int r = tr0 * m + lr - pad;  // the input row this padded row holds
-          if (r < 0 || r >= h) {
-            std::memset(dst, 0, sizeof(float) * wp);
-            continue;
-          }
-          std::memset(dst, 0, sizeof(float) * pad);
-          std::memcpy(dst + pad, plane + (size_t)r * w, sizeof(float) * w);
-          std::memset(dst + pad + w, 0, sizeof(float) * (wp - pad - w));
-        }
+        // Row lr holds input row tr0 m + lr - pad, its border zero or mirrored (`reflect`: the style
+        // network's ReflectionPad2d fused here, which saved its own pass over every activation).
+        for (int lr = 0; lr < rows; lr++) padded_row(plane, h, w, pad, reflect, tr0 * m + lr - pad, xpad.data() + (size_t)lr * wp, wp);
         std::memset(xpad.data() + (size_t)rows * wp, 0, sizeof(float) * 8);
         for (int t = 0; t < ntp; t += 8) {
           int base[8];
@@ -150,12 +142,8 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
             base[l] = (tile / tw - tr0) * m * wp + (tile % tw) * m;
           }
           float* dst = vp + (size_t)(t / NR) * NR * cin + (size_t)ci * NR + t % NR;
-          if (m == 4) {
-            const bool side_by_side = (t0 + t) % tw + 8 <= tw && t + 8 <= nt;
-            transforms.input8(xpad.data(), wp, base, side_by_side, dst, vp_stride);
-          } else {
-            transforms.input8_f6(xpad.data(), wp, base, dst, vp_stride);
-          }
+          const bool side_by_side = (t0 + t) % tw + 8 <= tw && t + 8 <= nt;
+          (m == 4 ? transforms.input8 : transforms.input8_f6)(xpad.data(), wp, base, side_by_side, dst, vp_stride);
         }
       });
       // Phase 2: 36 (64) GEMMs, M[xi] (coutp x ntp) = U[xi] V[xi], on pre-packed panels.
@@ -192,6 +180,11 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
         alignas(32) float o[36 * 8];
         for (int t = 0; t < nt; t += 8) {
           (m == 4 ? transforms.output8 : transforms.output8_f6)(mb + (size_t)co * tb + t, m_stride, bv, relu, o);
+          const int tile0 = t0 + t, oy0 = (tile0 / tw) * m, ox0 = (tile0 % tw) * m;
+          if (t + 8 <= nt && tile0 % tw + 8 <= tw && ox0 + 8 * m <= wo) {  // 8 whole tiles side by side
+            transforms.store8(o, m, std::min(m, ho - oy0), out + (size_t)oy0 * wo + ox0, wo);
+            continue;
+          }
           for (int l = 0; l < 8 && t + l < nt; l++) {
             const int tile = t0 + t + l, oy = (tile / tw) * m, ox = (tile % tw) * m;
             const int rows = std::min(m, ho - oy), cols = std::min(m, wo - ox);

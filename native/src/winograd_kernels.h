@@ -11,8 +11,10 @@ struct WinogradTransforms {
   // A^T m A (+ bias, ReLU) for 8 tiles at once.
   void (*output8)(const float* m, size_t m_stride, float bias, bool relu, float* out);
   // The same for F(6x6,3x3): 8x8 windows, 64 planes, 6x6 outputs per tile.
-  void (*input8_f6)(const float* xpad, int wp, const int* base, float* dst, size_t dst_stride);
+  void (*input8_f6)(const float* xpad, int wp, const int* base, bool side_by_side, float* dst, size_t dst_stride);
   void (*output8_f6)(const float* m, size_t m_stride, float bias, bool relu, float* out);
+  // `rows` output rows of 8 side-by-side m x m tiles from output8's layout into the image.
+  void (*store8)(const float* o, int m, int rows, float* dst, size_t ld);
 };
 
 namespace avx2 { extern const WinogradTransforms winograd; }

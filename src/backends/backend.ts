@@ -23,6 +23,18 @@ export interface Conv2dParams {
   readonly stride: number;
 }
 
+/** How a convolution's border is filled: zeros, or the input mirrored at its edges. */
+export type ConvPadding = 'zeros' | 'reflect';
+
+/**
+ * conv2d's parameters. `padding: 'reflect'` mirrors the input into the border without repeating
+ * the edge (PyTorch's ReflectionPad2d in front of an unpadded convolution; pad < H and W): the
+ * style network pads every convolution so, and a backend may fuse the two (native does).
+ */
+export interface Conv2dForwardParams extends Conv2dParams {
+  readonly padding?: ConvPadding;
+}
+
 export interface Pool2dParams {
   /** Square window size. */
   readonly kernel: number;
@@ -85,7 +97,7 @@ export interface Backend {
    * with `relu`, ReLU(y) in the same pass. A backend may cache forms of `w` derived from its data
    * array, so weight arrays must not be modified in place once used (the layers replace them).
    */
-  conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu?: boolean): Tensor;
+  conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu?: boolean): Tensor;
   /**
    * The algorithm conv2d (or conv2dBackwardData) uses for these shapes, the operations it executes
    * and the bytes it moves (conv-work.ts).

@@ -4,7 +4,7 @@
  */
 import { PasticheError } from '../errors.js';
 import { Tensor, expectRank, shapeToString, type Shape } from '../tensor/tensor.js';
-import type { Backend, LinearGradients, NormGradients, Pool2dParams } from './backend.js';
+import type { Backend, Conv2dForwardParams, LinearGradients, NormGradients, Pool2dParams } from './backend.js';
 import { checkChannelParams, checkGradShape, checkLabels, checkReflectionPad, poolGeometry } from './shapes.js';
 
 type CommonOps = Pick<
@@ -50,8 +50,21 @@ function forEachWindowCell(xShape: Shape, p: Pool2dParams, fn: (xi: number, yi: 
 }
 
 /** Index i of a line of n cells, mirrored at both ends (no edge repeat): -1 -> 1, n -> n - 2. */
-function reflect(i: number, n: number): number {
+export function reflect(i: number, n: number): number {
   return i < 0 ? -i : i >= n ? 2 * (n - 1) - i : i;
+}
+
+/**
+ * conv2d with a mirrored border as its two steps, the padded copy and then the convolution without
+ * padding: for a backend (or an algorithm of one) that does not fuse them.
+ */
+export function conv2dViaReflectionPad(be: Backend, x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu: boolean): Tensor {
+  const padded = be.reflectionPad2d(x, p.pad);
+  try {
+    return be.conv2d(padded, w, b, { pad: 0, stride: p.stride }, relu);
+  } finally {
+    padded.recycle();
+  }
 }
 
 export function columnSums(d: Float32Array, rows: number, cols: number): Tensor {

@@ -1,7 +1,7 @@
 /** Shape arithmetic and validation shared by every backend, so all report mistakes the same way. */
 import { PasticheError } from '../errors.js';
 import { Tensor, expectRank, sameShape, shapeToString, type Shape } from '../tensor/tensor.js';
-import type { Conv2dParams, GradientEpilogue, Pool2dParams } from './backend.js';
+import type { Conv2dForwardParams, GradientEpilogue, Pool2dParams } from './backend.js';
 
 /** Output length of a sliding window: floor((n + 2 pad - k) / stride) + 1. */
 export function windowOutput(n: number, k: number, pad: number, stride: number): number {
@@ -20,7 +20,7 @@ export interface ConvGeometry {
 }
 
 /** Validates x [N,Cin,H,W] against w [Cin,K,K,Cout] and returns every size involved. */
-export function convGeometry(xShape: Shape, wShape: Shape, p: Conv2dParams): ConvGeometry {
+export function convGeometry(xShape: Shape, wShape: Shape, p: Conv2dForwardParams): ConvGeometry {
   if (xShape.length !== 4) throw new PasticheError(`conv2d: input must be [N,C,H,W], got ${shapeToString(xShape)}`);
   if (wShape.length !== 4 || wShape[1] !== wShape[2]) {
     throw new PasticheError(`conv2d: weights must be [Cin,K,K,Cout], got ${shapeToString(wShape)}`);
@@ -31,6 +31,7 @@ export function convGeometry(xShape: Shape, wShape: Shape, p: Conv2dParams): Con
   if (wcin !== cin) {
     throw new PasticheError(`conv2d: input has ${cin} channels but weights ${shapeToString(wShape)} expect ${wcin}`);
   }
+  if (p.padding === 'reflect') checkReflectionPad(h, w, p.pad, 'conv2d');
   const ho = windowOutput(h, k, p.pad, p.stride);
   const wo = windowOutput(w, k, p.pad, p.stride);
   if (ho < 1 || wo < 1) {
@@ -120,9 +121,9 @@ export function checkLabels(prob: Tensor, labels: Int32Array): [number, number] 
 }
 
 /** Reflection padding mirrors inside the input: each side must be longer than the padding. */
-export function checkReflectionPad(h: number, w: number, pad: number): void {
+export function checkReflectionPad(h: number, w: number, pad: number, op = 'reflectionPad2d'): void {
   if (!Number.isInteger(pad) || pad < 0 || pad >= h || pad >= w) {
-    throw new PasticheError(`reflectionPad2d: padding ${pad} needs an input larger than it on both sides (got ${h}x${w})`);
+    throw new PasticheError(`${op}: reflection padding ${pad} needs an input larger than it on both sides (got ${h}x${w})`);
   }
 }
 

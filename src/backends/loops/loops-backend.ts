@@ -4,8 +4,8 @@
  */
 import { convWork } from '../conv-work.js';
 import { Tensor, type Shape } from '../../tensor/tensor.js';
-import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
-import { commonOps, linearBackwardByMatmul } from '../common-ops.js';
+import type { Backend, Conv2dForwardParams, Conv2dParams, ConvPadding, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
+import { commonOps, linearBackwardByMatmul, reflect } from '../common-ops.js';
 import {
   applyEpilogue,
   checkBias,
@@ -17,16 +17,21 @@ import {
   type ConvGeometry,
 } from '../shapes.js';
 
-/** Xpad: the input surrounded by `pad` rows and columns of zeros (the course pads explicitly). */
-function padInput(x: Float32Array, g: ConvGeometry, pad: number): { data: Float32Array; hp: number; wp: number } {
+/**
+ * Xpad: the input surrounded by `pad` rows and columns of zeros (the course pads explicitly), or
+ * with 'reflect' of the input mirrored at its edges: Xpad(h, w) = X(reflect(h - pad), reflect(w - pad)).
+ */
+function padInput(x: Float32Array, g: ConvGeometry, pad: number, padding: ConvPadding = 'zeros'): { data: Float32Array; hp: number; wp: number } {
   const hp = g.h + 2 * pad;
   const wp = g.w + 2 * pad;
   const out = new Float32Array(g.n * g.cin * hp * wp);
   for (let n = 0; n < g.n; n++)
     for (let c = 0; c < g.cin; c++)
-      for (let h = 0; h < g.h; h++)
-        for (let w = 0; w < g.w; w++)
-          out[((n * g.cin + c) * hp + h + pad) * wp + w + pad] = x[((n * g.cin + c) * g.h + h) * g.w + w]!;
+      for (let h = 0; h < hp; h++)
+        for (let w = 0; w < wp; w++) {
+          const [ih, iw] = padding === 'reflect' ? [reflect(h - pad, g.h), reflect(w - pad, g.w)] : [h - pad, w - pad];
+          if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) out[((n * g.cin + c) * hp + h) * wp + w] = x[((n * g.cin + c) * g.h + ih) * g.w + iw]!;
+        }
   return { data: out, hp, wp };
 }
 
@@ -39,10 +44,10 @@ export const loopsBackend: Backend = {
   conv2dWork: (xShape, wShape, p, pass) => convWork(xShape, wShape, p, { kind: 'direct' }, pass),
 
   // Seed eq. 22: Y(n,co,h,w) = sum_{ci,kh,kw} W(ci,kh,kw,co) * Xpad(n,ci,h*s+kh,w*s+kw) + b(co)
-  conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu = false): Tensor {
+  conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu = false): Tensor {
     const g = convGeometry(x.shape, w.shape, p);
     checkBias(b, g.cout, 'conv2d');
-    const { data: xp, hp, wp } = padInput(x.data, g, p.pad);
+    const { data: xp, hp, wp } = padInput(x.data, g, p.pad, p.padding);
     const W = w.data;
     const k = g.k;
     const y = new Float32Array(g.n * g.cout * g.ho * g.wo);

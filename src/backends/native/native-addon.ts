@@ -21,9 +21,13 @@ export interface NativeAddon {
   threads(n?: number): number;
   sgemm(m: number, n: number, k: number, a: Float32Array, aOff: number, lda: number, transA: boolean,
     b: Float32Array, bOff: number, ldb: number, transB: boolean, c: Float32Array, cOff: number, ldc: number, accumulate: boolean): void;
-  /** `wino`: the layer's transformed weights (winogradWeights, for `tile`) to use Winograd, or null for im2col. */
+  /**
+   * `wino`: the layer's transformed weights (winogradWeights, for `tile`) to use Winograd, or null for
+   * im2col; `reflect` (Winograd only): the border mirrored instead of zero.
+   */
   conv2d(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number, k: number,
-    pad: number, stride: number, bias: Float32Array, relu: boolean, y: Float32Array, wino: Float32Array | null, tile: WinogradTile): void;
+    pad: number, stride: number, bias: Float32Array, relu: boolean, y: Float32Array, wino: Float32Array | null, tile: WinogradTile,
+    reflect: boolean): void;
   /** `wino`: the rotated transform (winogradWeights with rotate) or null for GEMM + col2im. */
   conv2dBackwardData(dy: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number,
     k: number, pad: number, stride: number, dx: Float32Array, wino: Float32Array | null, tile: WinogradTile,
@@ -35,9 +39,9 @@ export interface NativeAddon {
   /** Direct 3x3 stride-1 pad-1 convolution for cin <= 4 (the course's layout), + bias, optional ReLU. */
   conv2dSmallCin(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number,
     bias: Float32Array, relu: boolean, y: Float32Array): void;
-  /** Direct K x K stride-1 convolution (zero padding `pad`) for few input or output channels, + bias, optional ReLU. */
+  /** Direct K x K stride-1 convolution (padding `pad`, zero or mirrored) for few input or output channels, + bias, optional ReLU. */
   conv2dDirect(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number, k: number,
-    pad: number, bias: Float32Array, relu: boolean, y: Float32Array): void;
+    pad: number, reflect: boolean, bias: Float32Array, relu: boolean, y: Float32Array): void;
   /** y = a + alpha b, elementwise. */
   addScaled(a: Float32Array, b: Float32Array, alpha: number, y: Float32Array): void;
   /** Reflection padding of planes of h x w by pad; nearest upsampling by a whole factor. */

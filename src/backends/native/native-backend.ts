@@ -10,8 +10,8 @@
 import { convWork } from '../conv-work.js';
 import { PasticheError } from '../../errors.js';
 import { Tensor, expectRank, type Shape } from '../../tensor/tensor.js';
-import type { Backend, Conv2dParams, ConvPass, ConvWork, GradientEpilogue, LinearGradients, NormGradients, ParamGradients, Pool2dParams } from '../backend.js';
-import { commonOps, linearBackwardByMatmul } from '../common-ops.js';
+import type { Backend, Conv2dForwardParams, Conv2dParams, ConvPass, ConvWork, GradientEpilogue, LinearGradients, NormGradients, ParamGradients, Pool2dParams } from '../backend.js';
+import { commonOps, conv2dViaReflectionPad, linearBackwardByMatmul } from '../common-ops.js';
 import {
   applyEpilogue,
   checkBias,
@@ -145,21 +145,27 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
       return convWork(xShape, wShape, p, tile ? { kind: 'winograd', m: tile } : { kind: 'im2col' }, pass);
     },
 
-    conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu = false): Tensor {
+    // A mirrored border is filled where the direct and Winograd kernels copy their input planes
+    // anyway (the style network's separate padding pass cost ~5% of its 512x512 forward, `perf`);
+    // im2col and the small-channel kernel take the padded copy first.
+    conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu = false): Tensor {
       const g = convGeometry(x.shape, w.shape, p);
       checkBias(b, g.cout, 'conv2d');
+      const reflect = p.padding === 'reflect';
+      const large = useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout);
+      const tile = large ? 0 : winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo);
+      if (reflect && !large && !tile) return conv2dViaReflectionPad(be, x, w, b, p, relu);
       const y = Tensor.uninitialized([g.n, g.cout, g.ho, g.wo]);
-      if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin)) {
+      if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin) && !reflect) {
         addon.conv2dSmallCin(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, b.data, relu, y.data);
         return y;
       }
-      if (useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout)) {
-        addon.conv2dDirect(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, b.data, relu, y.data);
+      if (large) {
+        addon.conv2dDirect(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, reflect, b.data, relu, y.data);
         return y;
       }
-      const tile = winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo);
       const wino = tile ? winogradWeights(w, g.cin, g.cout, false, tile) : null;
-      addon.conv2d(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, y.data, wino, tile || 4);
+      addon.conv2d(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, y.data, wino, tile || 4, reflect);
       return y;
     },
 
@@ -169,7 +175,7 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
       checkEpilogue(xShape, epilogue);
       const dx = Tensor.uninitialized(xShape);
       if (useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout) && p.pad <= g.k - 1) {
-        addon.conv2dDirect(dy.data, g.n, g.cout, g.ho, g.wo, rotatedWeights(w, g.cin, g.k, g.cout), g.cin, g.k, g.k - 1 - p.pad, new Float32Array(g.cin), false, dx.data);
+        addon.conv2dDirect(dy.data, g.n, g.cout, g.ho, g.wo, rotatedWeights(w, g.cin, g.k, g.cout), g.cin, g.k, g.k - 1 - p.pad, false, new Float32Array(g.cin), false, dx.data);
         if (epilogue) applyEpilogue(dx, epilogue);
         return dx;
       }

@@ -4,8 +4,8 @@
  */
 import { convWork } from '../conv-work.js';
 import { Tensor, type Shape } from '../../tensor/tensor.js';
-import type { Backend, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
-import { commonOps, linearBackwardByMatmul } from '../common-ops.js';
+import type { Backend, Conv2dForwardParams, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
+import { commonOps, conv2dViaReflectionPad, linearBackwardByMatmul } from '../common-ops.js';
 import {
   applyEpilogue,
   checkBias,
@@ -44,9 +44,10 @@ export const tsBackend: Backend = {
   maxTensorBytes: Infinity,
   conv2dWork: (xShape, wShape, p, pass) => convWork(xShape, wShape, p, { kind: 'im2col' }, pass),
 
-  conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dParams, relu = false): Tensor {
+  conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu = false): Tensor {
     const g = convGeometry(x.shape, w.shape, p);
     checkBias(b, g.cout, 'conv2d');
+    if (p.padding === 'reflect') return conv2dViaReflectionPad(tsBackend, x, w, b, p, relu);
     const rows = g.cin * g.k * g.k;
     const hw = g.ho * g.wo;
     const y = new Float32Array(g.n * g.cout * hw);

@@ -349,12 +349,11 @@ export class TransformerNet {
         done(raw);
         return y;
       }
-      let v = input;
-      if (c.upsample) v = make(be.upsampleNearest2d(v, 2));
-      const padded = make(be.reflectionPad2d(v, c.k >> 1));
+      const v = c.upsample ? make(be.upsampleNearest2d(input, 2)) : input;
+      // ReflectionPad2d(k // 2) and the convolution as one op: a backend may fill the border while
+      // it copies the input anyway.
+      const y = make(be.conv2d(v, p.w, p.b, { pad: c.k >> 1, stride: c.stride, padding: 'reflect' }));
       if (v !== input) done(v);
-      const y = make(be.conv2d(padded, p.w, p.b, { pad: 0, stride: c.stride }));
-      done(padded);
       return y;
     };
     const norm = (input: Tensor, name: string, relu: boolean): Tensor => {
