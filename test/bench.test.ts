@@ -195,7 +195,9 @@ test('pastiche bench --sections fast --peers: the real-time style network timed 
   if (t.peerMissing === undefined) assert.deepEqual(t.rows.map((row) => row.name), ['native', 'pytorch']);
   else assert.match(t.peerMissing, /python3-torch is not installed|no \/usr\/bin\/python3/);
   const text = await runCli(['bench', '--sections', 'fast', '--fast-sizes', '64', '--train-step', '1x16', '-b', 'native', '-r', '1', '--warmup', '0', '-q']);
-  assert.match(text.stdout, /== Real-time style network \(TransformerNet, width 32\), 64x64, one forward pass ==\n {2}native +[\d.]+ ms/);
+  // The pass counted as direct convolutions (1.26 GFLOP at 64), and what native executes against the peak.
+  assert.match(text.stdout, /== Real-time style network \(TransformerNet, width 32\), 64x64, one forward pass \(1\.3 GFLOP as direct convolution; FMA peak \d+ GFLOP\/s\) ==\n {2}native +[\d.]+ ms +[\d.]+ GFLOP\/s/);
+  assert.match(text.stdout, /\n {2}native executes 0\.\d GFLOP \(its algorithms' products\): \d+ GFLOP\/s, \d+% of the FMA peak\n/);
   assert.match(text.stdout, /== Real-time style network, one training step: batch 1 of 16x16, VGG19 loss to relu5_1, all weight gradients, Adam ==\n {2}native +\d+ ms/);
   const bad = await runCli(['bench', '--sections', 'fast', '--train-step', '4x30']);
   assert.match(bad.stderr, /^pastiche: --train-step takes BATCHxSIZE, the size a multiple of 4 of at least 16 \(got '4x30'\)\n$/);

@@ -11,7 +11,7 @@ import { forwardRunner, runnerName, styleIterationRunner, timeInterleaved, vgg19
 import { runCheck, type CheckRow } from './check.js';
 import { layerRows, profileLayers, profileStyleIteration, type LayerProfile } from './layer-profile.js';
 import { onnxLayerTimes, onnxRunner, transformerOnnxSession } from './onnx-peer.js';
-import { TransformerNet, randomTransformerWeights } from '../model/transformer/transformer-net.js';
+import { TransformerNet, randomTransformerWeights, transformerForwardFlops } from '../model/transformer/transformer-net.js';
 import { Tensor } from '../tensor/tensor.js';
 import { fillUniform, uniformRng } from '../util/random.js';
 import { activePeak, measureMachine, type MachineLimits } from './machine.js';
@@ -77,7 +77,8 @@ export interface BenchReport {
   /** Peak resident memory of the bench process, MiB (after the style iterations). */
   peakRssMB?: number;
   /** The real-time style network's forward pass (full width, random weights), per size; with peers, onnxruntime's largest difference to ours. */
-  fast?: { size: number; rows: Timing[]; peerDifference?: number }[];
+  /** gflop: the network's operations counted as direct convolutions; peak: the FMA peak on the threads in use (GFLOP/s). */
+  fast?: { size: number; gflop: number; peak?: number; rows: (Timing & { gflops: number; executedGflop?: number })[]; peerDifference?: number }[];
   fastPeakRssMB?: number;
   /** One training step of the style network per backend, and PyTorch's with peers (or why it is missing). */
   fastTraining?: { batch: number; size: number; rows: Timing[]; peerMissing?: string };
@@ -160,8 +161,10 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     report.fast = [];
     for (const size of o.fastSizes ?? [256, 512, 1024]) {
       const x = new Tensor([1, 3, size, size], fillUniform(new Float32Array(3 * size * size), uniformRng(5), 0, 255));
+      const executed = new Map<string, number>();
       const runners: Runner[] = vggBackends.map((b) => {
         const model = new TransformerNet(net, b);
+        executed.set(runnerName(b), model.forwardWork(size) / 1e9);
         return { name: runnerName(b), run: async () => (await model.forward(x).toHost()).recycle() };
       });
       let peerDifference: number | undefined;
@@ -174,7 +177,10 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         peerDifference = worst / (hi - lo);
         runners.push(peer.runner);
       }
-      report.fast.push({ size, rows: await timeInterleaved(runners, o.repeat, o.warmup, each(`style network ${size}`)), peerDifference });
+      const flops = transformerForwardFlops(net.width, size);
+      const rows = await timeInterleaved(runners, o.repeat, o.warmup, each(`style network ${size}`));
+      const peak = limits && activePeak(limits, threads);
+      report.fast.push({ size, gflop: flops / 1e9, peak, rows: rows.map((r) => ({ ...r, gflops: flops / (r.medianMs * 1e6), executedGflop: executed.get(r.name) })), peerDifference });
     }
     const { batch, size } = o.trainStep ?? { batch: 4, size: 256 };
     const runners = vggBackends.map((b) => trainStepRunner(weights!, b, batch, size));

@@ -185,8 +185,16 @@ export function formatBench(r: BenchReport): string {
   if (r.peakRssMB !== undefined) lines.push('', `peak resident memory of this process: ${r.peakRssMB.toFixed(0)} MiB`);
   for (const f of r.fast ?? []) {
     const peer = f.peerDifference === undefined ? '' : `; onnxruntime's output within ${f.peerDifference.toExponential(1)} of the range of ours`;
-    lines.push('', `== Real-time style network (TransformerNet, width 32), ${f.size}x${f.size}, one forward pass${peer} ==`);
-    for (const row of f.rows) lines.push(`  ${row.name.padEnd(12)} ${row.medianMs.toFixed(1).padStart(9)} ms  (runs: ${row.runs.map((t) => t.toFixed(0)).join(', ')})`);
+    const peak = f.peak ? `; FMA peak ${f.peak.toFixed(0)} GFLOP/s` : '';
+    lines.push('', `== Real-time style network (TransformerNet, width 32), ${f.size}x${f.size}, one forward pass (${f.gflop.toFixed(1)} GFLOP as direct convolution${peak})${peer} ==`);
+    for (const row of f.rows) {
+      lines.push(`  ${row.name.padEnd(12)} ${row.medianMs.toFixed(1).padStart(9)} ms  ${row.gflops.toFixed(1).padStart(6)} GFLOP/s  (runs: ${row.runs.map((t) => t.toFixed(0)).join(', ')})`);
+    }
+    // How close to the machine: the operations our backends actually execute (Winograd's products).
+    for (const row of f.rows.filter((r) => r.executedGflop !== undefined && f.peak)) {
+      const rate = row.executedGflop! / (row.medianMs / 1000);
+      lines.push(`  ${row.name} executes ${row.executedGflop!.toFixed(1)} GFLOP (its algorithms' products): ${rate.toFixed(0)} GFLOP/s, ${((100 * rate) / f.peak!).toFixed(0)}% of the FMA peak`);
+    }
     lines.push(...ratios(f.rows, 'time ratio'));
   }
   if (r.fastTraining) {

@@ -73,6 +73,25 @@ export function transformerLayout(w: number, upsample: Upsample = 'nearest'): { 
 }
 
 /**
+ * Multiply-adds x 2 of a forward pass on a size x size image (size a multiple of 4), counted as
+ * direct convolutions (2 Cin Cout K^2 per output cell; a transposed convolution per input cell):
+ * the figure `bench --sections fast` divides by its time, as VGG19's GFLOP/s are.
+ */
+export function transformerForwardFlops(width: number, size: number, upsample: Upsample = 'nearest'): number {
+  let side = size;
+  let flops = 0;
+  for (const c of transformerLayout(width, upsample).convs) {
+    const input = side;
+    if (c.upsample) side *= 2;
+    else if (c.transposed) side *= 2;
+    else side = Math.floor(side / c.stride);
+    const cells = c.transposed ? input * input : side * side;
+    flops += 2 * c.cin * c.cout * c.k * c.k * cells;
+  }
+  return flops;
+}
+
+/**
  * A TransformerNet's parameters: convolution weights in the course's layout [Cin, K, K, Cout]
  * (PyTorch stores [Cout, Cin, K, K]) and the instance norms' affine weight and bias.
  */
@@ -403,6 +422,27 @@ export class TransformerNet {
   private transposedConv(x: Tensor, c: ConvSpec): Tensor {
     const [n, , h, w] = x.shape as [number, number, number, number];
     return this.backend.conv2dBackwardData(x, this.weights.params.get(c.name)!.w, [n, c.cout, 2 * h, 2 * w], TRANSPOSED);
+  }
+
+  /**
+   * Operations a forward pass on [1, 3, size, size] executes on this backend (its conv2dWork: a
+   * Winograd layer counts its GEMM products), against transformerForwardFlops' direct count.
+   */
+  forwardWork(size: number): number {
+    let side = size;
+    let flops = 0;
+    for (const c of this.convs.values()) {
+      const w = this.weights.params.get(c.name)!.w;
+      if (c.transposed) {
+        flops += this.backend.conv2dWork([1, c.cout, 2 * side, 2 * side], w.shape, TRANSPOSED, 'backward-data').flops;
+        side *= 2;
+        continue;
+      }
+      if (c.upsample) side *= 2;
+      flops += this.backend.conv2dWork([1, c.cin, side, side], w.shape, { pad: c.k >> 1, stride: c.stride }).flops;
+      side = Math.floor((side + 2 * (c.k >> 1) - c.k) / c.stride) + 1;
+    }
+    return flops;
   }
 
   /** The instance norms in the order a forward pass meets them. */
