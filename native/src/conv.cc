@@ -114,6 +114,76 @@ void col2im_add(const float* cols, const Geometry& g, int p0, int len, float* dx
   });
 }
 
+// GEMM B panels (pack_b's layout: [NR positions] per row, rows p0..p0+kc of the column matrix)
+// gathered straight from the input, positions j0..j0+nc: the forward pass's implicit im2col.
+// Building the columns and then packing them read and wrote every column twice; for the style
+// network's stride-2 layers that was most of their time (`perf`: pack_b + im2col + memcpy 30%).
+void pack_b_conv(const float* x, const Geometry& g, int p0, int kc, int j0, int nc, float* out) {
+  const int kk = g.k * g.k;
+  for (int jr = 0; jr < nc; jr += NR) {
+    const int q0 = j0 + jr, nr = std::min(NR, nc - jr);
+    const int oh = q0 / g.wo, ow0 = q0 % g.wo;
+    const bool one_row = nr == NR && ow0 + NR <= g.wo;  // the panel's positions lie in output row oh
+    for (int r = p0; r < p0 + kc; r++, out += NR) {
+      const int ci = r / kk, kh = r % kk / g.k, kw = r % g.k;
+      if (one_row) {
+        const int ih = oh * g.stride + kh - g.pad, iw0 = ow0 * g.stride + kw - g.pad;
+        if (ih < 0 || ih >= g.h) {
+          std::memset(out, 0, sizeof(float) * NR);
+          continue;
+        }
+        const float* src = x + ((size_t)ci * g.h + ih) * g.w;
+        if (iw0 >= 0 && iw0 + (NR - 1) * g.stride < g.w) {  // inside: no test per element
+          if (g.stride == 1)
+            std::memcpy(out, src + iw0, sizeof(float) * NR);
+          else
+            for (int j = 0; j < NR; j++) out[j] = src[iw0 + j * g.stride];
+          continue;
+        }
+        for (int j = 0; j < NR; j++) {
+          const int iw = iw0 + j * g.stride;
+          out[j] = iw >= 0 && iw < g.w ? src[iw] : 0.f;
+        }
+        continue;
+      }
+      for (int j = 0; j < NR; j++) {
+        const int q = q0 + j, ih = q / g.wo * g.stride + kh - g.pad, iw = q % g.wo * g.stride + kw - g.pad;
+        out[j] = j < nr && ih >= 0 && ih < g.h && iw >= 0 && iw < g.w ? x[((size_t)ci * g.h + ih) * g.w + iw] : 0.f;
+      }
+    }
+  }
+}
+
+// Y [Cout, positions] = W^T [Cout, Cin K K] x columns [Cin K K, positions] for one image, the
+// columns never stored (pack_b_conv); positions split over the threads, W^T packed once.
+void conv_gemm(const float* x, const Geometry& g, const float* wt, int cout, float* y) {
+  constexpr int KC = 256, NCB = 4096;
+  const int rows = g.cin * g.k * g.k, hw = g.ho * g.wo;
+  const int slices = (rows + KC - 1) / KC, kslice = (rows + slices - 1) / slices;
+  const int panels = (cout + MR - 1) / MR;
+  static std::vector<float> pa;  // one call at a time: the addon serialises its calls
+  pa.resize((size_t)panels * MR * rows);
+  for (int pc = 0; pc < rows; pc += kslice)  // slice pc's panels start at panels * MR * pc
+    pack_a(Operand{wt, cout, true}, 0, cout, pc, std::min(kslice, rows - pc), pa.data() + (size_t)panels * MR * pc);
+  ThreadPool& pool = ThreadPool::instance();
+  const int t = pool.threads();
+  const int chunk = ((hw + t - 1) / t + NR - 1) / NR * NR;
+  pool.parallel_for(t, [&](int i, int) {
+    thread_local std::vector<float> pb;
+    if (pb.size() < (size_t)KC * NCB) pb.resize((size_t)KC * NCB);
+    const int j0 = i * chunk, j1 = std::min(hw, j0 + chunk);
+    for (int jc = j0; jc < j1; jc += NCB) {
+      const int nc = std::min(NCB, j1 - jc);
+      for (int pc = 0; pc < rows; pc += kslice) {
+        const int kc = std::min(kslice, rows - pc);
+        pack_b_conv(x, g, pc, kc, jc, nc, pb.data());
+        gemm_packed(kc, pa.data() + (size_t)panels * MR * pc, (size_t)MR * kc, cout, pb.data(), (size_t)NR * kc, nc, y + jc, hw,
+                    pc > 0);
+      }
+    }
+  });
+}
+
 int positions_per_chunk(const Geometry& g) {
   const size_t rows = (size_t)g.cin * g.k * g.k;
   const size_t total = (size_t)g.ho * g.wo;
@@ -245,16 +315,10 @@ void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int c
     return;
   }
   const Geometry g{cin, h, w, k, pad, stride, (h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1};
-  const int hw = g.ho * g.wo, rows = cin * k * k, step = positions_per_chunk(g);
+  const int hw = g.ho * g.wo;
   for (int img = 0; img < n; img++) {
     float* yi = y + (size_t)img * cout * hw;
-    for (int p0 = 0; p0 < hw; p0 += step) {
-      const int len = std::min(step, hw - p0);
-      float* cols = cols_buffer((size_t)rows * len);
-      im2col(x + (size_t)img * cin * h * w, g, p0, len, cols);
-      // Y[Cout, range] = W^T [Cout, rows] * cols [rows, range]
-      sgemm(cout, len, rows, Operand{wt, cout, true}, Operand{cols, len, false}, yi + p0, hw, false);
-    }
+    conv_gemm(x + (size_t)img * cin * h * w, g, wt, cout, yi);
     // Bias (and ReLU) in one pass over the output.
     auto bias_relu = simd_kernels().bias_relu_span;
     ThreadPool::instance().parallel_for(cout, [&](int co, int) { bias_relu(yi + (size_t)co * hw, hw, bias[co], relu_); });
