@@ -78,8 +78,8 @@ __attribute__((target("avx2,fma"))) void micro_kernel_avx2_tile(int k, const flo
 
 #if defined(__x86_64__)
 // R x 32 of C (R <= 6) from one A panel and two adjacent B panels: 2R zmm accumulators. The rows
-// past a GEMM's last multiple of 6 take R < 6 here rather than the 8-wide tile kernel (the last 4
-// of 64 output channels were 6% of the rows and ~15% of a stride-2 layer's time).
+// past a GEMM's last multiple of 6 take R < 6 here rather than the 8-wide tile kernel through a
+// buffer (the last 4 of 64 output channels: 6% of a stride-2 layer's rows).
 template <int R>
 __attribute__((target("avx512f"))) void micro_kernel_avx512(int k, const float* a, const float* b0, const float* b1,
                                                               float* c, int ldc, bool add) {

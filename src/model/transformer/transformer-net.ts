@@ -82,9 +82,7 @@ export function transformerForwardFlops(width: number, size: number, upsample: U
   let flops = 0;
   for (const c of transformerLayout(width, upsample).convs) {
     const input = side;
-    if (c.upsample) side *= 2;
-    else if (c.transposed) side *= 2;
-    else side = Math.floor(side / c.stride);
+    side = c.upsample || c.transposed ? 2 * side : Math.floor(side / c.stride);
     const cells = c.transposed ? input * input : side * side;
     flops += 2 * c.cin * c.cout * c.k * c.k * cells;
   }
