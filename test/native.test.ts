@@ -93,10 +93,13 @@ if (native) {
               const wino = k === 3 && stride === 1 && algo !== 'im2col';
               const y = loops.conv2d(x, w, b, p);
               assertClose(native.conv2d(x, w, b, p), y, wino ? 1e-4 : 1e-5, `${what} forward`);
-              // The mirrored border, which the direct and Winograd kernels fill while copying their input.
+              // The mirrored border, which the direct and Winograd kernels fill while copying their
+              // input, and the nearest upsampling Winograd reads there too.
               if (pad > 0 && pad < Math.min(xs[2]!, xs[3]!)) {
                 const r = { ...p, padding: 'reflect' } as const;
                 assertClose(native.conv2d(x, w, b, r), loops.conv2d(x, w, b, r), wino ? 1e-4 : 1e-5, `${what} forward, reflected border`);
+                const u = { ...r, upsample: 2 };
+                assertClose(native.conv2d(x, w, b, u), loops.conv2d(x, w, b, u), wino ? 1e-4 : 1e-5, `${what} forward, upsampled, reflected border`);
               }
               const dy = randomTensor(y.shape, 400 + i);
               const winoBack = k === 3 && stride === 1 && pad <= 2 && algo !== 'im2col';

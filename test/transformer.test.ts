@@ -47,18 +47,26 @@ test("a pass's operations: 80.6 GFLOP as direct convolutions at 512 (full width)
   }
 });
 
-test("conv2d with padding 'reflect' is ReflectionPad2d then the unpadded convolution, on every backend (strides 1 and 2, kernels 1-9, batch 2); a padding as large as a side is one line", () => {
-  const cases = [[[2, 5, 9, 13], 3, 4, 1, 1], [[1, 3, 11, 10], 9, 5, 4, 1], [[2, 6, 8, 7], 3, 3, 1, 2], [[1, 2, 5, 6], 5, 2, 2, 1], [[1, 4, 6, 6], 1, 3, 0, 1]] as const;
-  for (const [i, [xs, k, cout, pad, stride]] of cases.entries()) {
+test("conv2d with padding 'reflect' and upsample is Upsample, ReflectionPad2d, then the plain convolution, on every backend (strides 1 and 2, kernels 1-9, batch 2); bad values are one line", () => {
+  const cases = [
+    [[2, 5, 9, 13], 3, 4, 1, 1, 1, 'reflect'], [[1, 3, 11, 10], 9, 5, 4, 1, 1, 'reflect'], [[2, 6, 8, 7], 3, 3, 1, 2, 1, 'reflect'],
+    [[1, 2, 5, 6], 5, 2, 2, 1, 1, 'reflect'], [[1, 4, 6, 6], 1, 3, 0, 1, 1, 'reflect'],
+    // Upsampled (the style network's upsampling layers), with either border, and a factor of 3.
+    [[2, 17, 7, 5], 3, 6, 1, 1, 2, 'reflect'], [[1, 16, 6, 9], 3, 5, 1, 1, 2, 'zeros'], [[1, 3, 4, 5], 3, 2, 2, 1, 3, 'reflect'], [[1, 2, 3, 4], 9, 2, 4, 1, 2, 'reflect'],
+  ] as const;
+  for (const [i, [xs, k, cout, pad, stride, upsample, padding]] of cases.entries()) {
     const x = randomTensor(xs, 60 + i, -3, 3);
     const w = randomTensor([xs[1], k, k, cout], 70 + i);
     const b = randomTensor([cout], 80 + i);
-    const reference = loops.conv2d(loops.reflectionPad2d(x, pad), w, b, { pad: 0, stride }, true);
+    const up = loops.upsampleNearest2d(x, upsample);
+    const reference = padding === 'reflect' ? loops.conv2d(loops.reflectionPad2d(up, pad), w, b, { pad: 0, stride }, true) : loops.conv2d(up, w, b, { pad, stride }, true);
     for (const name of BACKENDS) {
-      assertClose(getBackend(name)!.conv2d(x, w, b, { pad, stride, padding: 'reflect' }, true), reference, 1e-5, `${name} [${xs.join(', ')}] k${k} pad ${pad} s${stride}`);
+      assertClose(getBackend(name)!.conv2d(x, w, b, { pad, stride, padding, upsample }, true), reference, 1e-5, `${name} [${xs.join(', ')}] k${k} pad ${pad} s${stride} x${upsample} ${padding}`);
     }
   }
-  assert.throws(() => loops.conv2d(randomTensor([1, 2, 4, 9], 1), randomTensor([2, 9, 9, 1], 2), randomTensor([1], 3), { pad: 4, stride: 1, padding: 'reflect' }), /conv2d: reflection padding 4 needs an input larger than it on both sides \(got 4x9\)/);
+  const [x, w, b] = [randomTensor([1, 2, 4, 9], 1), randomTensor([2, 9, 9, 1], 2), randomTensor([1], 3)];
+  assert.throws(() => loops.conv2d(x, w, b, { pad: 4, stride: 1, padding: 'reflect' }), /conv2d: reflection padding 4 needs an input larger than it on both sides \(got 4x9\)/);
+  assert.throws(() => loops.conv2d(x, randomTensor([2, 3, 3, 1], 2), b, { pad: 1, stride: 1, upsample: 1.5 }), /conv2d: the upsampling factor must be a whole number of at least 1 \(got 1.5\)/);
 });
 
 test('instance norm: each plane to mean 0 and variance 1 (biased), then weight and bias per channel; the ReLU fused', () => {

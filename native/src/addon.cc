@@ -62,11 +62,11 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// conv2d(x, n, cin, h, w, wt, cout, k, pad, stride, bias, relu, y, wino|null, winoTile, reflect)
+// conv2d(x, n, cin, h, w, wt, cout, k, pad, stride, bias, relu, y, wino|null, winoTile, reflect, upsample)
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g_calls);
   conv2d(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7), I(info, 8),
-         I(info, 9), F(info, 10), B(info, 11), F(info, 12), F(info, 13), Tile(info, 14), B(info, 15));
+         I(info, 9), F(info, 10), B(info, 11), F(info, 12), F(info, 13), Tile(info, 14), B(info, 15), I(info, 16));
   return info.Env().Undefined();
 }
 

@@ -232,20 +232,27 @@ void add_scaled(const float* a, const float* b, float alpha, float* y, long n) {
   });
 }
 
-void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, float* dst, int width) {
+void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, float* dst, int width, int up) {
+  const int H = h * up, W = w * up;  // the (upsampled) image the row belongs to
   if (reflect && r < 0 && r >= -pad) r = -r;                             // -1 -> 1
-  if (reflect && r >= h && r < h + pad) r = 2 * (h - 1) - r;             // h -> h - 2
-  if (r < 0 || r >= h) {
+  if (reflect && r >= H && r < H + pad) r = 2 * (H - 1) - r;             // H -> H - 2
+  if (r < 0 || r >= H) {
     std::memset(dst, 0, sizeof(float) * width);
     return;
   }
-  const float* row = plane + (size_t)r * w;
-  std::memcpy(dst + pad, row, sizeof(float) * w);
-  for (int i = 1; i <= pad; i++) {
-    dst[pad - i] = reflect ? row[i] : 0.f;
-    dst[pad + w - 1 + i] = reflect ? row[w - 1 - i] : 0.f;
+  const float* row = plane + (size_t)(r / up) * w;
+  if (up == 1) {
+    std::memcpy(dst + pad, row, sizeof(float) * w);
+  } else {
+    float* d = dst + pad;
+    for (int j = 0; j < w; j++)
+      for (int f = 0; f < up; f++) *d++ = row[j];
   }
-  std::memset(dst + w + 2 * pad, 0, sizeof(float) * (width - w - 2 * pad));
+  for (int i = 1; i <= pad; i++) {
+    dst[pad - i] = reflect ? row[i / up] : 0.f;
+    dst[pad + W - 1 + i] = reflect ? row[(W - 1 - i) / up] : 0.f;
+  }
+  std::memset(dst + W + 2 * pad, 0, sizeof(float) * (width - W - 2 * pad));
 }
 
 void reflection_pad(const float* x, int planes, int h, int w, int pad, float* y) {
@@ -309,9 +316,9 @@ void conv2d_direct(const float* x, int n, int cin, int h, int w, const float* wt
 }
 
 void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad, int stride,
-            const float* bias, bool relu_, float* y, const float* wino, int wino_tile, bool reflect) {
+            const float* bias, bool relu_, float* y, const float* wino, int wino_tile, bool reflect, int up) {
   if (wino) {
-    conv3x3_winograd(x, n, cin, h, w, wino, wino_tile, cout, pad, bias, relu_, y, nullptr, nullptr, reflect);
+    conv3x3_winograd(x, n, cin, h, w, wino, wino_tile, cout, pad, bias, relu_, y, nullptr, nullptr, reflect, up);
     return;
   }
   const Geometry g{cin, h, w, k, pad, stride, (h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1};

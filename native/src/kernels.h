@@ -7,9 +7,10 @@ namespace pastiche {
 
 // y = conv(x, w) + b, then ReLU if relu.
 // `wino` is the layer's transformed weights (winograd_weights for tile `wino_tile`) or null for
-// im2col + GEMM. `reflect` (Winograd only): the border mirrored instead of zero.
+// im2col + GEMM. Winograd only: `reflect`, the border mirrored instead of zero; `up`, the input
+// upsampled (nearest) by that factor first, h and w being the upsampled sizes.
 void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad, int stride,
-            const float* bias, bool relu, float* y, const float* wino, int wino_tile, bool reflect);
+            const float* bias, bool relu, float* y, const float* wino, int wino_tile, bool reflect, int up);
 // `wino` is the rotated transform (winograd_weights with rotate) or null for GEMM + col2im.
 // With `add` and/or `mask` (both shaped like dx, may be null): dx = (dx + add) * (mask > 0), the
 // backward of a ReLU (and of a gradient injected at its output) fused into this pass.
@@ -25,10 +26,11 @@ void conv2d_backward_params(const float* dy, const float* x, int n, int cin, int
 void add_and_mask_span(float* dst, const float* add, const float* mask, long n);
 
 // Optional epilogue per output element: + add[i], then ReLU (relu) or zero where mask[i] <= 0.
-// `reflect`: the border mirrored as ReflectionPad2d does (pad < h, w) instead of zero.
+// `reflect`: the border mirrored as ReflectionPad2d does (pad < h, w) instead of zero; `upsample`:
+// x is h / upsample x w / upsample, read as if upsampled (nearest) to h x w first.
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int m, int cout, int pad,
                       const float* bias, bool relu, float* y, const float* add = nullptr, const float* mask = nullptr,
-                      bool reflect = false);
+                      bool reflect = false, int upsample = 1);
 // Floats needed for the transformed weights of a cin -> cout convolution.
 size_t winograd_weights_size(int cin, int cout, int m);
 // Transforms weights [wcin, 3, 3, wcout]; `rotate` gives those of the gradient to the data (a
@@ -41,8 +43,10 @@ void conv2d_direct(const float* x, int n, int cin, int h, int w, const float* wt
                    bool reflect, const float* bias, bool relu, float* y);
 // Row r of a plane padded by pad (r in input coordinates, -pad <= r < h + pad, or beyond: zeros):
 // dst[j] = x[r][j - pad], the border zero or with `reflect` mirrored without repeating the edge
-// (ReflectionPad2d: -1 -> 1, h -> h - 2; pad < h, w); zeros from w + 2 pad up to `width`.
-void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, float* dst, int width);
+// (ReflectionPad2d: -1 -> 1, h -> h - 2; pad < h, w); zeros from w + 2 pad up to `width`. With
+// `up` > 1 the h x w plane is read as its nearest upsampling to (h up) x (w up), r and the
+// padding counted in that image.
+void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, float* dst, int width, int up = 1);
 // y = a + alpha b over n floats, chunks over threads.
 void add_scaled(const float* a, const float* b, float alpha, float* y, long n);
 // Reflection padding of `planes` h x w planes by pad on each side; nearest upsampling by factor.

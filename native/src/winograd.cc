@@ -92,7 +92,8 @@ void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, 
 }
 
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int m, int cout, int pad,
-                      const float* bias, bool relu, float* y, const float* add, const float* mask, bool reflect) {
+                      const float* bias, bool relu, float* y, const float* add, const float* mask, bool reflect,
+                      int upsample) {
   ThreadPool& pool = ThreadPool::instance();
   const WinogradTransforms& transforms = active_isa() != Isa::Portable ? avx2::winograd : portable::winograd;
   const int t6 = m + 2, planes = t6 * t6;  // window side and transformed planes: 6 and 36, or 8 and 64
@@ -118,7 +119,9 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
   float* mb = g_m.data();
 
   for (int img = 0; img < n; img++) {
-    const float* x_img = x + (size_t)img * cin * h * w;
+    // The planes as stored: h x w, or their size before the nearest upsampling read into xpad.
+    const int hs = h / upsample, ws = w / upsample;
+    const float* x_img = x + (size_t)img * cin * hs * ws;
     float* y_img = y + (size_t)img * cout * ho * wo;
     const size_t img_off = (size_t)img * cout * ho * wo;
     for (int t0 = 0; t0 < tiles; t0 += tb) {
@@ -130,10 +133,11 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
       pool.parallel_for(cin, [&](int ci, int) {
         thread_local std::vector<float> xpad;
         xpad.resize((size_t)rows * wp + 8);  // + 8: input8's side-by-side loads read past a row
-        const float* plane = x_img + (size_t)ci * h * w;
+        const float* plane = x_img + (size_t)ci * hs * ws;
         // Row lr holds input row tr0 m + lr - pad, its border zero or mirrored (`reflect`: the style
         // network's ReflectionPad2d fused here, which saved its own pass over every activation).
-        for (int lr = 0; lr < rows; lr++) padded_row(plane, h, w, pad, reflect, tr0 * m + lr - pad, xpad.data() + (size_t)lr * wp, wp);
+        for (int lr = 0; lr < rows; lr++)
+          padded_row(plane, hs, ws, pad, reflect, tr0 * m + lr - pad, xpad.data() + (size_t)lr * wp, wp, upsample);
         std::memset(xpad.data() + (size_t)rows * wp, 0, sizeof(float) * 8);
         for (int t = 0; t < ntp; t += 8) {
           int base[8];

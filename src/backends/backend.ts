@@ -28,11 +28,14 @@ export type ConvPadding = 'zeros' | 'reflect';
 
 /**
  * conv2d's parameters. `padding: 'reflect'` mirrors the input into the border without repeating
- * the edge (PyTorch's ReflectionPad2d in front of an unpadded convolution; pad < H and W): the
- * style network pads every convolution so, and a backend may fuse the two (native does).
+ * the edge (PyTorch's ReflectionPad2d in front of an unpadded convolution; pad < H and W);
+ * `upsample: f` first repeats every cell f x f times (nearest upsampling; the padding then counts
+ * in the upsampled image). The style network pads every convolution so and upsamples before two,
+ * and a backend may do it while reading its input instead of as separate passes (native does).
  */
 export interface Conv2dForwardParams extends Conv2dParams {
   readonly padding?: ConvPadding;
+  readonly upsample?: number;
 }
 
 export interface Pool2dParams {

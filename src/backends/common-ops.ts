@@ -54,16 +54,26 @@ export function reflect(i: number, n: number): number {
   return i < 0 ? -i : i >= n ? 2 * (n - 1) - i : i;
 }
 
+/** Whether conv2d's parameters ask for more than zero padding (see conv2dInSteps). */
+export function convNeedsSteps(p: Conv2dForwardParams): boolean {
+  return p.padding === 'reflect' || (p.upsample ?? 1) > 1;
+}
+
 /**
- * conv2d with a mirrored border as its two steps, the padded copy and then the convolution without
- * padding: for a backend (or an algorithm of one) that does not fuse them.
+ * conv2d with upsampling and a mirrored border as separate steps, the upsampled copy, the padded
+ * copy and then the plain convolution: for a backend (or an algorithm of one) that does not read
+ * its input that way itself.
  */
-export function conv2dViaReflectionPad(be: Backend, x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu: boolean): Tensor {
-  const padded = be.reflectionPad2d(x, p.pad);
+export function conv2dInSteps(be: Backend, x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu: boolean): Tensor {
+  const up = p.upsample ?? 1;
+  const upsampled = up > 1 ? be.upsampleNearest2d(x, up) : x;
+  const reflect = p.padding === 'reflect';
+  const padded = reflect ? be.reflectionPad2d(upsampled, p.pad) : upsampled;
   try {
-    return be.conv2d(padded, w, b, { pad: 0, stride: p.stride }, relu);
+    return be.conv2d(padded, w, b, { pad: reflect ? 0 : p.pad, stride: p.stride }, relu);
   } finally {
-    padded.recycle();
+    if (padded !== x) padded.recycle();
+    if (upsampled !== x && upsampled !== padded) upsampled.recycle();
   }
 }
 

@@ -25,7 +25,10 @@ export function convGeometry(xShape: Shape, wShape: Shape, p: Conv2dForwardParam
   if (wShape.length !== 4 || wShape[1] !== wShape[2]) {
     throw new PasticheError(`conv2d: weights must be [Cin,K,K,Cout], got ${shapeToString(wShape)}`);
   }
-  const [n, cin, h, w] = xShape as [number, number, number, number];
+  const up = p.upsample ?? 1;
+  if (!Number.isInteger(up) || up < 1) throw new PasticheError(`conv2d: the upsampling factor must be a whole number of at least 1 (got ${up})`);
+  // The input as the convolution sees it: upsampled first.
+  const [n, cin, h, w] = [xShape[0]!, xShape[1]!, xShape[2]! * up, xShape[3]! * up];
   const [wcin, k, , cout] = wShape as [number, number, number, number];
   checkParams('conv2d', k, p.pad, p.stride);
   if (wcin !== cin) {

@@ -20,8 +20,10 @@ import {
 /**
  * Xpad: the input surrounded by `pad` rows and columns of zeros (the course pads explicitly), or
  * with 'reflect' of the input mirrored at its edges: Xpad(h, w) = X(reflect(h - pad), reflect(w - pad)).
+ * With upsampling by f, X(h, w) is the stored cell (floor(h / f), floor(w / f)) and g.h, g.w the
+ * upsampled sizes.
  */
-function padInput(x: Float32Array, g: ConvGeometry, pad: number, padding: ConvPadding = 'zeros'): { data: Float32Array; hp: number; wp: number } {
+function padInput(x: Float32Array, g: ConvGeometry, pad: number, padding: ConvPadding = 'zeros', up = 1): { data: Float32Array; hp: number; wp: number } {
   const hp = g.h + 2 * pad;
   const wp = g.w + 2 * pad;
   const out = new Float32Array(g.n * g.cin * hp * wp);
@@ -30,7 +32,8 @@ function padInput(x: Float32Array, g: ConvGeometry, pad: number, padding: ConvPa
       for (let h = 0; h < hp; h++)
         for (let w = 0; w < wp; w++) {
           const [ih, iw] = padding === 'reflect' ? [reflect(h - pad, g.h), reflect(w - pad, g.w)] : [h - pad, w - pad];
-          if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) out[((n * g.cin + c) * hp + h) * wp + w] = x[((n * g.cin + c) * g.h + ih) * g.w + iw]!;
+          const [sh, sw] = [g.h / up, g.w / up]; // the stored plane
+          if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) out[((n * g.cin + c) * hp + h) * wp + w] = x[((n * g.cin + c) * sh + Math.floor(ih / up)) * sw + Math.floor(iw / up)]!;
         }
   return { data: out, hp, wp };
 }
@@ -47,7 +50,7 @@ export const loopsBackend: Backend = {
   conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu = false): Tensor {
     const g = convGeometry(x.shape, w.shape, p);
     checkBias(b, g.cout, 'conv2d');
-    const { data: xp, hp, wp } = padInput(x.data, g, p.pad, p.padding);
+    const { data: xp, hp, wp } = padInput(x.data, g, p.pad, p.padding, p.upsample);
     const W = w.data;
     const k = g.k;
     const y = new Float32Array(g.n * g.cout * g.ho * g.wo);

@@ -11,7 +11,7 @@ import { convWork } from '../conv-work.js';
 import { PasticheError } from '../../errors.js';
 import { Tensor, expectRank, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dForwardParams, Conv2dParams, ConvPass, ConvWork, GradientEpilogue, LinearGradients, NormGradients, ParamGradients, Pool2dParams } from '../backend.js';
-import { commonOps, conv2dViaReflectionPad, linearBackwardByMatmul } from '../common-ops.js';
+import { commonOps, conv2dInSteps, linearBackwardByMatmul } from '../common-ops.js';
 import {
   applyEpilogue,
   checkBias,
@@ -146,15 +146,16 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
     },
 
     // A mirrored border is filled where the direct and Winograd kernels copy their input planes
-    // anyway (the style network's separate padding pass cost ~5% of its 512x512 forward, `perf`);
-    // im2col and the small-channel kernel take the padded copy first.
+    // anyway (the style network's separate padding pass cost ~5% of its 512x512 forward, `perf`),
+    // and Winograd reads a nearest upsampling there too; otherwise the steps run one by one.
     conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu = false): Tensor {
       const g = convGeometry(x.shape, w.shape, p);
       checkBias(b, g.cout, 'conv2d');
       const reflect = p.padding === 'reflect';
+      const up = p.upsample ?? 1;
       const large = useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout);
       const tile = large ? 0 : winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo);
-      if (reflect && !large && !tile) return conv2dViaReflectionPad(be, x, w, b, p, relu);
+      if ((reflect && !large && !tile) || (up > 1 && !tile)) return conv2dInSteps(be, x, w, b, p, relu);
       const y = Tensor.uninitialized([g.n, g.cout, g.ho, g.wo]);
       if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin) && !reflect) {
         addon.conv2dSmallCin(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, b.data, relu, y.data);
@@ -165,7 +166,7 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
         return y;
       }
       const wino = tile ? winogradWeights(w, g.cin, g.cout, false, tile) : null;
-      addon.conv2d(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, y.data, wino, tile || 4, reflect);
+      addon.conv2d(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, y.data, wino, tile || 4, reflect, up);
       return y;
     },
 

@@ -5,7 +5,7 @@
 import { convWork } from '../conv-work.js';
 import { Tensor, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dForwardParams, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
-import { commonOps, conv2dViaReflectionPad, linearBackwardByMatmul } from '../common-ops.js';
+import { commonOps, conv2dInSteps, convNeedsSteps, linearBackwardByMatmul } from '../common-ops.js';
 import {
   applyEpilogue,
   checkBias,
@@ -47,7 +47,7 @@ export const tsBackend: Backend = {
   conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu = false): Tensor {
     const g = convGeometry(x.shape, w.shape, p);
     checkBias(b, g.cout, 'conv2d');
-    if (p.padding === 'reflect') return conv2dViaReflectionPad(tsBackend, x, w, b, p, relu);
+    if (convNeedsSteps(p)) return conv2dInSteps(tsBackend, x, w, b, p, relu);
     const rows = g.cin * g.k * g.k;
     const hw = g.ho * g.wo;
     const y = new Float32Array(g.n * g.cout * hw);

@@ -8,7 +8,7 @@ import { convWork } from '../conv-work.js';
 import { PasticheError } from '../../errors.js';
 import { Tensor, expectRank, sizeOf, type Shape } from '../../tensor/tensor.js';
 import type { Backend, NormGradients, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
-import { conv2dViaReflectionPad, linearBackwardByMatmul } from '../common-ops.js';
+import { conv2dInSteps, convNeedsSteps, linearBackwardByMatmul } from '../common-ops.js';
 import {
   checkBias,
   checkChannelParams,
@@ -338,7 +338,7 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
     conv2d(x, wt, b, p, relu = false) {
       const g = convGeometry(x.shape, wt.shape, p);
       checkBias(b, g.cout, 'conv2d');
-      if (p.padding === 'reflect') return conv2dViaReflectionPad(be, x, wt, b, p, relu);
+      if (convNeedsSteps(p)) return conv2dInSteps(be, x, wt, b, p, relu);
       const up: Uploads = [];
       const y = output([g.n, g.cout, g.ho, g.wo]);
       const buffers = [buf(x, up), buf(wt, up, true), buf(b, up, true), outBuf(y)];

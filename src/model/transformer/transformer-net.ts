@@ -366,12 +366,9 @@ export class TransformerNet {
         done(raw);
         return y;
       }
-      const v = c.upsample ? make(be.upsampleNearest2d(input, 2)) : input;
-      // ReflectionPad2d(k // 2) and the convolution as one op: a backend may fill the border while
-      // it copies the input anyway.
-      const y = make(be.conv2d(v, p.w, p.b, { pad: c.k >> 1, stride: c.stride, padding: 'reflect' }));
-      if (v !== input) done(v);
-      return y;
+      // Upsample(2), ReflectionPad2d(k // 2) and the convolution as one op: a backend may upsample
+      // and fill the border while it copies the input anyway.
+      return make(be.conv2d(input, p.w, p.b, { pad: c.k >> 1, stride: c.stride, padding: 'reflect', ...(c.upsample ? { upsample: 2 } : {}) }));
     };
     const norm = (input: Tensor, name: string, relu: boolean): Tensor => {
       const p = this.weights.params.get(name)!;
