@@ -48,9 +48,11 @@ export interface FastStylizeJob {
 }
 
 /**
- * Peak bytes per pixel of an untiled pass of the width-32 network on native, measured: 512x512 went
+ * Peak bytes per pixel of an untiled pass of the width-32 network, measured on native: 512x512 went
  * from 61 to 514 MB peak RSS (1.7 KB a pixel: the 32-channel maps at full size, their padded copies,
- * the 9x9 convolutions' im2col blocks); 2 KB with room. Narrower networks scale with their width.
+ * the 9x9 convolutions' im2col blocks); 2 KB with room. Since native's convolutions read the padding
+ * and upsampling in place it is ~0.9 KB (93 -> 377 MB at 512, 102 -> 1027 MB at 1024), but ts and
+ * webgpu still make those copies: the bound stays. Narrower networks scale with their width.
  */
 const NETWORK_BYTES_PER_PIXEL = 2048;
 const TILE_CHOICES = [2048, 1536, 1024, 768, 512, 384, 256, 128];
