@@ -157,9 +157,7 @@ void pack_b_conv(const float* x, const Geometry& g, int p0, int kc, int j0, int 
 // Y [Cout, positions] = W^T [Cout, Cin K K] x columns [Cin K K, positions] for one image, the
 // columns never stored (pack_b_conv); positions split over the threads, W^T packed once.
 void conv_gemm(const float* x, const Geometry& g, const float* wt, int cout, float* y) {
-  constexpr int KC = 256, NCB = 4096;
-  const int rows = g.cin * g.k * g.k, hw = g.ho * g.wo;
-  const int slices = (rows + KC - 1) / KC, kslice = (rows + slices - 1) / slices;
+  const int rows = g.cin * g.k * g.k, hw = g.ho * g.wo, kslice = k_slice(rows);
   const int panels = (cout + MR - 1) / MR;
   static std::vector<float> pa;  // one call at a time: the addon serialises its calls
   pa.resize((size_t)panels * MR * rows);
@@ -170,10 +168,10 @@ void conv_gemm(const float* x, const Geometry& g, const float* wt, int cout, flo
   const int chunk = ((hw + t - 1) / t + NR - 1) / NR * NR;
   pool.parallel_for(t, [&](int i, int) {
     thread_local std::vector<float> pb;
-    if (pb.size() < (size_t)KC * NCB) pb.resize((size_t)KC * NCB);
+    if (pb.size() < (size_t)KC * NC) pb.resize((size_t)KC * NC);
     const int j0 = i * chunk, j1 = std::min(hw, j0 + chunk);
-    for (int jc = j0; jc < j1; jc += NCB) {
-      const int nc = std::min(NCB, j1 - jc);
+    for (int jc = j0; jc < j1; jc += NC) {
+      const int nc = std::min(NC, j1 - jc);
       for (int pc = 0; pc < rows; pc += kslice) {
         const int kc = std::min(kslice, rows - pc);
         pack_b_conv(x, g, pc, kc, jc, nc, pb.data());

@@ -14,9 +14,7 @@ namespace pastiche {
 
 namespace {
 
-constexpr int KC = 256;  // depth of a packed slice: an A panel (6x256) and a B panel (256x16) fit L1
 constexpr int MC = 96;   // rows of A per block: 96x256 floats = 96 KiB, in L2
-constexpr int NC = 4096; // columns of B per block: 256x4096 floats = 4 MiB, in L3
 
 void micro_kernel_portable(int k, const float* a, const float* b, float* acc) {
   float t[MR][NR] = {};
@@ -270,10 +268,8 @@ void sgemm_serial(int m, int n, int k, Operand a, Operand b, float* c, int ldc, 
       for (int i = 0; i < m; i++) std::memset(c + (size_t)i * ldc, 0, n * sizeof(float));
     return;
   }
-  // K in equal slices of at most KC: 288 (a 3x3 layer on 32 channels) as 144 + 144, not 256 + 32,
-  // whose short second pass read and wrote all of C for 32 products per element. The first slice
-  // writes C (no clearing pass) unless accumulating.
-  const int slices = (k + KC - 1) / KC, kslice = (k + slices - 1) / slices;
+  // K in equal slices (k_slice); the first writes C (no clearing pass) unless accumulating.
+  const int kslice = k_slice(k);
   thread_local std::vector<float> pa, pb;
   if (pa.size() < (size_t)MC * KC) pa.resize((size_t)MC * KC);
   if (pb.size() < (size_t)KC * (NC + NR)) pb.resize((size_t)KC * (NC + NR));

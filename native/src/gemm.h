@@ -7,6 +7,15 @@ namespace pastiche {
 
 constexpr int MR = 6;   // rows of C per micro-kernel call
 constexpr int NR = 16;  // columns of C per micro-kernel call (two 8-float AVX registers)
+constexpr int KC = 256;  // depth of a packed slice: an A panel (6x256) and a B panel (256x16) fit L1
+constexpr int NC = 4096; // columns of B per block: 256x4096 floats = 4 MiB, in L3
+
+// K in equal slices of at most KC: 288 (a 3x3 layer on 32 channels) as 144 + 144, not 256 + 32,
+// whose short second pass would read and write all of C for 32 products per element.
+inline int k_slice(int k) {
+  const int slices = (k + KC - 1) / KC;
+  return (k + slices - 1) / slices;
+}
 
 enum class Isa { Portable, Avx2, Avx512 };
 Isa active_isa();
