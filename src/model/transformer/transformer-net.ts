@@ -78,15 +78,23 @@ export function transformerLayout(w: number, upsample: Upsample = 'nearest'): { 
  * the figure `bench --sections fast` divides by its time, as VGG19's GFLOP/s are.
  */
 export function transformerForwardFlops(width: number, size: number, upsample: Upsample = 'nearest'): number {
+  return convSides(transformerLayout(width, upsample).convs, size).reduce(
+    (sum, { c, input, output }) => sum + 2 * c.cin * c.cout * c.k * c.k * (c.transposed ? input * input : output * output),
+    0,
+  );
+}
+
+/**
+ * Each convolution of a pass on a size x size image with the side it reads (after its upsampling;
+ * a transposed convolution's input) and the side it writes.
+ */
+function convSides(convs: readonly ConvSpec[], size: number): { c: ConvSpec; input: number; output: number }[] {
   let side = size;
-  let flops = 0;
-  for (const c of transformerLayout(width, upsample).convs) {
-    const input = side;
-    side = c.upsample || c.transposed ? 2 * side : Math.floor(side / c.stride);
-    const cells = c.transposed ? input * input : side * side;
-    flops += 2 * c.cin * c.cout * c.k * c.k * cells;
-  }
-  return flops;
+  return convs.map((c) => {
+    const input = c.upsample ? 2 * side : side;
+    side = c.transposed ? 2 * side : Math.floor((input + 2 * (c.k >> 1) - c.k) / c.stride) + 1;
+    return { c, input, output: side };
+  });
 }
 
 /**
@@ -424,18 +432,12 @@ export class TransformerNet {
    * Winograd layer counts its GEMM products), against transformerForwardFlops' direct count.
    */
   forwardWork(size: number): number {
-    let side = size;
     let flops = 0;
-    for (const c of this.convs.values()) {
+    for (const { c, input, output } of convSides([...this.convs.values()], size)) {
       const w = this.weights.params.get(c.name)!.w;
-      if (c.transposed) {
-        flops += this.backend.conv2dWork([1, c.cout, 2 * side, 2 * side], w.shape, TRANSPOSED, 'backward-data').flops;
-        side *= 2;
-        continue;
-      }
-      if (c.upsample) side *= 2;
-      flops += this.backend.conv2dWork([1, c.cin, side, side], w.shape, { pad: c.k >> 1, stride: c.stride }).flops;
-      side = Math.floor((side + 2 * (c.k >> 1) - c.k) / c.stride) + 1;
+      flops += c.transposed
+        ? this.backend.conv2dWork([1, c.cout, output, output], w.shape, TRANSPOSED, 'backward-data').flops
+        : this.backend.conv2dWork([1, c.cin, input, input], w.shape, { pad: c.k >> 1, stride: c.stride }).flops;
     }
     return flops;
   }
