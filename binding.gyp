@@ -6,6 +6,7 @@
         "native/src/addon.cc",
         "native/src/threadpool.cc",
         "native/src/gemm.cc",
+        "native/src/gemm_bf16.cc",
         "native/src/winograd.cc",
         "native/src/winograd_avx2.cc",
         "native/src/winograd_portable.cc",

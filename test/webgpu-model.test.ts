@@ -150,10 +150,14 @@ test("the course's check grades webgpu (fp32 and fp16) against loops", async () 
 });
 
 test('fp16 changes the probabilities a little, as the DLP did (check --precision fp16)', async () => {
-  const c = await comparePrecision({ weights: `${TINY}vgg19-tiny-old.mat`, image: `${TINY}chelsea.png`, precision: 'fp16' });
+  const c = await comparePrecision({ weights: `${TINY}vgg19-tiny-old.mat`, image: `${TINY}chelsea.png`, precision: 'fp16', repeat: 1, styleSize: 32 });
   assert.equal(c.reference.top.index, 185);
   assert.ok(Math.abs(c.reference.top.prob - 0.375233302788687) < 1e-5);
   assert.ok(c.maxProbDiff > 1e-6 && c.maxProbDiff < 0.05, `largest probability change ${c.maxProbDiff}`);
+  // The style trajectory: Adam's losses in fp16 stay near fp32's, step by step.
+  const adam = c.trajectories.find((t) => t.optimizer === 'adam')!;
+  assert.equal(adam.reduced.length, 5);
+  assert.ok(adam.maxRelDiff < 0.02, JSON.stringify(adam));
 });
 
 test('the bench runners time webgpu (forward and style iteration, read back each time)', async () => {

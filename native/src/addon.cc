@@ -29,6 +29,16 @@ namespace {
 // JavaScript threads (worker_threads) are serialised here.
 std::mutex g_calls;
 
+// The precision the calling JavaScript thread asked for (precision()): each call applies its own
+// caller's, so a bf16 backend and an fp32 one may share the addon, in one thread or several.
+thread_local bool t_bf16 = false;
+
+// Every call: the lock, then the caller's precision for the kernels it runs.
+struct Call {
+  std::lock_guard<std::mutex> lock{g_calls};
+  Call() { set_bf16(t_bf16); }
+};
+
 float* F(const Napi::CallbackInfo& info, int i) {
   if (info[i].IsNull() || info[i].IsUndefined()) return nullptr;
   return info[i].As<Napi::Float32Array>().Data();
@@ -39,7 +49,7 @@ bool B(const Napi::CallbackInfo& info, int i) { return info[i].As<Napi::Boolean>
 int Tile(const Napi::CallbackInfo& info, int i) { return info[i].IsNumber() && I(info, i) == 6 ? 6 : 4; }
 
 Napi::Value IsaFn(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   if (info.Length() > 0 && info[0].IsString()) {
     const std::string want = info[0].As<Napi::String>();
     set_isa(want == "portable" ? Isa::Portable : want == "avx2" ? Isa::Avx2 : Isa::Avx512);
@@ -48,15 +58,39 @@ Napi::Value IsaFn(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), isa == Isa::Avx512 ? "avx512" : isa == Isa::Avx2 ? "avx2" : "portable");
 }
 
+// precision("bf16" | "fp32") for this thread's following calls; returns the one now in force
+// ("bf16" only where the CPU has AVX512-BF16 and AVX-512 is the active instruction set).
+Napi::Value PrecisionFn(const Napi::CallbackInfo& info) {
+  if (info.Length() > 0 && info[0].IsString()) t_bf16 = info[0].As<Napi::String>().Utf8Value() == "bf16";
+  Call call;
+  return Napi::String::New(info.Env(), bf16_active() ? "bf16" : "fp32");
+}
+
+// roundBf16(x, y): y = x rounded to bfloat16 (kept in fp32), the operands of --precision bf16.
+Napi::Value RoundBf16(const Napi::CallbackInfo& info) {
+  Call call;
+  auto x = info[0].As<Napi::Float32Array>();
+  round_bf16(x.Data(), F(info, 1), (long)x.ElementLength());
+  return info.Env().Undefined();
+}
+
+// toBf16Bits(x, y: Uint16Array)
+Napi::Value ToBf16Bits(const Napi::CallbackInfo& info) {
+  Call call;
+  auto x = info[0].As<Napi::Float32Array>();
+  to_bf16_bits(x.Data(), info[1].As<Napi::Uint16Array>().Data(), (long)x.ElementLength());
+  return info.Env().Undefined();
+}
+
 Napi::Value Threads(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   if (info.Length() > 0 && info[0].IsNumber()) ThreadPool::instance().set_threads(I(info, 0));
   return Napi::Number::New(info.Env(), ThreadPool::instance().threads());
 }
 
 // sgemm(m, n, k, a, aOff, lda, transA, b, bOff, ldb, transB, c, cOff, ldc, accumulate)
 Napi::Value Sgemm(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   sgemm(I(info, 0), I(info, 1), I(info, 2), Operand{F(info, 3) + I(info, 4), I(info, 5), B(info, 6)},
         Operand{F(info, 7) + I(info, 8), I(info, 9), B(info, 10)}, F(info, 11) + I(info, 12), I(info, 13), B(info, 14));
   return info.Env().Undefined();
@@ -64,7 +98,7 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
 
 // conv2d(x, n, cin, h, w, wt, cout, k, pad, stride, bias, relu, y, wino|null, winoTile, reflect, upsample)
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   conv2d(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7), I(info, 8),
          I(info, 9), F(info, 10), B(info, 11), F(info, 12), F(info, 13), Tile(info, 14), B(info, 15), I(info, 16));
   return info.Env().Undefined();
@@ -72,7 +106,7 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
 
 // conv2dBackwardData(dy, n, cin, h, w, wt, cout, k, pad, stride, dx, wino|null, winoTile, add|null, mask|null)
 Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   conv2d_backward_data(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7),
                        I(info, 8), I(info, 9), F(info, 10), F(info, 11), Tile(info, 12), F(info, 13), F(info, 14));
   return info.Env().Undefined();
@@ -80,19 +114,19 @@ Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
 
 // winogradWeightsSize(cin, cout, tile) -> floats; winogradWeights(wt, wcin, wcout, rotate, tile, out)
 Napi::Value WinogradWeightsSize(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   return Napi::Number::New(info.Env(), (double)winograd_weights_size(I(info, 0), I(info, 1), Tile(info, 2)));
 }
 
 Napi::Value WinogradWeights(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   winograd_weights(F(info, 0), I(info, 1), I(info, 2), B(info, 3), Tile(info, 4), F(info, 5));
   return info.Env().Undefined();
 }
 
 // conv2dBackwardParams(dy, x, n, cin, h, w, cout, k, pad, stride, dw, db)
 Napi::Value Conv2dBackwardParams(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   conv2d_backward_params(F(info, 0), F(info, 1), I(info, 2), I(info, 3), I(info, 4), I(info, 5), I(info, 6), I(info, 7),
                          I(info, 8), I(info, 9), F(info, 10), F(info, 11));
   return info.Env().Undefined();
@@ -100,7 +134,7 @@ Napi::Value Conv2dBackwardParams(const Napi::CallbackInfo& info) {
 
 // maxPool2d(x, planes, h, w, k, stride, pad, y, ho, wo)
 Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   max_pool2d(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), I(info, 5), I(info, 6), F(info, 7), I(info, 8),
              I(info, 9));
   return info.Env().Undefined();
@@ -108,7 +142,7 @@ Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
 
 // conv2dSmallCin(x, n, cin, h, w, wt, cout, bias, relu, y)
 Napi::Value Conv2dSmallCin(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   conv3x3_small_cin(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), F(info, 7),
                     B(info, 8), F(info, 9));
   return info.Env().Undefined();
@@ -116,7 +150,7 @@ Napi::Value Conv2dSmallCin(const Napi::CallbackInfo& info) {
 
 // conv2dDirect(x, n, cin, h, w, wt, cout, k, pad, reflect, bias, relu, y)
 Napi::Value Conv2dDirect(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   conv2d_direct(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7), I(info, 8),
                 B(info, 9), F(info, 10), B(info, 11), F(info, 12));
   return info.Env().Undefined();
@@ -124,7 +158,7 @@ Napi::Value Conv2dDirect(const Napi::CallbackInfo& info) {
 
 // addScaled(a, b, alpha, y): y = a + alpha b
 Napi::Value AddScaled(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   auto a = info[0].As<Napi::Float32Array>();
   add_scaled(a.Data(), F(info, 1), (float)info[2].As<Napi::Number>().DoubleValue(), F(info, 3), (long)a.ElementLength());
   return info.Env().Undefined();
@@ -132,20 +166,20 @@ Napi::Value AddScaled(const Napi::CallbackInfo& info) {
 
 // reflectionPad(x, planes, h, w, pad, y), upsampleNearest(x, planes, h, w, factor, y)
 Napi::Value ReflectionPad(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   reflection_pad(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5));
   return info.Env().Undefined();
 }
 
 Napi::Value UpsampleNearest(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   upsample_nearest(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5));
   return info.Env().Undefined();
 }
 
 // instanceNorm(x, n, c, m, w, b, eps, relu, y)
 Napi::Value InstanceNorm(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   instance_norm(F(info, 0), I(info, 1), I(info, 2), I(info, 3), F(info, 4), F(info, 5), (float)info[6].As<Napi::Number>().DoubleValue(),
                 B(info, 7), F(info, 8));
   return info.Env().Undefined();
@@ -153,7 +187,7 @@ Napi::Value InstanceNorm(const Napi::CallbackInfo& info) {
 
 // instanceNormBackward(dy, x, reluOut | null, n, c, m, w, eps, dx, dw, db)
 Napi::Value InstanceNormBackward(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   instance_norm_backward(F(info, 0), F(info, 1), info[2].IsNull() ? nullptr : F(info, 2), I(info, 3), I(info, 4), I(info, 5),
                          F(info, 6), (float)info[7].As<Napi::Number>().DoubleValue(), F(info, 8), F(info, 9), F(info, 10));
   return info.Env().Undefined();
@@ -161,7 +195,7 @@ Napi::Value InstanceNormBackward(const Napi::CallbackInfo& info) {
 
 // maxPool2dBackward(dy, x, planes, h, w, k, stride, pad, dx, ho, wo, reluMask)
 Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   max_pool2d_backward(F(info, 0), F(info, 1), I(info, 2), I(info, 3), I(info, 4), I(info, 5), I(info, 6), I(info, 7),
                       F(info, 8), I(info, 9), I(info, 10), B(info, 11));
   return info.Env().Undefined();
@@ -169,21 +203,28 @@ Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
 
 // linear(x, m, k, w, n, b, y)
 Napi::Value Linear(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   linear(F(info, 0), I(info, 1), I(info, 2), F(info, 3), I(info, 4), F(info, 5), F(info, 6));
+  return info.Env().Undefined();
+}
+
+// linearBf16(x, m, k, w: Uint16Array of bf16 bits, n, b, y)
+Napi::Value LinearBf16(const Napi::CallbackInfo& info) {
+  Call call;
+  linear_bf16(F(info, 0), I(info, 1), I(info, 2), info[3].As<Napi::Uint16Array>().Data(), I(info, 4), F(info, 5), F(info, 6));
   return info.Env().Undefined();
 }
 
 // relu(x, y), reluBackward(dy, x, dx)
 Napi::Value Relu(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   auto x = info[0].As<Napi::Float32Array>();
   relu(x.Data(), F(info, 1), (long)x.ElementLength());
   return info.Env().Undefined();
 }
 
 Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   auto dy = info[0].As<Napi::Float32Array>();
   relu_backward(dy.Data(), F(info, 1), F(info, 2), (long)dy.ElementLength());
   return info.Env().Undefined();
@@ -284,7 +325,7 @@ Napi::Value CaptureStderr(const Napi::CallbackInfo& info) {
 
 // probeMachine("fma", iterations) -> GFLOP/s; probeMachine("read" | "triad", floats) -> GB/s.
 Napi::Value ProbeMachine(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_calls);
+  Call call;
   const std::string what = info[0].As<Napi::String>();
   const long n = (long)info[1].As<Napi::Number>().Int64Value();
   if (n < 1) return Napi::Number::New(info.Env(), 0);
@@ -300,6 +341,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("isa", Napi::Function::New(env, IsaFn));
   exports.Set("cpuHasAvx2", Napi::Boolean::New(env, cpu_has_avx2()));
   exports.Set("cpuHasAvx512", Napi::Boolean::New(env, cpu_has_avx512()));
+  exports.Set("cpuHasBf16", Napi::Boolean::New(env, cpu_has_bf16()));
+  exports.Set("precision", Napi::Function::New(env, PrecisionFn));
+  exports.Set("roundBf16", Napi::Function::New(env, RoundBf16));
+  exports.Set("toBf16Bits", Napi::Function::New(env, ToBf16Bits));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("conv2d", Napi::Function::New(env, Conv2d));
@@ -317,6 +362,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("maxPool2d", Napi::Function::New(env, MaxPool2d));
   exports.Set("maxPool2dBackward", Napi::Function::New(env, MaxPool2dBackward));
   exports.Set("linear", Napi::Function::New(env, Linear));
+  exports.Set("linearBf16", Napi::Function::New(env, LinearBf16));
   exports.Set("relu", Napi::Function::New(env, Relu));
   exports.Set("reluBackward", Napi::Function::New(env, ReluBackward));
   return exports;

@@ -155,31 +155,41 @@ void pack_b_conv(const float* x, const Geometry& g, int p0, int kc, int j0, int 
 }
 
 // Y [Cout, positions] = W^T [Cout, Cin K K] x columns [Cin K K, positions] for one image, the
-// columns never stored (pack_b_conv); positions split over the threads, W^T packed once.
-void conv_gemm(const float* x, const Geometry& g, const float* wt, int cout, float* y) {
-  const int rows = g.cin * g.k * g.k, hw = g.ho * g.wo, kslice = k_slice(rows);
+// columns never stored (pack_b_conv); positions split over the threads, W^T packed once. P: fp32
+// panels, or bf16 ones (converted from the gathered fp32 panels; K slices even, pairs whole).
+template <class P>
+void conv_gemm_as(const float* x, const Geometry& g, const float* wt, int cout, float* y) {
+  const int rows = g.cin * g.k * g.k, hw = g.ho * g.wo, kslice = P::slice(rows);
   const int panels = (cout + MR - 1) / MR;
-  static std::vector<float> pa;  // one call at a time: the addon serialises its calls
-  pa.resize((size_t)panels * MR * rows);
+  static std::vector<typename P::T> pa;  // one call at a time: the addon serialises its calls
+  pa.resize((size_t)panels * MR * P::depth(rows));
   for (int pc = 0; pc < rows; pc += kslice)  // slice pc's panels start at panels * MR * pc
-    pack_a(Operand{wt, cout, true}, 0, cout, pc, std::min(kslice, rows - pc), pa.data() + (size_t)panels * MR * pc);
+    P::pack_a(Operand{wt, cout, true}, 0, cout, pc, std::min(kslice, rows - pc), pa.data() + (size_t)panels * MR * pc);
   ThreadPool& pool = ThreadPool::instance();
   const int t = pool.threads();
   const int chunk = ((hw + t - 1) / t + NR - 1) / NR * NR;
   pool.parallel_for(t, [&](int i, int) {
     thread_local std::vector<float> pb;
+    thread_local std::vector<typename P::T> converted;
     if (pb.size() < (size_t)KC * NC) pb.resize((size_t)KC * NC);
     const int j0 = i * chunk, j1 = std::min(hw, j0 + chunk);
     for (int jc = j0; jc < j1; jc += NC) {
       const int nc = std::min(NC, j1 - jc);
       for (int pc = 0; pc < rows; pc += kslice) {
-        const int kc = std::min(kslice, rows - pc);
+        const int kc = std::min(kslice, rows - pc), depth = P::depth(kc);
         pack_b_conv(x, g, pc, kc, jc, nc, pb.data());
-        gemm_packed(kc, pa.data() + (size_t)panels * MR * pc, (size_t)MR * kc, cout, pb.data(), (size_t)NR * kc, nc, y + jc, hw,
-                    pc > 0);
+        const typename P::T* b = P::from_fp32(pb.data(), kc, (nc + NR - 1) / NR, converted);
+        P::gemm(kc, pa.data() + (size_t)panels * MR * pc, (size_t)MR * depth, cout, b, (size_t)NR * depth, nc, y + jc, hw, pc > 0);
       }
     }
   });
+}
+
+void conv_gemm(const float* x, const Geometry& g, const float* wt, int cout, float* y) {
+  if (bf16_active())
+    conv_gemm_as<Bf16Panels>(x, g, wt, cout, y);
+  else
+    conv_gemm_as<Fp32Panels>(x, g, wt, cout, y);
 }
 
 int positions_per_chunk(const Geometry& g) {
@@ -216,6 +226,7 @@ void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float
     for (int ci = 0; ci < cin; ci++)
       for (int r = 0; r < h; r++)
         std::memcpy(xp.data() + ci * plane + (size_t)(r + 1) * wp + 1, x + ((size_t)(img * cin + ci) * h + r) * w, sizeof(float) * w);
+    if (bf16_active()) round_bf16_span(xp.data(), (long)cin * plane);
     float* yi = y + (size_t)img * cout * h * w;
     ThreadPool::instance().parallel_for(h, [&](int oh, int) { rows(cin, xp.data(), wp, wt, cout, bias, relu, yi, h, w, oh, oh + 1); });
   }
@@ -230,7 +241,7 @@ void add_scaled(const float* a, const float* b, float alpha, float* y, long n) {
   });
 }
 
-void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, float* dst, int width, int up) {
+void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, float* dst, int width, int up, bool bf16) {
   const int H = h * up, W = w * up;  // the (upsampled) image the row belongs to
   if (reflect && r < 0 && r >= -pad) r = -r;                             // -1 -> 1
   if (reflect && r >= H && r < H + pad) r = 2 * (H - 1) - r;             // H -> H - 2
@@ -251,6 +262,7 @@ void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, 
     dst[pad + W - 1 + i] = reflect ? row[(W - 1 - i) / up] : 0.f;
   }
   std::memset(dst + W + 2 * pad, 0, sizeof(float) * (width - W - 2 * pad));
+  if (bf16) round_bf16_span(dst, W + 2 * pad);
 }
 
 void reflection_pad(const float* x, int planes, int h, int w, int pad, float* y) {
@@ -306,7 +318,8 @@ void conv2d_direct(const float* x, int n, int cin, int h, int w, const float* wt
   for (int img = 0; img < n; img++) {
     ThreadPool::instance().parallel_for(cin, [&](int ci, int) {
       for (int r = 0; r < hp; r++)
-        padded_row(x + (size_t)(img * cin + ci) * h * w, h, w, pad, reflect, r - pad, xp.data() + ci * plane + (size_t)r * wp, wp);
+        padded_row(x + (size_t)(img * cin + ci) * h * w, h, w, pad, reflect, r - pad, xp.data() + ci * plane + (size_t)r * wp, wp, 1,
+                   bf16_active());
     });
     float* yi = y + (size_t)img * cout * ho * wo;
     ThreadPool::instance().parallel_for(ho, [&](int oh, int) { rows(xp.data(), wp, hp, cin, k, wt, cout, bias, relu, yi, ho, wo, oh, oh + 1); });
@@ -497,17 +510,43 @@ static void axpy(float a, const float* x, float* y, int n, const float* next) {
   }
 }
 
-void linear(const float* x, int m, int k, const float* w, int n, const float* b, float* y) {
-  for (int i = 0; i < m; i++) std::memcpy(y + (size_t)i * n, b, sizeof(float) * n);
-  if (m > 4) {
-    sgemm(m, n, k, Operand{x, k, false}, Operand{w, n, false}, y, n, true);
+// The same with x in bfloat16 (a weight row of --precision bf16: half the bytes to stream). It runs
+// only where bf16 does, on AVX-512; each 16 bf16 values widen to fp32 by a shift into the high half.
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static void axpy_bf16_avx512(float a, const uint16_t* x, float* y, int n, const uint16_t* next) {
+  const __m512 va = _mm512_set1_ps(a);
+  int j = 0;
+  for (; j + 32 <= n; j += 32) {
+    if (next) _mm_prefetch(reinterpret_cast<const char*>(next + j), _MM_HINT_T0);
+    for (int h = 0; h < 32; h += 16) {
+      const __m512i w = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + j + h))), 16);
+      _mm512_storeu_ps(y + j + h, _mm512_fmadd_ps(va, _mm512_castsi512_ps(w), _mm512_loadu_ps(y + j + h)));
+    }
+  }
+  for (; j < n; j++) y[j] += a * from_bf16(x[j]);
+}
+#endif
+
+static void axpy(float a, const uint16_t* x, float* y, int n, const uint16_t* next) {
+#if defined(__x86_64__)
+  if (active_isa() == Isa::Avx512) {
+    axpy_bf16_avx512(a, x, y, n, next);
     return;
   }
-  // A few rows: this streams the weights (fc6: 411 MB) and is bound by memory. Weight rows whose
-  // inputs are all zero (after a ReLU, about half) are skipped; the others are split over the
-  // threads as whole rows, read contiguously and prefetched a row ahead, each thread summing into
-  // its own accumulator. (Columns split over threads, hopping 8 KB at a time, reached half the
-  // memory bandwidth.)
+#endif
+  for (int j = 0; j < n; j++) {
+    if (next && j % 32 == 0) __builtin_prefetch(next + j);
+    y[j] += a * from_bf16(x[j]);
+  }
+}
+
+// y [m, n] += x [m, k] w [k, n] for a few rows of x: this streams the weights (fc6: 411 MB) and is
+// bound by memory. Weight rows whose inputs are all zero (after a ReLU, about half) are skipped;
+// the others are split over the threads as whole rows, read contiguously and prefetched a row
+// ahead, each thread summing into its own accumulator. (Columns split over threads, hopping 8 KB
+// at a time, reached half the memory bandwidth.)
+template <class W>
+static void linear_streamed(const float* x, int m, int k, const W* w, int n, float* y) {
   static std::vector<int> live;  // one call at a time: the addon serialises its calls
   live.clear();
   for (int p = 0; p < k; p++)
@@ -525,7 +564,7 @@ void linear(const float* x, int m, int k, const float* w, int n, const float* b,
     float* yt = acc.data() + (size_t)ti * m * n;
     for (size_t r = r0; r < r1; r++) {
       const int p = live[r];
-      const float* next = r + 1 < r1 ? w + (size_t)live[r + 1] * n : nullptr;
+      const W* next = r + 1 < r1 ? w + (size_t)live[r + 1] * n : nullptr;
       for (int i = 0; i < m; i++) {
         const float a = x[(size_t)i * k + p];
         if (a == 0.f) continue;
@@ -538,6 +577,22 @@ void linear(const float* x, int m, int k, const float* w, int n, const float* b,
     const float* yt = acc.data() + (size_t)ti * m * n;
     for (size_t j = 0; j < (size_t)m * n; j++) y[j] += yt[j];
   }
+}
+
+void linear(const float* x, int m, int k, const float* w, int n, const float* b, float* y) {
+  for (int i = 0; i < m; i++) std::memcpy(y + (size_t)i * n, b, sizeof(float) * n);
+  if (m > 4)
+    sgemm(m, n, k, Operand{x, k, false}, Operand{w, n, false}, y, n, true);
+  else
+    linear_streamed(x, m, k, w, n, y);
+}
+
+void linear_bf16(const float* x, int m, int k, const uint16_t* w, int n, const float* b, float* y) {
+  for (int i = 0; i < m; i++) std::memcpy(y + (size_t)i * n, b, sizeof(float) * n);
+  static std::vector<float> xr;  // x rounded too: both operands bf16
+  xr.assign(x, x + (size_t)m * k);
+  round_bf16_span(xr.data(), (long)m * k);
+  linear_streamed(xr.data(), m, k, w, n, y);
 }
 
 // Element-wise passes are memory-bound; large ones are split over the threads.

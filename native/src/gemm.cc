@@ -14,7 +14,6 @@ namespace pastiche {
 
 namespace {
 
-constexpr int MC = 96;   // rows of A per block: 96x256 floats = 96 KiB, in L2
 
 void micro_kernel_portable(int k, const float* a, const float* b, float* acc) {
   float t[MR][NR] = {};
@@ -262,38 +261,16 @@ void pack_b(Operand b, int p0, int k, int j0, int n, float* out) {
 }
 
 void sgemm_serial(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool accumulate) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    if (!accumulate)
-      for (int i = 0; i < m; i++) std::memset(c + (size_t)i * ldc, 0, n * sizeof(float));
-    return;
-  }
-  // K in equal slices (k_slice); the first writes C (no clearing pass) unless accumulating.
-  const int kslice = k_slice(k);
-  thread_local std::vector<float> pa, pb;
-  if (pa.size() < (size_t)MC * KC) pa.resize((size_t)MC * KC);
-  if (pb.size() < (size_t)KC * (NC + NR)) pb.resize((size_t)KC * (NC + NR));
-  for (int jc = 0; jc < n; jc += NC) {
-    const int nc = std::min(NC, n - jc);
-    for (int pc = 0; pc < k; pc += kslice) {
-      const int kc = std::min(kslice, k - pc);
-      pack_b(b, pc, kc, jc, nc, pb.data());
-      for (int ic = 0; ic < m; ic += MC) {
-        const int mc = std::min(MC, m - ic);
-        pack_a(a, ic, mc, pc, kc, pa.data());
-        gemm_packed(kc, pa.data(), (size_t)MR * kc, mc, pb.data(), (size_t)NR * kc, nc, c + (size_t)ic * ldc + jc, ldc,
-                    accumulate || pc > 0);
-      }
-    }
-  }
+  gemm_blocked<Fp32Panels>(m, n, k, a, b, c, ldc, accumulate);
 }
 
 void sgemm(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool accumulate) {
   ThreadPool& pool = ThreadPool::instance();
   const int t = pool.threads();
   const double work = (double)m * n * k;
+  const auto serial = bf16_active() ? sgemm_bf16_serial : sgemm_serial;
   if (t == 1 || work < 2e6) {
-    sgemm_serial(m, n, k, a, b, c, ldc, accumulate);
+    serial(m, n, k, a, b, c, ldc, accumulate);
     return;
   }
   // Split the larger output dimension into one contiguous range per thread (aligned to the
@@ -305,7 +282,7 @@ void sgemm(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool ac
       if (j0 >= j1) return;
       Operand bi = b;
       bi.data = b.trans ? b.data + (size_t)j0 * b.ld : b.data + j0;
-      sgemm_serial(m, j1 - j0, k, a, bi, c + j0, ldc, accumulate);
+      serial(m, j1 - j0, k, a, bi, c + j0, ldc, accumulate);
     });
   } else {
     const int chunk = ((m + t - 1) / t + MR - 1) / MR * MR;
@@ -314,7 +291,7 @@ void sgemm(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool ac
       if (i0 >= i1) return;
       Operand ai = a;
       ai.data = a.trans ? a.data + i0 : a.data + (size_t)i0 * a.ld;
-      sgemm_serial(i1 - i0, n, k, ai, b, c + (size_t)i0 * ldc, ldc, accumulate);
+      serial(i1 - i0, n, k, ai, b, c + (size_t)i0 * ldc, ldc, accumulate);
     });
   }
 }

@@ -2,6 +2,8 @@
 // micro-kernel is AVX2/FMA where the CPU has it and portable C++ elsewhere.
 #pragma once
 #include <cstddef>
+#include <cstdint>
+#include <vector>
 
 namespace pastiche {
 
@@ -9,6 +11,7 @@ constexpr int MR = 6;   // rows of C per micro-kernel call
 constexpr int NR = 16;  // columns of C per micro-kernel call (two 8-float AVX registers)
 constexpr int KC = 256;  // depth of a packed slice: an A panel (6x256) and a B panel (256x16) fit L1
 constexpr int NC = 4096; // columns of B per block: 256x4096 floats = 4 MiB, in L3
+constexpr int MC = 96;   // rows of A per block: 96x256 floats = 96 KiB, in L2
 
 // K in equal slices of at most KC: 288 (a 3x3 layer on 32 channels) as 144 + 144, not 256 + 32,
 // whose short second pass would read and write all of C for 32 products per element.
@@ -16,6 +19,8 @@ inline int k_slice(int k) {
   const int slices = (k + KC - 1) / KC;
   return (k + slices - 1) / slices;
 }
+// The same rounded up to even, for the bf16 GEMM: its pairs along K never straddle two slices.
+inline int k_slice_bf16(int k) { return (k_slice(k) + 1) / 2 * 2; }
 
 enum class Isa { Portable, Avx2, Avx512 };
 Isa active_isa();
@@ -33,7 +38,7 @@ struct Operand {
 };
 
 // C[m x n] (row stride ldc) = (accumulate ? C : 0) + op(A)[m x k] * op(B)[k x n].
-// Uses the thread pool when the problem is large enough.
+// Uses the thread pool when the problem is large enough; bf16 products while set_bf16 is on.
 void sgemm(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool accumulate);
 // The same on the calling thread only.
 void sgemm_serial(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool accumulate);
@@ -50,8 +55,96 @@ void pack_b(Operand b, int p0, int k, int j0, int n, float* out);
 void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const float* pb, size_t b_panel_stride, int nc,
                  float* c, int ldc, bool add);
 
+// bf16 products (gemm_bf16.cc), for `--precision bf16`: operands rounded to bfloat16, fp32 sums.
+bool cpu_has_bf16();
+// Turns the bf16 GEMM on for the following calls (only where the CPU has AVX512-BF16 and AVX-512
+// is the active ISA): sgemm and conv2d's im2col GEMM follow it, Winograd and the direct kernels
+// round their input rows (padded_row) and multiply in fp32.
+void set_bf16(bool on);
+bool bf16_active();
+uint16_t to_bf16(float f);  // round to nearest, ties to even; subnormals to zero (as vcvtneps2bf16)
+float from_bf16(uint16_t h);
+// As pack_a / pack_b, K interleaved in pairs: A panels [ceil(k/2)][MR][2], B panels [ceil(k/2)][NR][2].
+void pack_a_bf16(Operand a, int i0, int m, int p0, int k, uint16_t* out);
+void pack_b_bf16(Operand b, int p0, int k, int j0, int n, uint16_t* out);
+// As gemm_packed on bf16 panels of K = k (panel strides in uint16 elements).
+void gemm_packed_bf16(int k, const uint16_t* pa, size_t a_panel_stride, int mc, const uint16_t* pb,
+                      size_t b_panel_stride, int nc, float* c, int ldc, bool add);
+void sgemm_bf16_serial(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool accumulate);
+// fp32 B panels [k][NR] (pack_b's layout) -> bf16 panels [ceil(k/2)][NR][2] (pack_b_bf16's).
+void convert_panels_bf16(const float* src, int k, int panels, uint16_t* dst);
+// y = x rounded to the nearest bfloat16 (ties to even; NaN stays NaN), kept in fp32: the operands
+// of the kernels that multiply in fp32 under --precision bf16 (Winograd, the direct kernels).
+void round_bf16(const float* x, float* y, long n);
+// The same in place on the calling thread (inside a kernel's own copy of its input).
+void round_bf16_span(float* x, long n);
+// y = the bf16 bits of x (the fully connected layers' weights under --precision bf16: half the bytes).
+void to_bf16_bits(const float* x, uint16_t* y, long n);
+
 // One MR x NR tile: acc = sum_p a[p*MR + i] * b[p*NR + j]; then C (row stride ldc) += acc over
 // the valid mr x nr corner, or = acc when !add.
 void micro_kernel(int k, const float* a, const float* b, float* c, int ldc, int mr, int nr, bool add);
+
+// A GEMM's operand panels, fp32 as they are or bf16 in pairs along K: what the blocked drivers
+// (gemm_blocked here, conv2d's im2col GEMM) need to know of each.
+struct Fp32Panels {
+  using T = float;
+  static int slice(int k) { return k_slice(k); }
+  static int depth(int k) { return k; }  // elements a panel holds per row (A) or column (B) for K = k
+  static void pack_a(Operand a, int i0, int m, int p0, int k, T* out) { pastiche::pack_a(a, i0, m, p0, k, out); }
+  static void pack_b(Operand b, int p0, int k, int j0, int n, T* out) { pastiche::pack_b(b, p0, k, j0, n, out); }
+  static void gemm(int k, const T* pa, size_t as, int mc, const T* pb, size_t bs, int nc, float* c, int ldc, bool add) {
+    gemm_packed(k, pa, as, mc, pb, bs, nc, c, ldc, add);
+  }
+  // B panels built in fp32 (pack_b's layout), as this type's panels.
+  static const T* from_fp32(const float* pb, int, int, std::vector<T>&) { return pb; }
+};
+
+struct Bf16Panels {
+  using T = uint16_t;
+  static int slice(int k) { return k_slice_bf16(k); }
+  static int depth(int k) { return (k + 1) / 2 * 2; }
+  static void pack_a(Operand a, int i0, int m, int p0, int k, T* out) { pack_a_bf16(a, i0, m, p0, k, out); }
+  static void pack_b(Operand b, int p0, int k, int j0, int n, T* out) { pack_b_bf16(b, p0, k, j0, n, out); }
+  static void gemm(int k, const T* pa, size_t as, int mc, const T* pb, size_t bs, int nc, float* c, int ldc, bool add) {
+    gemm_packed_bf16(k, pa, as, mc, pb, bs, nc, c, ldc, add);
+  }
+  static const T* from_fp32(const float* pb, int k, int panels, std::vector<T>& scratch) {
+    scratch.resize((size_t)panels * depth(k) * NR);
+    convert_panels_bf16(pb, k, panels, scratch.data());
+    return scratch.data();
+  }
+};
+
+// C[m x n] = (accumulate ? C : 0) + op(A) op(B) on the calling thread, blocked as Goto and BLIS do:
+// a slice of B [KC x NC] packed once, blocks of A [MC x KC] packed within it; K in equal slices
+// (P::slice), the first of which writes C (no clearing pass) unless accumulating.
+template <class P>
+void gemm_blocked(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool accumulate) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    if (!accumulate)
+      for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) c[(size_t)i * ldc + j] = 0.f;
+    return;
+  }
+  const int kslice = P::slice(k);
+  thread_local std::vector<typename P::T> pa, pb;
+  if (pa.size() < (size_t)MC * (KC + 2)) pa.resize((size_t)MC * (KC + 2));
+  if (pb.size() < (size_t)(KC + 2) * (NC + NR)) pb.resize((size_t)(KC + 2) * (NC + NR));
+  for (int jc = 0; jc < n; jc += NC) {
+    const int nc = n - jc < NC ? n - jc : NC;
+    for (int pc = 0; pc < k; pc += kslice) {
+      const int kc = k - pc < kslice ? k - pc : kslice, depth = P::depth(kc);
+      P::pack_b(b, pc, kc, jc, nc, pb.data());
+      for (int ic = 0; ic < m; ic += MC) {
+        const int mc = m - ic < MC ? m - ic : MC;
+        P::pack_a(a, ic, mc, pc, kc, pa.data());
+        P::gemm(kc, pa.data(), (size_t)MR * depth, mc, pb.data(), (size_t)NR * depth, nc, c + (size_t)ic * ldc + jc, ldc,
+                accumulate || pc > 0);
+      }
+    }
+  }
+}
 
 }  // namespace pastiche

@@ -2,6 +2,7 @@
 // Layouts are the engine's: activations NCHW, conv weights [Cin, K, K, Cout], fc weights [Din, Dout].
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 namespace pastiche {
 
@@ -45,8 +46,8 @@ void conv2d_direct(const float* x, int n, int cin, int h, int w, const float* wt
 // dst[j] = x[r][j - pad], the border zero or with `reflect` mirrored without repeating the edge
 // (ReflectionPad2d: -1 -> 1, h -> h - 2; pad < h, w); zeros from w + 2 pad up to `width`. With
 // `up` > 1 the h x w plane is read as its nearest upsampling to (h up) x (w up), r and the
-// padding counted in that image.
-void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, float* dst, int width, int up = 1);
+// padding counted in that image. `bf16`: the row rounded to bfloat16 (--precision bf16's operands).
+void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, float* dst, int width, int up = 1, bool bf16 = false);
 // y = a + alpha b over n floats, chunks over threads.
 void add_scaled(const float* a, const float* b, float alpha, float* y, long n);
 // Reflection padding of `planes` h x w planes by pad on each side; nearest upsampling by factor.
@@ -68,6 +69,8 @@ void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int
 
 // y[m x n] = x[m x k] w[k x n] + b
 void linear(const float* x, int m, int k, const float* w, int n, const float* b, float* y);
+// The same with the weights stored as bfloat16 bits (--precision bf16), any number of rows streamed.
+void linear_bf16(const float* x, int m, int k, const uint16_t* w, int n, const float* b, float* y);
 
 void relu(const float* x, float* y, long size);
 void relu_backward(const float* dy, const float* x, float* dx, long size);

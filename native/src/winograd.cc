@@ -96,6 +96,7 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
                       int upsample) {
   ThreadPool& pool = ThreadPool::instance();
   const WinogradTransforms& transforms = active_isa() != Isa::Portable ? avx2::winograd : portable::winograd;
+  const bool bf16 = bf16_active();  // --precision bf16: the input rounded as its rows are copied; products in fp32
   const int t6 = m + 2, planes = t6 * t6;  // window side and transformed planes: 6 and 36, or 8 and 64
   const int ho = h + 2 * pad - 2, wo = w + 2 * pad - 2;
   const int th = (ho + m - 1) / m, tw = (wo + m - 1) / m, tiles = th * tw;
@@ -137,7 +138,7 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
         // Row lr holds input row tr0 m + lr - pad, its border zero or mirrored (`reflect`: the style
         // network's ReflectionPad2d fused here, which saved its own pass over every activation).
         for (int lr = 0; lr < rows; lr++)
-          padded_row(plane, hs, ws, pad, reflect, tr0 * m + lr - pad, xpad.data() + (size_t)lr * wp, wp, upsample);
+          padded_row(plane, hs, ws, pad, reflect, tr0 * m + lr - pad, xpad.data() + (size_t)lr * wp, wp, upsample, bf16);
         std::memset(xpad.data() + (size_t)rows * wp, 0, sizeof(float) * 8);
         for (int t = 0; t < ntp; t += 8) {
           int base[8];

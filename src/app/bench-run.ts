@@ -42,6 +42,8 @@ export interface BenchOptions {
   readonly printSizes?: readonly PrintSize[];
   readonly printIterations?: number;
   readonly maxMemory?: number;
+  /** Also time native with bf16 operands (`--precision bf16`), right after native in fp32. */
+  readonly bf16?: boolean;
   readonly onProgress?: OnProgress;
 }
 
@@ -99,7 +101,10 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const styleBackendNames = o.backends ?? [nativeBackend ? 'native' : 'ts'];
   const open = async (names: readonly string[]) => {
     const out: Backend[] = [];
-    for (const n of names) out.push(await openBackend(n));
+    for (const n of names) {
+      out.push(await openBackend(n));
+      if (n === 'native' && o.bf16) out.push(await openBackend(n, { precision: 'bf16' }));
+    }
     return out;
   };
   const vggBackends = await open(backends);

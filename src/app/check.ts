@@ -7,11 +7,16 @@ import type { Backend } from '../backends/backend.js';
 import { DEFAULT_BACKEND, getBackend, openBackend, type Precision } from '../backends/index.js';
 import { Vgg19 } from '../model/vgg19.js';
 import { loadWeightsFile } from './load-model.js';
-import { classifyImage, type Prediction } from './classify.js';
+import { classifyImage, readClassifierImage, type Prediction } from './classify.js';
+import { stylizeImages } from './stylize.js';
+import { parseStylizeSettings } from './stylize-request.js';
+import { readRgb } from '../image/preprocess.js';
+import type { RgbImage } from '../image/rgb.js';
+import { PasticheError } from '../errors.js';
 import { Tensor } from '../tensor/tensor.js';
 import { NumpyRandomState } from '../util/random.js';
 import { compare, worst, type ErrorMeasures } from '../tensor/compare.js';
-import { timeMedianAsync } from '../util/stats.js';
+import { median, timeMedianAsync } from '../util/stats.js';
 
 /** The case: input and top gradient 1x256x24x40, weights 256x3x3x256, conv 3x3 pad 1 stride 1. */
 export const CHECK_CASE = { n: 1, c: 256, h: 24, w: 40, cout: 256, k: 3, pad: 1, stride: 1, seed: 1234 } as const;
@@ -20,6 +25,13 @@ export const MAX_MSE = 0.003;
 export const MAX_REL_ERR = 1e-4;
 /** fp16 operands carry 11 significant bits: the course's MSE mark still applies, the relative bound is looser. */
 export const FP16_MAX_REL_ERR = 1e-2;
+/** bf16 operands carry 8: one unit in the last place at 1, 2^-8 (the case measured 2.4e-4 forward, 3.9e-4 backward). */
+export const BF16_MAX_REL_ERR = 2 ** -8;
+
+/** The backend that runs a reduced precision: fp16 on the GPU, bf16 on the native CPU one. */
+export function reducedPrecisionBackend(precision: Precision): string | undefined {
+  return precision === 'fp16' ? 'webgpu' : precision === 'bf16' ? 'native' : undefined;
+}
 
 export const CHECK_OPS = ['conv forward', 'conv backward', 'pool forward', 'pool backward'] as const;
 export type CheckOp = (typeof CHECK_OPS)[number];
@@ -83,7 +95,7 @@ export interface CheckOptions {
   /** Smaller case for quick runs and tests (channels, size). */
   readonly size?: { c?: number; cout?: number; h?: number; w?: number };
   readonly onStep?: (label: string) => void;
-  /** Precision of the webgpu backend (fp16 is graded against a looser bound, see FP16_MAX_REL_ERR). */
+  /** fp16 (webgpu) or bf16 (native): that backend runs at it, graded against a looser bound (FP16_, BF16_MAX_REL_ERR). */
   readonly precision?: Precision;
 }
 
@@ -103,8 +115,11 @@ export async function runCheck(options: CheckOptions): Promise<CheckRow[]> {
   const data = checkCaseData(options.size);
   const loops = getBackend('loops');
   const backends: Backend[] = [];
-  for (const n of options.backends) backends.push(await openBackend(n, n === 'webgpu' ? { precision: options.precision } : {}));
-  const fp16 = (be: Backend) => be.name === 'webgpu' && options.precision === 'fp16';
+  const precision = options.precision ?? 'fp32';
+  const reducedName = reducedPrecisionBackend(precision);
+  for (const n of options.backends) backends.push(await openBackend(n, n === reducedName ? { precision } : {}));
+  const reduced = (be: Backend) => be.name === reducedName;
+  const bound = (be: Backend) => (!reduced(be) ? MAX_REL_ERR : precision === 'fp16' ? FP16_MAX_REL_ERR : BF16_MAX_REL_ERR);
   const rows: CheckRow[] = [];
   for (const op of CHECK_OPS) {
     options.onStep?.(`${op}: loops`);
@@ -116,45 +131,113 @@ export async function runCheck(options: CheckOptions): Promise<CheckRow[]> {
       const got = await timeMedianAsync(repeat, () => runOpToHost(op, be, data));
       const err = worst(got.result.map((t, i) => compare(t, ref.result[i]!)));
       rows.push({
-        op, backend: fp16(be) ? `${be.name} fp16` : be.name, ms: got.ms, loopsMs: ref.ms, speedup: ref.ms / got.ms, ...err,
-        pass: err.mse < MAX_MSE && err.maxRelErr < (fp16(be) ? FP16_MAX_REL_ERR : MAX_REL_ERR),
+        op, backend: reduced(be) ? `${be.name} ${precision}` : be.name, ms: got.ms, loopsMs: ref.ms, speedup: ref.ms / got.ms, ...err,
+        pass: err.mse < MAX_MSE && err.maxRelErr < bound(be),
       });
     }
   }
   return rows;
 }
 
+export interface Trajectory {
+  readonly optimizer: 'adam' | 'lbfgs';
+  /** The total loss after each step, in fp32 and at the reduced precision. */
+  readonly reference: readonly number[];
+  readonly reduced: readonly number[];
+  /** max over the steps of |reduced - reference| / reference. */
+  readonly maxRelDiff: number;
+}
+
 export interface PrecisionComparison {
   readonly image: string;
   readonly weights: string;
-  /** The reference: the default CPU backend in fp32. */
-  readonly reference: { readonly backend: string; readonly top: Prediction };
-  /** webgpu at the reduced precision. */
-  readonly reduced: { readonly backend: string; readonly top: Prediction; readonly probOfReferenceClass: number };
+  /** fp32: native for a bf16 comparison (the same kernels), else the default CPU backend. */
+  readonly reference: { readonly backend: string; readonly top: Prediction; readonly forwardMs: number };
+  readonly reduced: { readonly backend: string; readonly top: Prediction; readonly probOfReferenceClass: number; readonly forwardMs: number };
   /** max over the 1000 classes of |p_reduced - p_reference|. */
   readonly maxProbDiff: number;
+  /** TRAJECTORY_STEPS of a style transfer of the image (style: stripes) from the same start, both precisions. */
+  readonly trajectories: readonly Trajectory[];
+  /** The longest side of that style transfer. */
+  readonly styleSize: number;
+  /** Median ms of one of its steps (adam), both precisions. */
+  readonly stepMs: { readonly reference: number; readonly reduced: number };
+}
+
+export const TRAJECTORY_STEPS = 5;
+
+/** A style image that needs no file: diagonal bands of three colours. */
+function stripes(size: number): RgbImage {
+  const colours = [[200, 40, 40], [240, 200, 60], [30, 60, 160]] as const;
+  const data = new Uint8Array(size * size * 3);
+  for (let y = 0; y < size; y++)
+    for (let x = 0; x < size; x++) data.set(colours[Math.floor((x + y) / 8) % 3]!, (y * size + x) * 3);
+  return { width: size, height: size, data };
 }
 
 /**
- * The course's DLP comparison (0.4790 on the DLP vs 0.4933 on the CPU for the cat): one image
- * classified in fp32 on the CPU and at `precision` on the GPU, and how far the probabilities move.
+ * The course's DLP comparison (0.4790 on the DLP vs 0.4933 on the CPU for the cat), and more: one
+ * image classified in fp32 and at `precision` (fp16 on webgpu, bf16 on native) with how far the
+ * probabilities move and each forward pass's median time, then a few steps of a style transfer in
+ * both from the same start, Adam and L-BFGS, with their losses step by step.
  */
-export async function comparePrecision(options: { weights: string; image: string; precision: Precision }): Promise<PrecisionComparison> {
+export async function comparePrecision(options: { weights: string; image: string; precision: Precision; repeat?: number; styleSize?: number }): Promise<PrecisionComparison> {
+  const name = reducedPrecisionBackend(options.precision);
+  if (!name) throw new PasticheError('compare fp32 with a reduced precision: fp16 or bf16');
   const weights = await loadWeightsFile(options.weights);
-  const cpu = getBackend(DEFAULT_BACKEND);
-  const gpu = await openBackend('webgpu', { precision: options.precision });
-  const ref = await classifyImage(new Vgg19(weights, cpu), options.image, { top: 1, capture: ['prob'] });
-  const red = await classifyImage(new Vgg19(weights, gpu), options.image, { top: 1, capture: ['prob'] });
-  const p0 = ref.activations.get('prob')!.data;
-  const p1 = red.activations.get('prob')!.data;
+  const ref = name === 'native' ? getBackend('native') : getBackend(DEFAULT_BACKEND);
+  const red = await openBackend(name, { precision: options.precision });
+  const pixels = await readClassifierImage(options.image);
+  const repeat = Math.max(1, options.repeat ?? 3);
+  // Both warmed up first (a GPU compiles its kernels, a CPU backend makes its caches), then timed
+  // in turns, so that a drifting machine slows both alike.
+  const models = [new Vgg19(weights, ref), new Vgg19(weights, red)] as const;
+  const run = (i: 0 | 1) => classifyImage(models[i], options.image, { top: 1, capture: ['prob'], pixels });
+  const last = [await run(0), await run(1)];
+  const times: [number[], number[]] = [[], []];
+  for (let r = 0; r < repeat; r++) {
+    for (const i of [0, 1] as const) times[i].push((last[i] = await run(i)).forwardSeconds * 1000);
+  }
+  const p0 = last[0]!.activations.get('prob')!.data;
+  const p1 = last[1]!.activations.get('prob')!.data;
   let maxProbDiff = 0;
   for (let i = 0; i < p0.length; i++) maxProbDiff = Math.max(maxProbDiff, Math.abs(p1[i]! - p0[i]!));
-  const top = ref.top[0]!;
+  const top = last[0]!.top[0]!;
+
+  const styleSize = options.styleSize ?? 128;
+  const content = await readRgb(options.image);
+  const style = stripes(styleSize);
+  const steps = async (be: Backend, optimizer: 'adam' | 'lbfgs') => {
+    const totals: number[] = [];
+    const seconds: number[] = [];
+    await stylizeImages({
+      ...parseStylizeSettings({ iterations: TRAJECTORY_STEPS, optimizer, size: styleSize }, 1),
+      content, styles: [style], weights, backend: be,
+      onProgress: (p) => {
+        if (p.kind !== 'iteration') return;
+        totals.push(p.total);
+        seconds.push(p.seconds);
+      },
+    });
+    return { totals, stepMs: median(seconds.slice(1).map((s, i) => (s - seconds[i]!) * 1000)) };
+  };
+  const trajectories: Trajectory[] = [];
+  const stepMs = { reference: 0, reduced: 0 };
+  for (const optimizer of ['adam', 'lbfgs'] as const) {
+    const a = await steps(ref, optimizer);
+    const b = await steps(red, optimizer);
+    if (optimizer === 'adam') Object.assign(stepMs, { reference: a.stepMs, reduced: b.stepMs });
+    const maxRelDiff = Math.max(...a.totals.map((t, i) => Math.abs(b.totals[i]! - t) / Math.abs(t)));
+    trajectories.push({ optimizer, reference: a.totals, reduced: b.totals, maxRelDiff });
+  }
   return {
     image: options.image,
     weights: options.weights,
-    reference: { backend: `${cpu.name} fp32`, top },
-    reduced: { backend: `${gpu.name} ${options.precision}`, top: red.top[0]!, probOfReferenceClass: p1[top.index]! },
+    reference: { backend: `${ref.name} fp32`, top, forwardMs: median(times[0]) },
+    reduced: { backend: `${red.name} ${options.precision}`, top: last[1]!.top[0]!, probOfReferenceClass: p1[top.index]!, forwardMs: median(times[1]) },
     maxProbDiff,
+    trajectories,
+    styleSize,
+    stepMs,
   };
 }

@@ -76,13 +76,22 @@ export function getBackend(name: string = DEFAULT_BACKEND): Backend {
   return b;
 }
 
-export type Precision = 'fp32' | 'fp16';
+/** fp16: webgpu's half-precision storage; bf16: native's bfloat16 GEMM operands (AVX512-BF16). */
+export type Precision = 'fp32' | 'fp16' | 'bf16';
+
+let nativeBf16: NativeBackend | undefined;
+
+/** The native backend with bf16 products (made on first use; refused in one line where the CPU cannot). */
+export function nativeBf16Backend(): NativeBackend {
+  if (!nativeAddon) throw new PasticheError(`--precision bf16 needs the native backend, which is not available here: ${nativeUnavailable}`);
+  return (nativeBf16 ??= createNativeBackend(nativeAddon, 'bf16'));
+}
 
 let webgpu: WebGpuBackend | undefined;
-const webgpuByPrecision = new Map<Precision, WebGpuBackend>();
+const webgpuByPrecision = new Map<'fp32' | 'fp16', WebGpuBackend>();
 
 /** The webgpu backend on this process's one device (made on first use). */
-export async function openWebGpu(precision: Precision = 'fp32'): Promise<WebGpuBackend> {
+export async function openWebGpu(precision: 'fp32' | 'fp16' = 'fp32'): Promise<WebGpuBackend> {
   let be = webgpuByPrecision.get(precision);
   if (!be) {
     be = createWebGpuBackend(await gpuContext(), precision);
@@ -99,6 +108,10 @@ export async function openWebGpu(precision: Precision = 'fp32'): Promise<WebGpuB
 export async function openBackend(name: string = DEFAULT_BACKEND, options: { precision?: Precision } = {}): Promise<Backend> {
   if (options.precision === 'fp16' && name !== 'webgpu' && name !== 'auto') {
     throw new PasticheError(`--precision fp16 needs the webgpu backend (got ${name})`);
+  }
+  if (options.precision === 'bf16') {
+    if (name !== 'native' && name !== 'auto') throw new PasticheError(`--precision bf16 needs the native backend (got ${name})`);
+    return nativeBf16Backend();
   }
   if (name === 'webgpu') return openWebGpu(options.precision);
   if (name === 'auto') {

@@ -6,7 +6,7 @@ import type { MachineLimits } from '../app/machine.js';
 import type { Classification } from '../app/classify.js';
 import type { LayerProfile } from '../app/layer-profile.js';
 import type { Roofline } from '../app/roofline.js';
-import { type PrecisionComparison, FP16_MAX_REL_ERR, MAX_MSE, MAX_REL_ERR, type CheckRow } from '../app/check.js';
+import { type PrecisionComparison, BF16_MAX_REL_ERR, FP16_MAX_REL_ERR, MAX_MSE, MAX_REL_ERR, type CheckRow } from '../app/check.js';
 
 export function formatClassification(c: Classification): string {
   const best = c.top[0];
@@ -42,20 +42,30 @@ export function formatCheck(rows: readonly CheckRow[], repeat: number): string {
     ...body.map(line),
     '',
     `pass: MSE < ${MAX_MSE} (the course's criterion) and max |a - ref| / max |ref| < ${MAX_REL_ERR}` +
-      (rows.some((r) => r.backend.endsWith('fp16')) ? ` (fp16 rows: < ${FP16_MAX_REL_ERR})` : ''),
+      (rows.some((r) => r.backend.endsWith('fp16')) ? ` (fp16 rows: < ${FP16_MAX_REL_ERR})` : '') +
+      (rows.some((r) => r.backend.endsWith('bf16')) ? ` (bf16 rows: < ${BF16_MAX_REL_ERR})` : ''),
   ].join('\n');
 }
 
 export function formatPrecision(c: PrecisionComparison): string {
   const p = (v: number) => v.toFixed(4);
   const same = c.reduced.top.index === c.reference.top.index;
+  const w = Math.max(c.reference.backend.length, c.reduced.backend.length) + 2;
+  const losses = (xs: readonly number[]) => xs.map((x) => x.toExponential(3)).join(' ');
   return [
     `VGG19 on ${c.image} (weights ${c.weights}):`,
-    `  ${c.reference.backend.padEnd(14)} top-1 ${c.reference.top.index} '${c.reference.top.label}' p = ${p(c.reference.top.prob)}`,
-    `  ${c.reduced.backend.padEnd(14)} top-1 ${c.reduced.top.index} '${c.reduced.top.label}' p = ${p(c.reduced.top.prob)}` +
-      (same ? '' : ` (p of ${c.reference.top.index}: ${p(c.reduced.probOfReferenceClass)})`),
+    `  ${c.reference.backend.padEnd(w)}top-1 ${c.reference.top.index} '${c.reference.top.label}' p = ${p(c.reference.top.prob)}, forward ${c.reference.forwardMs.toFixed(1)} ms`,
+    `  ${c.reduced.backend.padEnd(w)}top-1 ${c.reduced.top.index} '${c.reduced.top.label}' p = ${p(c.reduced.top.prob)}` +
+      (same ? '' : ` (p of ${c.reference.top.index}: ${p(c.reduced.probOfReferenceClass)})`) +
+      `, forward ${c.reduced.forwardMs.toFixed(1)} ms (${(c.reduced.forwardMs / c.reference.forwardMs).toFixed(2)}x fp32's time)`,
     `  difference in that probability: ${(c.reduced.probOfReferenceClass - c.reference.top.prob).toExponential(2)}; ` +
       `largest over the 1000 classes: ${c.maxProbDiff.toExponential(2)} (the course: DLP 0.4790 vs CPU 0.4933)`,
+    `Style transfer of that image at ${c.styleSize} px (style: stripes), total loss after each step from the same start:`,
+    ...c.trajectories.flatMap((t) => [
+      `  ${t.optimizer.padEnd(6)} ${c.reference.backend.padEnd(w)}${losses(t.reference)}`,
+      `  ${''.padEnd(6)} ${c.reduced.backend.padEnd(w)}${losses(t.reduced)}  (largest difference ${(100 * t.maxRelDiff).toFixed(2)}%)`,
+    ]),
+    `  one step (adam): ${c.stepMs.reference.toFixed(1)} ms fp32, ${c.stepMs.reduced.toFixed(1)} ms ${c.reduced.backend} (${(c.stepMs.reduced / c.stepMs.reference).toFixed(2)}x)`,
   ].join('\n');
 }
 

@@ -55,7 +55,9 @@ export const backendOption = () =>
   ).choices([...BACKEND_NAMES, 'auto']);
 
 export const precisionOption = () =>
-  new Option('--precision <p>', "webgpu arithmetic: fp32, or fp16 operands with fp32 sums (like the course's DLP)").choices(['fp32', 'fp16']).default('fp32');
+  new Option('--precision <p>', "products' operands: fp32; fp16 on webgpu (like the course's DLP); bf16 on native (AVX512-BF16); sums stay fp32")
+    .choices(['fp32', 'fp16', 'bf16'])
+    .default('fp32');
 
 /** The backend named on the command line, else the default (saying once if native is missing). */
 export function chooseBackend(name: string | undefined): string {

@@ -9,6 +9,7 @@
  */
 import { PasticheError } from '../errors.js';
 import { halfToFloat } from './torch/pth.js';
+import { bf16Bits } from '../tensor/bf16.js';
 
 export type SafeDtype = 'F32' | 'F16' | 'BF16';
 export const DTYPE_BYTES: Record<SafeDtype, number> = { F32: 4, F16: 2, BF16: 2 };
@@ -113,12 +114,6 @@ export function halfBits(u: number): number {
     }
   }
   return sign | (e << 10) | m;
-}
-
-/** float32 -> bfloat16 bits, round to nearest even. */
-function bf16Bits(bits: number): number {
-  if ((bits & 0x7f800000) === 0x7f800000 && bits & 0x7fffff) return (bits >>> 16) | 0x40;
-  return ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
 /** A tensor's bytes as `dtype` stores them (little-endian). */

@@ -9,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 
 export type NativeIsa = 'portable' | 'avx2' | 'avx512';
 
+export type NativePrecision = 'fp32' | 'bf16';
+
 /** A Winograd output tile: F(4x4,3x3) or F(6x6,3x3). */
 export type WinogradTile = 4 | 6;
 
@@ -17,6 +19,18 @@ export interface NativeAddon {
   isa(set?: NativeIsa): NativeIsa;
   readonly cpuHasAvx2: boolean;
   readonly cpuHasAvx512: boolean;
+  /** AVX512-BF16 (vdpbf16ps): what `--precision bf16` needs. */
+  readonly cpuHasBf16: boolean;
+  /**
+   * The GEMMs of this JavaScript thread's following calls: 'bf16' rounds their operands to bfloat16
+   * as it packs them and sums in fp32 (vdpbf16ps). Returns the one in force: 'fp32' where the CPU
+   * lacks AVX512-BF16 or AVX-512 is not the active instruction set.
+   */
+  precision(set?: NativePrecision): NativePrecision;
+  /** y = x rounded to the nearest bfloat16 (ties to even, NaN stays NaN), kept as fp32. */
+  roundBf16(x: Float32Array, y: Float32Array): void;
+  /** y = the bfloat16 bits of x, rounded as roundBf16. */
+  toBf16Bits(x: Float32Array, y: Uint16Array): void;
   /** Threads in the pool (including the caller); pass n to resize. */
   threads(n?: number): number;
   sgemm(m: number, n: number, k: number, a: Float32Array, aOff: number, lda: number, transA: boolean,
@@ -57,6 +71,8 @@ export interface NativeAddon {
   maxPool2dBackward(dy: Float32Array, x: Float32Array, planes: number, h: number, w: number, k: number, stride: number,
     pad: number, dx: Float32Array, ho: number, wo: number, reluMask: boolean): void;
   linear(x: Float32Array, m: number, k: number, w: Float32Array, n: number, b: Float32Array, y: Float32Array): void;
+  /** linear with the weights as bfloat16 bits (toBf16Bits): streamed at half the bytes, whatever the rows. */
+  linearBf16(x: Float32Array, m: number, k: number, w: Uint16Array, n: number, b: Float32Array, y: Float32Array): void;
   relu(x: Float32Array, y: Float32Array): void;
   reluBackward(dy: Float32Array, x: Float32Array, dx: Float32Array): void;
   /**

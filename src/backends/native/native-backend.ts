@@ -25,7 +25,7 @@ import {
   poolGeometry,
   type ConvGeometry,
 } from '../shapes.js';
-import type { NativeAddon, WinogradTile } from './native-addon.js';
+import type { NativeAddon, NativePrecision, WinogradTile } from './native-addon.js';
 
 /**
  * Convolution algorithm: 'auto' chooses per layer (see winogradTile); the others force one where it
@@ -86,11 +86,73 @@ export function winogradTile(algo: ConvAlgorithm, k: number, stride: number, pad
 
 export interface NativeBackend extends Backend {
   readonly addon: NativeAddon;
+  /** 'bf16': the GEMMs' operands rounded to bfloat16, sums in fp32 (NativeAddon.precision). */
+  readonly precision: NativePrecision;
   /** Forces a convolution algorithm (for tests and benchmarks). */
   convAlgorithm: ConvAlgorithm;
 }
 
-export function createNativeBackend(addon: NativeAddon): NativeBackend {
+/** The precision this JavaScript thread last gave the addon (each worker thread has its own, as the addon does). */
+let addonPrecision: NativePrecision = 'fp32';
+
+/**
+ * The addon as a backend of one precision sees it: every call first makes sure the addon runs this
+ * thread's calls at that precision (one cheap call when it changes: an fp32 and a bf16 backend may
+ * take turns, as `check --precision bf16` does).
+ */
+function atPrecision(raw: NativeAddon, precision: NativePrecision): NativeAddon {
+  if (!raw.cpuHasBf16 && precision === 'bf16') throw new PasticheError('--precision bf16 needs a CPU with AVX512-BF16 (vdpbf16ps); this one has none: use fp32');
+  return new Proxy(raw, {
+    get(target, key, receiver) {
+      const v = Reflect.get(target, key, receiver) as unknown;
+      if (typeof v !== 'function' || key === 'precision') return v;
+      return (...args: unknown[]) => {
+        if (addonPrecision !== precision) {
+          target.precision(precision);
+          addonPrecision = precision;
+        }
+        return (v as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+}
+
+export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrecision = 'fp32'): NativeBackend {
+  const addon = atPrecision(rawAddon, precision);
+  // --precision bf16: the operands of every product (convolutions, fully connected layers, matmul)
+  // are bfloat16, the sums fp32. The addon rounds the activations where its kernels copy them anyway
+  // (the GEMMs' packing for vdpbf16ps, the padded rows of Winograd and the direct kernels), and the
+  // weights are rounded here, once per array. Winograd and the direct kernels multiply in fp32:
+  // Winograd's transformed tiles in bf16 were 7-9% of the output's range off (F(4x4) and F(6x6)).
+  // A convolution that reads an image (at most 4 channels) keeps fp32 operands, as quantised
+  // networks keep their first layer: bf16's spacing at a pixel value of 128 is 0.5, and the small
+  // steps of an optimisation on the image vanished (the first L-BFGS iterations of a style transfer
+  // left the loss unchanged). Those layers run the fp32 direct kernel in either precision.
+  const bf16 = precision === 'bf16';
+  const roundsConv = (cin: number) => bf16 && cin > 4;
+  const fp32Addon = bf16 ? atPrecision(rawAddon, 'fp32') : addon;
+  const convAddon = (cin: number) => (roundsConv(cin) ? addon : fp32Addon);
+  const roundedWeights = new WeakMap<Float32Array, Float32Array>();
+  const bitsOf = new WeakMap<Float32Array, Uint16Array>();
+  const bf16Bits = (w: Tensor): Uint16Array => {
+    let r = bitsOf.get(w.data);
+    if (!r) {
+      r = new Uint16Array(w.size);
+      addon.toBf16Bits(w.data, r);
+      bitsOf.set(w.data, r);
+    }
+    return r;
+  };
+  const weightsOf = (w: Tensor, on = bf16): Tensor => {
+    if (!on) return w;
+    let r = roundedWeights.get(w.data);
+    if (!r) {
+      r = new Float32Array(w.size);
+      addon.roundBf16(w.data, r);
+      roundedWeights.set(w.data, r);
+    }
+    return new Tensor(w.shape, r);
+  };
   // Transformed weights, computed once per weight array (the Backend contract: weights are not
   // modified in place), for the forward pass and for the gradient to the data.
   // One cache per direction and tile.
@@ -132,9 +194,10 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
   const be: NativeBackend = {
     ...commonOps,
     name: 'native',
-    description: 'C++ addon: AVX2/FMA GEMM, Winograd F(4x4,3x3) and F(6x6,3x3), thread pool',
+    description: `C++ addon: AVX2/FMA GEMM, Winograd F(4x4,3x3) and F(6x6,3x3), thread pool${precision === 'bf16' ? '; bf16 products (AVX512-BF16), fp32 sums' : ''}`,
     maxTensorBytes: Infinity,
     addon,
+    precision,
     convAlgorithm: 'auto',
 
     conv2dWork(xShape: Shape, wShape: Shape, p: Conv2dParams, pass: ConvPass = 'forward'): ConvWork {
@@ -148,9 +211,10 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
     // A mirrored border is filled where the direct and Winograd kernels copy their input planes
     // anyway (the style network's separate padding pass cost ~5% of its 512x512 forward, `perf`),
     // and Winograd reads a nearest upsampling there too; otherwise the steps run one by one.
-    conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu = false): Tensor {
-      const g = convGeometry(x.shape, w.shape, p);
+    conv2d(x: Tensor, w0: Tensor, b: Tensor, p: Conv2dForwardParams, relu = false): Tensor {
+      const g = convGeometry(x.shape, w0.shape, p);
       checkBias(b, g.cout, 'conv2d');
+      const [w, ad] = [weightsOf(w0, roundsConv(g.cin)), convAddon(g.cin)];
       const reflect = p.padding === 'reflect';
       const up = p.upsample ?? 1;
       const large = useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout);
@@ -158,31 +222,32 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
       if ((reflect && !large && !tile) || (up > 1 && !tile)) return conv2dInSteps(be, x, w, b, p, relu);
       const y = Tensor.uninitialized([g.n, g.cout, g.ho, g.wo]);
       if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin) && !reflect && up === 1) {
-        addon.conv2dSmallCin(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, b.data, relu, y.data);
+        ad.conv2dSmallCin(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, b.data, relu, y.data);
         return y;
       }
       if (large) {
-        addon.conv2dDirect(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, reflect, b.data, relu, y.data);
+        ad.conv2dDirect(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, reflect, b.data, relu, y.data);
         return y;
       }
       const wino = tile ? winogradWeights(w, g.cin, g.cout, false, tile) : null;
-      addon.conv2d(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, y.data, wino, tile || 4, reflect, up);
+      ad.conv2d(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, y.data, wino, tile || 4, reflect, up);
       return y;
     },
 
-    conv2dBackwardData(dy: Tensor, w: Tensor, xShape: Shape, p: Conv2dParams, epilogue?: GradientEpilogue): Tensor {
-      const g = convGeometry(xShape, w.shape, p);
+    conv2dBackwardData(dy: Tensor, w0: Tensor, xShape: Shape, p: Conv2dParams, epilogue?: GradientEpilogue): Tensor {
+      const g = convGeometry(xShape, w0.shape, p);
       checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardData');
       checkEpilogue(xShape, epilogue);
+      const [w, ad] = [weightsOf(w0, roundsConv(g.cin)), convAddon(g.cin)];
       const dx = Tensor.uninitialized(xShape);
       if (useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout) && p.pad <= g.k - 1) {
-        addon.conv2dDirect(dy.data, g.n, g.cout, g.ho, g.wo, rotatedWeights(w, g.cin, g.k, g.cout), g.cin, g.k, g.k - 1 - p.pad, false, new Float32Array(g.cin), false, dx.data);
+        ad.conv2dDirect(dy.data, g.n, g.cout, g.ho, g.wo, rotatedWeights(w, g.cin, g.k, g.cout), g.cin, g.k, g.k - 1 - p.pad, false, new Float32Array(g.cin), false, dx.data);
         if (epilogue) applyEpilogue(dx, epilogue);
         return dx;
       }
       const tile = backwardDataTile(g, p);
       const wino = tile ? winogradWeights(w, g.cin, g.cout, true, tile) : null;
-      addon.conv2dBackwardData(dy.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, dx.data, wino, tile || 4,
+      ad.conv2dBackwardData(dy.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, dx.data, wino, tile || 4,
         epilogue?.add?.data ?? null, epilogue?.reluMask?.data ?? null);
       return dx;
     },
@@ -191,9 +256,10 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
       const cout = dy.shape[1] ?? 0;
       const g = convGeometry(x.shape, [x.shape[1] ?? 0, kernel, kernel, cout], p);
       checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardParams');
+      const ad = convAddon(g.cin);
       const dw = Tensor.uninitialized([g.cin, g.k, g.k, g.cout]);
       const db = Tensor.uninitialized([g.cout]);
-      addon.conv2dBackwardParams(dy.data, x.data, g.n, g.cin, g.h, g.w, g.cout, g.k, p.pad, p.stride, dw.data, db.data);
+      ad.conv2dBackwardParams(dy.data, x.data, g.n, g.cin, g.h, g.w, g.cout, g.k, p.pad, p.stride, dw.data, db.data);
       return { dw, db };
     },
 
@@ -265,10 +331,13 @@ export function createNativeBackend(addon: NativeAddon): NativeBackend {
       return c;
     },
 
+    // bf16: the weights kept as bf16 bits, the only copy this backend makes of them: these layers
+    // stream their weights from memory, and half the bytes is where bf16 pays on a CPU.
     linear(x: Tensor, w: Tensor, b: Tensor): Tensor {
       const { m, n, k } = linearGeometry(x, w, b);
       const y = Tensor.uninitialized([m, n]);
-      addon.linear(x.data, m, k, w.data, n, b.data, y.data);
+      if (bf16) addon.linearBf16(x.data, m, k, bf16Bits(w), n, b.data, y.data);
+      else addon.linear(x.data, m, k, w.data, n, b.data, y.data);
       return y;
     },
 

@@ -27,11 +27,13 @@ export function registerBench(program: Command): void {
     .option('--print-sizes <list>', 'with --sections print: output sizes, e.g. 1024,2048,4000x3000 (each run in its own process)', '1024,2048,4000x3000')
     .option('--print-iterations <n>', 'with --sections print: iterations at each size', positiveInt('--print-iterations'), 2)
     .option('--max-memory <size>', "with --sections print: the runs' memory budget, e.g. 3G (default: 80% of the free memory)")
+    .addOption(new Option('--precision <p>', 'bf16: also time native with bf16 operands, beside fp32 (AVX512-BF16)').choices(['fp32', 'bf16']).default('fp32'))
     .option('--plot <file.svg>', "with --sections layers: draw the first backend's layers on this machine's roofline (SVG)")
     .option('--json', 'machine-readable output')
     .option('-q, --quiet', 'no progress bar')
-    .action(async (opts: { backend?: BackendName[]; sections: string; styleSizes: string; weights?: string; repeat: number; warmup: number; peers?: boolean; plot?: string; json?: boolean; quiet?: boolean; printSizes: string; printIterations: number; maxMemory?: string; fastSizes: string; trainStep: string }) => {
+    .action(async (opts: { backend?: BackendName[]; sections: string; styleSizes: string; weights?: string; repeat: number; warmup: number; peers?: boolean; plot?: string; json?: boolean; quiet?: boolean; printSizes: string; printIterations: number; maxMemory?: string; fastSizes: string; trainStep: string; precision: 'fp32' | 'bf16' }) => {
       const { sections, styleSizes } = parseBenchLists(opts.sections, opts.styleSizes);
+      if (opts.precision === 'bf16' && opts.backend && !opts.backend.includes('native')) throw new PasticheError('--precision bf16 times native beside its fp32: add -b native');
       const printSizes = parsePrintSizes(opts.printSizes);
       const fastSizes = parsePrintSizes(opts.fastSizes, '--fast-sizes').map((s) => s.width);
       const step = /^(\d+)x(\d+)$/.exec(opts.trainStep);
@@ -46,7 +48,7 @@ export function registerBench(program: Command): void {
       const bar = progressBar(1, 'bench {bar} | {what}', opts.quiet);
       const report = await runBench({
         sections, styleSizes, backends: opts.backend, weightsFile: opts.weights, repeat: opts.repeat, warmup: opts.warmup, peers: opts.peers,
-        printSizes, printIterations: opts.printIterations, maxMemory, fastSizes, trainStep,
+        printSizes, printIterations: opts.printIterations, maxMemory, fastSizes, trainStep, bf16: opts.precision === 'bf16',
         onProgress: (p) => p.kind === 'stage' && bar.update(0, { what: p.stage }),
       }).finally(() => bar.stop());
       process.stdout.write(opts.json ? `${JSON.stringify(report)}\n` : `${formatBench(report)}\n`);

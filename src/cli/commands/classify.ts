@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { parseDump, runClassify } from '../../app/classify.js';
 import { loadModel } from '../../app/load-model.js';
 import type { OnProgress } from '../../app/progress.js';
-import { backendLabel, openBackend } from '../../backends/index.js';
+import { backendLabel, openBackend, type Precision } from '../../backends/index.js';
 import { progressBar, withStatus, type Progress as Bar } from '../../util/progress.js';
 import { formatClassification } from '../format.js';
 import { backendOption, chooseBackend, positiveInt, precisionOption, weightsOption } from '../options.js';
@@ -21,7 +21,7 @@ export function registerClassify(program: Command): void {
     .addOption(precisionOption())
     .option('--dump <layer=file.npy>', "write an activation as float32 .npy ('input', 'pool5', 'fc8', 'prob', ...); repeatable, one image only", (v: string, prev: string[] = []) => [...prev, v])
     .option('-q, --quiet', 'no progress bar or timing summary')
-    .action(async (images: string[], opts: { weights?: string; top: number; json?: boolean; backend?: string; precision: 'fp32' | 'fp16'; dump?: string[]; quiet?: boolean }) => {
+    .action(async (images: string[], opts: { weights?: string; top: number; json?: boolean; backend?: string; precision: Precision; dump?: string[]; quiet?: boolean }) => {
       const dumps = (opts.dump ?? []).map(parseDump);
       const backend = await openBackend(chooseBackend(opts.backend), { precision: opts.precision });
       let bar: Bar | undefined;

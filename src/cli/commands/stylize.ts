@@ -8,11 +8,11 @@ import { checkFastStylizeFiles, runFastStylize } from '../../app/fast-stylize.js
 import { PasticheError } from '../../errors.js';
 import { loadTransformerModel } from '../../weights/transformer-file.js';
 import { PRESET_NAMES, parseStylizeSettings, type StylizeFields } from '../../app/stylize-request.js';
-import { openBackend } from '../../backends/index.js';
+import { openBackend, type Precision } from '../../backends/index.js';
 import { progressBar, withStatus } from '../../util/progress.js';
 import { loadWeightsFile } from '../../app/load-model.js';
 import { resolveWeightsFile } from '../../weights/weights-source.js';
-import { backendOption, chooseBackend, positiveInt, weightsOption } from '../options.js';
+import { backendOption, chooseBackend, positiveInt, precisionOption, weightsOption } from '../options.js';
 
 /** A request field as its flag: styleWeight -> --style-weight. */
 const flagName = (field: string) => `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
@@ -29,6 +29,7 @@ export function registerStylize(program: Command): void {
     .option('--preset <name>', `starting settings: ${PRESET_NAMES.join(' or ')} (the course's lab 3-3 exactly)`, 'default')
     .addOption(weightsOption())
     .addOption(backendOption())
+    .addOption(precisionOption())
     .option('-s, --size <n>', 'longest side of the output in pixels (preset default: 512)')
     .option('-i, --iterations <n>', 'optimiser steps per scale (preset default: 300)')
     .option('--optimizer <name>', 'adam or lbfgs (preset default: lbfgs)')
@@ -53,14 +54,14 @@ export function registerStylize(program: Command): void {
     .option('-q, --quiet', 'no progress bar');
   stylizeCmd.addHelpText('after', '\nCtrl-C or SIGTERM stops the run and still writes the best image so far (exit code 130).');
 
-  stylizeCmd.action(async (content: string, styles: string[], o: StylizeFields & { output: string; model?: string; weights?: string; backend?: string; saveEvery?: number; logJson?: string; quiet?: boolean }) => {
+  stylizeCmd.action(async (content: string, styles: string[], o: StylizeFields & { output: string; model?: string; weights?: string; backend?: string; precision: Precision; saveEvery?: number; logJson?: string; quiet?: boolean }) => {
     if (o.model) return stylizeWithModel([content, ...styles], o.model, o);
     if (styles.length === 0) throw new PasticheError('give at least one style image (or --model MODEL: a trained style network)');
     // Everything is checked before any work: bad input never leaves a partial output, and an
     // unwritable output never costs a whole run; a missing GPU is said before the weights are read.
     const settings = parseStylizeSettings(o, styles.length, flagName);
     checkStylizeFiles({ content, styles, output: o.output, init: settings.init, saveEvery: o.saveEvery, logJson: o.logJson });
-    const backend = await openBackend(chooseBackend(o.backend));
+    const backend = await openBackend(chooseBackend(o.backend), { precision: o.precision });
     const weightsFile = resolveWeightsFile(o.weights);
     const weights = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadWeightsFile(weightsFile, (m) => process.stderr.write(`pastiche: warning: ${m}\n`)));
     const scales = (settings.scales ?? []).length + 1;
@@ -110,16 +111,16 @@ export function registerStylize(program: Command): void {
 const OPTIMISATION_ONLY = ['preset', 'iterations', 'optimizer', 'lr', 'lbfgsHistory', 'contentWeight', 'styleWeight', 'tvWeight', 'contentLayers', 'styleLayers', 'init', 'seed', 'styleBlend', 'styleScale', 'originalColors', 'pooling', 'scales', 'weights', 'saveEvery', 'logJson'] as const;
 
 /** `stylize IMAGE... --model MODEL -o OUT`: one forward pass of a trained style network per image. */
-async function stylizeWithModel(inputs: string[], model: string, o: StylizeFields & { output: string; backend?: string; quiet?: boolean }): Promise<void> {
+async function stylizeWithModel(inputs: string[], model: string, o: StylizeFields & { output: string; backend?: string; precision: Precision; quiet?: boolean }): Promise<void> {
   // 'default' is commander's default for --preset, not the user's choice.
   const set: Record<string, unknown> = { ...o };
   const given = OPTIMISATION_ONLY.find((k) => set[k] !== undefined && !(k === 'preset' && set[k] === 'default'));
-  if (given) throw new PasticheError(`${flagName(given)} is for the optimisation; --model runs a trained network (--size, --tile, --max-memory, --backend and -o apply)`);
+  if (given) throw new PasticheError(`${flagName(given)} is for the optimisation; --model runs a trained network (--size, --tile, --max-memory, --backend, --precision and -o apply)`);
   const size = o.size === undefined ? undefined : positiveInt('--size')(String(o.size));
   const tile = o.tile === undefined ? undefined : positiveInt('--tile')(String(o.tile));
   if (tile !== undefined && tile % 4 !== 0) throw new PasticheError(`--tile must be a multiple of 4 for a style network (its strides' grid; got ${tile})`);
   const maxMemory = o.maxMemory === undefined ? undefined : parseStylizeSettings({ maxMemory: o.maxMemory }, 1, flagName).maxMemory;
-  const backend = await openBackend(chooseBackend(o.backend));
+  const backend = await openBackend(chooseBackend(o.backend), { precision: o.precision });
   const weights = await withStatus(`loading ${model}`, o.quiet, () => loadTransformerModel(model));
   // After the model (a few MB, read in a moment): a bad model leaves no empty output folder behind.
   checkFastStylizeFiles(inputs, o.output);

@@ -5,10 +5,10 @@ import { abortOnSignals } from '../../app/signals.js';
 import { loadWeightsFile } from '../../app/load-model.js';
 import { parseTrainSettings, TRAIN_PRESET_NAMES, vggBlockWidths, type TrainFields } from '../../app/train-request.js';
 import { checkpointName, checkResumable, checkTrainFiles, listContentImages, loadTrainStart, runTrainStyle, settingsRecord } from '../../app/train-style-job.js';
-import { openBackend } from '../../backends/index.js';
+import { openBackend, type Precision } from '../../backends/index.js';
 import { progressBar, withStatus } from '../../util/progress.js';
 import { resolveWeightsFile } from '../../weights/weights-source.js';
-import { backendOption, chooseBackend, positiveInt, weightsOption } from '../options.js';
+import { backendOption, chooseBackend, positiveInt, precisionOption, weightsOption } from '../options.js';
 
 const flagName = (field: string) => (field === 'shuffle' ? '--no-shuffle' : `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
 
@@ -22,6 +22,7 @@ export function registerTrainStyle(program: Command): void {
     .option('--preset <name>', `starting settings: ${TRAIN_PRESET_NAMES.join(', ')} (default course: the course's lab 4-3)`)
     .addOption(weightsOption())
     .addOption(backendOption())
+    .addOption(precisionOption())
     .option('--size <n>', 'training crops: shorter side resized to N, centre N x N (a multiple of 4; preset: 256)')
     .option('--batch <n>', 'images per step (preset: 4)')
     .option('--epochs <x>', 'passes over the content images (preset: 2)')
@@ -48,14 +49,14 @@ export function registerTrainStyle(program: Command): void {
     .option('-q, --quiet', 'no progress bar');
   cmd.addHelpText('after', '\nCtrl-C or SIGTERM saves a checkpoint (continue with --resume) and stops (exit code 130).\nPresets: course (the lab 4-3 recipe: hours to days on a CPU), pytorch-examples, quick (half width, 128 px, 600 steps).');
 
-  cmd.action(async (style: string, o: TrainFields & { contentDir: string; output: string; weights?: string; backend?: string; init?: string; resume?: string; checkpoint?: string; checkpointEvery?: number; preview?: string; previewEvery?: number; logJson?: string; quiet?: boolean }) => {
+  cmd.action(async (style: string, o: TrainFields & { contentDir: string; output: string; weights?: string; backend?: string; precision: Precision; init?: string; resume?: string; checkpoint?: string; checkpointEvery?: number; preview?: string; previewEvery?: number; logJson?: string; quiet?: boolean }) => {
     // Everything that can be checked is, before the weights are read.
     const contentFiles = listContentImages(o.contentDir);
     parseTrainSettings(o, contentFiles.length, flagName);
     const checkpoint = o.checkpoint ?? checkpointName(o.output);
     checkTrainFiles({ style, output: o.output, checkpoint, logJson: o.logJson, preview: o.preview });
     const start = await loadTrainStart(o);
-    const backend = await openBackend(chooseBackend(o.backend));
+    const backend = await openBackend(chooseBackend(o.backend), { precision: o.precision });
     const weightsFile = resolveWeightsFile(o.weights);
     const vgg = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadWeightsFile(weightsFile, (m) => process.stderr.write(`pastiche: warning: ${m}\n`)));
     // The presets' style layer weights depend on the loss network's widths.
