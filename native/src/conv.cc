@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "gemm.h"
@@ -482,61 +483,63 @@ void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int
   });
 }
 
-// y += a x over n floats; also prefetches `next` (the row to come) over the same span, so that the
-// stream of weight rows never waits for memory.
+// y += a[0] x[0] + ... + a[3] x[3] over n floats: four weight rows per pass over y, so that y's
+// loads and stores (an eighth of a row's bytes each for fp32) are paid once per four rows; also
+// prefetches the four rows to come (`next`) over the same span, so that the stream of weight rows
+// never waits for memory. W: fp32 rows, or bf16 ones (--precision bf16, AVX-512 only: half the
+// bytes), each 16 values widened to fp32 by a shift into the high half.
+constexpr int ROWS = 4;
+static inline float widen(float v) { return v; }
+static inline float widen(uint16_t v) { return from_bf16(v); }
 #if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) static void axpy_avx2(float a, const float* x, float* y, int n, const float* next) {
-  const __m256 va = _mm256_set1_ps(a);
+__attribute__((target("avx512f"))) static inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+__attribute__((target("avx512f"))) static inline __m512 load16(const uint16_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+
+template <class W>
+__attribute__((target("avx512f"))) static void axpy4_avx512(const float* a, const W* const* x, float* y, int n, const W* const* next) {
+  const __m512 a0 = _mm512_set1_ps(a[0]), a1 = _mm512_set1_ps(a[1]), a2 = _mm512_set1_ps(a[2]), a3 = _mm512_set1_ps(a[3]);
   int j = 0;
   for (; j + 16 <= n; j += 16) {
-    if (next) _mm_prefetch(reinterpret_cast<const char*>(next + j), _MM_HINT_T0);
-    _mm256_storeu_ps(y + j, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
-    _mm256_storeu_ps(y + j + 8, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + j + 8), _mm256_loadu_ps(y + j + 8)));
+    if (next && j % (64 / sizeof(W)) == 0)
+      for (int q = 0; q < ROWS; q++) _mm_prefetch(reinterpret_cast<const char*>(next[q] + j), _MM_HINT_T0);
+    __m512 acc = _mm512_fmadd_ps(a0, load16(x[0] + j), _mm512_loadu_ps(y + j));
+    acc = _mm512_fmadd_ps(a1, load16(x[1] + j), acc);
+    acc = _mm512_fmadd_ps(a2, load16(x[2] + j), acc);
+    _mm512_storeu_ps(y + j, _mm512_fmadd_ps(a3, load16(x[3] + j), acc));
   }
-  for (; j < n; j++) y[j] += a * x[j];
-}
-#endif
-
-static void axpy(float a, const float* x, float* y, int n, const float* next) {
-#if defined(__x86_64__)
-  if (active_isa() != Isa::Portable) {
-    axpy_avx2(a, x, y, n, next);
-    return;
-  }
-#endif
-  for (int j = 0; j < n; j++) {
-    if (next && j % 16 == 0) __builtin_prefetch(next + j);
-    y[j] += a * x[j];
-  }
+  for (; j < n; j++)
+    for (int q = 0; q < ROWS; q++) y[j] += a[q] * widen(x[q][j]);
 }
 
-// The same with x in bfloat16 (a weight row of --precision bf16: half the bytes to stream). It runs
-// only where bf16 does, on AVX-512; each 16 bf16 values widen to fp32 by a shift into the high half.
-#if defined(__x86_64__)
-__attribute__((target("avx512f"))) static void axpy_bf16_avx512(float a, const uint16_t* x, float* y, int n, const uint16_t* next) {
-  const __m512 va = _mm512_set1_ps(a);
+__attribute__((target("avx2,fma"))) static void axpy4_avx2(const float* a, const float* const* x, float* y, int n, const float* const* next) {
+  const __m256 a0 = _mm256_set1_ps(a[0]), a1 = _mm256_set1_ps(a[1]), a2 = _mm256_set1_ps(a[2]), a3 = _mm256_set1_ps(a[3]);
   int j = 0;
-  for (; j + 32 <= n; j += 32) {
-    if (next) _mm_prefetch(reinterpret_cast<const char*>(next + j), _MM_HINT_T0);
-    for (int h = 0; h < 32; h += 16) {
-      const __m512i w = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + j + h))), 16);
-      _mm512_storeu_ps(y + j + h, _mm512_fmadd_ps(va, _mm512_castsi512_ps(w), _mm512_loadu_ps(y + j + h)));
-    }
+  for (; j + 8 <= n; j += 8) {
+    if (next && j % 16 == 0)
+      for (int q = 0; q < ROWS; q++) _mm_prefetch(reinterpret_cast<const char*>(next[q] + j), _MM_HINT_T0);
+    __m256 acc = _mm256_fmadd_ps(a0, _mm256_loadu_ps(x[0] + j), _mm256_loadu_ps(y + j));
+    acc = _mm256_fmadd_ps(a1, _mm256_loadu_ps(x[1] + j), acc);
+    acc = _mm256_fmadd_ps(a2, _mm256_loadu_ps(x[2] + j), acc);
+    _mm256_storeu_ps(y + j, _mm256_fmadd_ps(a3, _mm256_loadu_ps(x[3] + j), acc));
   }
-  for (; j < n; j++) y[j] += a * from_bf16(x[j]);
+  for (; j < n; j++)
+    for (int q = 0; q < ROWS; q++) y[j] += a[q] * x[q][j];
 }
 #endif
 
-static void axpy(float a, const uint16_t* x, float* y, int n, const uint16_t* next) {
+template <class W>
+static void axpy4(const float* a, const W* const* x, float* y, int n, const W* const* next) {
 #if defined(__x86_64__)
-  if (active_isa() == Isa::Avx512) {
-    axpy_bf16_avx512(a, x, y, n, next);
-    return;
-  }
+  if (active_isa() == Isa::Avx512) return axpy4_avx512(a, x, y, n, next);
+  if constexpr (std::is_same_v<W, float>)
+    if (active_isa() == Isa::Avx2) return axpy4_avx2(a, x, y, n, next);
 #endif
   for (int j = 0; j < n; j++) {
-    if (next && j % 32 == 0) __builtin_prefetch(next + j);
-    y[j] += a * from_bf16(x[j]);
+    if (next && j % 16 == 0)
+      for (int q = 0; q < ROWS; q++) __builtin_prefetch(next[q] + j);
+    for (int q = 0; q < ROWS; q++) y[j] += a[q] * widen(x[q][j]);
   }
 }
 
@@ -559,17 +562,23 @@ static void linear_streamed(const float* x, int m, int k, const W* w, int n, flo
   const int t = pool.threads();
   static std::vector<float> acc;
   acc.assign((size_t)t * m * n, 0.f);
+  static std::vector<W> zero;
+  zero.assign(n, W(0));
   pool.parallel_for(t, [&](int ti, int) {
     const size_t r0 = live.size() * ti / t, r1 = live.size() * (ti + 1) / t;
     float* yt = acc.data() + (size_t)ti * m * n;
-    for (size_t r = r0; r < r1; r++) {
-      const int p = live[r];
-      const W* next = r + 1 < r1 ? w + (size_t)live[r + 1] * n : nullptr;
+    // Four live rows at a time; past the thread's last row, a zero row with coefficient 0.
+    const auto row = [&](size_t r) { return r < r1 ? w + (size_t)live[r] * n : zero.data(); };
+    for (size_t r = r0; r < r1; r += ROWS) {
+      const W* rows[ROWS] = {row(r), row(r + 1), row(r + 2), row(r + 3)};
+      const W* ahead[ROWS] = {row(r + 4), row(r + 5), row(r + 6), row(r + 7)};
+      const W* const* next = r + ROWS < r1 ? ahead : nullptr;
       for (int i = 0; i < m; i++) {
-        const float a = x[(size_t)i * k + p];
-        if (a == 0.f) continue;
-        axpy(a, w + (size_t)p * n, yt + (size_t)i * n, n, next);
-        next = nullptr;  // once per row
+        float a[ROWS];
+        for (int q = 0; q < ROWS; q++) a[q] = r + q < r1 ? x[(size_t)i * k + live[r + q]] : 0.f;
+        if (a[0] == 0.f && a[1] == 0.f && a[2] == 0.f && a[3] == 0.f) continue;
+        axpy4(a, rows, yt + (size_t)i * n, n, next);
+        next = nullptr;  // once per group
       }
     }
   });
