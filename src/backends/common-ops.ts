@@ -187,13 +187,14 @@ export const commonOps: CommonOps = {
   softmax(logits: Tensor): Tensor {
     const [n, k] = expectRank(logits, 2, 'softmax') as [number, number];
     const p = new Float32Array(logits.size);
+    const x = logits.data;
     for (let r = 0; r < n; r++) {
-      const row = logits.data.subarray(r * k, (r + 1) * k);
       let max = -Infinity;
-      for (const v of row) if (v > max) max = v;
-      let sum = 0; // float64 accumulation: 1000 terms
-      for (let j = 0; j < k; j++) sum += Math.exp(row[j]! - max);
-      for (let j = 0; j < k; j++) p[r * k + j] = Math.exp(row[j]! - max) / sum;
+      for (let j = r * k; j < (r + 1) * k; j++) if (x[j]! > max) max = x[j]!;
+      // The exponentials once, kept in p, summed in float64 (1000 terms).
+      let sum = 0;
+      for (let j = r * k; j < (r + 1) * k; j++) sum += p[j] = Math.exp(x[j]! - max);
+      for (let j = r * k; j < (r + 1) * k; j++) p[j] = p[j]! / sum;
     }
     return new Tensor(logits.shape, p);
   },
