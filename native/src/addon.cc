@@ -208,6 +208,13 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// channelsLast(x, n, c, hw, y)
+Napi::Value ChannelsLast(const Napi::CallbackInfo& info) {
+  Call call;
+  channels_last(F(info, 0), I(info, 1), I(info, 2), I(info, 3), F(info, 4));
+  return info.Env().Undefined();
+}
+
 // linearBf16(x, m, k, w: Uint16Array of bf16 bits, n, b, y)
 Napi::Value LinearBf16(const Napi::CallbackInfo& info) {
   Call call;
@@ -363,6 +370,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("maxPool2dBackward", Napi::Function::New(env, MaxPool2dBackward));
   exports.Set("linear", Napi::Function::New(env, Linear));
   exports.Set("linearBf16", Napi::Function::New(env, LinearBf16));
+  exports.Set("channelsLast", Napi::Function::New(env, ChannelsLast));
   exports.Set("relu", Napi::Function::New(env, Relu));
   exports.Set("reluBackward", Napi::Function::New(env, ReluBackward));
   return exports;

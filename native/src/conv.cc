@@ -604,6 +604,15 @@ void linear_bf16(const float* x, int m, int k, const uint16_t* w, int n, const f
   linear_streamed(xr.data(), m, k, w, n, y);
 }
 
+void channels_last(const float* x, int n, int c, int hw, float* y) {
+  for (int i = 0; i < n; i++) {
+    const float* xi = x + (size_t)i * c * hw;
+    float* yi = y + (size_t)i * c * hw;
+    for (int p = 0; p < hw; p++)
+      for (int ch = 0; ch < c; ch++) yi[(size_t)p * c + ch] = xi[(size_t)ch * hw + p];
+  }
+}
+
 // Element-wise passes are memory-bound; large ones are split over the threads.
 template <class F>
 static void for_chunks(long size, F f) {

@@ -71,6 +71,8 @@ export interface NativeAddon {
   maxPool2dBackward(dy: Float32Array, x: Float32Array, planes: number, h: number, w: number, k: number, stride: number,
     pad: number, dx: Float32Array, ho: number, wo: number, reluMask: boolean): void;
   linear(x: Float32Array, m: number, k: number, w: Float32Array, n: number, b: Float32Array, y: Float32Array): void;
+  /** y [n, hw, c] = x [n, c, hw] (flattenNhwc's order). */
+  channelsLast(x: Float32Array, n: number, c: number, hw: number, y: Float32Array): void;
   /** linear with the weights as bfloat16 bits (toBf16Bits): streamed at half the bytes, whatever the rows. */
   linearBf16(x: Float32Array, m: number, k: number, w: Uint16Array, n: number, b: Float32Array, y: Float32Array): void;
   relu(x: Float32Array, y: Float32Array): void;

@@ -345,6 +345,13 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       return linearBackwardByMatmul(be, dy, x, w);
     },
 
+    flattenNhwc(x: Tensor): Tensor {
+      const [n, c, h, w] = expectRank(x, 4, 'flatten') as [number, number, number, number];
+      const y = Tensor.uninitialized([n, h * w * c]);
+      addon.channelsLast(x.data, n, c, h * w, y.data);
+      return y;
+    },
+
     relu(x: Tensor): Tensor {
       const y = Tensor.uninitialized(x.shape);
       addon.relu(x.data, y.data);
