@@ -34,6 +34,16 @@ test('bf16 rounding (the readable twin): nearest, ties to even, NaN and infiniti
   assert.equal(bf16Bits(0x3f818000), 0x3f82); // a tie: to the even 0x3f82
 });
 
+test('--precision bf16 alone runs on native; without the addon it is one line', async () => {
+  const r = await runCli(['classify', `${TINY}chelsea.png`, '-w', `${TINY}vgg19-tiny-old.mat`, '--precision', 'bf16'], { env: { ...process.env, PASTICHE_DISABLE_NATIVE: '1' } });
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr, 'pastiche: --precision bf16 needs the native backend, which is not available here: disabled by PASTICHE_DISABLE_NATIVE\n');
+  if (!hasBf16) return;
+  const ok = await runCli(['classify', `${TINY}chelsea.png`, '-w', `${TINY}vgg19-tiny-old.mat`, '--precision', 'bf16']);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stderr, /backend: native bf16;/);
+});
+
 if (nativeBackend && !hasBf16) {
   test('--precision bf16 on a CPU without AVX512-BF16: refused in one line', async () => {
     await assert.rejects(openBackend('native', { precision: 'bf16' }), /--precision bf16 needs a CPU with AVX512-BF16/);

@@ -130,6 +130,7 @@ export async function openBackend(name: string = DEFAULT_BACKEND, options: { pre
 
 /** A backend's name for reports: webgpu says which adapter it runs on. */
 export function backendLabel(be: Backend): string {
+  if (be.name === 'native' && (be as NativeBackend).precision === 'bf16') return 'native bf16';
   if (be.name !== 'webgpu') return be.name;
   const g = be as WebGpuBackend;
   return `webgpu${g.precision === 'fp32' ? '' : ` ${g.precision}`} on ${g.adapterName}${g.isSoftware ? ' (a CPU implementation)' : ''}`;

@@ -1,6 +1,7 @@
 /** Option parsers and up-front checks shared by the commands. */
 import { InvalidArgumentError, Option } from 'commander';
-import { BACKEND_NAMES, DEFAULT_BACKEND, noticeFallback } from '../backends/index.js';
+import { BACKEND_NAMES, DEFAULT_BACKEND, noticeFallback, type Precision } from '../backends/index.js';
+import { reducedPrecisionBackend } from '../app/check.js';
 import { checkReadableFile, checkWritableFile } from '../util/file-checks.js';
 import { WEIGHTS_FILE_NAME } from '../weights/weights-source.js';
 
@@ -59,9 +60,14 @@ export const precisionOption = () =>
     .choices(['fp32', 'fp16', 'bf16'])
     .default('fp32');
 
-/** The backend named on the command line, else the default (saying once if native is missing). */
-export function chooseBackend(name: string | undefined): string {
+/**
+ * The backend named on the command line, else the one a reduced precision runs on (fp16: webgpu,
+ * bf16: native), else the default (saying once if native is missing).
+ */
+export function chooseBackend(name: string | undefined, precision: Precision = 'fp32'): string {
   if (name) return name;
+  const reduced = reducedPrecisionBackend(precision);
+  if (reduced) return reduced;
   noticeFallback();
   return DEFAULT_BACKEND;
 }

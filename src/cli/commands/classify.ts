@@ -23,7 +23,7 @@ export function registerClassify(program: Command): void {
     .option('-q, --quiet', 'no progress bar or timing summary')
     .action(async (images: string[], opts: { weights?: string; top: number; json?: boolean; backend?: string; precision: Precision; dump?: string[]; quiet?: boolean }) => {
       const dumps = (opts.dump ?? []).map(parseDump);
-      const backend = await openBackend(chooseBackend(opts.backend), { precision: opts.precision });
+      const backend = await openBackend(chooseBackend(opts.backend, opts.precision), { precision: opts.precision });
       let bar: Bar | undefined;
       // The 'layer' events of each image's pass drive a bar of its own.
       const render: OnProgress = (p) => {

@@ -56,7 +56,7 @@ export function registerTrainStyle(program: Command): void {
     const checkpoint = o.checkpoint ?? checkpointName(o.output);
     checkTrainFiles({ style, output: o.output, checkpoint, logJson: o.logJson, preview: o.preview });
     const start = await loadTrainStart(o);
-    const backend = await openBackend(chooseBackend(o.backend), { precision: o.precision });
+    const backend = await openBackend(chooseBackend(o.backend, o.precision), { precision: o.precision });
     const weightsFile = resolveWeightsFile(o.weights);
     const vgg = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadWeightsFile(weightsFile, (m) => process.stderr.write(`pastiche: warning: ${m}\n`)));
     // The presets' style layer weights depend on the loss network's widths.
