@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from '../src/app/bench.js';
 import { layerRows, profileLayers } from '../src/app/layer-profile.js';
 import type { Roofline } from '../src/app/roofline.js';
+import type { WinogradStageProfile } from '../src/app/winograd-stages.js';
 import { convWork } from '../src/backends/conv-work.js';
 import { winogradTile } from '../src/backends/native/native-backend.js';
 import { onnxLayerTimes, onnxNodeRow, vgg19Onnx } from '../src/app/onnx-peer.js';
@@ -92,6 +93,7 @@ test('pastiche bench --sections layers --peers --json --plot: the table and the 
     roofline: Roofline;
     styleLayers: { rows: { name: string }[] };
     styleRoofline: Roofline;
+    winogradStages: WinogradStageProfile;
   };
   assert.equal(report.layers.size, 224);
   assert.equal(report.layers.rows.length, 26);
@@ -117,6 +119,15 @@ test('pastiche bench --sections layers --peers --json --plot: the table and the 
   assert.equal(step('pool1 backward')?.algorithm, 'pool backward');
   assert.equal(step('relu1_1 backward'), undefined, 'fused into conv1_2 backward');
   assert.equal(report.styleLayers.rows.at(-1)?.name, 'conv1_1 backward');
+  // native's Winograd layers stage by stage: the 15 3x3 layers after conv1_1, each stage timed, the
+  // GEMMs' rate a plausible share of the peak (counted from the products, so it cannot pass it by much).
+  const stages = report.winogradStages;
+  assert.deepEqual(stages.rows.map((x) => x.layer), report.layers.rows.filter((x) => /^conv/.test(x.name) && x.name !== 'conv1_1').map((x) => x.name));
+  for (const x of stages.rows) {
+    assert.match(x.algorithm, /^winograd F\([46]x[46]\)$/);
+    for (const st of [x.input, x.gemm, x.output]) assert.ok(st.ms > 0 && st.fraction > 0, `${x.layer}: ${JSON.stringify(st)}`);
+    assert.ok(x.gemm.fraction < 1.5, `${x.layer}: the GEMMs at ${x.gemm.gflops} GFLOP/s against a peak of ${stages.peak}`);
+  }
   const noLayers = await runCli(['bench', '--sections', 'vgg', '--plot', plot]);
   assert.match(noLayers.stderr, /^pastiche: --plot draws the layers: add layers to --sections\n$/);
   const bad = await runCli(['bench', '--sections', 'layer']);

@@ -124,6 +124,17 @@ Napi::Value WinogradWeights(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// winogradStages(reset) -> [input ms, GEMM ms, output ms, GEMM GFLOP, input MB, output MB] since the last reset.
+Napi::Value WinogradStagesFn(const Napi::CallbackInfo& info) {
+  Call call;
+  WinogradStages& s = winograd_stages();
+  auto out = Napi::Float64Array::New(info.Env(), 6);
+  const double v[6] = {s.input_s * 1e3, s.gemm_s * 1e3, s.output_s * 1e3, s.gemm_flops / 1e9, s.input_bytes / 1e6, s.output_bytes / 1e6};
+  for (int i = 0; i < 6; i++) out[i] = v[i];
+  if (info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value()) s = WinogradStages{};
+  return out;
+}
+
 // conv2dBackwardParams(dy, x, n, cin, h, w, cout, k, pad, stride, dw, db)
 Napi::Value Conv2dBackwardParams(const Napi::CallbackInfo& info) {
   Call call;
@@ -371,6 +382,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("linear", Napi::Function::New(env, Linear));
   exports.Set("linearBf16", Napi::Function::New(env, LinearBf16));
   exports.Set("channelsLast", Napi::Function::New(env, ChannelsLast));
+  exports.Set("winogradStages", Napi::Function::New(env, WinogradStagesFn));
   exports.Set("relu", Napi::Function::New(env, Relu));
   exports.Set("reluBackward", Napi::Function::New(env, ReluBackward));
   return exports;

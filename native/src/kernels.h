@@ -34,6 +34,13 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
                       bool reflect = false, int upsample = 1);
 // Floats needed for the transformed weights of a cin -> cout convolution.
 size_t winograd_weights_size(int cin, int cout, int m);
+// What conv3x3_winograd's calls since the last reset spent in each stage, for `bench`: seconds of
+// the input transform (with its padded copies), the GEMMs and the output transform; the GEMMs'
+// products (FLOP) and the bytes each transform moves (estimated).
+struct WinogradStages {
+  double input_s = 0, gemm_s = 0, output_s = 0, gemm_flops = 0, input_bytes = 0, output_bytes = 0;
+};
+WinogradStages& winograd_stages();
 // Transforms weights [wcin, 3, 3, wcout]; `rotate` gives those of the gradient to the data (a
 // wcout -> wcin convolution with the kernel turned 180 degrees).
 void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, float* up);

@@ -6,6 +6,7 @@
 // weight tensor (the caller caches it); the input transform writes straight into the GEMM's packed
 // operand layout, 8 tiles per vector; tiles go in blocks sized for the cache.
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <vector>
 
@@ -19,6 +20,10 @@ namespace pastiche {
 namespace {
 
 int round_up(int v, int to) { return (v + to - 1) / to * to; }
+
+WinogradStages g_stages;
+
+double seconds_now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 // Distance between the planes of U, V and M. The transforms touch every plane for every tile;
 // planes a multiple of 4 KiB apart would all fall into the same L1 set and evict each other (and
@@ -131,6 +136,7 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
       // Each channel's windows come from a zero-padded copy of just the rows this block's tiles
       // cover (clearing the whole padded plane for every block cost more than the transform).
       const int tr0 = t0 / tw, rows = ((t0 + nt - 1) / tw - tr0) * m + t6;
+      const double s0 = seconds_now();
       pool.parallel_for(cin, [&](int ci, int) {
         thread_local std::vector<float> xpad;
         xpad.resize((size_t)rows * wp + 8);  // + 8: input8's side-by-side loads read past a row
@@ -156,6 +162,7 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
       // Where each U[xi] is large (>= 1 MiB: 512 channels) and V[xi] fits in L2, U is streamed once,
       // a 6-row panel at a time over all of V (measured 10-15% faster on VGG19's 512-channel layers);
       // elsewhere the blocked loop below, whose A block stays in L2, was as fast or faster.
+      const double s1 = seconds_now();
       const bool stream_u = (size_t)coutp * cin * 4 >= (1 << 20) && (size_t)cin * ntp * 4 <= 512 * 1024;
       pool.parallel_for(planes, [&](int xi, int) {
         const float* a = up + xi * up_stride;
@@ -176,6 +183,7 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
           }
         }
       });
+      const double s2 = seconds_now();
       // Phase 3: Y = A^T M A (+ bias, ReLU), the valid part of each tile.
       pool.parallel_for(cout, [&](int co, int) {
         const float bv = bias ? bias[co] : 0.f;
@@ -212,8 +220,19 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
           }
         }
       });
+      // The stages' times and work (winograd_stages): the GEMMs' useful products; each transform's
+      // bytes as the tiles' pixels read or written once and V or M written or read once.
+      const double s3 = seconds_now(), area = (double)nt * m * m * 4;
+      g_stages.input_s += s1 - s0;
+      g_stages.gemm_s += s2 - s1;
+      g_stages.output_s += s3 - s2;
+      g_stages.gemm_flops += 2.0 * planes * cout * cin * nt;
+      g_stages.input_bytes += cin * (area + 4.0 * planes * nt);
+      g_stages.output_bytes += cout * (area + 4.0 * planes * nt);
     }
   }
 }
+
+WinogradStages& winograd_stages() { return g_stages; }
 
 }  // namespace pastiche

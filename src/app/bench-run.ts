@@ -16,6 +16,8 @@ import { Tensor } from '../tensor/tensor.js';
 import { fillUniform, uniformRng } from '../util/random.js';
 import { activePeak, measureMachine, type MachineLimits } from './machine.js';
 import { roofline, type Roofline } from './roofline.js';
+import { winogradStages, type WinogradStageProfile } from './winograd-stages.js';
+import type { NativeBackend } from '../backends/native/native-backend.js';
 import type { OnProgress } from './progress.js';
 import { torchTrainStepPeer, trainStepRunner } from './train-bench.js';
 import { benchPrintSizes, type PrintRow, type PrintSize } from './print-bench.js';
@@ -76,6 +78,8 @@ export interface BenchReport {
   /** A style iteration (forward to relu5_1, backward to the image) layer by layer at the first style size, and its roofline. */
   styleLayers?: LayerProfile;
   styleRoofline?: Roofline;
+  /** native's Winograd layers stage by stage (`--sections layers`, with the native backend). */
+  winogradStages?: WinogradStageProfile;
   /** Peak resident memory of the bench process, MiB (after the style iterations). */
   peakRssMB?: number;
   /** The real-time style network's forward pass (full width, random weights), per size; with peers, onnxruntime's largest difference to ours. */
@@ -157,6 +161,11 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     report.layers = profile;
     const peak = limits && (activePeak(limits, threads) ?? Math.max(...limits.peaks.map((p) => p.gflops)));
     if (limits && peak) report.roofline = roofline(profile, runnerName(cpu[0]!), peak, limits);
+    const native = cpu.find((b): b is NativeBackend => b.name === 'native');
+    if (limits && peak && native) {
+      stage('layers: Winograd stages');
+      report.winogradStages = winogradStages(weights, 224, native, peak, limits, o.repeat, o.warmup);
+    }
     const size = o.styleSizes[0]!;
     report.styleLayers = await profileStyleIteration(weights, cpu, size, o.repeat, o.warmup, each(`style iteration ${size} layers`));
     if (limits && peak) report.styleRoofline = roofline(report.styleLayers, runnerName(cpu[0]!), peak, limits);

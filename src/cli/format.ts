@@ -6,6 +6,7 @@ import type { MachineLimits } from '../app/machine.js';
 import type { Classification } from '../app/classify.js';
 import type { LayerProfile } from '../app/layer-profile.js';
 import type { Roofline } from '../app/roofline.js';
+import type { WinogradStageProfile } from '../app/winograd-stages.js';
 import { type PrecisionComparison, BF16_MAX_REL_ERR, FP16_MAX_REL_ERR, MAX_MSE, MAX_REL_ERR, type CheckRow } from '../app/check.js';
 
 export function formatClassification(c: Classification): string {
@@ -69,6 +70,23 @@ export function formatPrecision(c: PrecisionComparison): string {
   ].join('\n');
 }
 
+/** native's Winograd layers stage by stage, each against its roof. */
+export function formatWinogradStages(w: WinogradStageProfile): string {
+  const pct = (f: number) => `${(100 * f).toFixed(0)}%`;
+  const header = ['layer', 'algorithm', 'input ms', 'GB/s', 'of bw', 'GEMM ms', 'GFLOP/s', 'of peak', 'output ms', 'GB/s', 'of bw'];
+  const body = w.rows.map((r) => [
+    r.layer, r.algorithm,
+    r.input.ms.toFixed(2), r.input.gbs.toFixed(1), pct(r.input.fraction),
+    r.gemm.ms.toFixed(2), r.gemm.gflops.toFixed(0), pct(r.gemm.fraction),
+    r.output.ms.toFixed(2), r.output.gbs.toFixed(1), pct(r.output.fraction),
+  ]);
+  return [
+    `== ${w.contender}'s Winograd layers at ${w.size}x${w.size} stage by stage: the GEMMs' products against the FMA peak (${w.peak.toFixed(0)} GFLOP/s), ` +
+      `the transforms' bytes (estimated) against the bandwidth (${w.bandwidth.toFixed(1)} GB/s) ==`,
+    table(header, body),
+  ].join('\n');
+}
+
 function ratios(rows: readonly Timing[], label: string, peerName = 'onnxruntime'): string[] {
   const out: string[] = [];
   const peer = rows.find((r) => r.name === peerName);
@@ -108,8 +126,13 @@ export function formatLayers(p: LayerProfile): string {
   const total = (n: string) => Object.values(p.ms[n]!).reduce((a, b) => a + b, 0);
   const gflop = p.rows.reduce((a, r) => a + r.gflop, 0);
   body.push(['sum', '', gflop.toFixed(2), ...names.map((n) => fmtMs(total(n))), ...(first ? [(gflop / (total(first) / 1e3)).toFixed(0)] : []), ...(peer ? [(total(first!) / total(peer)).toFixed(2)] : [])]);
+  return table(header, body);
+}
+
+/** Columns as wide as their widest cell: the first two (names) to the left, numbers to the right. */
+function table(header: readonly string[], body: readonly string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  const line = (cells: readonly string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   return [line(header), line(header.map((_, i) => '-'.repeat(widths[i]!))), ...body.map(line)].map((l) => `  ${l}`).join('\n');
 }
 
@@ -183,6 +206,7 @@ export function formatBench(r: BenchReport): string {
     );
     lines.push(formatRoofline(rf));
   }
+  if (r.winogradStages) lines.push('', formatWinogradStages(r.winogradStages));
   if (r.styleLayers) {
     const s = r.styleLayers.size;
     lines.push('', `== a style iteration ${s}x${s} layer by layer: forward to relu5_1, then backward to the image (gradients injected at the style and content layers) ==`);

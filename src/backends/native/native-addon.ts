@@ -71,6 +71,12 @@ export interface NativeAddon {
   maxPool2dBackward(dy: Float32Array, x: Float32Array, planes: number, h: number, w: number, k: number, stride: number,
     pad: number, dx: Float32Array, ho: number, wo: number, reluMask: boolean): void;
   linear(x: Float32Array, m: number, k: number, w: Float32Array, n: number, b: Float32Array, y: Float32Array): void;
+  /**
+   * What the Winograd convolutions since the last reset spent per stage: [input transform ms,
+   * GEMM ms, output transform ms, GEMM GFLOP, input transform MB, output transform MB]; `reset`
+   * starts the count again.
+   */
+  winogradStages(reset?: boolean): Float64Array;
   /** y [n, hw, c] = x [n, c, hw] (flattenNhwc's order). */
   channelsLast(x: Float32Array, n: number, c: number, hw: number, y: Float32Array): void;
   /** linear with the weights as bfloat16 bits (toBf16Bits): streamed at half the bytes, whatever the rows. */

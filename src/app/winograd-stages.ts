@@ -1,0 +1,63 @@
+/**
+ * Where native's Winograd convolutions spend their time, stage by stage: the input transform (with
+ * its padded copies), the GEMMs over the transformed tiles, the output transform. The GEMMs are
+ * held against the FMA peak, the transforms against the memory bandwidth (the issue's marks: the
+ * GEMM stage at 70% of the peak, the transforms at 60% of the bandwidth). The addon times each
+ * stage of every tile block (winograd_stages in native/src/winograd.cc); this runs VGG19's 3x3
+ * layers one at a time on random inputs of their shapes.
+ */
+import type { NativeBackend } from '../backends/native/native-backend.js';
+import { vgg19LayerCosts } from '../model/layer-costs.js';
+import type { Vgg19Weights } from '../model/vgg19-params.js';
+import { Tensor } from '../tensor/tensor.js';
+import { fillUniform, uniformRng } from '../util/random.js';
+import type { MachineLimits } from './machine.js';
+
+export interface StageRow {
+  readonly layer: string;
+  /** F(4x4,3x3) or F(6x6,3x3). */
+  readonly algorithm: string;
+  /** Milliseconds per call; GB/s or GFLOP/s; the fraction of the bandwidth or of the peak. */
+  readonly input: { readonly ms: number; readonly gbs: number; readonly fraction: number };
+  readonly gemm: { readonly ms: number; readonly gflops: number; readonly fraction: number };
+  readonly output: { readonly ms: number; readonly gbs: number; readonly fraction: number };
+}
+
+export interface WinogradStageProfile {
+  readonly contender: string;
+  readonly size: number;
+  readonly peak: number;
+  readonly bandwidth: number;
+  readonly rows: readonly StageRow[];
+}
+
+export function winogradStages(weights: Vgg19Weights, size: number, backend: NativeBackend, peak: number, limits: MachineLimits, repeat: number, warmup: number): WinogradStageProfile {
+  const bandwidth = Math.max(limits.readGBs, limits.triadGBs);
+  const rows: StageRow[] = [];
+  let input: readonly number[] = [1, 3, size, size];
+  for (const c of vgg19LayerCosts(weights, size)) {
+    const p = weights.layers.get(c.name);
+    const shape = input;
+    input = [1, ...c.output];
+    if (p?.kind !== 'conv') continue;
+    const params = { pad: p.pad, stride: p.stride };
+    const work = backend.conv2dWork(shape, p.w.shape, params);
+    if (!work.algorithm.startsWith('winograd')) continue;
+    const x = new Tensor(shape, fillUniform(new Float32Array(shape.reduce((a, b) => a * b, 1)), uniformRng(3), 0, 1));
+    for (let i = 0; i < warmup; i++) backend.conv2d(x, p.w, p.b, params, true).recycle();
+    backend.addon.winogradStages(true);
+    const runs = Math.max(1, repeat);
+    for (let i = 0; i < runs; i++) backend.conv2d(x, p.w, p.b, params, true).recycle();
+    const [inMs, gemmMs, outMs, gflop, inMB, outMB] = [...backend.addon.winogradStages(true)].map((v) => v / runs) as [number, number, number, number, number, number];
+    const rate = (amount: number, ms: number) => amount / (ms / 1e3);
+    const gbs = (mb: number, ms: number) => rate(mb, ms) / 1e3;
+    rows.push({
+      layer: c.name,
+      algorithm: work.algorithm,
+      input: { ms: inMs, gbs: gbs(inMB, inMs), fraction: gbs(inMB, inMs) / bandwidth },
+      gemm: { ms: gemmMs, gflops: rate(gflop, gemmMs), fraction: rate(gflop, gemmMs) / peak },
+      output: { ms: outMs, gbs: gbs(outMB, outMs), fraction: gbs(outMB, outMs) / bandwidth },
+    });
+  }
+  return { contender: backend.precision === 'bf16' ? 'native bf16' : 'native', size, peak, bandwidth, rows };
+}
