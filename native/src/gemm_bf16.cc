@@ -145,29 +145,23 @@ static void over_chunks(long n, F f) {
   pool.parallel_for(t, [&](int i, int) { f(i * chunk, std::min(n, (i + 1) * chunk)); });
 }
 
-void round_bf16(const float* x, float* y, long n) {
-  static const bool vector = cpu_has_bf16();
-  over_chunks(n, [&](long i0, long i1) {
-#if defined(__x86_64__)
-    if (vector) {
-      for (long j = i0; j < i1; j += 16) round16_bf16(x + j, y + j, (int)std::min(16L, i1 - j));
-      return;
-    }
-#endif
-    for (long j = i0; j < i1; j++) y[j] = from_bf16(to_bf16(x[j]));
-  });
-}
-
-void round_bf16_span(float* x, long n) {
+// y = x rounded, over [0, n) on the calling thread (y may be x).
+static void round_span(const float* x, float* y, long n) {
   static const bool vector = cpu_has_bf16();
 #if defined(__x86_64__)
   if (vector) {
-    for (long j = 0; j < n; j += 16) round16_bf16(x + j, x + j, (int)std::min(16L, n - j));
+    for (long j = 0; j < n; j += 16) round16_bf16(x + j, y + j, (int)std::min(16L, n - j));
     return;
   }
 #endif
-  for (long j = 0; j < n; j++) x[j] = from_bf16(to_bf16(x[j]));
+  for (long j = 0; j < n; j++) y[j] = from_bf16(to_bf16(x[j]));
 }
+
+void round_bf16(const float* x, float* y, long n) {
+  over_chunks(n, [&](long i0, long i1) { round_span(x + i0, y + i0, i1 - i0); });
+}
+
+void round_bf16_span(float* x, long n) { round_span(x, x, n); }
 
 void to_bf16_bits(const float* x, uint16_t* y, long n) {
   static const bool vector = cpu_has_bf16();
