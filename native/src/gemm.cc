@@ -14,7 +14,6 @@ namespace pastiche {
 
 namespace {
 
-
 void micro_kernel_portable(int k, const float* a, const float* b, float* acc) {
   float t[MR][NR] = {};
   for (int p = 0; p < k; p++) {
@@ -118,7 +117,7 @@ __attribute__((target("avx512f"))) void micro_kernel_avx512_16(int k, const floa
   for (int p = 0; p < k; p++) {
     // Prefetched as micro_kernel_avx512 does: here A is Winograd's U at VGG19's conv5 (512
     // channels, 38 MB a layer, 16 columns of tiles at 14x14), which the hardware prefetcher alone
-    // left this kernel waiting on (conv5_x 2.7-2.9 -> 2.1-2.2 ms, one thread 4.0-4.2 -> 2.6).
+    // left this kernel waiting on (conv5_x 2.7-2.9 -> 1.75-2.2 ms, one thread 4.0-4.8 -> 2.7).
     if ((p & 7) == 0)
       for (int l = 0; l < 3; l++) _mm_prefetch(reinterpret_cast<const char*>(a + p * MR + 768 + 16 * l), _MM_HINT_T0);
     const __m512 x = _mm512_loadu_ps(b + p * NR);
