@@ -95,16 +95,7 @@ __attribute__((target("avx512f"))) void micro_kernel_avx512(int k, const float* 
       acc[i][1] = _mm512_fmadd_ps(ai, x1, acc[i][1]);
     }
   }
-  for (int i = 0; i < R; i++) {
-    float* ci = c + (size_t)i * ldc;
-    if (add) {
-      _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]));
-      _mm512_storeu_ps(ci + 16, _mm512_add_ps(_mm512_loadu_ps(ci + 16), acc[i][1]));
-    } else {
-      _mm512_storeu_ps(ci, acc[i][0]);
-      _mm512_storeu_ps(ci + 16, acc[i][1]);
-    }
-  }
+  store_tile32<R>(acc, c, ldc, add);
 }
 
 // R x 16 of C from one A panel and one B panel: the last odd panel of a GEMM's columns (Winograd's

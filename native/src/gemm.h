@@ -5,6 +5,10 @@
 #include <cstdint>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace pastiche {
 
 constexpr int MR = 6;   // rows of C per micro-kernel call
@@ -80,6 +84,24 @@ void round_bf16(const float* x, float* y, long n);
 void round_bf16_span(float* x, long n);
 // y = the bf16 bits of x (the fully connected layers' weights under --precision bf16: half the bytes).
 void to_bf16_bits(const float* x, uint16_t* y, long n);
+
+#if defined(__x86_64__)
+// R rows of a 32-column tile of C (row stride ldc) from the AVX-512 kernels' two accumulators per
+// row, fp32 and bf16 alike: C += acc when `add`, else C = acc.
+template <int R>
+__attribute__((target("avx512f"))) inline void store_tile32(const __m512 (&acc)[R][2], float* c, int ldc, bool add) {
+  for (int i = 0; i < R; i++) {
+    float* ci = c + (size_t)i * ldc;
+    if (add) {
+      _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]));
+      _mm512_storeu_ps(ci + 16, _mm512_add_ps(_mm512_loadu_ps(ci + 16), acc[i][1]));
+    } else {
+      _mm512_storeu_ps(ci, acc[i][0]);
+      _mm512_storeu_ps(ci + 16, acc[i][1]);
+    }
+  }
+}
+#endif
 
 // One MR x NR tile: acc = sum_p a[p*MR + i] * b[p*NR + j]; then C (row stride ldc) += acc over
 // the valid mr x nr corner, or = acc when !add.

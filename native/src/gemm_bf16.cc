@@ -40,16 +40,7 @@ __attribute__((target("avx512f,avx512bf16"))) void kernel_bf16(int kp, const uin
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, x1);
     }
   }
-  for (int i = 0; i < R; i++) {
-    float* ci = c + (size_t)i * ldc;
-    if (add) {
-      _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]));
-      _mm512_storeu_ps(ci + 16, _mm512_add_ps(_mm512_loadu_ps(ci + 16), acc[i][1]));
-    } else {
-      _mm512_storeu_ps(ci, acc[i][0]);
-      _mm512_storeu_ps(ci + 16, acc[i][1]);
-    }
-  }
+  store_tile32<R>(acc, c, ldc, add);
 }
 
 // MR x 16 into a tile buffer (row stride NR): the last panel of columns and partial corners.

@@ -164,7 +164,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     const native = cpu.find((b): b is NativeBackend => b.name === 'native');
     if (limits && peak && native) {
       stage('layers: Winograd stages');
-      report.winogradStages = winogradStages(weights, 224, native, peak, limits, o.repeat, o.warmup);
+      report.winogradStages = winogradStages(weights, profile.size, native, peak, limits, o.repeat, o.warmup);
     }
     const size = o.styleSizes[0]!;
     report.styleLayers = await profileStyleIteration(weights, cpu, size, o.repeat, o.warmup, each(`style iteration ${size} layers`));

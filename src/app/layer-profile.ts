@@ -48,15 +48,13 @@ export interface LayerProfile {
  */
 export function rowWork(weights: Vgg19Weights, size: number, backend: Backend): Record<string, RowWork> {
   const out: Record<string, RowWork> = {};
-  let input: readonly number[] = [1, 3, size, size];
   for (const c of vgg19LayerCosts(weights, size)) {
     const p = weights.layers.get(c.name);
-    const output = [1, ...c.output];
+    const [input, output] = [[1, ...c.input], [1, ...c.output]];
     const count = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
     if (p?.kind === 'conv') out[c.name] = backend.conv2dWork(input, p.w.shape, { pad: p.pad, stride: p.stride });
     else if (p?.kind === 'fc') out[c.name] = { algorithm: 'matrix-vector', flops: 2 * p.w.size, bytes: 4 * (p.w.size + p.b.size + count(input) + count(output)) };
     else if (c.kind !== 'relu') out[c.name] = { algorithm: c.kind, flops: 0, bytes: 4 * (count(input) + count(output)) };
-    input = output;
   }
   return out;
 }
@@ -142,14 +140,12 @@ const backwardRow = (name: string) => `${name} backward`;
  */
 function backwardWork(weights: Vgg19Weights, size: number, backend: Backend, until: string): Record<string, RowWork> {
   const out: Record<string, RowWork> = {};
-  let input: readonly number[] = [1, 3, size, size];
   const count = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
   for (const c of vgg19LayerCosts(weights, size)) {
     const p = weights.layers.get(c.name);
-    const output = [1, ...c.output];
+    const [input, output] = [[1, ...c.input], [1, ...c.output]];
     if (p?.kind === 'conv') out[backwardRow(c.name)] = backend.conv2dWork(input, p.w.shape, { pad: p.pad, stride: p.stride }, 'backward-data');
     else out[backwardRow(c.name)] = { algorithm: `${c.kind} backward`, flops: 0, bytes: 4 * (2 * count(input) + count(output)) };
-    input = output;
     if (c.name === until) break;
   }
   return out;
@@ -179,7 +175,7 @@ export async function profileStyleIteration(
   // A backward step's output is the gradient to its layer's input.
   for (let i = upTo; i >= 0; i--) {
     const c = costs[i]!;
-    backwardRows.push({ name: backwardRow(c.name), label: backwardRow(c.name), output: i > 0 ? costs[i - 1]!.output : [3, size, size], gflop: c.flops / 1e9 });
+    backwardRows.push({ name: backwardRow(c.name), label: backwardRow(c.name), output: c.input, gflop: c.flops / 1e9 });
   }
   const x = randomImage(size);
   const samples = backends.map(() => new Map<string, number[]>());

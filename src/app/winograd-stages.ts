@@ -34,12 +34,10 @@ export interface WinogradStageProfile {
 export function winogradStages(weights: Vgg19Weights, size: number, backend: NativeBackend, peak: number, limits: MachineLimits, repeat: number, warmup: number): WinogradStageProfile {
   const bandwidth = Math.max(limits.readGBs, limits.triadGBs);
   const rows: StageRow[] = [];
-  let input: readonly number[] = [1, 3, size, size];
   for (const c of vgg19LayerCosts(weights, size)) {
     const p = weights.layers.get(c.name);
-    const shape = input;
-    input = [1, ...c.output];
     if (p?.kind !== 'conv') continue;
+    const shape = [1, ...c.input];
     const params = { pad: p.pad, stride: p.stride };
     const work = backend.conv2dWork(shape, p.w.shape, params);
     if (!work.algorithm.startsWith('winograd')) continue;

@@ -6,7 +6,8 @@ import { VGG19_LAYERS, type LayerKind } from './vgg19-table.js';
 export interface LayerCost {
   readonly name: string;
   readonly kind: LayerKind;
-  /** [C, H, W] for image layers, [D] after the flatten. */
+  /** [C, H, W] for image layers, [D] after the flatten: what the layer reads and writes. */
+  readonly input: readonly number[];
   readonly output: readonly number[];
   /** 2 x multiply-adds (a convolution counted as a direct one). */
   readonly flops: number;
@@ -17,6 +18,7 @@ export function vgg19LayerCosts(weights: Vgg19Weights, size: number): LayerCost[
   let shape = [3, size, size];
   for (const spec of VGG19_LAYERS) {
     const p = weights.layers.get(spec.name);
+    const input = shape;
     let flops = 0;
     if (p?.kind === 'conv') {
       const [cin, k, , cout] = p.w.shape as [number, number, number, number];
@@ -30,7 +32,7 @@ export function vgg19LayerCosts(weights: Vgg19Weights, size: number): LayerCost[
     } else if (spec.kind === 'flatten') {
       shape = [shape.reduce((a, b) => a * b, 1)];
     }
-    out.push({ name: spec.name, kind: spec.kind, output: shape, flops });
+    out.push({ name: spec.name, kind: spec.kind, input, output: shape, flops });
   }
   return out;
 }

@@ -27,12 +27,12 @@ function padInput(x: Float32Array, g: ConvGeometry, pad: number, padding: ConvPa
   const hp = g.h + 2 * pad;
   const wp = g.w + 2 * pad;
   const out = new Float32Array(g.n * g.cin * hp * wp);
+  const [sh, sw] = [g.h / up, g.w / up]; // the stored plane
   for (let n = 0; n < g.n; n++)
     for (let c = 0; c < g.cin; c++)
       for (let h = 0; h < hp; h++)
         for (let w = 0; w < wp; w++) {
           const [ih, iw] = padding === 'reflect' ? [reflect(h - pad, g.h), reflect(w - pad, g.w)] : [h - pad, w - pad];
-          const [sh, sw] = [g.h / up, g.w / up]; // the stored plane
           if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) out[((n * g.cin + c) * hp + h) * wp + w] = x[((n * g.cin + c) * sh + Math.floor(ih / up)) * sw + Math.floor(iw / up)]!;
         }
   return { data: out, hp, wp };

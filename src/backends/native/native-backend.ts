@@ -219,7 +219,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       const up = p.upsample ?? 1;
       const large = useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout);
       const tile = large ? 0 : winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo);
-      if ((reflect && !large && !tile) || (up > 1 && !tile)) return conv2dInSteps(be, x, w, b, p, relu);
+      if ((reflect && !large && !tile) || (up > 1 && !tile)) return conv2dInSteps(be, x, w0, b, p, relu);
       const y = Tensor.uninitialized([g.n, g.cout, g.ho, g.wo]);
       if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin) && !reflect && up === 1) {
         ad.conv2dSmallCin(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, b.data, relu, y.data);
