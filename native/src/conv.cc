@@ -20,7 +20,7 @@ namespace pastiche {
 namespace {
 
 constexpr size_t MAX_COLS = (size_t)1 << 22;  // floats in the column buffer (16 MiB)
-std::vector<float> g_cols;
+HugeScratch g_cols;
 
 struct Geometry {
   int cin, h, w, k, pad, stride, ho, wo;
@@ -200,8 +200,7 @@ int positions_per_chunk(const Geometry& g) {
 }
 
 float* cols_buffer(size_t size) {
-  if (g_cols.size() < size) g_cols.resize(size);
-  return g_cols.data();
+  return g_cols.get<float>(size);
 }
 
 }  // namespace

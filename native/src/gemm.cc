@@ -1,8 +1,13 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "threadpool.h"
 
@@ -11,6 +16,34 @@
 #endif
 
 namespace pastiche {
+
+namespace {
+constexpr size_t kHugePage = (size_t)2 << 20;
+}
+
+void* HugeScratch::bytes(size_t n) {
+  if (n <= size_) return data_;
+  const size_t rounded = (n + kHugePage - 1) / kHugePage * kHugePage;
+  std::free(data_);
+  data_ = std::aligned_alloc(kHugePage, rounded);
+  if (!data_) std::abort();  // as std::vector does without exceptions (the addon is built without them)
+  advise_huge(data_, rounded);  // before the first touch
+  size_ = rounded;
+  return data_;
+}
+
+void advise_huge(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const uintptr_t lo = ((uintptr_t)p + kHugePage - 1) / kHugePage * kHugePage;
+  const uintptr_t hi = ((uintptr_t)p + bytes) / kHugePage * kHugePage;
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // a hint: ignored where THP is off
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+HugeScratch::~HugeScratch() { std::free(data_); }
 
 namespace {
 

@@ -26,6 +26,29 @@ inline int k_slice(int k) {
 // The same rounded up to even, for the bf16 GEMM: its pairs along K never straddle two slices.
 inline int k_slice_bf16(int k) { return (k_slice(k) + 1) / 2 * 2; }
 
+// A scratch buffer that grows and is kept, in 2 MiB pages where the kernel allows (transparent huge
+// pages in "madvise" mode, as Debian and Ubuntu ship): Winograd's V and M are megabytes written
+// and read in 36-64 planes at once, and with 4 KiB pages nearly every tile panel of every plane is
+// a TLB miss (the input transform took twice as long: `bench --sections layers`' stage table).
+class HugeScratch {
+ public:
+  template <class T>
+  T* get(size_t count) { return static_cast<T*>(bytes(count * sizeof(T))); }
+  HugeScratch() = default;
+  HugeScratch(const HugeScratch&) = delete;
+  HugeScratch& operator=(const HugeScratch&) = delete;
+  ~HugeScratch();
+
+ private:
+  void* bytes(size_t n);
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Asks for huge pages for the 2 MiB-aligned part of [p, p + bytes) that is not yet touched (an
+// array the addon fills: Winograd's transformed weights, streamed by every GEMM).
+void advise_huge(void* p, size_t bytes);
+
 enum class Isa { Portable, Avx2, Avx512 };
 Isa active_isa();
 bool cpu_has_avx2();
@@ -151,18 +174,19 @@ void gemm_blocked(int m, int n, int k, Operand a, Operand b, float* c, int ldc, 
     return;
   }
   const int kslice = P::slice(k);
-  thread_local std::vector<typename P::T> pa, pb;
+  thread_local std::vector<typename P::T> pa;
+  thread_local HugeScratch pb_scratch;  // 4 MiB, its panels read by every micro-kernel call
   if (pa.size() < (size_t)MC * (KC + 2)) pa.resize((size_t)MC * (KC + 2));
-  if (pb.size() < (size_t)(KC + 2) * (NC + NR)) pb.resize((size_t)(KC + 2) * (NC + NR));
+  typename P::T* const pb = pb_scratch.get<typename P::T>((size_t)(KC + 2) * (NC + NR));
   for (int jc = 0; jc < n; jc += NC) {
     const int nc = n - jc < NC ? n - jc : NC;
     for (int pc = 0; pc < k; pc += kslice) {
       const int kc = k - pc < kslice ? k - pc : kslice, depth = P::depth(kc);
-      P::pack_b(b, pc, kc, jc, nc, pb.data());
+      P::pack_b(b, pc, kc, jc, nc, pb);
       for (int ic = 0; ic < m; ic += MC) {
         const int mc = m - ic < MC ? m - ic : MC;
         P::pack_a(a, ic, mc, pc, kc, pa.data());
-        P::gemm(kc, pa.data(), (size_t)MR * depth, mc, pb.data(), (size_t)NR * depth, nc, c + (size_t)ic * ldc + jc, ldc,
+        P::gemm(kc, pa.data(), (size_t)MR * depth, mc, pb, (size_t)NR * depth, nc, c + (size_t)ic * ldc + jc, ldc,
                 accumulate || pc > 0);
       }
     }

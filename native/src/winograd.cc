@@ -53,7 +53,7 @@ inline void g_transform(int m, const float* g, int stride, float* u) {
 }
 
 // Scratch reused across calls: no allocation once warmed up.
-std::vector<float> g_vp, g_m;
+HugeScratch g_vp, g_m;
 
 }  // namespace
 
@@ -69,6 +69,7 @@ void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, 
   const int coutp = round_up(cout, MR);
   const int t = m + 2, planes = t * t;
   const size_t up_stride = plane_stride((size_t)coutp * cin);
+  advise_huge(up, winograd_weights_size(cin, cout, m) * sizeof(float));
   ThreadPool::instance().parallel_for(coutp / MR, [&](int panel, int) {
     for (int ci = 0; ci < cin; ci++) {
       for (int r = 0; r < MR; r++) {
@@ -119,10 +120,8 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
   const int budget_tiles = (int)(budget / (4.0 * planes * (cin + coutp)));
   const int tb = std::max(NR, std::min(round_up(tiles, NR), budget_tiles / NR * NR));
   const size_t vp_stride = plane_stride((size_t)tb * cin), m_stride = plane_stride((size_t)coutp * tb);
-  if (g_vp.size() < planes * vp_stride) g_vp.resize(planes * vp_stride);
-  if (g_m.size() < planes * m_stride) g_m.resize(planes * m_stride);
-  float* vp = g_vp.data();
-  float* mb = g_m.data();
+  float* vp = g_vp.get<float>(planes * vp_stride);
+  float* mb = g_m.get<float>(planes * m_stride);
 
   for (int img = 0; img < n; img++) {
     // The planes as stored: h x w, or their size before the nearest upsampling read into xpad.

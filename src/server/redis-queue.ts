@@ -63,15 +63,24 @@ export function redisConnection(url: string, o: { failFast?: boolean; onError?: 
   return r;
 }
 
-/** A fail-fast connection once it is ready; a one-line error (and nothing left running) if Redis does not answer. */
+/** Errors that say no Redis is there, rather than one slow to answer: not worth waiting out the timeout. */
+const NOBODY_THERE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+/**
+ * A fail-fast connection once it is ready; a one-line error (and nothing left running) if Redis
+ * refuses the connection (at once) or does not answer within `timeoutMs`.
+ */
 export async function connected(url: string, timeoutMs = 5000): Promise<Redis> {
-  const redis = redisConnection(url, { failFast: true });
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let refused: (() => void) | undefined;
+  const redis = redisConnection(url, { failFast: true, onError: (e) => NOBODY_THERE.has((e as NodeJS.ErrnoException).code ?? '') && refused?.() });
   try {
     await Promise.race([
       new Promise<void>((resolve) => redis.once('ready', () => resolve())),
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new PasticheError(`cannot reach Redis at ${url} (start redis-server, or check --redis)`)), timeoutMs);
+        const fail = () => reject(new PasticheError(`cannot reach Redis at ${url} (start redis-server, or check --redis)`));
+        refused = fail;
+        timer = setTimeout(fail, timeoutMs);
       }),
     ]);
     return redis;
