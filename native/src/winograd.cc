@@ -207,6 +207,12 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
         const float* mask_c = mask ? mask + img_off + (size_t)co * ho * wo : nullptr;
         alignas(32) float o[36 * 8];
         for (int t = 0; t < nt; t += 8) {
+          // The next 16 tiles' cache line in every plane: 36-64 streams at once are more than the
+          // hardware prefetchers follow. Output stage 1.7 -> 1.5 ms at 64 channels 224 px, 0.76 ->
+          // 0.57 at 256 x 56, 0.57 -> 0.48 at 512 x 28 (stage timers, 1, 2, 3 and 4 lines ahead
+          // tried: one was best).
+          if (t % 16 == 0 && t + 16 < nt)
+            for (int xi = 0; xi < planes; xi++) __builtin_prefetch(mb + xi * m_stride + (size_t)co * tb + t + 16, 0, 3);
           (m == 4 ? transforms.output8 : transforms.output8_f6)(mb + (size_t)co * tb + t, m_stride, bv, relu, o);
           const int tile0 = t0 + t, oy0 = (tile0 / tw) * m, ox0 = (tile0 % tw) * m;
           if (t + 8 <= nt && tile0 % tw + 8 <= tw && ox0 + 8 * m <= wo) {  // 8 whole tiles side by side
