@@ -26,10 +26,11 @@ inline int k_slice(int k) {
 // The same rounded up to even, for the bf16 GEMM: its pairs along K never straddle two slices.
 inline int k_slice_bf16(int k) { return (k_slice(k) + 1) / 2 * 2; }
 
-// A scratch buffer that grows and is kept, in 2 MiB pages where the kernel allows (transparent huge
-// pages in "madvise" mode, as Debian and Ubuntu ship): Winograd's V and M are megabytes written
-// and read in 36-64 planes at once, and with 4 KiB pages nearly every tile panel of every plane is
-// a TLB miss (the input transform took twice as long: `bench --sections layers`' stage table).
+// A scratch buffer that grows and is kept, in 2 MiB pages where the kernel allows (transparent
+// huge pages in "madvise" mode, as on these VMs; "always" gives them anyway): Winograd's V and M
+// are megabytes written and read in 36-64 planes at once, and with 4 KiB pages nearly every tile
+// panel of every plane is a TLB miss (the input transform took twice as long: `bench --sections
+// layers`' stage table).
 class HugeScratch {
  public:
   template <class T>
