@@ -612,14 +612,6 @@ void channels_last(const float* x, int n, int c, int hw, float* y) {
   }
 }
 
-// Element-wise passes are memory-bound; large ones are split over the threads.
-template <class F>
-static void for_chunks(long size, F f) {
-  const long chunk = 1 << 18;
-  const int n = (int)((size + chunk - 1) / chunk);
-  ThreadPool::instance().parallel_for(n, [&](int c, int) { f((long)c * chunk, std::min(size, (long)(c + 1) * chunk)); });
-}
-
 void relu(const float* x, float* y, long size) {
   auto span = simd_kernels().relu_span;
   for_chunks(size, [&](long i0, long i1) { span(x + i0, y + i0, i1 - i0); });

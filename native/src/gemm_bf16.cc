@@ -127,15 +127,6 @@ float from_bf16(uint16_t h) {
   return f;
 }
 
-// Memory-bound: large arrays in one contiguous chunk per thread; f(i0, i1) does one chunk.
-template <class F>
-static void over_chunks(long n, F f) {
-  ThreadPool& pool = ThreadPool::instance();
-  const int t = n < (1L << 16) ? 1 : pool.threads();
-  const long chunk = ((n + t - 1) / t + 15) / 16 * 16;
-  pool.parallel_for(t, [&](int i, int) { f(i * chunk, std::min(n, (i + 1) * chunk)); });
-}
-
 // y = x rounded, over [0, n) on the calling thread (y may be x).
 static void round_span(const float* x, float* y, long n) {
   static const bool vector = cpu_has_bf16();
@@ -149,14 +140,14 @@ static void round_span(const float* x, float* y, long n) {
 }
 
 void round_bf16(const float* x, float* y, long n) {
-  over_chunks(n, [&](long i0, long i1) { round_span(x + i0, y + i0, i1 - i0); });
+  for_chunks(n, [&](long i0, long i1) { round_span(x + i0, y + i0, i1 - i0); });
 }
 
 void round_bf16_span(float* x, long n) { round_span(x, x, n); }
 
 void to_bf16_bits(const float* x, uint16_t* y, long n) {
   static const bool vector = cpu_has_bf16();
-  over_chunks(n, [&](long i0, long i1) {
+  for_chunks(n, [&](long i0, long i1) {
 #if defined(__x86_64__)
     if (vector) {
       for (long j = i0; j < i1; j += 16) bits16_bf16(x + j, y + j, (int)std::min(16L, i1 - j));

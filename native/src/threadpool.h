@@ -37,4 +37,13 @@ class ThreadPool {
   bool stopping_ = false;
 };
 
+// Element-wise passes are memory-bound: f(i0, i1) over [0, size) in chunks of 256 Ki elements (a
+// multiple of every vector width), large passes split over the threads.
+template <class F>
+void for_chunks(long size, F f) {
+  const long chunk = 1 << 18;
+  const int n = (int)((size + chunk - 1) / chunk);
+  ThreadPool::instance().parallel_for(n, [&](int c, int) { f((long)c * chunk, (long)(c + 1) * chunk < size ? (long)(c + 1) * chunk : size); });
+}
+
 }  // namespace pastiche
