@@ -117,6 +117,20 @@ function atPrecision(raw: NativeAddon, precision: NativePrecision): NativeAddon 
   });
 }
 
+/**
+ * `make(w)` computed once per weight array and kept while the array lives: the Backend contract
+ * says weights are not modified in place, so a derived copy (rounded, transformed, rotated) stays
+ * valid. Keyed by the array: a reshaped view of the same data shares its copy.
+ */
+function perWeights<T>(make: (w: Tensor) => T): (w: Tensor) => T {
+  const cache = new WeakMap<Float32Array, T>();
+  return (w) => {
+    let r = cache.get(w.data);
+    if (r === undefined) cache.set(w.data, (r = make(w)));
+    return r;
+  };
+}
+
 export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrecision = 'fp32'): NativeBackend {
   const addon = atPrecision(rawAddon, precision);
   // --precision bf16: the operands of every product (convolutions, fully connected layers, matmul)
@@ -132,42 +146,33 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
   const roundsConv = (cin: number) => bf16 && cin > 4;
   const fp32Addon = bf16 ? atPrecision(rawAddon, 'fp32') : addon;
   const convAddon = (cin: number) => (roundsConv(cin) ? addon : fp32Addon);
-  const roundedWeights = new WeakMap<Float32Array, Float32Array>();
-  const bitsOf = new WeakMap<Float32Array, Uint16Array>();
-  const bf16Bits = (w: Tensor): Uint16Array => {
-    let r = bitsOf.get(w.data);
-    if (!r) {
-      r = new Uint16Array(w.size);
-      addon.toBf16Bits(w.data, r);
-      bitsOf.set(w.data, r);
-    }
+  const bitsOf = perWeights((w) => {
+    const r = new Uint16Array(w.size);
+    addon.toBf16Bits(w.data, r);
     return r;
-  };
-  const weightsOf = (w: Tensor, on = bf16): Tensor => {
-    if (!on) return w;
-    let r = roundedWeights.get(w.data);
-    if (!r) {
-      r = new Float32Array(w.size);
-      addon.roundBf16(w.data, r);
-      roundedWeights.set(w.data, r);
-    }
-    return new Tensor(w.shape, r);
-  };
-  // Transformed weights, computed once per weight array (the Backend contract: weights are not
-  // modified in place), for the forward pass and for the gradient to the data.
-  // One cache per direction and tile.
-  const caches = new Map<string, WeakMap<Float32Array, Float32Array>>();
-  const winogradWeights = (w: Tensor, cin: number, cout: number, rotate: boolean, tile: WinogradTile): Float32Array => {
+  });
+  const roundedOf = perWeights((w) => {
+    const r = new Float32Array(w.size);
+    addon.roundBf16(w.data, r);
+    return r;
+  });
+  const weightsOf = (w: Tensor, on = bf16): Tensor => (on ? new Tensor(w.shape, roundedOf(w)) : w);
+  // Transformed weights for the forward pass and for the gradient to the data: one cache per
+  // direction and tile.
+  const transformed = new Map<string, (w: Tensor) => Float32Array>();
+  const winogradWeights = (w: Tensor, rotate: boolean, tile: WinogradTile): Float32Array => {
     const key = `${rotate}-${tile}`;
-    let cache = caches.get(key);
-    if (!cache) caches.set(key, (cache = new WeakMap()));
-    let u = cache.get(w.data);
-    if (!u) {
-      u = new Float32Array(rotate ? addon.winogradWeightsSize(cout, cin, tile) : addon.winogradWeightsSize(cin, cout, tile));
-      addon.winogradWeights(w.data, cin, cout, rotate, tile, u);
-      cache.set(w.data, u);
+    let of = transformed.get(key);
+    if (!of) {
+      of = perWeights((wt) => {
+        const [cin, , , cout] = wt.shape as [number, number, number, number];
+        const u = new Float32Array(rotate ? addon.winogradWeightsSize(cout, cin, tile) : addon.winogradWeightsSize(cin, cout, tile));
+        addon.winogradWeights(wt.data, cin, cout, rotate, tile, u);
+        return u;
+      });
+      transformed.set(key, of);
     }
-    return u;
+    return of(w);
   };
   // The gradient to the data is a convolution from cout to cin channels: Winograd needs both sides
   // wide enough (VGG19's gradient to the 3-channel image is faster as GEMM + col2im).
@@ -177,19 +182,15 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
   };
   // The gradient to the data as a direct convolution: dy correlated with the kernel turned by 180
   // degrees, Cin and Cout swapped ([Cout, K, K, Cin]), padding K - 1 - pad; cached per weight array.
-  const rotated = new WeakMap<Float32Array, Float32Array>();
-  const rotatedWeights = (w: Tensor, cin: number, k: number, cout: number): Float32Array => {
-    let r = rotated.get(w.data);
-    if (!r) {
-      r = new Float32Array(w.size);
-      for (let ci = 0; ci < cin; ci++)
-        for (let kh = 0; kh < k; kh++)
-          for (let kw = 0; kw < k; kw++)
-            for (let co = 0; co < cout; co++) r[((co * k + (k - 1 - kh)) * k + (k - 1 - kw)) * cin + ci] = w.data[((ci * k + kh) * k + kw) * cout + co]!;
-      rotated.set(w.data, r);
-    }
+  const rotatedWeights = perWeights((w) => {
+    const [cin, k, , cout] = w.shape as [number, number, number, number];
+    const r = new Float32Array(w.size);
+    for (let ci = 0; ci < cin; ci++)
+      for (let kh = 0; kh < k; kh++)
+        for (let kw = 0; kw < k; kw++)
+          for (let co = 0; co < cout; co++) r[((co * k + (k - 1 - kh)) * k + (k - 1 - kw)) * cin + ci] = w.data[((ci * k + kh) * k + kw) * cout + co]!;
     return r;
-  };
+  });
 
   const be: NativeBackend = {
     ...commonOps,
@@ -229,7 +230,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
         ad.conv2dDirect(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, reflect, b.data, relu, y.data);
         return y;
       }
-      const wino = tile ? winogradWeights(w, g.cin, g.cout, false, tile) : null;
+      const wino = tile ? winogradWeights(w, false, tile) : null;
       ad.conv2d(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, y.data, wino, tile || 4, reflect, up);
       return y;
     },
@@ -241,12 +242,12 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       const [w, ad] = [weightsOf(w0, roundsConv(g.cin)), convAddon(g.cin)];
       const dx = Tensor.uninitialized(xShape);
       if (useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout) && p.pad <= g.k - 1) {
-        ad.conv2dDirect(dy.data, g.n, g.cout, g.ho, g.wo, rotatedWeights(w, g.cin, g.k, g.cout), g.cin, g.k, g.k - 1 - p.pad, false, new Float32Array(g.cin), false, dx.data);
+        ad.conv2dDirect(dy.data, g.n, g.cout, g.ho, g.wo, rotatedWeights(w), g.cin, g.k, g.k - 1 - p.pad, false, new Float32Array(g.cin), false, dx.data);
         if (epilogue) applyEpilogue(dx, epilogue);
         return dx;
       }
       const tile = backwardDataTile(g, p);
-      const wino = tile ? winogradWeights(w, g.cin, g.cout, true, tile) : null;
+      const wino = tile ? winogradWeights(w, true, tile) : null;
       ad.conv2dBackwardData(dy.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, dx.data, wino, tile || 4,
         epilogue?.add?.data ?? null, epilogue?.reluMask?.data ?? null);
       return dx;
@@ -336,7 +337,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     linear(x: Tensor, w: Tensor, b: Tensor): Tensor {
       const { m, n, k } = linearGeometry(x, w, b);
       const y = Tensor.uninitialized([m, n]);
-      if (bf16) addon.linearBf16(x.data, m, k, bf16Bits(w), n, b.data, y.data);
+      if (bf16) addon.linearBf16(x.data, m, k, bitsOf(w), n, b.data, y.data);
       else addon.linear(x.data, m, k, w.data, n, b.data, y.data);
       return y;
     },
