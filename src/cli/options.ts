@@ -1,6 +1,7 @@
 /** Option parsers and up-front checks shared by the commands. */
 import { InvalidArgumentError, Option } from 'commander';
-import { BACKEND_NAMES, DEFAULT_BACKEND, noticeFallback, type Precision } from '../backends/index.js';
+import type { Backend } from '../backends/backend.js';
+import { BACKEND_NAMES, DEFAULT_BACKEND, noticeFallback, openBackend, type Precision } from '../backends/index.js';
 import { reducedPrecisionBackend } from '../app/check.js';
 import { checkReadableFile, checkWritableFile } from '../util/file-checks.js';
 import { WEIGHTS_FILE_NAME } from '../weights/weights-source.js';
@@ -64,12 +65,17 @@ export const precisionOption = () =>
  * The backend named on the command line, else the one a reduced precision runs on (fp16: webgpu,
  * bf16: native), else the default (saying once if native is missing).
  */
-export function chooseBackend(name: string | undefined, precision: Precision = 'fp32'): string {
+function chooseBackend(name: string | undefined, precision: Precision): string {
   if (name) return name;
   const reduced = reducedPrecisionBackend(precision);
   if (reduced) return reduced;
   noticeFallback();
   return DEFAULT_BACKEND;
+}
+
+/** The backend for -b and --precision (chooseBackend), opened at that precision. */
+export function openChosenBackend(name: string | undefined, precision: Precision = 'fp32'): Promise<Backend> {
+  return openBackend(chooseBackend(name, precision), { precision });
 }
 
 /** --port and --host of the commands that serve (web, serve). */

@@ -4,10 +4,10 @@ import type { Command } from 'commander';
 import { parseDump, runClassify } from '../../app/classify.js';
 import { loadModel } from '../../app/load-model.js';
 import type { OnProgress } from '../../app/progress.js';
-import { backendLabel, openBackend, type Precision } from '../../backends/index.js';
+import { backendLabel, type Precision } from '../../backends/index.js';
 import { progressBar, withStatus, type Progress as Bar } from '../../util/progress.js';
 import { formatClassification } from '../format.js';
-import { backendOption, chooseBackend, positiveInt, precisionOption, weightsOption } from '../options.js';
+import { backendOption, openChosenBackend, positiveInt, precisionOption, weightsOption } from '../options.js';
 
 export function registerClassify(program: Command): void {
   program
@@ -23,7 +23,7 @@ export function registerClassify(program: Command): void {
     .option('-q, --quiet', 'no progress bar or timing summary')
     .action(async (images: string[], opts: { weights?: string; top: number; json?: boolean; backend?: string; precision: Precision; dump?: string[]; quiet?: boolean }) => {
       const dumps = (opts.dump ?? []).map(parseDump);
-      const backend = await openBackend(chooseBackend(opts.backend, opts.precision), { precision: opts.precision });
+      const backend = await openChosenBackend(opts.backend, opts.precision);
       let bar: Bar | undefined;
       // The 'layer' events of each image's pass drive a bar of its own.
       const render: OnProgress = (p) => {

@@ -8,11 +8,11 @@ import { checkFastStylizeFiles, runFastStylize } from '../../app/fast-stylize.js
 import { PasticheError } from '../../errors.js';
 import { loadTransformerModel } from '../../weights/transformer-file.js';
 import { PRESET_NAMES, parseStylizeSettings, type StylizeFields } from '../../app/stylize-request.js';
-import { openBackend, type Precision } from '../../backends/index.js';
+import type { Precision } from '../../backends/index.js';
 import { progressBar, withStatus } from '../../util/progress.js';
 import { loadWeightsFile } from '../../app/load-model.js';
 import { resolveWeightsFile } from '../../weights/weights-source.js';
-import { backendOption, chooseBackend, positiveInt, precisionOption, weightsOption } from '../options.js';
+import { backendOption, openChosenBackend, positiveInt, precisionOption, weightsOption } from '../options.js';
 
 /** A request field as its flag: styleWeight -> --style-weight. */
 const flagName = (field: string) => `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
@@ -61,7 +61,7 @@ export function registerStylize(program: Command): void {
     // unwritable output never costs a whole run; a missing GPU is said before the weights are read.
     const settings = parseStylizeSettings(o, styles.length, flagName);
     checkStylizeFiles({ content, styles, output: o.output, init: settings.init, saveEvery: o.saveEvery, logJson: o.logJson });
-    const backend = await openBackend(chooseBackend(o.backend, o.precision), { precision: o.precision });
+    const backend = await openChosenBackend(o.backend, o.precision);
     const weightsFile = resolveWeightsFile(o.weights);
     const weights = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadWeightsFile(weightsFile, (m) => process.stderr.write(`pastiche: warning: ${m}\n`)));
     const scales = (settings.scales ?? []).length + 1;
@@ -120,7 +120,7 @@ async function stylizeWithModel(inputs: string[], model: string, o: StylizeField
   const tile = o.tile === undefined ? undefined : positiveInt('--tile')(String(o.tile));
   if (tile !== undefined && tile % 4 !== 0) throw new PasticheError(`--tile must be a multiple of 4 for a style network (its strides' grid; got ${tile})`);
   const maxMemory = o.maxMemory === undefined ? undefined : parseStylizeSettings({ maxMemory: o.maxMemory }, 1, flagName).maxMemory;
-  const backend = await openBackend(chooseBackend(o.backend, o.precision), { precision: o.precision });
+  const backend = await openChosenBackend(o.backend, o.precision);
   const weights = await withStatus(`loading ${model}`, o.quiet, () => loadTransformerModel(model));
   // After the model (a few MB, read in a moment): a bad model leaves no empty output folder behind.
   checkFastStylizeFiles(inputs, o.output);

@@ -5,10 +5,10 @@ import { abortOnSignals } from '../../app/signals.js';
 import { loadWeightsFile } from '../../app/load-model.js';
 import { parseTrainSettings, TRAIN_PRESET_NAMES, vggBlockWidths, type TrainFields } from '../../app/train-request.js';
 import { checkpointName, checkResumable, checkTrainFiles, listContentImages, loadTrainStart, runTrainStyle, settingsRecord } from '../../app/train-style-job.js';
-import { openBackend, type Precision } from '../../backends/index.js';
+import type { Precision } from '../../backends/index.js';
 import { progressBar, withStatus } from '../../util/progress.js';
 import { resolveWeightsFile } from '../../weights/weights-source.js';
-import { backendOption, chooseBackend, positiveInt, precisionOption, weightsOption } from '../options.js';
+import { backendOption, openChosenBackend, positiveInt, precisionOption, weightsOption } from '../options.js';
 
 const flagName = (field: string) => (field === 'shuffle' ? '--no-shuffle' : `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
 
@@ -56,7 +56,7 @@ export function registerTrainStyle(program: Command): void {
     const checkpoint = o.checkpoint ?? checkpointName(o.output);
     checkTrainFiles({ style, output: o.output, checkpoint, logJson: o.logJson, preview: o.preview });
     const start = await loadTrainStart(o);
-    const backend = await openBackend(chooseBackend(o.backend, o.precision), { precision: o.precision });
+    const backend = await openChosenBackend(o.backend, o.precision);
     const weightsFile = resolveWeightsFile(o.weights);
     const vgg = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadWeightsFile(weightsFile, (m) => process.stderr.write(`pastiche: warning: ${m}\n`)));
     // The presets' style layer weights depend on the loss network's widths.
