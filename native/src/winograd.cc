@@ -103,6 +103,7 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
                       int upsample) {
   ThreadPool& pool = ThreadPool::instance();
   const WinogradTransforms& transforms = active_isa() != Isa::Portable ? avx2::winograd : portable::winograd;
+  const auto input8 = m == 4 ? transforms.input8 : transforms.input8_f6;
   const bool bf16 = bf16_active();  // --precision bf16: the input rounded as its rows are copied; products in fp32
   const int t6 = m + 2, planes = t6 * t6;  // window side and transformed planes: 6 and 36, or 8 and 64
   const int ho = h + 2 * pad - 2, wo = w + 2 * pad - 2;
@@ -162,12 +163,8 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
           }
           const bool side_by_side = (t0 + t) % tw + 8 <= tw && t + 8 <= nt;
           float* dst = vp + (size_t)(t / NR) * NR * cin + (size_t)ci * NR;
-          if (!stream_v) {
-            (m == 4 ? transforms.input8 : transforms.input8_f6)(xpad.data(), wp, base, side_by_side, dst + t % NR, vp_stride);
-            continue;
-          }
-          (m == 4 ? transforms.input8 : transforms.input8_f6)(xpad.data(), wp, base, side_by_side, lines + t % NR, NR);
-          if (t % NR == NR - 8) transforms.stream16(lines, planes, dst, vp_stride);  // the panel is whole (ntp: a multiple of NR)
+          input8(xpad.data(), wp, base, side_by_side, (stream_v ? lines : dst) + t % NR, stream_v ? NR : vp_stride);
+          if (stream_v && t % NR == NR - 8) transforms.stream16(lines, planes, dst, vp_stride);  // the panel is whole (ntp: a multiple of NR)
         }
         // Non-temporal stores are weakly ordered: made visible before the GEMMs' threads read V.
         if (stream_v) std::atomic_thread_fence(std::memory_order_seq_cst);
