@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import { getBackend, nativeBackend, nativeUnavailable } from '../src/backends/index.js';
 import type { NativeIsa } from '../src/backends/native/native-addon.js';
 import { type ConvAlgorithm, winogradTile } from '../src/backends/native/native-backend.js';
+import type { Tensor } from '../src/tensor/tensor.js';
 import { CLI, TINY, assertClose, randomTensor } from './helpers.js';
 
 const loops = getBackend('loops');
@@ -40,6 +41,9 @@ if (native) {
     [[1, 6, 13, 11], 5, 3, 2, 2],
     [[2, 7, 5, 5], 1, 9, 0, 1],
     [[1, 64, 14, 14], 3, 64, 1, 1],
+    // A row of more than 8 tiles with a partial last group and odd sides: the 2x2 pool fused into
+    // Winograd's output stage stores 8 pooled tiles at once there, then the rest one by one.
+    [[1, 16, 11, 75], 3, 9, 1, 1],
     // The direct kernel for larger kernels with few channels on one side (the style network's 9x9
     // layers): partial channel blocks, rows of whole tiles plus tails, padding, and its backward.
     [[2, 3, 21, 37], 9, 5, 0, 1],
@@ -100,6 +104,13 @@ if (native) {
                 assertClose(native.conv2d(x, w, b, r), loops.conv2d(x, w, b, r), wino ? 1e-4 : 1e-5, `${what} forward, reflected border`);
                 const u = { ...r, upsample: 2 };
                 assertClose(native.conv2d(x, w, b, u), loops.conv2d(x, w, b, u), wino ? 1e-4 : 1e-5, `${what} forward, upsampled, reflected border`);
+              }
+              // The 2x2 max-pool fused into the convolution (Winograd's output stage; the other
+              // algorithms take the two steps), with and without the ReLU, floor-sized.
+              if (y.shape[2]! >= 2 && y.shape[3]! >= 2) {
+                const pool = { kernel: 2, stride: 2, pad: 0 };
+                const relu = i % 2 === 0;
+                assertClose(native.conv2dMaxPool(x, w, b, p, relu, pool), loops.conv2dMaxPool(x, w, b, p, relu, pool), wino ? 1e-4 : 1e-5, `${what} forward, ReLU ${relu}, 2x2 max-pool`);
               }
               const dy = randomTensor(y.shape, 400 + i);
               const winoBack = k === 3 && stride === 1 && pad <= 2 && algo !== 'im2col';
@@ -188,15 +199,21 @@ if (native) {
       const dy = randomTensor([1, c, s, s], 5);
       const e = { add: randomTensor([1, cout, s, s], 6), reluMask: randomTensor([1, cout, s, s], 7) };
       const p = { pad: 1, stride: 1 };
-      const run = (algo: ConvAlgorithm) => {
+      const run = (algo: ConvAlgorithm): [Tensor, Tensor] => {
         native.convAlgorithm = algo;
         return [native.conv2d(x, w, b, p, true), native.conv2dBackwardData(dy, wb, [1, cout, s, s], p, e)];
       };
       const [yi, dxi] = run('im2col');
+      const pool = { kernel: 2, stride: 2, pad: 0 };
       for (const algo of ['winograd', 'winograd6'] as const) {
         const [yw, dxw] = run(algo);
         assertClose(yw!, yi!, 1e-4, `${algo} ${c}->${cout} at ${s}: forward`);
         assertClose(dxw!, dxi!, 1e-4, `${algo} ${cout}<-${c} at ${s}: backward data with epilogue`);
+        // Pooled in the output stage: the very bits of pooling the unfused output.
+        assert.deepEqual(native.conv2dMaxPool(x, w, b, p, true, pool).data, native.maxPool2d(yw!, pool).data, `${algo} ${c}->${cout} at ${s}: fused max-pool`);
+        // Other windows are not fused: the two steps.
+        const wide = { kernel: 3, stride: 2, pad: 1 };
+        assert.deepEqual(native.conv2dMaxPool(x, w, b, p, true, wide).data, native.maxPool2d(yw!, wide).data, `${algo} ${c}->${cout} at ${s}: 3x3 max-pool`);
       }
       native.convAlgorithm = 'auto';
     }

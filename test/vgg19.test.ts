@@ -128,6 +128,27 @@ test('a captured convolution output is the raw one; its ReLU is fused only when 
   }
 });
 
+test('an inference pass runs each convolution, ReLU and max-pool nobody looks into as one op: the same numbers, no backward after it', () => {
+  for (const backend of availableBackends()) {
+    // 16-128 channels at 64 px: native's Winograd pools conv1_2 to conv3_4 in its output stage;
+    // conv4_4 at 8 px is below Winograd's size and takes the two steps.
+    const model = new Vgg19(randomVgg19Weights(4, 4), getBackend(backend));
+    const x = randomTensor([1, 3, 64, 64], 5, -60, 60);
+    const run = (inference: boolean) => {
+      const names: string[] = [];
+      const r = model.forward(x, { until: 'pool5', capture: ['relu3_1', 'pool2'], inference, onLayer: (_d, _n, name) => names.push(name) });
+      return { names, out: r.output.data.slice(), relu31: r.activations.get('relu3_1')!.data.slice(), pool2: r.activations.get('pool2')!.data.slice() };
+    };
+    const [fused, plain] = [run(true), run(false)];
+    assert.deepEqual(fused.names, plain.names, `${backend}: every layer reported`);
+    assert.deepEqual(fused.out, plain.out, `${backend}: pool5`);
+    assert.deepEqual(fused.relu31, plain.relu31, `${backend}: relu3_1`);
+    assert.deepEqual(fused.pool2, plain.pool2, `${backend}: pool2`);
+    run(true);
+    assert.throws(() => model.backward(new Map([['relu3_1', randomTensor([1, 64, 16, 16], 6)]])), /backward needs a forward pass without `inference`/);
+  }
+});
+
 test('unknown layer names are refused', () => {
   const model = new Vgg19(randomVgg19Weights(1, 64), getBackend('ts'));
   assert.throws(() => model.forward(randomTensor([1, 3, 32, 32], 1), { capture: ['conv9_9'] }), /unknown layer 'conv9_9'/);

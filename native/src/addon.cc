@@ -96,11 +96,13 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// conv2d(x, n, cin, h, w, wt, cout, k, pad, stride, bias, relu, y, wino|null, winoTile, reflect, upsample)
+// conv2d(x, n, cin, h, w, wt, cout, k, pad, stride, bias, relu, y, wino|null, winoTile, reflect, upsample, pool)
+// (pool: with wino only, y the 2x2 stride-2 max-pool of the output; the backend checks both)
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   Call call;
+  const bool pool = info.Length() > 17 && info[17].IsBoolean() && B(info, 17) && F(info, 13);
   conv2d(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7), I(info, 8),
-         I(info, 9), F(info, 10), B(info, 11), F(info, 12), F(info, 13), Tile(info, 14), B(info, 15), I(info, 16));
+         I(info, 9), F(info, 10), B(info, 11), F(info, 12), F(info, 13), Tile(info, 14), B(info, 15), I(info, 16), pool);
   return info.Env().Undefined();
 }
 

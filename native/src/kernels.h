@@ -9,9 +9,11 @@ namespace pastiche {
 // y = conv(x, w) + b, then ReLU if relu.
 // `wino` is the layer's transformed weights (winograd_weights for tile `wino_tile`) or null for
 // im2col + GEMM. Winograd only: `reflect`, the border mirrored instead of zero; `up`, the input
-// upsampled (nearest) by that factor first, h and w being the upsampled sizes.
+// upsampled (nearest) by that factor first, h and w being the upsampled sizes; `pool2x2`, y is the
+// output's 2x2 stride-2 max-pool (see conv3x3_winograd).
 void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad, int stride,
-            const float* bias, bool relu, float* y, const float* wino, int wino_tile, bool reflect, int up);
+            const float* bias, bool relu, float* y, const float* wino, int wino_tile, bool reflect, int up,
+            bool pool2x2 = false);
 // `wino` is the rotated transform (winograd_weights with rotate) or null for GEMM + col2im.
 // With `add` and/or `mask` (both shaped like dx, may be null): dx = (dx + add) * (mask > 0), the
 // backward of a ReLU (and of a gradient injected at its output) fused into this pass.
@@ -28,10 +30,11 @@ void add_and_mask_span(float* dst, const float* add, const float* mask, long n);
 
 // Optional epilogue per output element: + add[i], then ReLU (relu) or zero where mask[i] <= 0.
 // `reflect`: the border mirrored as ReflectionPad2d does (pad < h, w) instead of zero; `upsample`:
-// x is h / upsample x w / upsample, read as if upsampled (nearest) to h x w first.
+// x is h / upsample x w / upsample, read as if upsampled (nearest) to h x w first. `pool2x2`: y
+// receives the 2x2 stride-2 max-pool of the output (floor size) instead (no add or mask then).
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int m, int cout, int pad,
                       const float* bias, bool relu, float* y, const float* add = nullptr, const float* mask = nullptr,
-                      bool reflect = false, int upsample = 1);
+                      bool reflect = false, int upsample = 1, bool pool2x2 = false);
 // Floats needed for the transformed weights of a cin -> cout convolution.
 size_t winograd_weights_size(int cin, int cout, int m);
 // What conv3x3_winograd's calls since the last reset spent in each stage, for `bench`: seconds of

@@ -100,7 +100,7 @@ void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, 
 
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int m, int cout, int pad,
                       const float* bias, bool relu, float* y, const float* add, const float* mask, bool reflect,
-                      int upsample) {
+                      int upsample, bool pool2x2) {
   ThreadPool& pool = ThreadPool::instance();
   const WinogradTransforms& transforms = active_isa() != Isa::Portable ? avx2::winograd : portable::winograd;
   const auto input8 = m == 4 ? transforms.input8 : transforms.input8_f6;
@@ -108,6 +108,8 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
   const int t6 = m + 2, planes = t6 * t6;  // window side and transformed planes: 6 and 36, or 8 and 64
   const int ho = h + 2 * pad - 2, wo = w + 2 * pad - 2;
   const int th = (ho + m - 1) / m, tw = (wo + m - 1) / m, tiles = th * tw;
+  // `pool2x2`: y is the 2x2 max-pool of the output, hq x wq (floor), pooled tile by tile (m is even).
+  const int hq = pool2x2 ? ho / 2 : ho, wq = pool2x2 ? wo / 2 : wo;
   const int coutp = round_up(cout, MR);
   const size_t up_stride = plane_stride((size_t)coutp * cin);
   // Width of the zero-padded input rows every tile's window lies in.
@@ -129,7 +131,7 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
     // The planes as stored: h x w, or their size before the nearest upsampling read into xpad.
     const int hs = h / upsample, ws = w / upsample;
     const float* x_img = x + (size_t)img * cin * hs * ws;
-    float* y_img = y + (size_t)img * cout * ho * wo;
+    float* y_img = y + (size_t)img * cout * hq * wq;
     const size_t img_off = (size_t)img * cout * ho * wo;
     for (int t0 = 0; t0 < tiles; t0 += tb) {
       const int nt = std::min(tb, tiles - t0), ntp = round_up(nt, NR);
@@ -199,7 +201,7 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
       // Phase 3: Y = A^T M A (+ bias, ReLU), the valid part of each tile.
       pool.parallel_for(cout, [&](int co, int) {
         const float bv = bias ? bias[co] : 0.f;
-        float* out = y_img + (size_t)co * ho * wo;
+        float* out = y_img + (size_t)co * hq * wq;
         const float* add_c = add ? add + img_off + (size_t)co * ho * wo : nullptr;
         const float* mask_c = mask ? mask + img_off + (size_t)co * ho * wo : nullptr;
         alignas(32) float o[36 * 8];
@@ -211,7 +213,26 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
           if (t % 16 == 0 && t + 16 < nt)
             for (int xi = 0; xi < planes; xi++) __builtin_prefetch(mb + xi * m_stride + (size_t)co * tb + t + 16, 0, 3);
           (m == 4 ? transforms.output8 : transforms.output8_f6)(mb + (size_t)co * tb + t, m_stride, bv, relu, o);
-          const int tile0 = t0 + t, oy0 = (tile0 / tw) * m, ox0 = (tile0 % tw) * m;
+          const int tile0 = t0 + t;
+          if (pool2x2) {
+            // Each pooled tile is q x q at (oy / 2, ox / 2); the last tile row and column may hold
+            // fewer (or none) of the floor-sized picture's cells.
+            const int q = m / 2, qy0 = (tile0 / tw) * q, qx0 = (tile0 % tw) * q;
+            alignas(32) float pq[9 * 8];
+            transforms.pool8(o, m, pq);
+            if (t + 8 <= nt && tile0 % tw + 8 <= tw && qx0 + 8 * q <= wq && qy0 < hq) {
+              transforms.store8(pq, q, std::min(q, hq - qy0), out + (size_t)qy0 * wq + qx0, wq);
+              continue;
+            }
+            for (int l = 0; l < 8 && t + l < nt; l++) {
+              const int tile = t0 + t + l, qy = (tile / tw) * q, qx = (tile % tw) * q;
+              const int rows = std::min(q, hq - qy), cols = std::min(q, wq - qx);
+              for (int r = 0; r < rows; r++)
+                for (int c = 0; c < cols; c++) out[(size_t)(qy + r) * wq + qx + c] = pq[(r * q + c) * 8 + l];
+            }
+            continue;
+          }
+          const int oy0 = (tile0 / tw) * m, ox0 = (tile0 % tw) * m;
           if (t + 8 <= nt && tile0 % tw + 8 <= tw && ox0 + 8 * m <= wo) {  // 8 whole tiles side by side
             transforms.store8(o, m, std::min(m, ho - oy0), out + (size_t)oy0 * wo + ox0, wo);
             continue;
@@ -246,7 +267,7 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
       g_stages.output_s += s3 - s2;
       g_stages.gemm_flops += 2.0 * planes * cout * cin * nt;
       g_stages.input_bytes += cin * (area + 4.0 * planes * nt);
-      g_stages.output_bytes += cout * (area + 4.0 * planes * nt);
+      g_stages.output_bytes += cout * ((pool2x2 ? area / 4 : area) + 4.0 * planes * nt);
     }
   }
 }

@@ -15,6 +15,8 @@ struct WinogradTransforms {
   void (*output8_f6)(const float* m, size_t m_stride, float bias, bool relu, float* out);
   // `rows` output rows of 8 side-by-side m x m tiles from output8's layout into the image.
   void (*store8)(const float* o, int m, int rows, float* dst, size_t ld);
+  // The 2x2 stride-2 max-pool of 8 m x m tiles in output8's layout (m even) into m/2 x m/2 tiles.
+  void (*pool8)(const float* o, int m, float* out);
   // `planes` rows of 16 floats to dst + xi * stride as whole cache lines, with non-temporal stores
   // (both sides 64-byte aligned).
   void (*stream16)(const float* src, int planes, float* dst, size_t stride);

@@ -74,7 +74,7 @@ export function forwardRunner(weights: Vgg19Weights, backend: Backend, size = 22
   return {
     name: runnerName(backend),
     run: async () => {
-      const { output } = model.forward(x);
+      const { output } = model.forward(x, { inference: true });
       await output.toHost();
       output.dispose();
     },

@@ -52,7 +52,7 @@ export async function classifyImage(model: Vgg19, image: string, options: Classi
   const input = rgbToTensor(options.pixels ?? (await readClassifierImage(image)), model.weights.meanPixel);
   const t0 = performance.now();
   const onLayer = options.onProgress && ((done: number, total: number, layer: string) => options.onProgress!({ kind: 'layer', image, done, total, layer }));
-  const { output, activations } = model.forward(input, { capture, onLayer });
+  const { output, activations } = model.forward(input, { capture, onLayer, inference: true });
   // A GPU backend has only queued the work: the time runs until the probabilities are read back.
   await Promise.all([output, ...activations.values()].map((t) => t.toHost()));
   const forwardSeconds = (performance.now() - t0) / 1000;

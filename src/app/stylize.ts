@@ -133,11 +133,11 @@ export function buildTargets(model: Vgg19, content: Tensor, styles: readonly Ten
   const styleNames = w.styleLayers.map((l) => l.name);
   const targets: StyleTargets = { content: new Map(), style: new Map() };
   // Captured activations belong to the caller: nothing changes or frees them but us.
-  const acts = model.forward(content, { until, capture: contentNames }).activations;
+  const acts = model.forward(content, { until, capture: contentNames, inference: true }).activations;
   for (const n of contentNames) targets.content.set(n, acts.get(n)!);
   const sum = blend.reduce((a, b) => a + b, 0);
   styles.forEach((style, k) => {
-    const sa = model.forward(style, { until, capture: styleNames }).activations;
+    const sa = model.forward(style, { until, capture: styleNames, inference: true }).activations;
     for (const n of styleNames) {
       const g = gram(be, sa.get(n)!);
       const acc = targets.style.get(n);

@@ -90,7 +90,7 @@ export class StyleTrainer {
     const need = minimumSide(this.vgg, deepestLayer(this.vgg, o.objective));
     if (side < need) throw new PasticheError(`the style image is ${o.style.width}x${o.style.height}; ${deepestLayer(this.vgg, o.objective)} needs at least ${need} pixels a side`);
     const s = this.toVggInput(rgbBatch([o.style]));
-    const acts = this.vgg.forward(s, { until: names.reduce((a, b) => (this.vgg.layerIndex(a) >= this.vgg.layerIndex(b) ? a : b)), capture: names }).activations;
+    const acts = this.vgg.forward(s, { until: names.reduce((a, b) => (this.vgg.layerIndex(a) >= this.vgg.layerIndex(b) ? a : b)), capture: names, inference: true }).activations;
     for (const n of names) {
       const f = acts.get(n)!;
       this.styleGrams.set(n, { gram: gram(o.backend, f), pixels: f.shape[2]! * f.shape[3]! });
@@ -126,7 +126,7 @@ export class StyleTrainer {
     for (const t of this.targets?.style.values() ?? []) t.dispose();
     // The layers' map sizes at this crop size, from one pass over a blank crop (once per shape).
     const blank = this.toVggInput(new Tensor([1, 3, h, w]));
-    const probe = this.vgg.forward(blank, { until: deepestLayer(this.vgg, this.o.objective), capture: [...this.styleGrams.keys()] }).activations;
+    const probe = this.vgg.forward(blank, { until: deepestLayer(this.vgg, this.o.objective), capture: [...this.styleGrams.keys()], inference: true }).activations;
     blank.dispose();
     const style = new Map<string, Tensor>();
     for (const [name, { gram: g, pixels }] of this.styleGrams) {
@@ -163,7 +163,7 @@ export class StyleTrainer {
     for (let b = 0; b < n; b++) {
       const image = (t: Tensor) => this.toVggInput(new Tensor([1, 3, h, wd], t.data.subarray(b * plane, (b + 1) * plane)));
       const xv = image(x);
-      const targets = this.vgg.forward(xv, { until: deepestContent, capture: contentNames }).activations;
+      const targets = this.vgg.forward(xv, { until: deepestContent, capture: contentNames, inference: true }).activations;
       xv.dispose();
       const yv = image(y);
       const e = await evaluate(this.vgg, yv, { content: targets, style }, { ...w, tvWeight: 0 });

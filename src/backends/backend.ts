@@ -111,6 +111,14 @@ export interface Backend {
   /** dL/dw and dL/db of conv2d, summed over the batch. */
   conv2dBackwardParams(dy: Tensor, x: Tensor, kernel: number, p: Conv2dParams): ParamGradients;
 
+  /**
+   * maxPool2d(conv2d(x, w, b, p, relu), pool), for a pass that no backward follows (a
+   * classification): a backend may pool each output tile while it is in registers and never write
+   * the whole convolution output (native's Winograd does for 2x2 stride-2 windows; the others run
+   * the two steps, conv2dThenMaxPool, which is also the reference).
+   */
+  conv2dMaxPool(x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu: boolean, pool: Pool2dParams): Tensor;
+
   /** Max pooling, seed eq. 23: [N,C,H,W] -> [N,C,Ho,Wo], floor output size. */
   maxPool2d(x: Tensor, p: Pool2dParams): Tensor;
   /**

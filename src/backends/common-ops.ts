@@ -77,6 +77,16 @@ export function conv2dInSteps(be: Backend, x: Tensor, w: Tensor, b: Tensor, p: C
   }
 }
 
+/** conv2dMaxPool as its two steps: the convolution's whole output, then the pool over it. */
+export function conv2dThenMaxPool(be: Backend, x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu: boolean, pool: Pool2dParams): Tensor {
+  const y = be.conv2d(x, w, b, p, relu);
+  try {
+    return be.maxPool2d(y, pool);
+  } finally {
+    y.recycle();
+  }
+}
+
 export function columnSums(d: Float32Array, rows: number, cols: number): Tensor {
   const s = new Float32Array(cols);
   for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) s[j] += d[r * cols + j]!;

@@ -1,4 +1,4 @@
-import type { Backend, GradientEpilogue } from '../backends/backend.js';
+import type { Backend, GradientEpilogue, Pool2dParams } from '../backends/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { remembered, type BackwardOptions } from './layer.js';
 import { ParametricLayer } from './parametric-layer.js';
@@ -28,6 +28,15 @@ export class ConvolutionalLayer extends ParametricLayer {
   forwardWithRelu(x: Tensor): Tensor {
     this.input = x;
     return this.backend.conv2d(x, this.weight, this.bias, { pad: this.padding, stride: this.stride }, true);
+  }
+
+  /**
+   * maxPool(ReLU(conv(x))) as one op for a forward that no backward follows: the input is not kept,
+   * and backward refuses to run until the next forward.
+   */
+  forwardReluMaxPool(x: Tensor, pool: Pool2dParams): Tensor {
+    this.input = undefined;
+    return this.backend.conv2dMaxPool(x, this.weight, this.bias, { pad: this.padding, stride: this.stride }, true, pool);
   }
 
   backward(dy: Tensor, options: BackwardOptions = {}, epilogue?: GradientEpilogue): Tensor {

@@ -20,6 +20,12 @@ export interface ForwardOptions {
   readonly capture?: readonly string[];
   /** Called after each layer, e.g. for a progress bar. */
   readonly onLayer?: (done: number, total: number, name: string) => void;
+  /**
+   * No backward follows (a classification, a style's targets): a convolution, its ReLU and the
+   * max-pool after them run as one op (Backend.conv2dMaxPool) where none of their outputs but the
+   * pool's is captured, and backward is refused until a forward without this option.
+   */
+  readonly inference?: boolean;
 }
 
 export interface ForwardResult {
@@ -49,6 +55,8 @@ export class Vgg19 {
   private forwardOwned: Tensor[] = [];
   /** Index of the last layer the last forward ran. */
   private forwardStop = -2;
+  /** The last forward ran with `inference` (some layers' inputs were never made). */
+  private forwardForInference = false;
 
   constructor(
     readonly weights: Vgg19Weights,
@@ -131,8 +139,15 @@ export class Vgg19 {
     for (let i = 0; i <= stop; i++) {
       const layer = this.layers[i]!;
       const next = this.layers[i + 1];
-      // A convolution whose raw output nobody asked for runs with its ReLU fused into it.
-      if (layer instanceof ConvolutionalLayer && next instanceof ReLULayer && i + 1 <= stop && !wanted.has(i)) {
+      const pool = this.layers[i + 2];
+      // Without a backward to come, a convolution, its ReLU and a max-pool after them are one op
+      // where only the pool's output may be looked at.
+      if (options.inference && layer instanceof ConvolutionalLayer && next instanceof ReLULayer && pool instanceof MaxPoolingLayer && i + 2 <= stop && !wanted.has(i) && !wanted.has(i + 1)) {
+        h = layer.forwardReluMaxPool(h, pool.params);
+        for (const j of [i, i + 1]) options.onLayer?.(j + 1, stop + 1, this.layers[j]!.name);
+        i += 2;
+      } else if (layer instanceof ConvolutionalLayer && next instanceof ReLULayer && i + 1 <= stop && !wanted.has(i)) {
+        // A convolution whose raw output nobody asked for runs with its ReLU fused into it.
         h = next.acceptFused(layer.forwardWithRelu(h));
         options.onLayer?.(i + 1, stop + 1, layer.name);
         i++;
@@ -146,6 +161,7 @@ export class Vgg19 {
     }
     this.forwardOwned = made;
     this.forwardStop = stop;
+    this.forwardForInference = options.inference ?? false;
     return { output: h, activations };
   }
 
@@ -160,6 +176,7 @@ export class Vgg19 {
     if (at.size === 0) throw new PasticheError('backward needs at least one gradient');
     const top = Math.max(...at.keys());
     if (top === this.index.get('prob')) throw new PasticheError("backward from 'prob' needs the loss: use lossBackward");
+    if (this.forwardForInference) throw new PasticheError('backward needs a forward pass without `inference` (that pass fused layers and kept no inputs for backward)');
     if (top > this.forwardStop) throw new PasticheError(`backward from ${this.layers[top]!.name} needs a forward pass that ran at least that far`);
     let g: Tensor = at.get(top)!;
     // Gradients made here are ours to overwrite; the caller's (the injected ones) are not.

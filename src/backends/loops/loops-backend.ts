@@ -5,7 +5,7 @@
 import { convWork } from '../conv-work.js';
 import { Tensor, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dForwardParams, Conv2dParams, ConvPadding, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
-import { commonOps, linearBackwardByMatmul, reflect } from '../common-ops.js';
+import { commonOps, conv2dThenMaxPool, linearBackwardByMatmul, reflect } from '../common-ops.js';
 import {
   applyEpilogue,
   checkBias,
@@ -131,6 +131,11 @@ export const loopsBackend: Backend = {
       }
     }
     return { dw: new Tensor([g.cin, k, k, g.cout], dw), db: new Tensor([g.cout], db) };
+  },
+
+  // The reference for every backend's fused version: the two ops as written above and below.
+  conv2dMaxPool(x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu: boolean, pool: Pool2dParams): Tensor {
+    return conv2dThenMaxPool(loopsBackend, x, w, b, p, relu, pool);
   },
 
   // Seed eq. 23: Y(n,c,h,w) = max_{kh,kw} X(n,c,h*s+kh,w*s+kw)

@@ -38,11 +38,12 @@ export interface NativeAddon {
   /**
    * `wino`: the layer's transformed weights (winogradWeights, for `tile`) to use Winograd, or null for
    * im2col. Winograd only: `reflect`, the border mirrored instead of zero; `upsample`, x read as its
-   * nearest upsampling by that factor (h and w are the upsampled sizes).
+   * nearest upsampling by that factor (h and w are the upsampled sizes); `pool`, y receives the output's
+   * 2x2 stride-2 max-pool (floor size), pooled tile by tile.
    */
   conv2d(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number, k: number,
     pad: number, stride: number, bias: Float32Array, relu: boolean, y: Float32Array, wino: Float32Array | null, tile: WinogradTile,
-    reflect: boolean, upsample: number): void;
+    reflect: boolean, upsample: number, pool?: boolean): void;
   /** `wino`: the rotated transform (winogradWeights with rotate) or null for GEMM + col2im. */
   conv2dBackwardData(dy: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number,
     k: number, pad: number, stride: number, dx: Float32Array, wino: Float32Array | null, tile: WinogradTile,

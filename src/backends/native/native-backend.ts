@@ -11,7 +11,7 @@ import { convWork } from '../conv-work.js';
 import { PasticheError } from '../../errors.js';
 import { Tensor, expectRank, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dForwardParams, Conv2dParams, ConvPass, ConvWork, GradientEpilogue, LinearGradients, NormGradients, ParamGradients, Pool2dParams } from '../backend.js';
-import { commonOps, conv2dInSteps, linearBackwardByMatmul } from '../common-ops.js';
+import { commonOps, conv2dInSteps, conv2dThenMaxPool, linearBackwardByMatmul } from '../common-ops.js';
 import {
   applyEpilogue,
   checkBias,
@@ -192,6 +192,13 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     return r;
   });
 
+  // The Winograd tile conv2d runs these shapes with, 0 where it takes another kernel.
+  const forwardTile = (g: ConvGeometry, p: Conv2dForwardParams): WinogradTile | 0 => {
+    if (useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout)) return 0;
+    if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin) && p.padding !== 'reflect' && (p.upsample ?? 1) === 1) return 0;
+    return winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo);
+  };
+
   const be: NativeBackend = {
     ...commonOps,
     name: 'native',
@@ -219,7 +226,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       const reflect = p.padding === 'reflect';
       const up = p.upsample ?? 1;
       const large = useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout);
-      const tile = large ? 0 : winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo);
+      const tile = forwardTile(g, p);
       if ((reflect && !large && !tile) || (up > 1 && !tile)) return conv2dInSteps(be, x, w0, b, p, relu);
       const y = Tensor.uninitialized([g.n, g.cout, g.ho, g.wo]);
       if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin) && !reflect && up === 1) {
@@ -232,6 +239,21 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       }
       const wino = tile ? winogradWeights(w, false, tile) : null;
       ad.conv2d(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, y.data, wino, tile || 4, reflect, up);
+      return y;
+    },
+
+    // A 2x2 stride-2 max-pool is taken in Winograd's output stage, from the 8 tiles it has just
+    // transformed, so the convolution's whole output is never written nor read back.
+    conv2dMaxPool(x: Tensor, w0: Tensor, b: Tensor, p: Conv2dForwardParams, relu: boolean, pool: Pool2dParams): Tensor {
+      const g = convGeometry(x.shape, w0.shape, p);
+      checkBias(b, g.cout, 'conv2d');
+      const q = poolGeometry([g.n, g.cout, g.ho, g.wo], pool);
+      const tile = forwardTile(g, p);
+      if (!tile || pool.kernel !== 2 || pool.stride !== 2 || pool.pad !== 0) return conv2dThenMaxPool(be, x, w0, b, p, relu, pool);
+      const [w, ad] = [weightsOf(w0, roundsConv(g.cin)), convAddon(g.cin)];
+      const y = Tensor.uninitialized([q.n, q.c, q.ho, q.wo]);
+      ad.conv2d(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, y.data, winogradWeights(w, false, tile), tile,
+        p.padding === 'reflect', p.upsample ?? 1, true);
       return y;
     },
 

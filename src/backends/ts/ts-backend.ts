@@ -5,7 +5,7 @@
 import { convWork } from '../conv-work.js';
 import { Tensor, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dForwardParams, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
-import { commonOps, conv2dInSteps, convNeedsSteps, linearBackwardByMatmul } from '../common-ops.js';
+import { commonOps, conv2dInSteps, conv2dThenMaxPool, convNeedsSteps, linearBackwardByMatmul } from '../common-ops.js';
 import {
   applyEpilogue,
   checkBias,
@@ -106,6 +106,10 @@ export const tsBackend: Backend = {
         db[co] += s;
       }
     return { dw: new Tensor([g.cin, g.k, g.k, g.cout], dw), db: new Tensor([g.cout], db) };
+  },
+
+  conv2dMaxPool(x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu: boolean, pool: Pool2dParams): Tensor {
+    return conv2dThenMaxPool(tsBackend, x, w, b, p, relu, pool);
   },
 
   maxPool2d(x: Tensor, p: Pool2dParams): Tensor {

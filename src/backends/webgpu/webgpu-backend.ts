@@ -8,7 +8,7 @@ import { convWork } from '../conv-work.js';
 import { PasticheError } from '../../errors.js';
 import { Tensor, expectRank, sizeOf, type Shape } from '../../tensor/tensor.js';
 import type { Backend, NormGradients, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
-import { conv2dInSteps, convNeedsSteps, linearBackwardByMatmul } from '../common-ops.js';
+import { conv2dInSteps, conv2dThenMaxPool, convNeedsSteps, linearBackwardByMatmul } from '../common-ops.js';
 import {
   checkBias,
   checkChannelParams,
@@ -371,6 +371,11 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
       const db = channelSum(dyBuf, g.n, g.cout, g.ho * g.wo);
       run(up, ...gemm('convBackwardWeights', GEMMS.convBackwardWeights, g.cin * g.k * g.k, g.cout, g.n * g.ho * g.wo, convParams(g, p), buffers, up), db.dispatch);
       return { dw, db: db.out };
+    },
+
+    // The two steps: the GPU runs them back to back without a trip to the host.
+    conv2dMaxPool(x, wt, b, p, relu, pool) {
+      return conv2dThenMaxPool(be, x, wt, b, p, relu, pool);
     },
 
     maxPool2d(x, p) {
