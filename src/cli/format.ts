@@ -194,7 +194,7 @@ export function formatBench(r: BenchReport): string {
     lines.push(...ratios(s.rows, 'time ratio (iteration vs forward)'));
   }
   if (r.layers) {
-    lines.push('', `== VGG19 forward layer by layer, ${r.layers.size}x${r.layers.size}, batch 1 (a ReLU counted with the layer before it; GFLOP as direct convolution) ==`);
+    lines.push('', `== VGG19 forward layer by layer, ${r.layers.size}x${r.layers.size}, batch 1 (a ReLU counted with the layer before it; GFLOP as direct convolution; each pool on its own: the vgg section's pass takes it inside the convolution before it) ==`);
     lines.push(formatLayers(r.layers));
   }
   if (r.roofline) {
