@@ -246,7 +246,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     // transformed, so the convolution's whole output is never written nor read back.
     conv2dMaxPool(x: Tensor, w0: Tensor, b: Tensor, p: Conv2dForwardParams, relu: boolean, pool: Pool2dParams): Tensor {
       const g = convGeometry(x.shape, w0.shape, p);
-      checkBias(b, g.cout, 'conv2d');
+      checkBias(b, g.cout, 'conv2dMaxPool');
       const q = poolGeometry([g.n, g.cout, g.ho, g.wo], pool);
       const tile = forwardTile(g, p);
       if (!tile || pool.kernel !== 2 || pool.stride !== 2 || pool.pad !== 0) return conv2dThenMaxPool(be, x, w0, b, p, relu, pool);
