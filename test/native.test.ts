@@ -36,6 +36,8 @@ if (native) {
     // The direct kernel for cin <= 4: rows of whole 3-vector tiles plus a tail, cout not a multiple of 4.
     [[1, 3, 7, 70], 3, 10, 1, 1],
     [[2, 1, 5, 33], 3, 5, 1, 1],
+    // A whole tile, two whole vectors left (one tile of 2 vectors with AVX-512), a partial one.
+    [[1, 3, 6, 85], 3, 10, 1, 1],
     [[1, 4, 4, 50], 3, 7, 1, 1],
     [[2, 5, 11, 9], 3, 6, 1, 2],
     [[1, 6, 13, 11], 5, 3, 2, 2],
