@@ -43,6 +43,8 @@ if (native) {
     [[1, 6, 13, 11], 5, 3, 2, 2],
     [[2, 7, 5, 5], 1, 9, 0, 1],
     [[1, 64, 14, 14], 3, 64, 1, 1],
+    // 49 tiles of F(4x4): the GEMMs' last column alone (AVX-512's one-column kernel).
+    [[1, 24, 28, 28], 3, 20, 1, 1],
     // A row of more than 8 tiles with a partial last group and odd sides: the 2x2 pool fused into
     // Winograd's output stage stores 8 pooled tiles at once there, then the rest one by one.
     [[1, 16, 11, 75], 3, 9, 1, 1],
@@ -145,7 +147,7 @@ if (native) {
             assert.deepEqual(native.maxPool2dBackward(dy, x, p).data, loops.maxPool2dBackward(dy, x, p).data);
             assert.deepEqual(native.maxPool2dBackward(dy, x, p, true).data, loops.reluBackward(loops.maxPool2dBackward(dy, x, p), x).data, 'pool + ReLU backward');
           }
-          for (const [m, n, k] of [[1, 1, 1], [5, 7, 3], [17, 9, 300], [70, 33, 12], [2, 1000, 517], [131, 100, 260]]) {
+          for (const [m, n, k] of [[1, 1, 1], [5, 7, 3], [17, 9, 300], [70, 33, 12], [13, 49, 517], [2, 1000, 517], [131, 100, 260]]) {
             for (const ta of [false, true])
               for (const tb of [false, true]) {
                 const a = randomTensor(ta ? [k!, m!] : [m!, k!], m! + k!);
