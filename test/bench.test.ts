@@ -114,7 +114,7 @@ test('pastiche bench --sections layers --peers --json --plot: the table and the 
   // The style iteration: forward rows, then one row per backward step down to the image.
   const style = report.styleRoofline.points;
   const step = (row: string) => style.find((p) => p.row === row);
-  assert.equal(step('conv1_1 backward')?.algorithm, 'im2col', 'the gradient to the 3-channel image is GEMM + col2im');
+  assert.equal(step('conv1_1 backward')?.algorithm, 'direct', 'the gradient to the 3-channel image reads dy in place');
   assert.match(step('conv3_2 backward')?.algorithm ?? '', /^winograd F\([46]x[46]\)$/);
   assert.equal(step('pool1 backward')?.algorithm, 'pool backward');
   assert.equal(step('relu1_1 backward'), undefined, 'fused into conv1_2 backward');

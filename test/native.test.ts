@@ -38,6 +38,10 @@ if (native) {
     [[2, 1, 5, 33], 3, 5, 1, 1],
     // A whole tile, two whole vectors left (one tile of 2 vectors with AVX-512), a partial one.
     [[1, 3, 6, 85], 3, 10, 1, 1],
+    // Its gradient to the data: dy's channels in groups of 16 (40 = 16 + 16 + 8, 17 = 16 + 1), rows
+    // in bands of 32 (37 = 32 + 5: a last band of odd height), two images.
+    [[1, 3, 37, 40], 3, 40, 1, 1],
+    [[2, 2, 35, 20], 3, 17, 1, 1],
     [[1, 4, 4, 50], 3, 7, 1, 1],
     [[2, 5, 11, 9], 3, 6, 1, 2],
     [[1, 6, 13, 11], 5, 3, 2, 2],

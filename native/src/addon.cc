@@ -161,6 +161,14 @@ Napi::Value Conv2dSmallCin(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// conv2dBackwardDataSmallCin(dy, n, cin, h, w, wt, cout, dx)
+Napi::Value Conv2dBackwardDataSmallCin(const Napi::CallbackInfo& info) {
+  Call call;
+  conv3x3_small_cin_backward_data(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6),
+                                  F(info, 7));
+  return info.Env().Undefined();
+}
+
 // conv2dDirect(x, n, cin, h, w, wt, cout, k, pad, reflect, bias, relu, y)
 Napi::Value Conv2dDirect(const Napi::CallbackInfo& info) {
   Call call;
@@ -369,6 +377,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("conv2d", Napi::Function::New(env, Conv2d));
   exports.Set("conv2dSmallCin", Napi::Function::New(env, Conv2dSmallCin));
+  exports.Set("conv2dBackwardDataSmallCin", Napi::Function::New(env, Conv2dBackwardDataSmallCin));
   exports.Set("conv2dDirect", Napi::Function::New(env, Conv2dDirect));
   exports.Set("instanceNorm", Napi::Function::New(env, InstanceNorm));
   exports.Set("reflectionPad", Napi::Function::New(env, ReflectionPad));

@@ -11,6 +11,10 @@ struct SimdKernels {
   // Rows [r0, r1) of a 3x3 stride-1 pad-1 convolution of cin <= 4 zero-padded planes (see conv.cc).
   void (*conv3x3_small_cin_rows)(int cin, const float* xp, int wp, const float* wt, int cout, const float* bias,
                                  bool relu, float* y, int h, int w, int r0, int r1);
+  // Rows [r0, r1) of the gradient of a 3x3 stride-1 pad-1 convolution to its nc <= 4 input
+  // channels, from dy's cdy planes through the caller's ring of padded rows (smallconv.inc).
+  void (*conv3x3_few_out_rows)(int nc, const float* dy, int cdy, int h, int w, const float* wr, float* dx, int r0,
+                               int r1, float* ring, int wp);
   // Rows [r0, r1) of a K x K stride-1 convolution read in place from cin padded planes of hp x wp
   // (directconv.inc): for layers with few output or input channels.
   void (*conv_direct_rows)(const float* xp, int wp, int hp, int cin, int k, const float* wt, int cout,

@@ -34,8 +34,9 @@ import type { NativeAddon, NativePrecision, WinogradTile } from './native-addon.
 export type ConvAlgorithm = 'auto' | 'im2col' | 'winograd' | 'winograd6' | 'direct';
 
 /**
- * The direct kernel for few input channels (3x3, stride 1, pad 1, cin <= 4: VGG19's conv1_1 on the
- * image), where im2col + GEMM would spend its time on a 27-row column matrix.
+ * The direct kernels for few input channels (3x3, stride 1, pad 1, cin <= 4: VGG19's conv1_1 on the
+ * image), forward and gradient to the data, where im2col + GEMM would spend its time on a 27-row
+ * column matrix.
  */
 function useDirect(algo: ConvAlgorithm, k: number, stride: number, pad: number, channelsIn: number): boolean {
   return (algo === 'auto' || algo === 'direct') && k === 3 && stride === 1 && pad === 1 && channelsIn <= 4;
@@ -210,7 +211,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
 
     conv2dWork(xShape: Shape, wShape: Shape, p: Conv2dParams, pass: ConvPass = 'forward'): ConvWork {
       const g = convGeometry(xShape, wShape, p);
-      if (pass === 'forward' && useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin)) return convWork(xShape, wShape, p, { kind: 'direct' });
+      if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin)) return convWork(xShape, wShape, p, { kind: 'direct' }, pass);
       if (useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout) && (pass === 'forward' || p.pad <= g.k - 1)) return convWork(xShape, wShape, p, { kind: 'direct' }, pass);
       const tile = pass === 'forward' ? winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo) : backwardDataTile(g, p);
       return convWork(xShape, wShape, p, tile ? { kind: 'winograd', m: tile } : { kind: 'im2col' }, pass);
@@ -263,6 +264,11 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       checkEpilogue(xShape, epilogue);
       const [w, ad] = [weightsOf(w0, roundsConv(g.cin)), convAddon(g.cin)];
       const dx = Tensor.uninitialized(xShape);
+      if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin)) {
+        ad.conv2dBackwardDataSmallCin(dy.data, g.n, g.cin, g.h, g.w, w.data, g.cout, dx.data);
+        if (epilogue) applyEpilogue(dx, epilogue);
+        return dx;
+      }
       if (useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout) && p.pad <= g.k - 1) {
         ad.conv2dDirect(dy.data, g.n, g.cout, g.ho, g.wo, rotatedWeights(w), g.cin, g.k, g.k - 1 - p.pad, false, new Float32Array(g.cin), false, dx.data);
         if (epilogue) applyEpilogue(dx, epilogue);
