@@ -228,7 +228,13 @@ void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float
         std::memcpy(xp.data() + ci * plane + (size_t)(r + 1) * wp + 1, x + ((size_t)(img * cin + ci) * h + r) * w, sizeof(float) * w);
     if (bf16_active()) round_bf16_span(xp.data(), (long)cin * plane);
     float* yi = y + (size_t)img * cout * h * w;
-    ThreadPool::instance().parallel_for(h, [&](int oh, int) { rows(cin, xp.data(), wp, wt, cout, bias, relu, yi, h, w, oh, oh + 1); });
+    // Bands of 16 rows, 8 output channels at a time through each: the planes' rows are written in
+    // order, 8 streams of stores instead of 64 for a row of every channel at once (conv1_1 at 512
+    // 5.1-5.4 -> 3.8-4.2 ms, at 224 0.82-0.95 -> 0.70-0.77; one process, alternating).
+    constexpr int BAND = 16, CHANNELS = 8;
+    ThreadPool::instance().parallel_for((h + BAND - 1) / BAND, [&](int b, int) {
+      rows(cin, xp.data(), wp, wt, cout, bias, relu, yi, h, w, b * BAND, std::min(h, (b + 1) * BAND), CHANNELS);
+    });
   }
 }
 

@@ -10,7 +10,7 @@ struct SimdKernels {
   int lanes;
   // Rows [r0, r1) of a 3x3 stride-1 pad-1 convolution of cin <= 4 zero-padded planes (see conv.cc).
   void (*conv3x3_small_cin_rows)(int cin, const float* xp, int wp, const float* wt, int cout, const float* bias,
-                                 bool relu, float* y, int h, int w, int r0, int r1);
+                                 bool relu, float* y, int h, int w, int r0, int r1, int co_block);
   // Rows [r0, r1) of the gradient of a 3x3 stride-1 pad-1 convolution to its nc <= 4 input
   // channels, from dy's cdy planes through the caller's ring of padded rows (smallconv.inc).
   void (*conv3x3_few_out_rows)(int nc, const float* dy, int cdy, int h, int w, const float* wr, float* dx, int r0,
