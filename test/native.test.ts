@@ -47,7 +47,8 @@ if (native) {
     [[1, 6, 13, 11], 5, 3, 2, 2],
     [[2, 7, 5, 5], 1, 9, 0, 1],
     [[1, 64, 14, 14], 3, 64, 1, 1],
-    // 49 tiles of F(4x4): the GEMMs' last column alone (AVX-512's one-column kernel).
+    // 49 tiles of F(4x4), 7 a row: every group of 8 spans two tile rows; the GEMMs' columns are 3
+    // whole panels and 1 more.
     [[1, 24, 28, 28], 3, 20, 1, 1],
     // A row of more than 8 tiles with a partial last group and odd sides: the 2x2 pool fused into
     // Winograd's output stage stores 8 pooled tiles at once there, then the rest one by one.

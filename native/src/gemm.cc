@@ -153,33 +153,6 @@ __attribute__((target("avx512f"))) void micro_kernel_avx512_16(int k, const floa
   }
 }
 
-// R x 1 of C from one A panel and the first column of a B panel: a GEMM whose columns are whole
-// panels and one more (VGG19's conv4 at 224 has 49 Winograd tiles), which the 16-wide kernel would
-// compute as a whole panel. Each step is one masked load of the panel's R values of A, one
-// broadcast of B and one FMA; 4 partial sums keep the FMAs from waiting on each other. conv4's
-// GEMM stage 3.40-3.44 -> 3.27 ms (stage timers, one process, alternating). A version for 2-4
-// columns was no faster than the whole panel at 4 (256 channels at 56 px: 2.81-2.85 -> 3.05-3.09).
-__attribute__((target("avx512f"))) void micro_kernel_avx512_column(int k, const float* a, const float* b, float* c,
-                                                                     int ldc, int mr, bool add) {
-  __m512 acc[4];
-  for (int u = 0; u < 4; u++) acc[u] = _mm512_setzero_ps();
-  const __mmask16 rows = (__mmask16)((1u << MR) - 1);
-  int p = 0;
-  for (; p + 4 <= k; p += 4) {
-    if ((p & 7) == 0)  // A streams from memory as in micro_kernel_avx512
-      for (int l = 0; l < 3; l++) _mm_prefetch(reinterpret_cast<const char*>(a + p * MR + 768 + 16 * l), _MM_HINT_T0);
-    for (int u = 0; u < 4; u++)
-      acc[u] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(rows, a + (p + u) * MR), _mm512_set1_ps(b[(p + u) * NR]), acc[u]);
-  }
-  for (; p < k; p++) acc[0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(rows, a + p * MR), _mm512_set1_ps(b[p * NR]), acc[0]);
-  alignas(64) float sum[16];
-  _mm512_store_ps(sum, _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
-  for (int i = 0; i < mr; i++) {
-    float* ci = c + (size_t)i * ldc;
-    *ci = add ? *ci + sum[i] : sum[i];
-  }
-}
-
 using Avx512Kernel16 = void (*)(int, const float*, const float*, float*, int, bool);
 constexpr Avx512Kernel16 AVX512_KERNELS_16[MR + 1] = {nullptr,
                                                       micro_kernel_avx512_16<1>,
@@ -249,13 +222,6 @@ void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const fl
         AVX512_KERNELS_16[std::min(MR, mc - ir)](k, pa + (size_t)(ir / MR) * a_panel_stride, b, c + (size_t)ir * ldc + jr, ldc, add);
       jr += NR;
     }
-    if (jr + 1 == nc) {
-      const float* b = pb + (size_t)(jr / NR) * b_panel_stride;
-      for (int ir = 0; ir < mc; ir += MR)
-        micro_kernel_avx512_column(k, pa + (size_t)(ir / MR) * a_panel_stride, b, c + (size_t)ir * ldc + jr, ldc,
-                                   std::min(MR, mc - ir), add);
-      jr = nc;
-    }
   }
 #endif
   for (; jr < nc; jr += NR) {
@@ -264,14 +230,6 @@ void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const fl
     for (int ir = 0; ir < mc; ir += MR)
       micro_kernel(k, pa + (size_t)(ir / MR) * a_panel_stride, b, c + (size_t)ir * ldc + jr, ldc, std::min(MR, mc - ir), nr, add);
   }
-}
-
-int gemm_packed_columns(int n) {
-  const int tail = n % NR;
-#if defined(__x86_64__)
-  if (g_isa == Isa::Avx512 && tail == 1) return n;
-#endif
-  return tail ? n - tail + NR : n;
 }
 
 void micro_kernel(int k, const float* a, const float* b, float* c, int ldc, int mr, int nr, bool add) {

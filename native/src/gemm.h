@@ -127,12 +127,6 @@ __attribute__((target("avx512f"))) inline void store_tile32(const __m512 (&acc)[
 }
 #endif
 
-// How many of a B operand's columns, n real ones packed in whole NR-wide panels (the rest zero or
-// repeated), gemm_packed is best given where C has room for the panels' width: n itself where the
-// ISA has a kernel for its last column alone (AVX-512, n % NR == 1), else the panels' width, whose
-// last panel the full kernel computes faster than the partial tile's buffer.
-int gemm_packed_columns(int n);
-
 // One MR x NR tile: acc = sum_p a[p*MR + i] * b[p*NR + j]; then C (row stride ldc) += acc over
 // the valid mr x nr corner, or = acc when !add.
 void micro_kernel(int k, const float* a, const float* b, float* c, int ldc, int mr, int nr, bool add);
