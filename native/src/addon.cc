@@ -161,7 +161,7 @@ Napi::Value Conv2dSmallCin(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// conv2dBackwardDataSmallCin(dy, n, cin, h, w, wt, cout, dx)
+// conv2dBackwardDataSmallCin(dy, n, cin, h, w, wr, cout, dx)
 Napi::Value Conv2dBackwardDataSmallCin(const Napi::CallbackInfo& info) {
   Call call;
   conv3x3_small_cin_backward_data(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6),

@@ -238,15 +238,8 @@ void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float
   }
 }
 
-void conv3x3_small_cin_backward_data(const float* dy, int n, int cin, int h, int w, const float* wt, int cout, float* dx) {
+void conv3x3_small_cin_backward_data(const float* dy, int n, int cin, int h, int w, const float* wr, int cout, float* dx) {
   auto rows = simd_kernels().conv3x3_few_out_rows;
-  // The kernel turned by 180 degrees, the cin weights of each (c, kh, kw) side by side.
-  std::vector<float> wr((size_t)cout * 9 * cin);
-  for (int c = 0; c < cout; c++)
-    for (int kh = 0; kh < 3; kh++)
-      for (int kw = 0; kw < 3; kw++)
-        for (int ci = 0; ci < cin; ci++)
-          wr[((size_t)(c * 3 + kh) * 3 + kw) * cin + ci] = wt[((size_t)(ci * 3 + 2 - kh) * 3 + 2 - kw) * cout + c];
   const int wp = w + 2 + 16;
   // Bands of 32 rows (even, so row pairs never straddle two): each band copies 2 rows above and
   // below it beyond its own, 6% more copying, for bands enough to keep both threads busy.
@@ -257,8 +250,8 @@ void conv3x3_small_cin_backward_data(const float* dy, int n, int cin, int h, int
     float* dxi = dx + (size_t)img * cin * h * w;
     ThreadPool::instance().parallel_for(bands, [&](int b, int) {
       thread_local std::vector<float> ring;
-      ring.resize((size_t)cout * 4 * wp);  // the kernel uses a group's worth (FEW_OUT_GROUP)
-      rows(cin, dyi, cout, h, w, wr.data(), dxi, b * BAND, std::min(h, (b + 1) * BAND), ring.data(), wp);
+      ring.resize((size_t)std::min(cout, FEW_OUT_GROUP) * 4 * wp);
+      rows(cin, dyi, cout, h, w, wr, dxi, b * BAND, std::min(h, (b + 1) * BAND), ring.data(), wp);
     });
   }
 }

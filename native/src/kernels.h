@@ -71,9 +71,9 @@ void instance_norm_backward(const float* dy, const float* x, const float* relu_o
 // Direct 3x3 stride-1 pad-1 convolution for cin <= 4 (+ bias, optional ReLU): VGG19's first layer.
 void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float* wt, int cout, const float* bias,
                        bool relu, float* y);
-// Its gradient to the data, dx (n x cin x h x w) from dy (n x cout x h x w), cin <= 4; wt as the
-// forward's [cin][3][3][cout].
-void conv3x3_small_cin_backward_data(const float* dy, int n, int cin, int h, int w, const float* wt, int cout, float* dx);
+// Its gradient to the data, dx (n x cin x h x w) from dy (n x cout x h x w), cin <= 4; wr the
+// kernel turned by 180 degrees, [cout][3][3][cin] (the backend's rotatedWeights).
+void conv3x3_small_cin_backward_data(const float* dy, int n, int cin, int h, int w, const float* wr, int cout, float* dx);
 
 void max_pool2d(const float* x, int planes, int h, int w, int k, int stride, int pad, float* y, int ho, int wo);
 // relu_mask: also the backward of the ReLU whose output is x (gradients to cells with x <= 0 dropped).

@@ -5,6 +5,13 @@
 
 namespace pastiche {
 
+// dy's channels go through conv3x3_few_out_rows in groups of this many, each group's rows read in
+// order and summed into dx (a few planes, in cache): all 64 at once were 64 streams of rows 1 MB
+// apart, which the copies into the ring waited on (2.8 of 6.6 ms at 512 were the copies alone).
+// conv1_1's gradient at 512 took 6.2-6.9 ms with all 64, 5.8-6.3 in groups of 8, 5.3-5.4 of 16,
+// 5.6-6.6 of 32.
+constexpr int FEW_OUT_GROUP = 16;
+
 struct SimdKernels {
   // Floats per vector: the pool2x2 spans take whole vectors of output columns.
   int lanes;
@@ -12,7 +19,8 @@ struct SimdKernels {
   void (*conv3x3_small_cin_rows)(int cin, const float* xp, int wp, const float* wt, int cout, const float* bias,
                                  bool relu, float* y, int h, int w, int r0, int r1, int co_block);
   // Rows [r0, r1) of the gradient of a 3x3 stride-1 pad-1 convolution to its nc <= 4 input
-  // channels, from dy's cdy planes through the caller's ring of padded rows (smallconv.inc).
+  // channels, from dy's cdy planes through the caller's ring of padded rows (smallconv.inc): wr the
+  // kernel turned by 180 degrees, [cdy][3][3][nc]; ring min(cdy, FEW_OUT_GROUP) * 4 * wp floats.
   void (*conv3x3_few_out_rows)(int nc, const float* dy, int cdy, int h, int w, const float* wr, float* dx, int r0,
                                int r1, float* ring, int wp);
   // Rows [r0, r1) of a K x K stride-1 convolution read in place from cin padded planes of hp x wp

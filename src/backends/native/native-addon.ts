@@ -55,8 +55,8 @@ export interface NativeAddon {
   /** Direct 3x3 stride-1 pad-1 convolution for cin <= 4 (the course's layout), + bias, optional ReLU. */
   conv2dSmallCin(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number,
     bias: Float32Array, relu: boolean, y: Float32Array): void;
-  /** Its gradient to the data (dy: n x cout x h x w, dx: n x cin x h x w, wt as the forward's). */
-  conv2dBackwardDataSmallCin(dy: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number,
+  /** Its gradient to the data (dy: n x cout x h x w, dx: n x cin x h x w; wr: the kernel turned by 180 degrees, [cout, 3, 3, cin]). */
+  conv2dBackwardDataSmallCin(dy: Float32Array, n: number, cin: number, h: number, w: number, wr: Float32Array, cout: number,
     dx: Float32Array): void;
   /** Direct K x K stride-1 convolution (padding `pad`, zero or mirrored) for few input or output channels, + bias, optional ReLU. */
   conv2dDirect(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number, k: number,

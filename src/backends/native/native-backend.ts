@@ -265,7 +265,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       const [w, ad] = [weightsOf(w0, roundsConv(g.cin)), convAddon(g.cin)];
       const dx = Tensor.uninitialized(xShape);
       if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin)) {
-        ad.conv2dBackwardDataSmallCin(dy.data, g.n, g.cin, g.h, g.w, w.data, g.cout, dx.data);
+        ad.conv2dBackwardDataSmallCin(dy.data, g.n, g.cin, g.h, g.w, rotatedWeights(w), g.cout, dx.data);
         if (epilogue) applyEpilogue(dx, epilogue);
         return dx;
       }
