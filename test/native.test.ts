@@ -50,6 +50,8 @@ if (native) {
     // 49 tiles of F(4x4), 7 a row: every group of 8 spans two tile rows; the GEMMs' columns are 3
     // whole panels and 1 more.
     [[1, 24, 28, 28], 3, 20, 1, 1],
+    // 18 tiles of F(4x4): one whole panel of 16 columns and 2 columns by rows (the GEMMs' leftover kernel).
+    [[2, 8, 12, 24], 3, 9, 1, 1],
     // A row of more than 8 tiles with a partial last group and odd sides: the 2x2 pool fused into
     // Winograd's output stage stores 8 pooled tiles at once there, then the rest one by one.
     [[1, 16, 11, 75], 3, 9, 1, 1],
@@ -152,7 +154,7 @@ if (native) {
             assert.deepEqual(native.maxPool2dBackward(dy, x, p).data, loops.maxPool2dBackward(dy, x, p).data);
             assert.deepEqual(native.maxPool2dBackward(dy, x, p, true).data, loops.reluBackward(loops.maxPool2dBackward(dy, x, p), x).data, 'pool + ReLU backward');
           }
-          for (const [m, n, k] of [[1, 1, 1], [5, 7, 3], [17, 9, 300], [70, 33, 12], [13, 49, 517], [2, 1000, 517], [131, 100, 260]]) {
+          for (const [m, n, k] of [[1, 1, 1], [5, 7, 3], [17, 9, 300], [70, 33, 12], [13, 49, 517], [2, 1000, 517], [131, 100, 260], [50, 50, 70], [100, 83, 300], [61, 18, 9]]) {
             for (const ta of [false, true])
               for (const tb of [false, true]) {
                 const a = randomTensor(ta ? [k!, m!] : [m!, k!], m! + k!);
@@ -225,6 +227,36 @@ if (native) {
         assert.deepEqual(native.conv2dMaxPool(x, w, b, p, true, wide).data, native.maxPool2d(yw!, wide).data, `${algo} ${c}->${cout} at ${s}: 3x3 max-pool`);
       }
       native.convAlgorithm = 'auto';
+    }
+  });
+
+  test("Winograd's GEMMs with 1-4 columns of tiles past the last whole panel, U streamed (512 channels), equal im2col", () => {
+    // 512 -> 512 at 28x28: F(4x4) 49 tiles (48 + 1 columns), F(6x6) 25 (16 + 9: the whole panel);
+    // 512 -> 520 at 20x28: F(4x4) 35 tiles (32 + 3), F(6x6) 20 (16 + 4), 520 rows (a partial panel).
+    for (const [h, w, cout] of [[28, 28, 512], [20, 28, 520]] as const) {
+      const x = randomTensor([1, 512, h, w], 1);
+      const wt = randomTensor([512, 3, 3, cout], 2);
+      const b = randomTensor([cout], 3);
+      const dy = randomTensor([1, cout, h, w], 4);
+      const p = { pad: 1, stride: 1 };
+      const run = (algo: ConvAlgorithm): [Tensor, Tensor] => {
+        native.convAlgorithm = algo;
+        return [native.conv2d(x, wt, b, p, true), native.conv2dBackwardData(dy, wt, x.shape, p)];
+      };
+      try {
+        const [yi, dxi] = run('im2col');
+        for (const isa of isas.filter((i) => i !== 'portable')) {
+          addon.isa(isa);
+          for (const algo of ['winograd', 'winograd6'] as const) {
+            const [yw, dxw] = run(algo);
+            assertClose(yw, yi, 1e-4, `${isa} ${algo} 512->${cout} at ${h}x${w}: forward`);
+            assertClose(dxw, dxi, 1e-4, `${isa} ${algo} ${cout}->512 at ${h}x${w}: backward data`);
+          }
+        }
+      } finally {
+        native.convAlgorithm = 'auto';
+        addon.isa(best);
+      }
     }
   });
 

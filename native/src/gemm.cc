@@ -1,7 +1,6 @@
 #include "gemm.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -131,6 +130,101 @@ __attribute__((target("avx512f"))) void micro_kernel_avx512(int k, const float* 
   store_tile32<R>(acc, c, ldc, add);
 }
 
+// R x 48 of C from one A panel and three adjacent B panels (3R zmm accumulators): an odd count of
+// whole panels goes as one 48 and 32s, not 32s and the 16-column kernel, whose 6 FMA chains leave
+// the FMA units waiting (GEMM stage of 512 ch at 28 px, 49 columns: 48 + 1 2.9-3.0 ms, 32 + 16 + 1
+// 3.1-3.4; in place of 32 + 32 for 64 columns it was slower, so even counts keep the 32s).
+template <int R>
+__attribute__((target("avx512f"))) void micro_kernel_avx512_48(int k, const float* a, const float* b0, const float* b1,
+                                                                 const float* b2, float* c, int ldc, bool add) {
+  __m512 acc[R][3];
+  for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = acc[i][2] = _mm512_setzero_ps();
+  for (int p = 0; p < k; p++) {
+    if ((p & 7) == 0)
+      for (int l = 0; l < 3; l++) _mm_prefetch(reinterpret_cast<const char*>(a + p * MR + 768 + 16 * l), _MM_HINT_T0);
+    const __m512 x0 = _mm512_loadu_ps(b0 + p * NR);
+    const __m512 x1 = _mm512_loadu_ps(b1 + p * NR);
+    const __m512 x2 = _mm512_loadu_ps(b2 + p * NR);
+    for (int i = 0; i < R; i++) {
+      const __m512 ai = _mm512_set1_ps(a[p * MR + i]);
+      acc[i][0] = _mm512_fmadd_ps(ai, x0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, x1, acc[i][1]);
+      acc[i][2] = _mm512_fmadd_ps(ai, x2, acc[i][2]);
+    }
+  }
+  for (int i = 0; i < R; i++) {
+    float* ci = c + (size_t)i * ldc;
+    for (int h = 0; h < 3; h++)
+      _mm512_storeu_ps(ci + 16 * h, add ? _mm512_add_ps(_mm512_loadu_ps(ci + 16 * h), acc[i][h]) : acc[i][h]);
+  }
+}
+
+using Avx512Kernel48 = void (*)(int, const float*, const float*, const float*, const float*, float*, int, bool);
+constexpr Avx512Kernel48 AVX512_KERNELS_48[MR + 1] = {nullptr,
+                                                      micro_kernel_avx512_48<1>,
+                                                      micro_kernel_avx512_48<2>,
+                                                      micro_kernel_avx512_48<3>,
+                                                      micro_kernel_avx512_48<4>,
+                                                      micro_kernel_avx512_48<5>,
+                                                      micro_kernel_avx512_48<6>};
+
+// The last R (1..4) columns of a GEMM whose column count is not a multiple of 16 (Winograd's 49
+// tiles at 28x28, 196 at 56x56), vectorised over rows instead of columns: a 16-column kernel would
+// compute 16 columns for them. P A panels at once (P 6-row vectors, lanes 6 and 7 unused), so that
+// P x R FMA chains run side by side; each element is still one FMA chain in order of k from zero,
+// as in the 16- and 32-column kernels, so the results are the same bits.
+template <int P, int R>
+__attribute__((target("avx2,fma"))) void leftover_columns(int k, const float* a, size_t a_panel_stride,
+                                                           const float* b, float* c, int ldc, int rows, bool add) {
+  __m256 acc[P][R];
+  for (int q = 0; q < P; q++)
+    for (int j = 0; j < R; j++) acc[q][j] = _mm256_setzero_ps();
+  for (int p = 0; p < k; p++) {
+    __m256 bj[R];
+    for (int j = 0; j < R; j++) bj[j] = _mm256_broadcast_ss(b + p * NR + j);
+    for (int q = 0; q < P; q++) {
+      const float* ap = a + q * a_panel_stride + p * MR;
+      // 8 floats from a 6-float row: the panel's last row would read 2 floats past it, so it masks.
+      const __m256 av = p + 1 < k ? _mm256_loadu_ps(ap) : _mm256_maskload_ps(ap, _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0));
+      for (int j = 0; j < R; j++) acc[q][j] = _mm256_fmadd_ps(av, bj[j], acc[q][j]);
+    }
+  }
+  alignas(32) float v[8];
+  for (int q = 0; q < P; q++)
+    for (int j = 0; j < R; j++) {
+      _mm256_store_ps(v, acc[q][j]);
+      for (int i = 0; i < MR && q * MR + i < rows; i++) {
+        float* ci = c + (size_t)(q * MR + i) * ldc + j;
+        *ci = add ? *ci + v[i] : v[i];
+      }
+    }
+}
+
+// Columns [jr, jr + r) (r <= 4) of all mc rows by leftover_columns: 8 panels a call for 1-2
+// columns, 4 for 3-4 (at most 16 accumulators of 16 registers), then the panels left.
+using LeftoverFn = void (*)(int, const float*, size_t, const float*, float*, int, int, bool);
+template <int P, int R>
+constexpr LeftoverFn L = leftover_columns<P, R>;
+constexpr LeftoverFn LEFTOVER[9][LEFTOVER_COLUMNS + 1] = {
+    {},
+    {nullptr, L<1, 1>, L<1, 2>, L<1, 3>, L<1, 4>},
+    {nullptr, L<2, 1>, L<2, 2>, L<2, 3>, L<2, 4>},
+    {nullptr, L<3, 1>, L<3, 2>, L<3, 3>, L<3, 4>},
+    {nullptr, L<4, 1>, L<4, 2>, L<4, 3>, L<4, 4>},
+    {nullptr, L<5, 1>, L<5, 2>},
+    {nullptr, L<6, 1>, L<6, 2>},
+    {nullptr, L<7, 1>, L<7, 2>},
+    {nullptr, L<8, 1>, L<8, 2>},
+};
+
+void leftover_block(int k, const float* pa, size_t a_panel_stride, int mc, const float* b, int r, float* c, int ldc,
+                    bool add) {
+  const int panels = (mc + MR - 1) / MR, most = r <= 2 ? 8 : 4;
+  for (int q = 0; q < panels; q += most)
+    LEFTOVER[std::min(most, panels - q)][r](k, pa + q * a_panel_stride, a_panel_stride, b, c + (size_t)q * MR * ldc, ldc,
+                                            mc - q * MR, add);
+}
+
 // R x 16 of C from one A panel and one B panel: the last odd panel of a GEMM's columns (Winograd's
 // 496-column GEMMs at 128x128 spent 5% of their time in the 8-wide kernel on the last 16).
 template <int R>
@@ -209,6 +303,12 @@ void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const fl
   int jr = 0;
 #if defined(__x86_64__)
   if (g_isa == Isa::Avx512) {
+    if ((nc / NR) % 2 == 1 && nc >= 3 * NR) {
+      for (int ir = 0; ir < mc; ir += MR)
+        AVX512_KERNELS_48[std::min(MR, mc - ir)](k, pa + (size_t)(ir / MR) * a_panel_stride, pb, pb + b_panel_stride,
+                                                  pb + 2 * b_panel_stride, c + (size_t)ir * ldc, ldc, add);
+      jr = 3 * NR;
+    }
     for (; jr + 2 * NR <= nc; jr += 2 * NR) {
       const float* b0 = pb + (size_t)(jr / NR) * b_panel_stride;
       for (int ir = 0; ir < mc; ir += MR) {
@@ -227,6 +327,13 @@ void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const fl
   for (; jr < nc; jr += NR) {
     const int nr = std::min(NR, nc - jr);
     const float* b = pb + (size_t)(jr / NR) * b_panel_stride;
+#if defined(__x86_64__)
+    // A last panel of 1-4 columns by rows (AVX2 code, which every x86 ISA but portable has).
+    if (nr <= LEFTOVER_COLUMNS && g_isa != Isa::Portable) {
+      leftover_block(k, pa, a_panel_stride, mc, b, nr, c + jr, ldc, add);
+      return;
+    }
+#endif
     for (int ir = 0; ir < mc; ir += MR)
       micro_kernel(k, pa + (size_t)(ir / MR) * a_panel_stride, b, c + (size_t)ir * ldc + jr, ldc, std::min(MR, mc - ir), nr, add);
   }

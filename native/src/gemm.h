@@ -16,6 +16,9 @@ constexpr int NR = 16;  // columns of C per micro-kernel call (two 8-float AVX r
 constexpr int KC = 256;  // depth of a packed slice: an A panel (6x256) and a B panel (256x16) fit L1
 constexpr int NC = 4096; // columns of B per block: 256x4096 floats = 4 MiB, in L3
 constexpr int MC = 96;   // rows of A per block: 96x256 floats = 96 KiB, in L2
+// A GEMM's last 1-4 columns go through a kernel vectorised over rows rather than a whole 16-column
+// panel (gemm_packed): the same FMA chains per element, so the same bits.
+constexpr int LEFTOVER_COLUMNS = 4;
 
 // K in equal slices of at most KC: 288 (a 3x3 layer on 32 channels) as 144 + 144, not 256 + 32,
 // whose short second pass would read and write all of C for 32 products per element.
