@@ -105,68 +105,46 @@ __attribute__((target("avx2,fma"))) void micro_kernel_avx2_tile(int k, const flo
 #endif
 
 #if defined(__x86_64__)
-// R x 32 of C (R <= 6) from one A panel and two adjacent B panels: 2R zmm accumulators. The rows
-// past a GEMM's last multiple of 6 take R < 6 here rather than the 8-wide tile kernel through a
-// buffer (the last 4 of 64 output channels: 6% of a stride-2 layer's rows).
-template <int R>
-__attribute__((target("avx512f"))) void micro_kernel_avx512(int k, const float* a, const float* b0, const float* b1,
+// R x 16 NP of C (R <= 6) from one A panel and NP adjacent B panels (`b_panel_stride` apart): R NP
+// zmm accumulators, each broadcast of A feeding NP FMAs. gemm_packed takes the columns 32 at a time
+// (NP = 2), an odd count of whole panels as one 48 (NP = 3) and 32s rather than 32s and one 16:
+// NP = 1 has only R FMA chains, too few to keep the FMA units busy (GEMM stage of 512 channels at
+// 28 px, 49 columns: 48 + 1 2.9-3.0 ms, 32 + 16 + 1 3.1-3.4; for 64 columns 48 + 16 was slower than
+// 32 + 32). The rows past a GEMM's last multiple of 6 take R < 6 here rather than the 8-wide tile
+// kernel through a buffer (the last 4 of 64 output channels: 6% of a stride-2 layer's rows).
+template <int R, int NP>
+__attribute__((target("avx512f"))) void micro_kernel_avx512(int k, const float* a, const float* b, size_t b_panel_stride,
                                                               float* c, int ldc, bool add) {
-  __m512 acc[R][2];
-  for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  __m512 acc[R][NP];
+  for (int i = 0; i < R; i++)
+    for (int h = 0; h < NP; h++) acc[i][h] = _mm512_setzero_ps();
   for (int p = 0; p < k; p++) {
     // A panels often stream from memory (Winograd's U is read once per pass): prefetch 3 KB ahead,
     // past this panel into the next. The hardware prefetcher alone left the kernel at 2/3 of its
-    // cached speed there (measured 156-173 -> 236-240 GFLOP/s on one core).
+    // cached speed there (measured 156-173 -> 236-240 GFLOP/s on one core; conv5_x, 16 columns of
+    // tiles at 14x14, 2.7-2.9 -> 1.75-2.2 ms).
     if ((p & 7) == 0)
       for (int l = 0; l < 3; l++) _mm_prefetch(reinterpret_cast<const char*>(a + p * MR + 768 + 16 * l), _MM_HINT_T0);
-    const __m512 x0 = _mm512_loadu_ps(b0 + p * NR);
-    const __m512 x1 = _mm512_loadu_ps(b1 + p * NR);
+    __m512 x[NP];
+    for (int h = 0; h < NP; h++) x[h] = _mm512_loadu_ps(b + h * b_panel_stride + p * NR);
     for (int i = 0; i < R; i++) {
       const __m512 ai = _mm512_set1_ps(a[p * MR + i]);
-      acc[i][0] = _mm512_fmadd_ps(ai, x0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(ai, x1, acc[i][1]);
+      for (int h = 0; h < NP; h++) acc[i][h] = _mm512_fmadd_ps(ai, x[h], acc[i][h]);
     }
   }
-  store_tile32<R>(acc, c, ldc, add);
+  store_tiles<R, NP>(acc, c, ldc, add);
 }
 
-// R x 48 of C from one A panel and three adjacent B panels (3R zmm accumulators): an odd count of
-// whole panels goes as one 48 and 32s, not 32s and the 16-column kernel, whose 6 FMA chains leave
-// the FMA units waiting (GEMM stage of 512 ch at 28 px, 49 columns: 48 + 1 2.9-3.0 ms, 32 + 16 + 1
-// 3.1-3.4; in place of 32 + 32 for 64 columns it was slower, so even counts keep the 32s).
-template <int R>
-__attribute__((target("avx512f"))) void micro_kernel_avx512_48(int k, const float* a, const float* b0, const float* b1,
-                                                                 const float* b2, float* c, int ldc, bool add) {
-  __m512 acc[R][3];
-  for (int i = 0; i < R; i++) acc[i][0] = acc[i][1] = acc[i][2] = _mm512_setzero_ps();
-  for (int p = 0; p < k; p++) {
-    if ((p & 7) == 0)
-      for (int l = 0; l < 3; l++) _mm_prefetch(reinterpret_cast<const char*>(a + p * MR + 768 + 16 * l), _MM_HINT_T0);
-    const __m512 x0 = _mm512_loadu_ps(b0 + p * NR);
-    const __m512 x1 = _mm512_loadu_ps(b1 + p * NR);
-    const __m512 x2 = _mm512_loadu_ps(b2 + p * NR);
-    for (int i = 0; i < R; i++) {
-      const __m512 ai = _mm512_set1_ps(a[p * MR + i]);
-      acc[i][0] = _mm512_fmadd_ps(ai, x0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(ai, x1, acc[i][1]);
-      acc[i][2] = _mm512_fmadd_ps(ai, x2, acc[i][2]);
-    }
-  }
-  for (int i = 0; i < R; i++) {
-    float* ci = c + (size_t)i * ldc;
-    for (int h = 0; h < 3; h++)
-      _mm512_storeu_ps(ci + 16 * h, add ? _mm512_add_ps(_mm512_loadu_ps(ci + 16 * h), acc[i][h]) : acc[i][h]);
-  }
-}
-
-using Avx512Kernel48 = void (*)(int, const float*, const float*, const float*, const float*, float*, int, bool);
-constexpr Avx512Kernel48 AVX512_KERNELS_48[MR + 1] = {nullptr,
-                                                      micro_kernel_avx512_48<1>,
-                                                      micro_kernel_avx512_48<2>,
-                                                      micro_kernel_avx512_48<3>,
-                                                      micro_kernel_avx512_48<4>,
-                                                      micro_kernel_avx512_48<5>,
-                                                      micro_kernel_avx512_48<6>};
+using Avx512Kernel = void (*)(int, const float*, const float*, size_t, float*, int, bool);
+// By rows (1-6) for NP panels.
+template <int NP>
+constexpr Avx512Kernel AVX512_KERNELS[MR + 1] = {nullptr,
+                                                 micro_kernel_avx512<1, NP>,
+                                                 micro_kernel_avx512<2, NP>,
+                                                 micro_kernel_avx512<3, NP>,
+                                                 micro_kernel_avx512<4, NP>,
+                                                 micro_kernel_avx512<5, NP>,
+                                                 micro_kernel_avx512<6, NP>};
 
 // The last R (1..4) columns of a GEMM whose column count is not a multiple of 16 (Winograd's 49
 // tiles at 28x28, 196 at 56x56), vectorised over rows instead of columns: a 16-column kernel would
@@ -225,45 +203,6 @@ void leftover_block(int k, const float* pa, size_t a_panel_stride, int mc, const
                                             mc - q * MR, add);
 }
 
-// R x 16 of C from one A panel and one B panel: the last odd panel of a GEMM's columns (Winograd's
-// 496-column GEMMs at 128x128 spent 5% of their time in the 8-wide kernel on the last 16).
-template <int R>
-__attribute__((target("avx512f"))) void micro_kernel_avx512_16(int k, const float* a, const float* b, float* c, int ldc,
-                                                                 bool add) {
-  __m512 acc[R];
-  for (int i = 0; i < R; i++) acc[i] = _mm512_setzero_ps();
-  for (int p = 0; p < k; p++) {
-    // Prefetched as micro_kernel_avx512 does: here A is Winograd's U at VGG19's conv5 (512
-    // channels, 38 MB a layer, 16 columns of tiles at 14x14), which the hardware prefetcher alone
-    // left this kernel waiting on (conv5_x 2.7-2.9 -> 1.75-2.2 ms, one thread 4.0-4.8 -> 2.7).
-    if ((p & 7) == 0)
-      for (int l = 0; l < 3; l++) _mm_prefetch(reinterpret_cast<const char*>(a + p * MR + 768 + 16 * l), _MM_HINT_T0);
-    const __m512 x = _mm512_loadu_ps(b + p * NR);
-    for (int i = 0; i < R; i++) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[p * MR + i]), x, acc[i]);
-  }
-  for (int i = 0; i < R; i++) {
-    float* ci = c + (size_t)i * ldc;
-    _mm512_storeu_ps(ci, add ? _mm512_add_ps(_mm512_loadu_ps(ci), acc[i]) : acc[i]);
-  }
-}
-
-using Avx512Kernel16 = void (*)(int, const float*, const float*, float*, int, bool);
-constexpr Avx512Kernel16 AVX512_KERNELS_16[MR + 1] = {nullptr,
-                                                      micro_kernel_avx512_16<1>,
-                                                      micro_kernel_avx512_16<2>,
-                                                      micro_kernel_avx512_16<3>,
-                                                      micro_kernel_avx512_16<4>,
-                                                      micro_kernel_avx512_16<5>,
-                                                      micro_kernel_avx512_16<6>};
-
-using Avx512Kernel = void (*)(int, const float*, const float*, const float*, float*, int, bool);
-constexpr Avx512Kernel AVX512_KERNELS[MR + 1] = {nullptr,
-                                                 micro_kernel_avx512<1>,
-                                                 micro_kernel_avx512<2>,
-                                                 micro_kernel_avx512<3>,
-                                                 micro_kernel_avx512<4>,
-                                                 micro_kernel_avx512<5>,
-                                                 micro_kernel_avx512<6>};
 #endif
 
 Isa best_isa() { return cpu_has_avx512() ? Isa::Avx512 : cpu_has_avx2() ? Isa::Avx2 : Isa::Portable; }
@@ -303,25 +242,16 @@ void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const fl
   int jr = 0;
 #if defined(__x86_64__)
   if (g_isa == Isa::Avx512) {
-    if ((nc / NR) % 2 == 1 && nc >= 3 * NR) {
+    // Every row panel against NP column panels from jr on.
+    const auto tiles = [&](int np, const Avx512Kernel* kernels) {
       for (int ir = 0; ir < mc; ir += MR)
-        AVX512_KERNELS_48[std::min(MR, mc - ir)](k, pa + (size_t)(ir / MR) * a_panel_stride, pb, pb + b_panel_stride,
-                                                  pb + 2 * b_panel_stride, c + (size_t)ir * ldc, ldc, add);
-      jr = 3 * NR;
-    }
-    for (; jr + 2 * NR <= nc; jr += 2 * NR) {
-      const float* b0 = pb + (size_t)(jr / NR) * b_panel_stride;
-      for (int ir = 0; ir < mc; ir += MR) {
-        const int mr = std::min(MR, mc - ir);
-        AVX512_KERNELS[mr](k, pa + (size_t)(ir / MR) * a_panel_stride, b0, b0 + b_panel_stride, c + (size_t)ir * ldc + jr, ldc, add);
-      }
-    }
-    if (jr + NR <= nc) {
-      const float* b = pb + (size_t)(jr / NR) * b_panel_stride;
-      for (int ir = 0; ir < mc; ir += MR)
-        AVX512_KERNELS_16[std::min(MR, mc - ir)](k, pa + (size_t)(ir / MR) * a_panel_stride, b, c + (size_t)ir * ldc + jr, ldc, add);
-      jr += NR;
-    }
+        kernels[std::min(MR, mc - ir)](k, pa + (size_t)(ir / MR) * a_panel_stride, pb + (size_t)(jr / NR) * b_panel_stride,
+                                       b_panel_stride, c + (size_t)ir * ldc + jr, ldc, add);
+      jr += np * NR;
+    };
+    if ((nc / NR) % 2 == 1 && nc >= 3 * NR) tiles(3, AVX512_KERNELS<3>);
+    while (jr + 2 * NR <= nc) tiles(2, AVX512_KERNELS<2>);
+    if (jr + NR <= nc) tiles(1, AVX512_KERNELS<1>);
   }
 #endif
   for (; jr < nc; jr += NR) {

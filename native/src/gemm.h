@@ -113,19 +113,14 @@ void round_bf16_span(float* x, long n);
 void to_bf16_bits(const float* x, uint16_t* y, long n);
 
 #if defined(__x86_64__)
-// R rows of a 32-column tile of C (row stride ldc) from the AVX-512 kernels' two accumulators per
-// row, fp32 and bf16 alike: C += acc when `add`, else C = acc.
-template <int R>
-__attribute__((target("avx512f"))) inline void store_tile32(const __m512 (&acc)[R][2], float* c, int ldc, bool add) {
+// R rows of a 16 NP-column tile of C (row stride ldc) from the AVX-512 kernels' NP accumulators
+// per row, fp32 and bf16 alike: C += acc when `add`, else C = acc.
+template <int R, int NP>
+__attribute__((target("avx512f"))) inline void store_tiles(const __m512 (&acc)[R][NP], float* c, int ldc, bool add) {
   for (int i = 0; i < R; i++) {
     float* ci = c + (size_t)i * ldc;
-    if (add) {
-      _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]));
-      _mm512_storeu_ps(ci + 16, _mm512_add_ps(_mm512_loadu_ps(ci + 16), acc[i][1]));
-    } else {
-      _mm512_storeu_ps(ci, acc[i][0]);
-      _mm512_storeu_ps(ci + 16, acc[i][1]);
-    }
+    for (int h = 0; h < NP; h++)
+      _mm512_storeu_ps(ci + 16 * h, add ? _mm512_add_ps(_mm512_loadu_ps(ci + 16 * h), acc[i][h]) : acc[i][h]);
   }
 }
 #endif

@@ -40,7 +40,7 @@ __attribute__((target("avx512f,avx512bf16"))) void kernel_bf16(int kp, const uin
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, x1);
     }
   }
-  store_tile32<R>(acc, c, ldc, add);
+  store_tiles<R, 2>(acc, c, ldc, add);
 }
 
 // MR x 16 into a tile buffer (row stride NR): the last panel of columns and partial corners.
