@@ -231,7 +231,7 @@ if (native) {
   });
 
   test("Winograd's GEMMs with 1-4 columns of tiles past the last whole panel, U streamed (512 channels), equal im2col", () => {
-    // 512 -> 512 at 28x28: F(4x4) 49 tiles (48 + 1 columns), F(6x6) 25 (16 + 9: the whole panel);
+    // 512 -> 512 at 28x28: F(4x4) 49 tiles (48 + 1 columns), F(6x6) 25 (16 + 9, a padded panel as before);
     // 512 -> 520 at 20x28: F(4x4) 35 tiles (32 + 3), F(6x6) 20 (16 + 4), 520 rows (a partial panel).
     for (const [h, w, cout] of [[28, 28, 512], [20, 28, 520]] as const) {
       const x = randomTensor([1, 512, h, w], 1);
