@@ -222,7 +222,19 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
         const float* add_c = add ? add + img_off + (size_t)co * ho * wo : nullptr;
         const float* mask_c = mask ? mask + img_off + (size_t)co * ho * wo : nullptr;
         alignas(32) float o[36 * 8], pq[9 * 8];
+        // The epilogue's operands (below) for the rows this block writes, fetched into L2 a slice
+        // per tile group while the tiles are transformed: output stage of a gradient with the mask
+        // and a gradient to add, 16.1 -> 12.6 ms at 64 channels 512 px, 2.5 -> 1.9 at 512 x 64;
+        // with the mask alone 12.0 -> 11.5 and 2.1 -> 1.8 (stage timers, one process, alternating).
+        const size_t ep0 = (size_t)(t0 / tw) * m * wo, ep1 = std::min((size_t)ho * wo, (size_t)((t0 + nt - 1) / tw + 1) * m * wo);
         for (int t = 0; t < nt; t += 8) {
+          if (add_c || mask_c) {
+            const size_t a0 = ep0 + (ep1 - ep0) * t / nt, a1 = ep0 + (ep1 - ep0) * std::min(nt, t + 8) / nt;
+            for (size_t e = a0 & ~(size_t)15; e < a1; e += 16) {
+              if (mask_c) __builtin_prefetch(mask_c + e, 0, 2);
+              if (add_c) __builtin_prefetch(add_c + e, 0, 2);
+            }
+          }
           // The next 16 tiles' cache line in every plane: 36-64 streams at once are more than the
           // hardware prefetchers follow. Output stage 1.7 -> 1.5 ms at 64 channels 224 px, 0.76 ->
           // 0.57 at 256 x 56, 0.57 -> 0.48 at 512 x 28 (stage timers, 1, 2, 3 and 4 lines ahead
