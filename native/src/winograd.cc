@@ -139,7 +139,7 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
       // Phase 1: V = B^T d B for every (ci, tile), into packed B panels [xi][tile panel][ci][NR].
       // Each channel's windows come from a zero-padded copy of just the rows this block's tiles
       // cover (clearing the whole padded plane for every block cost more than the transform).
-      const int tr0 = t0 / tw, rows = ((t0 + nt - 1) / tw - tr0) * m + t6;
+      const int tr0 = t0 / tw, tr1 = (t0 + nt - 1) / tw, rows = (tr1 - tr0) * m + t6;  // the block's first and last tile rows
       // Where V is megabytes (beyond L2), a panel's 16 tiles go through `lines` (64 planes x 16
       // floats, in L1) and then to V as a whole cache line per plane with non-temporal stores: a
       // plain store first reads the line it writes from memory. Measured per layer on the stage
@@ -226,7 +226,7 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
         // per tile group while the tiles are transformed: output stage of a gradient with the mask
         // and a gradient to add, 16.1 -> 12.6 ms at 64 channels 512 px, 2.5 -> 1.9 at 512 x 64;
         // with the mask alone 12.0 -> 11.5 and 2.1 -> 1.8 (stage timers, one process, alternating).
-        const size_t ep0 = (size_t)(t0 / tw) * m * wo, ep1 = std::min((size_t)ho * wo, (size_t)((t0 + nt - 1) / tw + 1) * m * wo);
+        const size_t ep0 = (size_t)tr0 * m * wo, ep1 = std::min((size_t)ho * wo, (size_t)(tr1 + 1) * m * wo);
         for (int t = 0; t < nt; t += 8) {
           if (add_c || mask_c) {
             const size_t a0 = ep0 + (ep1 - ep0) * t / nt, a1 = ep0 + (ep1 - ep0) * std::min(nt, t + 8) / nt;
@@ -273,10 +273,9 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
         if (!add_c && !mask_c) return;
         // The epilogue, over the row spans this block just wrote (still in cache), as contiguous
         // loops the compiler vectorises; per element inside the tile scatter it cost 2x the GEMM.
-        const int first = t0, last = t0 + nt - 1;
-        for (int trow = first / tw; trow <= last / tw; trow++) {
-          const int xa = trow == first / tw ? (first % tw) * m : 0;
-          const int xb = std::min(wo, trow == last / tw ? (last % tw) * m + m : wo);
+        for (int trow = tr0; trow <= tr1; trow++) {
+          const int xa = trow == tr0 ? (t0 % tw) * m : 0;
+          const int xb = std::min(wo, trow == tr1 ? ((t0 + nt - 1) % tw) * m + m : wo);
           for (int r = trow * m; r < std::min(ho, trow * m + m); r++) {
             const size_t at = (size_t)r * wo + xa;
             add_and_mask_span(out + at, add_c ? add_c + at : nullptr, mask_c ? mask_c + at : nullptr, xb - xa);
