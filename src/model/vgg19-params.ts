@@ -67,9 +67,11 @@ export interface Vgg19Weights {
 
 /**
  * A VGG19 with He-normal random weights and small random biases: for benchmarks and tests that need
- * no file. `widthScale` divides every channel count, as the test fixtures do.
+ * no file. `widthScale` divides every channel count, as the test fixtures do; `inputSize` is the
+ * picture side the classifier expects (fc6 reads pool5's (inputSize / 32)^2 cells a channel), so
+ * that a test can train the whole network on a picture smaller than ImageNet's 224.
  */
-export function randomVgg19Weights(seed = 1, widthScale = 1): Vgg19Weights {
+export function randomVgg19Weights(seed = 1, widthScale = 1, inputSize = 224): Vgg19Weights {
   const gauss = normalRng(uniformRng(seed));
   const layers = new Map<string, LayerWeights>();
   let cin = 3;
@@ -90,7 +92,7 @@ export function randomVgg19Weights(seed = 1, widthScale = 1): Vgg19Weights {
     } else if (spec.kind === 'pool') {
       layers.set(spec.name, { kind: 'pool', method: 'max', ...VGG19_POOL });
     } else if (spec.kind === 'fc') {
-      if (fcIn === 0) fcIn = 7 * 7 * cin;
+      if (fcIn === 0) fcIn = Math.floor(inputSize / 32) ** 2 * cin;
       const dout = spec.name === 'fc8' ? VGG19_CLASSES : Math.max(1, VGG19_FC_WIDTH / widthScale);
       const w = new Tensor([fcIn, dout]);
       const std = Math.sqrt(2 / fcIn);
