@@ -103,7 +103,8 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
                       int upsample, bool pool2x2) {
   ThreadPool& pool = ThreadPool::instance();
   const WinogradTransforms& transforms = active_isa() != Isa::Portable ? avx2::winograd : portable::winograd;
-  const auto input8 = m == 4 ? transforms.input8 : transforms.input8_f6;
+  const auto input16 = m == 4 ? transforms.input16 : transforms.input16_f6;
+  static_assert(NR == 16, "the transforms fill and read one 16-tile GEMM panel at a time");
   const bool bf16 = bf16_active();  // --precision bf16: the input rounded as its rows are copied; products in fp32
   const int t6 = m + 2, planes = t6 * t6;  // window side and transformed planes: 6 and 36, or 8 and 64
   const int ho = h + 2 * pad - 2, wo = w + 2 * pad - 2;
@@ -140,17 +141,16 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
       // Each channel's windows come from a zero-padded copy of just the rows this block's tiles
       // cover (clearing the whole padded plane for every block cost more than the transform).
       const int tr0 = t0 / tw, tr1 = (t0 + nt - 1) / tw, rows = (tr1 - tr0) * m + t6;  // the block's first and last tile rows
-      // Where V is megabytes (beyond L2), a panel's 16 tiles go through `lines` (64 planes x 16
-      // floats, in L1) and then to V as a whole cache line per plane with non-temporal stores: a
-      // plain store first reads the line it writes from memory. Measured per layer on the stage
-      // timers (alternating processes): 64 channels at 224 px 2.2 -> 1.6 ms, 256 at 56 px 0.9 ->
-      // 0.65, 512 at 28 px 0.57 -> 0.45, the GEMMs that read V next no slower; at 14 px (1.2 MB)
-      // 0.18 -> 0.20, so small blocks keep plain stores.
+      // Where V is megabytes (beyond L2), a panel's 16 tiles go to V as a whole cache line per
+      // plane with non-temporal stores: a plain store first reads the line it writes from memory.
+      // Measured per layer on the stage timers (alternating processes): 64 channels at 224 px 2.2
+      // -> 1.6 ms, 256 at 56 px 0.9 -> 0.65, 512 at 28 px 0.57 -> 0.45, the GEMMs that read V next
+      // no slower; at 14 px (1.2 MB) 0.18 -> 0.20, so small blocks keep plain stores.
       const bool stream_v = 4.0 * planes * cin * ntp > 2.0 * 1024 * 1024;
       const double s0 = seconds_now();
       pool.parallel_for(cin, [&](int ci, int) {
         thread_local std::vector<float> xpad;
-        xpad.resize((size_t)rows * wp + 8);  // + 8: input8's side-by-side loads read past a row
+        xpad.resize((size_t)rows * wp + 8);  // + 8: input16's side-by-side loads read past a row
         const float* plane = x_img + (size_t)ci * hs * ws;
         // Row lr holds input row tr0 m + lr - pad, its border zero or mirrored (`reflect`: the style
         // network's ReflectionPad2d fused here, which saved its own pass over every activation).
@@ -165,19 +165,16 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
         const int src0 = std::max(0, (tr0 * m - pad) / upsample), src1 = std::min(hs, (tr0 * m - pad + rows + upsample - 1) / upsample);
         const char* pf = nci < cin && src1 > src0 ? reinterpret_cast<const char*>(x_img + (size_t)nci * hs * ws + (size_t)src0 * ws) : nullptr;
         const size_t pf_bytes = pf ? (size_t)(src1 - src0) * ws * sizeof(float) : 0;
-        alignas(64) float lines[64 * NR];
-        for (int t = 0; t < ntp; t += 8) {
+        for (int t = 0; t < ntp; t += NR) {
           if (pf)
-            for (size_t o = pf_bytes * t / ntp & ~(size_t)63, e = pf_bytes * (t + 8) / ntp; o < e; o += 64) __builtin_prefetch(pf + o, 0, 2);
-          int base[8];
-          for (int l = 0; l < 8; l++) {
+            for (size_t o = pf_bytes * t / ntp & ~(size_t)63, e = pf_bytes * (t + NR) / ntp; o < e; o += 64) __builtin_prefetch(pf + o, 0, 2);
+          int base[NR];
+          for (int l = 0; l < NR; l++) {
             const int tile = std::min(t0 + t + l, t0 + nt - 1);  // lanes past the end repeat a real tile
             base[l] = (tile / tw - tr0) * m * wp + (tile % tw) * m;
           }
-          const bool side_by_side = (t0 + t) % tw + 8 <= tw && t + 8 <= nt;
-          float* dst = vp + (size_t)(t / NR) * NR * cin + (size_t)ci * NR;
-          input8(xpad.data(), wp, base, side_by_side, (stream_v ? lines : dst) + t % NR, stream_v ? NR : vp_stride);
-          if (stream_v && t % NR == NR - 8) transforms.stream16(lines, planes, dst, vp_stride);  // the panel is whole (ntp: a multiple of NR)
+          const bool side_by_side[2] = {(t0 + t) % tw + 8 <= tw && t + 8 <= nt, (t0 + t + 8) % tw + 8 <= tw && t + 16 <= nt};
+          input16(xpad.data(), wp, base, side_by_side, vp + (size_t)t * cin + (size_t)ci * NR, vp_stride, stream_v);
         }
         // Non-temporal stores are weakly ordered: made visible before the GEMMs' threads read V.
         if (stream_v) std::atomic_thread_fence(std::memory_order_seq_cst);
