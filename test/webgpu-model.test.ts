@@ -49,8 +49,8 @@ test('classifying chelsea.png on webgpu gives the same top-5 as PyTorch', async 
   assert.ok(Math.abs(r.top[0]!.prob - 0.375233302788687) < 1e-4);
 });
 
-// 40 passes, not more: the pool's byte count must not change at all after the second pass, so one
-// leaked buffer per pass shows at the third; on SwiftShader each pass costs ~0.7 s of the suite.
+// 16 passes, not more: the pool's byte count must not change at all after the second pass, so one
+// leaked buffer per pass shows at the third; on SwiftShader each pass costs ~0.5 s of the suite.
 test('16 consecutive forward passes (and 8 backward) do not grow GPU memory', async () => {
   const model = new Vgg19(randomVgg19Weights(3, 16), gpu);
   const x = randomTensor([1, 3, 32, 32], 1, -50, 50);
