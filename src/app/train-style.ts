@@ -43,6 +43,14 @@ export interface TrainLosses {
   readonly total: number;
 }
 
+/** A batch's losses at the current weights and their gradient (flattenTransformerWeights' order). */
+export interface TrainGradients {
+  readonly losses: TrainLosses;
+  readonly grad: Float32Array;
+  /** Batch norm's statistics of this batch, per layer: what the running statistics move towards. */
+  readonly batchStats: Map<string, { mean: Float32Array; variance: Float32Array; count: number }>;
+}
+
 export interface StyleTrainerOptions {
   /** The loss network. */
   readonly vgg: Vgg19Weights;
@@ -145,7 +153,7 @@ export class StyleTrainer {
    * orders them. The network runs on the whole batch; VGG19 takes one image at a time (each image
    * has its own content target, and a Gram matrix is per image), and the losses are their mean.
    */
-  async gradients(x: Tensor): Promise<{ losses: TrainLosses; grad: Float32Array; batchStats: Map<string, { mean: Float32Array; variance: Float32Array; count: number }> }> {
+  async gradients(x: Tensor): Promise<TrainGradients> {
     const { backend: be, objective: w } = this.o;
     const [n, , h, wd] = x.shape as [number, number, number, number];
     if (h % 4 !== 0 || wd % 4 !== 0) throw new PasticheError(`training crops must be multiples of 4 pixels a side (the network's two strides of 2), got ${wd}x${h}`);
@@ -204,12 +212,20 @@ export class StyleTrainer {
 
   /** One training step: the losses at the current weights (returned), then an Adam step on every parameter. */
   async step(x: Tensor): Promise<TrainLosses> {
-    const { losses, grad, batchStats } = await this.gradients(x);
+    const g = await this.gradients(x);
+    this.apply(g);
+    return g.losses;
+  }
+
+  /**
+   * The Adam step (and batch norm's running statistics) from gradients() at the current weights:
+   * the second half of step(), for a caller that has looked at the gradients first.
+   */
+  apply({ losses, grad, batchStats }: TrainGradients): void {
     if (!Number.isFinite(losses.total)) throw new PasticheError('the loss is no longer finite: lower --lr or the loss weights');
     this.adam.step(this.flat, grad);
     const next = unflattenTransformerWeights(this.current, this.flat);
     this.current = batchStats.size ? { ...next, ...updatedRunning(next, batchStats) } : next;
-    return losses;
   }
 }
 
