@@ -60,6 +60,6 @@ export {
 export { loadTransformerModel, saveTransformerModel, loadTrainingCheckpoint, saveTrainingCheckpoint } from './weights/transformer-file.js';
 export { parseTransformerModel } from './weights/transformer-parse.js';
 export { stylizeWithNetwork, runFastStylize, type FastStylizeJob } from './app/fast-stylize.js';
-export { StyleTrainer, trainStyle, trainingCrop, type ContentSource, type TrainSettings, type TrainLosses, type TrainStyleOptions, type TrainStyleResult } from './app/train-style.js';
+export { StyleTrainer, trainStyle, trainingCrop, type ContentSource, type TrainSettings, type TrainLosses, type TrainGradients, type TrainStyleOptions, type TrainStyleResult } from './app/train-style.js';
 export { runTrainStyle, listContentImages, type TrainStyleJob } from './app/train-style-job.js';
 export { TRAIN_PRESETS, TRAIN_PRESET_NAMES, parseTrainSettings, type TrainFields } from './app/train-request.js';
