@@ -1,7 +1,6 @@
 /** The benchmark's machinery and its peer: the ONNX model Pastiche writes computes the same network. */
 import * as assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from '../src/app/bench.js';
@@ -18,6 +17,7 @@ import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import { randomVgg19Weights } from '../src/model/vgg19-params.js';
 import { formatLayers } from '../src/cli/format.js';
 import { TINY, assertClose, runCli } from './helpers.js';
+import { tempDir } from './temp.js';
 
 // The full-size network, made once (6 s of random numbers).
 let fullSize: ReturnType<typeof randomVgg19Weights> | undefined;
@@ -85,7 +85,7 @@ test('layer timings cover every row, for a backend and for onnxruntime (small ne
 });
 
 test('pastiche bench --sections layers --peers --json --plot: the table and the roofline for the full-size network; bad sections are one-line errors', async () => {
-  const plot = join(mkdtempSync(join(tmpdir(), 'pastiche-roofline-')), 'roofline.svg');
+  const plot = join(tempDir('pastiche-roofline-'), 'roofline.svg');
   const r = await runCli(['bench', '--sections', 'layers', '-b', 'native', '--peers', '-r', '1', '--warmup', '0', '--json', '-q', '--plot', plot]);
   assert.equal(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout) as {

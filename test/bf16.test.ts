@@ -11,12 +11,12 @@ import type { NativeBackend } from '../src/backends/native/native-backend.js';
 import type { ConvAlgorithm } from '../src/backends/native/native-backend.js';
 import { bf16Bits, roundToBf16 } from '../src/tensor/bf16.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SUITE_GEMM_SHAPES } from '../src/app/kernel-suite.js';
 import { readRgb } from '../src/image/preprocess.js';
 import { CONV_SHAPES, FIXTURES, TINY, assertClose, randomTensor, relError, runCli } from './helpers.js';
+import { tempDir } from './temp.js';
 
 const loops = getBackend('loops');
 const rounded = (t: Tensor) => new Tensor(t.shape, roundToBf16(t.data));
@@ -198,27 +198,23 @@ if (nativeBackend && hasBf16) {
     assert.equal(bad.code, 1);
     assert.equal(bad.stderr, 'pastiche: --precision bf16 needs the native backend (got ts)\n');
 
-    const dir = mkdtempSync(join(tmpdir(), 'pastiche-bf16-'));
-    try {
-      const run = async (args: string[]) => {
-        const r = await runCli([...args, '-q']);
-        assert.equal(r.code, 0, r.stderr);
-        assert.doesNotMatch(r.stderr, /warning|error/i);
-      };
-      await run(['stylize', `${TINY}chelsea.png`, `${FIXTURES}resize/gradient301x199.png`, '-w', `${TINY}vgg19-tiny-old.mat`, '--size', '32', '--iterations', '3', '--precision', 'bf16', '-o', join(dir, 'gatys.png')]);
-      // The style network: bf16's picture is fp32's to within a few levels.
-      const model = `${FIXTURES}transformer/transformer-tiny.pth`;
-      for (const p of ['fp32', 'bf16']) await run(['stylize', `${TINY}chelsea.png`, '--model', model, '--size', '48', '--precision', p, '-o', join(dir, `net-${p}.png`)]);
-      const [ia, ib] = [await readRgb(join(dir, 'net-fp32.png')), await readRgb(join(dir, 'net-bf16.png'))];
-      let worst = 0;
-      for (let i = 0; i < ia.data.length; i++) worst = Math.max(worst, Math.abs(ia.data[i]! - ib.data[i]!));
-      assert.ok(worst <= 8, `the two pictures differ by up to ${worst} levels`);
-      const content = join(dir, 'content');
-      mkdirSync(content);
-      for (const n of ['a', 'b']) copyFileSync(`${TINY}chelsea.png`, join(content, `${n}.png`));
-      await run(['train-style', `${TINY}chelsea.png`, '--content-dir', content, '-o', join(dir, 'net.safetensors'), '-w', `${TINY}vgg19-tiny-old.mat`, '--size', '32', '--batch', '2', '--width', '4', '--iterations', '2', '--precision', 'bf16']);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const dir = tempDir('pastiche-bf16-');
+    const run = async (args: string[]) => {
+      const r = await runCli([...args, '-q']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.doesNotMatch(r.stderr, /warning|error/i);
+    };
+    await run(['stylize', `${TINY}chelsea.png`, `${FIXTURES}resize/gradient301x199.png`, '-w', `${TINY}vgg19-tiny-old.mat`, '--size', '32', '--iterations', '3', '--precision', 'bf16', '-o', join(dir, 'gatys.png')]);
+    // The style network: bf16's picture is fp32's to within a few levels.
+    const model = `${FIXTURES}transformer/transformer-tiny.pth`;
+    for (const p of ['fp32', 'bf16']) await run(['stylize', `${TINY}chelsea.png`, '--model', model, '--size', '48', '--precision', p, '-o', join(dir, `net-${p}.png`)]);
+    const [ia, ib] = [await readRgb(join(dir, 'net-fp32.png')), await readRgb(join(dir, 'net-bf16.png'))];
+    let worst = 0;
+    for (let i = 0; i < ia.data.length; i++) worst = Math.max(worst, Math.abs(ia.data[i]! - ib.data[i]!));
+    assert.ok(worst <= 8, `the two pictures differ by up to ${worst} levels`);
+    const content = join(dir, 'content');
+    mkdirSync(content);
+    for (const n of ['a', 'b']) copyFileSync(`${TINY}chelsea.png`, join(content, `${n}.png`));
+    await run(['train-style', `${TINY}chelsea.png`, '--content-dir', content, '-o', join(dir, 'net.safetensors'), '-w', `${TINY}vgg19-tiny-old.mat`, '--size', '32', '--batch', '2', '--width', '4', '--iterations', '2', '--precision', 'bf16']);
   });
 }

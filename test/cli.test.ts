@@ -1,14 +1,14 @@
 /** The command line as a person uses it: output, --json, --dump, and one-line errors on bad input. */
 import * as assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { readNpy } from '../src/tensor/npy.js';
 import { CLI, TINY, assertClose, runCli, type CliResult } from './helpers.js';
+import { tempDir } from './temp.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'pastiche-cli-'));
-const emptyCache = mkdtempSync(join(tmpdir(), 'pastiche-cache-'));
+const dir = tempDir('pastiche-cli-');
+const emptyCache = tempDir('pastiche-cache-');
 const WEIGHTS = `${TINY}vgg19-tiny-old.mat`;
 const IMAGE = `${TINY}chelsea.png`;
 

@@ -2,10 +2,9 @@
 import * as assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { promisify } from 'node:util';
@@ -13,6 +12,7 @@ import { fetchWeights } from '../src/app/fetch-weights.js';
 import { download } from '../src/weights/download.js';
 import type { SourceName, WeightsSource } from '../src/weights/weights-source.js';
 import { CLI, TINY } from './helpers.js';
+import { tempDir } from './temp.js';
 
 const run = promisify(execFile);
 const body = readFileSync(`${TINY}vgg19-tiny-old-z.mat`);
@@ -60,7 +60,7 @@ async function fetchCli(args: string[]): Promise<{ code: number; stdout: string;
 }
 
 function freshDir(): string {
-  return mkdtempSync(join(tmpdir(), 'pastiche-dl-'));
+  return tempDir('pastiche-dl-');
 }
 
 test('fetch downloads, verifies the MD5 and keeps a verified file', async () => {

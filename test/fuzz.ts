@@ -5,8 +5,7 @@
  * outcome must be a result or a one-line PasticheError, in bounded memory; anything else is a
  * finding. `fuzz.test.ts` runs it briefly in `npm test`; `scripts/fuzz.mjs --minutes N` runs it long.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deflateSync, inflateSync } from 'node:zlib';
 import sharp from 'sharp';
@@ -16,6 +15,7 @@ import { readNpy } from '../src/tensor/npy.js';
 import { uniformRng } from '../src/util/random.js';
 import { loadMatConvNetVgg19, loadVgg19Weights } from '../src/weights/load-vgg19.js';
 import { writeConvertedVgg19 } from '../src/weights/weights-cache.js';
+import { tempDir } from './temp.js';
 
 type Kind = 'mat' | 'weights' | 'npy' | 'image';
 
@@ -54,7 +54,7 @@ async function seeds(fixtures: string): Promise<Seed[]> {
   const png = readFileSync(`${tiny}chelsea.png`);
   const small = await sharp(png).resize(48, 40).png().toBuffer();
   const sources = `${fixtures}sources/`;
-  const converted = join(mkdtempSync(join(tmpdir(), 'pastiche-fuzz-seed-')), 'w.safetensors');
+  const converted = join(tempDir('pastiche-fuzz-seed-'), 'w.safetensors');
   await writeConvertedVgg19(converted, await loadVgg19Weights(`${sources}vgg19-tiny-notop.h5`));
   return [
     { kind: 'weights', name: 'zip.pth', bytes: readFileSync(`${sources}vgg19-tiny.pth`) },
@@ -169,7 +169,7 @@ async function readAs(kind: Kind, file: string): Promise<void> {
 export async function fuzz(o: FuzzOptions, fixtures: string): Promise<FuzzReport> {
   const r = uniformRng(o.seed);
   const corpus = await seeds(fixtures);
-  const dir = mkdtempSync(join(tmpdir(), 'pastiche-fuzz-'));
+  const dir = tempDir('pastiche-fuzz-');
   const report: FuzzReport = { tried: 0, outcomes: { mat: {}, weights: {}, npy: {}, image: {} }, findings: [], peakArrayBuffersMB: 0, peakRssMB: 0, seconds: 0 };
   const t0 = performance.now();
   const maxBuffers = (o.maxArrayBuffersMB ?? 512) * 2 ** 20;

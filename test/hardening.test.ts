@@ -5,11 +5,10 @@
  */
 import * as assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import sharp from 'sharp';
@@ -17,9 +16,10 @@ import { startWebServer } from '../src/server/web-server.js';
 import { PasticheError } from '../src/errors.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { CLI, TINY, runCli, type CliResult } from './helpers.js';
+import { tempDir } from './temp.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'pastiche-hard-'));
-const emptyCache = mkdtempSync(join(tmpdir(), 'pastiche-hard-cache-'));
+const dir = tempDir('pastiche-hard-');
+const emptyCache = tempDir('pastiche-hard-cache-');
 const WEIGHTS = `${TINY}vgg19-tiny-old.mat`;
 const IMAGE = `${TINY}chelsea.png`;
 
@@ -200,7 +200,7 @@ test('weights fetch: a stalled server costs the deadline, says it retries (even 
     stalling.close();
   });
   const url = `http://127.0.0.1:${(stalling.address() as AddressInfo).port}/w.mat`;
-  const out = join(mkdtempSync(join(tmpdir(), 'pastiche-fetch-')), 'w.mat');
+  const out = join(tempDir('pastiche-fetch-'), 'w.mat');
   const t0 = performance.now();
   const r = await pastiche(['weights', 'fetch', '--url', url, '--md5', '0'.repeat(32), '--output', out, '--timeout', '2', '-q']);
   const seconds = (performance.now() - t0) / 1000;
@@ -217,7 +217,7 @@ test('weights fetch: a stalled server costs the deadline, says it retries (even 
   await new Promise<void>((res) => closed.listen(0, '127.0.0.1', res));
   const port = (closed.address() as AddressInfo).port;
   await new Promise((res) => closed.close(res));
-  const cache = mkdtempSync(join(tmpdir(), 'pastiche-fetch-cache-'));
+  const cache = tempDir('pastiche-fetch-cache-');
   const offline = await pastiche(['weights', 'fetch', '--url', `http://127.0.0.1:${port}/x.mat`, '-q'], { XDG_CACHE_HOME: cache });
   assertOneLine(offline, /cannot download .*ECONNREFUSED/);
   assert.deepEqual(readdirSync(cache), [], 'no empty cache folders');

@@ -1,7 +1,6 @@
 /** Image input: Pillow-exact resizing, EXIF orientation, colour conversions, formats, bad images. */
 import * as assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { crc32 } from 'node:zlib';
@@ -11,8 +10,9 @@ import { resizeBilinearPil } from '../src/image/pil-resize.js';
 import { readRgb } from '../src/image/preprocess.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { FIXTURES } from './helpers.js';
+import { tempDir } from './temp.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'pastiche-img-'));
+const dir = tempDir('pastiche-img-');
 
 for (const name of ['noise37x53', 'gradient301x199']) {
   for (const [w, h] of [[150, 150], [100, 61], [37, 200]] as const) {

@@ -1,8 +1,7 @@
 /** The MAT-file reader and the MatConvNet interpretation: both layouts, MATLAB's habits, bad files. */
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
@@ -17,8 +16,9 @@ import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import type { Vgg19Weights } from '../src/model/vgg19-params.js';
 import { FIXTURES, TINY } from './helpers.js';
 import { concat, matHeader, writeMat, type WriterOptions } from './mat-writer.js';
+import { tempDir } from './temp.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'pastiche-mat-'));
+const dir = tempDir('pastiche-mat-');
 let counter = 0;
 function tmpFile(bytes: Uint8Array): string {
   const f = join(dir, `f${counter++}.mat`);

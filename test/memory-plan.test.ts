@@ -5,8 +5,7 @@
  * written, tiles chosen and shown, and the tile events of a run.
  */
 import * as assert from 'node:assert/strict';
-import { existsSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync} from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseByteSize, planMemory, type ParamShapes, type PlanRequest } from '../src/app/memory-plan.js';
@@ -18,6 +17,7 @@ import { VGG19_FC_WIDTH, VGG19_LAYERS, VGG19_WIDTHS } from '../src/model/vgg19-t
 import type { Progress } from '../src/app/progress.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import { FIXTURES, TINY, runCli } from './helpers.js';
+import { tempDir } from './temp.js';
 
 /** The real VGG19's shapes (no values needed). */
 function fullShapes(): ParamShapes {
@@ -104,7 +104,7 @@ test("a GPU's buffer limit caps the tile: no activation of a tile exceeds it", (
 test('--max-memory: parsed with the other settings; too small for any tile -> one line, exit 1, nothing written', async () => {
   assert.throws(() => parseStylizeSettings({ maxMemory: 'lots' }, 1, () => '--max-memory'), /--max-memory must be a size such as 3G or 500M \(got 'lots'\)/);
   assert.equal(parseStylizeSettings({ maxMemory: '3G' }, 1).maxMemory, 3 * GiB);
-  const out = join(mkdtempSync(join(tmpdir(), 'pastiche-budget-')), 'never.png');
+  const out = join(tempDir('pastiche-budget-'), 'never.png');
   const r = await runCli(['stylize', `${TINY}chelsea.png`, `${FIXTURES}resize/gradient301x199.png`, '-o', out, '--max-memory', '2M', '-w', `${TINY}vgg19-tiny-old.mat`, '-s', '2000']);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /^pastiche: a 2000x\d+ output needs at least \d+ MiB \(in 16-px tiles, .*\), more than --max-memory \(2 MiB\): choose a smaller --size or a larger --max-memory\n$/);

@@ -4,14 +4,14 @@
  */
 import * as assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { FIXTURES, TINY } from './helpers.js';
 import { useSwiftShaderUnlessSet } from './webgpu-env.js';
+import { tempDir } from './temp.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const run = promisify(execFile);
@@ -42,12 +42,12 @@ test('the README\'s commands run and print no warning (fetch aside: it needs the
   const commands = readmeCommands();
   assert.ok(commands.length >= 6, `found ${commands.length} commands`);
   // A folder like a newcomer's: the clone's test fixtures, a cat and a painting.
-  const cwd = mkdtempSync(join(tmpdir(), 'pastiche-readme-'));
+  const cwd = tempDir('pastiche-readme-');
   symlinkSync(join(REPO, 'test'), join(cwd, 'test'));
   copyFileSync(`${TINY}chelsea.png`, join(cwd, 'cat.jpg'));
   copyFileSync(`${FIXTURES}resize/gradient301x199.png`, join(cwd, 'starry-night.jpg'));
   // The real weights are not downloadable here: the tiny fixture stands in for the fetched file.
-  const base: NodeJS.ProcessEnv = { ...process.env, PASTICHE_WEIGHTS: `${TINY}vgg19-tiny-old.mat`, XDG_CACHE_HOME: mkdtempSync(join(tmpdir(), 'pastiche-readme-cache-')) };
+  const base: NodeJS.ProcessEnv = { ...process.env, PASTICHE_WEIGHTS: `${TINY}vgg19-tiny-old.mat`, XDG_CACHE_HOME: tempDir('pastiche-readme-cache-') };
   delete base['XDG_RUNTIME_DIR'];
   let ran = 0;
   for (const c of commands) {

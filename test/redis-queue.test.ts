@@ -6,14 +6,13 @@
  */
 import * as assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import * as net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, test } from 'node:test';
 import sharp from 'sharp';
 import { startService, type Service } from '../src/server/serve.js';
 import { CLI, FIXTURES, TINY } from './helpers.js';
+import { tempDir } from './temp.js';
 
 const REDIS_SERVER = process.env['PASTICHE_REDIS_SERVER'] ?? '/usr/bin/redis-server';
 const CONTENT = readFileSync(`${TINY}chelsea.png`);
@@ -28,7 +27,7 @@ async function freePort(): Promise<number> {
 }
 
 const port = await freePort();
-const redisDir = mkdtempSync(join(tmpdir(), 'pastiche-redis-'));
+const redisDir = tempDir('pastiche-redis-');
 const REDIS = `redis://127.0.0.1:${port}`;
 let redis: ChildProcess | undefined;
 

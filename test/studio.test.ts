@@ -6,8 +6,7 @@
  * $PASTICHE_SCREENSHOTS when it is set (for looking at them, not compared by the test).
  */
 import * as assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
@@ -17,6 +16,7 @@ import { parseStylizeSettings } from '../src/app/stylize-request.js';
 import { startService } from '../src/server/serve.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import { FIXTURES, TINY } from './helpers.js';
+import { tempDir } from './temp.js';
 
 const CHROMIUM = process.env['PASTICHE_CHROMIUM'] ?? '/usr/bin/chromium';
 const FLAGS = ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu'];
@@ -25,12 +25,11 @@ const CONTENT = `${TINY}chelsea.png`;
 const STYLE = `${FIXTURES}resize/gradient301x199.png`;
 
 const service = await startService({ weights: `${TINY}vgg19-tiny-old.mat` });
-const profile = mkdtempSync(join(tmpdir(), 'pastiche-studio-'));
+const profile = tempDir('pastiche-studio-');
 let ctx: BrowserContext | undefined;
 after(async () => {
   await ctx?.close();
   await service.close();
-  rmSync(profile, { recursive: true, force: true });
 });
 
 async function page(options: { colorScheme?: 'light' | 'dark'; viewport?: { width: number; height: number } } = {}): Promise<Page> {

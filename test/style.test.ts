@@ -1,8 +1,7 @@
 /** Style transfer: losses and gradients against PyTorch and finite differences, Adam's trajectory, the CLI. */
 import * as assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import sharp from 'sharp';
@@ -16,9 +15,10 @@ import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import { CLI, FIXTURES, TINY, assertClose, gradCheck, randomTensor, runCli } from './helpers.js';
+import { tempDir } from './temp.js';
 
 const REF = `${FIXTURES}style/`;
-const dir = mkdtempSync(join(tmpdir(), 'pastiche-style-'));
+const dir = tempDir('pastiche-style-');
 const tiny = await loadMatConvNetVgg19(`${TINY}vgg19-tiny-old.mat`);
 const STYLE = `${FIXTURES}resize/gradient301x199.png`;
 const CONTENT = `${TINY}chelsea.png`;

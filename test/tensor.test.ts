@@ -1,6 +1,5 @@
 import * as assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { PasticheError } from '../src/errors.js';
@@ -8,6 +7,7 @@ import { formatNpy, parseNpy, readNpy, writeNpy } from '../src/tensor/npy.js';
 import { clearHostPool, hostPoolBytes } from '../src/tensor/host-pool.js';
 import { Tensor, expectShape } from '../src/tensor/tensor.js';
 import { TINY, randomTensor } from './helpers.js';
+import { tempDir } from './temp.js';
 
 test('tensor shapes are checked with readable messages', () => {
   assert.throws(() => new Tensor([2, 3], new Float32Array(5)), /5 elements but shape \[2, 3\] needs 6/);
@@ -18,7 +18,7 @@ test('tensor shapes are checked with readable messages', () => {
 });
 
 test('.npy round-trips float32 tensors, including rank 1 and empty', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'pastiche-npy-'));
+  const dir = tempDir('pastiche-npy-');
   for (const shape of [[5], [2, 3, 4, 5], [0, 3], [1, 1000]]) {
     const t = randomTensor(shape, 7);
     const file = join(dir, 'x.npy');

@@ -7,8 +7,7 @@
  */
 import * as assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseTrainSettings, TRAIN_PRESETS, vggBlockWidths } from '../src/app/train-request.js';
@@ -24,6 +23,7 @@ import { loadTransformerModel, saveTransformerModel } from '../src/weights/trans
 import { readNpy } from '../src/tensor/npy.js';
 import { CLI, FIXTURES, TINY, randomTensor, runCli } from './helpers.js';
 import { checkTrainingReplay } from './train-reference.js';
+import { tempDir } from './temp.js';
 
 const DIR = `${FIXTURES}transformer/`;
 const MODEL = `${DIR}transformer-tiny.pth`;
@@ -49,7 +49,7 @@ test("a batch-norm network saved by torch.save runs with its running statistics:
     for (let i = 0; i < want.size; i++) [lo, hi, worst] = [Math.min(lo, want.data[i]!), Math.max(hi, want.data[i]!), Math.max(worst, Math.abs(got.data[i]! - want.data[i]!))];
     assert.ok(worst <= 1e-4 * (hi - lo), `${name}: ${worst} of a range of ${hi - lo}`);
   }
-  const file = join(mkdtempSync(join(tmpdir(), 'pastiche-bn-')), 'bn.safetensors');
+  const file = join(tempDir('pastiche-bn-'), 'bn.safetensors');
   await saveTransformerModel(file, weights);
   const back = await loadTransformerModel(file);
   assert.equal(back.norm, 'batch');
@@ -143,7 +143,7 @@ test("presets: the course's and pytorch/examples' weights translated into this n
 
 /** A folder of small content images (the shared samples, scaled down), one of them not an image. */
 function contentFolder(withBroken = false): string {
-  const dir = mkdtempSync(join(tmpdir(), 'pastiche-content-'));
+  const dir = tempDir('pastiche-content-');
   mkdirSync(join(dir, 'sub'));
   for (const f of ['chelsea.png']) copyFileSync(`${TINY}${f}`, join(dir, f));
   copyFileSync(`${TINY}chelsea.png`, join(dir, 'sub', 'cat2.png'));
@@ -216,7 +216,7 @@ test('train-style: bad inputs are one line each, before any work', async () => {
     assert.match(r.stderr, pattern);
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
   };
-  const empty = mkdtempSync(join(tmpdir(), 'pastiche-empty-'));
+  const empty = tempDir('pastiche-empty-');
   one(await runCli([...common(empty, out), '--iterations', '1']), /^pastiche: .*pastiche-empty-\w+: holds no images \(\.png, \.jpg, \.jpeg\)\n$/);
   one(await runCli([...common(join(dir, 'nope'), out), '--iterations', '1']), /nope: no such folder/);
   one(await runCli([...common(dir, join(dir, 'm.pth')), '--iterations', '1']), /m\.pth: the model is written as \.safetensors/);

@@ -5,8 +5,7 @@
  * safetensors round trip, and `stylize --model` with its one-line errors.
  */
 import * as assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { forwardTiled, networkTile, normStatistics, stylizeWithNetwork } from '../src/app/fast-stylize.js';
@@ -21,6 +20,7 @@ import { readNpy } from '../src/tensor/npy.js';
 import { loadTransformerModel, saveTransformerModel } from '../src/weights/transformer-file.js';
 import { FIXTURES, TINY, assertClose, randomTensor, runCli } from './helpers.js';
 import { checkTransformerBackward } from './transformer-reference.js';
+import { tempDir } from './temp.js';
 
 const DIR = `${FIXTURES}transformer/`;
 const MODEL = `${DIR}transformer-tiny.pth`;
@@ -166,14 +166,14 @@ test("old checkpoints' InstanceNorm running_* keys are dropped; our safetensors 
   const be = getBackend();
   const want = await new TransformerNet(weights, be).forward(input).toHost();
   assertClose(await new TransformerNet(legacy, be).forward(input).toHost(), want, 1e-9, 'legacy keys');
-  const file = join(mkdtempSync(join(tmpdir(), 'pastiche-tn-')), 'model.safetensors');
+  const file = join(tempDir('pastiche-tn-'), 'model.safetensors');
   await saveTransformerModel(file, weights);
   const again = await loadTransformerModel(file);
   assertClose(await new TransformerNet(again, be).forward(input).toHost(), want, 1e-9, 'safetensors round trip');
 });
 
 test('stylize --model: one image to a file, several into a folder, equal to the library; the output is the input size', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'pastiche-fast-'));
+  const dir = tempDir('pastiche-fast-');
   const one = join(dir, 'one.png');
   const r = await runCli(['stylize', `${TINY}chelsea.png`, '--model', MODEL, '-o', one, '--size', '120']);
   assert.equal(r.code, 0, r.stderr);
@@ -193,7 +193,7 @@ test('stylize --model: one image to a file, several into a folder, equal to the 
 });
 
 test('stylize --model: a pickle that runs code, a VGG19 file, a flag of the optimisation, no style without --model: one line each, nothing written', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'pastiche-fast-bad-'));
+  const dir = tempDir('pastiche-fast-bad-');
   const out = join(dir, 'x.png');
   const notModel = join(dir, 'notes.pth');
   writeFileSync(notModel, 'just text');
@@ -242,7 +242,7 @@ for (const model of [MODEL, `${DIR}transformer-deconv-tiny.pth`]) {
 }
 
 test('stylize --model --max-memory: a budget that cannot hold the image whole runs it in tiles; too small a budget is one line', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'pastiche-fast-tiles-'));
+  const dir = tempDir('pastiche-fast-tiles-');
   const out = join(dir, 'big.png');
   // 400x266 whole would need ~210 MB here (the quarter-width network: 0.5 KB a pixel): 128-px tiles.
   assert.equal(networkTile(266, 400, 8, 200 * 2 ** 20), 128);
@@ -344,7 +344,7 @@ for (const name of BACKENDS) {
 
 test('a transposed-convolution network round-trips through our safetensors, and stays out of the ONNX export', async () => {
   const weights = await loadTransformerModel(`${DIR}transformer-deconv-tiny.pth`);
-  const file = join(mkdtempSync(join(tmpdir(), 'pastiche-deconv-')), 'm.safetensors');
+  const file = join(tempDir('pastiche-deconv-'), 'm.safetensors');
   await saveTransformerModel(file, weights);
   const back = await loadTransformerModel(file);
   assert.equal(back.upsample, 'deconv');

@@ -3,8 +3,7 @@
  * fixture and the cat, classified on WebGPU inside the browser, against PyTorch's probabilities.
  */
 import * as assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { chromium, type Page } from 'playwright-core';
@@ -19,6 +18,7 @@ import { readRgb } from '../src/image/preprocess.js';
 import { TransformerNet } from '../src/model/transformer/transformer-net.js';
 import { loadTransformerModel } from '../src/weights/transformer-file.js';
 import { FIXTURES, TINY, assertClose } from './helpers.js';
+import { tempDir } from './temp.js';
 
 const CHROMIUM = process.env['PASTICHE_CHROMIUM'] ?? '/usr/bin/chromium';
 // The flags a sandboxed, offline machine needs (see the issue and the machine notes).
@@ -26,10 +26,9 @@ const CHROMIUM = process.env['PASTICHE_CHROMIUM'] ?? '/usr/bin/chromium';
 const FLAGS = ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu', '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream'];
 
 const server = await startWebServer();
-const profile = mkdtempSync(join(tmpdir(), 'pastiche-chromium-'));
+const profile = tempDir('pastiche-chromium-');
 after(async () => {
   await server.close();
-  rmSync(profile, { recursive: true, force: true });
 });
 
 /** A fresh headless Chromium page at `path` of the served site, closed afterwards. */
@@ -107,7 +106,7 @@ test('the page says what is wrong when the weights file is not a .mat', async ()
 
 test("live.html: a style network (the PyTorch fixture's .pth) stylizes a picture in the browser as native does in Node, and the webcam's frames with their rate", async () => {
   // A 96x64 picture: multiples of 4, so that the page runs it as it is (no resizing to compare).
-  const dir = mkdtempSync(join(tmpdir(), 'pastiche-live-'));
+  const dir = tempDir('pastiche-live-');
   const picture = join(dir, 'cat.png');
   await sharp(`${TINY}chelsea.png`).resize(96, 64, { fit: 'fill' }).png().toFile(picture);
   const model = `${FIXTURES}transformer/transformer-tiny.pth`;

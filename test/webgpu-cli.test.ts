@@ -1,7 +1,5 @@
 /** The command line on webgpu: classify and dump on the GPU, --backend auto, and the errors. */
 import * as assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { readNpy } from '../src/tensor/npy.js';
@@ -9,8 +7,9 @@ import { readMatBlob } from '../src/weights/mat/mat-blob.js';
 import { readMatFile } from '../src/weights/mat/mat-file.js';
 import { TINY, assertClose, runCli } from './helpers.js';
 import { useSwiftShaderUnlessSet } from './webgpu-env.js';
+import { tempDir } from './temp.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'pastiche-webgpu-cli-'));
+const dir = tempDir('pastiche-webgpu-cli-');
 const WEIGHTS = `${TINY}vgg19-tiny-old.mat`;
 const IMAGE = `${TINY}chelsea.png`;
 const env = useSwiftShaderUnlessSet({ ...process.env });

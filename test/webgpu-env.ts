@@ -4,18 +4,17 @@
  * points Vulkan at it unless the environment already chose a driver. No adapter is a failure, not
  * a skip.
  */
-import { existsSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync} from 'node:fs';
 import { after } from 'node:test';
 import { closeBackends, openWebGpu } from '../src/backends/index.js';
 import { SWIFTSHADER_ICD } from '../src/backends/webgpu/gpu-device.js';
 import type { WebGpuBackend } from '../src/backends/webgpu/webgpu-backend.js';
+import { tempDir } from './temp.js';
 
 export function useSwiftShaderUnlessSet(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   if (!env['VK_ICD_FILENAMES'] && existsSync(SWIFTSHADER_ICD)) env['VK_ICD_FILENAMES'] = SWIFTSHADER_ICD;
   // SwiftShader's window-system probe complains on stderr without one (CI runs without a session).
-  env['XDG_RUNTIME_DIR'] ??= mkdtempSync(join(tmpdir(), 'pastiche-xdg-'));
+  env['XDG_RUNTIME_DIR'] ??= tempDir('pastiche-xdg-');
   return env;
 }
 

@@ -5,8 +5,7 @@
  * that source's own preprocessing; and hostile files of each kind, refused in one line.
  */
 import * as assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { getBackend } from '../src/backends/index.js';
@@ -17,11 +16,11 @@ import { loadVgg19Weights, type Vgg19Weights } from '../src/index.js';
 import { halfBits } from '../src/weights/safetensors.js';
 import { halfToFloat } from '../src/weights/torch/pth.js';
 import { FIXTURES, TINY, assertClose, runCli, type CliResult } from './helpers.js';
+import { tempDir } from './temp.js';
 
 const SOURCES = `${FIXTURES}sources/`;
 const IMAGE = `${TINY}chelsea.png`;
-const dir = mkdtempSync(join(tmpdir(), 'pastiche-sources-'));
-process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir('pastiche-sources-');
 
 const FILES = [
   { file: 'vgg19-tiny.pth', ref: 'ref-torchvision', format: 'torchvision', layout: 'zip' },
