@@ -6,7 +6,7 @@
  */
 import * as assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import * as net from 'node:net';
 import { after, test } from 'node:test';
 import sharp from 'sharp';
@@ -55,8 +55,8 @@ await startRedis();
 
 const workers = new Set<ChildProcess>();
 /** A `pastiche worker` process (its own process group, so kill -9 takes its sandboxed children too). */
-async function worker(): Promise<ChildProcess> {
-  const w = spawn(process.execPath, [CLI, 'worker', '--redis', REDIS, '-w', `${TINY}vgg19-tiny-old.mat`, '--lock-ms', '1500'], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+async function worker(env: NodeJS.ProcessEnv = process.env): Promise<ChildProcess> {
+  const w = spawn(process.execPath, [CLI, 'worker', '--redis', REDIS, '-w', `${TINY}vgg19-tiny-old.mat`, '--lock-ms', '1500'], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   workers.add(w);
   await new Promise<void>((resolve, reject) => {
     w.stdout!.on('data', (d: Buffer) => d.toString().includes('taking jobs') && resolve());
@@ -130,16 +130,20 @@ test('a job through Redis: one server takes it, a worker runs it, another server
   assert.ok(performance.now() - t0 < 1500, `cancel took ${(performance.now() - t0).toFixed(0)} ms`);
 });
 
-test('kill -9 a worker mid-job: the job is picked up again by another worker and completes', async () => {
+test('kill -9 a worker mid-job: the job is picked up again by another worker and completes; the uploads it left behind are removed', async () => {
   const s = await service();
   for (const w of [...workers]) kill9(w);
-  const first = await worker();
+  const tmp = tempDir('pastiche-workers-');
+  const jobDirs = () => readdirSync(tmp).filter((n) => n.startsWith('pastiche-job-'));
+  const first = await worker({ ...process.env, TMPDIR: tmp });
   const id = await submit(s, { size: 64, iterations: 1500, optimizer: 'adam' });
   await until(s, id, (v) => (v.progress?.iteration ?? 0) > 20, 30_000);
   kill9(first);
-  await worker();
+  assert.equal(jobDirs().length, 1, "the killed job's folder");
+  await worker({ ...process.env, TMPDIR: tmp });
   const v = await until(s, id, (x) => ['done', 'failed'].includes(x.state), 120_000);
   assert.equal(v.state, 'done', JSON.stringify(v));
+  assert.deepEqual(jobDirs(), [], 'job folders left in TMPDIR');
 });
 
 test('a server restart keeps the queued jobs; a Redis restart loses none', async () => {

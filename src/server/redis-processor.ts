@@ -5,7 +5,7 @@
  * same code as the embedded worker), checks the job's cancel flag after every iteration, and puts
  * the result and the latest preview back into Redis.
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { SandboxedJob } from 'bullmq';
@@ -21,6 +21,27 @@ import { runWork, workFor } from './run-work.js';
 
 const redis = redisConnection(process.env['PASTICHE_REDIS_URL']!);
 const me = `${process.pid}@${hostname()}`;
+
+// A job's folder holds the user's uploads; it is removed when the job ends, but not by a worker
+// killed mid-job. So the folders name their process (and host, where containers share /tmp), and
+// each processor removes those of this host's processes that are gone before it takes jobs.
+const host = hostname().replace(/[^A-Za-z0-9]/g, '_');
+const JOB_DIR = new RegExp(`^pastiche-job-${host}-(\\d+)-`);
+async function removeOrphanedJobDirs(): Promise<void> {
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'EPERM'; // someone else's: alive
+    }
+  };
+  for (const name of await readdir(tmpdir()).catch(() => [])) {
+    const pid = JOB_DIR.exec(name)?.[1];
+    if (pid && !alive(Number(pid))) await rm(path.join(tmpdir(), name), { recursive: true, force: true });
+  }
+}
+await removeOrphanedJobDirs();
 
 let weights: Vgg19Weights | undefined;
 let loadError: string | undefined;
@@ -41,7 +62,7 @@ export default async function processJob(job: SandboxedJob<RedisJobData, RedisRe
   if (!weights) throw new Error(loadError ?? 'no weights');
   const id = job.id!;
   if ((await redis.exists(keys.cancel(id))) === 1) return { cancelled: true };
-  const dir = await mkdtemp(path.join(tmpdir(), 'pastiche-job-'));
+  const dir = await mkdtemp(path.join(tmpdir(), `pastiche-job-${host}-${process.pid}-`));
   try {
     const files: Record<Upload['field'], string[]> = { content: [], style: [], image: [] };
     for (const input of job.data.inputs) {
