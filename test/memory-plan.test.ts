@@ -5,7 +5,7 @@
  * written, tiles chosen and shown, and the tile events of a run.
  */
 import * as assert from 'node:assert/strict';
-import { existsSync} from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseByteSize, planMemory, type ParamShapes, type PlanRequest } from '../src/app/memory-plan.js';

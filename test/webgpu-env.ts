@@ -4,7 +4,7 @@
  * points Vulkan at it unless the environment already chose a driver. No adapter is a failure, not
  * a skip.
  */
-import { existsSync} from 'node:fs';
+import { existsSync } from 'node:fs';
 import { after } from 'node:test';
 import { closeBackends, openWebGpu } from '../src/backends/index.js';
 import { SWIFTSHADER_ICD } from '../src/backends/webgpu/gpu-device.js';
