@@ -4,8 +4,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from '../src/app/bench.js';
-import { layerRows, profileLayers } from '../src/app/layer-profile.js';
-import type { Roofline } from '../src/app/roofline.js';
+import { floorLayers, layerRows, profileLayers } from '../src/app/layer-profile.js';
+import { passFloor, type Roofline } from '../src/app/roofline.js';
 import type { WinogradStageProfile } from '../src/app/winograd-stages.js';
 import { convWork } from '../src/backends/conv-work.js';
 import { winogradTile } from '../src/backends/native/native-backend.js';
@@ -15,7 +15,7 @@ import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import { randomVgg19Weights } from '../src/model/vgg19-params.js';
-import { formatLayers } from '../src/cli/format.js';
+import { formatBench, formatLayers } from '../src/cli/format.js';
 import { TINY, assertClose, runCli } from './helpers.js';
 import { tempDir } from './temp.js';
 
@@ -212,4 +212,53 @@ test('pastiche bench --sections fast --peers: the real-time style network timed 
   assert.match(text.stdout, /== Real-time style network, one training step: batch 1 of 16x16, VGG19 loss to relu5_1, all weight gradients, Adam ==\n {2}native +\d+ ms/);
   const bad = await runCli(['bench', '--sections', 'fast', '--train-step', '4x30']);
   assert.match(bad.stderr, /^pastiche: --train-step takes BATCHxSIZE, the size a multiple of 4 of at least 16 \(got '4x30'\)\n$/);
+});
+
+test('the machine floor of a pass: each layer at max(operations / peak, bytes / bandwidth), summed', () => {
+  const limits = { peaks: [], readGBs: 10, triadGBs: 8 };
+  // 1 GFLOP on 1 MB at 100 GFLOP/s: 10 ms of arithmetic; 10 MFLOP on 100 MB at 10 GB/s (the better stream): 10 ms of traffic.
+  const f = passFloor([{ name: 'a', flops: 1e9, bytes: 1e6 }, { name: 'b', flops: 1e7, bytes: 1e8 }], 100, limits);
+  assert.ok(Math.abs(f.ms - 20) < 1e-9, `${f.ms}`);
+  assert.deepEqual([f.gflop, f.megabytes, f.peak, f.bandwidth], [1.01, 101, 100, 10]);
+  if (!nativeBackend) return;
+  // VGG19 at 224: its 16 convolutions with native's products and the 3 fc layers, each array moved once.
+  const layers = floorLayers(full(), 224, nativeBackend);
+  assert.deepEqual(layers.map((l) => l.name), layerRows(full(), 224).rows.map((r) => r.name).filter((n) => /^(conv|fc)/.test(n)));
+  const at = (name: string) => layers.find((l) => l.name === name)!;
+  assert.equal(at('conv3_2').flops, nativeBackend.conv2dWork([1, 256, 56, 56], [256, 3, 3, 256], { pad: 1, stride: 1 }).flops);
+  assert.ok(at('conv3_2').flops < 0.5 * 2 * 256 * 9 * 256 * 56 * 56, 'Winograd products, not the direct count');
+  assert.equal(at('conv3_2').bytes, 4 * (2 * 256 * 56 * 56 + 256 * 9 * 256 + 256));
+  assert.deepEqual(at('fc6'), { name: 'fc6', flops: 2 * 25088 * 4096, bytes: 4 * (25088 * 4096 + 4096 + 25088 + 4096) });
+  // A style iteration: the 13 convolutions to relu5_1 and each one's gradient to its input.
+  const iteration = floorLayers(full(), 224, nativeBackend, 'relu5_1', true);
+  assert.equal(iteration.length, 26);
+  assert.equal(iteration.find((l) => l.name === 'conv3_2 backward')?.bytes, at('conv3_2').bytes - 4 * 256);
+  const pass = passFloor(layers, 400, { peaks: [], readGBs: 50, triadGBs: 40 });
+  const products = layers.reduce((a, l) => a + l.flops, 0) / 400e6;
+  assert.ok(pass.ms > products + 5, `${pass.ms} ms: the fc layers' 0.5 GB add their traffic to ${products} ms of products`);
+});
+
+test('pastiche bench --sections vgg,style --peers: each pass beside its machine floor, as a share of the floor\'s speed', async () => {
+  const r = await runCli(['bench', '--sections', 'vgg,style', '--style-sizes', '32', '-w', `${TINY}vgg19-tiny-old.mat`, '-b', 'native', '--peers', '-r', '1', '--warmup', '0', '--json', '-q']);
+  assert.equal(r.code, 0, r.stderr);
+  type Row = { name: string; medianMs: number; ofFloor?: number };
+  type Floor = { ms: number; gflop: number; megabytes: number };
+  const report = JSON.parse(r.stdout) as { vgg19Forward: { rows: Row[]; floor: Floor }; styleIteration: { rows: Row[]; floor: { iteration: Floor; forward: Floor } }[] };
+  const v = report.vgg19Forward;
+  for (const row of v.rows) assert.ok(row.ofFloor! > 0 && row.ofFloor! < 1 && Math.abs(row.ofFloor! - v.floor.ms / row.medianMs) < 1e-12, JSON.stringify(row));
+  const s = report.styleIteration[0]!;
+  assert.ok(s.floor.iteration.gflop > 1.9 * s.floor.forward.gflop, 'the iteration computes each convolution twice');
+  const of = (name: string) => s.rows.find((x) => x.name === name)!;
+  assert.equal(of('native').ofFloor, s.floor.iteration.ms / of('native').medianMs);
+  assert.equal(of('onnxruntime').ofFloor, s.floor.forward.ms / of('onnxruntime').medianMs, 'onnxruntime runs the forward pass only');
+  // As printed.
+  const floor = { ms: 27.94, gflop: 9.57, megabytes: 586, peak: 438, bandwidth: 49 };
+  const text = formatBench({
+    machine: 'm',
+    weights: 'w',
+    repeat: 1,
+    warmup: 0,
+    vgg19Forward: { size: 224, gflop: 39.3, floor, rows: [{ name: 'native', runs: [62], medianMs: 62, gflops: 634, ofFloor: 27.94 / 62 }, { name: 'webgpu', runs: [9], medianMs: 9, gflops: 4000 }] },
+  });
+  assert.match(text, /\n {2}machine floor: 27\.9 ms \(each layer at 438 GFLOP\/s or 49 GB\/s, whichever binds: 9\.57 GFLOP of products as native computes them, 586 MB each moved once\)\n {2}of the floor's speed: native 45%$/);
 });

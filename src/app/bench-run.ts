@@ -9,13 +9,13 @@ import { randomVgg19Weights, type Vgg19Weights } from '../model/vgg19-params.js'
 import { loadWeightsFile } from './load-model.js';
 import { forwardRunner, runnerName, styleIterationRunner, timeInterleaved, vgg19ForwardFlops, type Runner, type Timing } from './bench.js';
 import { runCheck, type CheckRow } from './check.js';
-import { layerRows, profileLayers, profileStyleIteration, type LayerProfile } from './layer-profile.js';
+import { floorLayers, layerRows, profileLayers, profileStyleIteration, type LayerProfile } from './layer-profile.js';
 import { onnxLayerTimes, onnxRunner, transformerOnnxSession } from './onnx-peer.js';
 import { TransformerNet, randomTransformerWeights, transformerForwardFlops } from '../model/transformer/transformer-net.js';
 import { Tensor } from '../tensor/tensor.js';
 import { fillUniform, uniformRng } from '../util/random.js';
 import { activePeak, measureMachine, type MachineLimits } from './machine.js';
-import { roofline, type Roofline } from './roofline.js';
+import { passFloor, roofline, type PassFloor, type Roofline } from './roofline.js';
 import { winogradStages, type WinogradStageProfile } from './winograd-stages.js';
 import type { NativeBackend } from '../backends/native/native-backend.js';
 import type { OnProgress } from './progress.js';
@@ -69,8 +69,10 @@ export interface BenchReport {
   repeat: number;
   warmup: number;
   courseCase?: CheckRow[];
-  vgg19Forward?: { size: number; gflop: number; rows: (Timing & { gflops: number })[] };
-  styleIteration?: { size: number; rows: Timing[] }[];
+  /** floor: the pass's machine floor (passFloor), when the machine's limits were measured; ofFloor: floor / time (CPU fp32 rows). */
+  vgg19Forward?: { size: number; gflop: number; rows: (Timing & { gflops: number; ofFloor?: number })[]; floor?: PassFloor };
+  /** floor: the iteration's and the forward pass's to relu5_1 (what onnxruntime runs); ofFloor: floor / time. */
+  styleIteration?: { size: number; rows: (Timing & { ofFloor?: number })[]; floor?: { iteration: PassFloor; forward: PassFloor } }[];
   /** VGG19's forward pass layer by layer (`--sections layers`). */
   layers?: LayerProfile;
   /** The first backend's layers against this machine's roofline (with `layers`, when the limits were measured). */
@@ -128,6 +130,13 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   stage('machine: FMA peak and memory bandwidth');
   const limits = measureMachine();
   const report: BenchReport = { machine: machineDescription(threads), limits, gpu: gpu?.description, weights: weights?.source ?? 'none (no section needs them)', loadSeconds, repeat: o.repeat, warmup: o.warmup };
+  const peak = limits && (activePeak(limits, threads) ?? Math.max(...limits.peaks.map((p) => p.gflops)));
+  // The machine floor of a pass, from native's products (the limits are measured by native too).
+  const floor = (w: Vgg19Weights, size: number, until: string, iteration: boolean) =>
+    limits && peak && nativeBackend ? passFloor(floorLayers(w, size, nativeBackend, until, iteration), peak, limits) : undefined;
+  // The share of the floor's speed a row reaches: the CPU's fp32 rows only (the limits are the CPU's fp32 ones).
+  const cpuFp32 = new Set(['onnxruntime', ...[...vggBackends, ...styleBackends].filter((b) => b.name !== 'webgpu' && runnerName(b) === b.name).map((b) => b.name)]);
+  const ofFloor = (f: PassFloor | undefined, r: Timing) => (f && cpuFp32.has(r.name) ? f.ms / r.medianMs : undefined);
   const each = (what: string) => (n: string, r: number, of: number) => stage(`${what}: ${n} ${r}/${of}`);
   if (sections.has('case')) {
     report.courseCase = await runCheck({ backends: backends.filter((b) => b !== 'loops'), repeat: o.repeat, onStep: (st) => stage(`course case: ${st}`) });
@@ -137,7 +146,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     if (o.peers) runners.push(await onnxRunner(weights, 224, 'prob', threads));
     const flops = vgg19ForwardFlops(weights, 224);
     const rows = await timeInterleaved(runners, o.repeat, o.warmup, each('VGG19 forward'));
-    report.vgg19Forward = { size: 224, gflop: flops / 1e9, rows: rows.map((r) => ({ ...r, gflops: flops / (r.medianMs * 1e6) })) };
+    const f = floor(weights, 224, 'prob', false);
+    report.vgg19Forward = { size: 224, gflop: flops / 1e9, rows: rows.map((r) => ({ ...r, gflops: flops / (r.medianMs * 1e6), ofFloor: ofFloor(f, r) })), floor: f };
   }
   if (sections.has('style') && weights) {
     report.styleIteration = [];
@@ -145,7 +155,10 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       const runners = styleBackends.map((b) => styleIterationRunner(weights, b, size));
       if (o.peers) runners.push(await onnxRunner(weights, size, 'relu5_1', threads));
       const rows = await timeInterleaved(runners, o.repeat, o.warmup, each(`style iteration ${size}`));
-      report.styleIteration.push({ size, rows });
+      const [iteration, forward] = [floor(weights, size, 'relu5_1', true), floor(weights, size, 'relu5_1', false)];
+      // onnxruntime runs the forward pass only: its time against that pass's floor.
+      const rowsOf = rows.map((r) => ({ ...r, ofFloor: ofFloor(r.name === 'onnxruntime' ? forward : iteration, r) }));
+      report.styleIteration.push({ size, rows: rowsOf, floor: iteration && forward && { iteration, forward } });
     }
     report.peakRssMB = process.resourceUsage().maxRSS / 1024;
   }
@@ -159,7 +172,6 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       profile.ms['onnxruntime'] = await onnxLayerTimes(weights, 224, threads, o.repeat, o.warmup, layerRows(weights, 224).rowOf);
     }
     report.layers = profile;
-    const peak = limits && (activePeak(limits, threads) ?? Math.max(...limits.peaks.map((p) => p.gflops)));
     if (limits && peak) report.roofline = roofline(profile, runnerName(cpu[0]!), peak, limits);
     const native = cpu.find((b): b is NativeBackend => b.name === 'native');
     if (limits && peak && native) {

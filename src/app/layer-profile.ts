@@ -59,6 +59,48 @@ export function rowWork(weights: Vgg19Weights, size: number, backend: Backend): 
   return out;
 }
 
+/** A backward row's name: 'conv3_2' -> 'conv3_2 backward'. */
+const backwardRow = (name: string) => `${name} backward`;
+
+/** What bounds a pass from below on any engine: one layer's operations and its least traffic. */
+export interface FloorLayer {
+  readonly name: string;
+  readonly flops: number;
+  /** Its input, weights and output, each read or written once. */
+  readonly bytes: number;
+}
+
+/**
+ * The layers that set a pass's machine floor: each convolution's products as `backend` runs them
+ * (Winograd's, the fewest we know how to compute, where it uses it) and each fully connected
+ * layer's, every array moved once. ReLUs, pools, the flatten and the softmax are left out: an
+ * engine can fuse them into the layer before. `iteration` adds each convolution's gradient to its
+ * input back to the image (style transfer's backward pass, no weight gradients), reading dy and
+ * the weights and writing dx.
+ */
+export function floorLayers(weights: Vgg19Weights, size: number, backend: Backend, until = 'prob', iteration = false): FloorLayer[] {
+  const count = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
+  const costs = vgg19LayerCosts(weights, size);
+  const last = costs.findIndex((c) => c.name === until);
+  const out: FloorLayer[] = [];
+  for (const c of costs.slice(0, last < 0 ? costs.length : last + 1)) {
+    const p = weights.layers.get(c.name);
+    if (p?.kind !== 'conv' && p?.kind !== 'fc') continue;
+    const bytes = 4 * (count(c.input) + p.w.size + p.b.size + count(c.output));
+    if (p.kind === 'fc') {
+      out.push({ name: c.name, flops: 2 * p.w.size, bytes });
+      continue;
+    }
+    const geometry = { pad: p.pad, stride: p.stride };
+    out.push({ name: c.name, flops: backend.conv2dWork([1, ...c.input], p.w.shape, geometry).flops, bytes });
+    if (iteration) {
+      const back = backend.conv2dWork([1, ...c.input], p.w.shape, geometry, 'backward-data').flops;
+      out.push({ name: backwardRow(c.name), flops: back, bytes: 4 * (count(c.output) + p.w.size + count(c.input)) });
+    }
+  }
+  return out;
+}
+
 /** A device backend's host time per layer is only its queueing. */
 function requireCpu(backends: readonly Backend[]): void {
   if (backends.some((b) => b.name === 'webgpu')) throw new PasticheError('layer timings are for CPU backends: webgpu queues its work, so per-layer host times mean nothing there');
@@ -129,9 +171,6 @@ export async function profileLayers(
   const work = Object.fromEntries(backends.map((b) => [runnerName(b), rowWork(weights, size, b)]));
   return { size, rows, ms: medians(backends, samples), work };
 }
-
-/** A backward row's name: 'conv3_2' -> 'conv3_2 backward'. */
-const backwardRow = (name: string) => `${name} backward`;
 
 /**
  * Each backward step's work on `backend`: a convolution's gradient to its input as the backend

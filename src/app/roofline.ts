@@ -8,7 +8,7 @@
  * upper bound, and the fully connected layers are pure reads (held against triad alone they reached
  * 121-138% of it).
  */
-import type { LayerProfile } from './layer-profile.js';
+import type { FloorLayer, LayerProfile } from './layer-profile.js';
 import type { MachineLimits } from './machine.js';
 
 export interface RooflinePoint {
@@ -53,6 +53,28 @@ export function roofline(profile: LayerProfile, contender: string, peak: number,
     points.push({ row: r.name, label: r.label, algorithm: w.algorithm, gflop: w.flops / 1e9, megabytes: w.bytes / 1e6, intensity, achieved, bound, fraction: achieved / bound });
   }
   return { contender, peak, bandwidth, points };
+}
+
+/**
+ * A pass's machine floor: the least time this machine could take for it, each layer (floorLayers)
+ * at its roofline bound, max(operations / peak, bytes / bandwidth), summed. Against the floor, a
+ * time says how close an engine is to the machine itself, not only to another engine.
+ */
+export interface PassFloor {
+  readonly ms: number;
+  readonly gflop: number;
+  readonly megabytes: number;
+  /** The limits it was taken at: GFLOP/s on the threads and instruction set in use, GB/s. */
+  readonly peak: number;
+  readonly bandwidth: number;
+}
+
+export function passFloor(layers: readonly FloorLayer[], peak: number, limits: MachineLimits): PassFloor {
+  const bandwidth = Math.max(limits.readGBs, limits.triadGBs);
+  let seconds = 0;
+  for (const l of layers) seconds += Math.max(l.flops / (peak * 1e9), l.bytes / (bandwidth * 1e9));
+  const sum = (key: 'flops' | 'bytes') => layers.reduce((a, l) => a + l[key], 0);
+  return { ms: seconds * 1e3, gflop: sum('flops') / 1e9, megabytes: sum('bytes') / 1e6, peak, bandwidth };
 }
 
 const ALGORITHM_COLOURS: Record<string, string> = {

@@ -5,7 +5,7 @@ import type { BenchReport } from '../app/bench-run.js';
 import type { MachineLimits } from '../app/machine.js';
 import type { Classification } from '../app/classify.js';
 import type { LayerProfile } from '../app/layer-profile.js';
-import type { Roofline } from '../app/roofline.js';
+import type { PassFloor, Roofline } from '../app/roofline.js';
 import type { WinogradStageProfile } from '../app/winograd-stages.js';
 import { type PrecisionComparison, BF16_MAX_REL_ERR, FP16_MAX_REL_ERR, MAX_MSE, MAX_REL_ERR, type CheckRow } from '../app/check.js';
 
@@ -95,6 +95,18 @@ function ratios(rows: readonly Timing[], label: string, peerName = 'onnxruntime'
     if (peer) out.push(`  ${r.name} / ${peerName} ${label}: ${(r.medianMs / peer.medianMs).toFixed(3)}`);
   }
   return out;
+}
+
+/** A pass's machine floor and what it is made of. */
+function floorLine(what: string, f: PassFloor): string {
+  const num = (v: number) => (v >= 100 ? v.toFixed(0) : v.toPrecision(3));
+  return `  ${what}: ${num(f.ms)} ms (each layer at ${f.peak.toFixed(0)} GFLOP/s or ${f.bandwidth.toFixed(0)} GB/s, whichever binds: ${num(f.gflop)} GFLOP of products as native computes them, ${num(f.megabytes)} MB each moved once)`;
+}
+
+/** Each row's share of its floor's speed (floor / time); none for rows the floor is not for (a GPU, bf16). */
+function ofFloorLine(rows: readonly (Timing & { ofFloor?: number })[], note = ''): string[] {
+  const shares = rows.filter((r) => r.ofFloor !== undefined).map((r) => `${r.name} ${(100 * r.ofFloor!).toFixed(0)}%`);
+  return shares.length ? [`  of the floor's speed: ${shares.join(', ')}${note}`] : [];
 }
 
 /** One row per layer: each contender's median ms, the first one's GFLOP/s, and its ratio to onnxruntime. */
@@ -187,11 +199,16 @@ export function formatBench(r: BenchReport): string {
       lines.push(`  ${row.name.padEnd(12)} ${row.medianMs.toFixed(1).padStart(9)} ms  ${row.gflops.toFixed(1).padStart(6)} GFLOP/s  (runs: ${row.runs.map((t) => t.toFixed(0)).join(', ')})`);
     }
     lines.push(...ratios(v.rows, 'time ratio'));
+    if (v.floor) lines.push(floorLine('machine floor', v.floor), ...ofFloorLine(v.rows));
   }
   for (const s of r.styleIteration ?? []) {
     lines.push('', `== Style iteration, ${s.size}x${s.size}: forward to relu5_1 + backward to the image (onnxruntime: forward only) ==`);
     for (const row of s.rows) lines.push(`  ${row.name.padEnd(12)} ${row.medianMs.toFixed(1).padStart(9)} ms  (runs: ${row.runs.map((t) => t.toFixed(0)).join(', ')})`);
     lines.push(...ratios(s.rows, 'time ratio (iteration vs forward)'));
+    if (s.floor) {
+      const peer = s.rows.some((r) => r.name === 'onnxruntime') ? " (onnxruntime: of the forward pass's)" : '';
+      lines.push(floorLine('machine floor of the iteration', s.floor.iteration), floorLine('machine floor of the forward pass to relu5_1', s.floor.forward), ...ofFloorLine(s.rows, peer));
+    }
   }
   if (r.layers) {
     lines.push('', `== VGG19 forward layer by layer, ${r.layers.size}x${r.layers.size}, batch 1 (a ReLU counted with the layer before it; GFLOP as direct convolution; each pool on its own: the vgg section's pass takes it inside the convolution before it) ==`);
