@@ -105,7 +105,8 @@ function floorLine(what: string, f: PassFloor): string {
 
 /** Each row's share of its floor's speed (floor / time); none for rows the floor is not for (a GPU, bf16). */
 function ofFloorLine(rows: readonly (Timing & { ofFloor?: number })[], note = ''): string[] {
-  const shares = rows.filter((r) => r.ofFloor !== undefined).map((r) => `${r.name} ${(100 * r.ofFloor!).toFixed(0)}%`);
+  const percent = (v: number) => (v >= 1 ? v.toFixed(0) : v.toPrecision(1));
+  const shares = rows.filter((r) => r.ofFloor !== undefined).map((r) => `${r.name} ${percent(100 * r.ofFloor!)}%`);
   return shares.length ? [`  of the floor's speed: ${shares.join(', ')}${note}`] : [];
 }
 
@@ -206,8 +207,11 @@ export function formatBench(r: BenchReport): string {
     for (const row of s.rows) lines.push(`  ${row.name.padEnd(12)} ${row.medianMs.toFixed(1).padStart(9)} ms  (runs: ${row.runs.map((t) => t.toFixed(0)).join(', ')})`);
     lines.push(...ratios(s.rows, 'time ratio (iteration vs forward)'));
     if (s.floor) {
-      const peer = s.rows.some((r) => r.name === 'onnxruntime') ? " (onnxruntime: of the forward pass's)" : '';
-      lines.push(floorLine('machine floor of the iteration', s.floor.iteration), floorLine('machine floor of the forward pass to relu5_1', s.floor.forward), ...ofFloorLine(s.rows, peer));
+      // The forward pass's floor is onnxruntime's: shown where it ran.
+      const peer = s.rows.some((r) => r.name === 'onnxruntime');
+      lines.push(floorLine('machine floor of the iteration', s.floor.iteration));
+      if (peer) lines.push(floorLine('machine floor of the forward pass to relu5_1', s.floor.forward));
+      lines.push(...ofFloorLine(s.rows, peer ? " (onnxruntime: of the forward pass's)" : ''));
     }
   }
   if (r.layers) {
