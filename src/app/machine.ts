@@ -54,3 +54,11 @@ export function activePeak(m: MachineLimits, threads: number): number | undefine
   const isa = nativeBackend?.addon.isa();
   return m.peaks.find((p) => p.isa === isa && p.threads === threads)?.gflops;
 }
+
+/**
+ * The bandwidth roof: the better of the read and triad streams. A roof must be an upper bound, and
+ * the fully connected layers are pure reads (held against triad alone they reached 121-138% of it).
+ */
+export function roofBandwidth(m: MachineLimits): number {
+  return Math.max(m.readGBs, m.triadGBs);
+}

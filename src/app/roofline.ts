@@ -4,12 +4,10 @@
  * min(peak, I x bandwidth). Each row's achieved rate is set against that bound, with the peak and
  * the bandwidth `bench` measured first (the machine section) and the work as the backend executes
  * it (layer-profile.ts rowWork). Rows without arithmetic (pools, the flatten) are held against the
- * bandwidth alone. The bandwidth roof is the higher of the read and triad streams: a roof must be an
- * upper bound, and the fully connected layers are pure reads (held against triad alone they reached
- * 121-138% of it).
+ * bandwidth alone. The bandwidth roof is the better of the read and triad streams (roofBandwidth).
  */
 import type { FloorLayer, LayerProfile } from './layer-profile.js';
-import type { MachineLimits } from './machine.js';
+import { roofBandwidth, type MachineLimits } from './machine.js';
 
 export interface RooflinePoint {
   readonly row: string;
@@ -40,7 +38,7 @@ export interface Roofline {
 export function roofline(profile: LayerProfile, contender: string, peak: number, limits: MachineLimits): Roofline {
   const work = profile.work[contender] ?? {};
   const ms = profile.ms[contender] ?? {};
-  const bandwidth = Math.max(limits.readGBs, limits.triadGBs);
+  const bandwidth = roofBandwidth(limits);
   const points: RooflinePoint[] = [];
   for (const r of profile.rows) {
     const w = work[r.name];
@@ -70,7 +68,7 @@ export interface PassFloor {
 }
 
 export function passFloor(layers: readonly FloorLayer[], peak: number, limits: MachineLimits): PassFloor {
-  const bandwidth = Math.max(limits.readGBs, limits.triadGBs);
+  const bandwidth = roofBandwidth(limits);
   let seconds = 0;
   for (const l of layers) seconds += Math.max(l.flops / (peak * 1e9), l.bytes / (bandwidth * 1e9));
   const sum = (key: 'flops' | 'bytes') => layers.reduce((a, l) => a + l[key], 0);

@@ -11,7 +11,7 @@ import { vgg19LayerCosts } from '../model/layer-costs.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
 import { Tensor } from '../tensor/tensor.js';
 import { fillUniform, uniformRng } from '../util/random.js';
-import type { MachineLimits } from './machine.js';
+import { roofBandwidth, type MachineLimits } from './machine.js';
 
 export interface StageRow {
   readonly layer: string;
@@ -32,7 +32,7 @@ export interface WinogradStageProfile {
 }
 
 export function winogradStages(weights: Vgg19Weights, size: number, backend: NativeBackend, peak: number, limits: MachineLimits, repeat: number, warmup: number): WinogradStageProfile {
-  const bandwidth = Math.max(limits.readGBs, limits.triadGBs);
+  const bandwidth = roofBandwidth(limits);
   const rows: StageRow[] = [];
   for (const c of vgg19LayerCosts(weights, size)) {
     const p = weights.layers.get(c.name);
