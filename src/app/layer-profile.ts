@@ -4,7 +4,7 @@
  * is counted in that layer's row, since the engines fuse it there.
  */
 import type { Backend } from '../backends/backend.js';
-import { Tensor } from '../tensor/tensor.js';
+import { sizeOf, Tensor } from '../tensor/tensor.js';
 import { fillUniform, uniformRng } from '../util/random.js';
 import { PasticheError } from '../errors.js';
 import { Vgg19 } from '../model/vgg19.js';
@@ -51,10 +51,9 @@ export function rowWork(weights: Vgg19Weights, size: number, backend: Backend): 
   for (const c of vgg19LayerCosts(weights, size)) {
     const p = weights.layers.get(c.name);
     const [input, output] = [[1, ...c.input], [1, ...c.output]];
-    const count = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
     if (p?.kind === 'conv') out[c.name] = backend.conv2dWork(input, p.w.shape, { pad: p.pad, stride: p.stride });
-    else if (p?.kind === 'fc') out[c.name] = { algorithm: 'matrix-vector', flops: 2 * p.w.size, bytes: 4 * (p.w.size + p.b.size + count(input) + count(output)) };
-    else if (c.kind !== 'relu') out[c.name] = { algorithm: c.kind, flops: 0, bytes: 4 * (count(input) + count(output)) };
+    else if (p?.kind === 'fc') out[c.name] = { algorithm: 'matrix-vector', flops: 2 * p.w.size, bytes: 4 * (p.w.size + p.b.size + sizeOf(input) + sizeOf(output)) };
+    else if (c.kind !== 'relu') out[c.name] = { algorithm: c.kind, flops: 0, bytes: 4 * (sizeOf(input) + sizeOf(output)) };
   }
   return out;
 }
@@ -79,14 +78,13 @@ export interface FloorLayer {
  * the weights and writing dx.
  */
 export function floorLayers(weights: Vgg19Weights, size: number, backend: Backend, until = 'prob', iteration = false): FloorLayer[] {
-  const count = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
   const costs = vgg19LayerCosts(weights, size);
   const last = costs.findIndex((c) => c.name === until);
   const out: FloorLayer[] = [];
   for (const c of costs.slice(0, last < 0 ? costs.length : last + 1)) {
     const p = weights.layers.get(c.name);
     if (p?.kind !== 'conv' && p?.kind !== 'fc') continue;
-    const bytes = 4 * (count(c.input) + p.w.size + p.b.size + count(c.output));
+    const bytes = 4 * (sizeOf(c.input) + p.w.size + p.b.size + sizeOf(c.output));
     if (p.kind === 'fc') {
       out.push({ name: c.name, flops: 2 * p.w.size, bytes });
       continue;
@@ -95,7 +93,7 @@ export function floorLayers(weights: Vgg19Weights, size: number, backend: Backen
     out.push({ name: c.name, flops: backend.conv2dWork([1, ...c.input], p.w.shape, geometry).flops, bytes });
     if (iteration) {
       const back = backend.conv2dWork([1, ...c.input], p.w.shape, geometry, 'backward-data').flops;
-      out.push({ name: backwardRow(c.name), flops: back, bytes: 4 * (count(c.output) + p.w.size + count(c.input)) });
+      out.push({ name: backwardRow(c.name), flops: back, bytes: 4 * (sizeOf(c.output) + p.w.size + sizeOf(c.input)) });
     }
   }
   return out;
@@ -179,12 +177,11 @@ export async function profileLayers(
  */
 function backwardWork(weights: Vgg19Weights, size: number, backend: Backend, until: string): Record<string, RowWork> {
   const out: Record<string, RowWork> = {};
-  const count = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
   for (const c of vgg19LayerCosts(weights, size)) {
     const p = weights.layers.get(c.name);
     const [input, output] = [[1, ...c.input], [1, ...c.output]];
     if (p?.kind === 'conv') out[backwardRow(c.name)] = backend.conv2dWork(input, p.w.shape, { pad: p.pad, stride: p.stride }, 'backward-data');
-    else out[backwardRow(c.name)] = { algorithm: `${c.kind} backward`, flops: 0, bytes: 4 * (2 * count(input) + count(output)) };
+    else out[backwardRow(c.name)] = { algorithm: `${c.kind} backward`, flops: 0, bytes: 4 * (2 * sizeOf(input) + sizeOf(output)) };
     if (c.name === until) break;
   }
   return out;
