@@ -101,7 +101,7 @@ test('pastiche bench --sections layers --peers --json --plot: the table and the 
   // The roofline counts what native executes: Winograd's operations, fewer than the direct count.
   const point = (row: string) => report.roofline.points.find((p) => p.row === row)!;
   const direct = report.layers.rows.find((x) => x.name === 'conv3_2')!.gflop;
-  assert.match(point('conv3_2').algorithm, /^winograd F\([46]x[46]\)$/);
+  assert.match(point('conv3_2').algorithm, /^winograd F\([46]x[46]\)( 16c)?$/);
   assert.ok(point('conv3_2').gflop < 0.5 * direct, `${point('conv3_2').gflop} of ${direct} direct GFLOP`);
   assert.equal(point('conv1_1').algorithm, 'direct');
   assert.equal(point('fc6').algorithm, 'matrix-vector');
@@ -124,7 +124,7 @@ test('pastiche bench --sections layers --peers --json --plot: the table and the 
   const stages = report.winogradStages;
   assert.deepEqual(stages.rows.map((x) => x.layer), report.layers.rows.filter((x) => /^conv/.test(x.name) && x.name !== 'conv1_1').map((x) => x.name));
   for (const x of stages.rows) {
-    assert.match(x.algorithm, /^winograd F\([46]x[46]\)$/);
+    assert.match(x.algorithm, /^winograd F\([46]x[46]\)( 16c)?$/);
     for (const st of [x.input, x.gemm, x.output]) assert.ok(st.ms > 0 && st.fraction > 0, `${x.layer}: ${JSON.stringify(st)}`);
     assert.ok(x.gemm.fraction < 1.5, `${x.layer}: the GEMMs at ${x.gemm.gflops} GFLOP/s against a peak of ${stages.peak}`);
   }
@@ -186,7 +186,8 @@ test('conv2dWork: each backend names the algorithm it runs and counts what it ex
   assert.equal(f6.bytes, 4 * (64 * 56 * 56 + 2 * 64 * 100 * 64 + 64 * 64 * 64 + 2 * 64 * 100 * 64 + 64 * 56 * 56 + 64), 'x, V twice, U, M twice, y, b');
   if (nativeBackend) {
     const tile = winogradTile('auto', 3, 1, 1, 64, 64, 56, 56);
-    assert.deepEqual(nativeBackend.conv2dWork(x, w, p), convWork(x, w, p, tile ? { kind: 'winograd', m: tile } : { kind: 'im2col' }));
+    const c16 = tile !== 0 && nativeBackend.addon.winogradC16(64, 64, tile);
+    assert.deepEqual(nativeBackend.conv2dWork(x, w, p), convWork(x, w, p, tile ? { kind: 'winograd', m: tile, c16 } : { kind: 'im2col' }));
     assert.equal(nativeBackend.conv2dWork([1, 3, 224, 224], [3, 3, 3, 64], p).algorithm, 'direct');
   }
 });

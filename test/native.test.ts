@@ -55,6 +55,15 @@ if (native) {
     // A row of more than 8 tiles with a partial last group and odd sides: the 2x2 pool fused into
     // Winograd's output stage stores 8 pooled tiles at once there, then the rest one by one.
     [[1, 16, 11, 75], 3, 9, 1, 1],
+    // Channel-blocked F(4x4) (channels multiples of 16, AVX-512 CPUs; the forced ISA runs its own
+    // build of the same kernels): 32 tiles as GEMM row tiles of 6, 6, 5, 5, 5, 5 and 48 output
+    // channels (a column block of 3 vectors), two images; 80 = 64 + 16 output channels over 18
+    // tiles of 3 a row; no padding with 12 tiles a row (output runs of 4 tiles); 19 tiles a row
+    // (pooled runs of 8, 8 and 3, odd sides).
+    [[2, 32, 13, 30], 3, 48, 1, 1],
+    [[1, 16, 22, 9], 3, 80, 1, 1],
+    [[1, 48, 9, 50], 3, 32, 0, 1],
+    [[1, 16, 11, 75], 3, 32, 1, 1],
     // The direct kernel for larger kernels with few channels on one side (the style network's 9x9
     // layers): partial channel blocks, rows of whole tiles plus tails, padding, and its backward.
     [[2, 3, 21, 37], 9, 5, 0, 1],
@@ -199,6 +208,23 @@ if (native) {
       });
     }
   }
+
+  test('the channel-blocked Winograd path is taken where it should be: F(4x4) forward, channels multiples of 16, AVX-512', () => {
+    const c16 = addon.cpuHasAvx512;
+    assert.equal(addon.winogradC16(256, 256, 4), c16);
+    assert.equal(addon.winogradC16(16, 48, 4), c16);
+    assert.equal(addon.winogradC16(256, 256, 6), false); // F(6x6) keeps the 8-lane transforms
+    assert.equal(addon.winogradC16(24, 32, 4), false);
+    assert.equal(addon.winogradC16(32, 40, 4), false);
+    // The layer table names it; the gradient to the data (rotated weights) keeps the other layout.
+    native.convAlgorithm = 'winograd';
+    try {
+      assert.equal(native.conv2dWork([1, 256, 56, 56], [256, 3, 3, 256], { pad: 1, stride: 1 }).algorithm, c16 ? 'winograd F(4x4) 16c' : 'winograd F(4x4)');
+      assert.equal(native.conv2dWork([1, 256, 56, 56], [256, 3, 3, 256], { pad: 1, stride: 1 }, 'backward-data').algorithm, 'winograd F(4x4)');
+    } finally {
+      native.convAlgorithm = 'auto';
+    }
+  });
 
   test('Winograd over several tile blocks (block edges inside a tile row; 12 and 48 MiB budgets) equals im2col, with the epilogue', () => {
     // 256->256 at 60x60: 225 tiles in blocks of 160; 256->512 at 88x88: 484 tiles in blocks of 448.

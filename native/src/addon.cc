@@ -126,6 +126,12 @@ Napi::Value WinogradWeights(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// winogradC16(cin, cout, tile) -> whether a forward convolution takes the channel-blocked path.
+Napi::Value WinogradC16(const Napi::CallbackInfo& info) {
+  Call call;
+  return Napi::Boolean::New(info.Env(), winograd_c16(I(info, 0), I(info, 1), Tile(info, 2)));
+}
+
 // winogradStages(reset) -> [input ms, GEMM ms, output ms, GEMM GFLOP, input MB, output MB] since the last reset.
 Napi::Value WinogradStagesFn(const Napi::CallbackInfo& info) {
   Call call;
@@ -387,6 +393,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2dBackwardData", Napi::Function::New(env, Conv2dBackwardData));
   exports.Set("conv2dBackwardParams", Napi::Function::New(env, Conv2dBackwardParams));
   exports.Set("winogradWeightsSize", Napi::Function::New(env, WinogradWeightsSize));
+  exports.Set("winogradC16", Napi::Function::New(env, WinogradC16));
   exports.Set("winogradWeights", Napi::Function::New(env, WinogradWeights));
   exports.Set("maxPool2d", Napi::Function::New(env, MaxPool2d));
   exports.Set("maxPool2dBackward", Napi::Function::New(env, MaxPool2dBackward));

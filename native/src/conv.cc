@@ -354,7 +354,8 @@ void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int c
             const float* bias, bool relu_, float* y, const float* wino, int wino_tile, bool reflect, int up,
             bool pool2x2) {
   if (wino) {
-    conv3x3_winograd(x, n, cin, h, w, wino, wino_tile, cout, pad, bias, relu_, y, nullptr, nullptr, reflect, up, pool2x2);
+    conv3x3_winograd(x, n, cin, h, w, wino, wino_tile, cout, pad, bias, relu_, y, nullptr, nullptr, reflect, up, pool2x2,
+                     winograd_c16(cin, cout, wino_tile));
     return;
   }
   const Geometry g{cin, h, w, k, pad, stride, (h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1};

@@ -32,9 +32,15 @@ void add_and_mask_span(float* dst, const float* add, const float* mask, long n);
 // `reflect`: the border mirrored as ReflectionPad2d does (pad < h, w) instead of zero; `upsample`:
 // x is h / upsample x w / upsample, read as if upsampled (nearest) to h x w first. `pool2x2`: y
 // receives the 2x2 stride-2 max-pool of the output (floor size) instead (no add or mask then).
+// `c16`: `up` is in the channel-blocked layout (winograd_weights gives it where winograd_c16 holds
+// and the weights are not rotated); then no add or mask.
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int m, int cout, int pad,
                       const float* bias, bool relu, float* y, const float* add = nullptr, const float* mask = nullptr,
-                      bool reflect = false, int upsample = 1, bool pool2x2 = false);
+                      bool reflect = false, int upsample = 1, bool pool2x2 = false, bool c16 = false);
+// Whether a forward cin -> cout F(m x m) convolution takes the channel-blocked path (winograd_c16.inc):
+// F(4x4), both channel counts multiples of 16, on a CPU with AVX-512 (whatever ISA is active: the
+// weights' layout must not change when a test forces another).
+bool winograd_c16(int cin, int cout, int m);
 // Floats needed for the transformed weights of a cin -> cout convolution.
 size_t winograd_weights_size(int cin, int cout, int m);
 // What conv3x3_winograd's calls since the last reset spent in each stage, for `bench`: seconds of

@@ -58,6 +58,8 @@ HugeScratch g_vp, g_m;
 
 }  // namespace
 
+bool winograd_c16(int cin, int cout, int m) { return m == 4 && cin % 16 == 0 && cout % 16 == 0 && cpu_has_avx512(); }
+
 size_t winograd_weights_size(int cin, int cout, int m) {
   return (size_t)(m + 2) * (m + 2) * plane_stride((size_t)round_up(cout, MR) * cin);
 }
@@ -67,14 +69,17 @@ void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, 
   // Rotated (for the gradient to the data): from wcout to wcin channels with the kernel turned by
   // 180 degrees, g'[kh][kw] for (in = co, out = ci) = w[ci][2-kh][2-kw][co].
   const int cin = rotate ? wcout : wcin, cout = rotate ? wcin : wcout;
-  const int coutp = round_up(cout, MR);
+  // The channel-blocked path's GEMMs (M^T = V^T U^T) read U^T in blocks of C16_BLOCK output
+  // channels (the last one narrower), each row-major: a contiguous stream.
+  const bool c16 = !rotate && winograd_c16(cin, cout, m);
+  const int width = c16 ? 16 : MR, coutp = round_up(cout, width);
   const int t = m + 2, planes = t * t;
   const size_t up_stride = plane_stride((size_t)coutp * cin);
   advise_huge(up, winograd_weights_size(cin, cout, m) * sizeof(float));
-  ThreadPool::instance().parallel_for(coutp / MR, [&](int panel, int) {
+  ThreadPool::instance().parallel_for(coutp / width, [&](int panel, int) {
     for (int ci = 0; ci < cin; ci++) {
-      for (int r = 0; r < MR; r++) {
-        const int co = panel * MR + r;
+      for (int r = 0; r < width; r++) {
+        const int co = panel * width + r;
         float u[64];
         if (co < cout) {
           float g[9];
@@ -91,16 +96,116 @@ void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, 
         } else {
           std::fill(u, u + planes, 0.f);
         }
-        // Packed as GEMM A panels: [xi][co panel][ci][MR].
-        for (int xi = 0; xi < planes; xi++) up[xi * up_stride + (size_t)panel * MR * cin + (size_t)ci * MR + r] = u[xi];
+        // Packed as GEMM A panels [xi][co panel][ci][MR], or for c16 as [xi][co block][ci][block width].
+        const int b0 = co / C16_BLOCK * C16_BLOCK, bw = std::min(C16_BLOCK, cout - b0);
+        for (int xi = 0; xi < planes; xi++)
+          up[xi * up_stride + (c16 ? (size_t)b0 * cin + (size_t)ci * bw + co - b0 : (size_t)panel * width * cin + (size_t)ci * width + r)] = u[xi];
       }
     }
   });
 }
 
+namespace {
+
+// The channel-blocked path (winograd_c16.inc): F(4x4) with cin and cout multiples of 16 and U in
+// winograd_weights' c16 layout, for forward passes (no gradient epilogue). Per tile block: V^T
+// ([36][tile][cin]) from the input rows interleaved 16 channels at a time (their border and
+// upsampling by padded_row, as below), M^T = V^T U^T ([36][tile][cout]), then the output rows.
+void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const float* up, int cout, int pad,
+                          const float* bias, bool relu, float* y, bool reflect, int upsample, bool pool2x2) {
+  ThreadPool& pool = ThreadPool::instance();
+  const WinogradC16& k16 = active_isa() == Isa::Avx512 ? avx512::winograd_c16
+                           : active_isa() == Isa::Avx2 ? avx2::winograd_c16
+                                                       : portable::winograd_c16;
+  const bool bf16 = bf16_active();
+  constexpr int planes = 36;
+  const int ho = h + 2 * pad - 2, wo = w + 2 * pad - 2;
+  const int th = (ho + 3) / 4, tw = (wo + 3) / 4, tiles = th * tw;
+  const int hq = pool2x2 ? ho / 2 : ho, wq = pool2x2 ? wo / 2 : wo, q = pool2x2 ? 2 : 4;
+  const int wp = tw * 4 + 2;  // the padded rows every tile's window lies in
+  const int cbi = cin / 16, cbo = cout / 16;
+  const size_t up_stride = plane_stride((size_t)cout * cin);
+  // Tile blocks as in conv3x3_winograd below.
+  const double budget = (4.0 * planes * cin * cout >= 16.0 * 1024 * 1024 ? 48.0 : 12.0) * 1024 * 1024;
+  const int tb = std::max(16, std::min(tiles, (int)(budget / (4.0 * planes * (cin + cout))) / 16 * 16));
+  const size_t vs = plane_stride((size_t)tb * cin), ms = plane_stride((size_t)tb * cout);
+  float* vp = g_vp.get<float>(planes * vs);
+  float* mb = g_m.get<float>(planes * ms);
+  const std::vector<float> no_bias(bias ? 0 : cout);
+  // Output tiles go out in runs of up to 16 columns in one tile row: 4 tiles, or 8 pooled.
+  const int run = pool2x2 ? 8 : 4, runs = (tw + run - 1) / run;
+  for (int img = 0; img < n; img++) {
+    const int hs = h / upsample, ws = w / upsample;
+    const float* x_img = x + (size_t)img * cin * hs * ws;
+    float* y_img = y + (size_t)img * cout * hq * wq;
+    for (int t0 = 0; t0 < tiles; t0 += tb) {
+      const int nt = std::min(tb, tiles - t0), tr0 = t0 / tw, tr1 = (t0 + nt - 1) / tw;
+      // V beyond L2 goes as whole lines with non-temporal stores (see conv3x3_winograd).
+      const bool stream_v = 4.0 * planes * cin * nt > 2.0 * 1024 * 1024;
+      const double s0 = seconds_now();
+      // 16 channels a task, a tile row at a time: the 6 padded rows under it interleaved into a
+      // band that stays in L1 (the next tile row reuses the last 2), then its tiles transformed.
+      pool.parallel_for(cbi, [&](int cb, int) {
+        const int width = round_up(wp, 16);
+        thread_local std::vector<float> rows16, band;
+        rows16.resize((size_t)16 * width);
+        band.resize((size_t)6 * wp * 16);
+        const float* planes16 = x_img + (size_t)cb * 16 * hs * ws;
+        const float* rows[16];
+        for (int l = 0; l < 16; l++) rows[l] = rows16.data() + (size_t)l * width;
+        // Padded row lr (input row lr - pad) of the 16 channels into band row i.
+        auto interleave = [&](int lr, int i) {
+          for (int l = 0; l < 16; l++)
+            padded_row(planes16 + (size_t)l * hs * ws, hs, ws, pad, reflect, lr - pad, rows16.data() + (size_t)l * width, wp, upsample, bf16);
+          k16.interleave(rows, wp, band.data() + (size_t)i * wp * 16);
+        };
+        for (int ty = tr0; ty <= tr1; ty++) {
+          int from = 0;
+          if (ty > tr0) {
+            std::memcpy(band.data(), band.data() + (size_t)4 * wp * 16, sizeof(float) * 2 * wp * 16);
+            from = 2;
+          }
+          for (int i = from; i < 6; i++) interleave(ty * 4 + i, i);
+          const int ta = std::max(t0, ty * tw), tz = std::min(t0 + nt, (ty + 1) * tw);
+          for (int t = ta; t < tz; t++)
+            k16.input(band.data() + (size_t)(t - ty * tw) * 4 * 16, (size_t)wp * 16, vp + (size_t)(t - t0) * cin + cb * 16, vs, stream_v);
+        }
+        if (stream_v) std::atomic_thread_fence(std::memory_order_seq_cst);
+      });
+      const double s1 = seconds_now();
+      // M^T[xi] (nt x cout) = V^T[xi] (nt x cin) U^T[xi], all of K at once: a column block of U^T is
+      // 64 KB at 256 channels, past L1 whatever the slice, and at 512 channels one pass beat two
+      // slices of 256 (GEMM stage 3.2-3.6 -> 3.0-3.3 ms at 28 px, 1.6-1.7 -> 1.4-1.5 at 14 px, stage
+      // timers alternating with the other path's build).
+      pool.parallel_for(planes, [&](int xi, int) { k16.gemm(cin, vp + xi * vs, cin, nt, up + xi * up_stride, cout, mb + xi * ms, cout); });
+      const double s2 = seconds_now();
+      pool.parallel_for((tr1 - tr0 + 1) * runs, [&](int r, int) {
+        const int ty = tr0 + r / runs, tx = (r % runs) * run;
+        const int first = std::max(t0, ty * tw + tx), last = std::min(t0 + nt, ty * tw + std::min(tw, tx + run));
+        if (first >= last) return;
+        const int y0 = ty * q, x0 = (first - ty * tw) * q;
+        const int rows = std::min(q, hq - y0), cols = std::min((last - first) * q, wq - x0);
+        if (rows <= 0 || cols <= 0) return;
+        k16.output(mb + (size_t)(first - t0) * cout, cout, ms, last - first, cbo, bias ? bias : no_bias.data(), relu, pool2x2,
+                   y_img + (size_t)y0 * wq + x0, (size_t)hq * wq, wq, rows, cols);
+      });
+      const double s3 = seconds_now(), area = (double)nt * 16 * 4;
+      g_stages.input_s += s1 - s0;
+      g_stages.gemm_s += s2 - s1;
+      g_stages.output_s += s3 - s2;
+      g_stages.gemm_flops += 2.0 * planes * cout * cin * nt;
+      g_stages.input_bytes += cin * (area + 4.0 * planes * nt);
+      g_stages.output_bytes += cout * ((pool2x2 ? area / 4 : area) + 4.0 * planes * nt);
+    }
+  }
+}
+
+}  // namespace
+
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int m, int cout, int pad,
                       const float* bias, bool relu, float* y, const float* add, const float* mask, bool reflect,
-                      int upsample, bool pool2x2) {
+                      int upsample, bool pool2x2, bool c16) {
+  if (c16) return conv3x3_winograd_c16(x, n, cin, h, w, up, cout, pad, bias, relu, y, reflect, upsample, pool2x2);
   ThreadPool& pool = ThreadPool::instance();
   const WinogradTransforms& transforms = active_isa() != Isa::Portable ? avx2::winograd : portable::winograd;
   const auto input16 = m == 4 ? transforms.input16 : transforms.input16_f6;

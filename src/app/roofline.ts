@@ -80,6 +80,7 @@ const ALGORITHM_COLOURS: Record<string, string> = {
   im2col: '#2563eb',
   'implicit GEMM': '#2563eb',
   'winograd F(4x4)': '#c2410c',
+  'winograd F(4x4) 16c': '#ea580c',
   'winograd F(6x6)': '#dc2626',
   'matrix-vector': '#15803d',
 };

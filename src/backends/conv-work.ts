@@ -15,7 +15,8 @@ import type { Shape } from '../tensor/tensor.js';
 
 
 /** direct: loops over the input in place; implicit GEMM: a GEMM that gathers its columns as it goes. */
-export type ConvAlgorithmKind = { readonly kind: 'direct' | 'implicit GEMM' | 'im2col' } | { readonly kind: 'winograd'; readonly m: 4 | 6 };
+/** winograd `c16`: the channel-blocked form (16 channels a vector), the same work, named apart in the tables. */
+export type ConvAlgorithmKind = { readonly kind: 'direct' | 'implicit GEMM' | 'im2col' } | { readonly kind: 'winograd'; readonly m: 4 | 6; readonly c16?: boolean };
 
 export function convWork(xShape: Shape, wShape: Shape, p: Conv2dParams, a: ConvAlgorithmKind, pass: ConvPass = 'forward'): ConvWork {
   const g = convGeometry(xShape, wShape, p);
@@ -36,5 +37,5 @@ export function convWork(xShape: Shape, wShape: Shape, p: Conv2dParams, a: ConvA
   const v = t * t * tiles * inC;
   const m = t * t * tiles * outC;
   const u = t * t * inC * outC;
-  return { algorithm: `winograd F(${a.m}x${a.m})`, flops: products, bytes: f * (x + 2 * v + u + 2 * m + y + (pass === 'forward' ? g.cout : 0)) };
+  return { algorithm: `winograd F(${a.m}x${a.m})${a.c16 ? ' 16c' : ''}`, flops: products, bytes: f * (x + 2 * v + u + 2 * m + y + (pass === 'forward' ? g.cout : 0)) };
 }

@@ -49,6 +49,11 @@ export interface NativeAddon {
     k: number, pad: number, stride: number, dx: Float32Array, wino: Float32Array | null, tile: WinogradTile,
     add: Float32Array | null, mask: Float32Array | null): void;
   winogradWeightsSize(cin: number, cout: number, tile: WinogradTile): number;
+  /**
+   * Whether a forward cin -> cout convolution with this tile runs channel-blocked (16 channels a
+   * vector: F(4x4), both counts multiples of 16, a CPU with AVX-512), its weights laid out for it.
+   */
+  winogradC16(cin: number, cout: number, tile: WinogradTile): boolean;
   winogradWeights(wt: Float32Array, cin: number, cout: number, rotate: boolean, tile: WinogradTile, out: Float32Array): void;
   conv2dBackwardParams(dy: Float32Array, x: Float32Array, n: number, cin: number, h: number, w: number, cout: number,
     k: number, pad: number, stride: number, dw: Float32Array, db: Float32Array): void;

@@ -203,7 +203,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
   const be: NativeBackend = {
     ...commonOps,
     name: 'native',
-    description: `C++ addon: AVX2/FMA GEMM, Winograd F(4x4,3x3) and F(6x6,3x3), thread pool${precision === 'bf16' ? '; bf16 products (AVX512-BF16), fp32 sums' : ''}`,
+    description: `C++ addon: AVX2/FMA GEMM, Winograd F(4x4,3x3) (channel-blocked with AVX-512) and F(6x6,3x3), thread pool${precision === 'bf16' ? '; bf16 products (AVX512-BF16), fp32 sums' : ''}`,
     maxTensorBytes: Infinity,
     addon,
     precision,
@@ -214,7 +214,8 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin)) return convWork(xShape, wShape, p, { kind: 'direct' }, pass);
       if (useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout) && (pass === 'forward' || p.pad <= g.k - 1)) return convWork(xShape, wShape, p, { kind: 'direct' }, pass);
       const tile = pass === 'forward' ? winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo) : backwardDataTile(g, p);
-      return convWork(xShape, wShape, p, tile ? { kind: 'winograd', m: tile } : { kind: 'im2col' }, pass);
+      const c16 = tile !== 0 && pass === 'forward' && addon.winogradC16(g.cin, g.cout, tile);
+      return convWork(xShape, wShape, p, tile ? { kind: 'winograd', m: tile, c16 } : { kind: 'im2col' }, pass);
     },
 
     // A mirrored border is filled where the direct and Winograd kernels copy their input planes

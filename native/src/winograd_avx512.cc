@@ -1,0 +1,21 @@
+// The channel-blocked Winograd kernels (winograd_c16.inc) for the avx512 path. The 8-lane
+// transforms of the other paths run as AVX2 there (their 16-lane forms measured slower: see
+// wino_input16).
+#include "winograd_kernels.h"
+
+#if defined(__x86_64__)
+#pragma GCC target("avx512f,avx2,fma")
+#include <immintrin.h>
+#endif
+
+#define C16_ZMM  // 16 floats a register (see winograd_c16.inc)
+
+namespace pastiche {
+namespace avx512 {
+namespace {
+#include "winograd_c16.inc"
+}  // namespace
+
+const WinogradC16 winograd_c16 = {c16_interleave, c16_input, c16_output, c16_gemm};
+}  // namespace avx512
+}  // namespace pastiche
