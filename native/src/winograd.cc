@@ -132,8 +132,6 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
   float* vp = g_vp.get<float>(planes * vs);
   float* mb = g_m.get<float>(planes * ms);
   const std::vector<float> no_bias(bias ? 0 : cout);
-  // Output tiles go out in runs of up to 16 columns in one tile row: 4 tiles, or 8 pooled.
-  const int run = pool2x2 ? 8 : 4, runs = (tw + run - 1) / run;
   for (int img = 0; img < n; img++) {
     const int hs = h / upsample, ws = w / upsample;
     const float* x_img = x + (size_t)img * cin * hs * ws;
@@ -155,6 +153,12 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
         for (int l = 0; l < 16; l++) rows[l] = rows16.data() + (size_t)l * width;
         // Padded row lr (input row lr - pad) of the 16 channels into band row i.
         auto interleave = [&](int lr, int i) {
+          const int ahead = (lr - pad + 4) / upsample;
+          if (ahead >= 0 && ahead < hs)
+            for (int l = 0; l < 16; l++) {
+              const char* src = reinterpret_cast<const char*>(planes16 + (size_t)l * hs * ws + (size_t)ahead * ws);
+              for (size_t o = 0; o < ws * sizeof(float); o += 64) __builtin_prefetch(src + o, 0, 3);
+            }
           for (int l = 0; l < 16; l++)
             padded_row(planes16 + (size_t)l * hs * ws, hs, ws, pad, reflect, lr - pad, rows16.data() + (size_t)l * width, wp, upsample, bf16);
           k16.interleave(rows, wp, band.data() + (size_t)i * wp * 16);
@@ -179,15 +183,17 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
       // timers alternating with the other path's build).
       pool.parallel_for(planes, [&](int xi, int) { k16.gemm(cin, vp + xi * vs, cin, nt, up + xi * up_stride, cout, mb + xi * ms, cout); });
       const double s2 = seconds_now();
-      pool.parallel_for((tr1 - tr0 + 1) * runs, [&](int r, int) {
-        const int ty = tr0 + r / runs, tx = (r % runs) * run;
-        const int first = std::max(t0, ty * tw + tx), last = std::min(t0 + nt, ty * tw + std::min(tw, tx + run));
-        if (first >= last) return;
+      // A task is a tile row's tiles in this block for 16 channels: tasks that split a row between
+      // threads wrote the same cache lines from both (a 64-byte row segment straddles two lines where
+      // rows are not aligned), and the output stage took 2-3x its time.
+      pool.parallel_for((tr1 - tr0 + 1) * cbo, [&](int task, int) {
+        const int ty = tr0 + task / cbo, cb = task % cbo;
+        const int first = std::max(t0, ty * tw), last = std::min(t0 + nt, (ty + 1) * tw);
         const int y0 = ty * q, x0 = (first - ty * tw) * q;
         const int rows = std::min(q, hq - y0), cols = std::min((last - first) * q, wq - x0);
         if (rows <= 0 || cols <= 0) return;
-        k16.output(mb + (size_t)(first - t0) * cout, cout, ms, last - first, cbo, bias ? bias : no_bias.data(), relu, pool2x2,
-                   y_img + (size_t)y0 * wq + x0, (size_t)hq * wq, wq, rows, cols);
+        k16.output(mb + (size_t)(first - t0) * cout + cb * 16, cout, ms, last - first, (bias ? bias : no_bias.data()) + cb * 16, relu,
+                   pool2x2, y_img + (size_t)cb * 16 * hq * wq + (size_t)y0 * wq + x0, (size_t)hq * wq, wq, rows, cols);
       });
       const double s3 = seconds_now(), area = (double)nt * 16 * 4;
       g_stages.input_s += s1 - s0;

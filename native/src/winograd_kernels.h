@@ -32,9 +32,9 @@ struct WinogradC16 {
   void (*interleave)(const float* const* rows, int width, float* dst);
   // B^T d B for one tile of 16 channels (pixel (r, c) at x + r * row + c * 16) -> dst + xi * stride.
   void (*input)(const float* x, size_t row, float* dst, size_t stride, bool stream);
-  // A^T M A + bias (ReLU, 2x2 max-pool) for n tiles in a row and 16 `blocks` channels -> NCHW planes.
-  void (*output)(const float* m, size_t tile, size_t stride, int n, int blocks, const float* bias, bool relu, bool pool,
-                 float* out, size_t plane, size_t ld, int rows, int cols);
+  // A^T M A + bias (ReLU, 2x2 max-pool) for n tiles in a row and 16 channels -> 16 NCHW planes.
+  void (*output)(const float* m, size_t tile, size_t stride, int n, const float* bias, bool relu, bool pool, float* out,
+                 size_t plane, size_t ld, int rows, int cols);
   // C (m x n) = A (m x k, rows lda apart) B (k x n in column blocks of C16_BLOCK: winograd_weights' c16 layout).
   void (*gemm)(int k, const float* a, int lda, int m, const float* b, int n, float* c, int ldc);
 };
