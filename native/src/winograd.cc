@@ -26,6 +26,19 @@ WinogradStages g_stages;
 
 double seconds_now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
+// A tile block's stages into winograd_stages, the output stage ending now (s0, s1, s2: when the
+// input stage, the GEMMs and the output stage began): the GEMMs' useful products; each transform's
+// bytes as the tiles' pixels read or written once and V or M written or read once.
+void count_stages(double s0, double s1, double s2, int m, int cin, int cout, int nt, bool pool2x2) {
+  const double s3 = seconds_now(), area = (double)nt * m * m * 4, planes = (m + 2) * (m + 2);
+  g_stages.input_s += s1 - s0;
+  g_stages.gemm_s += s2 - s1;
+  g_stages.output_s += s3 - s2;
+  g_stages.gemm_flops += 2.0 * planes * cout * cin * nt;
+  g_stages.input_bytes += cin * (area + 4.0 * planes * nt);
+  g_stages.output_bytes += cout * ((pool2x2 ? area / 4 : area) + 4.0 * planes * nt);
+}
+
 // Distance between the planes of U, V and M. The transforms touch every plane for every tile;
 // planes a multiple of 4 KiB apart would all fall into the same L1 set and evict each other (and
 // alias in the store buffer): one cache line more per plane measured 4x faster transforms.
@@ -141,9 +154,14 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
       // V beyond L2 goes as whole lines with non-temporal stores (see conv3x3_winograd).
       const bool stream_v = 4.0 * planes * cin * nt > 2.0 * 1024 * 1024;
       const double s0 = seconds_now();
-      // 16 channels a task, a tile row at a time: the 6 padded rows under it interleaved into a
-      // band that stays in L1 (the next tile row reuses the last 2), then its tiles transformed.
-      pool.parallel_for(cbi, [&](int cb, int) {
+      // 16 channels and a range of tile rows a task (the ranges only where there are too few
+      // 16-channel groups for the threads), a tile row at a time: the 6 padded rows under it
+      // interleaved into a band (in L1 at VGG19's sizes; the next tile row reuses the last 2), then
+      // its tiles transformed.
+      const int rows_in = tr1 - tr0 + 1, ranges = std::min(rows_in, (2 * pool.threads() + cbi - 1) / cbi);
+      pool.parallel_for(cbi * ranges, [&](int task, int) {
+        const int cb = task % cbi, range = task / cbi;
+        const int ty0 = tr0 + rows_in * range / ranges, ty1 = tr0 + rows_in * (range + 1) / ranges;
         const int width = round_up(wp, 16);
         thread_local std::vector<float> rows16, band;
         rows16.resize((size_t)16 * width);
@@ -163,9 +181,9 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
             padded_row(planes16 + (size_t)l * hs * ws, hs, ws, pad, reflect, lr - pad, rows16.data() + (size_t)l * width, wp, upsample, bf16);
           k16.interleave(rows, wp, band.data() + (size_t)i * wp * 16);
         };
-        for (int ty = tr0; ty <= tr1; ty++) {
+        for (int ty = ty0; ty < ty1; ty++) {
           int from = 0;
-          if (ty > tr0) {
+          if (ty > ty0) {
             std::memcpy(band.data(), band.data() + (size_t)4 * wp * 16, sizeof(float) * 2 * wp * 16);
             from = 2;
           }
@@ -195,13 +213,7 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
         k16.output(mb + (size_t)(first - t0) * cout + cb * 16, cout, ms, last - first, (bias ? bias : no_bias.data()) + cb * 16, relu,
                    pool2x2, y_img + (size_t)cb * 16 * hq * wq + (size_t)y0 * wq + x0, (size_t)hq * wq, wq, rows, cols);
       });
-      const double s3 = seconds_now(), area = (double)nt * 16 * 4;
-      g_stages.input_s += s1 - s0;
-      g_stages.gemm_s += s2 - s1;
-      g_stages.output_s += s3 - s2;
-      g_stages.gemm_flops += 2.0 * planes * cout * cin * nt;
-      g_stages.input_bytes += cin * (area + 4.0 * planes * nt);
-      g_stages.output_bytes += cout * ((pool2x2 ? area / 4 : area) + 4.0 * planes * nt);
+      count_stages(s0, s1, s2, 4, cin, cout, nt, pool2x2);
     }
   }
 }
@@ -390,15 +402,7 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
           }
         }
       });
-      // The stages' times and work (winograd_stages): the GEMMs' useful products; each transform's
-      // bytes as the tiles' pixels read or written once and V or M written or read once.
-      const double s3 = seconds_now(), area = (double)nt * m * m * 4;
-      g_stages.input_s += s1 - s0;
-      g_stages.gemm_s += s2 - s1;
-      g_stages.output_s += s3 - s2;
-      g_stages.gemm_flops += 2.0 * planes * cout * cin * nt;
-      g_stages.input_bytes += cin * (area + 4.0 * planes * nt);
-      g_stages.output_bytes += cout * ((pool2x2 ? area / 4 : area) + 4.0 * planes * nt);
+      count_stages(s0, s1, s2, m, cin, cout, nt, pool2x2);
     }
   }
 }
