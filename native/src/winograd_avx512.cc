@@ -6,9 +6,8 @@
 #if defined(__x86_64__)
 #pragma GCC target("avx512f,avx2,fma")
 #include <immintrin.h>
+#define C16_ZMM  // 16 floats a register (see winograd_c16.inc); elsewhere this is never chosen
 #endif
-
-#define C16_ZMM  // 16 floats a register (see winograd_c16.inc)
 
 namespace pastiche {
 namespace avx512 {
