@@ -197,8 +197,8 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
       const double s1 = seconds_now();
       // M^T[xi] (nt x cout) = V^T[xi] (nt x cin) U^T[xi], all of K at once: a column block of U^T is
       // 64 KB at 256 channels, past L1 whatever the slice, and at 512 channels one pass beat two
-      // slices of 256 (GEMM stage 3.2-3.6 -> 3.0-3.3 ms at 28 px, 1.6-1.7 -> 1.4-1.5 at 14 px, stage
-      // timers alternating with the other path's build).
+      // slices of 256 (36 planes on 2 threads, stand-alone: 3.16 -> 2.92 ms for 49 tiles, 1.41 ->
+      // 1.29 for 16; the layer's GEMM stage at 14 px 1.57-1.80 -> 1.35-1.64 ms).
       pool.parallel_for(planes, [&](int xi, int) { k16.gemm(cin, vp + xi * vs, cin, nt, up + xi * up_stride, cout, mb + xi * ms, cout); });
       const double s2 = seconds_now();
       // A task is a tile row's tiles in this block for 16 channels: tasks that split a row between
