@@ -44,6 +44,24 @@ void count_stages(double s0, double s1, double s2, int m, int cin, int cout, int
 // alias in the store buffer): one cache line more per plane measured 4x faster transforms.
 size_t plane_stride(size_t floats) { return floats + 16; }
 
+// Tiles a block: V and M for a block take about 12 MiB, within L3; a multiple of NR. Every block
+// streams all of U, so where U itself is large (512 channels: 38 MB) blocks are made 4x larger:
+// reading U 4x less often saves more than V and M spilling from L3 costs (measured at 64x64x512:
+// 32 -> 22 ms; smaller U measured no better). `cout`: as U holds it (rounded up to its panels).
+int tile_block(int tiles, int planes, int cin, int cout) {
+  const double u_bytes = 4.0 * planes * cin * cout;
+  const double budget = (u_bytes >= 16.0 * 1024 * 1024 ? 48.0 : 12.0) * 1024 * 1024;
+  const int budget_tiles = (int)(budget / (4.0 * planes * (cin + cout)));
+  return std::max(NR, std::min(round_up(tiles, NR), budget_tiles / NR * NR));
+}
+
+// Whether V for `tiles` tiles is written with non-temporal stores: where it is megabytes (beyond
+// L2), a whole cache line a store, since a plain store first reads the line it writes from memory.
+// Measured per layer on the stage timers (alternating processes): 64 channels at 224 px 2.2 -> 1.6
+// ms, 256 at 56 px 0.9 -> 0.65, 512 at 28 px 0.57 -> 0.45, the GEMMs that read V next no slower;
+// at 14 px (1.2 MB) 0.18 -> 0.20, so small blocks keep plain stores.
+bool streams_v(int planes, int cin, int tiles) { return 4.0 * planes * cin * tiles > 2.0 * 1024 * 1024; }
+
 // u (m + 2) = G g (3): the rows of G for F(4x4,3x3) (6) and F(6x6,3x3) (8).
 inline void g_transform(int m, const float* g, int stride, float* u) {
   const float g0 = g[0], g1 = g[stride], g2 = g[2 * stride];
@@ -138,9 +156,7 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
   const int wp = tw * 4 + 2;  // the padded rows every tile's window lies in
   const int cbi = cin / 16, cbo = cout / 16;
   const size_t up_stride = plane_stride((size_t)cout * cin);
-  // Tile blocks as in conv3x3_winograd below.
-  const double budget = (4.0 * planes * cin * cout >= 16.0 * 1024 * 1024 ? 48.0 : 12.0) * 1024 * 1024;
-  const int tb = std::max(16, std::min(tiles, (int)(budget / (4.0 * planes * (cin + cout))) / 16 * 16));
+  const int tb = tile_block(tiles, planes, cin, cout);
   const size_t vs = plane_stride((size_t)tb * cin), ms = plane_stride((size_t)tb * cout);
   float* vp = g_vp.get<float>(planes * vs);
   float* mb = g_m.get<float>(planes * ms);
@@ -151,8 +167,7 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
     float* y_img = y + (size_t)img * cout * hq * wq;
     for (int t0 = 0; t0 < tiles; t0 += tb) {
       const int nt = std::min(tb, tiles - t0), tr0 = t0 / tw, tr1 = (t0 + nt - 1) / tw;
-      // V beyond L2 goes as whole lines with non-temporal stores (see conv3x3_winograd).
-      const bool stream_v = 4.0 * planes * cin * nt > 2.0 * 1024 * 1024;
+      const bool stream_v = streams_v(planes, cin, nt);
       const double s0 = seconds_now();
       // 16 channels and a range of tile rows a task (the ranges only where there are too few
       // 16-channel groups for the threads), a tile row at a time: the 6 padded rows under it
@@ -240,14 +255,7 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
   // Width of the zero-padded input rows every tile's window lies in.
   const int wp = tw * m + 2;
 
-  // Tile block size: V and M for a block take about 12 MiB, within L3; a multiple of NR. Every
-  // block streams all of U, so where U itself is large (512 channels: 38 MB) blocks are made 4x
-  // larger: reading U 4x less often saves more than V and M spilling from L3 costs (measured at
-  // 64x64x512: 32 -> 22 ms; smaller U measured no better).
-  const double u_bytes = 4.0 * planes * cin * coutp;
-  const double budget = (u_bytes >= 16.0 * 1024 * 1024 ? 48.0 : 12.0) * 1024 * 1024;
-  const int budget_tiles = (int)(budget / (4.0 * planes * (cin + coutp)));
-  const int tb = std::max(NR, std::min(round_up(tiles, NR), budget_tiles / NR * NR));
+  const int tb = tile_block(tiles, planes, cin, coutp);
   const size_t vp_stride = plane_stride((size_t)tb * cin), m_stride = plane_stride((size_t)coutp * tb);
   float* vp = g_vp.get<float>(planes * vp_stride);
   float* mb = g_m.get<float>(planes * m_stride);
@@ -264,12 +272,8 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
       // Each channel's windows come from a zero-padded copy of just the rows this block's tiles
       // cover (clearing the whole padded plane for every block cost more than the transform).
       const int tr0 = t0 / tw, tr1 = (t0 + nt - 1) / tw, rows = (tr1 - tr0) * m + t6;  // the block's first and last tile rows
-      // Where V is megabytes (beyond L2), a panel's 16 tiles go to V as a whole cache line per
-      // plane with non-temporal stores: a plain store first reads the line it writes from memory.
-      // Measured per layer on the stage timers (alternating processes): 64 channels at 224 px 2.2
-      // -> 1.6 ms, 256 at 56 px 0.9 -> 0.65, 512 at 28 px 0.57 -> 0.45, the GEMMs that read V next
-      // no slower; at 14 px (1.2 MB) 0.18 -> 0.20, so small blocks keep plain stores.
-      const bool stream_v = 4.0 * planes * cin * ntp > 2.0 * 1024 * 1024;
+      // A panel's 16 tiles are a whole line of each plane of V (streams_v).
+      const bool stream_v = streams_v(planes, cin, ntp);
       const double s0 = seconds_now();
       pool.parallel_for(cin, [&](int ci, int) {
         thread_local std::vector<float> xpad;
