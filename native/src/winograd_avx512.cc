@@ -12,6 +12,7 @@
 namespace pastiche {
 namespace avx512 {
 namespace {
+#include "winograd_f4.inc"
 #include "winograd_c16.inc"
 }  // namespace
 
