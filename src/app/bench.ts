@@ -45,9 +45,7 @@ export async function timeInterleaved(
 
 /** Multiply-adds x 2 of a forward pass at size x size up to `until` (convolutions and fc layers). */
 export function vgg19ForwardFlops(weights: Vgg19Weights, size: number, until = 'prob'): number {
-  const costs = vgg19LayerCosts(weights, size);
-  const last = costs.findIndex((c) => c.name === until);
-  return costs.slice(0, last < 0 ? costs.length : last + 1).reduce((sum, c) => sum + c.flops, 0);
+  return vgg19LayerCosts(weights, size, until).reduce((sum, c) => sum + c.flops, 0);
 }
 
 /** A random mean-subtracted image [1, 3, size, size]. */

@@ -78,10 +78,8 @@ export interface FloorLayer {
  * the weights and writing dx.
  */
 export function floorLayers(weights: Vgg19Weights, size: number, backend: Backend, until = 'prob', iteration = false): FloorLayer[] {
-  const costs = vgg19LayerCosts(weights, size);
-  const last = costs.findIndex((c) => c.name === until);
   const out: FloorLayer[] = [];
-  for (const c of costs.slice(0, last < 0 ? costs.length : last + 1)) {
+  for (const c of vgg19LayerCosts(weights, size, until)) {
     const p = weights.layers.get(c.name);
     if (p?.kind !== 'conv' && p?.kind !== 'fc') continue;
     const bytes = 4 * (sizeOf(c.input) + p.w.size + p.b.size + sizeOf(c.output));
@@ -177,12 +175,11 @@ export async function profileLayers(
  */
 function backwardWork(weights: Vgg19Weights, size: number, backend: Backend, until: string): Record<string, RowWork> {
   const out: Record<string, RowWork> = {};
-  for (const c of vgg19LayerCosts(weights, size)) {
+  for (const c of vgg19LayerCosts(weights, size, until)) {
     const p = weights.layers.get(c.name);
     const [input, output] = [[1, ...c.input], [1, ...c.output]];
     if (p?.kind === 'conv') out[backwardRow(c.name)] = backend.conv2dWork(input, p.w.shape, { pad: p.pad, stride: p.stride }, 'backward-data');
     else out[backwardRow(c.name)] = { algorithm: `${c.kind} backward`, flops: 0, bytes: 4 * (2 * sizeOf(input) + sizeOf(output)) };
-    if (c.name === until) break;
   }
   return out;
 }

@@ -13,7 +13,8 @@ export interface LayerCost {
   readonly flops: number;
 }
 
-export function vgg19LayerCosts(weights: Vgg19Weights, size: number): LayerCost[] {
+/** The layers in order, up to and including `until` when given (all of them for a name not in the net). */
+export function vgg19LayerCosts(weights: Vgg19Weights, size: number, until?: string): LayerCost[] {
   const out: LayerCost[] = [];
   let shape = [3, size, size];
   for (const spec of VGG19_LAYERS) {
@@ -33,6 +34,7 @@ export function vgg19LayerCosts(weights: Vgg19Weights, size: number): LayerCost[
       shape = [shape.reduce((a, b) => a * b, 1)];
     }
     out.push({ name: spec.name, kind: spec.kind, input, output: shape, flops });
+    if (spec.name === until) break;
   }
   return out;
 }
