@@ -6,4 +6,5 @@
 #endif
 
 #define PASTICHE_ISA avx2
+#define C16_LANES 8
 #include "winograd_isa.inc"

@@ -6,8 +6,11 @@
 #if defined(__x86_64__)
 #pragma GCC target("avx512f,avx2,fma")
 #include <immintrin.h>
-#define C16_ZMM  // 16 floats a register (see winograd_c16.inc); elsewhere this is never chosen
+#define C16_LANES 16  // floats a register (see winograd_c16.inc)
+#else
+#define C16_LANES 4  // never chosen off x86-64, compiled all the same
 #endif
+#include <utility>
 
 namespace pastiche {
 namespace avx512 {
