@@ -90,11 +90,11 @@ HugeScratch g_vp, g_m;
 }  // namespace
 
 // Not on AVX2-only CPUs: there its AVX2 build measured at best even with the 8-lane path (whole
-// layer, the two alternating in processes on an AVX2-only EPYC, 21 runs x 3 rounds, this path with
-// U^T in 16-column blocks for its 6 x 16 tiles: 256 ch at 56 px 7.0-7.3 ms vs 6.7-7.2, 512 at 28 px
-// 6.4-6.5 vs 6.4-7.4, 512 at 14 px 1.9-2.0 vs 2.8-5.1; with 64-column blocks, or K in slices of
-// 128 or 256, its GEMMs were slower still): the GEMMs there are compute-bound at ~82% of the FMA
-// peak, and what the transforms save is smaller than on AVX-512.
+// layers, the two alternating in processes on an AVX2-only EPYC, 21 runs x 3 rounds, 8-lane vs
+// this path with U^T in 16-column blocks for its 6 x 16 tiles: 256 ch at 56 px 7.0-7.3 ms vs
+// 6.7-7.2, 512 at 28 px 6.4-6.5 vs 6.4-7.4, 512 at 14 px 1.9-2.0 vs 2.8-5.1; with 64-column
+// blocks, or K in slices of 128 or 256, its GEMMs were slower still): the GEMMs there are
+// compute-bound at ~82% of the FMA peak, and what the transforms save is smaller than on AVX-512.
 bool winograd_c16(int cin, int cout, int m) { return m == 4 && cin % 16 == 0 && cout % 16 == 0 && cpu_has_avx512(); }
 
 size_t winograd_weights_size(int cin, int cout, int m) {
