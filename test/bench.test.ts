@@ -1,6 +1,7 @@
 /** The benchmark's machinery and its peer: the ONNX model Pastiche writes computes the same network. */
 import * as assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from '../src/app/bench.js';
@@ -9,7 +10,7 @@ import { passFloor, type Roofline } from '../src/app/roofline.js';
 import type { WinogradStageProfile } from '../src/app/winograd-stages.js';
 import { convWork } from '../src/backends/conv-work.js';
 import { winogradTile } from '../src/backends/native/native-backend.js';
-import { onnxLayerTimes, onnxNodeRow, vgg19Onnx } from '../src/app/onnx-peer.js';
+import { loadOrt, onnxLayerTimes, onnxNodeRow, vgg19Onnx } from '../src/app/onnx-peer.js';
 import { getBackend, nativeBackend } from '../src/backends/index.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
@@ -41,7 +42,7 @@ test('the forward and style-iteration runners run on a small network', async () 
 });
 
 test('onnxruntime runs the exported VGG19 to the same probabilities as PyTorch (tiny fixture)', async () => {
-  const ort = await import('onnxruntime-node');
+  const ort = await loadOrt();
   const weights = await loadMatConvNetVgg19(`${TINY}vgg19-tiny-old.mat`);
   const session = await ort.InferenceSession.create(vgg19Onnx(weights, 224, 'prob'));
   const input = await readNpy(`${TINY}ref-old/input.npy`);
@@ -51,6 +52,21 @@ test('onnxruntime runs the exported VGG19 to the same probabilities as PyTorch (
   const partial = await ort.InferenceSession.create(vgg19Onnx(weights, 224, 'pool5'));
   const p5 = (await partial.run({ input: new ort.Tensor('float32', input.data, [1, 3, 224, 224]) }))['pool5']!.data as Float32Array;
   assertClose(new Tensor([1, 32, 7, 7], p5), await readNpy(`${TINY}ref-old/pool5.npy`), 1e-4, 'onnxruntime pool5');
+});
+
+test("bench's onnxruntime peer runs with onnxruntime's telemetry off: no /tmp/mat-debug-PID.log, no event cache", () => {
+  // A process of its own (onnxruntime reads the switch once, when its environment starts), with none
+  // of the CI variables that onnxruntime itself takes as a reason to stay quiet, and its own home.
+  const home = tempDir('pastiche-ort-home-');
+  const env: NodeJS.ProcessEnv = { PATH: process.env['PATH'], HOME: home, XDG_CACHE_HOME: join(home, '.cache') };
+  const peer = new URL('../src/app/onnx-peer.js', import.meta.url).href;
+  const params = new URL('../src/model/vgg19-params.js', import.meta.url).href;
+  const script = `const { onnxRunner } = await import(${JSON.stringify(peer)}); const { randomVgg19Weights } = await import(${JSON.stringify(params)});
+    await onnxRunner(randomVgg19Weights(1, 32), 32, 'pool1', 1); process.stdout.write(String(process.pid));`;
+  const pid = execFileSync(process.execPath, ['--input-type=module', '-e', script], { env, encoding: 'utf8' }).trim();
+  assert.match(pid, /^\d+$/);
+  assert.equal(existsSync(`/tmp/mat-debug-${pid}.log`), false, 'onnxruntime wrote its telemetry debug log');
+  assert.equal(existsSync(join(home, '.cache', 'Microsoft')), false, "onnxruntime wrote its telemetry cache into the child's home");
 });
 
 test('the layer table has a row per layer, ReLUs joined to the layer before them, and the network\'s arithmetic', () => {
