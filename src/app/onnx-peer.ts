@@ -87,10 +87,10 @@ export function vgg19Onnx(weights: Vgg19Weights, size: number, until: string): U
  * to Microsoft by default, keeps a device id and an event cache under ~/.cache/Microsoft and leaves
  * a /tmp/mat-debug-PID.log for each process (seen with 1.30 here); a benchmark peer has no business
  * doing either. ORT_DISABLE_TELEMETRY is its own switch, read when its environment starts with the
- * first session (microsoft/onnxruntime#27379); a value the user set is kept.
+ * first session (microsoft/onnxruntime#27379); a non-empty value the user set is kept.
  */
 export async function loadOrt(): Promise<typeof import('onnxruntime-node')> {
-  process.env['ORT_DISABLE_TELEMETRY'] ??= '1';
+  if (!process.env['ORT_DISABLE_TELEMETRY']) process.env['ORT_DISABLE_TELEMETRY'] = '1'; // an empty value counts as unset
   try {
     return await import('onnxruntime-node');
   } catch {
