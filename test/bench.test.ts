@@ -17,6 +17,7 @@ import { Tensor } from '../src/tensor/tensor.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import { randomVgg19Weights } from '../src/model/vgg19-params.js';
 import { formatBench, formatLayers } from '../src/cli/format.js';
+import { bestLimits, probeShortfall, type MachineLimits } from '../src/app/machine.js';
 import { TINY, assertClose, runCli } from './helpers.js';
 import { tempDir } from './temp.js';
 
@@ -182,6 +183,23 @@ test('bench measures the machine first: FMA peaks per instruction set and thread
   const text = await runCli(['bench', '--sections', 'machine']);
   assert.match(text.stdout, /^machine: .*\nfp32 FMA peak, GFLOP\/s: .*portable \d+ \(1 thread\)/);
   assert.match(text.stdout, /memory bandwidth, GB\/s: read [\d.]+, triad [\d.]+/);
+  // Probed twice (before and after the timings, here back to back): the report's limits are the better of each.
+  const { before, after, shortfall } = (JSON.parse(r.stdout) as { probes: { before: MachineLimits; after: MachineLimits; shortfall: number } }).probes;
+  assert.deepEqual(report.limits, bestLimits(before, after));
+  assert.ok(shortfall >= 0 && shortfall < 1, `${shortfall}`);
+});
+
+test('the machine probes: each limit the better of two, and a line where the two disagree by more than quiet probes do', () => {
+  const probe = (gflops: number, readGBs: number, triadGBs: number): MachineLimits => ({ peaks: (['avx512', 'avx2', 'portable'] as const).map((isa) => ({ isa, threads: 2, gflops })), readGBs, triadGBs });
+  const [busy, quiet] = [probe(113, 30, 22), probe(181, 20, 25)];
+  assert.deepEqual(bestLimits(busy, quiet), probe(181, 30, 25));
+  // The peak in use fell 38% short; the bandwidth roof (the better stream: 30 vs 25) 17%.
+  assert.ok(Math.abs(probeShortfall(busy, quiet, 2) - (1 - 113 / 181)) < 1e-12);
+  assert.ok(Math.abs(probeShortfall(probe(181, 30, 22), quiet, 2) - (1 - 25 / 30)) < 1e-12);
+  assert.equal(probeShortfall(quiet, quiet, 2), 0);
+  const text = (shortfall: number) => formatBench({ machine: 'm', weights: 'w', repeat: 1, warmup: 0, limits: quiet, probes: { before: busy, after: quiet, shortfall } });
+  assert.match(text(0.38), /\nmemory bandwidth, GB\/s: read 20\.0, triad 25\.0 \(STREAM's count\)\n\(the probes before and after the timings differ by 38%: this machine was busy for a while; /);
+  assert.doesNotMatch(text(0.09), /probes/);
 });
 
 test('conv2dWork: each backend names the algorithm it runs and counts what it executes', () => {

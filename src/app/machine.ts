@@ -49,6 +49,27 @@ export function measureMachine(): MachineLimits | undefined {
   }
 }
 
+/**
+ * Each limit's better reading of two probes. A VM whose host lends its cores to others now and then
+ * only ever reads low, for seconds at a time (five `bench --sections machine` in a row on a 2-core
+ * EPYC VM: the 2-thread AVX2 peak at 177-184 GFLOP/s four times, 113 once, every FMA probe of that
+ * run low together), so bench probes before and after its timings and keeps the better of each.
+ */
+export function bestLimits(a: MachineLimits, b: MachineLimits): MachineLimits {
+  const peaks = a.peaks.map((p) => ({ ...p, gflops: Math.max(p.gflops, b.peaks.find((q) => q.isa === p.isa && q.threads === p.threads)?.gflops ?? 0) }));
+  return { peaks, readGBs: Math.max(a.readGBs, b.readGBs), triadGBs: Math.max(a.triadGBs, b.triadGBs) };
+}
+
+/**
+ * How far the worse of two probes fell short of the better, 0..1, in what the bench holds its times
+ * against: the FMA peak on `threads` threads with the active instruction set, and the bandwidth roof.
+ * (Between two quiet probes in one process, on a 2-core EPYC VM: up to 9% on either.)
+ */
+export function probeShortfall(a: MachineLimits, b: MachineLimits, threads: number): number {
+  const short = (x: number | undefined, y: number | undefined) => (x && y ? 1 - Math.min(x, y) / Math.max(x, y) : 0);
+  return Math.max(short(activePeak(a, threads), activePeak(b, threads)), short(roofBandwidth(a), roofBandwidth(b)));
+}
+
 /** The best peak on `threads` threads with the instruction set the backend uses now. */
 export function activePeak(m: MachineLimits, threads: number): number | undefined {
   const isa = nativeBackend?.addon.isa();

@@ -13,9 +13,21 @@ import { Tensor } from '../tensor/tensor.js';
 import { fillUniform, uniformRng } from '../util/random.js';
 import { roofBandwidth, type MachineLimits } from './machine.js';
 
-export interface StageRow {
+/** One layer's stages as timed: milliseconds per call, the GEMMs' GFLOP and each transform's MB. */
+export interface StageTiming {
   readonly layer: string;
   /** F(4x4,3x3) or F(6x6,3x3). */
+  readonly algorithm: string;
+  readonly inputMs: number;
+  readonly gemmMs: number;
+  readonly outputMs: number;
+  readonly gflop: number;
+  readonly inputMB: number;
+  readonly outputMB: number;
+}
+
+export interface StageRow {
+  readonly layer: string;
   readonly algorithm: string;
   /** Milliseconds per call; GB/s or GFLOP/s; the fraction of the bandwidth or of the peak. */
   readonly input: { readonly ms: number; readonly gbs: number; readonly fraction: number };
@@ -31,9 +43,9 @@ export interface WinogradStageProfile {
   readonly rows: readonly StageRow[];
 }
 
-export function winogradStages(weights: Vgg19Weights, size: number, backend: NativeBackend, peak: number, limits: MachineLimits, repeat: number, warmup: number): WinogradStageProfile {
-  const bandwidth = roofBandwidth(limits);
-  const rows: StageRow[] = [];
+/** Times each Winograd layer's stages on `backend` (VGG19's 3x3 layers at `size`, random inputs). */
+export function timeWinogradStages(weights: Vgg19Weights, size: number, backend: NativeBackend, repeat: number, warmup: number): StageTiming[] {
+  const out: StageTiming[] = [];
   for (const c of vgg19LayerCosts(weights, size)) {
     const p = weights.layers.get(c.name);
     if (p?.kind !== 'conv') continue;
@@ -46,16 +58,23 @@ export function winogradStages(weights: Vgg19Weights, size: number, backend: Nat
     backend.addon.winogradStages(true);
     const runs = Math.max(1, repeat);
     for (let i = 0; i < runs; i++) backend.conv2d(x, p.w, p.b, params, true).recycle();
-    const [inMs, gemmMs, outMs, gflop, inMB, outMB] = [...backend.addon.winogradStages(true)].map((v) => v / runs) as [number, number, number, number, number, number];
-    const rate = (amount: number, ms: number) => amount / (ms / 1e3);
-    const gbs = (mb: number, ms: number) => rate(mb, ms) / 1e3;
-    rows.push({
-      layer: c.name,
-      algorithm: work.algorithm,
-      input: { ms: inMs, gbs: gbs(inMB, inMs), fraction: gbs(inMB, inMs) / bandwidth },
-      gemm: { ms: gemmMs, gflops: rate(gflop, gemmMs), fraction: rate(gflop, gemmMs) / peak },
-      output: { ms: outMs, gbs: gbs(outMB, outMs), fraction: gbs(outMB, outMs) / bandwidth },
-    });
+    const [inputMs, gemmMs, outputMs, gflop, inputMB, outputMB] = [...backend.addon.winogradStages(true)].map((v) => v / runs) as [number, number, number, number, number, number];
+    out.push({ layer: c.name, algorithm: work.algorithm, inputMs, gemmMs, outputMs, gflop, inputMB, outputMB });
   }
-  return { contender: backend.precision === 'bf16' ? 'native bf16' : 'native', size, peak, bandwidth, rows };
+  return out;
+}
+
+/** The timed stages against the machine: the GEMMs against `peak`, the transforms against the bandwidth roof. */
+export function winogradStages(contender: string, size: number, timings: readonly StageTiming[], peak: number, limits: MachineLimits): WinogradStageProfile {
+  const bandwidth = roofBandwidth(limits);
+  const rate = (amount: number, ms: number) => amount / (ms / 1e3);
+  const gbs = (mb: number, ms: number) => rate(mb, ms) / 1e3;
+  const rows = timings.map((t) => ({
+    layer: t.layer,
+    algorithm: t.algorithm,
+    input: { ms: t.inputMs, gbs: gbs(t.inputMB, t.inputMs), fraction: gbs(t.inputMB, t.inputMs) / bandwidth },
+    gemm: { ms: t.gemmMs, gflops: rate(t.gflop, t.gemmMs), fraction: rate(t.gflop, t.gemmMs) / peak },
+    output: { ms: t.outputMs, gbs: gbs(t.outputMB, t.outputMs), fraction: gbs(t.outputMB, t.outputMs) / bandwidth },
+  }));
+  return { contender, size, peak, bandwidth, rows };
 }

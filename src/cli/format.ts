@@ -168,6 +168,15 @@ export function formatLimits(m: MachineLimits): string[] {
   return [`fp32 FMA peak, GFLOP/s: ${peaks.join('; ')}`, `memory bandwidth, GB/s: read ${m.readGBs.toFixed(1)}, triad ${m.triadGBs.toFixed(1)} (STREAM's count)`];
 }
 
+/**
+ * A line where the probes before and after the timings disagree by more than two quiet probes do
+ * (up to 9%, probeShortfall): the VM lent its cores elsewhere for a while, maybe during the timings too.
+ */
+function probesLine(p: BenchReport['probes']): string[] {
+  if (!p || p.shortfall <= 0.15) return [];
+  return [`(the probes before and after the timings differ by ${(100 * p.shortfall).toFixed(0)}%: this machine was busy for a while; the limits are the better of each, and a time below may be slow for the same reason)`];
+}
+
 /** The print-size runs: the plan each size got, its seconds per iteration and its process's peak memory against the estimate. */
 function formatPrint(p: NonNullable<BenchReport['print']>): string[] {
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
@@ -191,7 +200,7 @@ function formatPrint(p: NonNullable<BenchReport['print']>): string[] {
 }
 
 export function formatBench(r: BenchReport): string {
-  const lines = [`machine: ${r.machine}`, ...(r.limits ? formatLimits(r.limits) : ['machine limits: not measured (the native backend is not available)']), ...(r.gpu ? [`webgpu: ${r.gpu}`] : []), `weights: ${r.weights}${r.loadSeconds !== undefined ? ` (loaded in ${r.loadSeconds.toFixed(2)} s)` : ''}`, `timings: median of ${r.repeat} run(s) after ${r.warmup} warm-up, contenders interleaved`];
+  const lines = [`machine: ${r.machine}`, ...(r.limits ? formatLimits(r.limits) : ['machine limits: not measured (the native backend is not available)']), ...probesLine(r.probes), ...(r.gpu ? [`webgpu: ${r.gpu}`] : []), `weights: ${r.weights}${r.loadSeconds !== undefined ? ` (loaded in ${r.loadSeconds.toFixed(2)} s)` : ''}`, `timings: median of ${r.repeat} run(s) after ${r.warmup} warm-up, contenders interleaved`];
   if (r.courseCase) lines.push('', "== The course's case ==", formatCheck(r.courseCase, r.repeat));
   if (r.vgg19Forward) {
     const v = r.vgg19Forward;
