@@ -43,16 +43,17 @@ export interface LayerProfile {
 
 /**
  * Each row's work on `backend`: convolutions as the backend runs them (conv2dWork), fully connected
- * layers as a matrix-vector product (its weights read once), pools and the flatten as the bytes
- * they read and write (no arithmetic to speak of). A fused ReLU adds no traffic.
+ * layers as it runs them on inputs with `zeroInputs` zero features (linearWork: the weight rows it
+ * reads), pools and the flatten as the bytes they read and write (no arithmetic to speak of). A
+ * fused ReLU adds no traffic.
  */
-export function rowWork(weights: Vgg19Weights, size: number, backend: Backend): Record<string, RowWork> {
+export function rowWork(weights: Vgg19Weights, size: number, backend: Backend, zeroInputs: ReadonlyMap<string, number> = new Map()): Record<string, RowWork> {
   const out: Record<string, RowWork> = {};
   for (const c of vgg19LayerCosts(weights, size)) {
     const p = weights.layers.get(c.name);
     const [input, output] = [[1, ...c.input], [1, ...c.output]];
     if (p?.kind === 'conv') out[c.name] = backend.conv2dWork(input, p.w.shape, { pad: p.pad, stride: p.stride });
-    else if (p?.kind === 'fc') out[c.name] = { algorithm: 'matrix-vector', flops: 2 * p.w.size, bytes: 4 * (p.w.size + p.b.size + sizeOf(input) + sizeOf(output)) };
+    else if (p?.kind === 'fc') out[c.name] = backend.linearWork(input, p.w.shape, zeroInputs.get(c.name) ?? 0);
     else if (c.kind !== 'relu') out[c.name] = { algorithm: c.kind, flops: 0, bytes: 4 * (sizeOf(input) + sizeOf(output)) };
   }
   return out;
@@ -164,8 +165,29 @@ export async function profileLayers(
       if (r >= warmup) record(samples[i]!, perRow);
     }
   }
-  const work = Object.fromEntries(backends.map((b) => [runnerName(b), rowWork(weights, size, b)]));
+  const work = Object.fromEntries(backends.map((b, i) => [runnerName(b), rowWork(weights, size, b, fcZeroInputs(models[i]!, weights, size, x))]));
   return { size, rows, ms: medians(backends, samples), work };
+}
+
+/** Per fully connected layer, how many of its input features are zero on `x` (after a ReLU, about half). */
+function fcZeroInputs(model: Vgg19, weights: Vgg19Weights, size: number, x: Tensor): Map<string, number> {
+  const costs = vgg19LayerCosts(weights, size);
+  const before = new Map(costs.flatMap((c, i) => (c.kind === 'fc' && i > 0 ? [[costs[i - 1]!.name, c.name] as const] : [])));
+  const { activations } = model.forward(x, { capture: [...before.keys()] });
+  return new Map([...activations].map(([name, t]) => [before.get(name)!, zeroFeatures(t)]));
+}
+
+/** The features (columns of [N, ...]) that are zero in every row. */
+function zeroFeatures(t: Tensor): number {
+  const n = t.shape[0]!;
+  const k = t.size / n;
+  let zeros = 0;
+  for (let j = 0; j < k; j++) {
+    let all = true;
+    for (let i = 0; i < n && all; i++) all = t.data[i * k + j] === 0;
+    if (all) zeros++;
+  }
+  return zeros;
 }
 
 /**

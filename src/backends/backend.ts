@@ -106,6 +106,11 @@ export interface Backend {
    * and the bytes it moves (conv-work.ts).
    */
   conv2dWork(xShape: Shape, wShape: Shape, p: Conv2dParams, pass?: ConvPass): ConvWork;
+  /**
+   * What linear(x, w, b) executes for an x of `xShape` whose `zeroInputs` features are zero in
+   * every row (after a ReLU, about half of VGG19's fc6 and fc7): a backend may skip their weight rows.
+   */
+  linearWork(xShape: Shape, wShape: Shape, zeroInputs: number): ConvWork;
   /** dL/dx of conv2d, shaped like the forward input `xShape`, with an optional fused epilogue. */
   conv2dBackwardData(dy: Tensor, w: Tensor, xShape: Shape, p: Conv2dParams, epilogue?: GradientEpilogue): Tensor;
   /** dL/dw and dL/db of conv2d, summed over the batch. */

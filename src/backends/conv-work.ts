@@ -39,3 +39,17 @@ export function convWork(xShape: Shape, wShape: Shape, p: Conv2dParams, a: ConvA
   const u = t * t * inC * outC;
   return { algorithm: `winograd F(${a.m}x${a.m})${a.c16 ? ' 16c' : ''}`, flops: products, bytes: f * (x + 2 * v + u + 2 * m + y + (pass === 'forward' ? g.cout : 0)) };
 }
+
+/**
+ * What y = x w + b costs, x [M, K...] (flattened to K features), w [K, N]: the `rowsRead` weight
+ * rows a backend reads (all K, or fewer where it skips the rows of inputs that are zero in every
+ * row of x), `weightBytes` each value, read once; x, b and y once.
+ */
+export function linearWork(xShape: Shape, wShape: Shape, rowsRead: number, weightBytes = 4): ConvWork {
+  const m = xShape[0]!;
+  const k = xShape.slice(1).reduce((a, b) => a * b, 1);
+  const n = wShape[1]!;
+  // The share of the rows read, where that is not all of them: 'matrix-vector, 51% rows'.
+  const share = rowsRead < k ? `, ${Math.round((100 * rowsRead) / k)}% rows` : '';
+  return { algorithm: `matrix-vector${share}`, flops: 2 * m * rowsRead * n, bytes: weightBytes * rowsRead * n + 4 * (n + m * k + m * n) };
+}
