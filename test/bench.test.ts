@@ -277,6 +277,9 @@ test('the machine floor of a pass: each layer at max(operations / peak, bytes / 
   assert.ok(at('conv3_2').flops < 0.5 * 2 * 256 * 9 * 256 * 56 * 56, 'Winograd products, not the direct count');
   assert.equal(at('conv3_2').bytes, 4 * (2 * 256 * 56 * 56 + 256 * 9 * 256 + 256));
   assert.deepEqual(at('fc6'), { name: 'fc6', flops: 2 * 25088 * 4096, bytes: 4 * (25088 * 4096 + 4096 + 25088 + 4096) });
+  // Half of fc6's inputs zero: native reads half its weight rows, and so could any engine.
+  const sparse = floorLayers(full(), 224, nativeBackend, 'prob', false, new Map([['fc6', 12544]])).find((l) => l.name === 'fc6');
+  assert.deepEqual(sparse, { name: 'fc6', flops: 2 * 12544 * 4096, bytes: 4 * (12544 * 4096 + 4096 + 25088 + 4096) });
   // A style iteration: the 13 convolutions to relu5_1 and each one's gradient to its input.
   const iteration = floorLayers(full(), 224, nativeBackend, 'relu5_1', true);
   assert.equal(iteration.length, 26);

@@ -6,10 +6,11 @@ import * as os from 'node:os';
 import { availableBackends, nativeBackend, openBackend, type Backend, type BackendName } from '../backends/index.js';
 import { PasticheError } from '../errors.js';
 import { randomVgg19Weights, type Vgg19Weights } from '../model/vgg19-params.js';
+import { Vgg19 } from '../model/vgg19.js';
 import { loadWeightsFile } from './load-model.js';
-import { forwardRunner, runnerName, styleIterationRunner, timeInterleaved, vgg19ForwardFlops, type Runner, type Timing } from './bench.js';
+import { forwardRunner, randomImage, runnerName, styleIterationRunner, timeInterleaved, vgg19ForwardFlops, type Runner, type Timing } from './bench.js';
 import { runCheck, type CheckRow } from './check.js';
-import { floorLayers, layerRows, profileLayers, profileStyleIteration, type LayerProfile } from './layer-profile.js';
+import { fcZeroInputs, floorLayers, layerRows, profileLayers, profileStyleIteration, type LayerProfile } from './layer-profile.js';
 import { onnxLayerTimes, onnxRunner, transformerOnnxSession } from './onnx-peer.js';
 import { TransformerNet, randomTransformerWeights, transformerForwardFlops } from '../model/transformer/transformer-net.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -222,8 +223,10 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   report.limits = limits;
   report.probes = { before, after, shortfall: probeShortfall(before, after, threads) };
   const peak = activePeak(limits, threads) ?? Math.max(...limits.peaks.map((p) => p.gflops));
-  // The machine floor of a pass, from native's products (the limits are measured by native too).
-  const floor = (w: Vgg19Weights, size: number, until: string, iteration: boolean) => (nativeBackend ? passFloor(floorLayers(w, size, nativeBackend, until, iteration), peak, limits) : undefined);
+  // The machine floor of a pass, from native's products (the limits are measured by native too),
+  // its fc layers' from the weight rows native reads on the bench's image.
+  const zeros = (w: Vgg19Weights, size: number, until: string) => (nativeBackend && until === 'prob' ? fcZeroInputs(new Vgg19(w, nativeBackend), w, size, randomImage(size)) : undefined);
+  const floor = (w: Vgg19Weights, size: number, until: string, iteration: boolean) => (nativeBackend ? passFloor(floorLayers(w, size, nativeBackend, until, iteration, zeros(w, size, until)), peak, limits) : undefined);
   // The share of the floor's speed a row reaches: the CPU's fp32 rows only (the limits are the CPU's fp32 ones).
   const cpuFp32 = new Set(['onnxruntime', ...[...vggBackends, ...styleBackends].filter((b) => b.name !== 'webgpu' && runnerName(b) === b.name).map((b) => b.name)]);
   const ofFloor = (f: PassFloor | undefined, r: Timing) => (f && cpuFp32.has(r.name) ? f.ms / r.medianMs : undefined);

@@ -73,19 +73,21 @@ export interface FloorLayer {
 /**
  * The layers that set a pass's machine floor: each convolution's products as `backend` runs them
  * (Winograd's, the fewest we know how to compute, where it uses it) and each fully connected
- * layer's, every array moved once. ReLUs, pools, the flatten and the softmax are left out: an
+ * layer's as it runs them on inputs with `zeroInputs` zero features (linearWork: native reads only
+ * the weight rows of the others), every array moved once. ReLUs, pools, the flatten and the softmax are left out: an
  * engine can fuse them into the layer before. `iteration` adds each convolution's gradient to its
  * input back to the image (style transfer's backward pass, no weight gradients), reading dy and
  * the weights and writing dx.
  */
-export function floorLayers(weights: Vgg19Weights, size: number, backend: Backend, until = 'prob', iteration = false): FloorLayer[] {
+export function floorLayers(weights: Vgg19Weights, size: number, backend: Backend, until = 'prob', iteration = false, zeroInputs: ReadonlyMap<string, number> = new Map()): FloorLayer[] {
   const out: FloorLayer[] = [];
   for (const c of vgg19LayerCosts(weights, size, until)) {
     const p = weights.layers.get(c.name);
     if (p?.kind !== 'conv' && p?.kind !== 'fc') continue;
     const bytes = 4 * (sizeOf(c.input) + p.w.size + p.b.size + sizeOf(c.output));
     if (p.kind === 'fc') {
-      out.push({ name: c.name, flops: 2 * p.w.size, bytes });
+      const { flops, bytes } = backend.linearWork([1, ...c.input], p.w.shape, zeroInputs.get(c.name) ?? 0);
+      out.push({ name: c.name, flops, bytes });
       continue;
     }
     const geometry = { pad: p.pad, stride: p.stride };
@@ -170,7 +172,7 @@ export async function profileLayers(
 }
 
 /** Per fully connected layer, how many of its input features are zero on `x` (after a ReLU, about half). */
-function fcZeroInputs(model: Vgg19, weights: Vgg19Weights, size: number, x: Tensor): Map<string, number> {
+export function fcZeroInputs(model: Vgg19, weights: Vgg19Weights, size: number, x: Tensor): Map<string, number> {
   const costs = vgg19LayerCosts(weights, size);
   const before = new Map(costs.flatMap((c, i) => (c.kind === 'fc' && i > 0 ? [[costs[i - 1]!.name, c.name] as const] : [])));
   const { activations } = model.forward(x, { capture: [...before.keys()] });
