@@ -74,22 +74,22 @@ export interface FloorLayer {
  * The layers that set a pass's machine floor: each convolution's products as `backend` runs them
  * (Winograd's, the fewest we know how to compute, where it uses it) and each fully connected
  * layer's as it runs them on inputs with `zeroInputs` zero features (linearWork: native reads only
- * the weight rows of the others), every array moved once. ReLUs, pools, the flatten and the softmax are left out: an
- * engine can fuse them into the layer before. `iteration` adds each convolution's gradient to its
- * input back to the image (style transfer's backward pass, no weight gradients), reading dy and
- * the weights and writing dx.
+ * the weight rows of the others), every array moved once. ReLUs, pools, the flatten and the
+ * softmax are left out: an engine can fuse them into the layer before. `iteration` adds each
+ * convolution's gradient to its input back to the image (style transfer's backward pass, no weight
+ * gradients), reading dy and the weights and writing dx.
  */
 export function floorLayers(weights: Vgg19Weights, size: number, backend: Backend, until = 'prob', iteration = false, zeroInputs: ReadonlyMap<string, number> = new Map()): FloorLayer[] {
   const out: FloorLayer[] = [];
   for (const c of vgg19LayerCosts(weights, size, until)) {
     const p = weights.layers.get(c.name);
     if (p?.kind !== 'conv' && p?.kind !== 'fc') continue;
-    const bytes = 4 * (sizeOf(c.input) + p.w.size + p.b.size + sizeOf(c.output));
     if (p.kind === 'fc') {
       const { flops, bytes } = backend.linearWork([1, ...c.input], p.w.shape, zeroInputs.get(c.name) ?? 0);
       out.push({ name: c.name, flops, bytes });
       continue;
     }
+    const bytes = 4 * (sizeOf(c.input) + p.w.size + p.b.size + sizeOf(c.output));
     const geometry = { pad: p.pad, stride: p.stride };
     out.push({ name: c.name, flops: backend.conv2dWork([1, ...c.input], p.w.shape, geometry).flops, bytes });
     if (iteration) {
