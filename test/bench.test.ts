@@ -185,6 +185,7 @@ test('bench measures the machine first: FMA peaks per instruction set and thread
   const text = await runCli(['bench', '--sections', 'machine']);
   assert.match(text.stdout, /^machine: .*\nfp32 FMA peak, GFLOP\/s: .*portable \d+ \(1 thread\)/);
   assert.match(text.stdout, /memory bandwidth, GB\/s: read [\d.]+, triad [\d.]+/);
+  assert.doesNotMatch(text.stdout, /timings:|weights:/, 'nothing was timed');
   // Probed twice (before and after the timings, here back to back): the report's limits are the better of each.
   const { before, after, shortfall } = (JSON.parse(r.stdout) as { probes: { before: MachineLimits; after: MachineLimits; shortfall: number } }).probes;
   assert.deepEqual(report.limits, bestLimits(before, after));
