@@ -200,9 +200,12 @@ test('the machine probes: each limit the better of two, and a line where the two
   assert.ok(Math.abs(probeShortfall(busy, quiet, 2) - (1 - 113 / 181)) < 1e-12);
   assert.ok(Math.abs(probeShortfall(probe(181, 30, 22), quiet, 2) - (1 - 25 / 30)) < 1e-12);
   assert.equal(probeShortfall(quiet, quiet, 2), 0);
-  const text = (shortfall: number) => formatBench({ machine: 'm', weights: 'w', repeat: 1, warmup: 0, limits: quiet, probes: { before: busy, after: quiet, shortfall } });
+  const vgg19Forward = { size: 224, gflop: 39.3, rows: [{ name: 'native', runs: [62], medianMs: 62, gflops: 634 }] };
+  const text = (shortfall: number) => formatBench({ machine: 'm', weights: 'w', repeat: 1, warmup: 0, limits: quiet, probes: { before: busy, after: quiet, shortfall }, vgg19Forward });
   assert.match(text(0.38), /\nmemory bandwidth, GB\/s: read 20\.0, triad 25\.0 \(STREAM's count\)\n\(the probes before and after the timings differ by 38%: this machine was busy for a while; /);
   assert.doesNotMatch(text(0.09), /probes/);
+  // --sections machine alone: the two probes came one after the other, with no timings between.
+  assert.match(formatBench({ machine: 'm', weights: 'w', repeat: 1, warmup: 0, limits: quiet, probes: { before: busy, after: quiet, shortfall: 0.38 } }), /\n\(two probes in a row differ by 38%: this machine is busy now; the limits are the better of each\)$/);
 });
 
 test('conv2dWork: each backend names the algorithm it runs and counts what it executes', () => {

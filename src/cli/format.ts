@@ -172,9 +172,11 @@ export function formatLimits(m: MachineLimits): string[] {
  * A line where the probes before and after the timings disagree by more than two quiet probes do
  * (up to 9%, probeShortfall): the VM lent its cores elsewhere for a while, maybe during the timings too.
  */
-function probesLine(p: BenchReport['probes']): string[] {
+function probesLine(p: BenchReport['probes'], timed: boolean): string[] {
   if (!p || p.shortfall <= 0.15) return [];
-  return [`(the probes before and after the timings differ by ${(100 * p.shortfall).toFixed(0)}%: this machine was busy for a while; the limits are the better of each, and a time below may be slow for the same reason)`];
+  const pct = `${(100 * p.shortfall).toFixed(0)}%`;
+  if (!timed) return [`(two probes in a row differ by ${pct}: this machine is busy now; the limits are the better of each)`];
+  return [`(the probes before and after the timings differ by ${pct}: this machine was busy for a while; the limits are the better of each, and a time below may be slow for the same reason)`];
 }
 
 /** The print-size runs: the plan each size got, its seconds per iteration and its process's peak memory against the estimate. */
@@ -202,7 +204,7 @@ function formatPrint(p: NonNullable<BenchReport['print']>): string[] {
 export function formatBench(r: BenchReport): string {
   // --sections machine alone times nothing: no weights or timings line then.
   const timed = [r.courseCase, r.vgg19Forward, r.styleIteration, r.layers, r.fast, r.print].some((x) => x !== undefined);
-  const lines = [`machine: ${r.machine}`, ...(r.limits ? formatLimits(r.limits) : ['machine limits: not measured (the native backend is not available)']), ...probesLine(r.probes), ...(r.gpu ? [`webgpu: ${r.gpu}`] : [])];
+  const lines = [`machine: ${r.machine}`, ...(r.limits ? formatLimits(r.limits) : ['machine limits: not measured (the native backend is not available)']), ...probesLine(r.probes, timed), ...(r.gpu ? [`webgpu: ${r.gpu}`] : [])];
   if (timed) lines.push(`weights: ${r.weights}${r.loadSeconds !== undefined ? ` (loaded in ${r.loadSeconds.toFixed(2)} s)` : ''}`, `timings: median of ${r.repeat} run(s) after ${r.warmup} warm-up, contenders interleaved`);
   if (r.courseCase) lines.push('', "== The course's case ==", formatCheck(r.courseCase, r.repeat));
   if (r.vgg19Forward) {
