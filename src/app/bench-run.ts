@@ -223,15 +223,16 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   report.limits = limits;
   report.probes = { before, after, shortfall: probeShortfall(before, after, threads) };
   const peak = activePeak(limits, threads) ?? Math.max(...limits.peaks.map((p) => p.gflops));
-  // The machine floor of a pass, from native's products (the limits are measured by native too),
-  // its fc layers' from the weight rows native reads on the bench's image.
-  const zeros = (w: Vgg19Weights, size: number, until: string) => (nativeBackend && until === 'prob' ? fcZeroInputs(new Vgg19(w, nativeBackend), w, size, randomImage(size)) : undefined);
-  const floor = (w: Vgg19Weights, size: number, until: string, iteration: boolean) => (nativeBackend ? passFloor(floorLayers(w, size, nativeBackend, until, iteration, zeros(w, size, until)), peak, limits) : undefined);
+  // The machine floor of a pass, from native's products (the limits are measured by native too).
+  const floor = (w: Vgg19Weights, size: number, until: string, iteration: boolean, zeroInputs?: ReadonlyMap<string, number>) =>
+    nativeBackend ? passFloor(floorLayers(w, size, nativeBackend, until, iteration, zeroInputs), peak, limits) : undefined;
   // The share of the floor's speed a row reaches: the CPU's fp32 rows only (the limits are the CPU's fp32 ones).
   const cpuFp32 = new Set(['onnxruntime', ...[...vggBackends, ...styleBackends].filter((b) => b.name !== 'webgpu' && runnerName(b) === b.name).map((b) => b.name)]);
   const ofFloor = (f: PassFloor | undefined, r: Timing) => (f && cpuFp32.has(r.name) ? f.ms / r.medianMs : undefined);
   if (report.vgg19Forward && weights) {
-    const f = floor(weights, 224, 'prob', false);
+    // Its fc layers as native runs them on the bench's image: the weight rows of the non-zero inputs.
+    const zeros = nativeBackend ? fcZeroInputs(new Vgg19(weights, nativeBackend), weights, 224, randomImage(224)) : undefined;
+    const f = floor(weights, 224, 'prob', false, zeros);
     report.vgg19Forward = { ...report.vgg19Forward, rows: report.vgg19Forward.rows.map((r) => ({ ...r, ofFloor: ofFloor(f, r) })), floor: f };
   }
   if (report.styleIteration && weights) {

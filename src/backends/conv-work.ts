@@ -45,7 +45,7 @@ export function convWork(xShape: Shape, wShape: Shape, p: Conv2dParams, a: ConvA
  * rows a backend reads (all K, or fewer where it skips the rows of inputs that are zero in every
  * row of x), `weightBytes` each value, read once; x, b and y once.
  */
-export function linearWork(xShape: Shape, wShape: Shape, rowsRead: number, weightBytes = 4): ConvWork {
+export function fcWork(xShape: Shape, wShape: Shape, rowsRead: number, weightBytes = 4): ConvWork {
   const m = xShape[0]!;
   const k = xShape.slice(1).reduce((a, b) => a * b, 1);
   const n = wShape[1]!;

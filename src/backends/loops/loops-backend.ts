@@ -2,7 +2,7 @@
  * `loops`: the course's four nested loops, written to be read next to the seed's formulas. This is
  * the ground truth every fast kernel is tested against; it is deliberately not optimised.
  */
-import { convWork, linearWork } from '../conv-work.js';
+import { convWork, fcWork } from '../conv-work.js';
 import { Tensor, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dForwardParams, Conv2dParams, ConvPadding, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
 import { commonOps, conv2dThenMaxPool, linearBackwardByMatmul, reflect } from '../common-ops.js';
@@ -46,7 +46,7 @@ export const loopsBackend: Backend = {
 
   conv2dWork: (xShape, wShape, p, pass) => convWork(xShape, wShape, p, { kind: 'direct' }, pass),
   // Every weight row, zero input or not.
-  linearWork: (xShape, wShape) => linearWork(xShape, wShape, wShape[0]!),
+  linearWork: (xShape, wShape) => fcWork(xShape, wShape, wShape[0]!),
 
   // Seed eq. 22: Y(n,co,h,w) = sum_{ci,kh,kw} W(ci,kh,kw,co) * Xpad(n,ci,h*s+kh,w*s+kw) + b(co)
   conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu = false): Tensor {

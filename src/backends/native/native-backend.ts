@@ -7,7 +7,7 @@
  * the outputs, which come uninitialised from the host pool (every kernel here writes all of its
  * output; the tests poison the pool with NaN to hold them to it).
  */
-import { convWork, linearWork } from '../conv-work.js';
+import { convWork, fcWork } from '../conv-work.js';
 import { PasticheError } from '../../errors.js';
 import { Tensor, expectRank, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dForwardParams, Conv2dParams, ConvPass, ConvWork, GradientEpilogue, LinearGradients, NormGradients, ParamGradients, Pool2dParams } from '../backend.js';
@@ -222,7 +222,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     // zero inputs; more rows to sgemm, which reads them all. bf16 weights are 2 bytes.
     linearWork(xShape: Shape, wShape: Shape, zeroInputs: number): ConvWork {
       const streamed = bf16 || xShape[0]! <= 4;
-      return linearWork(xShape, wShape, streamed ? wShape[0]! - zeroInputs : wShape[0]!, bf16 ? 2 : 4);
+      return fcWork(xShape, wShape, streamed ? wShape[0]! - zeroInputs : wShape[0]!, bf16 ? 2 : 4);
     },
 
     // A mirrored border is filled where the direct and Winograd kernels copy their input planes

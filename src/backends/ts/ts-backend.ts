@@ -2,7 +2,7 @@
  * `ts`: convolution as im2col + a cache-blocked GEMM, in plain TypeScript (the course's lab 3-3
  * speed-up). Runs anywhere JavaScript runs.
  */
-import { convWork, linearWork } from '../conv-work.js';
+import { convWork, fcWork } from '../conv-work.js';
 import { Tensor, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dForwardParams, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
 import { commonOps, conv2dInSteps, conv2dThenMaxPool, convNeedsSteps, linearBackwardByMatmul } from '../common-ops.js';
@@ -44,7 +44,7 @@ export const tsBackend: Backend = {
   maxTensorBytes: Infinity,
   conv2dWork: (xShape, wShape, p, pass) => convWork(xShape, wShape, p, { kind: 'im2col' }, pass),
   // Every weight row, zero input or not.
-  linearWork: (xShape, wShape) => linearWork(xShape, wShape, wShape[0]!),
+  linearWork: (xShape, wShape) => fcWork(xShape, wShape, wShape[0]!),
 
   conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu = false): Tensor {
     const g = convGeometry(x.shape, w.shape, p);

@@ -4,7 +4,7 @@
  * uploaded, weights once (cached by their data array, which the Backend contract keeps
  * unchanged), everything else per call into a pooled buffer.
  */
-import { convWork, linearWork } from '../conv-work.js';
+import { convWork, fcWork } from '../conv-work.js';
 import { PasticheError } from '../../errors.js';
 import { Tensor, expectRank, sizeOf, type Shape } from '../../tensor/tensor.js';
 import type { Backend, NormGradients, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
@@ -335,7 +335,7 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
 
     conv2dWork: (xShape, wShape, p, pass) => convWork(xShape, wShape, p, { kind: 'implicit GEMM' }, pass),
     // Every weight row, zero input or not.
-    linearWork: (xShape, wShape) => linearWork(xShape, wShape, wShape[0]!),
+    linearWork: (xShape, wShape) => fcWork(xShape, wShape, wShape[0]!),
 
     conv2d(x, wt, b, p, relu = false) {
       const g = convGeometry(x.shape, wt.shape, p);
