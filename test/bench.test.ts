@@ -1,12 +1,14 @@
 /** The benchmark's machinery and its peer: the ONNX model Pastiche writes computes the same network. */
 import * as assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from '../src/app/bench.js';
 import { floorLayers, layerRows, profileLayers } from '../src/app/layer-profile.js';
-import { passFloor, type Roofline } from '../src/app/roofline.js';
+import { passFloor, plotFormat, rooflineSvg, type Roofline } from '../src/app/roofline.js';
+import { pixelTextPath, pixelTextWidth } from '../src/image/pixel-font.js';
 import type { WinogradStageProfile } from '../src/app/winograd-stages.js';
 import { convWork } from '../src/backends/conv-work.js';
 import { winogradTile } from '../src/backends/native/native-backend.js';
@@ -152,6 +154,60 @@ test('pastiche bench --sections layers --peers --json --plot: the table and the 
   const bad = await runCli(['bench', '--sections', 'layer']);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /^pastiche: --sections: unknown section 'layer' \(machine, case, vgg, style, layers, fast, print\)\n$/);
+});
+
+test('the roofline picture: SVG text, or a PNG whose text is the built-in pixel font, drawn the same on a machine without fonts', async () => {
+  // Every printable ASCII character has a glyph of its own; anything else draws the open box.
+  const ascii = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i));
+  const glyphs = ascii.map((c) => pixelTextPath(c, 0, 0, { size: 10 }));
+  assert.equal(glyphs[0], '', 'the space draws nothing');
+  assert.equal(new Set(glyphs).size, 95, 'two characters share a glyph');
+  const box = pixelTextPath('\u00e9', 0, 0, { size: 10 });
+  assert.ok(box !== '' && !glyphs.includes(box));
+  assert.equal(pixelTextWidth('conv1_2', 10), 41); // 7 characters of 6 cells, less the last one's gap
+  // Anchors as SVG's: the same runs moved left by half the width or all of it (17 at size 10).
+  const firstX = (anchor: 'start' | 'middle' | 'end') => Number(/^M([-\d.]+) /.exec(pixelTextPath('fc6', 100, 50, { size: 10, anchor }))![1]);
+  assert.deepEqual([firstX('start') - firstX('middle'), firstX('start') - firstX('end')], [8.5, 17]);
+
+  const point = (row: string, algorithm: string, gflop: number, megabytes: number, achieved: number) => ({ row, label: row, algorithm, gflop, megabytes, intensity: (gflop * 1e3) / megabytes, achieved, bound: 100, fraction: 0.5 });
+  const r: Roofline = { contender: 'native', peak: 187, bandwidth: 22, points: [point('conv3_2', 'winograd F(4x4)', 0.92, 44.8, 77), point('fc6', 'matrix-vector, 63% rows', 0.13, 260, 10), point('fc7', 'matrix-vector, 50% rows', 0.02, 33, 8)] };
+  const svg = rooflineSvg(r, 'title', 'machine');
+  assert.ok(svg.includes('>fc6</text>') && svg.includes('>conv3_2</text>'));
+  // fc6 and fc7 read different shares of their rows but are one algorithm: one colour, one legend entry.
+  assert.equal((svg.match(/>matrix-vector<\/text>/g) ?? []).length, 1);
+  assert.equal((svg.match(/fill="#15803d"/g) ?? []).length, 3, 'two points and the legend');
+  assert.doesNotMatch(rooflineSvg(r, 'title', 'machine', true), /<text/);
+
+  // The PNG in a process whose fontconfig finds no configuration (a machine without fonts): no
+  // "Fontconfig error" line, and the title is there (its band differs when the title does).
+  const draw = (title: string) => `import { rooflinePicture } from ${JSON.stringify(new URL('../src/app/roofline.js', import.meta.url).href)};
+    import sharp from 'sharp';
+    const png = await rooflinePicture(${JSON.stringify(r)}, ${JSON.stringify(title)}, 'machine', 'png');
+    const { width, height } = await sharp(png).metadata();
+    const band = await sharp(png).extract({ left: 140, top: 20, width: 900, height: 40 }).greyscale().raw().toBuffer();
+    process.stdout.write(JSON.stringify({ width, height, dark: band.filter((v) => v < 128).length, band: band.toString('base64') }));`;
+  const run = (title: string) => {
+    const p = spawnSync(process.execPath, ['--input-type=module', '-e', draw(title)], { env: { ...process.env, FONTCONFIG_FILE: '/nonexistent/fonts.conf' }, cwd: fileURLToPath(new URL('../..', import.meta.url)), encoding: 'utf8' });
+    assert.equal(p.status, 0, p.stderr);
+    assert.equal(p.stderr, '', 'nothing on stderr');
+    return JSON.parse(p.stdout) as { width: number; height: number; dark: number; band: string };
+  };
+  const a = run('VGG19 forward 224x224');
+  const b = run('VGG19 forward 512x512');
+  assert.deepEqual([a.width, a.height], [1800, 1120], 'twice the SVG\'s 900 x 560');
+  assert.ok(a.dark > 500, `${a.dark} dark pixels where the title is`);
+  assert.notEqual(a.band, b.band, 'the title band does not depend on the title');
+  // Through the CLI on the tiny network; another extension is refused before any timing.
+  const png = join(tempDir('pastiche-roofline-'), 'roofline.png');
+  const cli = await runCli(['bench', '--sections', 'layers', '-b', 'native', '-r', '1', '--warmup', '0', '-q', '-w', `${TINY}vgg19-tiny-old.mat`, '--plot', png]);
+  assert.equal(cli.code, 0, cli.stderr);
+  assert.match(cli.stdout, new RegExp(`\\nroofline: ${png.replace(/[.\\/]/g, '\\$&')}\\n$`));
+  assert.deepEqual(readFileSync(png).subarray(0, 8), Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
+  const pdf = await runCli(['bench', '--sections', 'layers', '--plot', join(tempDir('pastiche-roofline-'), 'roofline.pdf')]);
+  assert.equal(pdf.code, 1);
+  assert.match(pdf.stderr, /^pastiche: \S+roofline\.pdf: the plot is an SVG or PNG file \(\.svg, \.png\)\n$/);
+  assert.equal(plotFormat('roofline.PNG'), 'png');
+  assert.throws(() => plotFormat('roofline.pdf'), /^PasticheError: roofline\.pdf: the plot is an SVG or PNG file \(\.svg, \.png\)$/);
 });
 
 test('the layer table prints each contender, GFLOP/s and the ratio, onnxruntime-only nodes and the sums', () => {

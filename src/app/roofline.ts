@@ -7,6 +7,10 @@
  * bandwidth alone. The bandwidth roof is the better of the read and triad streams (roofBandwidth).
  */
 import type { FloorLayer, LayerProfile } from './layer-profile.js';
+import * as path from 'node:path';
+import { PasticheError } from '../errors.js';
+import { pixelTextPath, pixelTextWidth } from '../image/pixel-font.js';
+import { svgToPng } from '../image/tensor-image.js';
 import { roofBandwidth, type MachineLimits } from './machine.js';
 
 export interface RooflinePoint {
@@ -85,8 +89,24 @@ const ALGORITHM_COLOURS: Record<string, string> = {
   'matrix-vector': '#15803d',
 };
 
-/** The roofline as an SVG picture: log-log axes, the roof, one labelled point per layer. */
-export function rooflineSvg(r: Roofline, title: string, subtitle = ''): string {
+/** An algorithm without its detail ('matrix-vector, 63% rows' is a matrix-vector): its colour and legend entry. */
+const family = (algorithm: string) => algorithm.split(',')[0]!;
+
+interface TextStyle {
+  size?: number;
+  anchor?: 'start' | 'middle' | 'end';
+  bold?: boolean;
+  fill?: string;
+  /** Degrees about (x, y). */
+  rotate?: number;
+}
+
+/**
+ * The roofline as an SVG picture: log-log axes, the roof, one labelled point per layer.
+ * `outlined`: its text drawn as paths in a built-in pixel font (image/pixel-font.ts) instead of
+ * `<text>`, for a PNG that looks the same on a machine without fonts (rooflinePng).
+ */
+export function rooflineSvg(r: Roofline, title: string, subtitle = '', outlined = false): string {
   const pts = r.points.filter((p) => p.gflop > 0);
   const W = 900;
   const H = 560;
@@ -101,45 +121,74 @@ export function rooflineSvg(r: Roofline, title: string, subtitle = ''): string {
   const X = (v: number) => m.left + ((Math.log10(v) - Math.log10(x0)) / (Math.log10(x1) - Math.log10(x0))) * (W - m.left - m.right);
   const Y = (v: number) => H - m.bottom - ((Math.log10(v) - Math.log10(y0)) / (Math.log10(y1) - Math.log10(y0))) * (H - m.top - m.bottom);
   const esc = (s: string) => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+  const text = (x: number, y: number, s: string, t: TextStyle = {}): string => {
+    const size = t.size ?? 12;
+    const fill = t.fill ? ` fill="${t.fill}"` : '';
+    const rotate = t.rotate ? ` transform="rotate(${t.rotate} ${x.toFixed(1)} ${y.toFixed(1)})"` : '';
+    if (outlined) return `<path d="${pixelTextPath(s, x, y, { size, anchor: t.anchor, bold: t.bold })}"${fill}${rotate}/>`;
+    const anchor = t.anchor && t.anchor !== 'start' ? ` text-anchor="${t.anchor}"` : '';
+    const attrs = `${t.size ? ` font-size="${t.size}"` : ''}${t.bold ? ' font-weight="600"' : ''}`;
+    return `<text x="${+x.toFixed(1)}" y="${+y.toFixed(1)}"${rotate}${anchor}${attrs}${fill}>${esc(s)}</text>`;
+  };
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="system-ui, sans-serif" font-size="12">`);
   out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
-  out.push(`<text x="${m.left}" y="24" font-size="15" font-weight="600">${esc(title)}</text>`);
-  if (subtitle) out.push(`<text x="${m.left}" y="40" font-size="11" fill="#555">${esc(subtitle)}</text>`);
+  out.push(text(m.left, 24, title, { size: 15, bold: true }));
+  if (subtitle) out.push(text(m.left, 40, subtitle, { size: 11, fill: '#555' }));
   // Decade grid and axis labels.
   for (let v = x0; v <= x1 * 1.001; v *= 10) {
     out.push(`<line x1="${X(v)}" y1="${m.top}" x2="${X(v)}" y2="${H - m.bottom}" stroke="#e5e5e5"/>`);
-    out.push(`<text x="${X(v)}" y="${H - m.bottom + 18}" text-anchor="middle">${+v.toPrecision(3)}</text>`);
+    out.push(text(X(v), H - m.bottom + 18, `${+v.toPrecision(3)}`, { anchor: 'middle' }));
   }
   for (let v = y0; v <= y1 * 1.001; v *= 10) {
     out.push(`<line x1="${m.left}" y1="${Y(v)}" x2="${W - m.right}" y2="${Y(v)}" stroke="#e5e5e5"/>`);
-    out.push(`<text x="${m.left - 8}" y="${Y(v) + 4}" text-anchor="end">${+v.toPrecision(3)}</text>`);
+    out.push(text(m.left - 8, Y(v) + 4, `${+v.toPrecision(3)}`, { anchor: 'end' }));
   }
-  out.push(`<text x="${(m.left + W - m.right) / 2}" y="${H - 14}" text-anchor="middle">operational intensity, FLOP per byte (executed operations / estimated bytes)</text>`);
-  out.push(`<text transform="translate(18 ${(m.top + H - m.bottom) / 2}) rotate(-90)" text-anchor="middle">GFLOP/s executed</text>`);
+  out.push(text((m.left + W - m.right) / 2, H - 14, 'operational intensity, FLOP per byte (executed operations / estimated bytes)', { anchor: 'middle' }));
+  out.push(text(18, (m.top + H - m.bottom) / 2, 'GFLOP/s executed', { anchor: 'middle', rotate: -90 }));
   // The roof: bandwidth up to the ridge point, then the peak.
   out.push(`<polyline fill="none" stroke="#111" stroke-width="2.5" points="${X(x0)},${Y(Math.max(y0, x0 * r.bandwidth))} ${X(ridge)},${Y(r.peak)} ${X(x1)},${Y(r.peak)}"/>`);
-  out.push(`<text x="${X(x1) - 4}" y="${Y(r.peak) - 6}" text-anchor="end">peak ${r.peak.toFixed(0)} GFLOP/s</text>`);
-  out.push(`<text x="${X(Math.sqrt(x0 * ridge))}" y="${Y(Math.sqrt(x0 * ridge) * r.bandwidth) - 10}" transform="rotate(-33 ${X(Math.sqrt(x0 * ridge))} ${Y(Math.sqrt(x0 * ridge) * r.bandwidth) - 10})" text-anchor="middle">${r.bandwidth.toFixed(0)} GB/s</text>`);
+  out.push(text(X(x1) - 4, Y(r.peak) - 6, `peak ${r.peak.toFixed(0)} GFLOP/s`, { anchor: 'end' }));
+  // Along the bandwidth roof, at its angle on screen (the axes' decades differ in length).
+  const slope = Math.sqrt(x0 * ridge);
+  const angle = (Math.atan2(Y(r.peak) - Y(x0 * r.bandwidth), X(ridge) - X(x0)) * 180) / Math.PI;
+  out.push(text(X(slope), Y(slope * r.bandwidth) - 10, `${r.bandwidth.toFixed(0)} GB/s`, { anchor: 'middle', rotate: +angle.toFixed(1) }));
   // Labels are moved up or down until they clear the ones placed before (layers of a block share a spot).
   const placed: { x: number; y: number; w: number }[] = [{ x: X(x1) - 140, y: Y(r.peak) - 6, w: 140 }];
   const clear = (x: number, y: number, w: number) => placed.every((b) => Math.abs(b.y - y) >= 11 || x + w < b.x || b.x + b.w < x);
   for (const p of [...pts].sort((a, b) => b.achieved - a.achieved)) {
-    const colour = ALGORITHM_COLOURS[p.algorithm] ?? '#555';
+    const colour = ALGORITHM_COLOURS[family(p.algorithm)] ?? '#555';
     const cx = X(p.intensity);
     const cy = Y(p.achieved);
     out.push(`<circle cx="${cx.toFixed(1)}" cy="${cy.toFixed(1)}" r="5" fill="${colour}" fill-opacity="0.85"><title>${esc(`${p.label}: ${p.algorithm}, ${p.achieved.toFixed(0)} GFLOP/s, ${(100 * p.fraction).toFixed(0)}% of its bound`)}</title></circle>`);
-    const w = 6 * p.row.length;
+    const w = pixelTextWidth(p.row, 10);
     const ly = [0, 11, -11, 22, -22, 33, -33, 44, -44].map((d) => cy + 4 + d).find((y) => clear(cx + 8, y, w)) ?? cy + 4;
     placed.push({ x: cx + 8, y: ly, w });
     if (Math.abs(ly - cy - 4) > 1) out.push(`<line x1="${cx + 5}" y1="${cy}" x2="${cx + 8}" y2="${ly - 4}" stroke="#999" stroke-width="0.7"/>`);
-    out.push(`<text x="${(cx + 8).toFixed(1)}" y="${ly.toFixed(1)}" font-size="10" fill="#333">${esc(p.row)}</text>`);
+    out.push(text(cx + 8, ly, p.row, { size: 10, fill: '#333' }));
   }
   // Legend: the algorithms present.
-  [...new Set(pts.map((p) => p.algorithm))].forEach((a, i) => {
+  [...new Set(pts.map((p) => family(p.algorithm)))].forEach((a, i) => {
     const y = m.top + 14 + i * 20;
-    out.push(`<circle cx="${W - m.right + 20}" cy="${y}" r="5" fill="${ALGORITHM_COLOURS[a] ?? '#555'}"/><text x="${W - m.right + 32}" y="${y + 4}">${esc(a)}</text>`);
+    out.push(`<circle cx="${W - m.right + 20}" cy="${y}" r="5" fill="${ALGORITHM_COLOURS[a] ?? '#555'}"/>${text(W - m.right + 32, y + 4, a)}`);
   });
   out.push('</svg>');
   return out.join('\n');
+}
+
+export type PlotFormat = 'svg' | 'png';
+
+/** The picture's format from its file name; anything else is a one-line error. */
+export function plotFormat(file: string): PlotFormat {
+  const ext = path.extname(file).toLowerCase();
+  if (ext === '.svg' || ext === '.png') return ext.slice(1) as PlotFormat;
+  throw new PasticheError(`${file}: the plot is an SVG or PNG file (.svg, .png)`);
+}
+
+/**
+ * The roofline picture's bytes: SVG with `<text>`, or a PNG at twice the SVG's size whose text is
+ * the built-in pixel font, so that it reads the same on a machine without fonts.
+ */
+export async function rooflinePicture(r: Roofline, title: string, subtitle: string, format: PlotFormat): Promise<string | Buffer> {
+  return format === 'svg' ? rooflineSvg(r, title, subtitle) : svgToPng(rooflineSvg(r, title, subtitle, true));
 }

@@ -19,3 +19,11 @@ export async function encodeRgb(img: RgbImage, format: 'png' | 'jpeg'): Promise<
   const s = sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.length), { raw: { width: img.width, height: img.height, channels: 3 } });
   return (format === 'png' ? s.png() : s.jpeg({ quality: 95 })).toBuffer();
 }
+
+/**
+ * PNG bytes of an SVG picture, drawn at `scale` times its size (librsvg, through sharp). Its text
+ * should be paths (image/pixel-font.ts): librsvg draws `<text>` with the machine's fonts.
+ */
+export async function svgToPng(svg: string, scale = 2): Promise<Buffer> {
+  return sharp(Buffer.from(svg), { density: 72 * scale }).png().toBuffer();
+}

@@ -2,7 +2,7 @@
 import { type Command, Option } from 'commander';
 import { BENCH_SECTIONS, parseBenchLists, runBench } from '../../app/bench-run.js';
 import { parsePrintSizes } from '../../app/print-bench.js';
-import { rooflineSvg } from '../../app/roofline.js';
+import { plotFormat, rooflinePicture } from '../../app/roofline.js';
 import { parseStylizeSettings } from '../../app/stylize-request.js';
 import { BACKEND_NAMES, type BackendName } from '../../backends/index.js';
 import { PasticheError } from '../../errors.js';
@@ -28,7 +28,7 @@ export function registerBench(program: Command): void {
     .option('--print-iterations <n>', 'with --sections print: iterations at each size', positiveInt('--print-iterations'), 2)
     .option('--max-memory <size>', "with --sections print: the runs' memory budget, e.g. 3G (default: 80% of the free memory)")
     .addOption(new Option('--precision <p>', 'bf16: also time native with bf16 operands, beside fp32 (AVX512-BF16)').choices(['fp32', 'bf16']).default('fp32'))
-    .option('--plot <file.svg>', "with --sections layers: draw the first backend's layers on this machine's roofline (SVG)")
+    .option('--plot <file>', "with --sections layers: draw the first backend's layers on this machine's roofline (.svg or .png)")
     .option('--json', 'machine-readable output')
     .option('-q, --quiet', 'no progress bar')
     .action(async (opts: { backend?: BackendName[]; sections: string; styleSizes: string; weights?: string; repeat: number; warmup: number; peers?: boolean; plot?: string; json?: boolean; quiet?: boolean; printSizes: string; printIterations: number; maxMemory?: string; fastSizes: string; trainStep: string; precision: 'fp32' | 'bf16' }) => {
@@ -42,7 +42,7 @@ export function registerBench(program: Command): void {
       const maxMemory = opts.maxMemory === undefined ? undefined : parseStylizeSettings({ maxMemory: opts.maxMemory }, 1, () => '--max-memory').maxMemory;
       if (opts.plot) {
         if (!sections.includes('layers')) throw new PasticheError('--plot draws the layers: add layers to --sections');
-        if (!opts.plot.toLowerCase().endsWith('.svg')) throw new PasticheError(`${opts.plot}: the plot is an SVG file (.svg)`);
+        plotFormat(opts.plot);
         checkOutputFile(opts.plot); // before minutes of timing
       }
       const bar = progressBar(1, 'bench {bar} | {what}', opts.quiet);
@@ -55,7 +55,8 @@ export function registerBench(program: Command): void {
       if (opts.plot) {
         if (!report.roofline) throw new PasticheError('no roofline to draw: the machine limits need the native addon');
         const size = report.layers!.size;
-        await writeFileAtomic(opts.plot, rooflineSvg(report.roofline, `VGG19 forward ${size}x${size}: ${report.roofline.contender} against this machine's roofline`, report.machine));
+        const title = `VGG19 forward ${size}x${size}: ${report.roofline.contender} against this machine's roofline`;
+        await writeFileAtomic(opts.plot, await rooflinePicture(report.roofline, title, report.machine, plotFormat(opts.plot)));
         if (!opts.json) process.stdout.write(`roofline: ${opts.plot}\n`);
       }
     });
