@@ -156,7 +156,7 @@ test('pastiche bench --sections layers --peers --json --plot: the table and the 
   assert.match(bad.stderr, /^pastiche: --sections: unknown section 'layer' \(machine, case, vgg, style, layers, fast, print\)\n$/);
 });
 
-test('the roofline picture: SVG text, or a PNG whose text is the built-in pixel font, drawn the same on a machine without fonts', async () => {
+test('the roofline picture: the forward pass and the style iteration in SVG, or a PNG whose text is the built-in pixel font, drawn the same on a machine without fonts', async () => {
   // Every printable ASCII character has a glyph of its own; anything else draws the open box.
   const ascii = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i));
   const glyphs = ascii.map((c) => pixelTextPath(c, 0, 0, { size: 10 }));
@@ -171,18 +171,23 @@ test('the roofline picture: SVG text, or a PNG whose text is the built-in pixel 
 
   const point = (row: string, algorithm: string, gflop: number, megabytes: number, achieved: number) => ({ row, label: row, algorithm, gflop, megabytes, intensity: (gflop * 1e3) / megabytes, achieved, bound: 100, fraction: 0.5 });
   const r: Roofline = { contender: 'native', peak: 187, bandwidth: 22, points: [point('conv3_2', 'winograd F(4x4)', 0.92, 44.8, 77), point('fc6', 'matrix-vector, 63% rows', 0.13, 260, 10), point('fc7', 'matrix-vector, 50% rows', 0.02, 33, 8)] };
-  const svg = rooflineSvg(r, 'title', 'machine');
+  const svg = rooflineSvg([{ roofline: r, title: 'title' }], 'machine');
   assert.ok(svg.includes('>fc6</text>') && svg.includes('>conv3_2</text>'));
   // fc6 and fc7 read different shares of their rows but are one algorithm: one colour, one legend entry.
   assert.equal((svg.match(/>matrix-vector<\/text>/g) ?? []).length, 1);
   assert.equal((svg.match(/fill="#15803d"/g) ?? []).length, 3, 'two points and the legend');
-  assert.doesNotMatch(rooflineSvg(r, 'title', 'machine', true), /<text/);
+  assert.doesNotMatch(rooflineSvg([{ roofline: r, title: 'title' }], 'machine', true), /<text/);
+  // Two passes: one panel under the other, the machine under the first title only.
+  const two = rooflineSvg([{ roofline: r, title: 'the forward pass' }, { roofline: r, title: 'the style iteration' }], 'machine');
+  assert.match(two, /^<svg [^>]*height="1120"/);
+  assert.match(two, /<g transform="translate\(0 560\)">\n<text [^>]*>the style iteration<\/text>/);
+  assert.equal((two.match(/>machine<\/text>/g) ?? []).length, 1);
 
   // The PNG in a process whose fontconfig finds no configuration (a machine without fonts): no
   // "Fontconfig error" line, and the title is there (its band differs when the title does).
   const draw = (title: string) => `import { rooflinePicture } from ${JSON.stringify(new URL('../src/app/roofline.js', import.meta.url).href)};
     import sharp from 'sharp';
-    const png = await rooflinePicture(${JSON.stringify(r)}, ${JSON.stringify(title)}, 'machine', 'png');
+    const png = await rooflinePicture([{ roofline: ${JSON.stringify(r)}, title: ${JSON.stringify(title)} }], 'machine', 'png');
     const { width, height } = await sharp(png).metadata();
     const band = await sharp(png).extract({ left: 140, top: 20, width: 900, height: 40 }).greyscale().raw().toBuffer();
     process.stdout.write(JSON.stringify({ width, height, dark: band.filter((v) => v < 128).length, band: band.toString('base64') }));`;
@@ -202,7 +207,10 @@ test('the roofline picture: SVG text, or a PNG whose text is the built-in pixel 
   const cli = await runCli(['bench', '--sections', 'layers', '-b', 'native', '-r', '1', '--warmup', '0', '-q', '-w', `${TINY}vgg19-tiny-old.mat`, '--plot', png]);
   assert.equal(cli.code, 0, cli.stderr);
   assert.match(cli.stdout, new RegExp(`\\nroofline: ${png.replace(/[.\\/]/g, '\\$&')}\\n$`));
-  assert.deepEqual(readFileSync(png).subarray(0, 8), Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
+  const bytes = readFileSync(png);
+  assert.deepEqual(bytes.subarray(0, 8), Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
+  // The forward pass and the style iteration, each 1800 x 1120 (the IHDR chunk's width and height).
+  assert.deepEqual([bytes.readUInt32BE(16), bytes.readUInt32BE(20)], [1800, 2240]);
   const pdf = await runCli(['bench', '--sections', 'layers', '--plot', join(tempDir('pastiche-roofline-'), 'roofline.pdf')]);
   assert.equal(pdf.code, 1);
   assert.match(pdf.stderr, /^pastiche: \S+roofline\.pdf: the plot is an SVG or PNG file \(\.svg, \.png\)\n$/);

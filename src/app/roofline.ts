@@ -101,15 +101,37 @@ interface TextStyle {
   rotate?: number;
 }
 
+/** One picture of a stacked roofline plot: a pass and its title. */
+export interface RooflinePanel {
+  readonly roofline: Roofline;
+  readonly title: string;
+}
+
+const W = 900;
+const H = 560;
+/** Where a point's label may go, a line at a time above and below it (the style iteration's 34 rows crowd). */
+const OFFSETS = [0, ...Array.from({ length: 12 }, (_, i) => [11 * (i + 1), -11 * (i + 1)]).flat()];
+
 /**
- * The roofline as an SVG picture: log-log axes, the roof, one labelled point per layer.
- * `outlined`: its text drawn as paths in a built-in pixel font (image/pixel-font.ts) instead of
- * `<text>`, for a PNG that looks the same on a machine without fonts (rooflinePng).
+ * Rooflines as an SVG picture, one panel under the other (the forward pass, the style iteration):
+ * log-log axes, the roof, one labelled point per layer; `subtitle` (the machine) under the first
+ * title. `outlined`: the text drawn as paths in a built-in pixel font (image/pixel-font.ts) instead
+ * of `<text>`, for a PNG that looks the same on a machine without fonts (rooflinePicture).
  */
-export function rooflineSvg(r: Roofline, title: string, subtitle = '', outlined = false): string {
+export function rooflineSvg(panels: readonly RooflinePanel[], subtitle = '', outlined = false): string {
+  const out: string[] = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H * panels.length}" viewBox="0 0 ${W} ${H * panels.length}" font-family="system-ui, sans-serif" font-size="12">`);
+  out.push(`<rect width="${W}" height="${H * panels.length}" fill="#ffffff"/>`);
+  panels.forEach((p, i) => {
+    out.push(`<g transform="translate(0 ${i * H})">`, ...rooflinePanel(p.roofline, p.title, i === 0 ? subtitle : '', outlined), '</g>');
+  });
+  out.push('</svg>');
+  return out.join('\n');
+}
+
+/** The elements of one panel, in a W x H frame. */
+function rooflinePanel(r: Roofline, title: string, subtitle: string, outlined: boolean): string[] {
   const pts = r.points.filter((p) => p.gflop > 0);
-  const W = 900;
-  const H = 560;
   const m = { left: 70, right: 170, top: 50, bottom: 55 };
   const ridge = r.peak / r.bandwidth;
   const xs = [...pts.map((p) => p.intensity), ridge];
@@ -131,8 +153,6 @@ export function rooflineSvg(r: Roofline, title: string, subtitle = '', outlined 
     return `<text x="${+x.toFixed(1)}" y="${+y.toFixed(1)}"${rotate}${anchor}${attrs}${fill}>${esc(s)}</text>`;
   };
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="system-ui, sans-serif" font-size="12">`);
-  out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
   out.push(text(m.left, 24, title, { size: 15, bold: true }));
   if (subtitle) out.push(text(m.left, 40, subtitle, { size: 11, fill: '#555' }));
   // Decade grid and axis labels.
@@ -162,7 +182,7 @@ export function rooflineSvg(r: Roofline, title: string, subtitle = '', outlined 
     const cy = Y(p.achieved);
     out.push(`<circle cx="${cx.toFixed(1)}" cy="${cy.toFixed(1)}" r="5" fill="${colour}" fill-opacity="0.85"><title>${esc(`${p.label}: ${p.algorithm}, ${p.achieved.toFixed(0)} GFLOP/s, ${(100 * p.fraction).toFixed(0)}% of its bound`)}</title></circle>`);
     const w = pixelTextWidth(p.row, 10);
-    const ly = [0, 11, -11, 22, -22, 33, -33, 44, -44].map((d) => cy + 4 + d).find((y) => clear(cx + 8, y, w)) ?? cy + 4;
+    const ly = OFFSETS.map((d) => cy + 4 + d).find((y) => clear(cx + 8, y, w)) ?? cy + 4;
     placed.push({ x: cx + 8, y: ly, w });
     if (Math.abs(ly - cy - 4) > 1) out.push(`<line x1="${cx + 5}" y1="${cy}" x2="${cx + 8}" y2="${ly - 4}" stroke="#999" stroke-width="0.7"/>`);
     out.push(text(cx + 8, ly, p.row, { size: 10, fill: '#333' }));
@@ -172,8 +192,7 @@ export function rooflineSvg(r: Roofline, title: string, subtitle = '', outlined 
     const y = m.top + 14 + i * 20;
     out.push(`<circle cx="${W - m.right + 20}" cy="${y}" r="5" fill="${ALGORITHM_COLOURS[a] ?? '#555'}"/>${text(W - m.right + 32, y + 4, a)}`);
   });
-  out.push('</svg>');
-  return out.join('\n');
+  return out;
 }
 
 export type PlotFormat = 'svg' | 'png';
@@ -189,6 +208,6 @@ export function plotFormat(file: string): PlotFormat {
  * The roofline picture's bytes: SVG with `<text>`, or a PNG at twice the SVG's size whose text is
  * the built-in pixel font, so that it reads the same on a machine without fonts.
  */
-export async function rooflinePicture(r: Roofline, title: string, subtitle: string, format: PlotFormat): Promise<string | Buffer> {
-  return format === 'svg' ? rooflineSvg(r, title, subtitle) : svgToPng(rooflineSvg(r, title, subtitle, true));
+export async function rooflinePicture(panels: readonly RooflinePanel[], subtitle: string, format: PlotFormat): Promise<string | Buffer> {
+  return format === 'svg' ? rooflineSvg(panels, subtitle) : svgToPng(rooflineSvg(panels, subtitle, true));
 }

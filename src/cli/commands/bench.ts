@@ -28,7 +28,7 @@ export function registerBench(program: Command): void {
     .option('--print-iterations <n>', 'with --sections print: iterations at each size', positiveInt('--print-iterations'), 2)
     .option('--max-memory <size>', "with --sections print: the runs' memory budget, e.g. 3G (default: 80% of the free memory)")
     .addOption(new Option('--precision <p>', 'bf16: also time native with bf16 operands, beside fp32 (AVX512-BF16)').choices(['fp32', 'bf16']).default('fp32'))
-    .option('--plot <file>', "with --sections layers: draw the first backend's layers on this machine's roofline (.svg or .png)")
+    .option('--plot <file>', "with --sections layers: draw the first backend's layers on this machine's roofline, the forward pass and the style iteration (.svg or .png)")
     .option('--json', 'machine-readable output')
     .option('-q, --quiet', 'no progress bar')
     .action(async (opts: { backend?: BackendName[]; sections: string; styleSizes: string; weights?: string; repeat: number; warmup: number; peers?: boolean; plot?: string; json?: boolean; quiet?: boolean; printSizes: string; printIterations: number; maxMemory?: string; fastSizes: string; trainStep: string; precision: 'fp32' | 'bf16' }) => {
@@ -55,8 +55,12 @@ export function registerBench(program: Command): void {
       if (opts.plot) {
         if (!report.roofline) throw new PasticheError('no roofline to draw: the machine limits need the native addon');
         const size = report.layers!.size;
-        const title = `VGG19 forward ${size}x${size}: ${report.roofline.contender} against this machine's roofline`;
-        await writeFileAtomic(opts.plot, await rooflinePicture(report.roofline, title, report.machine, plotFormat(opts.plot)));
+        const panels = [{ roofline: report.roofline, title: `VGG19 forward ${size}x${size}: ${report.roofline.contender} against this machine's roofline` }];
+        if (report.styleRoofline && report.styleLayers) {
+          const s = report.styleLayers.size;
+          panels.push({ roofline: report.styleRoofline, title: `style iteration ${s}x${s} (forward to relu5_1, gradient back to the image): ${report.styleRoofline.contender}` });
+        }
+        await writeFileAtomic(opts.plot, await rooflinePicture(panels, report.machine, plotFormat(opts.plot)));
         if (!opts.json) process.stdout.write(`roofline: ${opts.plot}\n`);
       }
     });
