@@ -265,10 +265,12 @@ if (native) {
     }
   });
 
-  test("Winograd's GEMMs with 1-4 columns of tiles past the last whole panel, U streamed (512 channels), equal im2col", () => {
+  test("Winograd's GEMMs with 1-4 columns of tiles past the last whole panel, U streamed (512 channels) or blocked, equal im2col", () => {
     // 512 -> 512 at 28x28: F(4x4) 49 tiles (48 + 1 columns), F(6x6) 25 (16 + 9, a padded panel as before);
     // 512 -> 520 at 20x28: F(4x4) 35 tiles (32 + 3), F(6x6) 20 (16 + 4), 520 rows (a partial panel).
-    for (const [h, w, cout] of [[28, 28, 512], [20, 28, 520]] as const) {
+    // 512 -> 100 at 20x28: U not streamed (blocks of 96 rows and K in slices of 256, the second
+    // added to the first), F(6x6)'s 4 columns two row panels at a time and then one (102 rows).
+    for (const [h, w, cout] of [[28, 28, 512], [20, 28, 520], [20, 28, 100]] as const) {
       const x = randomTensor([1, 512, h, w], 1);
       const wt = randomTensor([512, 3, 3, cout], 2);
       const b = randomTensor([cout], 3);
