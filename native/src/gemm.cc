@@ -146,6 +146,23 @@ constexpr Avx512Kernel AVX512_KERNELS[MR + 1] = {nullptr,
                                                  micro_kernel_avx512<5, NP>,
                                                  micro_kernel_avx512<6, NP>};
 
+// One step of k for leftover_columns below: the P panels' 6-row vectors times the R columns' values.
+// 8 floats from a 6-float row: the panel's last row would read 2 floats past it, so it masks.
+template <int P, int R, bool LAST>
+__attribute__((target("avx2,fma"), always_inline)) inline void leftover_step(__m256 (&acc)[P][R], const float* a, size_t a_panel_stride,
+                                                                           const float* b) {
+  __m256 bj[R];
+#pragma GCC unroll 4
+  for (int j = 0; j < R; j++) bj[j] = _mm256_broadcast_ss(b + j);
+#pragma GCC unroll 8
+  for (int q = 0; q < P; q++) {
+    const float* ap = a + q * a_panel_stride;
+    const __m256 av = LAST ? _mm256_maskload_ps(ap, _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0)) : _mm256_loadu_ps(ap);
+#pragma GCC unroll 4
+    for (int j = 0; j < R; j++) acc[q][j] = _mm256_fmadd_ps(av, bj[j], acc[q][j]);
+  }
+}
+
 // The last R (1..4) columns of a GEMM whose column count is not a multiple of 16 (Winograd's 49
 // tiles at 28x28, 196 at 56x56), vectorised over rows instead of columns: a 16-column kernel would
 // compute 16 columns for them. P A panels at once (P 6-row vectors, lanes 6 and 7 unused), so that
@@ -155,32 +172,33 @@ template <int P, int R>
 __attribute__((target("avx2,fma"))) void leftover_columns(int k, const float* a, size_t a_panel_stride,
                                                            const float* b, float* c, int ldc, int rows, bool add) {
   __m256 acc[P][R];
+#pragma GCC unroll 8
   for (int q = 0; q < P; q++)
+#pragma GCC unroll 4
     for (int j = 0; j < R; j++) acc[q][j] = _mm256_setzero_ps();
-  for (int p = 0; p < k; p++) {
-    __m256 bj[R];
-    for (int j = 0; j < R; j++) bj[j] = _mm256_broadcast_ss(b + p * NR + j);
-    for (int q = 0; q < P; q++) {
-      const float* ap = a + q * a_panel_stride + p * MR;
-      // 8 floats from a 6-float row: the panel's last row would read 2 floats past it, so it masks.
-      const __m256 av = p + 1 < k ? _mm256_loadu_ps(ap) : _mm256_maskload_ps(ap, _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0));
-      for (int j = 0; j < R; j++) acc[q][j] = _mm256_fmadd_ps(av, bj[j], acc[q][j]);
-    }
-  }
-  alignas(32) float v[8];
+  // The masked step after the loop rather than a choice inside it.
+  for (int p = 0; p + 1 < k; p++) leftover_step<P, R, false>(acc, a + p * MR, a_panel_stride, b + p * NR);
+  leftover_step<P, R, true>(acc, a + (k - 1) * MR, a_panel_stride, b + (k - 1) * NR);
+  // Every accumulator stored at a constant index first: read in the loop over rows below, the
+  // array stayed in memory, and GCC 12 wrote it to the stack on every step of k (7 stores a step
+  // for <8, 1>, whose 8 FMAs take 4 cycles).
+  alignas(32) float v[P][R][8];
+#pragma GCC unroll 8
   for (int q = 0; q < P; q++)
-    for (int j = 0; j < R; j++) {
-      _mm256_store_ps(v, acc[q][j]);
+#pragma GCC unroll 4
+    for (int j = 0; j < R; j++) _mm256_store_ps(v[q][j], acc[q][j]);
+  for (int q = 0; q < P; q++)
+    for (int j = 0; j < R; j++)
       for (int i = 0; i < MR && q * MR + i < rows; i++) {
         float* ci = c + (size_t)(q * MR + i) * ldc + j;
-        *ci = add ? *ci + v[i] : v[i];
+        *ci = add ? *ci + v[q][j][i] : v[q][j][i];
       }
-    }
 }
 
-// Columns [jr, jr + r) (r <= 4) of all mc rows: by leftover_columns, 8 panels a call for 1-2
-// columns, 4 for 3 (at most 16 accumulators of 16 registers), then the panels left; 4 columns by
-// two_panels_8 below (one panel left over: leftover_columns<1, 4>).
+// Columns [jr, jr + r) (r <= 4) of all mc rows: by leftover_columns, 8 panels a call for 1
+// column, 6 for 2, 4 for 3 (accumulators, the columns' values and a row vector in 16 registers:
+// <8, 2> spilled), then the panels left; 4 columns by two_panels_8 below (one panel left over:
+// leftover_columns<1, 4>).
 using LeftoverFn = void (*)(int, const float*, size_t, const float*, float*, int, int, bool);
 template <int P, int R>
 constexpr LeftoverFn L = leftover_columns<P, R>;
@@ -192,8 +210,8 @@ constexpr LeftoverFn LEFTOVER[9][LEFTOVER_COLUMNS + 1] = {
     {nullptr, L<4, 1>, L<4, 2>, L<4, 3>},
     {nullptr, L<5, 1>, L<5, 2>},
     {nullptr, L<6, 1>, L<6, 2>},
-    {nullptr, L<7, 1>, L<7, 2>},
-    {nullptr, L<8, 1>, L<8, 2>},
+    {nullptr, L<7, 1>},
+    {nullptr, L<8, 1>},
 };
 
 // Two row panels (12 rows) against the first 8 columns of a 16-column B panel, for a GEMM's last 4
@@ -237,7 +255,7 @@ __attribute__((target("avx2,fma"))) void two_panels_8(int k, const float* a0, co
 
 void leftover_block(int k, const float* pa, size_t a_panel_stride, int mc, const float* b, int r, float* c, int ldc,
                     bool add) {
-  const int panels = (mc + MR - 1) / MR, most = r <= 2 ? 8 : 4;
+  const int panels = (mc + MR - 1) / MR, most = r == 1 ? 8 : r == 2 ? 6 : 4;
   if (r == 4) {
     int q = 0;
     for (; q + 2 <= panels; q += 2)
