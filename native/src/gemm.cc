@@ -179,9 +179,9 @@ __attribute__((target("avx2,fma"))) void leftover_columns(int k, const float* a,
   // The masked step after the loop rather than a choice inside it.
   for (int p = 0; p + 1 < k; p++) leftover_step<P, R, false>(acc, a + p * MR, a_panel_stride, b + p * NR);
   leftover_step<P, R, true>(acc, a + (k - 1) * MR, a_panel_stride, b + (k - 1) * NR);
-  // Every accumulator stored at a constant index first: read in the loop over rows below, the
-  // array stayed in memory, and GCC 12 wrote it to the stack on every step of k (7 stores a step
-  // for <8, 1>, whose 8 FMAs take 4 cycles).
+  // Every accumulator stored at a constant index first (and the loops over P and R unrolled):
+  // indexed at run time in the loop over rows below, the array stayed in memory, and GCC 12 stored
+  // each accumulator to the stack on every step of k (8 stores beside <8, 1>'s 8 FMAs).
   alignas(32) float v[P][R][8];
 #pragma GCC unroll 8
   for (int q = 0; q < P; q++)

@@ -6,11 +6,11 @@
  * it (layer-profile.ts rowWork). Rows without arithmetic (pools, the flatten) are held against the
  * bandwidth alone. The bandwidth roof is the better of the read and triad streams (roofBandwidth).
  */
-import type { FloorLayer, LayerProfile } from './layer-profile.js';
 import * as path from 'node:path';
 import { PasticheError } from '../errors.js';
 import { pixelTextPath, pixelTextWidth } from '../image/pixel-font.js';
 import { svgToPng } from '../image/tensor-image.js';
+import type { FloorLayer, LayerProfile } from './layer-profile.js';
 import { roofBandwidth, type MachineLimits } from './machine.js';
 
 export interface RooflinePoint {
