@@ -340,7 +340,7 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
             const int kc = std::min(256, cin - p0);
             // Panels hold all of K: a slice starts p0 rows into each panel.
             gemm_packed(kc, a + (size_t)ic * cin + (size_t)p0 * MR, (size_t)MR * cin, mc, b + (size_t)p0 * NR,
-                        (size_t)NR * cin, ncols, c + (size_t)ic * tb, tb, p0 > 0);
+                        (size_t)NR * cin, ncols, c + (size_t)ic * tb, tb, p0 > 0, stream_v);
           }
         }
       });
