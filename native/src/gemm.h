@@ -84,9 +84,11 @@ void pack_b(Operand b, int p0, int k, int j0, int n, float* out);
 // `a_panel_stride` floats apart) and packed B (ceil(nc/NR) panels of k x NR, `b_panel_stride`
 // apart), with the widest kernel the ISA has. C += the product when `add`, else C = it.
 // `b_from_memory`: B's panels are not in cache (Winograd's V, written with non-temporal stores):
-// each next panel is fetched into L2 while the row panels go over the current one (AVX2 path).
+// each next panel is fetched into L2 while the row panels go over the current one. `a_from_memory`:
+// A's panels stream from memory (Winograd's U at 512 channels): the kernel fetches ahead along
+// them. Both for the AVX2 kernel; elsewhere A is a block in L2 and B a panel in L1.
 void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const float* pb, size_t b_panel_stride, int nc,
-                 float* c, int ldc, bool add, bool b_from_memory = false);
+                 float* c, int ldc, bool add, bool b_from_memory = false, bool a_from_memory = false);
 
 // bf16 products (gemm_bf16.cc), for `--precision bf16`: operands rounded to bfloat16, fp32 sums.
 bool cpu_has_bf16();

@@ -331,7 +331,8 @@ void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float*
         if (stream_u) {
           const int rows = ncols < ntp ? 8 * MR : MR;
           for (int ir = 0; ir < coutp; ir += rows)
-            gemm_packed(cin, a + (size_t)ir * cin, (size_t)MR * cin, std::min(rows, coutp - ir), b, (size_t)NR * cin, ncols, c + (size_t)ir * tb, tb, false);
+            gemm_packed(cin, a + (size_t)ir * cin, (size_t)MR * cin, std::min(rows, coutp - ir), b, (size_t)NR * cin, ncols,
+                        c + (size_t)ir * tb, tb, false, false, true);
           return;
         }
         for (int ic = 0; ic < coutp; ic += 96) {
