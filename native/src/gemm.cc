@@ -351,8 +351,8 @@ void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const fl
       const float* a = pa + (size_t)(ir / MR) * a_panel_stride;
       float* ct = c + (size_t)ir * ldc + jr;
 #if defined(__x86_64__)
-      // Whole tiles straight to the kernel: through micro_kernel (a call that sets up an aligned
-      // stack frame for partial tiles) a VGG19 pass spent 0.9% of its samples in that call.
+      // Whole tiles straight to the kernel, here rather than in micro_kernel: that call sets up an
+      // aligned stack frame for partial tiles, and a VGG19 pass spent 0.9% of its samples in it.
       // With the leftover kernels above, the GEMMs' time beside micro_kernel_avx2's went from 7.7%
       // to 5.0% (`perf record` of `bench --sections vgg -b native -r 80`, before and after).
       if (nr == NR && ir + MR <= mc && g_isa != Isa::Portable) {
@@ -366,12 +366,6 @@ void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const fl
 }
 
 void micro_kernel(int k, const float* a, const float* b, float* c, int ldc, int mr, int nr, bool add) {
-#if defined(__x86_64__)
-  if (g_isa != Isa::Portable && mr == MR && nr == NR) {
-    micro_kernel_avx2<false>(k, a, b, c, ldc, add);
-    return;
-  }
-#endif
   alignas(32) float acc[MR * NR];
 #if defined(__x86_64__)
   if (g_isa != Isa::Portable)

@@ -129,8 +129,9 @@ __attribute__((target("avx512f"))) inline void store_tiles(const __m512 (&acc)[R
 }
 #endif
 
-// One MR x NR tile: acc = sum_p a[p*MR + i] * b[p*NR + j]; then C (row stride ldc) += acc over
-// the valid mr x nr corner, or = acc when !add.
+// One MR x NR tile through a buffer: acc = sum_p a[p*MR + i] * b[p*NR + j]; then C (row stride
+// ldc) += acc over the valid mr x nr corner, or = acc when !add. For partial tiles and the portable
+// ISA: gemm_packed sends whole AVX2 tiles straight to their kernel.
 void micro_kernel(int k, const float* a, const float* b, float* c, int ldc, int mr, int nr, bool add);
 
 // A GEMM's operand panels, fp32 as they are or bf16 in pairs along K: what the blocked drivers

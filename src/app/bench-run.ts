@@ -16,7 +16,7 @@ import { TransformerNet, randomTransformerWeights, transformerForwardFlops } fro
 import { Tensor } from '../tensor/tensor.js';
 import { fillUniform, uniformRng } from '../util/random.js';
 import { activePeak, bestLimits, measureMachine, probeShortfall, type MachineLimits } from './machine.js';
-import { passFloor, roofline, type PassFloor, type Roofline } from './roofline.js';
+import { passFloor, roofline, type PassFloor, type Roofline, type RooflinePanel } from './roofline.js';
 import { timeWinogradStages, winogradStages, type StageTiming, type WinogradStageProfile } from './winograd-stages.js';
 import type { NativeBackend } from '../backends/native/native-backend.js';
 import type { OnProgress } from './progress.js';
@@ -95,6 +95,17 @@ export interface BenchReport {
   fastTraining?: { batch: number; size: number; rows: Timing[]; peerMissing?: string };
   /** Style transfer at print sizes within a memory budget (`--sections print`), each in its own process. */
   print?: { readonly backend: string; readonly rows: PrintRow[] };
+}
+
+/** The roofline plot's panels: the VGG19 forward pass and, where profiled, the style iteration (none without the machine limits). */
+export function rooflinePanels(r: BenchReport): RooflinePanel[] {
+  if (!r.roofline || !r.layers) return [];
+  const panels: RooflinePanel[] = [{ roofline: r.roofline, title: `VGG19 forward ${r.layers.size}x${r.layers.size}: ${r.roofline.contender} against this machine's roofline` }];
+  if (r.styleRoofline && r.styleLayers) {
+    const s = r.styleLayers.size;
+    panels.push({ roofline: r.styleRoofline, title: `style iteration ${s}x${s} (forward to relu5_1, gradient back to the image): ${r.styleRoofline.contender}` });
+  }
+  return panels;
 }
 
 /** The CPU, its cores, the threads used and Node's version, for the report's first line. */

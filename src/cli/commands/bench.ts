@@ -1,6 +1,6 @@
 /** `pastiche bench`: the course's case, VGG19 forward and style iterations, optionally against onnxruntime. */
 import { type Command, Option } from 'commander';
-import { BENCH_SECTIONS, parseBenchLists, runBench } from '../../app/bench-run.js';
+import { BENCH_SECTIONS, parseBenchLists, rooflinePanels, runBench } from '../../app/bench-run.js';
 import { parsePrintSizes } from '../../app/print-bench.js';
 import { plotFormat, rooflinePicture } from '../../app/roofline.js';
 import { parseStylizeSettings } from '../../app/stylize-request.js';
@@ -40,10 +40,10 @@ export function registerBench(program: Command): void {
       if (!step || Number(step[1]) < 1 || Number(step[2]) < 16 || Number(step[2]) % 4 !== 0) throw new PasticheError(`--train-step takes BATCHxSIZE, the size a multiple of 4 of at least 16 (got '${opts.trainStep}')`);
       const trainStep = { batch: Number(step[1]), size: Number(step[2]) };
       const maxMemory = opts.maxMemory === undefined ? undefined : parseStylizeSettings({ maxMemory: opts.maxMemory }, 1, () => '--max-memory').maxMemory;
-      if (opts.plot) {
+      const plot = opts.plot === undefined ? undefined : { file: opts.plot, format: plotFormat(opts.plot) };
+      if (plot) {
         if (!sections.includes('layers')) throw new PasticheError('--plot draws the layers: add layers to --sections');
-        plotFormat(opts.plot);
-        checkOutputFile(opts.plot); // before minutes of timing
+        checkOutputFile(plot.file); // before minutes of timing
       }
       const bar = progressBar(1, 'bench {bar} | {what}', opts.quiet);
       const report = await runBench({
@@ -52,16 +52,11 @@ export function registerBench(program: Command): void {
         onProgress: (p) => p.kind === 'stage' && bar.update(0, { what: p.stage }),
       }).finally(() => bar.stop());
       process.stdout.write(opts.json ? `${JSON.stringify(report)}\n` : `${formatBench(report)}\n`);
-      if (opts.plot) {
-        if (!report.roofline) throw new PasticheError('no roofline to draw: the machine limits need the native addon');
-        const size = report.layers!.size;
-        const panels = [{ roofline: report.roofline, title: `VGG19 forward ${size}x${size}: ${report.roofline.contender} against this machine's roofline` }];
-        if (report.styleRoofline && report.styleLayers) {
-          const s = report.styleLayers.size;
-          panels.push({ roofline: report.styleRoofline, title: `style iteration ${s}x${s} (forward to relu5_1, gradient back to the image): ${report.styleRoofline.contender}` });
-        }
-        await writeFileAtomic(opts.plot, await rooflinePicture(panels, report.machine, plotFormat(opts.plot)));
-        if (!opts.json) process.stdout.write(`roofline: ${opts.plot}\n`);
+      if (plot) {
+        const panels = rooflinePanels(report);
+        if (panels.length === 0) throw new PasticheError('no roofline to draw: the machine limits need the native addon');
+        await writeFileAtomic(plot.file, await rooflinePicture(panels, report.machine, plot.format));
+        if (!opts.json) process.stdout.write(`roofline: ${plot.file}\n`);
       }
     });
 }
