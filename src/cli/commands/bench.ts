@@ -40,8 +40,8 @@ export function registerBench(program: Command): void {
       if (!step || Number(step[1]) < 1 || Number(step[2]) < 16 || Number(step[2]) % 4 !== 0) throw new PasticheError(`--train-step takes BATCHxSIZE, the size a multiple of 4 of at least 16 (got '${opts.trainStep}')`);
       const trainStep = { batch: Number(step[1]), size: Number(step[2]) };
       const maxMemory = opts.maxMemory === undefined ? undefined : parseStylizeSettings({ maxMemory: opts.maxMemory }, 1, () => '--max-memory').maxMemory;
-      if (opts.plot !== undefined && !sections.includes('layers')) throw new PasticheError('--plot draws the layers: add layers to --sections');
-      const plot = opts.plot === undefined ? undefined : { file: opts.plot, format: plotFormat(opts.plot) };
+      if (opts.plot && !sections.includes('layers')) throw new PasticheError('--plot draws the layers: add layers to --sections');
+      const plot = opts.plot ? { file: opts.plot, format: plotFormat(opts.plot) } : undefined;
       if (plot) checkOutputFile(plot.file); // before minutes of timing
       const bar = progressBar(1, 'bench {bar} | {what}', opts.quiet);
       const report = await runBench({
