@@ -49,9 +49,13 @@ class HugeScratch {
   size_t size_ = 0;
 };
 
-// Asks for huge pages for the 2 MiB-aligned part of [p, p + bytes) that is not yet touched (an
-// array the addon fills: Winograd's transformed weights, streamed by every GEMM).
+// Asks for huge pages for the 2 MiB-aligned part of [p, p + bytes) that is not yet touched (only
+// pages faulted in after the advice become huge; those touched before stay 4 KiB).
 void advise_huge(void* p, size_t bytes);
+
+// Gathers the 4 KiB pages already mapped under the whole 2 MiB pages of [p, p + bytes) into huge
+// pages now (MADV_COLLAPSE: Linux 6.1 on; a no-op before). For arrays touched before any advice.
+void collapse_huge(void* p, size_t bytes);
 
 enum class Isa { Portable, Avx2, Avx512 };
 Isa active_isa();
@@ -84,9 +88,10 @@ void pack_b(Operand b, int p0, int k, int j0, int n, float* out);
 // `a_panel_stride` floats apart) and packed B (ceil(nc/NR) panels of k x NR, `b_panel_stride`
 // apart), with the widest kernel the ISA has. C += the product when `add`, else C = it.
 // `b_from_memory`: B's panels are not in cache (Winograd's V, written with non-temporal stores):
-// each next panel is fetched into L2 while the row panels go over the current one. `a_from_memory`:
-// A's panels stream from memory (Winograd's U at 512 channels): the kernel fetches ahead along
-// them. Both for the AVX2 kernel; elsewhere A is a block in L2 and B a panel in L1.
+// the next panels are fetched into L2 while the row panels go over the current ones (AVX2 and
+// AVX-512). `a_from_memory`: A's panels stream from memory (Winograd's U at 512 channels): the AVX2
+// kernel fetches ahead along them only then (elsewhere A is a block in L2); the AVX-512 kernel
+// always does.
 void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const float* pb, size_t b_panel_stride, int nc,
                  float* c, int ldc, bool add, bool b_from_memory = false, bool a_from_memory = false);
 
