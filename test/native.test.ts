@@ -4,11 +4,13 @@
  */
 import * as assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { getBackend, nativeBackend, nativeUnavailable } from '../src/backends/index.js';
-import type { NativeIsa } from '../src/backends/native/native-addon.js';
+import { type NativeIsa, nativeAddon } from '../src/backends/native/native-addon.js';
 import { type ConvAlgorithm, winogradTile } from '../src/backends/native/native-backend.js';
+import { LARGE_ARRAY_FLOATS, newHostArray, setLargeArrayHook } from '../src/tensor/host-pool.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { CLI, TINY, assertClose, randomTensor } from './helpers.js';
 
@@ -344,6 +346,40 @@ test('the native backend gives the same results from concurrent worker threads',
   const expected = native!.conv2d(randomTensor([1, 32, 40, 40], 1), randomTensor([32, 3, 3, 48], 2), randomTensor([48], 3), { pad: 1, stride: 1 });
   assert.deepEqual(a, expected.data);
   assert.deepEqual(b, expected.data);
+});
+
+test('large host arrays go through the hook from 4 MiB up, and the addon puts them on huge pages', async () => {
+  const seen: number[] = [];
+  setLargeArrayHook((a) => seen.push(a.length));
+  try {
+    assert.equal(newHostArray(LARGE_ARRAY_FLOATS - 1).length, LARGE_ARRAY_FLOATS - 1);
+    const big = newHostArray(LARGE_ARRAY_FLOATS);
+    assert.deepEqual(seen, [LARGE_ARRAY_FLOATS]);
+    assert.ok(big.every((v) => v === 0));
+  } finally {
+    setLargeArrayHook(nativeAddon?.hugePages);
+  }
+  if (!nativeAddon) return;
+  // In a fresh process: AnonHugePages (smaps_rollup) after writing 32 MB taken from the pool, and
+  // after writing a plain array of the same size (4 KiB pages without the advice: 0 MB here).
+  const thp = existsSync('/sys/kernel/mm/transparent_hugepage/enabled') ? readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8') : '[never]';
+  const pool = new URL('../src/tensor/host-pool.js', import.meta.url).href;
+  const backends = new URL('../src/backends/index.js', import.meta.url).href;
+  const code = `
+    const { readFileSync } = await import('node:fs');
+    await import(${JSON.stringify(backends)});
+    const { takeHostArray } = await import(${JSON.stringify(pool)});
+    const huge = () => +readFileSync('/proc/self/smaps_rollup', 'utf8').match(/AnonHugePages:\\s+(\\d+)/)[1] / 1024;
+    let h = huge();
+    const pooled = takeHostArray(8 << 20).fill(1);
+    const fromPool = huge() - h;
+    h = huge();
+    const plain = new Float32Array(8 << 20).fill(1);
+    console.log(JSON.stringify({ fromPool, plain: huge() - h, sum: pooled[0] + plain[0] }));`;
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', code]);
+  const r = JSON.parse(stdout) as { fromPool: number; plain: number; sum: number };
+  assert.equal(r.sum, 2);
+  if (!thp.includes('[never]')) assert.ok(r.fromPool >= 16, `32 MB from the pool, ${r.fromPool} MB of it on huge pages (plain array: ${r.plain} MB)`);
 });
 
 test('without the addon Pastiche falls back to ts and says so once, in one line', async () => {

@@ -324,6 +324,24 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
 #endif
 }
 
+// hugePages(array): asks for transparent huge pages under the array's whole 2 MiB pages, and for
+// those already mapped to be gathered into huge ones now (MADV_COLLAPSE, Linux 6.1; a no-op on
+// older kernels). For the large tensors and transformed weights: on these VMs (a paravirtualised
+// hypervisor, PVM, which shadows the guest's page tables) touching a 4 KiB page whose mapping the
+// hypervisor has dropped costs a trip to it, and a style iteration at 512 px walks ~1.5 GB of them.
+// JavaScript's arrays come zeroed by calloc, i.e. touched before any madvise: THP had left them on
+// 4 KiB pages (AnonHugePages in /proc/self/smaps_rollup: 20 MB of a VGG19 process, the transformed
+// weights included). Inside a 512 px style iteration the max-pool's backward at 64 channels took
+// 17-50 ms at its first call and 4.5 ms when called again at once. The array stays V8's own, freed
+// by its collector as before. PASTICHE_SYSTEM_MALLOC=1 opts out of this too (tune_malloc below).
+Napi::Value HugePages(const Napi::CallbackInfo& info) {
+  if (std::getenv("PASTICHE_SYSTEM_MALLOC")) return info.Env().Undefined();
+  auto a = info[0].As<Napi::Float32Array>();
+  advise_huge(a.Data(), a.ByteLength());
+  collapse_huge(a.Data(), a.ByteLength());
+  return info.Env().Undefined();
+}
+
 Napi::Value CaptureStderr(const Napi::CallbackInfo& info) {
   const bool begin = info.Length() > 0 && info[0].ToBoolean().Value();
 #if defined(_WIN32)
@@ -372,6 +390,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("probeMachine", Napi::Function::New(env, ProbeMachine));
   exports.Set("captureStderr", Napi::Function::New(env, CaptureStderr));
   exports.Set("mapFile", Napi::Function::New(env, MapFile));
+  exports.Set("hugePages", Napi::Function::New(env, HugePages));
   exports.Set("isa", Napi::Function::New(env, IsaFn));
   exports.Set("cpuHasAvx2", Napi::Boolean::New(env, cpu_has_avx2()));
   exports.Set("cpuHasAvx512", Napi::Boolean::New(env, cpu_has_avx512()));

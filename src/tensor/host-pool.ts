@@ -14,14 +14,33 @@
 /** At most this many bytes wait here; beyond it, returned arrays are left to the garbage collector. */
 const MAX_POOLED_BYTES = 2 * 1024 ** 3;
 
+/** Arrays from this many floats up (4 MiB: two huge pages) go through the large-array hook, where one is set. */
+export const LARGE_ARRAY_FLOATS = 1 << 20;
+
 const free = new Map<number, Float32Array[]>();
 let pooledBytes = 0;
 let poison = false;
+let largeArrayHook: ((a: Float32Array) => void) | undefined;
+
+/**
+ * Sets what is done to each fresh large array before it is handed out: the native addon puts it on
+ * huge pages (it sets this when it loads; its hugePages says why).
+ */
+export function setLargeArrayHook(hook: ((a: Float32Array) => void) | undefined): void {
+  largeArrayHook = hook;
+}
+
+/** A fresh zeroed array, through the large-array hook from LARGE_ARRAY_FLOATS floats up. */
+export function newHostArray(length: number): Float32Array {
+  const a = new Float32Array(length);
+  if (length >= LARGE_ARRAY_FLOATS) largeArrayHook?.(a);
+  return a;
+}
 
 /** An array of `length` floats with unspecified contents (NaN when poisoning is on). */
 export function takeHostArray(length: number): Float32Array {
   const a = free.get(length)?.pop();
-  if (!a) return poison ? new Float32Array(length).fill(Number.NaN) : new Float32Array(length);
+  if (!a) return poison ? newHostArray(length).fill(Number.NaN) : newHostArray(length);
   pooledBytes -= a.byteLength;
   if (poison) a.fill(Number.NaN);
   return a;

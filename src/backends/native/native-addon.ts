@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { setLargeArrayHook } from '../../tensor/host-pool.js';
 
 export type NativeIsa = 'portable' | 'avx2' | 'avx512';
 
@@ -106,6 +107,8 @@ export interface NativeAddon {
   captureStderr(begin: false): string;
   /** A file's bytes over a private, copy-on-write memory mapping; null when it cannot be mapped. */
   mapFile(file: string): ArrayBuffer | null;
+  /** Puts the array's memory on transparent huge pages where the system allows (see setLargeArrayHook). */
+  hugePages(a: Float32Array): void;
 }
 
 const ADDON_PATH = fileURLToPath(new URL('../../../../build/Release/pastiche_native.node', import.meta.url));
@@ -123,3 +126,7 @@ function load(): { addon?: NativeAddon; reason?: string } {
 const loaded = load();
 export const nativeAddon: NativeAddon | undefined = loaded.addon;
 export const nativeUnavailable: string | undefined = loaded.reason;
+
+// Every backend's large tensors (and native's transformed weights) on huge pages from here on: see
+// the addon's hugePages for why.
+if (nativeAddon) setLargeArrayHook(nativeAddon.hugePages);

@@ -9,6 +9,7 @@
  */
 import { convWork, fcWork } from '../conv-work.js';
 import { PasticheError } from '../../errors.js';
+import { newHostArray } from '../../tensor/host-pool.js';
 import { Tensor, expectRank, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dForwardParams, Conv2dParams, ConvPass, ConvWork, GradientEpilogue, LinearGradients, NormGradients, ParamGradients, Pool2dParams } from '../backend.js';
 import { commonOps, conv2dInSteps, conv2dThenMaxPool, linearBackwardByMatmul } from '../common-ops.js';
@@ -167,7 +168,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     if (!of) {
       of = perWeights((wt) => {
         const [cin, , , cout] = wt.shape as [number, number, number, number];
-        const u = new Float32Array(rotate ? addon.winogradWeightsSize(cout, cin, tile) : addon.winogradWeightsSize(cin, cout, tile));
+        const u = newHostArray(rotate ? addon.winogradWeightsSize(cout, cin, tile) : addon.winogradWeightsSize(cin, cout, tile));
         addon.winogradWeights(wt.data, cin, cout, rotate, tile, u);
         return u;
       });
