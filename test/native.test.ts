@@ -348,7 +348,7 @@ test('the native backend gives the same results from concurrent worker threads',
   assert.deepEqual(b, expected.data);
 });
 
-test('large host arrays go through the hook from 4 MiB up, and the addon puts them on huge pages', async () => {
+test('large host arrays go through the hook from 4 MiB up, and the addon puts them (and its kept buffers) on huge pages', async () => {
   const seen: number[] = [];
   setLargeArrayHook((a) => seen.push(a.length));
   try {
@@ -360,26 +360,37 @@ test('large host arrays go through the hook from 4 MiB up, and the addon puts th
     setLargeArrayHook(nativeAddon?.hugePages);
   }
   if (!nativeAddon) return;
-  // In a fresh process: AnonHugePages (smaps_rollup) after writing 32 MB taken from the pool, and
-  // after writing a plain array of the same size (4 KiB pages without the advice: 0 MB here).
+  // In a fresh process: AnonHugePages (smaps_rollup) after writing 32 MB taken from the pool, 32 MB
+  // of hugeBuffer, and a plain array of the same size (4 KiB pages without the advice: 0 MB here).
   const thp = existsSync('/sys/kernel/mm/transparent_hugepage/enabled') ? readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8') : '[never]';
   const pool = new URL('../src/tensor/host-pool.js', import.meta.url).href;
   const backends = new URL('../src/backends/index.js', import.meta.url).href;
+  const addon = new URL('../src/backends/native/native-addon.js', import.meta.url).href;
   const code = `
     const { readFileSync } = await import('node:fs');
     await import(${JSON.stringify(backends)});
     const { takeHostArray } = await import(${JSON.stringify(pool)});
+    const { nativeAddon } = await import(${JSON.stringify(addon)});
     const huge = () => +readFileSync('/proc/self/smaps_rollup', 'utf8').match(/AnonHugePages:\\s+(\\d+)/)[1] / 1024;
     let h = huge();
     const pooled = takeHostArray(8 << 20).fill(1);
     const fromPool = huge() - h;
     h = huge();
+    const kept = new Float32Array(nativeAddon.hugeBuffer(8 << 20));
+    const zeros = kept.every((v) => v === 0);
+    kept.fill(1);
+    const buffer = huge() - h;
+    h = huge();
     const plain = new Float32Array(8 << 20).fill(1);
-    console.log(JSON.stringify({ fromPool, plain: huge() - h, sum: pooled[0] + plain[0] }));`;
+    console.log(JSON.stringify({ fromPool, buffer, zeros, plain: huge() - h, sum: pooled[0] + kept[0] + plain[0] }));`;
   const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', code]);
-  const r = JSON.parse(stdout) as { fromPool: number; plain: number; sum: number };
-  assert.equal(r.sum, 2);
-  if (!thp.includes('[never]')) assert.ok(r.fromPool >= 16, `32 MB from the pool, ${r.fromPool} MB of it on huge pages (plain array: ${r.plain} MB)`);
+  const r = JSON.parse(stdout) as { fromPool: number; buffer: number; zeros: boolean; plain: number; sum: number };
+  assert.equal(r.sum, 3);
+  assert.ok(r.zeros, 'hugeBuffer gives zeros');
+  if (!thp.includes('[never]')) {
+    assert.ok(r.fromPool >= 16, `32 MB from the pool, ${r.fromPool} MB of it on huge pages (plain array: ${r.plain} MB)`);
+    assert.ok(r.buffer >= 16, `32 MB from hugeBuffer, ${r.buffer} MB of it on huge pages (plain array: ${r.plain} MB)`);
+  }
 });
 
 test('without the addon Pastiche falls back to ts and says so once, in one line', async () => {

@@ -326,20 +326,45 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
 
 // hugePages(array): asks for transparent huge pages under the array's whole 2 MiB pages, and for
 // those already mapped to be gathered into huge ones now (MADV_COLLAPSE, Linux 6.1; a no-op on
-// older kernels). For the large tensors and transformed weights: on these VMs (a paravirtualised
+// older kernels). For the large tensors (the pool's fresh arrays): on these VMs (a paravirtualised
 // hypervisor, PVM, which shadows the guest's page tables) touching a 4 KiB page whose mapping the
 // hypervisor has dropped costs a trip to it, and a style iteration at 512 px walks ~1.5 GB of them.
 // JavaScript's arrays come zeroed by calloc, i.e. touched before any madvise: THP had left them on
 // 4 KiB pages (AnonHugePages in /proc/self/smaps_rollup: 20 MB of a VGG19 process, the transformed
 // weights included). Inside a 512 px style iteration the max-pool's backward at 64 channels took
-// 17-50 ms at its first call and 4.5 ms when called again at once. The array stays V8's own, freed
-// by its collector as before. PASTICHE_SYSTEM_MALLOC=1 opts out of this too (tune_malloc below).
+// 17-50 ms at its first call, 4.5 ms when called again at once, 5-6 ms on huge pages. The array
+// stays V8's own, freed by its collector as before. PASTICHE_SYSTEM_MALLOC=1 opts out of this too
+// (tune_malloc below).
 Napi::Value HugePages(const Napi::CallbackInfo& info) {
   if (std::getenv("PASTICHE_SYSTEM_MALLOC")) return info.Env().Undefined();
   auto a = info[0].As<Napi::Float32Array>();
   advise_huge(a.Data(), a.ByteLength());
   collapse_huge(a.Data(), a.ByteLength());
   return info.Env().Undefined();
+}
+
+// hugeBuffer(floats) -> a zeroed ArrayBuffer of `floats` floats on huge pages from its first
+// touch, or null (then the caller takes an ordinary array). For the transformed weights, made once
+// per weight tensor and kept: hugePages on a fresh JavaScript array costs a calloc's memset and then
+// MADV_COLLAPSE's copy, and a first `classify` of the full-size VGG19 took 0.3-0.8 s longer that way
+// (its forward pass 1.3-1.6 s -> 1.6-2.5 s). The memory goes back when a finalizer runs after the
+// collector, on a later turn of the event loop: not for arrays made and dropped by the thousand.
+Napi::Value HugeBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#if defined(__linux__)
+  if (std::getenv("PASTICHE_SYSTEM_MALLOC")) return env.Null();
+  const size_t bytes = static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue()) * sizeof(float);
+  void* p = alloc_huge_zeroed(bytes);
+  if (!p) return env.Null();
+  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes));
+  return Napi::ArrayBuffer::New(env, p, bytes, [](Napi::Env e, void* data, size_t* size) {
+    std::free(data);
+    Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(*size));
+    delete size;
+  }, new size_t(bytes));
+#else
+  return env.Null();
+#endif
 }
 
 Napi::Value CaptureStderr(const Napi::CallbackInfo& info) {
@@ -391,6 +416,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("captureStderr", Napi::Function::New(env, CaptureStderr));
   exports.Set("mapFile", Napi::Function::New(env, MapFile));
   exports.Set("hugePages", Napi::Function::New(env, HugePages));
+  exports.Set("hugeBuffer", Napi::Function::New(env, HugeBuffer));
   exports.Set("isa", Napi::Function::New(env, IsaFn));
   exports.Set("cpuHasAvx2", Napi::Boolean::New(env, cpu_has_avx2()));
   exports.Set("cpuHasAvx512", Napi::Boolean::New(env, cpu_has_avx512()));

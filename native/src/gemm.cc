@@ -44,6 +44,14 @@ void advise_huge(void* p, size_t bytes) {
 
 HugeScratch::~HugeScratch() { std::free(data_); }
 
+void* alloc_huge_zeroed(size_t bytes) {
+  void* p = nullptr;
+  if (posix_memalign(&p, kHugePage, bytes ? bytes : 1) != 0) return nullptr;
+  advise_huge(p, bytes);
+  std::memset(p, 0, bytes);  // the first touch, after the advice
+  return p;
+}
+
 void collapse_huge(void* p, size_t bytes) {
 #if defined(__linux__)
   const uintptr_t lo = ((uintptr_t)p + kHugePage - 1) / kHugePage * kHugePage;

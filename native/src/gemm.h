@@ -57,6 +57,10 @@ void advise_huge(void* p, size_t bytes);
 // pages now (MADV_COLLAPSE: Linux 6.1 on; a no-op before). For arrays touched before any advice.
 void collapse_huge(void* p, size_t bytes);
 
+// `bytes` of zeros from a 2 MiB boundary, its whole 2 MiB pages advised as huge before the zeros
+// touch them (hugeBuffer, addon.cc); nullptr without memory. Freed with std::free.
+void* alloc_huge_zeroed(size_t bytes);
+
 enum class Isa { Portable, Avx2, Avx512 };
 Isa active_isa();
 bool cpu_has_avx2();

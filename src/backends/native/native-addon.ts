@@ -109,6 +109,8 @@ export interface NativeAddon {
   mapFile(file: string): ArrayBuffer | null;
   /** Puts the array's memory on transparent huge pages where the system allows (see setLargeArrayHook). */
   hugePages(a: Float32Array): void;
+  /** `floats` zeroed floats on huge pages from the first touch, for arrays kept long; null where it cannot. */
+  hugeBuffer(floats: number): ArrayBuffer | null;
 }
 
 const ADDON_PATH = fileURLToPath(new URL('../../../../build/Release/pastiche_native.node', import.meta.url));
@@ -127,6 +129,6 @@ const loaded = load();
 export const nativeAddon: NativeAddon | undefined = loaded.addon;
 export const nativeUnavailable: string | undefined = loaded.reason;
 
-// Every backend's large tensors (and native's transformed weights) on huge pages from here on: see
-// the addon's hugePages for why.
+// Every backend's large tensors on huge pages from here on (the transformed weights take hugeBuffer):
+// see the addon's hugePages for why.
 if (nativeAddon) setLargeArrayHook(nativeAddon.hugePages);

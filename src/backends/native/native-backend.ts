@@ -168,7 +168,9 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     if (!of) {
       of = perWeights((wt) => {
         const [cin, , , cout] = wt.shape as [number, number, number, number];
-        const u = newHostArray(rotate ? addon.winogradWeightsSize(cout, cin, tile) : addon.winogradWeightsSize(cin, cout, tile));
+        const size = rotate ? addon.winogradWeightsSize(cout, cin, tile) : addon.winogradWeightsSize(cin, cout, tile);
+        const buffer = addon.hugeBuffer(size);
+        const u = buffer ? new Float32Array(buffer) : newHostArray(size);
         addon.winogradWeights(wt.data, cin, cout, rotate, tile, u);
         return u;
       });
