@@ -351,7 +351,8 @@ void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const fl
     // way: Winograd's GEMM stage at 64 channels 224 px 2.67 -> 2.28 ms, 64 x 512 13.6 -> 11.6,
     // 128 x 112 2.30 -> 2.20, 128 x 256 11.9 -> 11.3, 256 x 128 alike (AVX-512 EPYC, with and
     // without, alternating in one process, 20 runs each). Its A prefetch (in the kernel) stays on
-    // everywhere here: without it the same stages were alike or up to 5% slower.
+    // everywhere here: without it the same stages ran from 5% faster (64 channels) to 9% slower
+    // (128-256 channels).
     const int whole = nc / NR;
     const auto tiles = [&](int np, const Avx512Kernel* kernels) {
       const int ahead = look_ahead ? std::min(np, whole - jr / NR - np) : 0;
