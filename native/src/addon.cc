@@ -264,13 +264,19 @@ Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// PASTICHE_SYSTEM_MALLOC=1: the system's memory behaviour (no tune_malloc, hugePages or hugeBuffer).
+bool system_malloc() {
+  static const bool set = std::getenv("PASTICHE_SYSTEM_MALLOC") != nullptr;
+  return set;
+}
+
 // Large tensors are allocated and freed all the time (every layer's output). glibc serves blocks
 // over 32 MiB with fresh mmap()s, so each one page-faults on first touch (tens of ms for a
 // 512x512x64 activation in a VM). Serving them from the heap and keeping freed memory for reuse
 // avoids that; the price is that the process keeps its peak heap. PASTICHE_SYSTEM_MALLOC=1 opts out.
 void tune_malloc() {
 #if defined(__GLIBC__)
-  if (std::getenv("PASTICHE_SYSTEM_MALLOC")) return;
+  if (system_malloc()) return;
   mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, 0x7fffffff);
 #endif
@@ -336,7 +342,7 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
 // stays V8's own, freed by its collector as before. PASTICHE_SYSTEM_MALLOC=1 opts out of this too
 // (tune_malloc below).
 Napi::Value HugePages(const Napi::CallbackInfo& info) {
-  if (std::getenv("PASTICHE_SYSTEM_MALLOC")) return info.Env().Undefined();
+  if (system_malloc()) return info.Env().Undefined();
   auto a = info[0].As<Napi::Float32Array>();
   advise_huge(a.Data(), a.ByteLength());
   collapse_huge(a.Data(), a.ByteLength());
@@ -352,7 +358,7 @@ Napi::Value HugePages(const Napi::CallbackInfo& info) {
 Napi::Value HugeBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
 #if defined(__linux__)
-  if (std::getenv("PASTICHE_SYSTEM_MALLOC")) return env.Null();
+  if (system_malloc()) return env.Null();
   const size_t bytes = static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue()) * sizeof(float);
   void* p = alloc_huge_zeroed(bytes);
   if (!p) return env.Null();

@@ -18,24 +18,43 @@ namespace pastiche {
 
 namespace {
 constexpr size_t kHugePage = (size_t)2 << 20;
+
+// madvise(advice) over the whole 2 MiB pages inside [p, p + bytes): a hint, ignored (or refused,
+// as MADV_COLLAPSE before Linux 6.1) where the kernel cannot follow it.
+void advise_interior(void* p, size_t bytes, int advice) {
+#if defined(__linux__)
+  const uintptr_t lo = ((uintptr_t)p + kHugePage - 1) / kHugePage * kHugePage;
+  const uintptr_t hi = ((uintptr_t)p + bytes) / kHugePage * kHugePage;
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, advice);
+#else
+  (void)p;
+  (void)bytes;
+  (void)advice;
+#endif
 }
+
+// `bytes` from a 2 MiB boundary, advised as huge before anything touches them; nullptr without memory.
+void* alloc_huge(size_t bytes) {
+  void* p = nullptr;
+  if (posix_memalign(&p, kHugePage, bytes ? bytes : 1) != 0) return nullptr;
+  advise_huge(p, bytes);
+  return p;
+}
+}  // namespace
 
 void* HugeScratch::bytes(size_t n) {
   if (n <= size_) return data_;
   const size_t rounded = (n + kHugePage - 1) / kHugePage * kHugePage;
   std::free(data_);
-  data_ = std::aligned_alloc(kHugePage, rounded);
+  data_ = alloc_huge(rounded);
   if (!data_) std::abort();  // as std::vector does without exceptions (the addon is built without them)
-  advise_huge(data_, rounded);  // before the first touch
   size_ = rounded;
   return data_;
 }
 
 void advise_huge(void* p, size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  const uintptr_t lo = ((uintptr_t)p + kHugePage - 1) / kHugePage * kHugePage;
-  const uintptr_t hi = ((uintptr_t)p + bytes) / kHugePage * kHugePage;
-  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // a hint: ignored where THP is off
+#if defined(MADV_HUGEPAGE)
+  advise_interior(p, bytes, MADV_HUGEPAGE);
 #else
   (void)p;
   (void)bytes;
@@ -45,23 +64,12 @@ void advise_huge(void* p, size_t bytes) {
 HugeScratch::~HugeScratch() { std::free(data_); }
 
 void* alloc_huge_zeroed(size_t bytes) {
-  void* p = nullptr;
-  if (posix_memalign(&p, kHugePage, bytes ? bytes : 1) != 0) return nullptr;
-  advise_huge(p, bytes);
-  std::memset(p, 0, bytes);  // the first touch, after the advice
+  void* p = alloc_huge(bytes);
+  if (p) std::memset(p, 0, bytes);  // the first touch, after the advice
   return p;
 }
 
-void collapse_huge(void* p, size_t bytes) {
-#if defined(__linux__)
-  const uintptr_t lo = ((uintptr_t)p + kHugePage - 1) / kHugePage * kHugePage;
-  const uintptr_t hi = ((uintptr_t)p + bytes) / kHugePage * kHugePage;
-  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, 25 /* MADV_COLLAPSE */);  // EINVAL before Linux 6.1
-#else
-  (void)p;
-  (void)bytes;
-#endif
-}
+void collapse_huge(void* p, size_t bytes) { advise_interior(p, bytes, 25 /* MADV_COLLAPSE */); }
 
 namespace {
 
