@@ -95,7 +95,15 @@ HugeScratch g_vp, g_m;
 // 6.7-7.2, 512 at 28 px 6.4-6.5 vs 6.4-7.4, 512 at 14 px 1.9-2.0 vs 2.8-5.1; with 64-column
 // blocks, or K in slices of 128 or 256, its GEMMs were slower still): the GEMMs there are
 // compute-bound at ~82% of the FMA peak, and what the transforms save is smaller than on AVX-512.
-bool winograd_c16(int cin, int cout, int m) { return m == 4 && cin % 16 == 0 && cout % 16 == 0 && cpu_has_avx512(); }
+//
+// F(6x6) only from 256 input channels: below, its GEMMs (K = cin) ran 9-25% slower than the packed
+// ones and the layers 1-9% slower, except where a 2x2 max-pool is fused (64 channels at 224 px
+// 0.94x), which the weights' layout cannot know; from 256 they ran faster (256 -> 256 at 56 px:
+// 0.90x of the packed F(6x6), 0.91x of F(4x4) channel-blocked; at 128 px alike). Each layer
+// stand-alone, the variants alternating run by run in one process, 30 runs (stop 33's note).
+bool winograd_c16(int cin, int cout, int m) {
+  return (m == 4 || (m == 6 && cin >= 256)) && cin % 16 == 0 && cout % 16 == 0 && cpu_has_avx512();
+}
 
 size_t winograd_weights_size(int cin, int cout, int m) {
   return (size_t)(m + 2) * (m + 2) * plane_stride((size_t)round_up(cout, MR) * cin);
@@ -144,22 +152,24 @@ void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, 
 
 namespace {
 
-// The channel-blocked path (winograd_c16.inc): F(4x4) with cin and cout multiples of 16 and U in
-// winograd_weights' c16 layout, for forward passes (no gradient epilogue). Per tile block: V^T
-// ([36][tile][cin]) from the input rows interleaved 16 channels at a time (their border and
-// upsampling by padded_row, as below), M^T = V^T U^T ([36][tile][cout]), then the output rows.
-void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const float* up, int cout, int pad,
+// The channel-blocked path (winograd_c16.inc): F(4x4) or F(6x6) with cin and cout multiples of 16
+// and U in winograd_weights' c16 layout, for forward passes (no gradient epilogue). Per tile block:
+// V^T ([planes][tile][cin]) from the input rows interleaved 16 channels at a time (their border and
+// upsampling by padded_row, as below), M^T = V^T U^T ([planes][tile][cout]), then the output rows.
+void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const float* up, int m, int cout, int pad,
                           const float* bias, bool relu, float* y, bool reflect, int upsample, bool pool2x2) {
   ThreadPool& pool = ThreadPool::instance();
   const WinogradC16& k16 = active_isa() == Isa::Avx512 ? avx512::winograd_c16
                            : active_isa() == Isa::Avx2 ? avx2::winograd_c16
                                                        : portable::winograd_c16;
+  const auto input = m == 4 ? k16.input : k16.input6;
+  const auto output = m == 4 ? k16.output : k16.output6;
   const bool bf16 = bf16_active();
-  constexpr int planes = 36;
+  const int t6 = m + 2, planes = t6 * t6;
   const int ho = h + 2 * pad - 2, wo = w + 2 * pad - 2;
-  const int th = (ho + 3) / 4, tw = (wo + 3) / 4, tiles = th * tw;
-  const int hq = pool2x2 ? ho / 2 : ho, wq = pool2x2 ? wo / 2 : wo, q = pool2x2 ? 2 : 4;
-  const int wp = tw * 4 + 2;  // the padded rows every tile's window lies in
+  const int th = (ho + m - 1) / m, tw = (wo + m - 1) / m, tiles = th * tw;
+  const int hq = pool2x2 ? ho / 2 : ho, wq = pool2x2 ? wo / 2 : wo, q = pool2x2 ? m / 2 : m;
+  const int wp = tw * m + 2;  // the padded rows every tile's window lies in
   const int cbi = cin / 16, cbo = cout / 16;
   const size_t up_stride = plane_stride((size_t)cout * cin);
   const int tb = tile_block(tiles, planes, cin, cout);
@@ -176,7 +186,7 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
       const bool stream_v = streams_v(planes, cin, nt);
       const double s0 = seconds_now();
       // 16 channels and a range of tile rows a task (the ranges only where there are too few
-      // 16-channel groups for the threads), a tile row at a time: the 6 padded rows under it
+      // 16-channel groups for the threads), a tile row at a time: the m + 2 padded rows under it
       // interleaved into a band (in L1 at VGG19's sizes; the next tile row reuses the last 2), then
       // its tiles transformed.
       const int rows_in = tr1 - tr0 + 1, ranges = std::min(rows_in, (2 * pool.threads() + cbi - 1) / cbi);
@@ -186,7 +196,7 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
         const int width = round_up(wp, 16);
         thread_local std::vector<float> rows16, band;
         rows16.resize((size_t)16 * width);
-        band.resize((size_t)6 * wp * 16);
+        band.resize((size_t)t6 * wp * 16);
         const float* planes16 = x_img + (size_t)cb * 16 * hs * ws;
         const float* rows[16];
         for (int l = 0; l < 16; l++) rows[l] = rows16.data() + (size_t)l * width;
@@ -205,13 +215,13 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
         for (int ty = ty0; ty < ty1; ty++) {
           int from = 0;
           if (ty > ty0) {
-            std::memcpy(band.data(), band.data() + (size_t)4 * wp * 16, sizeof(float) * 2 * wp * 16);
+            std::memcpy(band.data(), band.data() + (size_t)m * wp * 16, sizeof(float) * 2 * wp * 16);
             from = 2;
           }
-          for (int i = from; i < 6; i++) interleave(ty * 4 + i, i);
+          for (int i = from; i < t6; i++) interleave(ty * m + i, i);
           const int ta = std::max(t0, ty * tw), tz = std::min(t0 + nt, (ty + 1) * tw);
           for (int t = ta; t < tz; t++)
-            k16.input(band.data() + (size_t)(t - ty * tw) * 4 * 16, (size_t)wp * 16, vp + (size_t)(t - t0) * cin + cb * 16, vs, stream_v);
+            input(band.data() + (size_t)(t - ty * tw) * m * 16, (size_t)wp * 16, vp + (size_t)(t - t0) * cin + cb * 16, vs, stream_v);
         }
         if (stream_v) std::atomic_thread_fence(std::memory_order_seq_cst);
       });
@@ -231,10 +241,10 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
         const int y0 = ty * q, x0 = (first - ty * tw) * q;
         const int rows = std::min(q, hq - y0), cols = std::min((last - first) * q, wq - x0);
         if (rows <= 0 || cols <= 0) return;
-        k16.output(mb + (size_t)(first - t0) * cout + cb * 16, cout, ms, last - first, (bias ? bias : no_bias.data()) + cb * 16, relu,
+        output(mb + (size_t)(first - t0) * cout + cb * 16, cout, ms, last - first, (bias ? bias : no_bias.data()) + cb * 16, relu,
                    pool2x2, y_img + (size_t)cb * 16 * hq * wq + (size_t)y0 * wq + x0, (size_t)hq * wq, wq, rows, cols);
       });
-      count_stages(s0, s1, s2, 4, cin, cout, nt, pool2x2);
+      count_stages(s0, s1, s2, m, cin, cout, nt, pool2x2);
     }
   }
 }
@@ -244,7 +254,7 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int m, int cout, int pad,
                       const float* bias, bool relu, float* y, const float* add, const float* mask, bool reflect,
                       int upsample, bool pool2x2, bool c16) {
-  if (c16) return conv3x3_winograd_c16(x, n, cin, h, w, up, cout, pad, bias, relu, y, reflect, upsample, pool2x2);
+  if (c16) return conv3x3_winograd_c16(x, n, cin, h, w, up, m, cout, pad, bias, relu, y, reflect, upsample, pool2x2);
   ThreadPool& pool = ThreadPool::instance();
   const WinogradTransforms& transforms = active_isa() != Isa::Portable ? avx2::winograd : portable::winograd;
   const auto input16 = m == 4 ? transforms.input16 : transforms.input16_f6;

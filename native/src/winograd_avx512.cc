@@ -15,10 +15,10 @@
 namespace pastiche {
 namespace avx512 {
 namespace {
-#include "winograd_f4.inc"
+#include "winograd_lines.inc"
 #include "winograd_c16.inc"
 }  // namespace
 
-const WinogradC16 winograd_c16 = {c16_interleave, c16_input, c16_output, c16_gemm};
+const WinogradC16 winograd_c16 = {c16_interleave, c16_input<4>, c16_output<4>, c16_gemm, c16_input<6>, c16_output<6>};
 }  // namespace avx512
 }  // namespace pastiche

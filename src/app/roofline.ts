@@ -86,6 +86,7 @@ const ALGORITHM_COLOURS: Record<string, string> = {
   'winograd F(4x4)': '#c2410c',
   'winograd F(4x4) 16c': '#ea580c',
   'winograd F(6x6)': '#dc2626',
+  'winograd F(6x6) 16c': '#f43f5e',
   'matrix-vector': '#15803d',
 };
 

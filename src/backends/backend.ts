@@ -74,7 +74,7 @@ export type BackendName = 'loops' | 'ts' | 'native' | 'webgpu';
 
 /** What a convolution costs as a backend runs it (conv2dWork; the model is in conv-work.ts). */
 export interface ConvWork {
-  /** 'direct', 'implicit GEMM', 'im2col', 'winograd F(4x4)' (' 16c': channel-blocked), 'winograd F(6x6)'. */
+  /** 'direct', 'implicit GEMM', 'im2col', 'winograd F(4x4)', 'winograd F(6x6)' (' 16c': channel-blocked). */
   readonly algorithm: string;
   /** Floating-point operations executed (2 per multiply-add). */
   readonly flops: number;

@@ -73,15 +73,27 @@ const F6_MAX_WEIGHT_BYTES = 24 * 2 ** 20;
  * it is taken where those padded GEMM columns x planes come to under 95% of F(4x4)'s (measured:
  * 10-23% faster from 28x28 up, slower at 14x14 and 32x32, a tie at 56x56), and where its
  * transformed weights (7.1x the raw ones instead of 4x, kept for the whole run) stay small: see
- * F6_MAX_WEIGHT_BYTES.
+ * F6_MAX_WEIGHT_BYTES. `channelBlocked(m)`: whether the addon runs that tile channel-blocked
+ * (NativeAddon.winogradC16), whose GEMMs take the tiles as rows, not rounded: 256 -> 256 channels
+ * at 56x56 then take F(6x6), 0.91x of F(4x4)'s time (stop 33's note).
  */
-export function winogradTile(algo: ConvAlgorithm, k: number, stride: number, pad: number, channelsIn: number, channelsOut: number, ho: number, wo: number): WinogradTile | 0 {
+export function winogradTile(
+  algo: ConvAlgorithm,
+  k: number,
+  stride: number,
+  pad: number,
+  channelsIn: number,
+  channelsOut: number,
+  ho: number,
+  wo: number,
+  channelBlocked: (m: WinogradTile) => boolean = () => false,
+): WinogradTile | 0 {
   if (k !== 3 || stride !== 1 || pad > 2 || algo === 'im2col') return 0;
   if (algo === 'winograd') return 4;
   if (algo === 'winograd6') return 6;
   const tiles = (m: number) => Math.ceil(ho / m) * Math.ceil(wo / m);
   if (channelsIn < 16 || tiles(4) < 9) return 0;
-  const columns = (m: number) => Math.ceil(tiles(m) / 16) * 16;
+  const columns = (m: WinogradTile) => (channelBlocked(m) ? tiles(m) : Math.ceil(tiles(m) / 16) * 16);
   if (64 * 4 * channelsIn * channelsOut > F6_MAX_WEIGHT_BYTES) return 4;
   return columns(6) * 64 < 0.95 * columns(4) * 36 ? 6 : 4;
 }
@@ -196,17 +208,19 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     return r;
   });
 
+  // Whether the addon runs a forward Winograd tile on these channels channel-blocked.
+  const channelBlocked = (g: ConvGeometry) => (m: WinogradTile) => addon.winogradC16(g.cin, g.cout, m);
   // The Winograd tile conv2d runs these shapes with, 0 where it takes another kernel.
   const forwardTile = (g: ConvGeometry, p: Conv2dForwardParams): WinogradTile | 0 => {
     if (useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout)) return 0;
     if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin) && p.padding !== 'reflect' && (p.upsample ?? 1) === 1) return 0;
-    return winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo);
+    return winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo, channelBlocked(g));
   };
 
   const be: NativeBackend = {
     ...commonOps,
     name: 'native',
-    description: `C++ addon: AVX2/FMA GEMM, Winograd F(4x4,3x3) (channel-blocked with AVX-512) and F(6x6,3x3), thread pool${precision === 'bf16' ? '; bf16 products (AVX512-BF16), fp32 sums' : ''}`,
+    description: `C++ addon: AVX2/FMA GEMM, Winograd F(4x4,3x3) and F(6x6,3x3) (channel-blocked with AVX-512), thread pool${precision === 'bf16' ? '; bf16 products (AVX512-BF16), fp32 sums' : ''}`,
     maxTensorBytes: Infinity,
     addon,
     precision,
@@ -216,7 +230,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       const g = convGeometry(xShape, wShape, p);
       if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin)) return convWork(xShape, wShape, p, { kind: 'direct' }, pass);
       if (useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout) && (pass === 'forward' || p.pad <= g.k - 1)) return convWork(xShape, wShape, p, { kind: 'direct' }, pass);
-      const tile = pass === 'forward' ? winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo) : backwardDataTile(g, p);
+      const tile = pass === 'forward' ? winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo, channelBlocked(g)) : backwardDataTile(g, p);
       const c16 = tile !== 0 && pass === 'forward' && addon.winogradC16(g.cin, g.cout, tile);
       return convWork(xShape, wShape, p, tile ? { kind: 'winograd', m: tile, c16 } : { kind: 'im2col' }, pass);
     },
