@@ -289,8 +289,9 @@ test('conv2dWork: each backend names the algorithm it runs and counts what it ex
   assert.ok(f6.flops < 0.25 * direct);
   assert.equal(f6.bytes, 4 * (64 * 56 * 56 + 2 * 64 * 100 * 64 + 64 * 64 * 64 + 2 * 64 * 100 * 64 + 64 * 56 * 56 + 64), 'x, V twice, U, M twice, y, b');
   if (nativeBackend) {
-    const tile = winogradTile('auto', 3, 1, 1, 64, 64, 56, 56);
-    const c16 = tile !== 0 && nativeBackend.addon.winogradC16(64, 64, tile);
+    const blocked = (m: 4 | 6) => nativeBackend!.addon.winogradC16(64, 64, m);
+    const tile = winogradTile('auto', 3, 1, 1, 64, 64, 56, 56, blocked);
+    const c16 = tile !== 0 && blocked(tile);
     assert.deepEqual(nativeBackend.conv2dWork(x, w, p), convWork(x, w, p, tile ? { kind: 'winograd', m: tile, c16 } : { kind: 'im2col' }));
     assert.equal(nativeBackend.conv2dWork([1, 3, 224, 224], [3, 3, 3, 64], p).algorithm, 'direct');
   }

@@ -66,7 +66,7 @@ if (native) {
     [[1, 16, 22, 9], 3, 80, 1, 1],
     [[1, 48, 9, 50], 3, 32, 0, 1],
     [[1, 16, 11, 75], 3, 32, 1, 1],
-    // Channel-blocked F(6x6) (from 256 input channels, AVX-512): 6 tiles a row (36 output columns:
+    // Channel-blocked F(6x6) (AVX-512), 256 input channels: 6 tiles a row (36 output columns:
     // two whole 16-column stores and 4), 11 a row upsampled (output runs of 8 tiles and 3), odd
     // pooled sides, two images.
     [[2, 256, 9, 31], 3, 32, 1, 1],
@@ -224,12 +224,12 @@ if (native) {
     }
   }
 
-  test('the channel-blocked Winograd path is taken where it should be: forward, channels multiples of 16, F(6x6) from 256 input channels, AVX-512', () => {
+  test('the channel-blocked Winograd path is taken where it should be: forward, channels multiples of 16, AVX-512', () => {
     const c16 = addon.cpuHasAvx512;
     assert.equal(addon.winogradC16(256, 256, 4), c16);
     assert.equal(addon.winogradC16(16, 48, 4), c16);
     assert.equal(addon.winogradC16(256, 32, 6), c16);
-    assert.equal(addon.winogradC16(128, 128, 6), false); // its GEMMs measured slower below 256 input channels
+    assert.equal(addon.winogradC16(64, 128, 6), c16);
     assert.equal(addon.winogradC16(24, 32, 4), false);
     assert.equal(addon.winogradC16(32, 40, 4), false);
     // The layer table names it; the gradient to the data (rotated weights) keeps the other layout.
@@ -239,7 +239,8 @@ if (native) {
       assert.equal(native.conv2dWork([1, 256, 56, 56], [256, 3, 3, 256], { pad: 1, stride: 1 }, 'backward-data').algorithm, 'winograd F(4x4)');
       native.convAlgorithm = 'auto'; // F(6x6) where channel-blocked: the tiles are not rounded up to GEMM panels
       assert.equal(native.conv2dWork([1, 256, 56, 56], [256, 3, 3, 256], { pad: 1, stride: 1 }).algorithm, c16 ? 'winograd F(6x6) 16c' : 'winograd F(4x4)');
-      assert.equal(native.conv2dWork([1, 128, 56, 56], [128, 3, 3, 256], { pad: 1, stride: 1 }).algorithm, c16 ? 'winograd F(4x4) 16c' : 'winograd F(4x4)');
+      assert.equal(native.conv2dWork([1, 128, 56, 56], [128, 3, 3, 256], { pad: 1, stride: 1 }).algorithm, c16 ? 'winograd F(6x6) 16c' : 'winograd F(4x4)');
+      assert.equal(native.conv2dWork([1, 512, 14, 14], [512, 3, 3, 512], { pad: 1, stride: 1 }).algorithm, c16 ? 'winograd F(4x4) 16c' : 'winograd F(4x4)');
     } finally {
       native.convAlgorithm = 'auto';
     }

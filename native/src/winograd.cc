@@ -96,14 +96,13 @@ HugeScratch g_vp, g_m;
 // blocks, or K in slices of 128 or 256, its GEMMs were slower still): the GEMMs there are
 // compute-bound at ~82% of the FMA peak, and what the transforms save is smaller than on AVX-512.
 //
-// F(6x6) only from 256 input channels: below, its GEMMs (K = cin) ran 9-25% slower than the packed
-// ones and the layers 1-9% slower, except where a 2x2 max-pool is fused (64 channels at 224 px
-// 0.94x), which the weights' layout cannot know; from 256 they ran faster (256 -> 256 at 56 px:
-// 0.90x of the packed F(6x6), 0.91x of F(4x4) channel-blocked; at 128 px alike). Each layer
-// stand-alone, the variants alternating run by run in one process, 30 runs (stop 33's note).
-bool winograd_c16(int cin, int cout, int m) {
-  return (m == 4 || (m == 6 && cin >= 256)) && cin % 16 == 0 && cout % 16 == 0 && cpu_has_avx512();
-}
+// F(6x6) as well as F(4x4) since its GEMMs store M^T with non-temporal stores (c16_tile): before,
+// at 64 and 128 input channels they ran 9-25% slower than the 8-lane path's packed GEMMs; now each
+// F(6x6) layer takes 0.81-1.00x the 8-lane path's time (64 -> 64 channels at 224 px pooled 0.90x,
+// 128 -> 128 at 112 px 0.91x, 256 -> 256 at 56 px 0.90x, 128 -> 128 at 256 px pooled 0.81x), the
+// one exception 64 -> 64 at 512 px unpooled (1.03x); each layer alone, the variants alternating run
+// by run in one process, 6-30 runs (stop 33's note).
+bool winograd_c16(int cin, int cout, int m) { return (m == 4 || m == 6) && cin % 16 == 0 && cout % 16 == 0 && cpu_has_avx512(); }
 
 size_t winograd_weights_size(int cin, int cout, int m) {
   return (size_t)(m + 2) * (m + 2) * plane_stride((size_t)round_up(cout, MR) * cin);
@@ -230,7 +229,10 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
       // 64 KB at 256 channels, past L1 whatever the slice, and at 512 channels one pass beat two
       // slices of 256 (36 planes on 2 threads, stand-alone: 3.16 -> 2.92 ms for 49 tiles, 1.41 ->
       // 1.29 for 16; the layer's GEMM stage at 14 px 1.57-1.80 -> 1.35-1.64 ms).
-      pool.parallel_for(planes, [&](int xi, int) { k16.gemm(cin, vp + xi * vs, cin, nt, up + xi * up_stride, cout, mb + xi * ms, cout); });
+      pool.parallel_for(planes, [&](int xi, int) {
+        k16.gemm(cin, vp + xi * vs, cin, nt, up + xi * up_stride, cout, mb + xi * ms, cout);
+        std::atomic_thread_fence(std::memory_order_seq_cst);  // M^T's non-temporal stores, before the output stage reads them
+      });
       const double s2 = seconds_now();
       // A task is a tile row's tiles in this block for 16 channels: tasks that split a row between
       // threads wrote the same cache lines from both (a 64-byte row segment straddles two lines where

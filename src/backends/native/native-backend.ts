@@ -74,8 +74,9 @@ const F6_MAX_WEIGHT_BYTES = 24 * 2 ** 20;
  * 10-23% faster from 28x28 up, slower at 14x14 and 32x32, a tie at 56x56), and where its
  * transformed weights (7.1x the raw ones instead of 4x, kept for the whole run) stay small: see
  * F6_MAX_WEIGHT_BYTES. `channelBlocked(m)`: whether the addon runs that tile channel-blocked
- * (NativeAddon.winogradC16), whose GEMMs take the tiles as rows, not rounded: 256 -> 256 channels
- * at 56x56 then take F(6x6), 0.91x of F(4x4)'s time (stop 33's note).
+ * (NativeAddon.winogradC16), whose GEMMs take the tiles as rows, not rounded up: VGG19's 56x56
+ * layers then take F(6x6), 0.91x of the channel-blocked F(4x4)'s time at 256 -> 256 channels
+ * (stop 33's note).
  */
 export function winogradTile(
   algo: ConvAlgorithm,
