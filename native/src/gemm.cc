@@ -147,7 +147,7 @@ __attribute__((target("avx2,fma"))) void micro_kernel_avx2_tile(int k, const flo
 // kernel through a buffer (the last 4 of 64 output channels: 6% of a stride-2 layer's rows).
 template <int R, int NP>
 __attribute__((target("avx512f"))) void micro_kernel_avx512(int k, const float* a, const float* b, size_t b_panel_stride,
-                                                              float* c, int ldc, bool add) {
+                                                              float* c, int ldc, int mode) {
   __m512 acc[R][NP];
   for (int i = 0; i < R; i++)
     for (int h = 0; h < NP; h++) acc[i][h] = _mm512_setzero_ps();
@@ -165,10 +165,10 @@ __attribute__((target("avx512f"))) void micro_kernel_avx512(int k, const float* 
       for (int h = 0; h < NP; h++) acc[i][h] = _mm512_fmadd_ps(ai, x[h], acc[i][h]);
     }
   }
-  store_tiles<R, NP>(acc, c, ldc, add);
+  store_tiles<R, NP>(acc, c, ldc, mode);
 }
 
-using Avx512Kernel = void (*)(int, const float*, const float*, size_t, float*, int, bool);
+using Avx512Kernel = void (*)(int, const float*, const float*, size_t, float*, int, int);
 // By rows (1-6) for NP panels.
 template <int NP>
 constexpr Avx512Kernel AVX512_KERNELS[MR + 1] = {nullptr,
@@ -344,7 +344,7 @@ static inline void prefetch_share(const float* next, size_t bytes, int call, int
 }
 
 void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const float* pb, size_t b_panel_stride, int nc,
-                 float* c, int ldc, bool add, bool b_from_memory, bool a_from_memory) {
+                 float* c, int ldc, bool add, bool b_from_memory, bool a_from_memory, bool stream_c) {
   // Where B comes from memory (Winograd's V, written with non-temporal stores), the next column
   // panels go into L2 a share before each row panel's call, while the row panels go over the
   // current ones (with at least 4 calls, so that a share is a few lines). Where B is in cache anyway
@@ -362,12 +362,13 @@ void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const fl
     // everywhere here: without it the same stages ran from 5% faster (64 channels) to 9% slower
     // (128-256 channels).
     const int whole = nc / NR;
+    const int mode = add ? STORE_ADD : stream_c ? STORE_STREAM : STORE_SET;
     const auto tiles = [&](int np, const Avx512Kernel* kernels) {
       const int ahead = look_ahead ? std::min(np, whole - jr / NR - np) : 0;
       for (int ir = 0; ir < mc; ir += MR) {
         for (int q = 0; q < ahead; q++) prefetch_share(pb + (size_t)(jr / NR + np + q) * b_panel_stride, panel_bytes, ir / MR, calls);
         kernels[std::min(MR, mc - ir)](k, pa + (size_t)(ir / MR) * a_panel_stride, pb + (size_t)(jr / NR) * b_panel_stride,
-                                       b_panel_stride, c + (size_t)ir * ldc + jr, ldc, add);
+                                       b_panel_stride, c + (size_t)ir * ldc + jr, ldc, mode);
       }
       jr += np * NR;
     };

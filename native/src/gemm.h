@@ -95,9 +95,11 @@ void pack_b(Operand b, int p0, int k, int j0, int n, float* out);
 // the next panels are fetched into L2 while the row panels go over the current ones (AVX2 and
 // AVX-512). `a_from_memory`: A's panels stream from memory (Winograd's U at 512 channels): the AVX2
 // kernel fetches ahead along them only then (elsewhere A is a block in L2); the AVX-512 kernel
-// always does.
+// always does. `stream_c` (without `add`): the AVX-512 kernels store C's whole 16-column tiles
+// with non-temporal stores (C 64-byte aligned, ldc a multiple of 16; the caller fences before C is
+// read on another thread); the other kernels store plainly.
 void gemm_packed(int k, const float* pa, size_t a_panel_stride, int mc, const float* pb, size_t b_panel_stride, int nc,
-                 float* c, int ldc, bool add, bool b_from_memory = false, bool a_from_memory = false);
+                 float* c, int ldc, bool add, bool b_from_memory = false, bool a_from_memory = false, bool stream_c = false);
 
 // bf16 products (gemm_bf16.cc), for `--precision bf16`: operands rounded to bfloat16, fp32 sums.
 bool cpu_has_bf16();
@@ -126,14 +128,22 @@ void round_bf16_span(float* x, long n);
 void to_bf16_bits(const float* x, uint16_t* y, long n);
 
 #if defined(__x86_64__)
+// How a kernel stores its tile of C: C = acc, C += acc, or C = acc with non-temporal stores (whole
+// lines not read first; C 64-byte aligned, its rows a multiple of 16 floats apart).
+enum StoreMode { STORE_SET = 0, STORE_ADD = 1, STORE_STREAM = 2 };
+
 // R rows of a 16 NP-column tile of C (row stride ldc) from the AVX-512 kernels' NP accumulators
-// per row, fp32 and bf16 alike: C += acc when `add`, else C = acc.
+// per row, fp32 and bf16 alike, as `mode` says (a bool `add`: STORE_ADD or STORE_SET).
 template <int R, int NP>
-__attribute__((target("avx512f"))) inline void store_tiles(const __m512 (&acc)[R][NP], float* c, int ldc, bool add) {
+__attribute__((target("avx512f"))) inline void store_tiles(const __m512 (&acc)[R][NP], float* c, int ldc, int mode) {
   for (int i = 0; i < R; i++) {
     float* ci = c + (size_t)i * ldc;
-    for (int h = 0; h < NP; h++)
-      _mm512_storeu_ps(ci + 16 * h, add ? _mm512_add_ps(_mm512_loadu_ps(ci + 16 * h), acc[i][h]) : acc[i][h]);
+    for (int h = 0; h < NP; h++) {
+      if (mode == STORE_STREAM)
+        _mm512_stream_ps(ci + 16 * h, acc[i][h]);
+      else
+        _mm512_storeu_ps(ci + 16 * h, mode == STORE_ADD ? _mm512_add_ps(_mm512_loadu_ps(ci + 16 * h), acc[i][h]) : acc[i][h]);
+    }
   }
 }
 #endif
