@@ -417,6 +417,7 @@ test('the Winograd tile follows the measured policy: F(6x6) on large planes up t
   assert.equal(tile(128, 128, 112), 6);
   assert.equal(tile(256, 256, 56), 4); // 6x6 tiles waste too much at 56 (a tie measured)
   assert.equal(winogradTile('auto', 3, 1, 1, 256, 256, 56, 56, () => true), 6); // channel-blocked: 100 x 64 products against 196 x 36
+  assert.equal(winogradTile('auto', 3, 1, 1, 32, 32, 10, 14, () => true), 4); // but fewer than 16 tiles of 6x6 count as a panel
   assert.equal(tile(256, 256, 128), 6);
   assert.equal(tile(512, 512, 64), 4); // its F(6x6) weights would be 67 MB each way
   assert.equal(tile(128, 128, 14), 4); // small planes: 6x6 tiles waste a third
