@@ -97,7 +97,7 @@ HugeScratch g_vp, g_m;
 // compute-bound at ~82% of the FMA peak, and what the transforms save is smaller than on AVX-512.
 //
 // F(6x6) as well as F(4x4) since its GEMMs store M^T with non-temporal stores (c16_tile): before,
-// at 64 and 128 input channels they ran 9-25% slower than the 8-lane path's packed GEMMs; now each
+// at 64 and 128 input channels they ran 9-40% slower than the 8-lane path's packed GEMMs; now each
 // F(6x6) layer takes 0.81-1.00x the 8-lane path's time (64 -> 64 channels at 224 px pooled 0.90x,
 // 128 -> 128 at 112 px 0.91x, 256 -> 256 at 56 px 0.90x, 128 -> 128 at 256 px pooled 0.81x), the
 // one exception 64 -> 64 at 512 px unpooled (1.03x); each layer alone, the variants alternating run
