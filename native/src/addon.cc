@@ -340,7 +340,7 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
 // weights included). Inside a 512 px style iteration the max-pool's backward at 64 channels took
 // 17-50 ms at its first call, 4.5 ms when called again at once, 5-6 ms on huge pages. The array
 // stays V8's own, freed by its collector as before. PASTICHE_SYSTEM_MALLOC=1 opts out of this too
-// (tune_malloc below).
+// (tune_malloc above).
 Napi::Value HugePages(const Napi::CallbackInfo& info) {
   if (system_malloc()) return info.Env().Undefined();
   auto a = info[0].As<Napi::Float32Array>();

@@ -236,7 +236,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin)) return convWork(xShape, wShape, p, { kind: 'direct' }, pass);
       if (useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout) && (pass === 'forward' || p.pad <= g.k - 1)) return convWork(xShape, wShape, p, { kind: 'direct' }, pass);
       const tile = pass === 'forward' ? winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo, channelBlocked(g)) : backwardDataTile(g, p);
-      const c16 = tile !== 0 && pass === 'forward' && addon.winogradC16(g.cin, g.cout, tile);
+      const c16 = tile !== 0 && pass === 'forward' && channelBlocked(g)(tile);
       return convWork(xShape, wShape, p, tile ? { kind: 'winograd', m: tile, c16 } : { kind: 'im2col' }, pass);
     },
 
