@@ -10,6 +10,7 @@ import { getBackend, nativeBackend, openBackend } from '../src/backends/index.js
 import type { NativeBackend } from '../src/backends/native/native-backend.js';
 import type { ConvAlgorithm } from '../src/backends/native/native-backend.js';
 import { bf16Bits, roundToBf16 } from '../src/tensor/bf16.js';
+import { NCHW16C, toChannelBlocked } from '../src/tensor/channel-blocked.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -118,6 +119,12 @@ if (nativeBackend && hasBf16) {
             assertClose(got, c.y, tol, `${c.what} forward`);
             // It is bf16 indeed: fp32's result is further off than the tolerance (where rounding happens).
             if (c.rounds) assert.ok(relError(got, c.y32) > 10 * tol, `${c.what}: the result is fp32's`);
+            // From and to nChw16c (the channel-blocked path copies x's rows as they are, and rounds them there).
+            if (c.x.shape[1]! % 16 === 0 && c.y.shape[1]! % 16 === 0) {
+              const blocked = Tensor.uninitializedIn(NCHW16C, c.x.shape);
+              toChannelBlocked(c.x.data, c.x.shape, blocked.arrayIn(NCHW16C)!);
+              assertClose(bf.conv2d(blocked, c.w, c.b, { ...c.p, ownLayout: true }), c.y, tol, `${c.what} forward, nChw16c`);
+            }
             if (c.borders) {
               assertClose(bf.conv2d(c.x, c.w, c.b, c.rp), c.yReflect!, tol, `${c.what} forward, mirrored border`);
               assertClose(bf.conv2d(c.x, c.w, c.b, c.up), c.yUp!, tol, `${c.what} forward, upsampled`);

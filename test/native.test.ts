@@ -11,10 +11,18 @@ import { getBackend, nativeBackend, nativeUnavailable } from '../src/backends/in
 import { type NativeIsa, nativeAddon } from '../src/backends/native/native-addon.js';
 import { type ConvAlgorithm, winogradTile } from '../src/backends/native/native-backend.js';
 import { LARGE_ARRAY_FLOATS, newHostArray, setLargeArrayHook } from '../src/tensor/host-pool.js';
-import type { Tensor } from '../src/tensor/tensor.js';
+import { NCHW16C, toChannelBlocked } from '../src/tensor/channel-blocked.js';
+import { Tensor } from '../src/tensor/tensor.js';
 import { CLI, TINY, assertClose, randomTensor } from './helpers.js';
 
 const loops = getBackend('loops');
+
+/** t's elements in nChw16c, as a channel-blocked convolution hands them to the next. */
+function inNchw16c(t: Tensor): Tensor {
+  const b = Tensor.uninitializedIn(NCHW16C, t.shape);
+  toChannelBlocked(t.data, t.shape, b.arrayIn(NCHW16C)!);
+  return b;
+}
 
 test('the native backend is built and loads (set PASTICHE_DISABLE_NATIVE to run without it)', () => {
   if (process.env['PASTICHE_DISABLE_NATIVE']) return;
@@ -45,6 +53,10 @@ if (native) {
     [[1, 3, 37, 40], 3, 40, 1, 1],
     [[2, 2, 35, 20], 3, 17, 1, 1],
     [[1, 4, 4, 50], 3, 7, 1, 1],
+    // Into nChw16c for a channel-blocked layer next (AVX-512 CPUs): tiles of 24, 6 or 3 pixels
+    // (by the forced ISA's width) and single pixels after them, two channel blocks, two images.
+    [[2, 3, 13, 31], 3, 32, 1, 1],
+    [[1, 1, 5, 50], 3, 16, 1, 1],
     [[2, 5, 11, 9], 3, 6, 1, 2],
     [[1, 6, 13, 11], 5, 3, 2, 2],
     [[2, 7, 5, 5], 1, 9, 0, 1],
@@ -132,6 +144,30 @@ if (native) {
               const wino = k === 3 && stride === 1 && algo !== 'im2col';
               const y = refOf(i, 'y', () => loops.conv2d(x, w, b, p));
               assertClose(native.conv2d(x, w, b, p), y, wino ? 1e-4 : 1e-5, `${what} forward`);
+              // nChw16c in and out (Conv2dForwardParams.ownLayout) where the channel-blocked path
+              // runs; elsewhere the same calls read and write NCHW, converting a blocked x first.
+              // The image's convolution (cin <= 4, direct) writes nChw16c too, for the layer after it.
+              const smallCin = xs[1]! <= 4 && k === 3 && pad === 1 && stride === 1 && native.conv2dWork(x.shape, w.shape, p).algorithm === 'direct';
+              if (smallCin && cout % 16 === 0) {
+                const yo = native.conv2d(x, w, b, { ...p, ownLayout: true }, true);
+                assert.equal(yo.layout?.name, addon.cpuHasAvx512 ? 'nChw16c' : undefined, `${what}: the output's layout`);
+                assertClose(yo, refOf(i, 'yRelu', () => loops.conv2d(x, w, b, p, true)), 1e-5, `${what} forward, ReLU, to nChw16c`);
+              }
+              if (xs[1]! % 16 === 0 && cout % 16 === 0) {
+                const c16 = native.conv2dWork(x.shape, w.shape, p).algorithm.endsWith(' 16c');
+                const own = { ...p, ownLayout: true };
+                const yo = native.conv2d(x, w, b, own);
+                assert.equal(yo.layout?.name, c16 ? 'nChw16c' : undefined, `${what}: the output's layout`);
+                assertClose(yo, y, wino ? 1e-4 : 1e-5, `${what} forward to nChw16c`);
+                assertClose(native.conv2d(inNchw16c(x), w, b, p), y, wino ? 1e-4 : 1e-5, `${what} forward from nChw16c`);
+                assertClose(native.conv2d(inNchw16c(x), w, b, own), y, wino ? 1e-4 : 1e-5, `${what} forward nChw16c to nChw16c`);
+                if (y.shape[2]! >= 2 && y.shape[3]! >= 2) {
+                  const pool = { kernel: 2, stride: 2, pad: 0 };
+                  const yp = native.conv2dMaxPool(inNchw16c(x), w, b, own, true, pool);
+                  assert.equal(yp.layout?.name, c16 ? 'nChw16c' : undefined, `${what}: the pooled output's layout`);
+                  assertClose(yp, refOf(i, 'poolRelu', () => loops.conv2dMaxPool(x, w, b, p, true, pool)), wino ? 1e-4 : 1e-5, `${what} forward, ReLU, 2x2 max-pool, nChw16c to nChw16c`);
+                }
+              }
               // The mirrored border, which the direct and Winograd kernels fill while copying their
               // input, and the nearest upsampling Winograd reads there too.
               if (pad > 0 && pad < Math.min(xs[2]!, xs[3]!)) {

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import { PasticheError } from '../src/errors.js';
 import { formatNpy, parseNpy, readNpy, writeNpy } from '../src/tensor/npy.js';
 import { clearHostPool, hostPoolBytes } from '../src/tensor/host-pool.js';
+import { NCHW16C, fromChannelBlocked, toChannelBlocked } from '../src/tensor/channel-blocked.js';
 import { Tensor, expectShape } from '../src/tensor/tensor.js';
 import { TINY, randomTensor } from './helpers.js';
 import { tempDir } from './temp.js';
@@ -76,4 +77,39 @@ test('recycled host memory goes to the next uninitialised tensor of its size, an
   own.recycle();
   assert.equal(hostPoolBytes(), 0);
   assert.throws(() => Tensor.uninitialized([2, -1]), /invalid tensor shape/);
+});
+
+test("a tensor in a backend's layout (nChw16c) reads as NCHW, once converted, and gives both arrays back when recycled", async () => {
+  clearHostPool();
+  // Element (n, c, y, x) of [2, 32, 3, 5] at ((n * 2 + c / 16) * 15 + y * 5 + x) * 16 + c % 16.
+  const shape = [2, 32, 3, 5];
+  const x = randomTensor(shape, 7);
+  const blocked = new Float32Array(x.size);
+  toChannelBlocked(x.data, shape, blocked);
+  assert.equal(blocked[((1 * 2 + 1) * 15 + 2 * 5 + 4) * 16 + 3], x.data[((1 * 32 + 19) * 3 + 2) * 5 + 4]);
+  assert.equal(blocked[1], x.data[1 * 15]);
+  const back = new Float32Array(x.size);
+  fromChannelBlocked(blocked, shape, back);
+  assert.deepEqual(back, x.data);
+  assert.throws(() => toChannelBlocked(x.data, [2, 20, 3, 8], blocked), /C a multiple of 16, not \[2, 20, 3, 8\]/);
+
+  const t = Tensor.uninitializedIn(NCHW16C, shape);
+  t.arrayIn(NCHW16C)!.set(blocked);
+  assert.equal(t.layout, NCHW16C);
+  assert.equal(t.onDevice, false);
+  assert.equal(hostPoolBytes(), 0);
+  assert.deepEqual(t.data, x.data, 'data converts');
+  assert.equal(t.data, t.data, 'once');
+  assert.equal(t.arrayIn(NCHW16C)!.length, x.size, 'and keeps the blocked array for the backend');
+  assert.equal(t.arrayIn({ name: 'other', toNchw: () => {} }), undefined);
+  assert.equal(await t.toHost(), t);
+  t.recycle();
+  assert.equal(hostPoolBytes(), 2 * 4 * x.size, 'both arrays back in the pool');
+  assert.throws(() => t.data, /was recycled/);
+  // A view is NCHW: reshape converts first.
+  const u = Tensor.uninitializedIn(NCHW16C, shape);
+  u.arrayIn(NCHW16C)!.set(blocked);
+  assert.deepEqual(u.reshape([2, 480]).data, x.data);
+  assert.deepEqual(Tensor.uninitializedIn(NCHW16C, [0, 16, 1, 1]).layout, undefined, 'empty tensors stay plain');
+  assert.throws(() => new Tensor(shape, new Float32Array(3), NCHW16C), /a tensor in nChw16c needs 960 host elements/);
 });

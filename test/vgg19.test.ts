@@ -2,7 +2,7 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { classifyImage } from '../src/app/classify.js';
-import { availableBackends, getBackend } from '../src/backends/index.js';
+import { availableBackends, getBackend, nativeBackend } from '../src/backends/index.js';
 import { Vgg19 } from '../src/model/vgg19.js';
 import { VGG19_LAYERS } from '../src/model/vgg19-table.js';
 import { clearHostPool, hostPoolBytes } from '../src/tensor/host-pool.js';
@@ -144,6 +144,27 @@ test('an inference pass runs each convolution, ReLU and max-pool nobody looks in
     assert.deepEqual(fused.out, plain.out, `${backend}: pool5`);
     assert.deepEqual(fused.relu31, plain.relu31, `${backend}: relu3_1`);
     assert.deepEqual(fused.pool2, plain.pool2, `${backend}: pool2`);
+    // native on AVX-512 passes nChw16c from one channel-blocked convolution to the next; a layer
+    // whose output is captured, or read by another op, keeps NCHW.
+    if (backend === 'native' && nativeBackend?.addon.cpuHasAvx512) {
+      const layouts: string[] = [];
+      const spy = new Proxy(nativeBackend, {
+        get(target, key, receiver) {
+          const f = Reflect.get(target, key, receiver);
+          if (key !== 'conv2d' && key !== 'conv2dMaxPool') return f;
+          return (...args: unknown[]) => {
+            const y = (f as (...a: unknown[]) => Tensor).apply(target, args);
+            layouts.push(y.layout?.name ?? 'NCHW');
+            return y;
+          };
+        },
+      });
+      const r = new Vgg19(randomVgg19Weights(4, 4), spy).forward(x, { until: 'pool5', capture: ['relu3_1'], inference: true });
+      assert.deepEqual(r.output.data, fused.out);
+      // conv1_1 (direct), conv1_2 + pool1, conv2_1, conv2_2 + pool2 nChw16c, relu3_1 captured NCHW,
+      // conv3_2 to conv3_4 + pool3 nChw16c, conv4 at 8 px and conv5 (not Winograd) NCHW.
+      assert.deepEqual(layouts.slice(0, 8), ['nChw16c', 'nChw16c', 'nChw16c', 'nChw16c', 'NCHW', 'nChw16c', 'nChw16c', 'nChw16c']);
+    }
     run(true);
     assert.throws(() => model.backward(new Map([['relu3_1', randomTensor([1, 64, 16, 16], 6)]])), /backward needs a forward pass without `inference`/);
   }

@@ -96,13 +96,20 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// conv2d(x, n, cin, h, w, wt, cout, k, pad, stride, bias, relu, y, wino|null, winoTile, reflect, upsample, pool)
-// (pool: with wino only, y the 2x2 stride-2 max-pool of the output; the backend checks both)
+// conv2d(x, n, cin, h, w, wt, cout, k, pad, stride, bias, relu, y, wino|null, winoTile, reflect, upsample, pool, blocked)
+// (pool: with wino only, y the 2x2 stride-2 max-pool of the output; the backend checks both.
+// blocked: X_BLOCKED | Y_BLOCKED, on the channel-blocked path only, refused elsewhere)
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   Call call;
   const bool pool = info.Length() > 17 && info[17].IsBoolean() && B(info, 17) && F(info, 13);
+  const int blocked = info.Length() > 18 && info[18].IsNumber() ? I(info, 18) : 0;
+  const bool c16 = F(info, 13) && winograd_c16(I(info, 2), I(info, 6), Tile(info, 14));
+  if (blocked && (!c16 || ((blocked & X_BLOCKED) && (B(info, 15) || I(info, 16) != 1)))) {
+    Napi::Error::New(info.Env(), "conv2d: nChw16c operands need the channel-blocked Winograd path").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
   conv2d(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7), I(info, 8),
-         I(info, 9), F(info, 10), B(info, 11), F(info, 12), F(info, 13), Tile(info, 14), B(info, 15), I(info, 16), pool);
+         I(info, 9), F(info, 10), B(info, 11), F(info, 12), F(info, 13), Tile(info, 14), B(info, 15), I(info, 16), pool, blocked);
   return info.Env().Undefined();
 }
 
@@ -159,11 +166,16 @@ Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// conv2dSmallCin(x, n, cin, h, w, wt, cout, bias, relu, y)
+// conv2dSmallCin(x, n, cin, h, w, wt, cout, bias, relu, y, blocked?) (blocked: y in nChw16c, cout % 16 == 0)
 Napi::Value Conv2dSmallCin(const Napi::CallbackInfo& info) {
   Call call;
+  const bool blocked = info.Length() > 10 && info[10].IsBoolean() && B(info, 10);
+  if (blocked && I(info, 6) % 16 != 0) {
+    Napi::Error::New(info.Env(), "conv2dSmallCin: nChw16c needs output channels in multiples of 16").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
   conv3x3_small_cin(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), F(info, 7),
-                    B(info, 8), F(info, 9));
+                    B(info, 8), F(info, 9), blocked);
   return info.Env().Undefined();
 }
 

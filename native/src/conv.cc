@@ -215,8 +215,9 @@ const SimdKernels& simd_kernels() {
 }
 
 void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float* wt, int cout, const float* bias,
-                       bool relu, float* y) {
+                       bool relu, float* y, bool blocked) {
   auto rows = simd_kernels().conv3x3_small_cin_rows;
+  auto rows_c16 = simd_kernels().conv3x3_small_cin_rows_c16;
   // The planes zero-padded by one pixel, with room for a whole vector past the last column.
   const int wp = w + 2 + 16;
   const size_t plane = (size_t)(h + 2) * wp;
@@ -233,7 +234,10 @@ void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float
     // 5.1-5.4 -> 3.8-4.2 ms, at 224 0.82-0.95 -> 0.70-0.77; one process, alternating).
     constexpr int BAND = 16, CHANNELS = 8;
     ThreadPool::instance().parallel_for((h + BAND - 1) / BAND, [&](int b, int) {
-      rows(cin, xp.data(), wp, wt, cout, bias, relu, yi, h, w, b * BAND, std::min(h, (b + 1) * BAND), CHANNELS);
+      if (blocked)
+        rows_c16(cin, xp.data(), wp, wt, cout, bias, relu, yi, h, w, b * BAND, std::min(h, (b + 1) * BAND));
+      else
+        rows(cin, xp.data(), wp, wt, cout, bias, relu, yi, h, w, b * BAND, std::min(h, (b + 1) * BAND), CHANNELS);
     });
   }
 }
@@ -352,10 +356,10 @@ void conv2d_direct(const float* x, int n, int cin, int h, int w, const float* wt
 
 void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad, int stride,
             const float* bias, bool relu_, float* y, const float* wino, int wino_tile, bool reflect, int up,
-            bool pool2x2) {
+            bool pool2x2, int blocked) {
   if (wino) {
     conv3x3_winograd(x, n, cin, h, w, wino, wino_tile, cout, pad, bias, relu_, y, nullptr, nullptr, reflect, up, pool2x2,
-                     winograd_c16(cin, cout, wino_tile));
+                     winograd_c16(cin, cout, wino_tile), blocked);
     return;
   }
   const Geometry g{cin, h, w, k, pad, stride, (h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1};

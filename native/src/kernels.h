@@ -11,9 +11,10 @@ namespace pastiche {
 // im2col + GEMM. Winograd only: `reflect`, the border mirrored instead of zero; `up`, the input
 // upsampled (nearest) by that factor first, h and w being the upsampled sizes; `pool2x2`, y is the
 // output's 2x2 stride-2 max-pool (see conv3x3_winograd).
+// `blocked` (channel-blocked Winograd only, see conv3x3_winograd): x and/or y in nChw16c.
 void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad, int stride,
             const float* bias, bool relu, float* y, const float* wino, int wino_tile, bool reflect, int up,
-            bool pool2x2 = false);
+            bool pool2x2 = false, int blocked = 0);
 // `wino` is the rotated transform (winograd_weights with rotate) or null for GEMM + col2im.
 // With `add` and/or `mask` (both shaped like dx, may be null): dx = (dx + add) * (mask > 0), the
 // backward of a ReLU (and of a gradient injected at its output) fused into this pass.
@@ -33,10 +34,13 @@ void add_and_mask_span(float* dst, const float* add, const float* mask, long n);
 // x is h / upsample x w / upsample, read as if upsampled (nearest) to h x w first. `pool2x2`: y
 // receives the 2x2 stride-2 max-pool of the output (floor size) instead (no add or mask then).
 // `c16`: `up` is in the channel-blocked layout (winograd_weights gives it where winograd_c16 holds
-// and the weights are not rotated); then no add or mask.
+// and the weights are not rotated); then no add or mask, and `blocked` may say that x (X_BLOCKED,
+// with neither reflect nor upsample) and/or y (Y_BLOCKED) are in nChw16c: [n][c / 16][h][w][16],
+// each pixel's 16 channels of a block side by side, as one layer hands them to the next.
+enum Blocked : int { X_BLOCKED = 1, Y_BLOCKED = 2 };
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int m, int cout, int pad,
                       const float* bias, bool relu, float* y, const float* add = nullptr, const float* mask = nullptr,
-                      bool reflect = false, int upsample = 1, bool pool2x2 = false, bool c16 = false);
+                      bool reflect = false, int upsample = 1, bool pool2x2 = false, bool c16 = false, int blocked = 0);
 // Whether a forward cin -> cout F(m x m) convolution takes the channel-blocked path (winograd_c16.inc):
 // F(4x4), both channel counts multiples of 16, on a CPU with AVX-512 (whatever ISA is active: the
 // weights' layout must not change when a test forces another).
@@ -75,8 +79,9 @@ void instance_norm(const float* x, int n, int c, long m, const float* w, const f
 void instance_norm_backward(const float* dy, const float* x, const float* relu_out, int n, int c, long m, const float* w,
                             float eps, float* dx, float* dw, float* db);
 // Direct 3x3 stride-1 pad-1 convolution for cin <= 4 (+ bias, optional ReLU): VGG19's first layer.
+// `blocked`: y in nChw16c (cout a multiple of 16), for a channel-blocked convolution next.
 void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float* wt, int cout, const float* bias,
-                       bool relu, float* y);
+                       bool relu, float* y, bool blocked = false);
 // Its gradient to the data, dx (n x cin x h x w) from dy (n x cout x h x w), cin <= 4; wr the
 // kernel turned by 180 degrees, [cout][3][3][cin] (the backend's rotatedWeights).
 void conv3x3_small_cin_backward_data(const float* dy, int n, int cin, int h, int w, const float* wr, int cout, float* dx);

@@ -154,9 +154,10 @@ namespace {
 // The channel-blocked path (winograd_c16.inc): F(4x4) or F(6x6) with cin and cout multiples of 16
 // and U in winograd_weights' c16 layout, for forward passes (no gradient epilogue). Per tile block:
 // V^T ([planes][tile][cin]) from the input rows interleaved 16 channels at a time (their border and
-// upsampling by padded_row, as below), M^T = V^T U^T ([planes][tile][cout]), then the output rows.
+// upsampling by padded_row, as below; rows of an nChw16c x are copied as they are), M^T = V^T U^T
+// ([planes][tile][cout]), then the output rows (NCHW, or nChw16c ones as the transform leaves them).
 void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const float* up, int m, int cout, int pad,
-                          const float* bias, bool relu, float* y, bool reflect, int upsample, bool pool2x2) {
+                          const float* bias, bool relu, float* y, bool reflect, int upsample, bool pool2x2, int blocked) {
   ThreadPool& pool = ThreadPool::instance();
   const WinogradC16& k16 = active_isa() == Isa::Avx512 ? avx512::winograd_c16
                            : active_isa() == Isa::Avx2 ? avx2::winograd_c16
@@ -196,7 +197,7 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
         thread_local std::vector<float> rows16, band;
         rows16.resize((size_t)16 * width);
         band.resize((size_t)t6 * wp * 16);
-        const float* planes16 = x_img + (size_t)cb * 16 * hs * ws;
+        const float* planes16 = x_img + (size_t)cb * 16 * hs * ws;  // for nChw16c: the block's rows
         const float* rows[16];
         for (int l = 0; l < 16; l++) rows[l] = rows16.data() + (size_t)l * width;
         // Padded row lr (input row lr - pad) of the 16 channels into band row i.
@@ -211,13 +212,26 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
             padded_row(planes16 + (size_t)l * hs * ws, hs, ws, pad, reflect, lr - pad, rows16.data() + (size_t)l * width, wp, upsample, bf16);
           k16.interleave(rows, wp, band.data() + (size_t)i * wp * 16);
         };
+        // The same from an nChw16c x (no reflect, no upsample): the row is already interleaved.
+        auto copy_row = [&](int lr, int i) {
+          float* d = band.data() + (size_t)i * wp * 16;
+          const int r = lr - pad;
+          if (r < 0 || r >= hs) {
+            std::memset(d, 0, sizeof(float) * wp * 16);
+            return;
+          }
+          std::memset(d, 0, sizeof(float) * 16 * pad);
+          std::memcpy(d + 16 * pad, planes16 + (size_t)r * ws * 16, sizeof(float) * ws * 16);
+          std::memset(d + 16 * (pad + ws), 0, sizeof(float) * 16 * (wp - pad - ws));
+          if (bf16) round_bf16_span(d + 16 * pad, (long)ws * 16);
+        };
         for (int ty = ty0; ty < ty1; ty++) {
           int from = 0;
           if (ty > ty0) {
             std::memcpy(band.data(), band.data() + (size_t)m * wp * 16, sizeof(float) * 2 * wp * 16);
             from = 2;
           }
-          for (int i = from; i < t6; i++) interleave(ty * m + i, i);
+          for (int i = from; i < t6; i++) (blocked & X_BLOCKED) ? copy_row(ty * m + i, i) : interleave(ty * m + i, i);
           const int ta = std::max(t0, ty * tw), tz = std::min(t0 + nt, (ty + 1) * tw);
           for (int t = ta; t < tz; t++)
             input(band.data() + (size_t)(t - ty * tw) * m * 16, (size_t)wp * 16, vp + (size_t)(t - t0) * cin + cb * 16, vs, stream_v);
@@ -243,8 +257,10 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
         const int y0 = ty * q, x0 = (first - ty * tw) * q;
         const int rows = std::min(q, hq - y0), cols = std::min((last - first) * q, wq - x0);
         if (rows <= 0 || cols <= 0) return;
+        const bool yb = blocked & Y_BLOCKED;
         output(mb + (size_t)(first - t0) * cout + cb * 16, cout, ms, last - first, (bias ? bias : no_bias.data()) + cb * 16, relu,
-                   pool2x2, y_img + (size_t)cb * 16 * hq * wq + (size_t)y0 * wq + x0, (size_t)hq * wq, wq, rows, cols);
+               pool2x2, y_img + (size_t)cb * 16 * hq * wq + ((size_t)y0 * wq + x0) * (yb ? 16 : 1), (size_t)hq * wq,
+               (size_t)wq * (yb ? 16 : 1), rows, cols, yb);
       });
       count_stages(s0, s1, s2, m, cin, cout, nt, pool2x2);
     }
@@ -255,8 +271,8 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
 
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int m, int cout, int pad,
                       const float* bias, bool relu, float* y, const float* add, const float* mask, bool reflect,
-                      int upsample, bool pool2x2, bool c16) {
-  if (c16) return conv3x3_winograd_c16(x, n, cin, h, w, up, m, cout, pad, bias, relu, y, reflect, upsample, pool2x2);
+                      int upsample, bool pool2x2, bool c16, int blocked) {
+  if (c16) return conv3x3_winograd_c16(x, n, cin, h, w, up, m, cout, pad, bias, relu, y, reflect, upsample, pool2x2, blocked);
   ThreadPool& pool = ThreadPool::instance();
   const WinogradTransforms& transforms = active_isa() != Isa::Portable ? avx2::winograd : portable::winograd;
   const auto input16 = m == 4 ? transforms.input16 : transforms.input16_f6;

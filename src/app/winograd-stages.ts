@@ -9,6 +9,7 @@
 import type { NativeBackend } from '../backends/native/native-backend.js';
 import { vgg19LayerCosts } from '../model/layer-costs.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
+import { NCHW16C } from '../tensor/channel-blocked.js';
 import { Tensor } from '../tensor/tensor.js';
 import { fillUniform, uniformRng } from '../util/random.js';
 import { roofBandwidth, type MachineLimits } from './machine.js';
@@ -43,17 +44,25 @@ export interface WinogradStageProfile {
   readonly rows: readonly StageRow[];
 }
 
-/** Times each Winograd layer's stages on `backend` (VGG19's 3x3 layers at `size`, random inputs). */
+/**
+ * Times each Winograd layer's stages on `backend` (VGG19's 3x3 layers at `size`, random inputs),
+ * in the layouts a classification pass hands them: nChw16c in after a channel-blocked layer, and
+ * out (Conv2dForwardParams.ownLayout).
+ */
 export function timeWinogradStages(weights: Vgg19Weights, size: number, backend: NativeBackend, repeat: number, warmup: number): StageTiming[] {
   const out: StageTiming[] = [];
+  let blockedIn = false;
   for (const c of vgg19LayerCosts(weights, size)) {
     const p = weights.layers.get(c.name);
     if (p?.kind !== 'conv') continue;
     const shape = [1, ...c.input];
-    const params = { pad: p.pad, stride: p.stride };
+    const params = { pad: p.pad, stride: p.stride, ownLayout: true };
     const work = backend.conv2dWork(shape, p.w.shape, params);
+    const c16 = work.algorithm.endsWith(' 16c');
+    const layout = blockedIn && c16 ? NCHW16C : undefined;
+    blockedIn = c16;
     if (!work.algorithm.startsWith('winograd')) continue;
-    const x = new Tensor(shape, fillUniform(new Float32Array(shape.reduce((a, b) => a * b, 1)), uniformRng(3), 0, 1));
+    const x = new Tensor(shape, fillUniform(new Float32Array(shape.reduce((a, b) => a * b, 1)), uniformRng(3), 0, 1), layout);
     for (let i = 0; i < warmup; i++) backend.conv2d(x, p.w, p.b, params, true).recycle();
     backend.addon.winogradStages(true);
     const runs = Math.max(1, repeat);

@@ -36,6 +36,12 @@ export type ConvPadding = 'zeros' | 'reflect';
 export interface Conv2dForwardParams extends Conv2dParams {
   readonly padding?: ConvPadding;
   readonly upsample?: number;
+  /**
+   * The output goes on to this backend's next convolution in a pass no backward follows: the
+   * backend may keep it in its own memory layout (Tensor.layout; native: nChw16c between its
+   * channel-blocked convolutions). Reading its `data` converts it, so this only saves time.
+   */
+  readonly ownLayout?: boolean;
 }
 
 export interface Pool2dParams {

@@ -24,19 +24,23 @@ export class ConvolutionalLayer extends ParametricLayer {
     return this.backend.conv2d(x, this.weight, this.bias, { pad: this.padding, stride: this.stride });
   }
 
-  /** ReLU(conv(x)) in one pass, for a convolution followed by a ReLULayer (see ReLULayer.acceptFused). */
-  forwardWithRelu(x: Tensor): Tensor {
+  /**
+   * ReLU(conv(x)) in one pass, for a convolution followed by a ReLULayer (see ReLULayer.acceptFused).
+   * `ownLayout`: in a pass no backward follows, the result only feeds the next convolution (see
+   * Conv2dForwardParams).
+   */
+  forwardWithRelu(x: Tensor, ownLayout = false): Tensor {
     this.input = x;
-    return this.backend.conv2d(x, this.weight, this.bias, { pad: this.padding, stride: this.stride }, true);
+    return this.backend.conv2d(x, this.weight, this.bias, { pad: this.padding, stride: this.stride, ownLayout }, true);
   }
 
   /**
    * maxPool(ReLU(conv(x))) as one op for a forward that no backward follows: the input is not kept,
    * and backward refuses to run until the next forward.
    */
-  forwardReluMaxPool(x: Tensor, pool: Pool2dParams): Tensor {
+  forwardReluMaxPool(x: Tensor, pool: Pool2dParams, ownLayout = false): Tensor {
     this.input = undefined;
-    return this.backend.conv2dMaxPool(x, this.weight, this.bias, { pad: this.padding, stride: this.stride }, true, pool);
+    return this.backend.conv2dMaxPool(x, this.weight, this.bias, { pad: this.padding, stride: this.stride, ownLayout }, true, pool);
   }
 
   backward(dy: Tensor, options: BackwardOptions = {}, epilogue?: GradientEpilogue): Tensor {

@@ -136,6 +136,9 @@ export class Vgg19 {
     this.releaseTransients();
     const made: Tensor[] = [];
     let h = x;
+    // Without a backward to come, an output that only the next layer reads may stay in the
+    // backend's own layout (native: nChw16c from one convolution to the next).
+    const internal = (j: number) => (options.inference ?? false) && j < stop && !wanted.has(j);
     for (let i = 0; i <= stop; i++) {
       const layer = this.layers[i]!;
       const next = this.layers[i + 1];
@@ -143,12 +146,12 @@ export class Vgg19 {
       // Without a backward to come, a convolution, its ReLU and a max-pool after them are one op
       // where only the pool's output may be looked at.
       if (options.inference && layer instanceof ConvolutionalLayer && next instanceof ReLULayer && pool instanceof MaxPoolingLayer && i + 2 <= stop && !wanted.has(i) && !wanted.has(i + 1)) {
-        h = layer.forwardReluMaxPool(h, pool.params);
+        h = layer.forwardReluMaxPool(h, pool.params, internal(i + 2));
         for (const j of [i, i + 1]) options.onLayer?.(j + 1, stop + 1, this.layers[j]!.name);
         i += 2;
       } else if (layer instanceof ConvolutionalLayer && next instanceof ReLULayer && i + 1 <= stop && !wanted.has(i)) {
         // A convolution whose raw output nobody asked for runs with its ReLU fused into it.
-        h = next.acceptFused(layer.forwardWithRelu(h));
+        h = next.acceptFused(layer.forwardWithRelu(h, internal(i + 1)));
         options.onLayer?.(i + 1, stop + 1, layer.name);
         i++;
       } else {

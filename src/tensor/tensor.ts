@@ -38,27 +38,49 @@ export interface DeviceStorage {
 }
 
 /**
+ * An order of a host tensor's elements other than row-major NCHW that a CPU backend keeps between
+ * its own ops (native: nChw16c, see channel-blocked.ts). `toNchw` writes them in NCHW order.
+ */
+export interface HostLayout {
+  /** 'nChw16c', for checks and messages. */
+  readonly name: string;
+  toNchw(from: Float32Array, shape: Shape, to: Float32Array): void;
+}
+
+/**
  * A dense float32 tensor in row-major order. Image tensors are NCHW throughout the engine.
  * The shape is fixed at construction; `reshape` returns a view over the same data.
  *
  * A tensor made by a device backend holds `storage` instead of host data: the engine passes it
  * from layer to layer without copying, and `await t.toHost()` reads it back once, when the
  * caller asks for it. `data` on such a tensor before `toHost()` is an error, not a hidden sync.
+ *
+ * A tensor made by a CPU backend for its own next op may hold its elements in that backend's
+ * `layout` instead (Tensor.uninitializedIn); `data` converts them to NCHW on first use, so a reader
+ * never sees the difference, and the backend's next op reads them as they are (arrayIn).
  */
 export class Tensor {
   readonly shape: Shape;
   readonly size: number;
   readonly storage?: DeviceStorage;
+  /** The order of `laidOut`'s elements, where the tensor was made in a backend's own layout. */
+  readonly layout?: HostLayout;
   private host?: Float32Array;
+  /** The elements in `layout`'s order (a pooled array, only this tensor's). */
+  private laidOut?: Float32Array;
   /** The host array came from the pool and no view shares it: recycle() may give it back. */
   private pooled = false;
   private recycled = false;
 
-  constructor(shape: Shape, data?: Float32Array | DeviceStorage) {
+  constructor(shape: Shape, data?: Float32Array | DeviceStorage, layout?: HostLayout) {
     const n = checkedSize(shape);
     this.shape = Object.freeze([...shape]);
     this.size = n;
-    if (data === undefined || data instanceof Float32Array) {
+    if (layout) {
+      if (!(data instanceof Float32Array) || data.length !== n) throw new PasticheError(`a tensor in ${layout.name} needs ${n} host elements`);
+      this.layout = layout;
+      this.laidOut = data;
+    } else if (data === undefined || data instanceof Float32Array) {
       if (data && data.length !== n) {
         throw new PasticheError(
           `tensor data has ${data.length} elements but shape ${shapeToString(shape)} needs ${n}`,
@@ -85,6 +107,20 @@ export class Tensor {
     return t;
   }
 
+  /**
+   * Tensor.uninitialized, its elements to be written in `layout`'s order by the backend that made
+   * it (an empty tensor is plain NCHW).
+   */
+  static uninitializedIn(layout: HostLayout, shape: Shape): Tensor {
+    const n = checkedSize(shape);
+    return n === 0 ? new Tensor(shape) : new Tensor(shape, takeHostArray(n), layout);
+  }
+
+  /** The elements in `layout`'s order, if this tensor holds them so (else undefined: use `data`). */
+  arrayIn(layout: HostLayout): Float32Array | undefined {
+    return this.layout === layout ? this.laidOut : undefined;
+  }
+
   static from(shape: Shape, values: ArrayLike<number>): Tensor {
     return new Tensor(shape, Float32Array.from(values));
   }
@@ -92,6 +128,12 @@ export class Tensor {
   /** The elements in host memory (for a device tensor: after `await toHost()`). */
   get data(): Float32Array {
     if (this.host) return this.host;
+    if (this.laidOut) {
+      this.host = takeHostArray(this.size);
+      this.pooled = true;
+      this.layout!.toNchw(this.laidOut, this.shape, this.host);
+      return this.host;
+    }
     if (this.recycled) throw new PasticheError(`tensor ${shapeToString(this.shape)} was recycled: its memory belongs to a newer tensor`);
     throw new PasticheError(
       `tensor ${shapeToString(this.shape)} lives on ${this.storage!.owner}: await tensor.toHost() before reading its data`,
@@ -100,7 +142,7 @@ export class Tensor {
 
   /** True while the elements are only on a device. */
   get onDevice(): boolean {
-    return this.host === undefined && !this.recycled;
+    return this.storage !== undefined && this.host === undefined && !this.recycled;
   }
 
   /**
@@ -108,7 +150,8 @@ export class Tensor {
    * works; host tensors return at once. Changing the host copy does not change the device copy.
    */
   async toHost(): Promise<this> {
-    if (!this.host) this.host = this.recycled ? this.data : await this.storage!.read();
+    if (this.onDevice) this.host = await this.storage!.read();
+    else void this.data; // a recycled tensor's error; a layout's conversion
     return this;
   }
 
@@ -127,7 +170,9 @@ export class Tensor {
     this.recycled = true;
     this.storage?.release();
     if (this.host && this.pooled) giveHostArray(this.host);
+    if (this.laidOut) giveHostArray(this.laidOut);
     this.host = undefined;
+    this.laidOut = undefined;
   }
 
   get rank(): number {
@@ -136,6 +181,7 @@ export class Tensor {
 
   /** A view with another shape over the same elements (or the same device memory). */
   reshape(shape: Shape): Tensor {
+    if (this.laidOut && !this.host) void this.data; // a view is NCHW
     if (this.host) {
       this.pooled = false; // the view shares the array: it must not be recycled under it
       return new Tensor(shape, this.host);

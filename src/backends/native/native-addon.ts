@@ -15,6 +15,10 @@ export type NativePrecision = 'fp32' | 'bf16';
 /** A Winograd output tile: F(4x4,3x3) or F(6x6,3x3). */
 export type WinogradTile = 4 | 6;
 
+/** conv2d's `blocked` bits (kernels.h's Blocked): x, y in nChw16c. */
+export const X_BLOCKED = 1;
+export const Y_BLOCKED = 2;
+
 export interface NativeAddon {
   /** The active instruction set; pass one to switch (falls back to the best the CPU has below it). */
   isa(set?: NativeIsa): NativeIsa;
@@ -40,11 +44,13 @@ export interface NativeAddon {
    * `wino`: the layer's transformed weights (winogradWeights, for `tile`) to use Winograd, or null for
    * im2col. Winograd only: `reflect`, the border mirrored instead of zero; `upsample`, x read as its
    * nearest upsampling by that factor (h and w are the upsampled sizes); `pool`, y receives the output's
-   * 2x2 stride-2 max-pool (floor size), pooled tile by tile.
+   * 2x2 stride-2 max-pool (floor size), pooled tile by tile. `blocked` (X_BLOCKED | Y_BLOCKED; the
+   * channel-blocked path only, x's bit without reflect or upsample, else an error): x and/or y are
+   * nChw16c (channel-blocked.ts).
    */
   conv2d(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number, k: number,
     pad: number, stride: number, bias: Float32Array, relu: boolean, y: Float32Array, wino: Float32Array | null, tile: WinogradTile,
-    reflect: boolean, upsample: number, pool?: boolean): void;
+    reflect: boolean, upsample: number, pool?: boolean, blocked?: number): void;
   /** `wino`: the rotated transform (winogradWeights with rotate) or null for GEMM + col2im. */
   conv2dBackwardData(dy: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number,
     k: number, pad: number, stride: number, dx: Float32Array, wino: Float32Array | null, tile: WinogradTile,
@@ -58,9 +64,12 @@ export interface NativeAddon {
   winogradWeights(wt: Float32Array, cin: number, cout: number, rotate: boolean, tile: WinogradTile, out: Float32Array): void;
   conv2dBackwardParams(dy: Float32Array, x: Float32Array, n: number, cin: number, h: number, w: number, cout: number,
     k: number, pad: number, stride: number, dw: Float32Array, db: Float32Array): void;
-  /** Direct 3x3 stride-1 pad-1 convolution for cin <= 4 (the course's layout), + bias, optional ReLU. */
+  /**
+   * Direct 3x3 stride-1 pad-1 convolution for cin <= 4 (the course's layout), + bias, optional ReLU;
+   * `blocked`: y in nChw16c (cout a multiple of 16, else an error).
+   */
   conv2dSmallCin(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number,
-    bias: Float32Array, relu: boolean, y: Float32Array): void;
+    bias: Float32Array, relu: boolean, y: Float32Array, blocked?: boolean): void;
   /** Its gradient to the data (dy: n x cout x h x w, dx: n x cin x h x w; wr: the kernel turned by 180 degrees, [cout, 3, 3, cin]). */
   conv2dBackwardDataSmallCin(dy: Float32Array, n: number, cin: number, h: number, w: number, wr: Float32Array, cout: number,
     dx: Float32Array): void;

@@ -10,6 +10,7 @@
 import { convWork, fcWork } from '../conv-work.js';
 import { PasticheError } from '../../errors.js';
 import { newHostArray } from '../../tensor/host-pool.js';
+import { NCHW16C } from '../../tensor/channel-blocked.js';
 import { Tensor, expectRank, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dForwardParams, Conv2dParams, ConvPass, ConvWork, GradientEpilogue, LinearGradients, NormGradients, ParamGradients, Pool2dParams } from '../backend.js';
 import { commonOps, conv2dInSteps, conv2dThenMaxPool, linearBackwardByMatmul } from '../common-ops.js';
@@ -26,7 +27,7 @@ import {
   poolGeometry,
   type ConvGeometry,
 } from '../shapes.js';
-import type { NativeAddon, NativePrecision, WinogradTile } from './native-addon.js';
+import { X_BLOCKED, Y_BLOCKED, type NativeAddon, type NativePrecision, type WinogradTile } from './native-addon.js';
 
 /**
  * Convolution algorithm: 'auto' chooses per layer (see winogradTile); the others force one where it
@@ -222,6 +223,17 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     return winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo, channelBlocked(g));
   };
 
+  // The arrays of a forward Winograd call: on the channel-blocked path, x's nChw16c array where it
+  // holds one (not with a mirrored border or upsampling, which only the NCHW rows are read with),
+  // and the output made nChw16c where the caller leaves its layout to us (p.ownLayout).
+  const blockedOperands = (x: Tensor, yShape: Shape, g: ConvGeometry, p: Conv2dForwardParams, tile: WinogradTile | 0) => {
+    const c16 = tile !== 0 && channelBlocked(g)(tile);
+    const xb = c16 && p.padding !== 'reflect' && (p.upsample ?? 1) === 1 ? x.arrayIn(NCHW16C) : undefined;
+    const output = c16 && p.ownLayout ? Tensor.uninitializedIn(NCHW16C, yShape) : Tensor.uninitialized(yShape);
+    const yb = output.arrayIn(NCHW16C);
+    return { x: xb ?? x.data, output, y: yb ?? output.data, blocked: (xb ? X_BLOCKED : 0) | (yb ? Y_BLOCKED : 0) };
+  };
+
   const be: NativeBackend = {
     ...commonOps,
     name: 'native',
@@ -259,18 +271,23 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       const large = useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout);
       const tile = forwardTile(g, p);
       if ((reflect && !large && !tile) || (up > 1 && !tile)) return conv2dInSteps(be, x, w0, b, p, relu);
-      const y = Tensor.uninitialized([g.n, g.cout, g.ho, g.wo]);
+      const yShape = [g.n, g.cout, g.ho, g.wo];
       if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin) && !reflect && up === 1) {
-        ad.conv2dSmallCin(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, b.data, relu, y.data);
+        // nChw16c where a channel-blocked convolution could read it next (VGG19's conv1_2).
+        const blocked = p.ownLayout === true && addon.winogradC16(g.cout, 16, 4);
+        const y = blocked ? Tensor.uninitializedIn(NCHW16C, yShape) : Tensor.uninitialized(yShape);
+        ad.conv2dSmallCin(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, b.data, relu, y.arrayIn(NCHW16C) ?? y.data, blocked);
         return y;
       }
       if (large) {
+        const y = Tensor.uninitialized(yShape);
         ad.conv2dDirect(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, reflect, b.data, relu, y.data);
         return y;
       }
       const wino = tile ? winogradWeights(w, false, tile) : null;
-      ad.conv2d(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, y.data, wino, tile || 4, reflect, up);
-      return y;
+      const o = blockedOperands(x, yShape, g, p, tile);
+      ad.conv2d(o.x, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, o.y, wino, tile || 4, reflect, up, false, o.blocked);
+      return o.output;
     },
 
     // A 2x2 stride-2 max-pool is taken in Winograd's output stage, from the 8 tiles it has just
@@ -282,10 +299,10 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       const tile = forwardTile(g, p);
       if (!tile || pool.kernel !== 2 || pool.stride !== 2 || pool.pad !== 0) return conv2dThenMaxPool(be, x, w0, b, p, relu, pool);
       const [w, ad] = [weightsOf(w0, roundsConv(g.cin)), convAddon(g.cin)];
-      const y = Tensor.uninitialized([q.n, q.c, q.ho, q.wo]);
-      ad.conv2d(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, y.data, winogradWeights(w, false, tile), tile,
-        p.padding === 'reflect', p.upsample ?? 1, true);
-      return y;
+      const o = blockedOperands(x, [q.n, q.c, q.ho, q.wo], g, p, tile);
+      ad.conv2d(o.x, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, o.y, winogradWeights(w, false, tile), tile,
+        p.padding === 'reflect', p.upsample ?? 1, true, o.blocked);
+      return o.output;
     },
 
     conv2dBackwardData(dy: Tensor, w0: Tensor, xShape: Shape, p: Conv2dParams, epilogue?: GradientEpilogue): Tensor {
