@@ -185,7 +185,12 @@ if (native) {
               }
               const dy = refOf(i, 'dy', () => randomTensor(y.shape, 400 + i));
               const winoBack = k === 3 && stride === 1 && pad <= 2 && algo !== 'im2col';
-              assertClose(native.conv2dBackwardData(dy, w, x.shape, p), refOf(i, 'dx', () => loops.conv2dBackwardData(dy, w, x.shape, p)), winoBack ? 1e-4 : 1e-5, `${what} dx`);
+              const dx = refOf(i, 'dx', () => loops.conv2dBackwardData(dy, w, x.shape, p));
+              assertClose(native.conv2dBackwardData(dy, w, x.shape, p), dx, winoBack ? 1e-4 : 1e-5, `${what} dx`);
+              // With the epilogue fused into its output stage: (dx + add) * (mask > 0).
+              const e = refOf(i, 'epilogue', () => ({ add: randomTensor(x.shape, 500 + i), reluMask: randomTensor(x.shape, 600 + i) }));
+              const dxe = refOf(i, 'dxEpilogue', () => new Tensor(x.shape, dx.data.map((v, j) => (e.reluMask.data[j]! > 0 ? v + e.add.data[j]! : 0))));
+              assertClose(native.conv2dBackwardData(dy, w, x.shape, p, e), dxe, winoBack ? 1e-4 : 1e-5, `${what} dx with the epilogue`);
               const got = native.conv2dBackwardParams(dy, x, k, p);
               const ref = refOf(i, 'params', () => loops.conv2dBackwardParams(dy, x, k, p));
               assertClose(got.dw, ref.dw, 1e-5, `${what} dw`);
