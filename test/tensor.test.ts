@@ -112,4 +112,10 @@ test("a tensor in a backend's layout (nChw16c) reads as NCHW, once converted, an
   assert.deepEqual(u.reshape([2, 480]).data, x.data);
   assert.deepEqual(Tensor.uninitializedIn(NCHW16C, [0, 16, 1, 1]).layout, undefined, 'empty tensors stay plain');
   assert.throws(() => new Tensor(shape, new Float32Array(3), NCHW16C), /a tensor in nChw16c needs 960 host elements/);
+  // The caller's own array in a layout is read the same way and never pooled.
+  clearHostPool();
+  const own = new Tensor(shape, blocked, NCHW16C);
+  assert.deepEqual(own.data, x.data);
+  own.recycle();
+  assert.equal(hostPoolBytes(), 4 * x.size, 'only the converted copy');
 });

@@ -62,6 +62,7 @@ export function timeWinogradStages(weights: Vgg19Weights, size: number, backend:
     const layout = blockedIn && c16 ? NCHW16C : undefined;
     blockedIn = c16;
     if (!work.algorithm.startsWith('winograd')) continue;
+    // Uniform random values: read as NCHW or as nChw16c, they are as random.
     const x = new Tensor(shape, fillUniform(new Float32Array(shape.reduce((a, b) => a * b, 1)), uniformRng(3), 0, 1), layout);
     for (let i = 0; i < warmup; i++) backend.conv2d(x, p.w, p.b, params, true).recycle();
     backend.addon.winogradStages(true);

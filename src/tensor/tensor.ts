@@ -66,8 +66,10 @@ export class Tensor {
   /** The order of `laidOut`'s elements, where the tensor was made in a backend's own layout. */
   readonly layout?: HostLayout;
   private host?: Float32Array;
-  /** The elements in `layout`'s order (a pooled array, only this tensor's). */
+  /** The elements in `layout`'s order. */
   private laidOut?: Float32Array;
+  /** laidOut came from the pool (Tensor.uninitializedIn): recycle() gives it back. */
+  private laidOutPooled = false;
   /** The host array came from the pool and no view shares it: recycle() may give it back. */
   private pooled = false;
   private recycled = false;
@@ -113,7 +115,10 @@ export class Tensor {
    */
   static uninitializedIn(layout: HostLayout, shape: Shape): Tensor {
     const n = checkedSize(shape);
-    return n === 0 ? new Tensor(shape) : new Tensor(shape, takeHostArray(n), layout);
+    if (n === 0) return new Tensor(shape);
+    const t = new Tensor(shape, takeHostArray(n), layout);
+    t.laidOutPooled = true;
+    return t;
   }
 
   /** The elements in `layout`'s order, if this tensor holds them so (else undefined: use `data`). */
@@ -170,7 +175,7 @@ export class Tensor {
     this.recycled = true;
     this.storage?.release();
     if (this.host && this.pooled) giveHostArray(this.host);
-    if (this.laidOut) giveHostArray(this.laidOut);
+    if (this.laidOut && this.laidOutPooled) giveHostArray(this.laidOut);
     this.host = undefined;
     this.laidOut = undefined;
   }
