@@ -212,18 +212,10 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
             padded_row(planes16 + (size_t)l * hs * ws, hs, ws, pad, reflect, lr - pad, rows16.data() + (size_t)l * width, wp, upsample, bf16);
           k16.interleave(rows, wp, band.data() + (size_t)i * wp * 16);
         };
-        // The same from an nChw16c x (no reflect, no upsample): the row is already interleaved.
+        // The same from an nChw16c x (no reflect, no upsample): the block is a plane of hs rows of
+        // ws * 16 floats, already interleaved, its border pad * 16 floats wide.
         auto copy_row = [&](int lr, int i) {
-          float* d = band.data() + (size_t)i * wp * 16;
-          const int r = lr - pad;
-          if (r < 0 || r >= hs) {
-            std::memset(d, 0, sizeof(float) * wp * 16);
-            return;
-          }
-          std::memset(d, 0, sizeof(float) * 16 * pad);
-          std::memcpy(d + 16 * pad, planes16 + (size_t)r * ws * 16, sizeof(float) * ws * 16);
-          std::memset(d + 16 * (pad + ws), 0, sizeof(float) * 16 * (wp - pad - ws));
-          if (bf16) round_bf16_span(d + 16 * pad, (long)ws * 16);
+          padded_row(planes16, hs, ws * 16, pad * 16, false, lr - pad, band.data() + (size_t)i * wp * 16, wp * 16, 1, bf16);
         };
         for (int ty = ty0; ty < ty1; ty++) {
           int from = 0;
