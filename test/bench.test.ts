@@ -144,8 +144,12 @@ test('pastiche bench --sections layers --peers --json --plot: the table and the 
   // GEMMs' rate a plausible share of the peak (counted from the products, so it cannot pass it by much).
   const stages = report.winogradStages;
   assert.deepEqual(stages.rows.map((x) => x.layer), report.layers.rows.filter((x) => /^conv/.test(x.name) && x.name !== 'conv1_1').map((x) => x.name));
+  // On AVX-512, conv1_2 to conv2_2 (64-128 channels) get nChw16c in and out as in a classify pass
+  // and run fused; elsewhere the channel-blocked path and its fusion do not run.
+  const fused = stages.rows.filter((x) => x.algorithm.endsWith(' fused')).map((x) => x.layer);
+  assert.deepEqual(fused, nativeBackend?.addon.cpuHasAvx512 ? ['conv1_2', 'conv2_1', 'conv2_2'] : []);
   for (const x of stages.rows) {
-    assert.match(x.algorithm, /^winograd F\([46]x[46]\)( 16c)?$/);
+    assert.match(x.algorithm, /^winograd F\([46]x[46]\)( 16c( fused)?)?$/);
     for (const st of [x.input, x.gemm, x.output]) assert.ok(st.ms > 0 && st.fraction > 0, `${x.layer}: ${JSON.stringify(st)}`);
     assert.ok(x.gemm.fraction < 1.5, `${x.layer}: the GEMMs at ${x.gemm.gflops} GFLOP/s against a peak of ${stages.peak}`);
   }

@@ -160,12 +160,17 @@ if (native) {
                 assert.equal(yo.layout?.name, c16 ? 'nChw16c' : undefined, `${what}: the output's layout`);
                 assertClose(yo, y, wino ? 1e-4 : 1e-5, `${what} forward to nChw16c`);
                 assertClose(native.conv2d(inNchw16c(x), w, b, p), y, wino ? 1e-4 : 1e-5, `${what} forward from nChw16c`);
-                assertClose(native.conv2d(inNchw16c(x), w, b, own), y, wino ? 1e-4 : 1e-5, `${what} forward nChw16c to nChw16c`);
+                // nChw16c in and out: small weights take the three stages a tile row at a time
+                // (fused), with the very bits of the phased path that reads x as NCHW.
+                const yb = native.conv2d(inNchw16c(x), w, b, own);
+                assertClose(yb, y, wino ? 1e-4 : 1e-5, `${what} forward nChw16c to nChw16c`);
+                assert.deepEqual(yb.data, yo.data, `${what}: nChw16c to nChw16c, the bits of NCHW to nChw16c`);
                 if (y.shape[2]! >= 2 && y.shape[3]! >= 2) {
                   const pool = { kernel: 2, stride: 2, pad: 0 };
                   const yp = native.conv2dMaxPool(inNchw16c(x), w, b, own, true, pool);
                   assert.equal(yp.layout?.name, c16 ? 'nChw16c' : undefined, `${what}: the pooled output's layout`);
                   assertClose(yp, refOf(i, 'poolRelu', () => loops.conv2dMaxPool(x, w, b, p, true, pool)), wino ? 1e-4 : 1e-5, `${what} forward, ReLU, 2x2 max-pool, nChw16c to nChw16c`);
+                  assert.deepEqual(yp.data, native.conv2dMaxPool(x, w, b, own, true, pool).data, `${what}: pooled nChw16c to nChw16c, the bits of NCHW to nChw16c`);
                 }
               }
               // The mirrored border, which the direct and Winograd kernels fill while copying their
@@ -285,6 +290,40 @@ if (native) {
     } finally {
       native.convAlgorithm = 'auto';
     }
+  });
+
+  test('the fused channel-blocked path (nChw16c in and out, weights of at most 4 MiB): where it runs, and the bits of the phased path', () => {
+    const fusedTiles = (run: () => Tensor): number => {
+      addon.winogradStages(true);
+      run().recycle();
+      return addon.winogradStages(true)[6]!;
+    };
+    const pool = { kernel: 2, stride: 2, pad: 0 };
+    // 128 -> 128 F(6x6) at 400 px wide: a tile row's V and M (67 tiles x 64 KB) pass 4 MiB, so
+    // each row is two runs (34 + 33 tiles); 64 -> 64 F(4x4) with two images; 48 -> 32 unpadded.
+    for (const [xs, cout, algo, pad] of [[[1, 128, 9, 400], 128, 'winograd6', 1], [[2, 64, 14, 23], 64, 'winograd', 1], [[1, 48, 10, 35], 32, 'winograd6', 0]] as const) {
+      const x = randomTensor([...xs], 1);
+      const w = randomTensor([xs[1], 3, 3, cout], 2);
+      const b = randomTensor([cout], 3);
+      const what = `[${xs.join(', ')}] -> ${cout} ${algo}`;
+      native.convAlgorithm = algo;
+      try {
+        const q = { pad, stride: 1 };
+        const qo = { ...q, ownLayout: true };
+        const tiles = fusedTiles(() => native.conv2d(inNchw16c(x), w, b, qo));
+        assert.equal(tiles > 0, addon.cpuHasAvx512, `${what}: fused tiles ${tiles}`);
+        assert.equal(fusedTiles(() => native.conv2d(x, w, b, qo)), 0, `${what}: NCHW in is phased`);
+        assert.equal(fusedTiles(() => native.conv2d(inNchw16c(x), w, b, q)), 0, `${what}: NCHW out is phased`);
+        assert.deepEqual(native.conv2d(inNchw16c(x), w, b, qo, true).data, native.conv2d(x, w, b, qo, true).data, `${what}: the bits of the phased path`);
+        assert.deepEqual(native.conv2dMaxPool(inNchw16c(x), w, b, qo, true, pool).data, native.conv2dMaxPool(x, w, b, qo, true, pool).data, `${what}: pooled`);
+      } finally {
+        native.convAlgorithm = 'auto';
+      }
+    }
+    // 256 -> 256: 16 MB of weights, read once per block by the phased path instead.
+    const x = inNchw16c(randomTensor([1, 256, 12, 12], 4));
+    const own = { pad: 1, stride: 1, ownLayout: true };
+    assert.equal(fusedTiles(() => native.conv2d(x, randomTensor([256, 3, 3, 256], 5), randomTensor([256], 6), own)), 0, '256 -> 256');
   });
 
   test('Winograd over several tile blocks (block edges inside a tile row; 12 and 48 MiB budgets) equals im2col, with the epilogue', () => {

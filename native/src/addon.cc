@@ -139,13 +139,14 @@ Napi::Value WinogradC16(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), winograd_c16(I(info, 0), I(info, 1), Tile(info, 2)));
 }
 
-// winogradStages(reset) -> [input ms, GEMM ms, output ms, GEMM GFLOP, input MB, output MB] since the last reset.
+// winogradStages(reset) -> [input ms, GEMM ms, output ms, GEMM GFLOP, input MB, output MB, fused tiles]
+// since the last reset.
 Napi::Value WinogradStagesFn(const Napi::CallbackInfo& info) {
   Call call;
   WinogradStages& s = winograd_stages();
-  auto out = Napi::Float64Array::New(info.Env(), 6);
-  const double v[6] = {s.input_s * 1e3, s.gemm_s * 1e3, s.output_s * 1e3, s.gemm_flops / 1e9, s.input_bytes / 1e6, s.output_bytes / 1e6};
-  for (int i = 0; i < 6; i++) out[i] = v[i];
+  auto out = Napi::Float64Array::New(info.Env(), 7);
+  const double v[7] = {s.input_s * 1e3, s.gemm_s * 1e3, s.output_s * 1e3, s.gemm_flops / 1e9, s.input_bytes / 1e6, s.output_bytes / 1e6, s.fused_tiles};
+  for (int i = 0; i < 7; i++) out[i] = v[i];
   if (info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value()) s = WinogradStages{};
   return out;
 }

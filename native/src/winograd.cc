@@ -29,7 +29,7 @@ double seconds_now() { return std::chrono::duration<double>(std::chrono::steady_
 // A tile block's stages into winograd_stages, the output stage ending now (s0, s1, s2: when the
 // input stage, the GEMMs and the output stage began): the GEMMs' useful products; each transform's
 // bytes as the tiles' pixels read or written once and V or M written or read once.
-void count_stages(double s0, double s1, double s2, int m, int cin, int cout, int nt, bool pool2x2) {
+void count_stages(double s0, double s1, double s2, int m, int cin, int cout, int nt, bool pool2x2, bool fused = false) {
   const double s3 = seconds_now(), area = (double)nt * m * m * 4, planes = (m + 2) * (m + 2);
   g_stages.input_s += s1 - s0;
   g_stages.gemm_s += s2 - s1;
@@ -37,6 +37,7 @@ void count_stages(double s0, double s1, double s2, int m, int cin, int cout, int
   g_stages.gemm_flops += 2.0 * planes * cout * cin * nt;
   g_stages.input_bytes += cin * (area + 4.0 * planes * nt);
   g_stages.output_bytes += cout * ((pool2x2 ? area / 4 : area) + 4.0 * planes * nt);
+  if (fused) g_stages.fused_tiles += nt;
 }
 
 // Distance between the planes of U, V and M. The transforms touch every plane for every tile;
@@ -86,6 +87,10 @@ inline void g_transform(int m, const float* g, int stride, float* u) {
 
 // Scratch reused across calls: no allocation once warmed up.
 HugeScratch g_vp, g_m;
+
+// The fused channel-blocked path (conv3x3_winograd_c16_fused): for U up to 4 MiB (64 and 128
+// channels); a task's V and M up to 4 MiB, i.e. a whole tile row at VGG19's sizes.
+constexpr double FUSED_U_BYTES = 4.0 * 1024 * 1024, FUSED_VM_BYTES = 4.0 * 1024 * 1024;
 
 }  // namespace
 
@@ -151,6 +156,89 @@ void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, 
 
 namespace {
 
+// Where U is small and x and y are both nChw16c (an inference pass), a task takes one tile row
+// through the three stages on one thread: V and M stay in its caches instead of going to memory
+// and back (at 64 channels 224 px they are 24 MB each), the only joins are the layer's ends, and
+// the GEMMs get a whole row of tiles at once. Against the phased path below, same bits, the two
+// alternating call by call in one process (node on native.conv2d, 21 runs): 64 -> 64 channels at
+// 224 px pooled 3.81 -> 3.38-3.49 ms, 64 -> 128 at 112 px 1.83-1.86 -> 1.64-1.68, 128 -> 128 at
+// 112 px pooled 2.82-2.85 -> 2.78-2.86, 64 -> 64 at 512 px 20.1-22.0 -> 17.6-19.5. Runs of half a
+// row, V and M within L2, were slower (a shorter GEMM), and so was 256 channels (16.7 MB of U read
+// from memory once per tile row: 2.88 -> 3.27 ms at 56 px); U up to 4 MiB is read from L3.
+bool fuses_stages(int planes, int cin, int cout, int blocked) {
+  return blocked == (X_BLOCKED | Y_BLOCKED) && 4.0 * planes * cin * cout <= FUSED_U_BYTES;
+}
+
+// Pixels [px, px + count) of row r of one nChw16c block (hs x ws pixels of 16 floats), zero
+// outside the picture, into dst (bf16-rounded with `bf16`, as padded_row does).
+void blocked_segment(const float* block, int hs, int ws, int r, int px, int count, float* dst, bool bf16) {
+  if (r < 0 || r >= hs) {
+    std::memset(dst, 0, sizeof(float) * 16 * count);
+    return;
+  }
+  const int lo = std::clamp(-px, 0, count), hi = std::clamp(ws - px, lo, count);
+  std::memset(dst, 0, sizeof(float) * 16 * lo);
+  if (hi > lo) std::memcpy(dst + 16 * lo, block + ((size_t)r * ws + px + lo) * 16, sizeof(float) * 16 * (hi - lo));
+  std::memset(dst + 16 * hi, 0, sizeof(float) * 16 * (count - hi));
+  if (bf16) round_bf16_span(dst + 16 * lo, 16L * (hi - lo));
+}
+
+void conv3x3_winograd_c16_fused(const WinogradC16& k16, const float* x, int n, int cin, int h, int w, const float* up, int m,
+                                int cout, int pad, const float* bias, bool relu, float* y, bool pool2x2) {
+  ThreadPool& pool = ThreadPool::instance();
+  const auto input = m == 4 ? k16.input : k16.input6;
+  const auto output = m == 4 ? k16.output : k16.output6;
+  const bool bf16 = bf16_active();
+  const int t6 = m + 2, planes = t6 * t6;
+  const int ho = h + 2 * pad - 2, wo = w + 2 * pad - 2;
+  const int th = (ho + m - 1) / m, tw = (wo + m - 1) / m;
+  const int hq = pool2x2 ? ho / 2 : ho, wq = pool2x2 ? wo / 2 : wo, q = pool2x2 ? m / 2 : m;
+  const int cbi = cin / 16, cbo = cout / 16;
+  const size_t up_stride = plane_stride((size_t)cout * cin);
+  // A tile row a task, or runs of it as even as they go where its V and M would pass FUSED_VM_BYTES.
+  const int most = std::max(1, (int)(FUSED_VM_BYTES / (4.0 * planes * (cin + cout))));
+  const int runs = (tw + most - 1) / most, longest = (tw + runs - 1) / runs;
+  const size_t vs = plane_stride((size_t)longest * cin), ms = plane_stride((size_t)longest * cout);
+  const int bw = longest * m + 2;  // a band row: the padded pixels under a run
+  const std::vector<float> no_bias(bias ? 0 : cout);
+  std::vector<double> busy((size_t)pool.threads() * 3);
+  for (int img = 0; img < n; img++) {
+    const float* x_img = x + (size_t)img * cin * h * w;
+    float* y_img = y + (size_t)img * cout * hq * wq;
+    pool.parallel_for(th * runs, [&](int task, int thread) {
+      const int ty = task / runs, run = task % runs;
+      const int t0 = tw * run / runs, nt = tw * (run + 1) / runs - t0;
+      thread_local std::vector<float> band, v, mt;
+      band.resize((size_t)t6 * bw * 16);
+      v.resize(planes * vs);
+      mt.resize(planes * ms);
+      const double s0 = seconds_now();
+      for (int cb = 0; cb < cbi; cb++) {
+        const float* block = x_img + (size_t)cb * 16 * h * w;
+        for (int i = 0; i < t6; i++) blocked_segment(block, h, w, ty * m + i - pad, t0 * m - pad, nt * m + 2, band.data() + (size_t)i * bw * 16, bf16);
+        for (int t = 0; t < nt; t++) input(band.data() + (size_t)t * m * 16, (size_t)bw * 16, v.data() + (size_t)t * cin + cb * 16, vs, false);
+      }
+      const double s1 = seconds_now();
+      for (int xi = 0; xi < planes; xi++) k16.gemm_cached(cin, v.data() + xi * vs, cin, nt, up + xi * up_stride, cout, mt.data() + xi * ms, cout);
+      const double s2 = seconds_now();
+      const int y0 = ty * q, x0 = t0 * q, rows = std::min(q, hq - y0), cols = std::min(nt * q, wq - x0);
+      if (rows > 0 && cols > 0)
+        for (int cb = 0; cb < cbo; cb++)
+          output(mt.data() + cb * 16, cout, ms, nt, (bias ? bias : no_bias.data()) + cb * 16, relu, pool2x2,
+                 y_img + (size_t)cb * 16 * hq * wq + ((size_t)y0 * wq + x0) * 16, (size_t)hq * wq, (size_t)wq * 16, rows, cols, true);
+      const double s3 = seconds_now();
+      busy[thread * 3] += s1 - s0;
+      busy[thread * 3 + 1] += s2 - s1;
+      busy[thread * 3 + 2] += s3 - s2;
+    });
+  }
+  // The stage timers get each stage's thread time over the threads: the stages overlap here.
+  double st[3] = {0, 0, 0};
+  for (size_t i = 0; i < busy.size(); i++) st[i % 3] += busy[i] / pool.threads();
+  const double now = seconds_now();
+  count_stages(now - st[0] - st[1] - st[2], now - st[1] - st[2], now - st[2], m, cin, cout, n * th * tw, pool2x2, true);
+}
+
 // The channel-blocked path (winograd_c16.inc): F(4x4) or F(6x6) with cin and cout multiples of 16
 // and U in winograd_weights' c16 layout, for forward passes (no gradient epilogue). Per tile block:
 // V^T ([planes][tile][cin]) from the input rows interleaved 16 channels at a time (their border and
@@ -162,10 +250,12 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
   const WinogradC16& k16 = active_isa() == Isa::Avx512 ? avx512::winograd_c16
                            : active_isa() == Isa::Avx2 ? avx2::winograd_c16
                                                        : portable::winograd_c16;
+  const int t6 = m + 2, planes = t6 * t6;
+  if (fuses_stages(planes, cin, cout, blocked))
+    return conv3x3_winograd_c16_fused(k16, x, n, cin, h, w, up, m, cout, pad, bias, relu, y, pool2x2);
   const auto input = m == 4 ? k16.input : k16.input6;
   const auto output = m == 4 ? k16.output : k16.output6;
   const bool bf16 = bf16_active();
-  const int t6 = m + 2, planes = t6 * t6;
   const int ho = h + 2 * pad - 2, wo = w + 2 * pad - 2;
   const int th = (ho + m - 1) / m, tw = (wo + m - 1) / m, tiles = th * tw;
   const int hq = pool2x2 ? ho / 2 : ho, wq = pool2x2 ? wo / 2 : wo, q = pool2x2 ? m / 2 : m;

@@ -19,6 +19,7 @@ namespace {
 #include "winograd_c16.inc"
 }  // namespace
 
-const WinogradC16 winograd_c16 = {c16_interleave, c16_input<4>, c16_output<4>, c16_gemm, c16_input<6>, c16_output<6>};
+const WinogradC16 winograd_c16 = {c16_interleave, c16_input<4>, c16_output<4>, c16_gemm<true>, c16_input<6>, c16_output<6>,
+                                   c16_gemm<false>};
 }  // namespace avx512
 }  // namespace pastiche

@@ -43,6 +43,8 @@ struct WinogradC16 {
   void (*input6)(const float* x, size_t row, float* dst, size_t stride, bool stream);
   void (*output6)(const float* m, size_t tile, size_t stride, int n, const float* bias, bool relu, bool pool, float* out,
                   size_t plane, size_t ld, int rows, int cols, bool blocked);
+  // gemm with C stored plainly, to be read back from cache (gemm streams it to memory).
+  void (*gemm_cached)(int k, const float* a, int lda, int m, const float* b, int n, float* c, int ldc);
 };
 
 namespace avx512 { extern const WinogradC16 winograd_c16; }

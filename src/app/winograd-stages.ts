@@ -4,7 +4,9 @@
  * held against the FMA peak, the transforms against the memory bandwidth (the issue's marks: the
  * GEMM stage at 70% of the peak, the transforms at 60% of the bandwidth). The addon times each
  * stage of every tile block (winograd_stages in native/src/winograd.cc); this runs VGG19's 3x3
- * layers one at a time on random inputs of their shapes.
+ * layers one at a time on random inputs of their shapes. A `fused` layer ran the three stages one
+ * tile row at a time on each thread (V and M in cache): its stage times are thread time over the
+ * threads, and its bytes are counted as the others' are, though V and M no longer reach memory.
  */
 import type { NativeBackend } from '../backends/native/native-backend.js';
 import { vgg19LayerCosts } from '../model/layer-costs.js';
@@ -51,25 +53,27 @@ export interface WinogradStageProfile {
  */
 export function timeWinogradStages(weights: Vgg19Weights, size: number, backend: NativeBackend, repeat: number, warmup: number): StageTiming[] {
   const out: StageTiming[] = [];
-  let blockedIn = false;
+  let blockedIn = false; // whether the layer before wrote nChw16c (conv1_1's direct kernel does, too)
   for (const c of vgg19LayerCosts(weights, size)) {
     const p = weights.layers.get(c.name);
     if (p?.kind !== 'conv') continue;
     const shape = [1, ...c.input];
     const params = { pad: p.pad, stride: p.stride, ownLayout: true };
     const work = backend.conv2dWork(shape, p.w.shape, params);
-    const c16 = work.algorithm.endsWith(' 16c');
-    const layout = blockedIn && c16 ? NCHW16C : undefined;
-    blockedIn = c16;
-    if (!work.algorithm.startsWith('winograd')) continue;
     // Uniform random values: read as NCHW or as nChw16c, they are as random.
-    const x = new Tensor(shape, fillUniform(new Float32Array(shape.reduce((a, b) => a * b, 1)), uniformRng(3), 0, 1), layout);
+    const x = new Tensor(shape, fillUniform(new Float32Array(shape.reduce((a, b) => a * b, 1)), uniformRng(3), 0, 1), blockedIn ? NCHW16C : undefined);
+    const first = backend.conv2d(x, p.w, p.b, params, true);
+    blockedIn = first.layout === NCHW16C;
+    first.recycle();
+    if (!work.algorithm.startsWith('winograd')) continue;
     for (let i = 0; i < warmup; i++) backend.conv2d(x, p.w, p.b, params, true).recycle();
     backend.addon.winogradStages(true);
     const runs = Math.max(1, repeat);
     for (let i = 0; i < runs; i++) backend.conv2d(x, p.w, p.b, params, true).recycle();
-    const [inputMs, gemmMs, outputMs, gflop, inputMB, outputMB] = [...backend.addon.winogradStages(true)].map((v) => v / runs) as [number, number, number, number, number, number];
-    out.push({ layer: c.name, algorithm: work.algorithm, inputMs, gemmMs, outputMs, gflop, inputMB, outputMB });
+    const [inputMs, gemmMs, outputMs, gflop, inputMB, outputMB, fusedTiles] = [...backend.addon.winogradStages(true)].map((v) => v / runs) as [number, number, number, number, number, number, number];
+    // As the addon ran it: the three stages in one pass per tile row (nChw16c in and out, small weights).
+    const algorithm = fusedTiles > 0 ? `${work.algorithm} fused` : work.algorithm;
+    out.push({ layer: c.name, algorithm, inputMs, gemmMs, outputMs, gflop, inputMB, outputMB });
   }
   return out;
 }

@@ -82,7 +82,8 @@ export function formatWinogradStages(w: WinogradStageProfile): string {
   ]);
   return [
     `== ${w.contender}'s Winograd layers at ${w.size}x${w.size} stage by stage: the GEMMs' products against the FMA peak (${w.peak.toFixed(0)} GFLOP/s), ` +
-      `the transforms' bytes (estimated) against the bandwidth (${w.bandwidth.toFixed(1)} GB/s) ==`,
+      `the transforms' bytes (estimated) against the bandwidth (${w.bandwidth.toFixed(1)} GB/s)` +
+      (w.rows.some((r) => r.algorithm.endsWith(' fused')) ? "; fused: one tile row through all three stages on one thread, V and M in cache, each stage's thread time over the threads ==" : ' =='),
     table(header, body),
   ].join('\n');
 }

@@ -92,8 +92,9 @@ export interface NativeAddon {
   linear(x: Float32Array, m: number, k: number, w: Float32Array, n: number, b: Float32Array, y: Float32Array): void;
   /**
    * What the Winograd convolutions since the last reset spent per stage: [input transform ms,
-   * GEMM ms, output transform ms, GEMM GFLOP, input transform MB, output transform MB]; `reset`
-   * starts the count again.
+   * GEMM ms, output transform ms, GEMM GFLOP, input transform MB, output transform MB, tiles that
+   * took the three stages in one pass on one thread (their stage times are thread time over the
+   * threads)]; `reset` starts the count again.
    */
   winogradStages(reset?: boolean): Float64Array;
   /** y [n, hw, c] = x [n, c, hw] (flattenNhwc's order). */
