@@ -164,7 +164,7 @@ namespace {
 // 224 px pooled 3.81 -> 3.38-3.49 ms, 64 -> 128 at 112 px 1.83-1.86 -> 1.64-1.68, 128 -> 128 at
 // 112 px pooled 2.82-2.85 -> 2.78-2.86, 64 -> 64 at 512 px 20.1-22.0 -> 17.6-19.5. Runs of half a
 // row, V and M within L2, were slower (a shorter GEMM), and so was 256 channels (16.7 MB of U read
-// from memory once per tile row: 2.88 -> 3.27 ms at 56 px); U up to 4 MiB is read from L3.
+// from memory once per tile row: 2.88 -> 3.27 ms at 56 px); U up to 4 MiB stays in cache.
 bool fuses_stages(int planes, int cin, int cout, int blocked) {
   return blocked == (X_BLOCKED | Y_BLOCKED) && 4.0 * planes * cin * cout <= FUSED_U_BYTES;
 }
