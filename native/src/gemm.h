@@ -57,9 +57,11 @@ void advise_huge(void* p, size_t bytes);
 // pages now (MADV_COLLAPSE: Linux 6.1 on; a no-op before). For arrays touched before any advice.
 void collapse_huge(void* p, size_t bytes);
 
-// `bytes` of zeros from a 2 MiB boundary, its whole 2 MiB pages advised as huge before the zeros
-// touch them (hugeBuffer, addon.cc); nullptr without memory. Freed with std::free.
+// `bytes` of zeros from a 2 MiB boundary, never touched before and advised as huge, so that they
+// come on huge pages as they are first written (hugeBuffer, addon.cc); nullptr without memory.
+// Given back with free_huge(p, bytes).
 void* alloc_huge_zeroed(size_t bytes);
+void free_huge(void* p, size_t bytes);
 
 enum class Isa { Portable, Avx2, Avx512 };
 Isa active_isa();
