@@ -363,10 +363,11 @@ Napi::Value HugePages(const Napi::CallbackInfo& info) {
 }
 
 // hugeBuffer(floats) -> a zeroed ArrayBuffer of `floats` floats on huge pages from its first
-// touch, or null (then the caller takes an ordinary array): below 2 MiB, or without memory. For
-// the transformed weights, made once per weight tensor and kept: hugePages on a fresh JavaScript
-// array costs a calloc's memset and then MADV_COLLAPSE's copy, and a first `classify` of the
-// full-size VGG19 took 0.3-0.8 s longer that way (its forward pass 1.3-1.6 s -> 1.6-2.5 s). The
+// touch (below 2 MiB: 64-byte aligned, no huge page), or null (then the caller takes an ordinary
+// array) without memory. For the transformed weights, made once per weight tensor and kept:
+// hugePages on a fresh JavaScript array costs a calloc's memset and then MADV_COLLAPSE's copy, and
+// a first `classify` of the full-size VGG19 took 0.3-0.8 s longer that way (its forward pass
+// 1.3-1.6 s -> 1.6-2.5 s). The
 // memory (a mapping of its own, alloc_huge_zeroed) goes back when a finalizer runs after the
 // collector, on a later turn of the event loop: not for arrays made and dropped by the thousand.
 Napi::Value HugeBuffer(const Napi::CallbackInfo& info) {
@@ -374,8 +375,6 @@ Napi::Value HugeBuffer(const Napi::CallbackInfo& info) {
 #if defined(__linux__)
   if (system_malloc()) return env.Null();
   const size_t bytes = static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue()) * sizeof(float);
-  // Below one huge page there is none to gain, and a mapping of its own would take a whole one.
-  if (bytes < ((size_t)2 << 20)) return env.Null();
   void* p = alloc_huge_zeroed(bytes);
   if (!p) return env.Null();
   Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes));

@@ -36,15 +36,24 @@ void advise_interior(void* p, size_t bytes, int advice) {
 size_t whole_huge_pages(size_t bytes) { return (bytes + kHugePage - 1) / kHugePage * kHugePage; }
 
 // `bytes` (whole 2 MiB pages on Linux) from a 2 MiB boundary, advised as huge before anything
-// touches them, zeros; nullptr without memory; given back by free_huge. On Linux a mapping of its
-// own: from the heap, the block could be memory that an earlier allocation had already touched
-// (tune_malloc keeps freed memory for reuse), which stays on 4 KiB pages whatever the advice. So it
-// went once onnxruntime had built a session in the process: none of hugeBuffer's memory then came
-// on huge pages (AnonHugePages), and in `bench --sections vgg,style --peers` native's style
-// iteration took 557-680 ms against 390-410 in `--sections style --peers` (2026-12-03).
+// touches them, zeros (below 2 MiB: 64-byte aligned zeros from the heap); nullptr without memory;
+// given back by free_huge. On Linux a mapping of its own: from the heap, the block could be memory
+// that an earlier allocation had already touched (tune_malloc keeps freed memory for reuse), which
+// stays on 4 KiB pages whatever the advice. So it went once onnxruntime had built a session in the
+// process: none of hugeBuffer's memory then came on huge pages (AnonHugePages), and in `bench
+// --sections vgg,style --peers` native's style iteration took 557-680 ms against 390-410 in
+// `--sections style --peers` (2026-12-03).
 void* alloc_huge(size_t bytes) {
+  if (bytes < kHugePage) {
+    // No whole huge page to gain: 64-byte aligned heap memory (whole cache lines for the kernels'
+    // vector loads), rather than a mapping that would take a whole huge page.
+    void* p = nullptr;
+    if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0) return nullptr;
+    std::memset(p, 0, bytes);
+    return p;
+  }
 #if defined(__linux__)
-  const size_t len = whole_huge_pages(bytes ? bytes : 1);
+  const size_t len = whole_huge_pages(bytes);
   void* raw = mmap(nullptr, len + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) return nullptr;
   // The 2 MiB-aligned part of it, the rest (before and after) unmapped again.
@@ -65,7 +74,11 @@ void* alloc_huge(size_t bytes) {
 void free_huge(void* p, size_t bytes) {
   if (!p) return;
 #if defined(__linux__)
-  munmap(p, whole_huge_pages(bytes ? bytes : 1));
+  if (bytes >= kHugePage) {
+    munmap(p, whole_huge_pages(bytes));
+    return;
+  }
+  std::free(p);
 #else
   (void)bytes;
   std::free(p);

@@ -119,7 +119,7 @@ export interface NativeAddon {
   mapFile(file: string): ArrayBuffer | null;
   /** Puts the array's memory on transparent huge pages where the system allows (see setLargeArrayHook). */
   hugePages(a: Float32Array): void;
-  /** `floats` zeroed floats on huge pages from the first touch, for arrays kept long; null below 2 MiB or where it cannot. */
+  /** `floats` zeroed floats on huge pages from the first touch (below 2 MiB 64-byte aligned), for arrays kept long; null where it cannot. */
   hugeBuffer(floats: number): ArrayBuffer | null;
 }
 
