@@ -367,9 +367,9 @@ Napi::Value HugePages(const Napi::CallbackInfo& info) {
 // array) without memory. For the transformed weights, made once per weight tensor and kept:
 // hugePages on a fresh JavaScript array costs a calloc's memset and then MADV_COLLAPSE's copy, and
 // a first `classify` of the full-size VGG19 took 0.3-0.8 s longer that way (its forward pass
-// 1.3-1.6 s -> 1.6-2.5 s). The
-// memory (a mapping of its own, alloc_huge_zeroed) goes back when a finalizer runs after the
-// collector, on a later turn of the event loop: not for arrays made and dropped by the thousand.
+// 1.3-1.6 s -> 1.6-2.5 s). The memory (alloc_huge_zeroed: from 2 MiB a mapping of its own) goes
+// back when a finalizer runs after the collector, on a later turn of the event loop: not for
+// arrays made and dropped by the thousand.
 Napi::Value HugeBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
 #if defined(__linux__)
