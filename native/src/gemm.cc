@@ -34,6 +34,7 @@ void advise_interior(void* p, size_t bytes, int advice) {
 }
 
 size_t whole_huge_pages(size_t bytes) { return (bytes + kHugePage - 1) / kHugePage * kHugePage; }
+}  // namespace
 
 // `bytes` (whole 2 MiB pages on Linux) from a 2 MiB boundary, advised as huge before anything
 // touches them, zeros (below 2 MiB: 64-byte aligned zeros from the heap); nullptr without memory;
@@ -43,7 +44,7 @@ size_t whole_huge_pages(size_t bytes) { return (bytes + kHugePage - 1) / kHugePa
 // process: none of hugeBuffer's memory then came on huge pages (AnonHugePages), and in `bench
 // --sections vgg,style --peers` native's style iteration took 557-680 ms against 390-410 in
 // `--sections style --peers` (2026-12-03).
-void* alloc_huge(size_t bytes) {
+void* alloc_huge_zeroed(size_t bytes) {
   if (bytes < kHugePage) {
     // No whole huge page to gain: 64-byte aligned heap memory (whole cache lines for the kernels'
     // vector loads), rather than a mapping that would take a whole huge page.
@@ -69,7 +70,6 @@ void* alloc_huge(size_t bytes) {
   return p;
 #endif
 }
-}  // namespace
 
 void free_huge(void* p, size_t bytes) {
   if (!p) return;
@@ -89,7 +89,7 @@ void* HugeScratch::bytes(size_t n) {
   if (n <= size_) return data_;
   const size_t rounded = whole_huge_pages(n);
   free_huge(data_, size_);
-  data_ = alloc_huge(rounded);
+  data_ = alloc_huge_zeroed(rounded);
   if (!data_) std::abort();  // as std::vector does without exceptions (the addon is built without them)
   size_ = rounded;
   return data_;
@@ -105,8 +105,6 @@ void advise_huge(void* p, size_t bytes) {
 }
 
 HugeScratch::~HugeScratch() { free_huge(data_, size_); }
-
-void* alloc_huge_zeroed(size_t bytes) { return alloc_huge(bytes); }
 
 void collapse_huge(void* p, size_t bytes) { advise_interior(p, bytes, 25 /* MADV_COLLAPSE */); }
 

@@ -57,9 +57,9 @@ void advise_huge(void* p, size_t bytes);
 // pages now (MADV_COLLAPSE: Linux 6.1 on; a no-op before). For arrays touched before any advice.
 void collapse_huge(void* p, size_t bytes);
 
-// `bytes` of zeros from a 2 MiB boundary, never touched before and advised as huge, so that they
-// come on huge pages as they are first written (hugeBuffer, addon.cc); nullptr without memory.
-// Given back with free_huge(p, bytes).
+// `bytes` of zeros for hugeBuffer (addon.cc) and HugeScratch: from 2 MiB on, whole 2 MiB pages never
+// touched before and advised as huge, so that they come on huge pages as they are first written;
+// below, 64-byte aligned heap memory. nullptr without memory. Given back with free_huge(p, bytes).
 void* alloc_huge_zeroed(size_t bytes);
 void free_huge(void* p, size_t bytes);
 

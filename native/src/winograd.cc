@@ -170,7 +170,8 @@ bool fuses_stages(int planes, int cin, int cout, int blocked) {
 }
 
 // Pixels [px, px + count) of row r of one nChw16c block (hs x ws pixels of 16 floats), zero
-// outside the picture, into dst (bf16-rounded with `bf16`, as padded_row does).
+// outside the picture, into dst (bf16-rounded with `bf16`, as padded_row does): a band row of
+// either channel-blocked path (the whole padded row, or the fused path's run of it).
 void blocked_segment(const float* block, int hs, int ws, int r, int px, int count, float* dst, bool bf16) {
   if (r < 0 || r >= hs) {
     std::memset(dst, 0, sizeof(float) * 16 * count);
@@ -306,11 +307,8 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
             padded_row(planes16 + (size_t)l * hs * ws, hs, ws, pad, reflect, lr - pad, rows16.data() + (size_t)l * width, wp, upsample, bf16);
           k16.interleave(rows, wp, band.data() + (size_t)i * wp * 16);
         };
-        // The same from an nChw16c x (no reflect, no upsample): the block is a plane of hs rows of
-        // ws * 16 floats, already interleaved, its border pad * 16 floats wide.
-        auto copy_row = [&](int lr, int i) {
-          padded_row(planes16, hs, ws * 16, pad * 16, false, lr - pad, band.data() + (size_t)i * wp * 16, wp * 16, 1, bf16);
-        };
+        // The same from an nChw16c x (no reflect, no upsample): its row, already interleaved.
+        auto copy_row = [&](int lr, int i) { blocked_segment(planes16, hs, ws, lr - pad, -pad, wp, band.data() + (size_t)i * wp * 16, bf16); };
         for (int ty = ty0; ty < ty1; ty++) {
           int from = 0;
           if (ty > ty0) {
