@@ -196,6 +196,20 @@ if (native) {
               const e = refOf(i, 'epilogue', () => ({ add: randomTensor(x.shape, 500 + i), reluMask: randomTensor(x.shape, 600 + i) }));
               const dxe = refOf(i, 'dxEpilogue', () => new Tensor(x.shape, dx.data.map((v, j) => (e.reluMask.data[j]! > 0 ? v + e.add.data[j]! : 0))));
               assertClose(native.conv2dBackwardData(dy, w, x.shape, p, e), dxe, winoBack ? 1e-4 : 1e-5, `${what} dx with the epilogue`);
+              // The channel-blocked path from an nChw16c dy (with the epilogue after its output
+              // stage), and into an nChw16c dx (Vgg19.backward's gradients around its max-pools).
+              if (xs[1]! % 16 === 0 && cout % 16 === 0) {
+                const c16 = native.conv2dWork(x.shape, w.shape, p, 'backward-data', true).algorithm.endsWith(' 16c');
+                assertClose(native.conv2dBackwardData(inNchw16c(dy), w, x.shape, p), dx, winoBack ? 1e-4 : 1e-5, `${what} dx from an nChw16c dy`);
+                assertClose(native.conv2dBackwardData(inNchw16c(dy), w, x.shape, p, e), dxe, winoBack ? 1e-4 : 1e-5, `${what} dx from an nChw16c dy, with the epilogue`);
+                for (const dyIn of [dy, inNchw16c(dy)]) {
+                  const dxo = native.conv2dBackwardData(dyIn, w, x.shape, p, undefined, true);
+                  assert.equal(dxo.layout?.name, c16 ? 'nChw16c' : undefined, `${what}: dx's layout`);
+                  assertClose(dxo, dx, winoBack ? 1e-4 : 1e-5, `${what} dx to nChw16c`);
+                }
+                // An epilogue's operands are NCHW: its dx stays NCHW.
+                assert.equal(native.conv2dBackwardData(dy, w, x.shape, p, e, true).layout, undefined, `${what}: dx with the epilogue stays NCHW`);
+              }
               const got = native.conv2dBackwardParams(dy, x, k, p);
               const ref = refOf(i, 'params', () => loops.conv2dBackwardParams(dy, x, k, p));
               assertClose(got.dw, ref.dw, 1e-5, `${what} dw`);
@@ -223,6 +237,32 @@ if (native) {
             const dy = randomTensor(y.shape, 8);
             assert.deepEqual(native.maxPool2dBackward(dy, x, p).data, loops.maxPool2dBackward(dy, x, p).data);
             assert.deepEqual(native.maxPool2dBackward(dy, x, p, true).data, loops.reluBackward(loops.maxPool2dBackward(dy, x, p), x).data, 'pool + ReLU backward');
+          }
+          // 2x2 stride-2 pools of nChw16c tensors (a training pass's, around VGG19's convolutions),
+          // in and out of nChw16c where asked: odd sizes (a last row and column in no window), a
+          // row shorter than a window, two images, ties and NaNs.
+          for (const xs of [[1, 16, 2, 2], [2, 32, 7, 9], [1, 48, 13, 70], [1, 16, 5, 3], [2, 16, 1, 6]] as const) {
+            const x = randomTensor(xs, 9);
+            for (let j = 0; j < x.size; j += 3) x.data[j] = 0.5;
+            for (let j = 5; j < x.size; j += 97) x.data[j] = NaN;
+            const p = { kernel: 2, stride: 2, pad: 0 };
+            if (xs[2] < 2) {
+              assert.throws(() => native.maxPool2d(inNchw16c(x), p, true), /does not fit/);
+              continue;
+            }
+            const y = loops.maxPool2d(x, p);
+            const yb = native.maxPool2d(inNchw16c(x), p, true);
+            assert.equal(yb.layout?.name, 'nChw16c', `${xs}: the pooled layout`);
+            assert.deepEqual(yb.data, y.data, `${xs}: nChw16c pool`);
+            assert.deepEqual(native.maxPool2d(inNchw16c(x), p).data, y.data, `${xs}: nChw16c pool to NCHW`);
+            const dy = randomTensor(y.shape, 10);
+            for (const relu of [false, true]) {
+              const ref = relu ? loops.reluBackward(loops.maxPool2dBackward(dy, x, p), x) : loops.maxPool2dBackward(dy, x, p);
+              const dxb = native.maxPool2dBackward(inNchw16c(dy), inNchw16c(x), p, relu, true);
+              assert.equal(dxb.layout?.name, 'nChw16c', `${xs}: the gradient's layout`);
+              assert.deepEqual(dxb.data, ref.data, `${xs}: nChw16c pool backward, ReLU ${relu}`);
+              assert.deepEqual(native.maxPool2dBackward(dy, inNchw16c(x), p, relu, true).data, ref.data, `${xs}: NCHW dy, nChw16c x, ReLU ${relu}`);
+            }
           }
           for (const [m, n, k] of [[1, 1, 1], [5, 7, 3], [17, 9, 300], [70, 33, 12], [13, 49, 517], [2, 1000, 517], [131, 100, 260], [50, 50, 70], [100, 83, 300], [61, 18, 9]]) {
             for (const ta of [false, true])

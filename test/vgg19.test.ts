@@ -2,6 +2,7 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { classifyImage } from '../src/app/classify.js';
+import type { Backend } from '../src/backends/backend.js';
 import { availableBackends, getBackend, nativeBackend } from '../src/backends/index.js';
 import { Vgg19 } from '../src/model/vgg19.js';
 import { VGG19_LAYERS } from '../src/model/vgg19-table.js';
@@ -101,6 +102,52 @@ test('repeated passes on native reuse their memory and give the same numbers', (
   }
   // What the passes handed out is the caller's: later passes never recycle it.
   held.forEach((t, k) => assert.deepEqual(t.data, first[k % 3], `result ${k % 3} of pass ${Math.floor(k / 3) + 1}, kept`));
+});
+
+test('a style-transfer pass on native keeps nChw16c around its max-pools (AVX-512): the captures and the gradient of NCHW throughout', { skip: !nativeBackend && 'native backend unavailable' }, () => {
+  // Channels 16-128 and planes from 144 down to 9 px: every convolution after the first runs
+  // Winograd channel-blocked, forward and backward.
+  const weights = randomVgg19Weights(8, 4);
+  const native = nativeBackend!;
+  // The reference: the same backend with every layout left NCHW (the forward's kernels are the same,
+  // so are its ReLU masks: a reference on another backend sends a few elements that round to the
+  // other side of zero down the other branch of a ReLU).
+  const nchw = new Proxy(native, {
+    get(target, key, receiver) {
+      if (key === 'conv2d') return (...a: Parameters<Backend['conv2d']>) => target.conv2d(a[0], a[1], a[2], { ...a[3], ownLayout: false }, a[4]);
+      if (key === 'maxPool2d') return (...a: Parameters<Backend['maxPool2d']>) => target.maxPool2d(a[0], a[1]);
+      if (key === 'maxPool2dBackward') return (...a: Parameters<Backend['maxPool2dBackward']>) => target.maxPool2dBackward(a[0], a[1], a[2], a[3]);
+      if (key === 'conv2dBackwardData') return (...a: Parameters<Backend['conv2dBackwardData']>) => target.conv2dBackwardData(a[0], a[1], a[2], a[3], a[4]);
+      return Reflect.get(target, key, receiver) as unknown;
+    },
+  });
+  // Which layouts reach the ops that may take nChw16c.
+  const seen: string[] = [];
+  const layout = (t: Tensor) => t.layout?.name ?? 'NCHW';
+  const watched = new Proxy(native, {
+    get(target, key, receiver) {
+      if (key === 'maxPool2d') return (...a: Parameters<Backend['maxPool2d']>) => (seen.push(`pool x ${layout(a[0])}`), target.maxPool2d(...a));
+      if (key === 'maxPool2dBackward')
+        return (...a: Parameters<Backend['maxPool2dBackward']>) => (seen.push(`pool backward dy ${layout(a[0])} x ${layout(a[1])}`), target.maxPool2dBackward(...a));
+      if (key === 'conv2dBackwardData')
+        return (...a: Parameters<Backend['conv2dBackwardData']>) => (seen.push(`conv backward dy ${layout(a[0])}`), target.conv2dBackwardData(...a));
+      return Reflect.get(target, key, receiver) as unknown;
+    },
+  });
+  const x = randomTensor([2, 3, 144, 144], 11, -60, 60);
+  const capture = ['relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu4_2', 'relu5_1'];
+  const [ref, got] = [new Vgg19(weights, nchw), new Vgg19(weights, watched)];
+  const want = ref.forward(x, { until: 'relu5_1', capture }).activations;
+  const have = got.forward(x, { until: 'relu5_1', capture }).activations;
+  for (const name of capture) assert.deepEqual(have.get(name)!.data, want.get(name)!.data, `${name}: the bits of NCHW throughout`);
+  const grads = new Map(capture.map((name, i) => [name, randomTensor(want.get(name)!.shape, 20 + i)]));
+  assertClose(got.backward(grads, { paramGrads: false }), ref.backward(grads, { paramGrads: false }), 1e-4, 'dL/dx');
+  const b = native.addon.cpuHasAvx512 ? 'nChw16c' : 'NCHW';
+  // Each max-pool reads its input, the ReLU's output, so; so do its backward and the gradients on
+  // either side of it: from the convolution after it, and into the convolution before it.
+  assert.equal(seen.filter((s) => s === `pool x ${b}`).length, 4, seen.join('; '));
+  assert.equal(seen.filter((s) => s === `pool backward dy ${b} x ${b}`).length, 4, seen.join('; '));
+  assert.equal(seen.filter((s) => s === `conv backward dy ${b}`).length, b === 'nChw16c' ? 4 : 13, seen.join('; '));
 });
 
 test('lossBackward gives the cross-entropy and an SGD step lowers it', () => {

@@ -113,15 +113,24 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// conv2dBackwardData(dy, n, cin, h, w, wt, cout, k, pad, stride, dx, wino|null, winoTile, add|null, mask|null)
+// conv2dBackwardData(dy, n, cin, h, w, wt, cout, k, pad, stride, dx, wino|null, winoTile, add|null, mask|null, c16, blocked)
+// (c16: wino in the channel-blocked layout, taking that path; blocked: X_BLOCKED (dy) | Y_BLOCKED
+// (dx, add and mask), on that path only, as conv2d)
 Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
   Call call;
+  const bool c16 = info.Length() > 15 && info[15].IsBoolean() && B(info, 15) && F(info, 11) && winograd_c16(I(info, 6), I(info, 2), Tile(info, 12));
+  const int blocked = info.Length() > 16 && info[16].IsNumber() ? I(info, 16) : 0;
+  if (blocked && !c16) {
+    Napi::Error::New(info.Env(), "conv2dBackwardData: nChw16c operands need the channel-blocked Winograd path").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
   conv2d_backward_data(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6), I(info, 7),
-                       I(info, 8), I(info, 9), F(info, 10), F(info, 11), Tile(info, 12), F(info, 13), F(info, 14));
+                       I(info, 8), I(info, 9), F(info, 10), F(info, 11), Tile(info, 12), F(info, 13), F(info, 14), c16, blocked);
   return info.Env().Undefined();
 }
 
-// winogradWeightsSize(cin, cout, tile) -> floats; winogradWeights(wt, wcin, wcout, rotate, tile, out)
+// winogradWeightsSize(cin, cout, tile) -> floats; winogradWeights(wt, wcin, wcout, rotate, tile, out, c16?)
+// (c16: rotated ones in the channel-blocked layout too, for conv2dBackwardData with c16)
 Napi::Value WinogradWeightsSize(const Napi::CallbackInfo& info) {
   Call call;
   return Napi::Number::New(info.Env(), (double)winograd_weights_size(I(info, 0), I(info, 1), Tile(info, 2)));
@@ -129,7 +138,7 @@ Napi::Value WinogradWeightsSize(const Napi::CallbackInfo& info) {
 
 Napi::Value WinogradWeights(const Napi::CallbackInfo& info) {
   Call call;
-  winograd_weights(F(info, 0), I(info, 1), I(info, 2), B(info, 3), Tile(info, 4), F(info, 5));
+  winograd_weights(F(info, 0), I(info, 1), I(info, 2), B(info, 3), Tile(info, 4), F(info, 5), info.Length() > 6 && info[6].IsBoolean() && B(info, 6));
   return info.Env().Undefined();
 }
 
@@ -238,6 +247,20 @@ Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
   Call call;
   max_pool2d_backward(F(info, 0), F(info, 1), I(info, 2), I(info, 3), I(info, 4), I(info, 5), I(info, 6), I(info, 7),
                       F(info, 8), I(info, 9), I(info, 10), B(info, 11));
+  return info.Env().Undefined();
+}
+
+// maxPool2dC16(x, n, c, h, w, y): 2x2 stride 2, x and y nChw16c (c % 16 == 0)
+Napi::Value MaxPool2dC16(const Napi::CallbackInfo& info) {
+  Call call;
+  max_pool2x2_c16(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5));
+  return info.Env().Undefined();
+}
+
+// maxPool2dC16Backward(dy, x, n, c, h, w, dx, reluMask): all nChw16c
+Napi::Value MaxPool2dC16Backward(const Napi::CallbackInfo& info) {
+  Call call;
+  max_pool2x2_c16_backward(F(info, 0), F(info, 1), I(info, 2), I(info, 3), I(info, 4), I(info, 5), F(info, 6), B(info, 7));
   return info.Env().Undefined();
 }
 
@@ -463,6 +486,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("winogradWeights", Napi::Function::New(env, WinogradWeights));
   exports.Set("maxPool2d", Napi::Function::New(env, MaxPool2d));
   exports.Set("maxPool2dBackward", Napi::Function::New(env, MaxPool2dBackward));
+  exports.Set("maxPool2dC16", Napi::Function::New(env, MaxPool2dC16));
+  exports.Set("maxPool2dC16Backward", Napi::Function::New(env, MaxPool2dC16Backward));
   exports.Set("linear", Napi::Function::New(env, Linear));
   exports.Set("linearBf16", Napi::Function::New(env, LinearBf16));
   exports.Set("channelsLast", Napi::Function::New(env, ChannelsLast));

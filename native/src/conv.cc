@@ -377,12 +377,14 @@ void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int c
 static void add_and_mask(float* dx, const float* add, const float* mask, long size);
 
 void conv2d_backward_data(const float* dy, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad,
-                          int stride, float* dx, const float* wino, int wino_tile, const float* add, const float* mask) {
+                          int stride, float* dx, const float* wino, int wino_tile, const float* add, const float* mask, bool c16,
+                          int blocked) {
   const int ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1;
   if (wino) {
     // dx is the full correlation of dy with the weights turned by 180 degrees and Cin/Cout
     // swapped: again a 3x3 stride-1 convolution, with padding 2 - pad.
-    conv3x3_winograd(dy, n, cout, ho, wo, wino, wino_tile, cin, 2 - pad, nullptr, false, dx, add, mask);
+    conv3x3_winograd(dy, n, cout, ho, wo, wino, wino_tile, cin, 2 - pad, nullptr, false, dx, add, mask, false, 1, false,
+                     c16 && winograd_c16(cout, cin, wino_tile), blocked);
     return;
   }
   const Geometry g{cin, h, w, k, pad, stride, ho, wo};
@@ -509,6 +511,39 @@ void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int
         const int at = window_argmax(plane, h, w, k, stride, pad, oh, ow);
         if (!relu_mask || plane[at] > 0.f) d[at] += g[oh * wo + ow];
       }
+  });
+}
+
+// One task per output row of a 16-channel block.
+void max_pool2x2_c16(const float* x, int n, int c, int h, int w, float* y) {
+  const int ho = h / 2, wo = w / 2, blocks = n * c / 16;
+  const SimdKernels& simd = simd_kernels();
+  ThreadPool::instance().parallel_for(blocks * ho, [&](int task, int) {
+    const int b = task / ho, r = task % ho;
+    const float* x0 = x + ((size_t)b * h + 2 * r) * w * 16;
+    simd.pool2x2_c16_forward_row(x0, x0 + (size_t)w * 16, y + ((size_t)b * ho + r) * wo * 16, wo);
+  });
+}
+
+// One task per output row of a 16-channel block; an odd last row or column is in no window, and
+// zeroed here: every cell of dx is written once.
+void max_pool2x2_c16_backward(const float* dy, const float* x, int n, int c, int h, int w, float* dx, bool relu_mask) {
+  const int ho = h / 2, wo = w / 2, blocks = n * c / 16;
+  if (ho == 0 || wo == 0) {
+    std::memset(dx, 0, sizeof(float) * n * c * h * w);
+    return;
+  }
+  const SimdKernels& simd = simd_kernels();
+  ThreadPool::instance().parallel_for(blocks * ho, [&](int task, int) {
+    const int b = task / ho, r = task % ho;
+    const size_t row = (size_t)w * 16, at = ((size_t)b * h + 2 * r) * row;
+    float* d0 = dx + at;
+    simd.pool2x2_c16_backward_row(x + at, x + at + row, dy + ((size_t)b * ho + r) * wo * 16, d0, d0 + row, wo, relu_mask);
+    if (w > 2 * wo) {  // odd width
+      std::memset(d0 + row - 16, 0, sizeof(float) * 16);
+      std::memset(d0 + 2 * row - 16, 0, sizeof(float) * 16);
+    }
+    if (h > 2 * ho && r == ho - 1) std::memset(d0 + 2 * row, 0, sizeof(float) * row);  // odd height: the last row
   });
 }
 

@@ -15,11 +15,14 @@ namespace pastiche {
 void conv2d(const float* x, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad, int stride,
             const float* bias, bool relu, float* y, const float* wino, int wino_tile, bool reflect, int up,
             bool pool2x2 = false, int blocked = 0);
-// `wino` is the rotated transform (winograd_weights with rotate) or null for GEMM + col2im.
+// `wino` is the rotated transform (winograd_weights with rotate) or null for GEMM + col2im; `c16`:
+// in the channel-blocked layout (winograd_weights with c16), taking that path, where `blocked` may
+// say that dy (X_BLOCKED) and/or dx, add and mask (Y_BLOCKED) are in nChw16c.
 // With `add` and/or `mask` (both shaped like dx, may be null): dx = (dx + add) * (mask > 0), the
 // backward of a ReLU (and of a gradient injected at its output) fused into this pass.
 void conv2d_backward_data(const float* dy, int n, int cin, int h, int w, const float* wt, int cout, int k, int pad,
-                          int stride, float* dx, const float* wino, int wino_tile, const float* add, const float* mask);
+                          int stride, float* dx, const float* wino, int wino_tile, const float* add, const float* mask,
+                          bool c16 = false, int blocked = 0);
 void conv2d_backward_params(const float* dy, const float* x, int n, int cin, int h, int w, int cout, int k, int pad,
                             int stride, float* dw, float* db);
 
@@ -33,10 +36,10 @@ void add_and_mask_span(float* dst, const float* add, const float* mask, long n);
 // `reflect`: the border mirrored as ReflectionPad2d does (pad < h, w) instead of zero; `upsample`:
 // x is h / upsample x w / upsample, read as if upsampled (nearest) to h x w first. `pool2x2`: y
 // receives the 2x2 stride-2 max-pool of the output (floor size) instead (no add or mask then).
-// `c16`: `up` is in the channel-blocked layout (winograd_weights gives it where winograd_c16 holds
-// and the weights are not rotated); then no add or mask, and `blocked` may say that x (X_BLOCKED,
-// with neither reflect nor upsample) and/or y (Y_BLOCKED) are in nChw16c: [n][c / 16][h][w][16],
-// each pixel's 16 channels of a block side by side, as one layer hands them to the next.
+// `c16`: `up` is in the channel-blocked layout (winograd_weights gives it where winograd_c16 holds),
+// and `blocked` may say that x (X_BLOCKED, with neither reflect nor upsample) and/or y (Y_BLOCKED,
+// and then add and mask) are in nChw16c: [n][c / 16][h][w][16], each pixel's 16 channels of a
+// block side by side, as one layer hands them to the next.
 enum Blocked : int { X_BLOCKED = 1, Y_BLOCKED = 2 };
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int m, int cout, int pad,
                       const float* bias, bool relu, float* y, const float* add = nullptr, const float* mask = nullptr,
@@ -56,8 +59,9 @@ struct WinogradStages {
 };
 WinogradStages& winograd_stages();
 // Transforms weights [wcin, 3, 3, wcout]; `rotate` gives those of the gradient to the data (a
-// wcout -> wcin convolution with the kernel turned 180 degrees).
-void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, float* up);
+// wcout -> wcin convolution with the kernel turned 180 degrees). `c16`: in the channel-blocked
+// path's layout, where winograd_c16 holds for that convolution (the forward's always are).
+void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, float* up, bool c16 = false);
 
 // K x K stride-1 convolution with few input or output channels, computed directly (directconv.inc);
 // `reflect`: the border mirrored instead of zero.
@@ -91,6 +95,10 @@ void max_pool2d(const float* x, int planes, int h, int w, int k, int stride, int
 // relu_mask: also the backward of the ReLU whose output is x (gradients to cells with x <= 0 dropped).
 void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int w, int k, int stride, int pad, float* dx,
                          int ho, int wo, bool relu_mask);
+// The 2x2 stride-2 max-pool of an nChw16c x (n x c x h x w, c a multiple of 16) into nChw16c y
+// (floor size), and its backward, dy and dx nChw16c too (relu_mask as above).
+void max_pool2x2_c16(const float* x, int n, int c, int h, int w, float* y);
+void max_pool2x2_c16_backward(const float* dy, const float* x, int n, int c, int h, int w, float* dx, bool relu_mask);
 
 // y[m x n] = x[m x k] w[k x n] + b
 void linear(const float* x, int m, int k, const float* w, int n, const float* b, float* y);

@@ -39,6 +39,11 @@ struct SimdKernels {
   // One output row of a 2x2 stride-2 max-pool backward over n (a multiple of lanes) columns.
   void (*pool2x2_backward_span)(const float* r0, const float* r1, const float* g, float* d0, float* d1, int n,
                                 bool relu_mask);
+  // The same two for a 16-channel block of nChw16c tensors (pool2x2.inc): one output row of n
+  // pixels, and its backward (dy and dx nChw16c too).
+  void (*pool2x2_c16_forward_row)(const float* x0, const float* x1, float* y, int n);
+  void (*pool2x2_c16_backward_row)(const float* x0, const float* x1, const float* g, float* d0, float* d1, int n,
+                                   bool relu_mask);
   // dst = (dst + add) * (mask > 0) over n floats; add or mask may be null.
   void (*add_and_mask_span)(float* dst, const float* add, const float* mask, long n);
   // y = x > 0 ? x : 0; dx = x > 0 ? dy : 0; row = row + b, then ReLU if relu.

@@ -37,9 +37,10 @@ export interface Conv2dForwardParams extends Conv2dParams {
   readonly padding?: ConvPadding;
   readonly upsample?: number;
   /**
-   * The output goes on to this backend's next convolution in a pass no backward follows: the
-   * backend may keep it in its own memory layout (Tensor.layout; native: nChw16c between its
-   * channel-blocked convolutions). Reading its `data` converts it, so this only saves time.
+   * The output goes on only to this backend's ops that read its own memory layout, so the backend
+   * may keep it so (Tensor.layout; native: nChw16c, read by its channel-blocked convolutions, and
+   * by its 2x2 max-pool and that pool's backward). Reading its `data` converts it, so this only
+   * saves time.
    */
   readonly ownLayout?: boolean;
 }
@@ -109,16 +110,21 @@ export interface Backend {
   conv2d(x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu?: boolean): Tensor;
   /**
    * The algorithm conv2d (or conv2dBackwardData) uses for these shapes, the operations it executes
-   * and the bytes it moves (conv-work.ts).
+   * and the bytes it moves (conv-work.ts); `ownLayout`: the gradient's dy or dx in the backend's
+   * own layout (see conv2dBackwardData).
    */
-  conv2dWork(xShape: Shape, wShape: Shape, p: Conv2dParams, pass?: ConvPass): ConvWork;
+  conv2dWork(xShape: Shape, wShape: Shape, p: Conv2dParams, pass?: ConvPass, ownLayout?: boolean): ConvWork;
   /**
    * What linear(x, w, b) executes for an x of `xShape` whose `zeroInputs` features are zero in
    * every row (after a ReLU, about half of VGG19's fc6 and fc7): a backend may skip their weight rows.
    */
   linearWork(xShape: Shape, wShape: Shape, zeroInputs: number): ConvWork;
-  /** dL/dx of conv2d, shaped like the forward input `xShape`, with an optional fused epilogue. */
-  conv2dBackwardData(dy: Tensor, w: Tensor, xShape: Shape, p: Conv2dParams, epilogue?: GradientEpilogue): Tensor;
+  /**
+   * dL/dx of conv2d, shaped like the forward input `xShape`, with an optional fused epilogue.
+   * `ownLayout`: dx goes on only to ops that read this backend's own layout (see
+   * Conv2dForwardParams.ownLayout).
+   */
+  conv2dBackwardData(dy: Tensor, w: Tensor, xShape: Shape, p: Conv2dParams, epilogue?: GradientEpilogue, ownLayout?: boolean): Tensor;
   /** dL/dw and dL/db of conv2d, summed over the batch. */
   conv2dBackwardParams(dy: Tensor, x: Tensor, kernel: number, p: Conv2dParams): ParamGradients;
 
@@ -130,14 +136,18 @@ export interface Backend {
    */
   conv2dMaxPool(x: Tensor, w: Tensor, b: Tensor, p: Conv2dForwardParams, relu: boolean, pool: Pool2dParams): Tensor;
 
-  /** Max pooling, seed eq. 23: [N,C,H,W] -> [N,C,Ho,Wo], floor output size. */
-  maxPool2d(x: Tensor, p: Pool2dParams): Tensor;
+  /**
+   * Max pooling, seed eq. 23: [N,C,H,W] -> [N,C,Ho,Wo], floor output size. `ownLayout`: the
+   * output goes on to this backend's next convolution (see Conv2dForwardParams.ownLayout).
+   */
+  maxPool2d(x: Tensor, p: Pool2dParams, ownLayout?: boolean): Tensor;
   /**
    * Routes each dy to the first maximum of its window (ties: first in row-major order). With
    * `reluMask`, also the backward of the ReLU whose output x is (VGG's ReLU before each pool):
-   * gradients that reach a cell with x <= 0 are dropped, in the same pass.
+   * gradients that reach a cell with x <= 0 are dropped, in the same pass. `ownLayout`: dx goes on
+   * only to ops that read this backend's own layout (see Conv2dForwardParams.ownLayout).
    */
-  maxPool2dBackward(dy: Tensor, x: Tensor, p: Pool2dParams, reluMask?: boolean): Tensor;
+  maxPool2dBackward(dy: Tensor, x: Tensor, p: Pool2dParams, reluMask?: boolean, ownLayout?: boolean): Tensor;
 
   /** Average pooling over the cells of each window that lie inside the input (style transfer's option). */
   avgPool2d(x: Tensor, p: Pool2dParams): Tensor;

@@ -26,8 +26,8 @@ export class ConvolutionalLayer extends ParametricLayer {
 
   /**
    * ReLU(conv(x)) in one pass, for a convolution followed by a ReLULayer (see ReLULayer.acceptFused).
-   * `ownLayout`: in a pass no backward follows, the result only feeds the next convolution (see
-   * Conv2dForwardParams).
+   * `ownLayout`: the result only goes to ops that read the backend's own layout (the next
+   * convolution; with a backward to come, a max-pool): see Conv2dForwardParams.
    */
   forwardWithRelu(x: Tensor, ownLayout = false): Tensor {
     this.input = x;
@@ -51,6 +51,6 @@ export class ConvolutionalLayer extends ParametricLayer {
       this.dWeight = dw;
       this.dBias = db;
     }
-    return this.backend.conv2dBackwardData(dy, this.weight, x.shape, p, epilogue);
+    return this.backend.conv2dBackwardData(dy, this.weight, x.shape, p, epilogue, options.ownLayout);
   }
 }

@@ -8,6 +8,11 @@ export interface BackwardOptions {
   readonly paramGrads?: boolean;
   /** The caller hands dy over: the layer may overwrite it instead of allocating (default false). */
   readonly reuseGradient?: boolean;
+  /**
+   * dL/dx goes on only to the backward of a layer whose backend op reads the backend's own layout
+   * (see Conv2dForwardParams.ownLayout): the backend may keep it so.
+   */
+  readonly ownLayout?: boolean;
 }
 
 export interface Layer {

@@ -25,21 +25,22 @@ abstract class PoolingLayer implements Layer {
 
 /** Max pooling (seed eq. 23). */
 export class MaxPoolingLayer extends PoolingLayer {
-  forward(x: Tensor): Tensor {
+  /** `ownLayout`: the output only feeds the next convolution (Conv2dForwardParams.ownLayout). */
+  forward(x: Tensor, ownLayout = false): Tensor {
     this.input = x;
-    return this.backend.maxPool2d(x, this.params);
+    return this.backend.maxPool2d(x, this.params, ownLayout);
   }
 
-  backward(dy: Tensor): Tensor {
-    return this.backend.maxPool2dBackward(dy, remembered(this.input, this.name), this.params);
+  backward(dy: Tensor, options: BackwardOptions = {}): Tensor {
+    return this.backend.maxPool2dBackward(dy, remembered(this.input, this.name), this.params, false, options.ownLayout);
   }
 
   /**
    * The backward of this pool and of the ReLU that produced its input, in one pass (the ReLU's
    * output is this layer's input, so its mask is at hand).
    */
-  backwardThroughRelu(dy: Tensor): Tensor {
-    return this.backend.maxPool2dBackward(dy, remembered(this.input, this.name), this.params, true);
+  backwardThroughRelu(dy: Tensor, options: BackwardOptions = {}): Tensor {
+    return this.backend.maxPool2dBackward(dy, remembered(this.input, this.name), this.params, true, options.ownLayout);
   }
 }
 

@@ -136,9 +136,18 @@ export class Vgg19 {
     this.releaseTransients();
     const made: Tensor[] = [];
     let h = x;
-    // Without a backward to come, an output that only the next layer reads may stay in the
-    // backend's own layout (native: nChw16c from one convolution to the next).
-    const internal = (j: number) => (options.inference ?? false) && j < stop && !wanted.has(j);
+    // An output that nobody asked for may stay in the backend's own layout (native: nChw16c) where
+    // all that read it take that layout: without a backward to come, any that only the next layer
+    // reads; with one, a ReLU's output that goes on to a max-pool (whose backward reads it again)
+    // and that pool's output, where a convolution reads it next (it keeps no input for its
+    // gradient to the data).
+    const internal = (j: number): boolean => {
+      if (j >= stop || wanted.has(j)) return false;
+      if (options.inference) return true;
+      const [at, after] = [this.layers[j], this.layers[j + 1]];
+      if (at instanceof MaxPoolingLayer) return after instanceof ConvolutionalLayer;
+      return at instanceof ReLULayer && after instanceof MaxPoolingLayer && internal(j + 1);
+    };
     for (let i = 0; i <= stop; i++) {
       const layer = this.layers[i]!;
       const next = this.layers[i + 1];
@@ -154,6 +163,8 @@ export class Vgg19 {
         h = next.acceptFused(layer.forwardWithRelu(h, internal(i + 1)));
         options.onLayer?.(i + 1, stop + 1, layer.name);
         i++;
+      } else if (layer instanceof MaxPoolingLayer) {
+        h = layer.forward(h, internal(i));
       } else {
         h = layer.forward(h);
       }
@@ -200,6 +211,9 @@ export class Vgg19 {
       }
       const layer = this.layers[i]!;
       const before = this.layers[i - 1];
+      // A gradient that only the next step's backend op reads may stay in the backend's own layout
+      // (native: nChw16c, see forward): a convolution's gradient to a max-pool's output, and that
+      // pool's (through its ReLU) to the output of the convolution before it.
       if (layer instanceof ConvolutionalLayer && before instanceof ReLULayer) {
         // The ReLU below this convolution (and a gradient injected at its output) are applied
         // while the convolution writes its gradient.
@@ -207,10 +221,11 @@ export class Vgg19 {
         i--;
       } else if (layer instanceof MaxPoolingLayer && before instanceof ReLULayer && !at.has(i - 1)) {
         // Likewise the ReLU below a max-pool, unless a gradient is injected between them.
-        step(layer.backwardThroughRelu(g));
+        step(layer.backwardThroughRelu(g, { ownLayout: this.layers[i - 2] instanceof ConvolutionalLayer }));
         i--;
       } else {
-        step(layer.backward(g, { ...options, reuseGradient: owned }));
+        const toPool = layer instanceof ConvolutionalLayer && before instanceof MaxPoolingLayer && !at.has(i - 1);
+        step(layer.backward(g, { ...options, reuseGradient: owned, ownLayout: toPool }));
       }
       options.onLayer?.(layer.name);
     }

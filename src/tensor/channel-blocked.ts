@@ -7,7 +7,8 @@ import { shapeToString, type HostLayout, type Shape } from './tensor.js';
  * NCHW [N, C, H, W] tensor (C a multiple of 16) lives at
  *   ((n * C / 16 + floor(c / 16)) * H * W + y * W + x) * 16 + c mod 16.
  * native's channel-blocked convolutions hand their outputs to the next one so in a pass that no
- * backward follows (Conv2dForwardParams.ownLayout), and so skip a transpose on each side.
+ * backward follows (Conv2dForwardParams.ownLayout), and so skip a transpose on each side; with a
+ * backward to come, the activations and gradients on either side of VGG19's max-pools.
  */
 export const NCHW16C: HostLayout = { name: 'nChw16c', toNchw: fromChannelBlocked };
 

@@ -51,17 +51,23 @@ export interface NativeAddon {
   conv2d(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number, k: number,
     pad: number, stride: number, bias: Float32Array, relu: boolean, y: Float32Array, wino: Float32Array | null, tile: WinogradTile,
     reflect: boolean, upsample: number, pool?: boolean, blocked?: number): void;
-  /** `wino`: the rotated transform (winogradWeights with rotate) or null for GEMM + col2im. */
+  /**
+   * `wino`: the rotated transform (winogradWeights with rotate) or null for GEMM + col2im. `c16`:
+   * wino in the channel-blocked layout (winogradWeights with c16, where winogradC16(cout, cin,
+   * tile) holds), taking that path, where `blocked` may be X_BLOCKED (dy in nChw16c) and/or
+   * Y_BLOCKED (dx, and add and mask, in nChw16c).
+   */
   conv2dBackwardData(dy: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number,
     k: number, pad: number, stride: number, dx: Float32Array, wino: Float32Array | null, tile: WinogradTile,
-    add: Float32Array | null, mask: Float32Array | null): void;
+    add: Float32Array | null, mask: Float32Array | null, c16?: boolean, blocked?: number): void;
   winogradWeightsSize(cin: number, cout: number, tile: WinogradTile): number;
   /**
    * Whether a forward cin -> cout convolution with this tile runs channel-blocked (16 channels a
    * vector: F(4x4), both counts multiples of 16, a CPU with AVX-512), its weights laid out for it.
    */
   winogradC16(cin: number, cout: number, tile: WinogradTile): boolean;
-  winogradWeights(wt: Float32Array, cin: number, cout: number, rotate: boolean, tile: WinogradTile, out: Float32Array): void;
+  /** `c16`: rotated ones in the channel-blocked layout too (for conv2dBackwardData's c16); the forward's always are, where winogradC16 holds. */
+  winogradWeights(wt: Float32Array, cin: number, cout: number, rotate: boolean, tile: WinogradTile, out: Float32Array, c16?: boolean): void;
   conv2dBackwardParams(dy: Float32Array, x: Float32Array, n: number, cin: number, h: number, w: number, cout: number,
     k: number, pad: number, stride: number, dw: Float32Array, db: Float32Array): void;
   /**
@@ -89,6 +95,9 @@ export interface NativeAddon {
     y: Float32Array, ho: number, wo: number): void;
   maxPool2dBackward(dy: Float32Array, x: Float32Array, planes: number, h: number, w: number, k: number, stride: number,
     pad: number, dx: Float32Array, ho: number, wo: number, reluMask: boolean): void;
+  /** The 2x2 stride-2 max-pool of an nChw16c x into nChw16c y (c a multiple of 16), and its backward (dy and dx nChw16c too). */
+  maxPool2dC16(x: Float32Array, n: number, c: number, h: number, w: number, y: Float32Array): void;
+  maxPool2dC16Backward(dy: Float32Array, x: Float32Array, n: number, c: number, h: number, w: number, dx: Float32Array, reluMask: boolean): void;
   linear(x: Float32Array, m: number, k: number, w: Float32Array, n: number, b: Float32Array, y: Float32Array): void;
   /**
    * What the Winograd convolutions since the last reset spent per stage: [input transform ms,
