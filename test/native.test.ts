@@ -207,8 +207,15 @@ if (native) {
                   assert.equal(dxo.layout?.name, c16 ? 'nChw16c' : undefined, `${what}: dx's layout`);
                   assertClose(dxo, dx, winoBack ? 1e-4 : 1e-5, `${what} dx to nChw16c`);
                 }
-                // An epilogue's operands are NCHW: its dx stays NCHW.
-                assert.equal(native.conv2dBackwardData(dy, w, x.shape, p, e, true).layout, undefined, `${what}: dx with the epilogue stays NCHW`);
+                // With the epilogue: dx nChw16c where its operands are (a mask Vgg19 kept so), else NCHW.
+                assert.equal(native.conv2dBackwardData(dy, w, x.shape, p, e, true).layout, undefined, `${what}: dx with an NCHW epilogue stays NCHW`);
+                const eb = { add: inNchw16c(e.add), reluMask: inNchw16c(e.reluMask) };
+                for (const dyIn of [dy, inNchw16c(dy)]) {
+                  const dxeb = native.conv2dBackwardData(dyIn, w, x.shape, p, eb, true);
+                  assert.equal(dxeb.layout?.name, c16 ? 'nChw16c' : undefined, `${what}: dx's layout with an nChw16c epilogue`);
+                  assertClose(dxeb, dxe, winoBack ? 1e-4 : 1e-5, `${what} dx to nChw16c with an nChw16c epilogue`);
+                  assertClose(native.conv2dBackwardData(dyIn, w, x.shape, p, eb), dxe, winoBack ? 1e-4 : 1e-5, `${what} dx to NCHW with an nChw16c epilogue`);
+                }
               }
               const got = native.conv2dBackwardParams(dy, x, k, p);
               const ref = refOf(i, 'params', () => loops.conv2dBackwardParams(dy, x, k, p));

@@ -195,17 +195,21 @@ function zeroFeatures(t: Tensor): number {
 /**
  * Each backward step's work on `backend`: a convolution's gradient to its input as the backend
  * computes it (conv2dWork 'backward-data'; the ReLU below it is fused there; its dy or dx in the
- * backend's own layout next to a max-pool, as Vgg19.backward hands them), pools and ReLUs as the
- * bytes they read (dy and x) and write (dx).
+ * backend's own layout where Vgg19 keeps them so: next to a max-pool, or next to a ReLU output
+ * nobody captured), pools and ReLUs as the bytes they read (dy and x) and write (dx).
  */
 function backwardWork(weights: Vgg19Weights, size: number, backend: Backend, until: string): Record<string, RowWork> {
   const out: Record<string, RowWork> = {};
   const costs = vgg19LayerCosts(weights, size, until);
+  const captured = new Set<string>(STYLE_ITERATION_LAYERS);
+  // A ReLU output Vgg19.forward keeps in the backend's layout (see its `internal`).
+  const kept = (j: number) => costs[j]?.kind === 'relu' && !captured.has(costs[j]!.name) && j >= 2 && (costs[j + 1]?.kind === 'conv' || costs[j + 1]?.kind === 'pool');
   for (const [i, c] of costs.entries()) {
     const p = weights.layers.get(c.name);
     const [input, output] = [[1, ...c.input], [1, ...c.output]];
-    const byPool = costs[i - 1]?.kind === 'pool' || (costs[i + 1]?.kind === 'relu' && costs[i + 2]?.kind === 'pool');
-    if (p?.kind === 'conv') out[backwardRow(c.name)] = backend.conv2dWork(input, p.w.shape, { pad: p.pad, stride: p.stride }, 'backward-data', byPool);
+    const dxOwn = costs[i - 1]?.kind === 'pool' || kept(i - 1);
+    const dyOwn = costs[i + 1]?.kind === 'relu' && (costs[i + 2]?.kind === 'pool' || kept(i + 1));
+    if (p?.kind === 'conv') out[backwardRow(c.name)] = backend.conv2dWork(input, p.w.shape, { pad: p.pad, stride: p.stride }, 'backward-data', dxOwn || dyOwn);
     else out[backwardRow(c.name)] = { algorithm: `${c.kind} backward`, flops: 0, bytes: 4 * (2 * sizeOf(input) + sizeOf(output)) };
   }
   return out;

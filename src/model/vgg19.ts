@@ -53,6 +53,8 @@ export class Vgg19 {
    * arrays (no page faults and zeroing of fresh memory on every pass).
    */
   private forwardOwned: Tensor[] = [];
+  /** The last forward's ReLU outputs that it left in the backend's own layout (their masks' backward may keep it). */
+  private forwardKept = new Set<number>();
   /** Index of the last layer the last forward ran. */
   private forwardStop = -2;
   /** The last forward ran with `inference` (some layers' inputs were never made). */
@@ -140,14 +142,19 @@ export class Vgg19 {
     // all that read it take that layout: without a backward to come, any that only the next layer
     // reads; with one, a ReLU's output that goes on to a max-pool (whose backward reads it again)
     // and that pool's output, where a convolution reads it next (it keeps no input for its
-    // gradient to the data).
+    // gradient to the data); and a ReLU's output that a convolution reads next, whose gradient's
+    // epilogue reads it again as the mask, unless the gradient there goes on to the first layer
+    // (the gradient to the image is made from NCHW).
     const internal = (j: number): boolean => {
       if (j >= stop || wanted.has(j)) return false;
       if (options.inference) return true;
       const [at, after] = [this.layers[j], this.layers[j + 1]];
       if (at instanceof MaxPoolingLayer) return after instanceof ConvolutionalLayer;
-      return at instanceof ReLULayer && after instanceof MaxPoolingLayer && internal(j + 1);
+      if (!(at instanceof ReLULayer)) return false;
+      if (after instanceof ConvolutionalLayer) return j >= 2;
+      return after instanceof MaxPoolingLayer && internal(j + 1);
     };
+    const kept = new Set<number>();
     for (let i = 0; i <= stop; i++) {
       const layer = this.layers[i]!;
       const next = this.layers[i + 1];
@@ -160,7 +167,8 @@ export class Vgg19 {
         i += 2;
       } else if (layer instanceof ConvolutionalLayer && next instanceof ReLULayer && i + 1 <= stop && !wanted.has(i)) {
         // A convolution whose raw output nobody asked for runs with its ReLU fused into it.
-        h = next.acceptFused(layer.forwardWithRelu(h, internal(i + 1)));
+        if (internal(i + 1)) kept.add(i + 1);
+        h = next.acceptFused(layer.forwardWithRelu(h, kept.has(i + 1)));
         options.onLayer?.(i + 1, stop + 1, layer.name);
         i++;
       } else if (layer instanceof MaxPoolingLayer) {
@@ -174,6 +182,7 @@ export class Vgg19 {
       else if (i !== stop) made.push(h);
     }
     this.forwardOwned = made;
+    this.forwardKept = kept;
     this.forwardStop = stop;
     this.forwardForInference = options.inference ?? false;
     return { output: h, activations };
@@ -216,8 +225,9 @@ export class Vgg19 {
       // pool's (through its ReLU) to the output of the convolution before it.
       if (layer instanceof ConvolutionalLayer && before instanceof ReLULayer) {
         // The ReLU below this convolution (and a gradient injected at its output) are applied
-        // while the convolution writes its gradient.
-        step(layer.backward(g, options, { add: at.get(i - 1), reluMask: before.mask }));
+        // while the convolution writes its gradient, in the layout the forward kept its mask in.
+        const ownLayout = this.forwardKept.has(i - 1) && !at.has(i - 1);
+        step(layer.backward(g, { ...options, ownLayout }, { add: at.get(i - 1), reluMask: before.mask }));
         i--;
       } else if (layer instanceof MaxPoolingLayer && before instanceof ReLULayer && !at.has(i - 1)) {
         // Likewise the ReLU below a max-pool, unless a gradient is injected between them.
