@@ -53,7 +53,7 @@ export class Vgg19 {
    * arrays (no page faults and zeroing of fresh memory on every pass).
    */
   private forwardOwned: Tensor[] = [];
-  /** The last forward's ReLU outputs that it left in the backend's own layout (their masks' backward may keep it). */
+  /** The last forward's ReLU outputs that it left in the backend's own layout (the gradient through such a mask may stay so). */
   private forwardKept = new Set<number>();
   /** Index of the last layer the last forward ran. */
   private forwardStop = -2;
@@ -221,8 +221,9 @@ export class Vgg19 {
       const layer = this.layers[i]!;
       const before = this.layers[i - 1];
       // A gradient that only the next step's backend op reads may stay in the backend's own layout
-      // (native: nChw16c, see forward): a convolution's gradient to a max-pool's output, and that
-      // pool's (through its ReLU) to the output of the convolution before it.
+      // (native: nChw16c, see forward): a convolution's gradient to a max-pool's output, that
+      // pool's (through its ReLU) to the output of the convolution before it, and a convolution's
+      // gradient through a ReLU mask the forward kept so.
       if (layer instanceof ConvolutionalLayer && before instanceof ReLULayer) {
         // The ReLU below this convolution (and a gradient injected at its output) are applied
         // while the convolution writes its gradient, in the layout the forward kept its mask in.

@@ -326,13 +326,13 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       }
       const tile = backwardDataTile(g, p);
       // The channel-blocked path (where the forward from cout to cin channels would take it) where
-      // dy is nChw16c, read as it is, or dx may be made so (with an epilogue, where its operands are
-      // nChw16c too). Between NCHW tensors the 8-lane path stays: with the epilogue it was the faster at 64
-      // channels 512 px (29.0-30.1 against 31.2-33.7 ms), within 5% elsewhere. Measured per layer
-      // of a 512 px style iteration's gradient (`node` on this op, two builds alternating): nChw16c
-      // dy 64 ch 28.4-28.9 against 30.0-30.1 ms, 128 ch 19.2-19.3 against 20.8-20.9, 256 ch
-      // 14.2-15.3 against 15.3-15.7; an nChw16c dx 128 -> 64 ch 10.2-10.4 against 10.8-11.0,
-      // 256 -> 128 8.3 against 8.8-9.0, 512 -> 256 7.3-7.7 against 7.9-8.4.
+      // dy is nChw16c, read as it is, or dx may be made so (with an epilogue, where its operands
+      // are nChw16c too). Between NCHW tensors the 8-lane path stays: with the epilogue it was the
+      // faster at 64 channels 512 px (29.0-30.1 against 31.2-33.7 ms), within 5% elsewhere.
+      // Measured per layer of a 512 px style iteration's gradient (`node` on this op, two builds
+      // alternating): nChw16c dy 64 ch 28.4-28.9 against 30.0-30.1 ms, 128 ch 19.2-19.3 against
+      // 20.8-20.9, 256 ch 14.2-15.3 against 15.3-15.7; an nChw16c dx 128 -> 64 ch 10.2-10.4
+      // against 10.8-11.0, 256 -> 128 8.3 against 8.8-9.0, 512 -> 256 7.3-7.7 against 7.9-8.4.
       const blockedDy = dy.arrayIn(NCHW16C);
       // The epilogue's operands all nChw16c (or none): then dx may be so too.
       const blockedEpilogue = [epilogue?.add, epilogue?.reluMask].every((t) => !t || t.arrayIn(NCHW16C));
