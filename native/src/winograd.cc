@@ -353,8 +353,8 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
         // The gradient epilogue over the rows just written (still in cache), a contiguous span each:
         // inside the transform's stores, 16 planes of each operand read at once, the gradient of 64
         // channels at 512 px from an nChw16c dy took 30.7 ms, so 28.4-28.9 (`node` on the op).
-        auto epilogue = [&](size_t from, long n) {
-          add_and_mask_span(y_img + from, add_img ? add_img + from : nullptr, mask_img ? mask_img + from : nullptr, n);
+        auto epilogue = [&](size_t from, long count) {
+          add_and_mask_span(y_img + from, add_img ? add_img + from : nullptr, mask_img ? mask_img + from : nullptr, count);
         };
         for (int r = 0; r < rows; r++)
           if (yb)

@@ -195,21 +195,18 @@ function zeroFeatures(t: Tensor): number {
 /**
  * Each backward step's work on `backend`: a convolution's gradient to its input as the backend
  * computes it (conv2dWork 'backward-data'; the ReLU below it is fused there; its dy or dx in the
- * backend's own layout where Vgg19 keeps them so: next to a max-pool, or next to a ReLU output
- * nobody captured), pools and ReLUs as the bytes they read (dy and x) and write (dx).
+ * backend's own layout where the output on either side of it stays so, as `model` keeps them),
+ * pools and ReLUs as the bytes they read (dy and x) and write (dx).
  */
-function backwardWork(weights: Vgg19Weights, size: number, backend: Backend, until: string): Record<string, RowWork> {
+function backwardWork(model: Vgg19, weights: Vgg19Weights, size: number, backend: Backend, until: string): Record<string, RowWork> {
   const out: Record<string, RowWork> = {};
   const costs = vgg19LayerCosts(weights, size, until);
-  const captured = new Set<string>(STYLE_ITERATION_LAYERS);
-  // A ReLU output Vgg19.forward keeps in the backend's layout (see its `internal`).
-  const kept = (j: number) => costs[j]?.kind === 'relu' && !captured.has(costs[j]!.name) && j >= 2 && (costs[j + 1]?.kind === 'conv' || costs[j + 1]?.kind === 'pool');
+  const own = model.ownLayoutNames({ until, capture: [...STYLE_ITERATION_LAYERS] });
   for (const [i, c] of costs.entries()) {
     const p = weights.layers.get(c.name);
     const [input, output] = [[1, ...c.input], [1, ...c.output]];
-    const dxOwn = costs[i - 1]?.kind === 'pool' || kept(i - 1);
-    const dyOwn = costs[i + 1]?.kind === 'relu' && (costs[i + 2]?.kind === 'pool' || kept(i + 1));
-    if (p?.kind === 'conv') out[backwardRow(c.name)] = backend.conv2dWork(input, p.w.shape, { pad: p.pad, stride: p.stride }, 'backward-data', dxOwn || dyOwn);
+    const ownLayout = own.has(costs[i - 1]?.name ?? '') || own.has(costs[i + 1]?.name ?? '');
+    if (p?.kind === 'conv') out[backwardRow(c.name)] = backend.conv2dWork(input, p.w.shape, { pad: p.pad, stride: p.stride }, 'backward-data', ownLayout);
     else out[backwardRow(c.name)] = { algorithm: `${c.kind} backward`, flops: 0, bytes: 4 * (2 * sizeOf(input) + sizeOf(output)) };
   }
   return out;
@@ -269,9 +266,9 @@ export async function profileStyleIteration(
   }
   const ms = medians(backends, samples);
   const work: Record<string, Record<string, RowWork>> = {};
-  for (const b of backends) {
+  for (const [i, b] of backends.entries()) {
     const forward = rowWork(weights, size, b);
-    work[runnerName(b)] = { ...Object.fromEntries(forwardRows.map((r) => [r.name, forward[r.name]!])), ...backwardWork(weights, size, b, until) };
+    work[runnerName(b)] = { ...Object.fromEntries(forwardRows.map((r) => [r.name, forward[r.name]!])), ...backwardWork(models[i]!, weights, size, b, until) };
   }
   // Only the steps that ran get rows (a ReLU fused into the convolution above it has none).
   const ran = new Set(Object.values(ms).flatMap((m) => Object.keys(m)));

@@ -127,33 +127,45 @@ export class Vgg19 {
     return this.layers[i]!;
   }
 
-  forward(x: Tensor, options: ForwardOptions = {}): ForwardResult {
-    if (x.rank !== 4 || x.shape[1] !== 3) throw new PasticheError(`VGG19 input must be [N, 3, H, W], got ${shapeToString(x.shape)}`);
+  /**
+   * The outputs a forward pass with these options may leave in the backend's own layout (native:
+   * nChw16c) because all that read them take that layout: without a backward to come, any that
+   * only the next layer reads; with one, a ReLU's output that goes on to a max-pool (whose backward
+   * reads it again) and that pool's output, where a convolution reads it next (it keeps no input
+   * for its gradient to the data); and a ReLU's output that a convolution reads next, whose
+   * gradient's epilogue reads it again as the mask, unless the gradient there goes on to the first
+   * layer (the gradient to the image is made from NCHW). Nothing captured. By layer index.
+   */
+  private ownLayoutOutputs(options: ForwardOptions): { stop: number; wanted: Map<number, string>; own: (j: number) => boolean } {
     const wanted = new Map<number, string>();
     for (const name of options.capture ?? []) wanted.set(this.layerIndex(name), resolveLayerName(name)!);
-    const last = this.layerIndex(options.until ?? 'prob');
-    const stop = Math.max(last, ...wanted.keys());
-    const activations = new Map<string, Tensor>();
-    if (wanted.has(-1)) activations.set('input', x);
-    this.releaseTransients();
-    const made: Tensor[] = [];
-    let h = x;
-    // An output that nobody asked for may stay in the backend's own layout (native: nChw16c) where
-    // all that read it take that layout: without a backward to come, any that only the next layer
-    // reads; with one, a ReLU's output that goes on to a max-pool (whose backward reads it again)
-    // and that pool's output, where a convolution reads it next (it keeps no input for its
-    // gradient to the data); and a ReLU's output that a convolution reads next, whose gradient's
-    // epilogue reads it again as the mask, unless the gradient there goes on to the first layer
-    // (the gradient to the image is made from NCHW).
-    const internal = (j: number): boolean => {
+    const stop = Math.max(this.layerIndex(options.until ?? 'prob'), ...wanted.keys());
+    const own = (j: number): boolean => {
       if (j >= stop || wanted.has(j)) return false;
       if (options.inference) return true;
       const [at, after] = [this.layers[j], this.layers[j + 1]];
       if (at instanceof MaxPoolingLayer) return after instanceof ConvolutionalLayer;
       if (!(at instanceof ReLULayer)) return false;
       if (after instanceof ConvolutionalLayer) return j >= 2;
-      return after instanceof MaxPoolingLayer && internal(j + 1);
+      return after instanceof MaxPoolingLayer && own(j + 1);
     };
+    return { stop, wanted, own };
+  }
+
+  /** The names of the outputs a forward pass with these options may leave in the backend's own layout (ownLayoutOutputs). */
+  ownLayoutNames(options: ForwardOptions): Set<string> {
+    const { stop, own } = this.ownLayoutOutputs(options);
+    return new Set(this.layers.slice(0, stop + 1).flatMap((l, j) => (own(j) ? [l.name] : [])));
+  }
+
+  forward(x: Tensor, options: ForwardOptions = {}): ForwardResult {
+    if (x.rank !== 4 || x.shape[1] !== 3) throw new PasticheError(`VGG19 input must be [N, 3, H, W], got ${shapeToString(x.shape)}`);
+    const { stop, wanted, own } = this.ownLayoutOutputs(options);
+    const activations = new Map<string, Tensor>();
+    if (wanted.has(-1)) activations.set('input', x);
+    this.releaseTransients();
+    const made: Tensor[] = [];
+    let h = x;
     const kept = new Set<number>();
     for (let i = 0; i <= stop; i++) {
       const layer = this.layers[i]!;
@@ -162,17 +174,17 @@ export class Vgg19 {
       // Without a backward to come, a convolution, its ReLU and a max-pool after them are one op
       // where only the pool's output may be looked at.
       if (options.inference && layer instanceof ConvolutionalLayer && next instanceof ReLULayer && pool instanceof MaxPoolingLayer && i + 2 <= stop && !wanted.has(i) && !wanted.has(i + 1)) {
-        h = layer.forwardReluMaxPool(h, pool.params, internal(i + 2));
+        h = layer.forwardReluMaxPool(h, pool.params, own(i + 2));
         for (const j of [i, i + 1]) options.onLayer?.(j + 1, stop + 1, this.layers[j]!.name);
         i += 2;
       } else if (layer instanceof ConvolutionalLayer && next instanceof ReLULayer && i + 1 <= stop && !wanted.has(i)) {
         // A convolution whose raw output nobody asked for runs with its ReLU fused into it.
-        if (internal(i + 1)) kept.add(i + 1);
+        if (own(i + 1)) kept.add(i + 1);
         h = next.acceptFused(layer.forwardWithRelu(h, kept.has(i + 1)));
         options.onLayer?.(i + 1, stop + 1, layer.name);
         i++;
       } else if (layer instanceof MaxPoolingLayer) {
-        h = layer.forward(h, internal(i));
+        h = layer.forward(h, own(i));
       } else {
         h = layer.forward(h);
       }
@@ -221,7 +233,7 @@ export class Vgg19 {
       const layer = this.layers[i]!;
       const before = this.layers[i - 1];
       // A gradient that only the next step's backend op reads may stay in the backend's own layout
-      // (native: nChw16c, see forward): a convolution's gradient to a max-pool's output, that
+      // (native: nChw16c, see ownLayoutOutputs): a convolution's gradient to a max-pool's output, that
       // pool's (through its ReLU) to the output of the convolution before it, and a convolution's
       // gradient through a ReLU mask the forward kept so.
       if (layer instanceof ConvolutionalLayer && before instanceof ReLULayer) {
