@@ -230,7 +230,7 @@ if (native) {
         });
       }
 
-      test(`native pool, matmul, linear, relu, instance norm (${isa}, ${threads} thread(s)) equal loops`, () => {
+      test(`native pool, matmul, linear, relu, instance norm, Gram, scale, sum of squares (${isa}, ${threads} thread(s)) equal loops`, () => {
         addon.isa(isa);
         addon.threads(threads);
         try {
@@ -291,6 +291,15 @@ if (native) {
             assertClose(g1.dw, g2.dw, 1e-5, 'linear dw');
             assertClose(g1.db, g2.db, 1e-5, 'linear db');
           }
+          // A matrix times its own transpose (the style losses' Gram matrices): the symmetric kernel
+          // from 4e6 products up (K split over the threads, the tiles right of the diagonal
+          // mirrored), row counts off the panels' 6 and 16, K off the 16-float split.
+          for (const [c, k] of [[3, 5], [17, 300], [16, 16000], [70, 1030], [64, 4099], [130, 600], [37, 70001]]) {
+            const f = randomTensor([c!, k!], c! + k!);
+            const g = native.matmul(f, f, false, true);
+            assertClose(g, loops.matmul(f, f, false, true), 1e-5, `gram ${c}x${k}`);
+            for (let i = 0; i < c!; i++) for (let j = 0; j < i; j++) assert.equal(g.data[i * c! + j], g.data[j * c! + i], `gram ${c}x${k} symmetric at ${i},${j}`);
+          }
           // Instance norm (the style network's): planes below a vector, across sum blocks, with tails.
           for (const [i, shape] of ([[2, 3, 5, 7], [1, 2, 37, 53], [2, 2, 1, 3]] as const).entries()) {
             const xs = randomTensor(shape, 20 + i, -3, 3);
@@ -309,6 +318,14 @@ if (native) {
           const rd = randomTensor(r.shape, 10);
           assert.deepEqual(native.reluBackward(rd, r).data, loops.reluBackward(rd, r).data);
           assert.deepEqual(native.reluBackward(rd.clone(), r, true).data, loops.reluBackward(rd, r).data, 'in place');
+          // The style losses' scale and sum of squares: below a vector, whole blocks and tails, across
+          // the 65536-float tasks.
+          for (const size of [1, 15, 256 + 17, 65536 * 2 + 300, 200003]) {
+            const v = randomTensor([size], size, -40, 40);
+            assertClose(native.scale(v, -0.37), loops.scale(v, -0.37), 1e-6, `scale ${size}`);
+            const [got, want] = [native.sumOfSquares(v).data[0]!, loops.sumOfSquares(v).data[0]!];
+            assert.ok(Math.abs(got - want) <= 1e-6 * want, `sumOfSquares ${size}: ${got} vs ${want}`);
+          }
         } finally {
           addon.isa(best);
           addon.threads(2);

@@ -44,6 +44,9 @@ test('content, style and TV losses and gradients equal PyTorch (float64 referenc
     const sl = s.loss.data[0]!;
     assert.ok(Math.abs(sl - ref.style) / ref.style < 1e-5, `${name} style ${sl} vs ${ref.style}`);
     assertClose(s.grad, await readNpy(`${REF}grad_style.npy`), 1e-5, `${name} style gradient`);
+    // A weight in the objective comes with the gradient (folded into the Gram difference for style).
+    assertClose(contentLoss(be, F!, P!, -2.5).grad, be.scale(c.grad, -2.5), 1e-6, `${name} weighted content gradient`);
+    assertClose(styleLoss(be, F!, gram(be, F2!), 300).grad, be.scale(s.grad, 300), 1e-5, `${name} weighted style gradient`);
   }
   const t = tvLoss(x!);
   const tl = t.loss.data[0]!;
@@ -121,6 +124,58 @@ test('the loss decreases under Adam and under L-BFGS', async () => {
 });
 
 const base = { content: CONTENT, styles: [STYLE], weights: tiny, size: 48, iterations: 4, optimizer: 'adam' as const, lr: 1, ...weightsLab(0) };
+
+test("L-BFGS's fused sweeps take the textbook two-loop recursion's steps (history wrapping, skipped pairs)", () => {
+  // Nocedal & Wright's algorithm 7.4 as written, with the optimiser's rules: the first step scaled
+  // by min(1, 1/|g|_1), pairs with y.s <= 1e-10 skipped, the oldest dropped from a full history.
+  const textbook = (history: number) => {
+    const [s, y, rho] = [[] as Float64Array[], [] as Float64Array[], [] as number[]];
+    let [prevX, prevG, hDiag, first] = [undefined as Float64Array | undefined, undefined as Float64Array | undefined, 1, true];
+    const dot = (u: Float64Array, v: Float64Array) => u.reduce((acc, ui, j) => acc + ui * v[j]!, 0);
+    return (x: Float32Array, grad: Float32Array) => {
+      const g = Float64Array.from(grad);
+      if (prevX && prevG) {
+        const [si, yi] = [Float64Array.from(x, (v, j) => v - prevX![j]!), g.map((v, j) => v - prevG![j]!)];
+        const ys = dot(yi, si);
+        if (ys > 1e-10) {
+          if (s.length === history) [s.shift(), y.shift(), rho.shift()];
+          [s.push(si), y.push(yi), rho.push(1 / ys)];
+          hDiag = ys / dot(yi, yi);
+        }
+      }
+      const q = Float64Array.from(g);
+      const alpha: number[] = [];
+      for (let i = s.length - 1; i >= 0; i--) {
+        alpha[i] = rho[i]! * dot(s[i]!, q);
+        q.forEach((v, j) => (q[j] = v - alpha[i]! * y[i]![j]!));
+      }
+      q.forEach((v, j) => (q[j] = v * hDiag));
+      for (let i = 0; i < s.length; i++) {
+        const beta = rho[i]! * dot(y[i]!, q);
+        q.forEach((v, j) => (q[j] = v + (alpha[i]! - beta) * s[i]![j]!));
+      }
+      const step = first ? Math.min(1, 1 / Math.max(g.reduce((a, v) => a + Math.abs(v), 0), 1e-30)) : 1;
+      [prevX, prevG, first] = [Float64Array.from(x), g, false];
+      x.forEach((v, j) => (x[j] = v - step * q[j]!));
+    };
+  };
+  // A badly conditioned quadratic 0.5 sum d_j (x_j - c_j)^2, odd length (the sweeps' tails), and a
+  // gradient repeated once (y = 0: a skipped pair).
+  const n = 1003;
+  const d = Float64Array.from({ length: n }, (_, j) => 0.01 + (j % 97) / 10);
+  const c = Float64Array.from({ length: n }, (_, j) => Math.sin(j));
+  const [xa, xb] = [new Float32Array(n), new Float32Array(n)];
+  const [fast, ref] = [new Lbfgs(1, 3), textbook(3)];
+  let repeat: Float32Array | undefined;
+  for (let it = 0; it < 9; it++) {
+    const grad = (x: Float32Array) => Float32Array.from(x, (v, j) => d[j]! * (v - c[j]!));
+    const [ga, gb] = it === 5 && repeat ? [repeat, repeat] : [grad(xa), grad(xb)];
+    repeat = ga;
+    fast.step(xa, ga);
+    ref(xb, gb);
+    assertClose(new Tensor([n], xa), new Tensor([n], xb), 1e-6, `step ${it}`);
+  }
+});
 
 test('the same seed gives the same image, another seed another one; backends agree', async () => {
   const a = await stylize({ ...base, init: { kind: 'noise' }, seed: 3, backend: getBackend('ts') });

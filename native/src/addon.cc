@@ -96,6 +96,13 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// gram(f, c, k, g): G = F F^T, F [c x k]
+Napi::Value Gram(const Napi::CallbackInfo& info) {
+  Call call;
+  gram(F(info, 0), I(info, 1), I(info, 2), F(info, 3));
+  return info.Env().Undefined();
+}
+
 // conv2d(x, n, cin, h, w, wt, cout, k, pad, stride, bias, relu, y, wino|null, winoTile, reflect, upsample, pool, blocked)
 // (pool: with wino only, y the 2x2 stride-2 max-pool of the output; the backend checks both.
 // blocked: X_BLOCKED | Y_BLOCKED, on the channel-blocked path only, refused elsewhere)
@@ -211,6 +218,21 @@ Napi::Value AddScaled(const Napi::CallbackInfo& info) {
   auto a = info[0].As<Napi::Float32Array>();
   add_scaled(a.Data(), F(info, 1), (float)info[2].As<Napi::Number>().DoubleValue(), F(info, 3), (long)a.ElementLength());
   return info.Env().Undefined();
+}
+
+// scale(x, alpha, y): y = alpha x
+Napi::Value Scale(const Napi::CallbackInfo& info) {
+  Call call;
+  auto x = info[0].As<Napi::Float32Array>();
+  scale(x.Data(), (float)info[1].As<Napi::Number>().DoubleValue(), F(info, 2), (long)x.ElementLength());
+  return info.Env().Undefined();
+}
+
+// sumOfSquares(x): the sum of x^2, as a double
+Napi::Value SumOfSquares(const Napi::CallbackInfo& info) {
+  Call call;
+  auto x = info[0].As<Napi::Float32Array>();
+  return Napi::Number::New(info.Env(), sum_of_squares(x.Data(), (long)x.ElementLength()));
 }
 
 // reflectionPad(x, planes, h, w, pad, y), upsampleNearest(x, planes, h, w, factor, y)
@@ -477,6 +499,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("instanceNorm", Napi::Function::New(env, InstanceNorm));
   exports.Set("reflectionPad", Napi::Function::New(env, ReflectionPad));
   exports.Set("addScaled", Napi::Function::New(env, AddScaled));
+  exports.Set("scale", Napi::Function::New(env, Scale));
+  exports.Set("gram", Napi::Function::New(env, Gram));
+  exports.Set("sumOfSquares", Napi::Function::New(env, SumOfSquares));
   exports.Set("upsampleNearest", Napi::Function::New(env, UpsampleNearest));
   exports.Set("instanceNormBackward", Napi::Function::New(env, InstanceNormBackward));
   exports.Set("conv2dBackwardData", Napi::Function::New(env, Conv2dBackwardData));

@@ -269,6 +269,28 @@ void add_scaled(const float* a, const float* b, float alpha, float* y, long n) {
   });
 }
 
+void scale(const float* x, float alpha, float* y, long n) {
+  auto span = simd_kernels().scale_span;
+  constexpr long CHUNK = 1 << 16;
+  ThreadPool::instance().parallel_for((int)((n + CHUNK - 1) / CHUNK), [&](int t, int) {
+    const long lo = (long)t * CHUNK;
+    span(x + lo, alpha, y + lo, std::min(CHUNK, n - lo));
+  });
+}
+
+double sum_of_squares(const float* x, long n) {
+  auto span = simd_kernels().sum_squares_span;
+  constexpr long CHUNK = 1 << 16;
+  std::vector<double> parts((n + CHUNK - 1) / CHUNK);
+  ThreadPool::instance().parallel_for((int)parts.size(), [&](int t, int) {
+    const long lo = (long)t * CHUNK;
+    parts[t] = span(x + lo, std::min(CHUNK, n - lo));
+  });
+  double sum = 0;
+  for (double p : parts) sum += p;
+  return sum;
+}
+
 void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, float* dst, int width, int up, bool bf16) {
   const int H = h * up, W = w * up;  // the (upsampled) image the row belongs to
   if (reflect && r < 0 && r >= -pad) r = -r;                             // -1 -> 1

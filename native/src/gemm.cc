@@ -491,8 +491,14 @@ void pack_b(Operand b, int p0, int k, int j0, int n, float* out) {
         }
       }
     } else {
-      for (int p = 0; p < k; p++)
-        for (int j = 0; j < NR; j++) *out++ = j < nr ? b.data[(size_t)(j0 + jr + j) * b.ld + p0 + p] : 0.f;
+      // Row by row of B^T: each read stream is contiguous, the writes stay in the panel (in L1).
+      // Element by element down the columns, the Gram matrices' packing (rows 1 MB apart) took
+      // more time than their products.
+      for (int j = 0; j < NR; j++) {
+        const float* src = j < nr ? b.data + (size_t)(j0 + jr + j) * b.ld + p0 : nullptr;
+        for (int p = 0; p < k; p++) out[(size_t)p * NR + j] = src ? src[p] : 0.f;
+      }
+      out += (size_t)k * NR;
     }
   }
 }
@@ -531,6 +537,51 @@ void sgemm(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool ac
       serial(i1 - i0, n, k, ai, b, c + (size_t)i0 * ldc, ldc, accumulate);
     });
   }
+}
+
+void gram(const float* f, int c, int k, float* g) {
+  ThreadPool& pool = ThreadPool::instance();
+  const int t = pool.threads();
+  const Operand a{f, k, false}, b{f, k, true};  // F, and F^T as the right operand
+  if (bf16_active() || (double)c * c * k < 4e6 || c < NR) {
+    sgemm(c, c, k, a, b, g, c, false);
+    return;
+  }
+  // K in one part per thread, each summed into its own c x c matrix: a Gram matrix has few rows and
+  // a long K (relu1_1 at 512 px: 64 x 262144), where sgemm's split of the columns gave each thread
+  // all of F to pack for half the output (175 GFLOP/s on 2 threads).
+  const int parts = std::max(1, std::min(t, k / KC));
+  const int per = (k / parts + 15) / 16 * 16;
+  const int row_panels = (c + MR - 1) / MR, col_panels = (c + NR - 1) / NR;
+  std::vector<float> partial((size_t)(parts - 1) * c * c);
+  pool.parallel_for(parts, [&](int s, int) {
+    const int k0 = s * per, k1 = s == parts - 1 ? k : std::min(k, k0 + per);
+    float* gs = s == 0 ? g : partial.data() + (size_t)(s - 1) * c * c;
+    thread_local std::vector<float> pa, pb;
+    pa.resize((size_t)row_panels * MR * KC);
+    pb.resize((size_t)col_panels * NR * KC);
+    const int slice = k_slice(k1 - k0);
+    for (int p0 = k0; p0 < k1; p0 += slice) {
+      const int kc = std::min(slice, k1 - p0);
+      pack_a(a, 0, c, p0, kc, pa.data());
+      pack_b(b, p0, kc, 0, c, pb.data());
+      // G is symmetric: each row panel from the column panel holding its first row on (the tiles
+      // on and right of the diagonal, 56% of them at 64 rows, 52% at 512).
+      for (int ip = 0; ip < row_panels; ip++) {
+        const int j0 = ip * MR / NR * NR;
+        gemm_packed(kc, pa.data() + (size_t)ip * MR * kc, (size_t)MR * kc, std::min(MR, c - ip * MR),
+                    pb.data() + (size_t)(j0 / NR) * NR * kc, (size_t)NR * kc, c - j0, gs + (size_t)ip * MR * c + j0, c,
+                    p0 != k0);
+      }
+    }
+  });
+  // The parts summed in a fixed order, the upper triangle mirrored into the lower.
+  for (int i = 0; i < c; i++)
+    for (int j = i; j < c; j++) {
+      float v = g[(size_t)i * c + j];
+      for (int s = 1; s < parts; s++) v += partial[(size_t)(s - 1) * c * c + (size_t)i * c + j];
+      g[(size_t)i * c + j] = g[(size_t)j * c + i] = v;
+    }
 }
 
 }  // namespace pastiche

@@ -84,6 +84,10 @@ void sgemm(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool ac
 // The same on the calling thread only.
 void sgemm_serial(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool accumulate);
 
+// G[c x c] = F F^T for a row-major F [c x k] (a Gram matrix): the tiles on and right of the diagonal
+// only, K split over the threads, the rest mirrored. sgemm where bf16 is on or the product is small.
+void gram(const float* f, int c, int k, float* g);
+
 // Packing into micro-kernel order, also used by Winograd to pre-pack its operands.
 // A: rows [0, m) x k -> ceil(m/MR) panels of k x MR (zero-padded rows).
 void pack_a(Operand a, int i0, int m, int p0, int k, float* out);

@@ -75,6 +75,9 @@ void conv2d_direct(const float* x, int n, int cin, int h, int w, const float* wt
 void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, float* dst, int width, int up = 1, bool bf16 = false);
 // y = a + alpha b over n floats, chunks over threads.
 void add_scaled(const float* a, const float* b, float alpha, float* y, long n);
+// y = alpha x; the sum of x^2 (in double, summed in a fixed order whatever the thread count).
+void scale(const float* x, float alpha, float* y, long n);
+double sum_of_squares(const float* x, long n);
 // Reflection padding of `planes` h x w planes by pad on each side; nearest upsampling by factor.
 void reflection_pad(const float* x, int planes, int h, int w, int pad, float* y);
 void upsample_nearest(const float* x, int planes, int h, int w, int factor, float* y);

@@ -50,6 +50,9 @@ struct SimdKernels {
   void (*relu_span)(const float* x, float* y, long n);
   void (*relu_backward_span)(const float* dy, const float* x, float* dx, long n);
   void (*bias_relu_span)(float* row, long n, float b, bool relu);
+  // y = alpha x; the sum of x^2 (double, see epilogue.inc).
+  void (*scale_span)(const float* x, float alpha, float* y, long n);
+  double (*sum_squares_span)(const float* x, long n);
   // Machine probes (machine.inc): 12 independent FMA chains of one vector for `iterations`; the sum
   // of n floats; a = b + s * c over n floats.
   float (*fma_chains)(long iterations);

@@ -159,23 +159,23 @@ export async function evaluate(model: Vgg19, x: Tensor, targets: StyleTargets, w
   const capture = [...new Set([...w.contentLayers, ...w.styleLayers].map((l) => l.name))];
   const { activations } = model.forward(x, { until: deepestLayer(model, w), capture });
   const grads = new Map<string, Tensor>();
-  const addGrad = (name: string, g: Tensor, scale: number) => {
+  // The losses' gradients come already weighted; a layer that is both content and style adds them.
+  const addGrad = (name: string, g: Tensor) => {
     const acc = grads.get(name);
-    grads.set(name, acc ? be.addScaled(acc, g, scale) : be.scale(g, scale));
-    acc?.recycle();
-    g.recycle();
+    grads.set(name, acc ? be.addScaled(acc, g, 1) : g);
+    if (acc) for (const t of [acc, g]) t.recycle();
   };
   const contentLosses: [number, Tensor][] = [];
   const styleLosses: [number, Tensor][] = [];
   for (const l of w.contentLayers) {
-    const r = contentLoss(be, activations.get(l.name)!, targets.content.get(l.name)!);
+    const r = contentLoss(be, activations.get(l.name)!, targets.content.get(l.name)!, w.contentWeight * l.weight);
     contentLosses.push([l.weight, r.loss]);
-    addGrad(l.name, r.grad, w.contentWeight * l.weight);
+    addGrad(l.name, r.grad);
   }
   for (const l of w.styleLayers) {
-    const r = styleLoss(be, activations.get(l.name)!, targets.style.get(l.name)!);
+    const r = styleLoss(be, activations.get(l.name)!, targets.style.get(l.name)!, w.styleWeight * l.weight);
     styleLosses.push([l.weight, r.loss]);
-    addGrad(l.name, r.grad, w.styleWeight * l.weight);
+    addGrad(l.name, r.grad);
   }
   const grad = model.backward(grads, { paramGrads: false });
   await Promise.all([grad, ...contentLosses.map(([, t]) => t), ...styleLosses.map(([, t]) => t)].map((t) => t.toHost()));

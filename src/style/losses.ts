@@ -21,14 +21,17 @@ function dims(f: Tensor): [number, number, number] {
   return [n, c, h * w];
 }
 
-/** Seed eq. 24: L = 1/(2NCHW) sum (F - P)^2; dL/dF = (F - P) / (NCHW). */
-export function contentLoss(backend: Backend, f: Tensor, p: Tensor): LossAndGradient {
+/**
+ * Seed eq. 24: L = 1/(2NCHW) sum (F - P)^2; dL/dF = (F - P) / (NCHW). The gradient comes times
+ * `gradScale` (the loss's weight in the objective: one pass over F's size instead of two).
+ */
+export function contentLoss(backend: Backend, f: Tensor, p: Tensor, gradScale = 1): LossAndGradient {
   if (!sameShape(f.shape, p.shape)) throw new PasticheError(`content loss: ${shapeToString(f.shape)} vs target ${shapeToString(p.shape)}`);
   const n = f.size;
   const diff = backend.addScaled(f, p, -1);
   const sum = backend.sumOfSquares(diff);
   const loss = backend.scale(sum, 1 / (2 * n));
-  const grad = backend.scale(diff, 1 / n);
+  const grad = backend.scale(diff, gradScale / n);
   sum.recycle();
   diff.recycle();
   return { loss, grad };
@@ -58,9 +61,11 @@ export function gram(backend: Backend, f: Tensor): Tensor {
 
 /**
  * Seed eq. 27: L = 1/(4 N C^2 (HW)^2) sum (G - A)^2 with G = gram(F), A the target Gram matrix;
- * dL/dF[n] = (G[n] - A[n]) F[n] / (N C^2 (HW)^2) (G - A is symmetric).
+ * dL/dF[n] = (G[n] - A[n]) F[n] / (N C^2 (HW)^2) (G - A is symmetric). The gradient comes times
+ * `gradScale` (the loss's weight in the objective), applied with the normalisation to the C x C
+ * difference before the product, so that the large F-sized result is written once.
  */
-export function styleLoss(backend: Backend, f: Tensor, a: Tensor): LossAndGradient {
+export function styleLoss(backend: Backend, f: Tensor, a: Tensor, gradScale = 1): LossAndGradient {
   const [n, c, hw] = dims(f);
   if (!sameShape(a.shape, [n, c, c])) throw new PasticheError(`style loss: target Gram ${shapeToString(a.shape)} for ${shapeToString(f.shape)}`);
   const g = gram(backend, f);
@@ -68,14 +73,9 @@ export function styleLoss(backend: Backend, f: Tensor, a: Tensor): LossAndGradie
   const diff = backend.addScaled(g, a, -1);
   const sum = backend.sumOfSquares(diff);
   const loss = backend.scale(sum, 1 / (4 * norm));
-  const grad = perImage(f, f.shape, (fb, b) => {
-    const db = n === 1 ? diff.reshape([c, c]) : new Tensor([c, c], diff.data.subarray(b * c * c, (b + 1) * c * c));
-    const m = backend.matmul(db, fb);
-    const r = backend.scale(m, 1 / norm);
-    m.recycle();
-    return r;
-  });
-  for (const t of [g, diff, sum]) t.recycle();
+  const scaled = backend.scale(diff, gradScale / norm);
+  const grad = perImage(f, f.shape, (fb, b) => backend.matmul(n === 1 ? scaled.reshape([c, c]) : new Tensor([c, c], scaled.data.subarray(b * c * c, (b + 1) * c * c)), fb));
+  for (const t of [g, diff, scaled, sum]) t.recycle();
   return { loss, grad };
 }
 

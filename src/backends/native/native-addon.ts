@@ -84,6 +84,12 @@ export interface NativeAddon {
     pad: number, reflect: boolean, bias: Float32Array, relu: boolean, y: Float32Array): void;
   /** y = a + alpha b, elementwise. */
   addScaled(a: Float32Array, b: Float32Array, alpha: number, y: Float32Array): void;
+  /** G = F F^T for a row-major F [c x k] (a Gram matrix: half the products, K over the threads). */
+  gram(f: Float32Array, c: number, k: number, g: Float32Array): void;
+  /** y = alpha x, elementwise. */
+  scale(x: Float32Array, alpha: number, y: Float32Array): void;
+  /** The sum of x^2, accumulated in double. */
+  sumOfSquares(x: Float32Array): number;
   /** Reflection padding of planes of h x w by pad; nearest upsampling by a whole factor. */
   reflectionPad(x: Float32Array, planes: number, h: number, w: number, pad: number, y: Float32Array): void;
   upsampleNearest(x: Float32Array, planes: number, h: number, w: number, factor: number, y: Float32Array): void;
