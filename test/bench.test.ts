@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
-import { forwardRunner, styleIterationRunner, timeInterleaved, vgg19ForwardFlops } from '../src/app/bench.js';
+import { forwardRunner, styleIterationRunner, stylizeStepRunner, timeInterleaved, vgg19ForwardFlops } from '../src/app/bench.js';
 import { floorLayers, layerRows, profileLayers } from '../src/app/layer-profile.js';
 import { passFloor, plotFormat, rooflineSvg, type Roofline } from '../src/app/roofline.js';
 import { pixelTextPath, pixelTextWidth } from '../src/image/pixel-font.js';
@@ -42,6 +42,11 @@ test('timeInterleaved runs every contender in turn and reports medians', async (
 test('the forward and style-iteration runners run on a small network', async () => {
   const w = randomVgg19Weights(2, 32);
   await timeInterleaved([forwardRunner(w, getBackend('ts')), styleIterationRunner(w, getBackend('ts'), 48)], 1, 0);
+  // A stylize step: its L-BFGS steps go to a copy, so every run evaluates the same image.
+  const step = stylizeStepRunner(w, getBackend('ts'), 48, 3);
+  const losses = [await step.run(), await step.run()];
+  assert.ok(typeof losses[0] === 'number' && losses[0] > 0 && losses[1] === losses[0], `${losses}`);
+  assert.equal(step.optimizerMs.length, 2);
 });
 
 test('onnxruntime runs the exported VGG19 to the same probabilities as PyTorch (tiny fixture)', async () => {
@@ -371,7 +376,11 @@ test('pastiche bench --sections vgg,style --peers: each pass beside its machine 
   assert.equal(r.code, 0, r.stderr);
   type Row = { name: string; medianMs: number; ofFloor?: number };
   type Floor = { ms: number; gflop: number; megabytes: number };
-  const report = JSON.parse(r.stdout) as { vgg19Forward: { rows: Row[]; floor: Floor }; styleIteration: { rows: Row[]; floor: { iteration: Floor; forward: Floor } }[] };
+  const report = JSON.parse(r.stdout) as {
+    vgg19Forward: { rows: Row[]; floor: Floor };
+    styleIteration: { rows: Row[]; floor: { iteration: Floor; forward: Floor } }[];
+    stylizeStep: { size: number; history: number; rows: (Row & { optimizerMs: number })[] }[];
+  };
   const v = report.vgg19Forward;
   for (const row of v.rows) assert.ok(row.ofFloor! > 0 && row.ofFloor! < 1 && Math.abs(row.ofFloor! - v.floor.ms / row.medianMs) < 1e-12, JSON.stringify(row));
   const s = report.styleIteration[0]!;
@@ -379,6 +388,10 @@ test('pastiche bench --sections vgg,style --peers: each pass beside its machine 
   const of = (name: string) => s.rows.find((x) => x.name === name)!;
   assert.equal(of('native').ofFloor, s.floor.iteration.ms / of('native').medianMs);
   assert.equal(of('onnxruntime').ofFloor, s.floor.forward.ms / of('onnxruntime').medianMs, 'onnxruntime runs the forward pass only');
+  // The whole step of stylize: the style backends only (onnxruntime has no losses or optimiser).
+  const st = report.stylizeStep[0]!;
+  assert.deepEqual([st.size, st.history, st.rows.map((x) => x.name)], [32, 100, ['native']]);
+  assert.ok(st.rows[0]!.optimizerMs > 0 && st.rows[0]!.optimizerMs < st.rows[0]!.medianMs, JSON.stringify(st));
   // As printed.
   const floor = { ms: 27.94, gflop: 9.57, megabytes: 586, peak: 438, bandwidth: 49 };
   const text = formatBench({
@@ -388,8 +401,10 @@ test('pastiche bench --sections vgg,style --peers: each pass beside its machine 
     warmup: 0,
     vgg19Forward: { size: 224, gflop: 39.3, floor, rows: [{ name: 'native', runs: [62], medianMs: 62, gflops: 634, ofFloor: 27.94 / 62 }, { name: 'webgpu', runs: [9], medianMs: 9, gflops: 4000 }] },
     styleIteration: [{ size: 512, floor: { iteration: { ...floor, ms: 208 }, forward: { ...floor, ms: 104 } }, rows: [{ name: 'native', runs: [480], medianMs: 480, ofFloor: 208 / 480 }] }],
+    stylizeStep: [{ size: 512, history: 100, rows: [{ name: 'native', runs: [700], medianMs: 700, optimizerMs: 180.4 }] }],
   });
+  assert.match(text, /\n== Stylize step, 512x512: .* an L-BFGS step with a full history \(100 pairs\) ==\n {2}native +700\.0 ms {2}\(L-BFGS step 180\.4 ms; runs: 700\)$/);
   // Without onnxruntime, no forward-only floor: nobody ran that pass.
-  assert.match(text, /\n {2}machine floor of the iteration: 208 ms .*\n {2}of the floor's speed: native 43%$/);
+  assert.match(text, /\n {2}machine floor of the iteration: 208 ms .*\n {2}of the floor's speed: native 43%\n/);
   assert.match(text, /\n {2}machine floor: 27\.9 ms \(each layer at 438 GFLOP\/s or 49 GB\/s, whichever binds: 9\.57 GFLOP of products as native computes them, 586 MB each moved once\)\n {2}of the floor's speed: native 45%\n/);
 });

@@ -8,7 +8,7 @@ import { PasticheError } from '../errors.js';
 import { randomVgg19Weights, type Vgg19Weights } from '../model/vgg19-params.js';
 import { Vgg19 } from '../model/vgg19.js';
 import { loadWeightsFile } from './load-model.js';
-import { forwardRunner, randomImage, runnerName, styleIterationRunner, timeInterleaved, vgg19ForwardFlops, type Runner, type Timing } from './bench.js';
+import { forwardRunner, randomImage, runnerName, styleIterationRunner, stylizeStepRunner, timeInterleaved, vgg19ForwardFlops, type Runner, type Timing } from './bench.js';
 import { runCheck, type CheckRow } from './check.js';
 import { fcZeroInputs, floorLayers, layerRows, profileLayers, profileStyleIteration, type LayerProfile } from './layer-profile.js';
 import { onnxLayerTimes, onnxRunner, transformerOnnxSession } from './onnx-peer.js';
@@ -22,6 +22,8 @@ import type { NativeBackend } from '../backends/native/native-backend.js';
 import type { OnProgress } from './progress.js';
 import { torchTrainStepPeer, trainStepRunner } from './train-bench.js';
 import { benchPrintSizes, type PrintRow, type PrintSize } from './print-bench.js';
+import { DEFAULT_LBFGS_HISTORY } from './memory-plan.js';
+import { median } from '../util/stats.js';
 
 export const BENCH_SECTIONS = ['machine', 'case', 'vgg', 'style', 'layers', 'fast', 'print'] as const;
 export type BenchSection = (typeof BENCH_SECTIONS)[number];
@@ -76,6 +78,8 @@ export interface BenchReport {
   vgg19Forward?: { size: number; gflop: number; rows: (Timing & { gflops: number; ofFloor?: number })[]; floor?: PassFloor };
   /** floor: the iteration's and the forward pass's to relu5_1 (what onnxruntime runs); ofFloor: floor / time. */
   styleIteration?: { size: number; rows: (Timing & { ofFloor?: number })[]; floor?: { iteration: PassFloor; forward: PassFloor } }[];
+  /** A whole step of `pastiche stylize` (the style iteration, the losses, an L-BFGS step with `history` pairs); optimizerMs: the median L-BFGS step. */
+  stylizeStep?: { size: number; history: number; rows: (Timing & { optimizerMs: number })[] }[];
   /** VGG19's forward pass layer by layer (`--sections layers`). */
   layers?: LayerProfile;
   /** The first backend's layers against this machine's roofline (with `layers`, when the limits were measured). */
@@ -166,6 +170,15 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       report.styleIteration.push({ size, rows: await timeInterleaved(runners, o.repeat, o.warmup, each(`style iteration ${size}`)) });
     }
     report.peakRssMB = process.resourceUsage().maxRSS / 1024;
+    // What a user waits for per step, after the peak above (the network's): a full L-BFGS history
+    // holds 2 x history doubles per value of the image, 1.3 GB at 512 px.
+    report.stylizeStep = [];
+    for (const size of o.styleSizes) {
+      stage(`stylize step ${size}: filling the L-BFGS history`);
+      const runners = styleBackends.map((b) => stylizeStepRunner(weights, b, size, DEFAULT_LBFGS_HISTORY));
+      const rows = await timeInterleaved(runners, o.repeat, o.warmup, each(`stylize step ${size}`));
+      report.stylizeStep.push({ size, history: DEFAULT_LBFGS_HISTORY, rows: rows.map((r, i) => ({ ...r, optimizerMs: median(runners[i]!.optimizerMs.slice(o.warmup)) })) });
+    }
   }
   if (sections.has('layers') && weights) {
     // A device backend's host time per layer is only its queueing: CPU backends only.

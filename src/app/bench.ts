@@ -4,11 +4,14 @@
  */
 import type { Backend } from '../backends/backend.js';
 import { Vgg19 } from '../model/vgg19.js';
+import { Lbfgs } from '../style/optimizers.js';
 import { vgg19LayerCosts } from '../model/layer-costs.js';
 import { Tensor } from '../tensor/tensor.js';
 import { fillUniform, uniformRng } from '../util/random.js';
 import { median } from '../util/stats.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
+import { DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, buildTargets, evaluate, parseLayers } from './stylize.js';
+import { STYLE_PRESETS } from './stylize-request.js';
 
 /** Something to time: one call of `run` is one measurement. */
 export interface Runner {
@@ -99,6 +102,45 @@ export function styleIterationRunner(weights: Vgg19Weights, backend: Backend, si
       const dx = model.backward(grads, { paramGrads: false });
       await dx.toHost();
       for (const t of [dx, ...activations.values()]) t.recycle();
+    },
+  };
+}
+
+/**
+ * One step of `pastiche stylize` with the default preset's objective at size x size: the forward
+ * pass, the content and style losses with their gradients, the backward pass (stylize.ts's
+ * evaluate), then an L-BFGS step with a full history. The history is filled first from a synthetic
+ * quadratic (a step's cost depends on how many pairs it holds, not on their values: 100 steps at
+ * 512 px take ~10 s), and the steps are taken on a copy of the image, so that every run evaluates
+ * the same one (`run` returns its loss). `optimizerMs`: each run's L-BFGS step, warm-up runs included.
+ */
+export function stylizeStepRunner(weights: Vgg19Weights, backend: Backend, size: number, history: number): Runner & { readonly optimizerMs: readonly number[] } {
+  const model = new Vgg19(weights, backend);
+  const x = randomImage(size);
+  const { contentWeight, styleWeight, tvWeight } = STYLE_PRESETS.default;
+  const w = { contentWeight, styleWeight, tvWeight, contentLayers: parseLayers(DEFAULT_CONTENT_LAYERS, 'content'), styleLayers: parseLayers(DEFAULT_STYLE_LAYERS, 'style') };
+  const targets = buildTargets(model, randomImage(size, 8), [randomImage(size, 9)], [1], w);
+  const opt = new Lbfgs(1, history);
+  // Random points of the quadratic sum_j (1 + j % 7) v_j^2 / 2: every pair has y.s > 0 and is kept
+  // (an optimisation of it would converge and leave the later pairs out).
+  const moved = new Float32Array(x.size);
+  const g = new Float32Array(x.size);
+  const rng = uniformRng(11);
+  for (let i = 0; i <= history; i++) {
+    fillUniform(moved, rng, -1, 1);
+    for (let j = 0; j < g.length; j++) g[j] = (1 + (j % 7)) * moved[j]!;
+    opt.step(moved, g);
+  }
+  const optimizerMs: number[] = [];
+  return {
+    name: runnerName(backend),
+    optimizerMs,
+    run: async () => {
+      const e = await evaluate(model, x, targets, w);
+      const t0 = performance.now();
+      opt.step(moved, e.grad.data);
+      optimizerMs.push(performance.now() - t0);
+      return e.total;
     },
   };
 }

@@ -229,6 +229,10 @@ export function formatBench(r: BenchReport): string {
       lines.push(...ofFloorLine(s.rows, peer ? " (onnxruntime: of the forward pass's)" : ''));
     }
   }
+  for (const s of r.stylizeStep ?? []) {
+    lines.push('', `== Stylize step, ${s.size}x${s.size}: what \`pastiche stylize\` runs per step (default preset): the style iteration, the content and style losses with their gradients, an L-BFGS step with a full history (${s.history} pairs) ==`);
+    for (const row of s.rows) lines.push(`  ${row.name.padEnd(12)} ${row.medianMs.toFixed(1).padStart(9)} ms  (L-BFGS step ${row.optimizerMs.toFixed(1)} ms; runs: ${row.runs.map((t) => t.toFixed(0)).join(', ')})`);
+  }
   if (r.layers) {
     lines.push('', `== VGG19 forward layer by layer, ${r.layers.size}x${r.layers.size}, batch 1 (a ReLU counted with the layer before it; GFLOP as direct convolution; each pool on its own: the vgg section's pass takes it inside the convolution before it) ==`);
     lines.push(formatLayers(r.layers));
