@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { getBackend, nativeBackend, nativeUnavailable } from '../src/backends/index.js';
+import { hostVectorOps } from '../src/backends/host-vectors.js';
 import { type NativeIsa, nativeAddon } from '../src/backends/native/native-addon.js';
 import { type ConvAlgorithm, winogradTile } from '../src/backends/native/native-backend.js';
 import { LARGE_ARRAY_FLOATS, newHostArray, setLargeArrayHook } from '../src/tensor/host-pool.js';
@@ -230,7 +231,7 @@ if (native) {
         });
       }
 
-      test(`native pool, matmul, linear, relu, instance norm, Gram, scale, sum of squares (${isa}, ${threads} thread(s)) equal loops`, () => {
+      test(`native pool, matmul, linear, relu, instance norm, Gram, scale, sum of squares, L-BFGS sweeps (${isa}, ${threads} thread(s)) equal loops`, () => {
         addon.isa(isa);
         addon.threads(threads);
         try {
@@ -326,6 +327,20 @@ if (native) {
             const [got, want] = [native.sumOfSquares(v).data[0]!, loops.sumOfSquares(v).data[0]!];
             assert.ok(Math.abs(got - want) <= 1e-6 * want, `sumOfSquares ${size}: ${got} vs ${want}`);
           }
+          // L-BFGS's sweeps over doubles: below a vector, across the 32768-double tasks, with and
+          // without the dot product after the update.
+          for (const size of [1, 7, 33, 32768 + 5, 100003]) {
+            const vec = (seed: number) => Float64Array.from(randomTensor([size], seed, -3, 3).data, (x) => x * 1.000001);
+            const [u, v, q] = [vec(1), vec(2), vec(3)];
+            const close = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) <= 1e-12 * (Math.abs(b) + size), `${what} ${size}: ${a} vs ${b}`);
+            close(native.dotF64(u, v), hostVectorOps.dotF64(u, v), 'dotF64');
+            for (const withDot of [false, true]) {
+              const [qa, qb] = [q.slice(), q.slice()];
+              close(native.axpyThenDotF64(qa, -0.7, v, 1.3, withDot ? u : undefined), hostVectorOps.axpyThenDotF64(qb, -0.7, v, 1.3, withDot ? u : undefined), 'axpyThenDotF64');
+              for (let j = 0; j < size; j++) close(qa[j]!, qb[j]!, `axpyThenDotF64's q[${j}]`);
+            }
+          }
+          assert.throws(() => native.dotF64(new Float64Array(3), new Float64Array(2)), /dotF64: vectors of 3 and 2 elements/);
         } finally {
           addon.isa(best);
           addon.threads(2);

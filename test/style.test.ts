@@ -164,16 +164,19 @@ test("L-BFGS's fused sweeps take the textbook two-loop recursion's steps (histor
   const n = 1003;
   const d = Float64Array.from({ length: n }, (_, j) => 0.01 + (j % 97) / 10);
   const c = Float64Array.from({ length: n }, (_, j) => Math.sin(j));
-  const [xa, xb] = [new Float32Array(n), new Float32Array(n)];
-  const [fast, ref] = [new Lbfgs(1, 3), textbook(3)];
-  let repeat: Float32Array | undefined;
-  for (let it = 0; it < 9; it++) {
-    const grad = (x: Float32Array) => Float32Array.from(x, (v, j) => d[j]! * (v - c[j]!));
-    const [ga, gb] = it === 5 && repeat ? [repeat, repeat] : [grad(xa), grad(xb)];
-    repeat = ga;
-    fast.step(xa, ga);
-    ref(xb, gb);
-    assertClose(new Tensor([n], xa), new Tensor([n], xb), 1e-6, `step ${it}`);
+  // With the TypeScript sweeps, and with every backend's (native's are its own).
+  for (const name of [undefined, ...availableBackends()]) {
+    const [xa, xb] = [new Float32Array(n), new Float32Array(n)];
+    const [fast, ref] = [new Lbfgs(1, 3, name ? getBackend(name) : undefined), textbook(3)];
+    let repeat: Float32Array | undefined;
+    for (let it = 0; it < 9; it++) {
+      const grad = (x: Float32Array) => Float32Array.from(x, (v, j) => d[j]! * (v - c[j]!));
+      const [ga, gb] = it === 5 && repeat ? [repeat, repeat] : [grad(xa), grad(xb)];
+      repeat = ga;
+      fast.step(xa, ga);
+      ref(xb, gb);
+      assertClose(new Tensor([n], xa), new Tensor([n], xb), 1e-6, `${name ?? 'the default sweeps'}: step ${it}`);
+    }
   }
 });
 

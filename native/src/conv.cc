@@ -291,6 +291,33 @@ double sum_of_squares(const float* x, long n) {
   return sum;
 }
 
+// Chunks of 32768 doubles (256 KiB): whole 4 KiB pages, and enough of them for both threads.
+constexpr long F64_CHUNK = 1 << 15;
+
+double dot_f64(const double* u, const double* v, long n) {
+  auto span = simd_kernels().dot_f64_span;
+  std::vector<double> parts((n + F64_CHUNK - 1) / F64_CHUNK);
+  ThreadPool::instance().parallel_for((int)parts.size(), [&](int t, int) {
+    const long lo = (long)t * F64_CHUNK;
+    parts[t] = span(u + lo, v + lo, std::min(F64_CHUNK, n - lo));
+  });
+  double sum = 0;
+  for (double p : parts) sum += p;
+  return sum;
+}
+
+double axpy_then_dot_f64(double* q, double c, const double* v, double scale, const double* u, long n) {
+  auto span = simd_kernels().axpy_then_dot_f64_span;
+  std::vector<double> parts((n + F64_CHUNK - 1) / F64_CHUNK);
+  ThreadPool::instance().parallel_for((int)parts.size(), [&](int t, int) {
+    const long lo = (long)t * F64_CHUNK;
+    parts[t] = span(q + lo, c, v + lo, scale, u ? u + lo : nullptr, std::min(F64_CHUNK, n - lo));
+  });
+  double sum = 0;
+  for (double p : parts) sum += p;
+  return sum;
+}
+
 void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, float* dst, int width, int up, bool bf16) {
   const int H = h * up, W = w * up;  // the (upsampled) image the row belongs to
   if (reflect && r < 0 && r >= -pad) r = -r;                             // -1 -> 1

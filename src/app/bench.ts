@@ -120,7 +120,7 @@ export function stylizeStepRunner(weights: Vgg19Weights, backend: Backend, size:
   const { contentWeight, styleWeight, tvWeight } = STYLE_PRESETS.default;
   const w = { contentWeight, styleWeight, tvWeight, contentLayers: parseLayers(DEFAULT_CONTENT_LAYERS, 'content'), styleLayers: parseLayers(DEFAULT_STYLE_LAYERS, 'style') };
   const targets = buildTargets(model, randomImage(size, 8), [randomImage(size, 9)], [1], w);
-  const opt = new Lbfgs(1, history);
+  const opt = new Lbfgs(1, history, backend);
   // Random points of the quadratic sum_j (1 + j % 7) v_j^2 / 2: every pair has y.s > 0 and is kept
   // (an optimisation of it would converge and leave the later pairs out).
   const moved = new Float32Array(x.size);

@@ -238,7 +238,7 @@ export async function stylizeImages(o: StylizeImagesOptions): Promise<StylizeRes
   // The largest scale is planned before any work: a size that cannot fit is refused at once.
   planFor(final.height, final.width, longest);
 
-  const optimizerFor = (p: MemoryPlan): Optimizer => (p.optimizer === 'adam' ? new Adam(o.lr) : new Lbfgs(o.lr, p.lbfgsHistory));
+  const optimizerFor = (p: MemoryPlan): Optimizer => (p.optimizer === 'adam' ? new Adam(o.lr) : new Lbfgs(o.lr, p.lbfgsHistory, o.backend));
   const rng = uniformRng(o.seed ?? 0);
   const total = o.iterations * scales.length;
   let iteration = 0;

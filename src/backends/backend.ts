@@ -222,6 +222,13 @@ export interface Backend {
   scale(x: Tensor, alpha: number): Tensor;
   /** The sum of the squares of all elements, as a one-element tensor (the style losses' sums). */
   sumOfSquares(x: Tensor): Tensor;
+  /**
+   * L-BFGS's sweeps over host vectors of doubles (style/optimizers.ts; the optimiser's state lives on
+   * the host on every backend): u.v; and q = (q + c v) * scale in place, then u.q (0 without u), in
+   * the same pass.
+   */
+  dotF64(u: Float64Array, v: Float64Array): number;
+  axpyThenDotF64(q: Float64Array, c: number, v: Float64Array, scale: number, u?: Float64Array): number;
 
   /** Row-wise softmax of [N,K] logits, seed eq. 19 (max-shifted for stability). */
   softmax(logits: Tensor): Tensor;

@@ -5,6 +5,7 @@
 import { PasticheError } from '../errors.js';
 import { Tensor, expectRank, shapeToString, type Shape } from '../tensor/tensor.js';
 import type { Backend, Conv2dForwardParams, LinearGradients, NormGradients, Pool2dParams } from './backend.js';
+import { hostVectorOps } from './host-vectors.js';
 import { checkChannelParams, checkGradShape, checkLabels, checkReflectionPad, poolGeometry } from './shapes.js';
 
 type CommonOps = Pick<
@@ -20,6 +21,8 @@ type CommonOps = Pick<
   | 'addScaled'
   | 'scale'
   | 'sumOfSquares'
+  | 'dotF64'
+  | 'axpyThenDotF64'
   | 'softmaxCrossEntropyBackward'
   | 'reflectionPad2d'
   | 'instanceNorm2d'
@@ -132,6 +135,7 @@ function groupMoments(d: Float32Array, at: (t: number) => number, count: number)
 }
 
 export const commonOps: CommonOps = {
+  ...hostVectorOps,
   avgPool2d(x: Tensor, p: Pool2dParams): Tensor {
     const g = poolGeometry(x.shape, p);
     const y = new Float32Array(g.n * g.c * g.ho * g.wo);

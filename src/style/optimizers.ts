@@ -1,4 +1,5 @@
 /** Optimisers over the image: Adam (seed eqs. 30-34) and L-BFGS. Both update x in place. */
+import { hostVectorOps, type HostVectorOps } from '../backends/host-vectors.js';
 import { newHostArray } from '../tensor/host-pool.js';
 
 export interface Optimizer {
@@ -65,9 +66,11 @@ export class Lbfgs implements Optimizer {
   private hDiag = 1;
   private iteration = 0;
 
+  /** `vectors`: the sweeps' kernels; a backend's (native runs them over its threads). */
   constructor(
     readonly lr = 1,
     readonly history = 100,
+    private readonly vectors: HostVectorOps = hostVectorOps,
   ) {}
 
   step(x: Float32Array, grad: Float32Array): void {
@@ -101,7 +104,7 @@ export class Lbfgs implements Optimizer {
       }
     }
     // Two-loop recursion: d = -H g. Each sweep over q applies one pair's update and takes the next
-    // pair's dot product with the updated q (axpyThenDot): one sweep per pair and loop instead of
+    // pair's dot product with the updated q (axpyThenDotF64): one sweep per pair and loop instead of
     // two. At 512x512 with 100 pairs, 375 -> 180 ms a step on these VMs (q, 6 MB, stays in L3: the
     // history's 1.3 GB, read twice, is what remains). Taking the dot products from small matrices
     // of s_i.y_j and y_i.y_j instead (two sweeps in all) measured 210 ms: bound by the same reads.
@@ -111,14 +114,15 @@ export class Lbfgs implements Optimizer {
     const alpha = new Array<number>(k);
     // First loop, newest pair first: alpha_i = rho_i s_i.q, then q -= alpha_i y_i. After the oldest,
     // q is scaled by hDiag (the initial inverse Hessian, gamma I) and the second loop's first y.q taken.
-    let dot = k > 0 ? dotProduct(this.s[k - 1]!, q) : 0;
+    const v = this.vectors;
+    let dot = k > 0 ? v.dotF64(this.s[k - 1]!, q) : 0;
     for (let i = k - 1; i >= 0; i--) {
       alpha[i] = this.rho[i]! * dot;
-      dot = i > 0 ? axpyThenDot(q, -alpha[i]!, this.y[i]!, 1, this.s[i - 1]) : axpyThenDot(q, -alpha[0]!, this.y[0]!, this.hDiag, this.y[0]);
+      dot = i > 0 ? v.axpyThenDotF64(q, -alpha[i]!, this.y[i]!, 1, this.s[i - 1]) : v.axpyThenDotF64(q, -alpha[0]!, this.y[0]!, this.hDiag, this.y[0]);
     }
     if (k === 0) for (let j = 0; j < n; j++) q[j] *= this.hDiag;
     // Second loop, oldest pair first: beta_i = rho_i y_i.q, then q += (alpha_i - beta_i) s_i.
-    for (let i = 0; i < k; i++) dot = axpyThenDot(q, alpha[i]! - this.rho[i]! * dot, this.s[i]!, 1, this.y[i + 1]);
+    for (let i = 0; i < k; i++) dot = v.axpyThenDotF64(q, alpha[i]! - this.rho[i]! * dot, this.s[i]!, 1, this.y[i + 1]);
     let step = this.lr;
     if (this.iteration === 0) {
       let l1 = 0;
@@ -144,58 +148,4 @@ export class Lbfgs implements Optimizer {
 function doubles(n: number): Float64Array {
   const a = newHostArray(2 * n);
   return new Float64Array(a.buffer, a.byteOffset, n);
-}
-
-/** u.v, in four sums (one running sum waits an add's latency per element). */
-function dotProduct(u: Float64Array, v: Float64Array): number {
-  const n = v.length;
-  let a0 = 0;
-  let a1 = 0;
-  let a2 = 0;
-  let a3 = 0;
-  let j = 0;
-  for (; j + 4 <= n; j += 4) {
-    a0 += u[j]! * v[j]!;
-    a1 += u[j + 1]! * v[j + 1]!;
-    a2 += u[j + 2]! * v[j + 2]!;
-    a3 += u[j + 3]! * v[j + 3]!;
-  }
-  for (; j < n; j++) a0 += u[j]! * v[j]!;
-  return a0 + a1 + (a2 + a3);
-}
-
-/**
- * q = (q + c v) * scale in place, then u.q (0 without u), in the same sweep. (Written without
- * destructuring: V8 did not optimise array-pattern assignments in this loop, 2x slower.)
- */
-function axpyThenDot(q: Float64Array, c: number, v: Float64Array, scale: number, u: Float64Array | undefined): number {
-  const n = q.length;
-  if (!u) {
-    for (let j = 0; j < n; j++) q[j] = (q[j]! + c * v[j]!) * scale;
-    return 0;
-  }
-  let a0 = 0;
-  let a1 = 0;
-  let a2 = 0;
-  let a3 = 0;
-  let j = 0;
-  for (; j + 4 <= n; j += 4) {
-    const q0 = (q[j]! + c * v[j]!) * scale;
-    const q1 = (q[j + 1]! + c * v[j + 1]!) * scale;
-    const q2 = (q[j + 2]! + c * v[j + 2]!) * scale;
-    const q3 = (q[j + 3]! + c * v[j + 3]!) * scale;
-    q[j] = q0;
-    q[j + 1] = q1;
-    q[j + 2] = q2;
-    q[j + 3] = q3;
-    a0 += u[j]! * q0;
-    a1 += u[j + 1]! * q1;
-    a2 += u[j + 2]! * q2;
-    a3 += u[j + 3]! * q3;
-  }
-  for (; j < n; j++) {
-    q[j] = (q[j]! + c * v[j]!) * scale;
-    a0 += u[j]! * q[j]!;
-  }
-  return a0 + a1 + (a2 + a3);
 }
