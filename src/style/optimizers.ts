@@ -105,9 +105,10 @@ export class Lbfgs implements Optimizer {
     }
     // Two-loop recursion: d = -H g. Each sweep over q applies one pair's update and takes the next
     // pair's dot product with the updated q (axpyThenDotF64): one sweep per pair and loop instead of
-    // two. At 512x512 with 100 pairs, 375 -> 180 ms a step on these VMs (q, 6 MB, stays in L3: the
-    // history's 1.3 GB, read twice, is what remains). Taking the dot products from small matrices
-    // of s_i.y_j and y_i.y_j instead (two sweeps in all) measured 210 ms: bound by the same reads.
+    // two. At 512x512 with 100 pairs, in TypeScript, 375 -> 180 ms a step on these VMs (q, 6 MB,
+    // stays in L3: what remains is the history's 1.3 GB, read twice); taking the dot products from
+    // small matrices of s_i.y_j and y_i.y_j instead (two sweeps in all) measured 210 ms, bound by the
+    // same reads. Native's sweeps (2 threads): 0.13-0.16 s within a stylize step.
     const q = (this.q ??= doubles(n));
     q.set(g);
     const k = this.s.length;
@@ -122,7 +123,7 @@ export class Lbfgs implements Optimizer {
     }
     if (k === 0) for (let j = 0; j < n; j++) q[j] *= this.hDiag;
     // Second loop, oldest pair first: beta_i = rho_i y_i.q, then q += (alpha_i - beta_i) s_i.
-    for (let i = 0; i < k; i++) dot = v.axpyThenDotF64(q, alpha[i]! - this.rho[i]! * dot, this.s[i]!, 1, this.y[i + 1]);
+    for (let i = 0; i < k; i++) dot = v.axpyThenDotF64(q, alpha[i]! - this.rho[i]! * dot, this.s[i]!, 1, i + 1 < k ? this.y[i + 1] : undefined);
     let step = this.lr;
     if (this.iteration === 0) {
       let l1 = 0;
@@ -143,7 +144,8 @@ export class Lbfgs implements Optimizer {
  * A zeroed array of n doubles in a host array's memory: where the native addon is loaded, large ones
  * come on huge pages (host-pool.ts). The recursion streams the whole history twice per step: on
  * 4 KiB pages, a step right after a network pass took 0.7-1.7 s on these VMs (the page walks of a
- * 1.3 GB stream), on 2 MiB pages 0.2-0.7 s (a /tmp harness of stop 37: the same process and arrays).
+ * 1.3 GB stream), on 2 MiB pages 0.2-0.7 s (`node` on the bench's stylize step, TypeScript sweeps,
+ * the same process with the arrays copied to and from huge pages).
  */
 function doubles(n: number): Float64Array {
   const a = newHostArray(2 * n);
