@@ -260,62 +260,53 @@ void conv3x3_small_cin_backward_data(const float* dy, int n, int cin, int h, int
   }
 }
 
+// fn(lo, len) over [0, n) in chunks of `chunk` elements, spread over the threads.
+template <class F>
+static void over_chunks(long n, long chunk, F fn) {
+  ThreadPool::instance().parallel_for((int)((n + chunk - 1) / chunk), [&](int t, int) {
+    const long lo = (long)t * chunk;
+    fn(lo, std::min(chunk, n - lo));
+  });
+}
+
+// The sum of fn(lo, len) over the chunks, added in a fixed order whatever the thread count.
+template <class F>
+static double sum_over_chunks(long n, long chunk, F fn) {
+  std::vector<double> parts((n + chunk - 1) / chunk);
+  over_chunks(n, chunk, [&](long lo, long len) { parts[lo / chunk] = fn(lo, len); });
+  double sum = 0;
+  for (double p : parts) sum += p;
+  return sum;
+}
+
+// Element-wise floats in chunks of 65536; the doubles of L-BFGS's sweeps in chunks of 32768
+// (256 KiB): whole 4 KiB pages, and enough of them for both threads.
+constexpr long CHUNK = 1 << 16;
+constexpr long F64_CHUNK = 1 << 15;
+
 void add_scaled(const float* a, const float* b, float alpha, float* y, long n) {
   auto triad = simd_kernels().triad_span;
-  constexpr long CHUNK = 1 << 16;
-  ThreadPool::instance().parallel_for((int)((n + CHUNK - 1) / CHUNK), [&](int t, int) {
-    const long lo = (long)t * CHUNK;
-    triad(y + lo, a + lo, b + lo, alpha, std::min(CHUNK, n - lo));
-  });
+  over_chunks(n, CHUNK, [&](long lo, long len) { triad(y + lo, a + lo, b + lo, alpha, len); });
 }
 
 void scale(const float* x, float alpha, float* y, long n) {
   auto span = simd_kernels().scale_span;
-  constexpr long CHUNK = 1 << 16;
-  ThreadPool::instance().parallel_for((int)((n + CHUNK - 1) / CHUNK), [&](int t, int) {
-    const long lo = (long)t * CHUNK;
-    span(x + lo, alpha, y + lo, std::min(CHUNK, n - lo));
-  });
+  over_chunks(n, CHUNK, [&](long lo, long len) { span(x + lo, alpha, y + lo, len); });
 }
 
 double sum_of_squares(const float* x, long n) {
   auto span = simd_kernels().sum_squares_span;
-  constexpr long CHUNK = 1 << 16;
-  std::vector<double> parts((n + CHUNK - 1) / CHUNK);
-  ThreadPool::instance().parallel_for((int)parts.size(), [&](int t, int) {
-    const long lo = (long)t * CHUNK;
-    parts[t] = span(x + lo, std::min(CHUNK, n - lo));
-  });
-  double sum = 0;
-  for (double p : parts) sum += p;
-  return sum;
+  return sum_over_chunks(n, CHUNK, [&](long lo, long len) { return span(x + lo, len); });
 }
-
-// Chunks of 32768 doubles (256 KiB): whole 4 KiB pages, and enough of them for both threads.
-constexpr long F64_CHUNK = 1 << 15;
 
 double dot_f64(const double* u, const double* v, long n) {
   auto span = simd_kernels().dot_f64_span;
-  std::vector<double> parts((n + F64_CHUNK - 1) / F64_CHUNK);
-  ThreadPool::instance().parallel_for((int)parts.size(), [&](int t, int) {
-    const long lo = (long)t * F64_CHUNK;
-    parts[t] = span(u + lo, v + lo, std::min(F64_CHUNK, n - lo));
-  });
-  double sum = 0;
-  for (double p : parts) sum += p;
-  return sum;
+  return sum_over_chunks(n, F64_CHUNK, [&](long lo, long len) { return span(u + lo, v + lo, len); });
 }
 
 double axpy_then_dot_f64(double* q, double c, const double* v, double scale, const double* u, long n) {
   auto span = simd_kernels().axpy_then_dot_f64_span;
-  std::vector<double> parts((n + F64_CHUNK - 1) / F64_CHUNK);
-  ThreadPool::instance().parallel_for((int)parts.size(), [&](int t, int) {
-    const long lo = (long)t * F64_CHUNK;
-    parts[t] = span(q + lo, c, v + lo, scale, u ? u + lo : nullptr, std::min(F64_CHUNK, n - lo));
-  });
-  double sum = 0;
-  for (double p : parts) sum += p;
-  return sum;
+  return sum_over_chunks(n, F64_CHUNK, [&](long lo, long len) { return span(q + lo, c, v + lo, scale, u ? u + lo : nullptr, len); });
 }
 
 void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, float* dst, int width, int up, bool bf16) {

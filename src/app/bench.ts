@@ -10,8 +10,8 @@ import { Tensor } from '../tensor/tensor.js';
 import { fillUniform, uniformRng } from '../util/random.js';
 import { median } from '../util/stats.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
-import { DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, buildTargets, evaluate, parseLayers } from './stylize.js';
-import { STYLE_PRESETS } from './stylize-request.js';
+import { buildTargets, evaluate } from './stylize.js';
+import { parseStylizeSettings } from './stylize-request.js';
 
 /** Something to time: one call of `run` is one measurement. */
 export interface Runner {
@@ -117,10 +117,10 @@ export function styleIterationRunner(weights: Vgg19Weights, backend: Backend, si
 export function stylizeStepRunner(weights: Vgg19Weights, backend: Backend, size: number, history: number): Runner & { readonly optimizerMs: readonly number[] } {
   const model = new Vgg19(weights, backend);
   const x = randomImage(size);
-  const { contentWeight, styleWeight, tvWeight } = STYLE_PRESETS.default;
-  const w = { contentWeight, styleWeight, tvWeight, contentLayers: parseLayers(DEFAULT_CONTENT_LAYERS, 'content'), styleLayers: parseLayers(DEFAULT_STYLE_LAYERS, 'style') };
+  // The default preset's settings, as `stylize` with no options parses them.
+  const w = parseStylizeSettings({}, 1);
   const targets = buildTargets(model, randomImage(size, 8), [randomImage(size, 9)], [1], w);
-  const opt = new Lbfgs(1, history, backend);
+  const opt = new Lbfgs(w.lr, history, backend);
   // Random points of the quadratic sum_j (1 + j % 7) v_j^2 / 2: every pair has y.s > 0 and is kept
   // (an optimisation of it would converge and leave the later pairs out).
   const moved = new Float32Array(x.size);
