@@ -8,10 +8,11 @@ import * as assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { parseByteSize, planMemory, type ParamShapes, type PlanRequest } from '../src/app/memory-plan.js';
+import { optimizerBytesPerPixel, parseByteSize, planMemory, type ParamShapes, type PlanRequest } from '../src/app/memory-plan.js';
 import { parseStylizeSettings } from '../src/app/stylize-request.js';
 import { stylizeImages } from '../src/app/stylize.js';
 import { getBackend } from '../src/backends/index.js';
+import { Adam, Lbfgs } from '../src/style/optimizers.js';
 import { readRgb } from '../src/image/preprocess.js';
 import { VGG19_FC_WIDTH, VGG19_LAYERS, VGG19_WIDTHS } from '../src/model/vgg19-table.js';
 import type { Progress } from '../src/app/progress.js';
@@ -73,13 +74,37 @@ test('a plan is untiled with the full L-BFGS history when it fits, and tiles onl
   for (let i = 1; i < tiles.length; i++) assert.ok(tiles[i]! >= tiles[i - 1]!, `tiles ${tiles.join(', ')}`);
 });
 
-test('at 4000x3000 in 3 GiB, L-BFGS cannot keep even 5 pairs (0.6 GB each): Adam, in tiles, within the budget', () => {
+test('at 4000x3000 in 3 GiB, L-BFGS cannot keep even 5 pairs (0.29 GB each): Adam, in tiles, within the budget', () => {
   const p = planMemory(request({ budget: 3 * GiB }), 3000, 4000);
   assert.equal(p.optimizer, 'adam');
   assert.ok(p.tile !== undefined && p.bytes <= 3 * GiB, `${p.tile}: ${p.bytes / GiB} GiB`);
   assert.ok(p.parts.image > 0.5 * GiB, 'the image-sized arrays are counted');
   // A history the user set is kept as given: then a budget that cannot hold it is an error.
   assert.throws(() => planMemory(request({ budget: 3 * GiB, lbfgsHistory: 100 }), 3000, 4000), /4000x3000 output needs at least .* GiB .*L-BFGS history 100.*more than the memory budget/);
+});
+
+test("the plan counts what L-BFGS holds once its history is full, and Adam's moments", () => {
+  // Every array the optimiser keeps, each memory block once (a pair's two vectors share one).
+  const held = (o: object) => {
+    const buffers = new Set<ArrayBufferLike>();
+    const visit = (v: unknown): void => {
+      if (ArrayBuffer.isView(v)) buffers.add(v.buffer);
+      else if (Array.isArray(v)) v.forEach(visit);
+    };
+    Object.values(o).forEach(visit);
+    return [...buffers].reduce((sum, b) => sum + b.byteLength, 0);
+  };
+  const pixels = 30 * 20;
+  const x = Float32Array.from({ length: 3 * pixels }, (_, j) => Math.sin(j));
+  const grad = () => Float32Array.from(x, (v, j) => (1 + (j % 5)) * v);
+  for (const history of [1, 3]) {
+    const lbfgs = new Lbfgs(0.1, history);
+    for (let it = 0; it < 6; it++) lbfgs.step(x, grad());
+    assert.equal(held(lbfgs), pixels * optimizerBytesPerPixel('lbfgs', history), `L-BFGS, history ${history}`);
+  }
+  const adam = new Adam(0.1);
+  adam.step(x, grad());
+  assert.equal(held(adam), pixels * optimizerBytesPerPixel('adam', 0), 'Adam');
 });
 
 test('a forced --tile is kept; a budget too small for the smallest tile is one line naming the size and what it needs', () => {

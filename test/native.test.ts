@@ -327,20 +327,21 @@ if (native) {
             const [got, want] = [native.sumOfSquares(v).data[0]!, loops.sumOfSquares(v).data[0]!];
             assert.ok(Math.abs(got - want) <= 1e-6 * want, `sumOfSquares ${size}: ${got} vs ${want}`);
           }
-          // L-BFGS's sweeps over doubles: below a vector, across the 32768-double tasks, with and
-          // without the dot product after the update.
+          // L-BFGS's sweeps, float vectors against a double one: below a vector, across the 32768-value
+          // tasks, with and without the dot product after the update.
           for (const size of [1, 7, 33, 32768 + 5, 100003]) {
-            const vec = (seed: number) => Float64Array.from(randomTensor([size], seed, -3, 3).data, (x) => x * 1.000001);
-            const [u, v, q] = [vec(1), vec(2), vec(3)];
+            const floats = (seed: number) => randomTensor([size], seed, -3, 3).data;
+            const [u, v] = [floats(1), floats(2)];
+            const q = Float64Array.from(floats(3), (x) => x * 1.000001);
             const close = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) <= 1e-12 * (Math.abs(b) + size), `${what} ${size}: ${a} vs ${b}`);
-            close(native.dotF64(u, v), hostVectorOps.dotF64(u, v), 'dotF64');
+            close(native.dotF32F64(u, q), hostVectorOps.dotF32F64(u, q), 'dotF32F64');
             for (const withDot of [false, true]) {
               const [qa, qb] = [q.slice(), q.slice()];
-              close(native.axpyThenDotF64(qa, -0.7, v, 1.3, withDot ? u : undefined), hostVectorOps.axpyThenDotF64(qb, -0.7, v, 1.3, withDot ? u : undefined), 'axpyThenDotF64');
-              for (let j = 0; j < size; j++) close(qa[j]!, qb[j]!, `axpyThenDotF64's q[${j}]`);
+              close(native.axpyThenDotF32F64(qa, -0.7, v, 1.3, withDot ? u : undefined), hostVectorOps.axpyThenDotF32F64(qb, -0.7, v, 1.3, withDot ? u : undefined), 'axpyThenDotF32F64');
+              for (let j = 0; j < size; j++) close(qa[j]!, qb[j]!, `axpyThenDotF32F64's q[${j}]`);
             }
           }
-          assert.throws(() => native.dotF64(new Float64Array(3), new Float64Array(2)), /dotF64: vectors of 3 and 2 elements/);
+          assert.throws(() => native.dotF32F64(new Float32Array(3), new Float64Array(2)), /dotF32F64: vectors of 3 and 2 elements/);
         } finally {
           addon.isa(best);
           addon.threads(2);

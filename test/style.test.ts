@@ -168,11 +168,12 @@ test("L-BFGS's fused sweeps take the textbook two-loop recursion's steps (histor
   for (const name of [undefined, ...availableBackends()]) {
     const [xa, xb] = [new Float32Array(n), new Float32Array(n)];
     const [fast, ref] = [new Lbfgs(1, 3, name ? getBackend(name) : undefined), textbook(3)];
-    let repeat: Float32Array | undefined;
+    let repeat: [Float32Array, Float32Array] | undefined;
     for (let it = 0; it < 9; it++) {
       const grad = (x: Float32Array) => Float32Array.from(x, (v, j) => d[j]! * (v - c[j]!));
-      const [ga, gb] = it === 5 && repeat ? [repeat, repeat] : [grad(xa), grad(xb)];
-      repeat = ga;
+      // Each side's own last gradient again (the two sides' images agree only to rounding).
+      const [ga, gb] = it === 5 && repeat ? repeat : [grad(xa), grad(xb)];
+      repeat = [ga, gb];
       fast.step(xa, ga);
       ref(xb, gb);
       assertClose(new Tensor([n], xa), new Tensor([n], xb), 1e-6, `${name ?? 'the default sweeps'}: step ${it}`);

@@ -96,19 +96,20 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// dotF64(u, v): u.v; axpyThenDotF64(q, c, v, scale, u | null): q = (q + c v) * scale, then u.q
-Napi::Value DotF64(const Napi::CallbackInfo& info) {
+// dotF32F64(u, q): u.q; axpyThenDotF32F64(q, c, v, scale, u | null): q = (q + c v) * scale, then
+// u.q (u, v Float32Array, q Float64Array)
+Napi::Value DotF32F64(const Napi::CallbackInfo& info) {
   Call call;
-  auto u = info[0].As<Napi::Float64Array>();
-  return Napi::Number::New(info.Env(), dot_f64(u.Data(), info[1].As<Napi::Float64Array>().Data(), (long)u.ElementLength()));
+  auto u = info[0].As<Napi::Float32Array>();
+  return Napi::Number::New(info.Env(), dot_f32_f64(u.Data(), info[1].As<Napi::Float64Array>().Data(), (long)u.ElementLength()));
 }
 
-Napi::Value AxpyThenDotF64(const Napi::CallbackInfo& info) {
+Napi::Value AxpyThenDotF32F64(const Napi::CallbackInfo& info) {
   Call call;
   auto q = info[0].As<Napi::Float64Array>();
-  const double* u = info[4].IsNull() || info[4].IsUndefined() ? nullptr : info[4].As<Napi::Float64Array>().Data();
-  return Napi::Number::New(info.Env(), axpy_then_dot_f64(q.Data(), info[1].As<Napi::Number>().DoubleValue(), info[2].As<Napi::Float64Array>().Data(),
-                                                         info[3].As<Napi::Number>().DoubleValue(), u, (long)q.ElementLength()));
+  const float* u = info[4].IsNull() || info[4].IsUndefined() ? nullptr : info[4].As<Napi::Float32Array>().Data();
+  return Napi::Number::New(info.Env(), axpy_then_dot_f32_f64(q.Data(), info[1].As<Napi::Number>().DoubleValue(), info[2].As<Napi::Float32Array>().Data(),
+                                                             info[3].As<Napi::Number>().DoubleValue(), u, (long)q.ElementLength()));
 }
 
 // gram(f, c, k, g): G = F F^T, F [c x k]
@@ -516,8 +517,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("addScaled", Napi::Function::New(env, AddScaled));
   exports.Set("scale", Napi::Function::New(env, Scale));
   exports.Set("gram", Napi::Function::New(env, Gram));
-  exports.Set("dotF64", Napi::Function::New(env, DotF64));
-  exports.Set("axpyThenDotF64", Napi::Function::New(env, AxpyThenDotF64));
+  exports.Set("dotF32F64", Napi::Function::New(env, DotF32F64));
+  exports.Set("axpyThenDotF32F64", Napi::Function::New(env, AxpyThenDotF32F64));
   exports.Set("sumOfSquares", Napi::Function::New(env, SumOfSquares));
   exports.Set("upsampleNearest", Napi::Function::New(env, UpsampleNearest));
   exports.Set("instanceNormBackward", Napi::Function::New(env, InstanceNormBackward));

@@ -279,10 +279,10 @@ static double sum_over_chunks(long n, long chunk, F fn) {
   return sum;
 }
 
-// Element-wise floats in chunks of 65536; the doubles of L-BFGS's sweeps in chunks of 32768
-// (256 KiB): whole 4 KiB pages, and enough of them for both threads.
+// Element-wise floats in chunks of 65536; L-BFGS's sweeps in chunks of 32768 values (q's doubles
+// 256 KiB, the history's floats 128 KiB): whole 4 KiB pages, and enough of them for both threads.
 constexpr long CHUNK = 1 << 16;
-constexpr long F64_CHUNK = 1 << 15;
+constexpr long SWEEP_CHUNK = 1 << 15;
 
 void add_scaled(const float* a, const float* b, float alpha, float* y, long n) {
   auto triad = simd_kernels().triad_span;
@@ -299,14 +299,14 @@ double sum_of_squares(const float* x, long n) {
   return sum_over_chunks(n, CHUNK, [&](long lo, long len) { return span(x + lo, len); });
 }
 
-double dot_f64(const double* u, const double* v, long n) {
-  auto span = simd_kernels().dot_f64_span;
-  return sum_over_chunks(n, F64_CHUNK, [&](long lo, long len) { return span(u + lo, v + lo, len); });
+double dot_f32_f64(const float* u, const double* q, long n) {
+  auto span = simd_kernels().dot_f32_f64_span;
+  return sum_over_chunks(n, SWEEP_CHUNK, [&](long lo, long len) { return span(u + lo, q + lo, len); });
 }
 
-double axpy_then_dot_f64(double* q, double c, const double* v, double scale, const double* u, long n) {
-  auto span = simd_kernels().axpy_then_dot_f64_span;
-  return sum_over_chunks(n, F64_CHUNK, [&](long lo, long len) { return span(q + lo, c, v + lo, scale, u ? u + lo : nullptr, len); });
+double axpy_then_dot_f32_f64(double* q, double c, const float* v, double scale, const float* u, long n) {
+  auto span = simd_kernels().axpy_then_dot_f32_f64_span;
+  return sum_over_chunks(n, SWEEP_CHUNK, [&](long lo, long len) { return span(q + lo, c, v + lo, scale, u ? u + lo : nullptr, len); });
 }
 
 void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, float* dst, int width, int up, bool bf16) {

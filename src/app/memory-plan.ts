@@ -10,8 +10,9 @@
  * - per pixel, whatever the tile: the image, the best image, the content image, the gradient and
  *   the TV term's (5 x 3 floats), three 8-bit pictures (the content as read and resized, the result),
  *   the content targets (C / stride^2 floats per content layer), and
- *   the optimiser's state: Adam 2 x 3 floats, L-BFGS (2 history + 4) x 3 doubles (the s and y pairs,
- *   the last image and gradient, the gradient and the direction being computed).
+ *   the optimiser's state: Adam 2 x 3 floats, L-BFGS 2 (history + 1) x 3 floats (the s and y pairs,
+ *   and the next pair's), 3 x 3 floats (the last image and gradient, the gradient) and 3 doubles
+ *   (the direction being computed).
  * The estimate is checked against peak RSS by `pastiche bench --sections print` (the README's table).
  */
 import { windowOutput } from '../backends/shapes.js';
@@ -130,9 +131,9 @@ const MIN_AUTO_LBFGS_HISTORY = 5;
 /** Tile sizes tried, largest first (fewer tiles: less halo to recompute). */
 const TILE_CHOICES = [2048, 1536, 1024, 768, 640, 512, 384, 320, 256, 192, 128, 96, 64, 48, 32, 16];
 
-/** Bytes per pixel of the optimiser's state. */
-function optimizerBytesPerPixel(optimizer: 'adam' | 'lbfgs', history: number): number {
-  return optimizer === 'adam' ? 2 * 3 * 4 : (2 * history + 4) * 3 * 8;
+/** Bytes per pixel (3 values) of the optimiser's state. */
+export function optimizerBytesPerPixel(optimizer: 'adam' | 'lbfgs', history: number): number {
+  return optimizer === 'adam' ? 2 * 3 * 4 : (2 * (history + 1) * 4 + 3 * 4 + 8) * 3;
 }
 
 /** The channels of `layer`'s output (the last convolution's at or before it). */

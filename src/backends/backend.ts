@@ -223,12 +223,12 @@ export interface Backend {
   /** The sum of the squares of all elements, as a one-element tensor (the style losses' sums). */
   sumOfSquares(x: Tensor): Tensor;
   /**
-   * L-BFGS's sweeps over host vectors of doubles (style/optimizers.ts; the optimiser's state lives on
-   * the host on every backend): u.v; and q = (q + c v) * scale in place, then u.q (0 without u), in
-   * the same pass.
+   * L-BFGS's sweeps over host vectors (style/optimizers.ts; the optimiser's state lives on the host on
+   * every backend), the history's float vectors u, v against the direction q in doubles, summed in
+   * doubles: u.q; and q = (q + c v) * scale in place, then u.q (0 without u), in the same pass.
    */
-  dotF64(u: Float64Array, v: Float64Array): number;
-  axpyThenDotF64(q: Float64Array, c: number, v: Float64Array, scale: number, u?: Float64Array): number;
+  dotF32F64(u: Float32Array, q: Float64Array): number;
+  axpyThenDotF32F64(q: Float64Array, c: number, v: Float32Array, scale: number, u?: Float32Array): number;
 
   /** Row-wise softmax of [N,K] logits, seed eq. 19 (max-shifted for stability). */
   softmax(logits: Tensor): Tensor;

@@ -1,15 +1,16 @@
 /**
- * The L-BFGS recursion's sweeps (style/optimizers.ts) over host vectors of doubles, as every backend
- * offers them (Backend.dotF64, Backend.axpyThenDotF64): these in TypeScript, native's over its
- * threads. The optimiser's state lives on the host whatever the backend computes on.
+ * The L-BFGS recursion's sweeps (style/optimizers.ts) over host vectors, the history's floats against
+ * the direction's doubles, as every backend offers them (Backend.dotF32F64,
+ * Backend.axpyThenDotF32F64): these in TypeScript, native's over its threads. The optimiser's state
+ * lives on the host whatever the backend computes on.
  */
 import type { Backend } from './backend.js';
 
-export type HostVectorOps = Pick<Backend, 'dotF64' | 'axpyThenDotF64'>;
+export type HostVectorOps = Pick<Backend, 'dotF32F64' | 'axpyThenDotF32F64'>;
 
 export const hostVectorOps: HostVectorOps = {
   // Four sums: one running sum waits an add's latency per element.
-  dotF64(u: Float64Array, v: Float64Array): number {
+  dotF32F64(u: Float32Array, v: Float64Array): number {
     const n = v.length;
     let a0 = 0;
     let a1 = 0;
@@ -27,7 +28,7 @@ export const hostVectorOps: HostVectorOps = {
   },
 
   // Written without destructuring: V8 did not optimise array-pattern assignments in this loop (2x slower).
-  axpyThenDotF64(q: Float64Array, c: number, v: Float64Array, scale: number, u?: Float64Array): number {
+  axpyThenDotF32F64(q: Float64Array, c: number, v: Float32Array, scale: number, u?: Float32Array): number {
     const n = q.length;
     if (!u) {
       for (let j = 0; j < n; j++) q[j] = (q[j]! + c * v[j]!) * scale;

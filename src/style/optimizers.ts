@@ -51,17 +51,27 @@ export class Adam implements Optimizer {
 /**
  * L-BFGS (Nocedal & Wright, algorithm 7.4: the two-loop recursion) with a fixed step as in
  * torch.optim.LBFGS without line search: the first step is scaled to min(1, 1/|g|_1) * lr, later
- * ones are lr; curvature pairs with y.s <= 1e-10 are skipped. It holds (2 history + 4) doubles per
- * element of x once its history is full (memory-plan.ts counts them): at 4000x3000, 0.6 GB per pair.
+ * ones are lr; curvature pairs with y.s <= 1e-10 are skipped.
+ *
+ * The pairs are kept in floats, as torch keeps them for float32 parameters: s and y are differences
+ * of float32 images and gradients, which a float holds exactly when the two are within a factor of
+ * two (Sterbenz), and otherwise to its rounding. Their dot products and the direction q are in
+ * doubles. Once the history is full it holds 2 (history + 1) floats per element of x (the next
+ * pair's arrays are written before the pair is known to be kept), the last image and gradient and
+ * this one as floats and q as doubles: memory-plan.ts counts them; at 4000x3000, 0.29 GB per pair.
+ * Floats instead of doubles halve both that and what each step streams: the recursion reads the
+ * whole history twice.
  */
 export class Lbfgs implements Optimizer {
-  private readonly s: Float64Array[] = [];
-  private readonly y: Float64Array[] = [];
+  private readonly s: Float32Array[] = [];
+  private readonly y: Float32Array[] = [];
   private readonly rho: number[] = [];
-  private prevX?: Float64Array;
-  private prevG?: Float64Array;
-  /** The gradient's and the direction's arrays, reused: at print sizes each is hundreds of MB. */
-  private g?: Float64Array;
+  /** The next pair's arrays: reused while pairs are skipped, and a full history's oldest pair becomes them. */
+  private spare?: [Float32Array, Float32Array];
+  /** The last image and gradient, this gradient and the direction, reused: at print sizes each is hundreds of MB. */
+  private prevX?: Float32Array;
+  private prevG?: Float32Array;
+  private g?: Float32Array;
   private q?: Float64Array;
   private hDiag = 1;
   private iteration = 0;
@@ -75,40 +85,42 @@ export class Lbfgs implements Optimizer {
 
   step(x: Float32Array, grad: Float32Array): void {
     const n = x.length;
-    const g = this.g ?? doubles(n);
+    if (!this.g) [this.g, this.prevG, this.prevX] = vectors(n, 3);
+    const g = this.g;
     g.set(grad);
-    if (this.prevX && this.prevG) {
-      const [prevX, prevG] = [this.prevX, this.prevG];
+    if (this.iteration > 0) {
+      const [prevX, prevG] = [this.prevX!, this.prevG!];
+      const [s, y] = (this.spare ??= vectors(n, 2) as [Float32Array, Float32Array]);
+      // y.s and y.y of the pair as kept (rounded to floats), so that rho and the recursion agree.
       let ys = 0;
       let yy = 0;
       for (let i = 0; i < n; i++) {
-        const si = x[i]! - prevX[i]!;
-        const yi = g[i]! - prevG[i]!;
+        const si = Math.fround(x[i]! - prevX[i]!);
+        const yi = Math.fround(g[i]! - prevG[i]!);
+        s[i] = si;
+        y[i] = yi;
         ys += yi * si;
         yy += yi * yi;
       }
       if (ys > 1e-10) {
-        // A full history gives its oldest pair's arrays to the new pair.
-        const full = this.s.length === this.history;
-        const s = full ? this.s.shift()! : doubles(n);
-        const y = full ? this.y.shift()! : doubles(n);
-        if (full) this.rho.shift();
-        for (let i = 0; i < n; i++) {
-          s[i] = x[i]! - prevX[i]!;
-          y[i] = g[i]! - prevG[i]!;
-        }
         this.s.push(s);
         this.y.push(y);
         this.rho.push(1 / ys);
         this.hDiag = ys / yy;
+        this.spare = undefined;
+        if (this.s.length > this.history) {
+          this.spare = [this.s.shift()!, this.y.shift()!];
+          this.rho.shift();
+        }
       }
     }
     // Two-loop recursion: d = -H g. Each sweep over q applies one pair's update and takes the next
-    // pair's dot product with the updated q (axpyThenDotF64): one sweep per pair and loop instead of
-    // two. At 512x512 with 100 pairs, in TypeScript, 375 -> 180 ms a step on these VMs (q, 6 MB,
-    // stays in L3: what remains is the history's 1.3 GB, read twice); taking the dot products from
+    // pair's dot product with the updated q (axpyThenDotF32F64): one sweep per pair and loop instead
+    // of two. At 512x512 with 100 pairs of doubles, in TypeScript, 375 -> 180 ms a step on these VMs
+    // (q, 6 MB, stays in L3: what remains is the history, read twice); taking the dot products from
     // small matrices of s_i.y_j and y_i.y_j instead (two sweeps in all) measured 210 ms, bound by the
-    // same reads. Native's sweeps (2 threads): 0.13-0.16 s within a stylize step.
+    // same reads. Native's sweeps (2 threads) within a stylize step: 0.13-0.28 s with the pairs in
+    // doubles, 0.08 s in floats (the step alone, after filling the history: 67-71 -> 41-42 ms).
     const q = (this.q ??= doubles(n));
     q.set(g);
     const k = this.s.length;
@@ -116,36 +128,45 @@ export class Lbfgs implements Optimizer {
     // First loop, newest pair first: alpha_i = rho_i s_i.q, then q -= alpha_i y_i. After the oldest,
     // q is scaled by hDiag (the initial inverse Hessian, gamma I) and the second loop's first y.q taken.
     const v = this.vectors;
-    let dot = k > 0 ? v.dotF64(this.s[k - 1]!, q) : 0;
+    let dot = k > 0 ? v.dotF32F64(this.s[k - 1]!, q) : 0;
     for (let i = k - 1; i >= 0; i--) {
       alpha[i] = this.rho[i]! * dot;
-      dot = i > 0 ? v.axpyThenDotF64(q, -alpha[i]!, this.y[i]!, 1, this.s[i - 1]) : v.axpyThenDotF64(q, -alpha[0]!, this.y[0]!, this.hDiag, this.y[0]);
+      dot = i > 0 ? v.axpyThenDotF32F64(q, -alpha[i]!, this.y[i]!, 1, this.s[i - 1]) : v.axpyThenDotF32F64(q, -alpha[0]!, this.y[0]!, this.hDiag, this.y[0]);
     }
     if (k === 0) for (let j = 0; j < n; j++) q[j] *= this.hDiag;
     // Second loop, oldest pair first: beta_i = rho_i y_i.q, then q += (alpha_i - beta_i) s_i.
-    for (let i = 0; i < k; i++) dot = v.axpyThenDotF64(q, alpha[i]! - this.rho[i]! * dot, this.s[i]!, 1, i + 1 < k ? this.y[i + 1] : undefined);
+    for (let i = 0; i < k; i++) dot = v.axpyThenDotF32F64(q, alpha[i]! - this.rho[i]! * dot, this.s[i]!, 1, i + 1 < k ? this.y[i + 1] : undefined);
     let step = this.lr;
     if (this.iteration === 0) {
       let l1 = 0;
       for (let j = 0; j < n; j++) l1 += Math.abs(g[j]!);
       step = Math.min(1, 1 / Math.max(l1, 1e-30)) * this.lr;
     }
-    this.prevX ??= doubles(n);
-    this.prevX.set(x);
+    this.prevX!.set(x);
     // The last gradient's array takes the next one.
-    this.g = this.prevG;
-    this.prevG = g;
+    [this.g, this.prevG] = [this.prevG!, g];
     for (let j = 0; j < n; j++) x[j] -= step * q[j]!;
     this.iteration++;
   }
 }
 
 /**
+ * `count` vectors of n floats in one host array, so that they come on huge pages where the addon is
+ * loaded from an image of a million values down (host-pool.ts: arrays from 4 MiB), where a lone
+ * vector would need two million. At 512 px with 100 pairs, right after a network pass, an L-BFGS
+ * step took 216-242 ms (medians of 7) with each vector an array of its own (3 MB: 4 KiB pages),
+ * 82-86 ms with the pairs as one array (`node` on evaluate and Lbfgs.step, alternating processes).
+ */
+function vectors(n: number, count: number): Float32Array[] {
+  const a = newHostArray(count * n);
+  return Array.from({ length: count }, (_, i) => a.subarray(i * n, (i + 1) * n));
+}
+
+/**
  * A zeroed array of n doubles in a host array's memory: where the native addon is loaded, large ones
- * come on huge pages (host-pool.ts). The recursion streams the whole history twice per step: on
- * 4 KiB pages, a step right after a network pass took 0.7-1.7 s on these VMs (the page walks of a
- * 1.3 GB stream), on 2 MiB pages 0.2-0.7 s (`node` on the bench's stylize step, TypeScript sweeps,
- * the same process with the arrays copied to and from huge pages).
+ * come on huge pages (host-pool.ts). With the history in doubles and the sweeps in TypeScript, a step
+ * right after a network pass took 0.7-1.7 s on 4 KiB pages (the page walks of a 1.3 GB stream),
+ * 0.2-0.7 s on huge pages (`node` on the bench's stylize step, the arrays copied to and from them).
  */
 function doubles(n: number): Float64Array {
   const a = newHostArray(2 * n);

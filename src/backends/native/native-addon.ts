@@ -86,9 +86,9 @@ export interface NativeAddon {
   addScaled(a: Float32Array, b: Float32Array, alpha: number, y: Float32Array): void;
   /** G = F F^T for a row-major F [c x k] (a Gram matrix: half the products, K over the threads). */
   gram(f: Float32Array, c: number, k: number, g: Float32Array): void;
-  /** L-BFGS's sweeps (Backend.dotF64, Backend.axpyThenDotF64), over the threads. */
-  dotF64(u: Float64Array, v: Float64Array): number;
-  axpyThenDotF64(q: Float64Array, c: number, v: Float64Array, scale: number, u: Float64Array | null): number;
+  /** L-BFGS's sweeps (Backend.dotF32F64, Backend.axpyThenDotF32F64), over the threads. */
+  dotF32F64(u: Float32Array, q: Float64Array): number;
+  axpyThenDotF32F64(q: Float64Array, c: number, v: Float32Array, scale: number, u: Float32Array | null): number;
   /** y = alpha x, elementwise. */
   scale(x: Float32Array, alpha: number, y: Float32Array): void;
   /** The sum of x^2, accumulated in double. */

@@ -113,7 +113,7 @@ export interface NativeBackend extends Backend {
 }
 
 /** The addon reads as many doubles from each operand as the first has. */
-function checkSameLength(a: Float64Array, b: Float64Array, op: string): void {
+function checkSameLength(a: Float32Array | Float64Array, b: Float32Array | Float64Array, op: string): void {
   if (a.length !== b.length) throw new PasticheError(`${op}: vectors of ${a.length} and ${b.length} elements`);
 }
 
@@ -387,15 +387,15 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
 
     // L-BFGS's sweeps over its history: a step of 100 pairs at 512x512 reads 1.3 GB twice, which the
     // TypeScript's loops on one thread took 170-600 ms for.
-    dotF64(u: Float64Array, v: Float64Array): number {
-      checkSameLength(u, v, 'dotF64');
-      return addon.dotF64(u, v);
+    dotF32F64(u: Float32Array, q: Float64Array): number {
+      checkSameLength(u, q, 'dotF32F64');
+      return addon.dotF32F64(u, q);
     },
 
-    axpyThenDotF64(q: Float64Array, c: number, v: Float64Array, scale: number, u?: Float64Array): number {
-      checkSameLength(q, v, 'axpyThenDotF64');
-      if (u) checkSameLength(q, u, 'axpyThenDotF64');
-      return addon.axpyThenDotF64(q, c, v, scale, u ?? null);
+    axpyThenDotF32F64(q: Float64Array, c: number, v: Float32Array, scale: number, u?: Float32Array): number {
+      checkSameLength(q, v, 'axpyThenDotF32F64');
+      if (u) checkSameLength(q, u, 'axpyThenDotF32F64');
+      return addon.axpyThenDotF32F64(q, c, v, scale, u ?? null);
     },
 
     // Padding and upsampling copy rows in C++, planes over threads (64 and 20 ms of a 512x512 pass
