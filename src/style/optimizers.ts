@@ -120,7 +120,7 @@ export class Lbfgs implements Optimizer {
     // (q, 6 MB, stays in L3: what remains is the history, read twice); taking the dot products from
     // small matrices of s_i.y_j and y_i.y_j instead (two sweeps in all) measured 210 ms, bound by the
     // same reads. Native's sweeps (2 threads) within a stylize step: 0.13-0.28 s with the pairs in
-    // doubles, 0.08 s in floats (the step alone, after filling the history: 67-71 -> 41-42 ms).
+    // doubles, 0.08 s in floats (the step alone, after filling the history: 67-79 -> 41-44 ms).
     const q = (this.q ??= doubles(n));
     q.set(g);
     const k = this.s.length;
