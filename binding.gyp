@@ -8,6 +8,7 @@
         "native/src/gemm.cc",
         "native/src/gemm_bf16.cc",
         "native/src/winograd.cc",
+        "native/src/blocked.cc",
         "native/src/winograd_avx512.cc",
         "native/src/winograd_avx2.cc",
         "native/src/winograd_portable.cc",

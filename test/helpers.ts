@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { SUITE_CONV_SHAPES } from '../src/app/kernel-suite.js';
+import type { Backend } from '../src/backends/backend.js';
 import { getBackend } from '../src/backends/index.js';
 import { setHostPoolPoison } from '../src/tensor/host-pool.js';
 import { Tensor, type Shape } from '../src/tensor/tensor.js';
@@ -110,3 +111,20 @@ export function assertClose(a: Tensor, b: Tensor, tol: number, what: string): vo
 
 /** [N, Cin, H, W], kernel, Cout, pad, stride: the shapes every fast convolution is tested on. */
 export { SUITE_CONV_SHAPES as CONV_SHAPES } from '../src/app/kernel-suite.js';
+
+/**
+ * `native` with every layout left NCHW: the forward's kernels are the same, so are its ReLU masks (a
+ * reference on another backend sends a few elements that round to the other side of zero down the
+ * other branch of a ReLU), and without nChw16c tensors the style losses' products go through matmul.
+ */
+export function nchwThroughout<B extends Backend>(native: B): B {
+  return new Proxy(native, {
+    get(target, key, receiver) {
+      if (key === 'conv2d') return (...a: Parameters<Backend['conv2d']>) => target.conv2d(a[0], a[1], a[2], { ...a[3], ownLayout: false }, a[4]);
+      if (key === 'maxPool2d') return (...a: Parameters<Backend['maxPool2d']>) => target.maxPool2d(a[0], a[1]);
+      if (key === 'maxPool2dBackward') return (...a: Parameters<Backend['maxPool2dBackward']>) => target.maxPool2dBackward(a[0], a[1], a[2], a[3]);
+      if (key === 'conv2dBackwardData') return (...a: Parameters<Backend['conv2dBackwardData']>) => target.conv2dBackwardData(a[0], a[1], a[2], a[3], a[4]);
+      return Reflect.get(target, key, receiver) as unknown;
+    },
+  });
+}

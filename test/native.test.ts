@@ -231,7 +231,7 @@ if (native) {
         });
       }
 
-      test(`native pool, matmul, linear, relu, instance norm, Gram, scale, sum of squares, L-BFGS sweeps (${isa}, ${threads} thread(s)) equal loops`, () => {
+      test(`native pool, matmul, linear, relu, instance norm, Gram (also of nChw16c), mixChannels, scale, sum of squares, L-BFGS sweeps (${isa}, ${threads} thread(s)) equal loops`, () => {
         addon.isa(isa);
         addon.threads(threads);
         try {
@@ -300,6 +300,27 @@ if (native) {
             const g = native.matmul(f, f, false, true);
             assertClose(g, loops.matmul(f, f, false, true), 1e-5, `gram ${c}x${k}`);
             for (let i = 0; i < c!; i++) for (let j = 0; j < i; j++) assert.equal(g.data[i * c! + j], g.data[j * c! + i], `gram ${c}x${k} symmetric at ${i},${j}`);
+          }
+          // The same Gram matrix, and d^T F, from nChw16c features as read in place (Backend.gram,
+          // Backend.mixChannels): 16 to 80 channels (3-block tiles and their remainders), 512 (the
+          // deepest style layers), pixels below the 6-pixel tiles, off the 96- and 256-pixel runs,
+          // and split over the threads; the element-wise ops keep the layout.
+          for (const [c, h, w] of [[16, 1, 1], [32, 3, 5], [48, 7, 11], [64, 17, 19], [80, 30, 41], [512, 9, 13]] as const) {
+            const f = randomTensor([1, c, h, w], c + h + w, -2, 2);
+            const fb = inNchw16c(f);
+            const d = loops.addScaled(randomTensor([c, c], c), loops.matmul(randomTensor([c, c], c + 1), randomTensor([c, c], c + 1), true, false), 0.5);
+            const g = native.gram(fb);
+            assertClose(g, loops.gram(f), 1e-5, `gram of nChw16c ${c}x${h}x${w}`);
+            for (let i = 0; i < c; i++) for (let j = 0; j < i; j++) assert.equal(g.data[i * c + j], g.data[j * c + i], `gram ${c} symmetric at ${i},${j}`);
+            const y = native.mixChannels(d, fb);
+            assert.equal(y.layout, NCHW16C, 'mixChannels keeps nChw16c');
+            assertClose(y, loops.mixChannels(d, f), 1e-5, `mixChannels of nChw16c ${c}x${h}x${w}`);
+            const diff = native.addScaled(fb, inNchw16c(y), -0.3);
+            assert.equal(diff.layout, NCHW16C, 'addScaled keeps nChw16c');
+            assertClose(diff, loops.addScaled(f, y, -0.3), 1e-5, `addScaled of nChw16c ${c}`);
+            assertClose(native.scale(diff, 2), loops.scale(loops.addScaled(f, y, -0.3), 2), 1e-5, `scale of nChw16c ${c}`);
+            const [got, want] = [native.sumOfSquares(diff).data[0]!, loops.sumOfSquares(loops.addScaled(f, y, -0.3)).data[0]!];
+            assert.ok(Math.abs(got - want) <= 1e-5 * want, `sumOfSquares of nChw16c ${c}: ${got} vs ${want}`);
           }
           // Instance norm (the style network's): planes below a vector, across sum blocks, with tails.
           for (const [i, shape] of ([[2, 3, 5, 7], [1, 2, 37, 53], [2, 2, 1, 3]] as const).entries()) {

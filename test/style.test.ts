@@ -7,14 +7,15 @@ import { test } from 'node:test';
 import sharp from 'sharp';
 import { buildTargets, evaluate, parseLayers, type ObjectiveWeights } from '../src/app/stylize.js';
 import { stylize } from '../src/app/stylize-job.js';
-import { availableBackends, getBackend } from '../src/backends/index.js';
+import { availableBackends, getBackend, nativeBackend } from '../src/backends/index.js';
+import { randomVgg19Weights } from '../src/model/vgg19-params.js';
 import { Vgg19 } from '../src/model/vgg19.js';
 import { contentLoss, gram, styleLoss, tvLoss } from '../src/style/losses.js';
 import { Adam, Lbfgs } from '../src/style/optimizers.js';
 import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
-import { CLI, FIXTURES, TINY, assertClose, gradCheck, randomTensor, runCli } from './helpers.js';
+import { CLI, FIXTURES, TINY, assertClose, gradCheck, nchwThroughout, randomTensor, runCli } from './helpers.js';
 import { tempDir } from './temp.js';
 
 const REF = `${FIXTURES}style/`;
@@ -121,6 +122,31 @@ test('the loss decreases under Adam and under L-BFGS', async () => {
     }
     assert.ok(last < 0.7 * first, `${opt.constructor.name}: ${first} -> ${last}`);
   }
+});
+
+test("evaluate() on native takes the captured features channel-blocked: the losses and gradient of NCHW throughout", { skip: !nativeBackend && 'native backend unavailable' }, async () => {
+  // Channels 16-128 (every convolution after the first channel-blocked on AVX-512, forward and
+  // backward): the captures stay nChw16c, the Gram matrices and the gradients' products read them
+  // in place, the content loss's differences and the gradients stay nChw16c into the backward pass.
+  const weights = randomVgg19Weights(8, 4);
+  const native = nativeBackend!;
+  const [ref, got] = [new Vgg19(weights, nchwThroughout(native)), new Vgg19(weights, native)];
+  const [x, content, style] = [11, 12, 13].map((seed) => randomTensor([1, 3, 96, 80], seed, -60, 60)) as [Tensor, Tensor, Tensor];
+  const w = weightsLab(0);
+  // Both the loss's parts: a content weight that makes them of one size.
+  const o = { ...w, contentWeight: 1e-4 };
+  const [want, have] = [ref, got].map((m) => evaluate(m, x, buildTargets(m, content, [style], [1], o), o));
+  const [a, b] = await Promise.all([want!, have!]);
+  for (const k of ['content', 'style', 'total'] as const) assert.ok(Math.abs(b[k] - a[k]) <= 1e-5 * Math.abs(a[k]), `${k}: ${b[k]} vs ${a[k]}`);
+  assertClose(b.grad, a.grad, 1e-4, 'dL/dx');
+  // What the capture left channel-blocked (on AVX-512): every style and content layer but the first
+  // (conv1_1's gradient reads NCHW) and the last (the pass ends there).
+  const { activations } = got.forward(x, { until: 'relu5_1', capture: ['relu1_1', 'relu2_1', 'relu4_2', 'relu5_1'], captureOwnLayout: true });
+  const blocked = native.addon.cpuHasAvx512 ? 'nChw16c' : 'NCHW';
+  assert.deepEqual(
+    [...activations].map(([name, t]) => `${name} ${t.layout?.name ?? 'NCHW'}`),
+    ['relu1_1 NCHW', `relu2_1 ${blocked}`, `relu4_2 ${blocked}`, 'relu5_1 NCHW'],
+  );
 });
 
 const base = { content: CONTENT, styles: [STYLE], weights: tiny, size: 48, iterations: 4, optimizer: 'adam' as const, lr: 1, ...weightsLab(0) };

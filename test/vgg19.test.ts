@@ -11,7 +11,7 @@ import { readNpy } from '../src/tensor/npy.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { loadMatConvNetVgg19 } from '../src/weights/load-vgg19.js';
 import { randomVgg19Weights } from '../src/model/vgg19-params.js';
-import { TINY, assertClose, randomTensor, relError } from './helpers.js';
+import { TINY, assertClose, nchwThroughout, randomTensor, relError } from './helpers.js';
 
 const FILES = ['vgg19-tiny-old.mat', 'vgg19-tiny-old-z.mat', 'vgg19-tiny-new.mat'];
 const input = await readNpy(`${TINY}ref-old/input.npy`);
@@ -109,18 +109,8 @@ test('a style-transfer pass on native keeps nChw16c where nobody looks (AVX-512)
   // Winograd channel-blocked, forward and backward.
   const weights = randomVgg19Weights(8, 4);
   const native = nativeBackend!;
-  // The reference: the same backend with every layout left NCHW (the forward's kernels are the same,
-  // so are its ReLU masks: a reference on another backend sends a few elements that round to the
-  // other side of zero down the other branch of a ReLU).
-  const nchw = new Proxy(native, {
-    get(target, key, receiver) {
-      if (key === 'conv2d') return (...a: Parameters<Backend['conv2d']>) => target.conv2d(a[0], a[1], a[2], { ...a[3], ownLayout: false }, a[4]);
-      if (key === 'maxPool2d') return (...a: Parameters<Backend['maxPool2d']>) => target.maxPool2d(a[0], a[1]);
-      if (key === 'maxPool2dBackward') return (...a: Parameters<Backend['maxPool2dBackward']>) => target.maxPool2dBackward(a[0], a[1], a[2], a[3]);
-      if (key === 'conv2dBackwardData') return (...a: Parameters<Backend['conv2dBackwardData']>) => target.conv2dBackwardData(a[0], a[1], a[2], a[3], a[4]);
-      return Reflect.get(target, key, receiver) as unknown;
-    },
-  });
+  // The reference: the same backend with every layout left NCHW.
+  const nchw = nchwThroughout(native);
   // Which layouts reach the ops that may take nChw16c.
   const seen: string[] = [];
   const layout = (t: Tensor) => t.layout?.name ?? 'NCHW';

@@ -119,6 +119,19 @@ Napi::Value Gram(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// gramC16(x, c, hw, g), mixChannelsC16(d, c, x, hw, y): the same for an nChw16c x (c a multiple of 16), y nChw16c
+Napi::Value GramC16(const Napi::CallbackInfo& info) {
+  Call call;
+  gram_c16(F(info, 0), I(info, 1), I(info, 2), F(info, 3));
+  return info.Env().Undefined();
+}
+
+Napi::Value MixChannelsC16(const Napi::CallbackInfo& info) {
+  Call call;
+  mix_channels_c16(F(info, 0), I(info, 1), F(info, 2), I(info, 3), F(info, 4));
+  return info.Env().Undefined();
+}
+
 // conv2d(x, n, cin, h, w, wt, cout, k, pad, stride, bias, relu, y, wino|null, winoTile, reflect, upsample, pool, blocked)
 // (pool: with wino only, y the 2x2 stride-2 max-pool of the output; the backend checks both.
 // blocked: X_BLOCKED | Y_BLOCKED, on the channel-blocked path only, refused elsewhere)
@@ -517,6 +530,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("addScaled", Napi::Function::New(env, AddScaled));
   exports.Set("scale", Napi::Function::New(env, Scale));
   exports.Set("gram", Napi::Function::New(env, Gram));
+  exports.Set("gramC16", Napi::Function::New(env, GramC16));
+  exports.Set("mixChannelsC16", Napi::Function::New(env, MixChannelsC16));
   exports.Set("dotF32F64", Napi::Function::New(env, DotF32F64));
   exports.Set("axpyThenDotF32F64", Napi::Function::New(env, AxpyThenDotF32F64));
   exports.Set("sumOfSquares", Napi::Function::New(env, SumOfSquares));

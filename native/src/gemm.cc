@@ -576,9 +576,14 @@ void gram(const float* f, int c, int k, float* g) {
       }
     }
   });
-  // The parts summed in a fixed order, and the upper triangle mirrored into the lower, in 32 x 32
-  // tiles over the threads (element by element down the columns, on one thread, the mirror of a
-  // 512 x 512 matrix took longer than its products from K = 1024).
+  sum_parts_and_mirror(g, partial.data(), parts, c);
+}
+
+// The parts summed in a fixed order, and the upper triangle mirrored into the lower, in 32 x 32
+// tiles over the threads (element by element down the columns, on one thread, the mirror of a
+// 512 x 512 matrix took longer than its products from K = 1024).
+void sum_parts_and_mirror(float* g, const float* partial, int parts, int c) {
+  ThreadPool& pool = ThreadPool::instance();
   constexpr int T = 32;
   const int tiles = (c + T - 1) / T;
   pool.parallel_for(tiles, [&](int bi, int) {

@@ -87,6 +87,13 @@ void sgemm_serial(int m, int n, int k, Operand a, Operand b, float* c, int ldc, 
 // G[c x c] = F F^T for a row-major F [c x k] (a Gram matrix): the tiles on and right of the diagonal
 // only, K split over the threads, the rest mirrored. sgemm where bf16 is on or the product is small.
 void gram(const float* f, int c, int k, float* g);
+// G's parts from threads 1.. (`partial`: parts - 1 matrices of c x c, their upper triangles) added
+// to part 0 in g in a fixed order, then g's upper triangle mirrored into its lower one.
+void sum_parts_and_mirror(float* g, const float* partial, int parts, int c);
+// The same Gram matrix, and the product y = d^T x over the channels (d c x c), for an nChw16c x
+// of c channels (a multiple of 16) and hw pixels, y in the same layout (blocked.cc).
+void gram_c16(const float* x, int c, int hw, float* g);
+void mix_channels_c16(const float* d, int c, const float* x, int hw, float* y);
 
 // Packing into micro-kernel order, also used by Winograd to pre-pack its operands.
 // A: rows [0, m) x k -> ceil(m/MR) panels of k x MR (zero-padded rows).

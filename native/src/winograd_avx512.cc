@@ -10,6 +10,7 @@
 #else
 #define C16_LANES 4  // never chosen off x86-64, compiled all the same
 #endif
+#include <algorithm>
 #include <utility>
 
 namespace pastiche {
@@ -17,9 +18,10 @@ namespace avx512 {
 namespace {
 #include "winograd_lines.inc"
 #include "winograd_c16.inc"
+#include "blocked_ops.inc"
 }  // namespace
 
 const WinogradC16 winograd_c16 = {c16_interleave, c16_input<4>, c16_output<4>, c16_gemm<true>, c16_input<6>, c16_output<6>,
-                                   c16_gemm<false>};
+                                   c16_gemm<false>, c16_gram, c16_mix};
 }  // namespace avx512
 }  // namespace pastiche

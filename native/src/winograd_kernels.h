@@ -45,6 +45,11 @@ struct WinogradC16 {
                   size_t plane, size_t ld, int rows, int cols, bool blocked);
   // gemm with C stored plainly, to be read back from cache (gemm streams it to memory).
   void (*gemm_cached)(int k, const float* a, int lda, int m, const float* b, int n, float* c, int ldc);
+  // The style losses' products on an nChw16c x of c channels and hw pixels (blocked_ops.inc), over
+  // pixels [p0, p1): the Gram matrix's 16 x 16 blocks on and right of the diagonal into g (c x c);
+  // y = d^T x over the channels (d c x c) into y, nChw16c.
+  void (*gram)(const float* x, int c, size_t hw, int p0, int p1, float* g);
+  void (*mix)(const float* d, int c, const float* x, size_t hw, int p0, int p1, float* y);
 };
 
 namespace avx512 { extern const WinogradC16 winograd_c16; }

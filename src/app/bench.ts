@@ -59,6 +59,18 @@ export function randomImage(size: number, seed = 7): Tensor {
 /** The layers a style-transfer iteration reads (the default content and style layers). */
 export const STYLE_ITERATION_LAYERS = ['relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu4_2', 'relu5_1'] as const;
 
+/** The style iteration's forward pass: as stylize's evaluate() runs it, the captures in the backend's own layout. */
+export const STYLE_ITERATION_FORWARD = { until: 'relu5_1', capture: [...STYLE_ITERATION_LAYERS], captureOwnLayout: true } as const;
+
+/**
+ * Gradients for a style iteration's captured features: their shapes and layouts, as the losses'
+ * come (Backend.mixChannels and the content loss's element-wise ops keep them); their values do not
+ * change the work. They live where the backend computes (a GPU computes the losses there too).
+ */
+export function styleIterationGradients(backend: Backend, activations: ReadonlyMap<string, Tensor>): Map<string, Tensor> {
+  return new Map([...activations].map(([name, a]) => [name, backend.scale(a, 1e-3)]));
+}
+
 /** The row label: a backend's name, with its precision where that is not fp32. */
 export function runnerName(backend: Backend): string {
   const precision = (backend as { precision?: string }).precision;
@@ -93,12 +105,8 @@ export function styleIterationRunner(weights: Vgg19Weights, backend: Backend, si
   return {
     name: runnerName(backend),
     run: async () => {
-      const { activations } = model.forward(x, { until: 'relu5_1', capture: [...STYLE_ITERATION_LAYERS] });
-      // The losses' gradients have the activations' shapes; their values do not change the work.
-      // They live where the backend computes (a GPU computes the losses there too).
-      grads ??= new Map(
-        [...activations].map(([name, a]) => [name, backend.scale(new Tensor(a.shape, fillUniform(new Float32Array(a.size), uniformRng(3), -1e-3, 1e-3)), 1)]),
-      );
+      const { activations } = model.forward(x, STYLE_ITERATION_FORWARD);
+      grads ??= styleIterationGradients(backend, activations);
       const dx = model.backward(grads, { paramGrads: false });
       await dx.toHost();
       for (const t of [dx, ...activations.values()]) t.recycle();

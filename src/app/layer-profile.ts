@@ -5,13 +5,12 @@
  */
 import type { Backend } from '../backends/backend.js';
 import { sizeOf, Tensor } from '../tensor/tensor.js';
-import { fillUniform, uniformRng } from '../util/random.js';
 import { PasticheError } from '../errors.js';
 import { Vgg19 } from '../model/vgg19.js';
 import { vgg19LayerCosts } from '../model/layer-costs.js';
 import { median } from '../util/stats.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
-import { randomImage, runnerName, STYLE_ITERATION_LAYERS } from './bench.js';
+import { randomImage, runnerName, STYLE_ITERATION_FORWARD, styleIterationGradients } from './bench.js';
 
 export interface LayerRow {
   /** The row's first layer (conv1_1); `label` also names a ReLU counted in it (conv1_1+relu1_1). */
@@ -201,7 +200,7 @@ function zeroFeatures(t: Tensor): number {
 function backwardWork(model: Vgg19, weights: Vgg19Weights, size: number, backend: Backend, until: string): Record<string, RowWork> {
   const out: Record<string, RowWork> = {};
   const costs = vgg19LayerCosts(weights, size, until);
-  const own = model.ownLayoutNames({ until, capture: [...STYLE_ITERATION_LAYERS] });
+  const own = model.ownLayoutNames(STYLE_ITERATION_FORWARD);
   for (const [i, c] of costs.entries()) {
     const p = weights.layers.get(c.name);
     const [input, output] = [[1, ...c.input], [1, ...c.output]];
@@ -253,11 +252,8 @@ export async function profileStyleIteration(
         t = now;
       };
       const model = models[i]!;
-      const { activations } = model.forward(x, { until, capture: [...STYLE_ITERATION_LAYERS], onLayer: (_d, _n, name) => lap(all.rowOf.get(name) ?? name) });
-      if (!grads.has(i)) {
-        const be = backends[i]!;
-        grads.set(i, new Map([...activations].map(([name, a]) => [name, be.scale(new Tensor(a.shape, fillUniform(new Float32Array(a.size), uniformRng(3), -1e-3, 1e-3)), 1)])));
-      }
+      const { activations } = model.forward(x, { ...STYLE_ITERATION_FORWARD, onLayer: (_d, _n, name) => lap(all.rowOf.get(name) ?? name) });
+      if (!grads.has(i)) grads.set(i, styleIterationGradients(backends[i]!, activations));
       t = performance.now();
       const dx = model.backward(grads.get(i)!, { paramGrads: false, onLayer: (name) => lap(backwardRow(name)) });
       for (const tensor of [dx, ...activations.values()]) tensor.recycle();

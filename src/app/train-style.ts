@@ -171,7 +171,8 @@ export class StyleTrainer {
     for (let b = 0; b < n; b++) {
       const image = (t: Tensor) => this.toVggInput(new Tensor([1, 3, h, wd], t.data.subarray(b * plane, (b + 1) * plane)));
       const xv = image(x);
-      const targets = this.vgg.forward(xv, { until: deepestContent, capture: contentNames, inference: true }).activations;
+      // In the backend's own layout, as evaluate() captures the output's features.
+      const targets = this.vgg.forward(xv, { until: deepestContent, capture: contentNames, inference: true, captureOwnLayout: true }).activations;
       xv.dispose();
       const yv = image(y);
       const e = await evaluate(this.vgg, yv, { content: targets, style }, { ...w, tvWeight: 0 });

@@ -156,6 +156,13 @@ export interface Backend {
 
   /** C = op(A) op(B), op = transpose when asked: rank-2 tensors only. */
   matmul(a: Tensor, b: Tensor, transA?: boolean, transB?: boolean): Tensor;
+  /**
+   * The style losses' products over the channels of one image's features f [1, C, H, W], F its
+   * [C, H*W] matrix: the Gram matrix F F^T [C, C] (seed eq. 26), and d^T F for d [C, C], shaped
+   * and laid out as f. Both are matmul's; native reads a channel-blocked f as it is (no NCHW copy).
+   */
+  gram(f: Tensor): Tensor;
+  mixChannels(d: Tensor, f: Tensor): Tensor;
   /** Fully connected, seed eq. 5: v = x W + b, x [N,Din], W [Din,Dout]. */
   linear(x: Tensor, w: Tensor, b: Tensor): Tensor;
   /** Seed eqs. 8, 9, 12: dW = x^T dy, db = sum_n dy, dx = dy W^T. */

@@ -19,6 +19,8 @@ type CommonOps = Pick<
   | 'softmax'
   | 'crossEntropy'
   | 'addScaled'
+  | 'gram'
+  | 'mixChannels'
   | 'scale'
   | 'sumOfSquares'
   | 'dotF32F64'
@@ -134,7 +136,30 @@ function groupMoments(d: Float32Array, at: (t: number) => number, count: number)
   return { mean, variance: sq / count };
 }
 
+/** One image's [C, H*W] for the channel products below. */
+function channelMatrix(f: Tensor, op: string): [number, number] {
+  const [n, c, h, w] = expectRank(f, 4, op) as [number, number, number, number];
+  if (n !== 1) throw new PasticheError(`${op}: one image's features, got ${shapeToString(f.shape)}`);
+  return [c, h * w];
+}
+
+/** Backend.gram and Backend.mixChannels as matmul's products: every backend's, where native has no faster path. */
+export const matmulChannelOps: Pick<Backend, 'gram' | 'mixChannels'> = {
+  gram(this: Backend, f: Tensor): Tensor {
+    const [c, hw] = channelMatrix(f, 'gram');
+    const m = f.reshape([c, hw]);
+    return this.matmul(m, m, false, true);
+  },
+
+  mixChannels(this: Backend, d: Tensor, f: Tensor): Tensor {
+    const [c, hw] = channelMatrix(f, 'mixChannels');
+    checkGradShape(d, [c, c], 'mixChannels');
+    return this.matmul(d, f.reshape([c, hw]), true, false).reshape(f.shape);
+  },
+};
+
 export const commonOps: CommonOps = {
+  ...matmulChannelOps,
   ...hostVectorOps,
   avgPool2d(x: Tensor, p: Pool2dParams): Tensor {
     const g = poolGeometry(x.shape, p);

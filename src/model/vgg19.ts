@@ -26,6 +26,12 @@ export interface ForwardOptions {
    * pool's is captured, and backward is refused until a forward without this option.
    */
   readonly inference?: boolean;
+  /**
+   * Captured outputs may stay in the backend's own layout too (Tensor.layout: native's nChw16c),
+   * for a caller that hands them to backend ops (the style losses: Backend.gram, mixChannels and
+   * the element-wise ops read them as they are); reading `data` still gives NCHW, converted once.
+   */
+  readonly captureOwnLayout?: boolean;
 }
 
 export interface ForwardResult {
@@ -141,7 +147,7 @@ export class Vgg19 {
     for (const name of options.capture ?? []) wanted.set(this.layerIndex(name), resolveLayerName(name)!);
     const stop = Math.max(this.layerIndex(options.until ?? 'prob'), ...wanted.keys());
     const own = (j: number): boolean => {
-      if (j >= stop || wanted.has(j)) return false;
+      if (j >= stop || (wanted.has(j) && !options.captureOwnLayout)) return false;
       if (options.inference) return true;
       const [at, after] = [this.layers[j], this.layers[j + 1]];
       if (at instanceof MaxPoolingLayer) return after instanceof ConvolutionalLayer;
@@ -238,8 +244,10 @@ export class Vgg19 {
       // gradient through a ReLU mask the forward kept so.
       if (layer instanceof ConvolutionalLayer && before instanceof ReLULayer) {
         // The ReLU below this convolution (and a gradient injected at its output) are applied
-        // while the convolution writes its gradient, in the layout the forward kept its mask in.
-        const ownLayout = this.forwardKept.has(i - 1) && !at.has(i - 1);
+        // while the convolution writes its gradient, in the layout the forward kept its mask in
+        // (with an injected gradient, where that is in the backend's own layout too).
+        const injected = at.get(i - 1);
+        const ownLayout = this.forwardKept.has(i - 1) && (!injected || injected.layout !== undefined);
         step(layer.backward(g, { ...options, ownLayout }, { add: at.get(i - 1), reluMask: before.mask }));
         i--;
       } else if (layer instanceof MaxPoolingLayer && before instanceof ReLULayer && !at.has(i - 1)) {

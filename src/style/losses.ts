@@ -53,9 +53,13 @@ function perImage(f: Tensor, outShape: Shape, fn: (fb: Tensor, b: number) => Ten
   return out;
 }
 
-/** Seed eq. 26: G[n] = F[n] F[n]^T over the H*W positions, [N, C, C]. */
+/**
+ * Seed eq. 26: G[n] = F[n] F[n]^T over the H*W positions, [N, C, C]. One image (style transfer's
+ * case) through Backend.gram, which reads features in the backend's own layout as they are.
+ */
 export function gram(backend: Backend, f: Tensor): Tensor {
   const [n, c] = dims(f);
+  if (n === 1) return backend.gram(f).reshape([1, c, c]);
   return perImage(f, [n, c, c], (fb) => backend.matmul(fb, fb, false, true));
 }
 
@@ -74,7 +78,11 @@ export function styleLoss(backend: Backend, f: Tensor, a: Tensor, gradScale = 1)
   const sum = backend.sumOfSquares(diff);
   const loss = backend.scale(sum, 1 / (4 * norm));
   const scaled = backend.scale(diff, gradScale / norm);
-  const grad = perImage(f, f.shape, (fb, b) => backend.matmul(n === 1 ? scaled.reshape([c, c]) : new Tensor([c, c], scaled.data.subarray(b * c * c, (b + 1) * c * c)), fb));
+  // (G - A)^T F = (G - A) F: in f's layout for one image (Backend.mixChannels).
+  const grad =
+    n === 1
+      ? backend.mixChannels(scaled.reshape([c, c]), f)
+      : perImage(f, f.shape, (fb, b) => backend.matmul(new Tensor([c, c], scaled.data.subarray(b * c * c, (b + 1) * c * c)), fb));
   for (const t of [g, diff, scaled, sum]) t.recycle();
   return { loss, grad };
 }

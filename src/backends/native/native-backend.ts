@@ -13,7 +13,7 @@ import { newHostArray } from '../../tensor/host-pool.js';
 import { NCHW16C } from '../../tensor/channel-blocked.js';
 import { Tensor, expectRank, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dForwardParams, Conv2dParams, ConvPass, ConvWork, GradientEpilogue, LinearGradients, NormGradients, ParamGradients, Pool2dParams } from '../backend.js';
-import { commonOps, conv2dInSteps, conv2dThenMaxPool, linearBackwardByMatmul } from '../common-ops.js';
+import { commonOps, conv2dInSteps, conv2dThenMaxPool, linearBackwardByMatmul, matmulChannelOps } from '../common-ops.js';
 import {
   applyEpilogue,
   checkBias,
@@ -365,10 +365,13 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     },
 
     // Vectorised and over threads: the residual sums of the style network, the losses' differences.
+    // The element-wise ops read tensors this backend left channel-blocked as they are, and write
+    // theirs so: the content loss of features captured that way (stylize.ts) never converts them.
     addScaled(a: Tensor, b: Tensor, alpha: number): Tensor {
       checkGradShape(b, a.shape, 'addScaled');
-      const y = Tensor.uninitialized(a.shape);
-      addon.addScaled(a.data, b.data, alpha, y.data);
+      const [ab, bb] = [a.arrayIn(NCHW16C), b.arrayIn(NCHW16C)];
+      const y = ab && bb ? Tensor.uninitializedIn(NCHW16C, a.shape) : Tensor.uninitialized(a.shape);
+      addon.addScaled(ab && bb ? ab : a.data, ab && bb ? bb : b.data, alpha, y.arrayIn(NCHW16C) ?? y.data);
       return y;
     },
 
@@ -376,13 +379,35 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     // scaling relu1_1's 16.7M-float gradient at 512 px took 85 ms against 2.7 here, and the losses
     // of a 512 px step 142-147 ms against 83-86 with the Gram matrices below (`node` on the ops).
     scale(x: Tensor, alpha: number): Tensor {
-      const y = Tensor.uninitialized(x.shape);
-      addon.scale(x.data, alpha, y.data);
+      const xb = x.arrayIn(NCHW16C);
+      const y = xb ? Tensor.uninitializedIn(NCHW16C, x.shape) : Tensor.uninitialized(x.shape);
+      addon.scale(xb ?? x.data, alpha, y.arrayIn(NCHW16C) ?? y.data);
       return y;
     },
 
     sumOfSquares(x: Tensor): Tensor {
-      return Tensor.from([1], [addon.sumOfSquares(x.data)]);
+      return Tensor.from([1], [addon.sumOfSquares(x.arrayIn(NCHW16C) ?? x.data)]);
+    },
+
+    // The style losses' products from features the forward pass left channel-blocked, read as they
+    // are (the others through matmul, which converts them to NCHW first). bf16 keeps matmul's.
+    gram(f: Tensor): Tensor {
+      const fb = f.arrayIn(NCHW16C);
+      if (!fb || bf16) return matmulChannelOps.gram.call(be, f);
+      const [, c, h, w] = f.shape as [number, number, number, number];
+      const g = Tensor.uninitialized([c, c]);
+      addon.gramC16(fb, c, h * w, g.data);
+      return g;
+    },
+
+    mixChannels(d: Tensor, f: Tensor): Tensor {
+      const fb = f.arrayIn(NCHW16C);
+      if (!fb || bf16) return matmulChannelOps.mixChannels.call(be, d, f);
+      const [, c, h, w] = f.shape as [number, number, number, number];
+      checkGradShape(d, [c, c], 'mixChannels');
+      const y = Tensor.uninitializedIn(NCHW16C, f.shape);
+      addon.mixChannelsC16(d.data, c, fb, h * w, y.arrayIn(NCHW16C)!);
+      return y;
     },
 
     // L-BFGS's sweeps over its history: a step of 100 pairs at 512x512 reads 1.3 GB twice, which the

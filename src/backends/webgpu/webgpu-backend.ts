@@ -9,6 +9,7 @@ import { PasticheError } from '../../errors.js';
 import { Tensor, expectRank, sizeOf, type Shape } from '../../tensor/tensor.js';
 import type { Backend, NormGradients, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
 import { conv2dInSteps, conv2dThenMaxPool, convNeedsSteps, linearBackwardByMatmul } from '../common-ops.js';
+import { matmulChannelOps } from '../common-ops.js';
 import { hostVectorOps } from '../host-vectors.js';
 import {
   checkBias,
@@ -554,6 +555,7 @@ export function createWebGpuBackend(ctx: GpuContext, precision: 'fp32' | 'fp16' 
 
     // The optimiser's vectors are on the host.
     ...hostVectorOps,
+    ...matmulChannelOps,
 
     flattenNhwc(x) {
       const [n, c, h, wd] = expectRank(x, 4, 'flatten') as [number, number, number, number];

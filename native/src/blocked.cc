@@ -1,0 +1,42 @@
+// The style losses' products on nChw16c feature maps (blocked_ops.inc), over the threads: where the
+// forward pass leaves a style layer's activations channel-blocked, its Gram matrix and the gradient's
+// product with them read them as they are instead of converting them to NCHW first.
+#include <algorithm>
+#include <vector>
+
+#include "gemm.h"
+#include "kernels.h"
+#include "threadpool.h"
+#include "winograd_kernels.h"
+
+namespace pastiche {
+
+static const WinogradC16& blocked_kernels() {
+  return active_isa() == Isa::Avx512 ? avx512::winograd_c16 : active_isa() == Isa::Avx2 ? avx2::winograd_c16 : portable::winograd_c16;
+}
+
+// The pixels in one part per thread, each summed into its own c x c matrix (a Gram matrix has few
+// rows and many pixels), then the parts added and the upper triangle mirrored as gram() does.
+void gram_c16(const float* x, int c, int hw, float* g) {
+  ThreadPool& pool = ThreadPool::instance();
+  const auto& k = blocked_kernels();
+  const int parts = std::max(1, std::min(pool.threads(), hw / 256));
+  std::vector<float> partial((size_t)(parts - 1) * c * c);
+  pool.parallel_for(parts, [&](int s, int) {
+    const int p0 = (int)((long)hw * s / parts), p1 = (int)((long)hw * (s + 1) / parts);
+    k.gram(x, c, hw, p0, p1, s == 0 ? g : partial.data() + (size_t)(s - 1) * c * c);
+  });
+  sum_parts_and_mirror(g, partial.data(), parts, c);
+}
+
+// The pixels split over the threads, each making every output block of its own.
+void mix_channels_c16(const float* d, int c, const float* x, int hw, float* y) {
+  ThreadPool& pool = ThreadPool::instance();
+  const auto& k = blocked_kernels();
+  const int parts = std::max(1, std::min(pool.threads(), hw / 96));
+  pool.parallel_for(parts, [&](int s, int) {
+    k.mix(d, c, x, hw, (int)((long)hw * s / parts), (int)((long)hw * (s + 1) / parts), y);
+  });
+}
+
+}  // namespace pastiche
