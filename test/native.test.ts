@@ -322,6 +322,16 @@ if (native) {
             const [got, want] = [native.sumOfSquares(diff).data[0]!, loops.sumOfSquares(loops.addScaled(f, y, -0.3)).data[0]!];
             assert.ok(Math.abs(got - want) <= 1e-5 * want, `sumOfSquares of nChw16c ${c}: ${got} vs ${want}`);
           }
+          // nChw16c read as NCHW (Tensor.data) through the addon's conversion: pixel runs below a
+          // vector, off the 4096-pixel runs, several images and blocks; the same bits as the loop's.
+          for (const shape of [[1, 16, 1, 1], [1, 32, 3, 5], [2, 48, 37, 113], [1, 16, 65, 65]] as const) {
+            const f = randomTensor(shape, shape[2] + shape[3]);
+            const blocked = inNchw16c(f);
+            const out = new Float32Array(f.size);
+            addon.fromNchw16c(blocked.arrayIn(NCHW16C)!, (shape[0] * shape[1]) / 16, shape[2] * shape[3], out);
+            assert.deepEqual(out, f.data, `fromNchw16c [${shape.join(', ')}]`);
+            assert.deepEqual(inNchw16c(f).data, f.data, `Tensor.data of nChw16c [${shape.join(', ')}]`);
+          }
           // Instance norm (the style network's): planes below a vector, across sum blocks, with tails.
           for (const [i, shape] of ([[2, 3, 5, 7], [1, 2, 37, 53], [2, 2, 1, 3]] as const).entries()) {
             const xs = randomTensor(shape, 20 + i, -3, 3);

@@ -39,4 +39,17 @@ void mix_channels_c16(const float* d, int c, const float* x, int hw, float* y) {
   });
 }
 
+// Runs of 4096 pixels of each 16-channel block over the threads, a run's 16 rows at a time.
+void from_nchw16c(const float* x, int blocks, int hw, float* y) {
+  const auto& k = blocked_kernels();
+  constexpr int RUN = 4096;
+  const int runs = (hw + RUN - 1) / RUN;
+  ThreadPool::instance().parallel_for(blocks * runs, [&](int task, int) {
+    const int b = task / runs, p0 = task % runs * RUN, n = std::min(RUN, hw - p0);
+    float* rows[16];
+    for (int l = 0; l < 16; l++) rows[l] = y + ((size_t)b * 16 + l) * hw + p0;
+    k.deinterleave(x + ((size_t)b * hw + p0) * 16, n, rows);
+  });
+}
+
 }  // namespace pastiche

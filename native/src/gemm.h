@@ -94,6 +94,8 @@ void sum_parts_and_mirror(float* g, const float* partial, int parts, int c);
 // of c channels (a multiple of 16) and hw pixels, y in the same layout (blocked.cc).
 void gram_c16(const float* x, int c, int hw, float* g);
 void mix_channels_c16(const float* d, int c, const float* x, int hw, float* y);
+// NCHW y from nChw16c x: `blocks` 16-channel blocks (images x C / 16) of hw pixels.
+void from_nchw16c(const float* x, int blocks, int hw, float* y);
 
 // Packing into micro-kernel order, also used by Winograd to pre-pack its operands.
 // A: rows [0, m) x k -> ceil(m/MR) panels of k x MR (zero-padded rows).

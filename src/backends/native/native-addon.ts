@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { setChannelBlockedConverter } from '../../tensor/channel-blocked.js';
 import { setLargeArrayHook } from '../../tensor/host-pool.js';
 
 export type NativeIsa = 'portable' | 'avx2' | 'avx512';
@@ -90,6 +91,8 @@ export interface NativeAddon {
   dotF32F64(u: Float32Array, q: Float64Array): number;
   /** Backend.gram and Backend.mixChannels (y = d^T x) of an nChw16c x: c channels (a multiple of 16), hw pixels; y nChw16c. */
   gramC16(x: Float32Array, c: number, hw: number, g: Float32Array): void;
+  /** NCHW y from nChw16c x: `blocks` 16-channel blocks (images x C / 16) of hw pixels each. */
+  fromNchw16c(x: Float32Array, blocks: number, hw: number, y: Float32Array): void;
   mixChannelsC16(d: Float32Array, c: number, x: Float32Array, hw: number, y: Float32Array): void;
   axpyThenDotF32F64(q: Float64Array, c: number, v: Float32Array, scale: number, u: Float32Array | null): number;
   /** y = alpha x, elementwise. */
@@ -163,3 +166,5 @@ export const nativeUnavailable: string | undefined = loaded.reason;
 // Every backend's large tensors on huge pages from here on (the transformed weights take hugeBuffer):
 // see the addon's hugePages for why.
 if (nativeAddon) setLargeArrayHook(nativeAddon.hugePages);
+// And a channel-blocked tensor read as NCHW converted by the addon, over its threads.
+if (nativeAddon) setChannelBlockedConverter(nativeAddon.fromNchw16c);
