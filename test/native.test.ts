@@ -322,6 +322,9 @@ if (native) {
             const [got, want] = [native.sumOfSquares(diff).data[0]!, loops.sumOfSquares(loops.addScaled(f, y, -0.3)).data[0]!];
             assert.ok(Math.abs(got - want) <= 1e-5 * want, `sumOfSquares of nChw16c ${c}: ${got} vs ${want}`);
           }
+          // One image's features: a batch is one line (losses.ts takes a batch image by image).
+          assert.throws(() => native.gram(inNchw16c(randomTensor([2, 16, 3, 3], 1))), /^PasticheError: gram: one image's features, got \[2, 16, 3, 3\]$/);
+          assert.throws(() => native.mixChannels(randomTensor([16, 16], 1), inNchw16c(randomTensor([2, 16, 3, 3], 1))), /mixChannels: one image's features/);
           // nChw16c read as NCHW (Tensor.data) through the addon's conversion: pixel runs below a
           // vector, off the 4096-pixel runs, several images and blocks; the same bits as the loop's.
           for (const shape of [[1, 16, 1, 1], [1, 32, 3, 5], [2, 48, 37, 113], [1, 16, 65, 65]] as const) {

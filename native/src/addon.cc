@@ -126,16 +126,16 @@ Napi::Value GramC16(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// fromNchw16c(x, blocks, hw, y): NCHW y from nChw16c x
-Napi::Value FromNchw16c(const Napi::CallbackInfo& info) {
-  Call call;
-  from_nchw16c(F(info, 0), I(info, 1), I(info, 2), F(info, 3));
-  return info.Env().Undefined();
-}
-
 Napi::Value MixChannelsC16(const Napi::CallbackInfo& info) {
   Call call;
   mix_channels_c16(F(info, 0), I(info, 1), F(info, 2), I(info, 3), F(info, 4));
+  return info.Env().Undefined();
+}
+
+// fromNchw16c(x, blocks, hw, y): NCHW y from nChw16c x (Tensor.data of a channel-blocked tensor)
+Napi::Value FromNchw16c(const Napi::CallbackInfo& info) {
+  Call call;
+  from_nchw16c(F(info, 0), I(info, 1), I(info, 2), F(info, 3));
   return info.Env().Undefined();
 }
 
@@ -538,8 +538,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("scale", Napi::Function::New(env, Scale));
   exports.Set("gram", Napi::Function::New(env, Gram));
   exports.Set("gramC16", Napi::Function::New(env, GramC16));
-  exports.Set("fromNchw16c", Napi::Function::New(env, FromNchw16c));
   exports.Set("mixChannelsC16", Napi::Function::New(env, MixChannelsC16));
+  exports.Set("fromNchw16c", Napi::Function::New(env, FromNchw16c));
   exports.Set("dotF32F64", Napi::Function::New(env, DotF32F64));
   exports.Set("axpyThenDotF32F64", Napi::Function::New(env, AxpyThenDotF32F64));
   exports.Set("sumOfSquares", Napi::Function::New(env, SumOfSquares));

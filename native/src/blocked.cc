@@ -1,6 +1,7 @@
 // The style losses' products on nChw16c feature maps (blocked_ops.inc), over the threads: where the
 // forward pass leaves a style layer's activations channel-blocked, its Gram matrix and the gradient's
-// product with them read them as they are instead of converting them to NCHW first.
+// product with them read them as they are instead of converting them to NCHW first. And that
+// conversion itself, for whoever reads such a tensor as NCHW (Tensor.data).
 #include <algorithm>
 #include <vector>
 

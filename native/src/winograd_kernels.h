@@ -49,9 +49,9 @@ struct WinogradC16 {
   // pixels [p0, p1): the Gram matrix's 16 x 16 blocks on and right of the diagonal into g (c x c);
   // y = d^T x over the channels (d c x c) into y, nChw16c.
   void (*gram)(const float* x, int c, size_t hw, int p0, int p1, float* g);
+  void (*mix)(const float* d, int c, const float* x, size_t hw, int p0, int p1, float* y);
   // interleave's inverse: src[x][16] for x < width -> 16 rows, rows[l][x].
   void (*deinterleave)(const float* src, int width, float* const* rows);
-  void (*mix)(const float* d, int c, const float* x, size_t hw, int p0, int p1, float* y);
 };
 
 namespace avx512 { extern const WinogradC16 winograd_c16; }

@@ -136,8 +136,8 @@ function groupMoments(d: Float32Array, at: (t: number) => number, count: number)
   return { mean, variance: sq / count };
 }
 
-/** One image's [C, H*W] for the channel products below. */
-function channelMatrix(f: Tensor, op: string): [number, number] {
+/** One image's [C, H*W] for the channel products below (Backend.gram, Backend.mixChannels). */
+export function channelMatrix(f: Tensor, op: string): [number, number] {
   const [n, c, h, w] = expectRank(f, 4, op) as [number, number, number, number];
   if (n !== 1) throw new PasticheError(`${op}: one image's features, got ${shapeToString(f.shape)}`);
   return [c, h * w];

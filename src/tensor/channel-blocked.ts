@@ -8,7 +8,8 @@ import { shapeToString, type HostLayout, type Shape } from './tensor.js';
  *   ((n * C / 16 + floor(c / 16)) * H * W + y * W + x) * 16 + c mod 16.
  * native's channel-blocked convolutions hand their outputs to the next one so in a pass that no
  * backward follows (Conv2dForwardParams.ownLayout), and so skip a transpose on each side; with a
- * backward to come, the activations and gradients on either side of VGG19's max-pools.
+ * backward to come, the activations and gradients on either side of VGG19's max-pools, and the
+ * style layers' captures that the losses read in place (ForwardOptions.captureOwnLayout).
  */
 export const NCHW16C: HostLayout = {
   name: 'nChw16c',
@@ -23,7 +24,7 @@ let converter: ((from: Float32Array, blocks: number, hw: number, to: Float32Arra
 
 /**
  * Sets a faster fromChannelBlocked for the layout's conversions (the native addon sets its own, over
- * its threads, when it loads: the TypeScript loop took ~30 ms for a 64-channel 512 px map).
+ * its threads, when it loads: a 64-channel 512 px map 24 ms in the TypeScript loop, 3.3 there).
  */
 export function setChannelBlockedConverter(fn: typeof converter): void {
   converter = fn;

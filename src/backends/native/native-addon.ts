@@ -89,12 +89,12 @@ export interface NativeAddon {
   gram(f: Float32Array, c: number, k: number, g: Float32Array): void;
   /** L-BFGS's sweeps (Backend.dotF32F64, Backend.axpyThenDotF32F64), over the threads. */
   dotF32F64(u: Float32Array, q: Float64Array): number;
+  axpyThenDotF32F64(q: Float64Array, c: number, v: Float32Array, scale: number, u: Float32Array | null): number;
   /** Backend.gram and Backend.mixChannels (y = d^T x) of an nChw16c x: c channels (a multiple of 16), hw pixels; y nChw16c. */
   gramC16(x: Float32Array, c: number, hw: number, g: Float32Array): void;
+  mixChannelsC16(d: Float32Array, c: number, x: Float32Array, hw: number, y: Float32Array): void;
   /** NCHW y from nChw16c x: `blocks` 16-channel blocks (images x C / 16) of hw pixels each. */
   fromNchw16c(x: Float32Array, blocks: number, hw: number, y: Float32Array): void;
-  mixChannelsC16(d: Float32Array, c: number, x: Float32Array, hw: number, y: Float32Array): void;
-  axpyThenDotF32F64(q: Float64Array, c: number, v: Float32Array, scale: number, u: Float32Array | null): number;
   /** y = alpha x, elementwise. */
   scale(x: Float32Array, alpha: number, y: Float32Array): void;
   /** The sum of x^2, accumulated in double. */

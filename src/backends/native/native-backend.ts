@@ -13,7 +13,7 @@ import { newHostArray } from '../../tensor/host-pool.js';
 import { NCHW16C } from '../../tensor/channel-blocked.js';
 import { Tensor, expectRank, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dForwardParams, Conv2dParams, ConvPass, ConvWork, GradientEpilogue, LinearGradients, NormGradients, ParamGradients, Pool2dParams } from '../backend.js';
-import { commonOps, conv2dInSteps, conv2dThenMaxPool, linearBackwardByMatmul, matmulChannelOps } from '../common-ops.js';
+import { channelMatrix, commonOps, conv2dInSteps, conv2dThenMaxPool, linearBackwardByMatmul, matmulChannelOps } from '../common-ops.js';
 import {
   applyEpilogue,
   checkBias,
@@ -112,7 +112,7 @@ export interface NativeBackend extends Backend {
   convAlgorithm: ConvAlgorithm;
 }
 
-/** The addon reads as many doubles from each operand as the first has. */
+/** The addon reads as many values from each operand as the first has. */
 function checkSameLength(a: Float32Array | Float64Array, b: Float32Array | Float64Array, op: string): void {
   if (a.length !== b.length) throw new PasticheError(`${op}: vectors of ${a.length} and ${b.length} elements`);
 }
@@ -394,24 +394,24 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     gram(f: Tensor): Tensor {
       const fb = f.arrayIn(NCHW16C);
       if (!fb || bf16) return matmulChannelOps.gram.call(be, f);
-      const [, c, h, w] = f.shape as [number, number, number, number];
+      const [c, hw] = channelMatrix(f, 'gram');
       const g = Tensor.uninitialized([c, c]);
-      addon.gramC16(fb, c, h * w, g.data);
+      addon.gramC16(fb, c, hw, g.data);
       return g;
     },
 
     mixChannels(d: Tensor, f: Tensor): Tensor {
       const fb = f.arrayIn(NCHW16C);
       if (!fb || bf16) return matmulChannelOps.mixChannels.call(be, d, f);
-      const [, c, h, w] = f.shape as [number, number, number, number];
+      const [c, hw] = channelMatrix(f, 'mixChannels');
       checkGradShape(d, [c, c], 'mixChannels');
       const y = Tensor.uninitializedIn(NCHW16C, f.shape);
-      addon.mixChannelsC16(d.data, c, fb, h * w, y.arrayIn(NCHW16C)!);
+      addon.mixChannelsC16(d.data, c, fb, hw, y.arrayIn(NCHW16C)!);
       return y;
     },
 
-    // L-BFGS's sweeps over its history: a step of 100 pairs at 512x512 reads 1.3 GB twice, which the
-    // TypeScript's loops on one thread took 170-600 ms for.
+    // L-BFGS's sweeps over its history: a step of 100 pairs at 512x512 reads it all twice (0.63 GB of
+    // floats; in doubles, 1.3 GB took the TypeScript's loops on one thread 170-600 ms).
     dotF32F64(u: Float32Array, q: Float64Array): number {
       checkSameLength(u, q, 'dotF32F64');
       return addon.dotF32F64(u, q);

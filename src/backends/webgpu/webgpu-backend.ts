@@ -8,8 +8,7 @@ import { convWork, fcWork } from '../conv-work.js';
 import { PasticheError } from '../../errors.js';
 import { Tensor, expectRank, sizeOf, type Shape } from '../../tensor/tensor.js';
 import type { Backend, NormGradients, Conv2dParams, GradientEpilogue, LinearGradients, ParamGradients, Pool2dParams } from '../backend.js';
-import { conv2dInSteps, conv2dThenMaxPool, convNeedsSteps, linearBackwardByMatmul } from '../common-ops.js';
-import { matmulChannelOps } from '../common-ops.js';
+import { conv2dInSteps, conv2dThenMaxPool, convNeedsSteps, linearBackwardByMatmul, matmulChannelOps } from '../common-ops.js';
 import { hostVectorOps } from '../host-vectors.js';
 import {
   checkBias,
