@@ -12,15 +12,11 @@
 
 namespace pastiche {
 
-static const WinogradC16& blocked_kernels() {
-  return active_isa() == Isa::Avx512 ? avx512::winograd_c16 : active_isa() == Isa::Avx2 ? avx2::winograd_c16 : portable::winograd_c16;
-}
-
 // The pixels in one part per thread, each summed into its own c x c matrix (a Gram matrix has few
 // rows and many pixels), then the parts added and the upper triangle mirrored as gram() does.
 void gram_c16(const float* x, int c, int hw, float* g) {
   ThreadPool& pool = ThreadPool::instance();
-  const auto& k = blocked_kernels();
+  const auto& k = active_winograd_c16();
   const int parts = std::max(1, std::min(pool.threads(), hw / 256));
   std::vector<float> partial((size_t)(parts - 1) * c * c);
   pool.parallel_for(parts, [&](int s, int) {
@@ -33,7 +29,7 @@ void gram_c16(const float* x, int c, int hw, float* g) {
 // The pixels split over the threads, each making every output block of its own.
 void mix_channels_c16(const float* d, int c, const float* x, int hw, float* y) {
   ThreadPool& pool = ThreadPool::instance();
-  const auto& k = blocked_kernels();
+  const auto& k = active_winograd_c16();
   const int parts = std::max(1, std::min(pool.threads(), hw / 96));
   pool.parallel_for(parts, [&](int s, int) {
     k.mix(d, c, x, hw, (int)((long)hw * s / parts), (int)((long)hw * (s + 1) / parts), y);
@@ -42,7 +38,7 @@ void mix_channels_c16(const float* d, int c, const float* x, int hw, float* y) {
 
 // Runs of 4096 pixels of each 16-channel block over the threads, a run's 16 rows at a time.
 void from_nchw16c(const float* x, int blocks, int hw, float* y) {
-  const auto& k = blocked_kernels();
+  const auto& k = active_winograd_c16();
   constexpr int RUN = 4096;
   const int runs = (hw + RUN - 1) / RUN;
   ThreadPool::instance().parallel_for(blocks * runs, [&](int task, int) {

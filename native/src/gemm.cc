@@ -548,7 +548,7 @@ void sgemm(int m, int n, int k, Operand a, Operand b, float* c, int ldc, bool ac
 // 262144, 128 x 65536, 256 x 16384 8.5-9.0 -> 7.0-7.4, 5.3-5.4 -> 5.0-5.1, 3.9-4.2 -> 3.6-3.7 ms
 // (`node` on the op, the two in alternating processes, twice); 512 rows alike.
 static void pack_f_transposed(const float* f, int c, int k, int p0, int kc, float* out) {
-  const WinogradC16& k16 = active_isa() == Isa::Avx512 ? avx512::winograd_c16 : active_isa() == Isa::Avx2 ? avx2::winograd_c16 : portable::winograd_c16;
+  const WinogradC16& k16 = active_winograd_c16();
   const int whole = kc / 16 * 16;
   static thread_local std::vector<float> zeros;
   zeros.assign((size_t)kc + 16, 0.f);

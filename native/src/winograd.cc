@@ -107,6 +107,10 @@ constexpr double FUSED_U_BYTES = 4.0 * 1024 * 1024, FUSED_VM_BYTES = 4.0 * 1024 
 // 128 -> 128 at 112 px 0.91x, 256 -> 256 at 56 px 0.90x, 128 -> 128 at 256 px pooled 0.81x), the
 // one exception 64 -> 64 at 512 px unpooled (1.03x); each layer alone, the variants alternating run
 // by run in one process, 6-30 runs (stop 33's note).
+const WinogradC16& active_winograd_c16() {
+  return active_isa() == Isa::Avx512 ? avx512::winograd_c16 : active_isa() == Isa::Avx2 ? avx2::winograd_c16 : portable::winograd_c16;
+}
+
 bool winograd_c16(int cin, int cout, int m) { return (m == 4 || m == 6) && cin % 16 == 0 && cout % 16 == 0 && cpu_has_avx512(); }
 
 size_t winograd_weights_size(int cin, int cout, int m) {
@@ -254,9 +258,7 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
                           const float* bias, bool relu, float* y, const float* add, const float* mask, bool reflect, int upsample,
                           bool pool2x2, int blocked) {
   ThreadPool& pool = ThreadPool::instance();
-  const WinogradC16& k16 = active_isa() == Isa::Avx512 ? avx512::winograd_c16
-                           : active_isa() == Isa::Avx2 ? avx2::winograd_c16
-                                                       : portable::winograd_c16;
+  const WinogradC16& k16 = active_winograd_c16();
   const int t6 = m + 2, planes = t6 * t6;
   if (fuses_stages(planes, cin, cout, blocked) && !add && !mask)
     return conv3x3_winograd_c16_fused(k16, x, n, cin, h, w, up, m, cout, pad, bias, relu, y, pool2x2);

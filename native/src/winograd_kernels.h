@@ -57,5 +57,7 @@ struct WinogradC16 {
 namespace avx512 { extern const WinogradC16 winograd_c16; }
 namespace avx2 { extern const WinogradC16 winograd_c16; }
 namespace portable { extern const WinogradC16 winograd_c16; }
+// The table of the instruction set active now (winograd.cc).
+const WinogradC16& active_winograd_c16();
 
 }  // namespace pastiche

@@ -248,7 +248,7 @@ export class Vgg19 {
         // (with an injected gradient, where that is in the backend's own layout too).
         const injected = at.get(i - 1);
         const ownLayout = this.forwardKept.has(i - 1) && (!injected || injected.layout !== undefined);
-        step(layer.backward(g, { ...options, ownLayout }, { add: at.get(i - 1), reluMask: before.mask }));
+        step(layer.backward(g, { ...options, ownLayout }, { add: injected, reluMask: before.mask }));
         i--;
       } else if (layer instanceof MaxPoolingLayer && before instanceof ReLULayer && !at.has(i - 1)) {
         // Likewise the ReLU below a max-pool, unless a gradient is injected between them.

@@ -38,29 +38,26 @@ export function contentLoss(backend: Backend, f: Tensor, p: Tensor, gradScale = 
 }
 
 /**
- * Runs fn on each image's [C, H*W] matrix and stacks the results: a single image (style transfer's
- * case) is a reshape, with no copy, so it works where the tensor lives; a batch is sliced on the host.
+ * Runs fn on each image of f ([1, C, H, W]) and stacks the results: a single image (style transfer's
+ * case) is f itself, so it stays where it lives and in the backend's layout (Backend.gram and
+ * Backend.mixChannels read native's channel-blocked features as they are); a batch is sliced on the host.
  */
-function perImage(f: Tensor, outShape: Shape, fn: (fb: Tensor, b: number) => Tensor): Tensor {
+function perImage(f: Tensor, outShape: Shape, fn: (image: Tensor, b: number) => Tensor): Tensor {
   const [n, c, hw] = dims(f);
-  if (n === 1) return fn(f.reshape([c, hw]), 0).reshape(outShape);
+  if (n === 1) return fn(f, 0);
   const out = new Tensor(outShape);
   const per = out.size / n;
   for (let b = 0; b < n; b++) {
-    const r = fn(new Tensor([c, hw], f.data.subarray(b * c * hw, (b + 1) * c * hw)), b);
+    const r = fn(new Tensor([1, c, ...f.shape.slice(2)], f.data.subarray(b * c * hw, (b + 1) * c * hw)), b);
     out.data.set(r.data, b * per);
   }
   return out;
 }
 
-/**
- * Seed eq. 26: G[n] = F[n] F[n]^T over the H*W positions, [N, C, C]. One image (style transfer's
- * case) through Backend.gram, which reads features in the backend's own layout as they are.
- */
+/** Seed eq. 26: G[n] = F[n] F[n]^T over the H*W positions, [N, C, C] (Backend.gram, image by image). */
 export function gram(backend: Backend, f: Tensor): Tensor {
   const [n, c] = dims(f);
-  if (n === 1) return backend.gram(f).reshape([1, c, c]);
-  return perImage(f, [n, c, c], (fb) => backend.matmul(fb, fb, false, true));
+  return perImage(f, [n, c, c], (image) => backend.gram(image).reshape([1, c, c]));
 }
 
 /**
@@ -78,11 +75,9 @@ export function styleLoss(backend: Backend, f: Tensor, a: Tensor, gradScale = 1)
   const sum = backend.sumOfSquares(diff);
   const loss = backend.scale(sum, 1 / (4 * norm));
   const scaled = backend.scale(diff, gradScale / norm);
-  // (G - A)^T F = (G - A) F: in f's layout for one image (Backend.mixChannels).
-  const grad =
-    n === 1
-      ? backend.mixChannels(scaled.reshape([c, c]), f)
-      : perImage(f, f.shape, (fb, b) => backend.matmul(new Tensor([c, c], scaled.data.subarray(b * c * c, (b + 1) * c * c)), fb));
+  // (G - A)^T F = (G - A) F (Backend.mixChannels): in f's layout.
+  const d = (b: number) => (n === 1 ? scaled.reshape([c, c]) : new Tensor([c, c], scaled.data.subarray(b * c * c, (b + 1) * c * c)));
+  const grad = perImage(f, f.shape, (image, b) => backend.mixChannels(d(b), image));
   for (const t of [g, diff, scaled, sum]) t.recycle();
   return { loss, grad };
 }
