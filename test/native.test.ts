@@ -58,6 +58,8 @@ if (native) {
     // (by the forced ISA's width) and single pixels after them, two channel blocks, two images.
     [[2, 3, 13, 31], 3, 32, 1, 1],
     [[1, 1, 5, 50], 3, 16, 1, 1],
+    // Its gradient from an nChw16c dy: bands of 32 rows, 32, 32 and 6, three blocks, odd rows.
+    [[1, 3, 70, 37], 3, 48, 1, 1],
     [[2, 5, 11, 9], 3, 6, 1, 2],
     [[1, 6, 13, 11], 5, 3, 2, 2],
     [[2, 7, 5, 5], 1, 9, 0, 1],
@@ -197,6 +199,13 @@ if (native) {
               const e = refOf(i, 'epilogue', () => ({ add: randomTensor(x.shape, 500 + i), reluMask: randomTensor(x.shape, 600 + i) }));
               const dxe = refOf(i, 'dxEpilogue', () => new Tensor(x.shape, dx.data.map((v, j) => (e.reluMask.data[j]! > 0 ? v + e.add.data[j]! : 0))));
               assertClose(native.conv2dBackwardData(dy, w, x.shape, p, e), dxe, winoBack ? 1e-4 : 1e-5, `${what} dx with the epilogue`);
+              // The image's convolution's gradient from an nChw16c dy (VGG19's gradient to relu1_1):
+              // each 16-channel block's rows split as they are copied, the very bits of an NCHW dy.
+              if (smallCin && cout % 16 === 0) {
+                const dxb = native.conv2dBackwardData(inNchw16c(dy), w, x.shape, p);
+                assertClose(dxb, dx, 1e-5, `${what} dx from an nChw16c dy`);
+                assert.deepEqual(dxb.data, native.conv2dBackwardData(dy, w, x.shape, p).data, `${what}: dx from an nChw16c dy, the bits of an NCHW one`);
+              }
               // The channel-blocked path from an nChw16c dy (with the epilogue after its output
               // stage), and into an nChw16c dx (Vgg19.backward's gradients around its max-pools).
               if (xs[1]! % 16 === 0 && cout % 16 === 0) {

@@ -232,11 +232,16 @@ Napi::Value Conv2dSmallCin(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// conv2dBackwardDataSmallCin(dy, n, cin, h, w, wr, cout, dx)
+// conv2dBackwardDataSmallCin(dy, n, cin, h, w, wr, cout, dx, blocked?: dy nChw16c)
 Napi::Value Conv2dBackwardDataSmallCin(const Napi::CallbackInfo& info) {
   Call call;
+  const bool blocked = info.Length() > 8 && info[8].IsBoolean() && B(info, 8);
+  if (blocked && I(info, 6) % 16 != 0) {
+    Napi::Error::New(info.Env(), "conv2dBackwardDataSmallCin: an nChw16c dy needs its channels in multiples of 16").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
   conv3x3_small_cin_backward_data(F(info, 0), I(info, 1), I(info, 2), I(info, 3), I(info, 4), F(info, 5), I(info, 6),
-                                  F(info, 7));
+                                  F(info, 7), blocked);
   return info.Env().Undefined();
 }
 

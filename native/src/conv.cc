@@ -10,6 +10,7 @@
 #include "kernels.h"
 #include "simd_kernels.h"
 #include "threadpool.h"
+#include "winograd_kernels.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -242,8 +243,12 @@ void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float
   }
 }
 
-void conv3x3_small_cin_backward_data(const float* dy, int n, int cin, int h, int w, const float* wr, int cout, float* dx) {
+void conv3x3_small_cin_backward_data(const float* dy, int n, int cin, int h, int w, const float* wr, int cout, float* dx,
+                                     bool blocked) {
   auto rows = simd_kernels().conv3x3_few_out_rows;
+  // An nChw16c dy (the gradient to VGG19's relu1_1, left channel-blocked by conv1_2's) is split
+  // into the ring's rows by the channel-blocked path's 16 x 16 transposes as it is copied there.
+  const auto deinterleave = blocked ? active_winograd_c16().deinterleave : nullptr;
   const int wp = w + 2 + 16;
   // Bands of 32 rows (even, so row pairs never straddle two): each band copies 2 rows above and
   // below it beyond its own, 6% more copying, for bands enough to keep both threads busy.
@@ -255,7 +260,7 @@ void conv3x3_small_cin_backward_data(const float* dy, int n, int cin, int h, int
     ThreadPool::instance().parallel_for(bands, [&](int b, int) {
       thread_local std::vector<float> ring;
       ring.resize((size_t)std::min(cout, FEW_OUT_GROUP) * 4 * wp);
-      rows(cin, dyi, cout, h, w, wr, dxi, b * BAND, std::min(h, (b + 1) * BAND), ring.data(), wp);
+      rows(cin, dyi, cout, h, w, wr, dxi, b * BAND, std::min(h, (b + 1) * BAND), ring.data(), wp, deinterleave);
     });
   }
 }

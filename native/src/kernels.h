@@ -97,7 +97,9 @@ void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float
                        bool relu, float* y, bool blocked = false);
 // Its gradient to the data, dx (n x cin x h x w) from dy (n x cout x h x w), cin <= 4; wr the
 // kernel turned by 180 degrees, [cout][3][3][cin] (the backend's rotatedWeights).
-void conv3x3_small_cin_backward_data(const float* dy, int n, int cin, int h, int w, const float* wr, int cout, float* dx);
+// dy nChw16c with `blocked` (cout a multiple of 16).
+void conv3x3_small_cin_backward_data(const float* dy, int n, int cin, int h, int w, const float* wr, int cout, float* dx,
+                                     bool blocked = false);
 
 void max_pool2d(const float* x, int planes, int h, int w, int k, int stride, int pad, float* y, int ho, int wo);
 // relu_mask: also the backward of the ReLU whose output is x (gradients to cells with x <= 0 dropped).

@@ -23,9 +23,10 @@ struct SimdKernels {
                                      bool relu, float* y, int h, int w, int r0, int r1);
   // Rows [r0, r1) of the gradient of a 3x3 stride-1 pad-1 convolution to its nc <= 4 input
   // channels, from dy's cdy planes through the caller's ring of padded rows (smallconv.inc): wr the
-  // kernel turned by 180 degrees, [cdy][3][3][nc]; ring min(cdy, FEW_OUT_GROUP) * 4 * wp floats.
+  // kernel turned by 180 degrees, [cdy][3][3][nc]; ring min(cdy, FEW_OUT_GROUP) * 4 * wp floats;
+  // dy nChw16c where `deinterleave` (the channel-blocked path's, winograd_kernels.h) is given.
   void (*conv3x3_few_out_rows)(int nc, const float* dy, int cdy, int h, int w, const float* wr, float* dx, int r0,
-                               int r1, float* ring, int wp);
+                               int r1, float* ring, int wp, void (*deinterleave)(const float*, int, float* const*));
   // Rows [r0, r1) of a K x K stride-1 convolution read in place from cin padded planes of hp x wp
   // (directconv.inc): for layers with few output or input channels.
   void (*conv_direct_rows)(const float* xp, int wp, int hp, int cin, int k, const float* wt, int cout,

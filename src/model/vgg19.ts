@@ -139,8 +139,8 @@ export class Vgg19 {
    * only the next layer reads; with one, a ReLU's output that goes on to a max-pool (whose backward
    * reads it again) and that pool's output, where a convolution reads it next (it keeps no input
    * for its gradient to the data); and a ReLU's output that a convolution reads next, whose
-   * gradient's epilogue reads it again as the mask, unless the gradient there goes on to the first
-   * layer (the gradient to the image is made from NCHW). Nothing captured. By layer index.
+   * gradient's epilogue reads it again as the mask (relu1_1 too: the gradient to the image reads
+   * its gradient as it is). Nothing captured. By layer index.
    */
   private ownLayoutOutputs(options: ForwardOptions): { stop: number; wanted: Map<number, string>; own: (j: number) => boolean } {
     const wanted = new Map<number, string>();
@@ -152,7 +152,7 @@ export class Vgg19 {
       const [at, after] = [this.layers[j], this.layers[j + 1]];
       if (at instanceof MaxPoolingLayer) return after instanceof ConvolutionalLayer;
       if (!(at instanceof ReLULayer)) return false;
-      if (after instanceof ConvolutionalLayer) return j >= 2;
+      if (after instanceof ConvolutionalLayer) return true;
       return after instanceof MaxPoolingLayer && own(j + 1);
     };
     return { stop, wanted, own };

@@ -77,9 +77,12 @@ export interface NativeAddon {
    */
   conv2dSmallCin(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number,
     bias: Float32Array, relu: boolean, y: Float32Array, blocked?: boolean): void;
-  /** Its gradient to the data (dy: n x cout x h x w, dx: n x cin x h x w; wr: the kernel turned by 180 degrees, [cout, 3, 3, cin]). */
+  /**
+   * Its gradient to the data (dy: n x cout x h x w, dx: n x cin x h x w; wr: the kernel turned by
+   * 180 degrees, [cout, 3, 3, cin]). `blocked`: dy in nChw16c (cout a multiple of 16, else an error).
+   */
   conv2dBackwardDataSmallCin(dy: Float32Array, n: number, cin: number, h: number, w: number, wr: Float32Array, cout: number,
-    dx: Float32Array): void;
+    dx: Float32Array, blocked?: boolean): void;
   /** Direct K x K stride-1 convolution (padding `pad`, zero or mirrored) for few input or output channels, + bias, optional ReLU. */
   conv2dDirect(x: Float32Array, n: number, cin: number, h: number, w: number, wt: Float32Array, cout: number, k: number,
     pad: number, reflect: boolean, bias: Float32Array, relu: boolean, y: Float32Array): void;

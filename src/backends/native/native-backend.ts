@@ -318,8 +318,10 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       checkEpilogue(xShape, epilogue);
       const [w, ad] = [weightsOf(w0, roundsConv(g.cin)), convAddon(g.cin)];
       if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin)) {
+        // An nChw16c dy (VGG19's gradient to relu1_1) read as it is.
+        const dyb = dy.arrayIn(NCHW16C);
         const dx = Tensor.uninitialized(xShape);
-        ad.conv2dBackwardDataSmallCin(dy.data, g.n, g.cin, g.h, g.w, rotatedWeights(w), g.cout, dx.data);
+        ad.conv2dBackwardDataSmallCin(dyb ?? dy.data, g.n, g.cin, g.h, g.w, rotatedWeights(w), g.cout, dx.data, dyb !== undefined);
         if (epilogue) applyEpilogue(dx, epilogue);
         return dx;
       }
