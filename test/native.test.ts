@@ -85,6 +85,9 @@ if (native) {
     // two whole 16-column stores and 4), 11 a row upsampled (output runs of 8 tiles and 3), odd
     // pooled sides, two images.
     [[2, 256, 9, 31], 3, 32, 1, 1],
+    // Transformed weights past the fused path's 4 MiB (F(4x4) 4.9 MB, F(6x6) 8.7 MB): the phased
+    // channel-blocked path, its gradient epilogue taken as an nChw16c dx is stored.
+    [[1, 176, 13, 12], 3, 192, 1, 1],
     // The direct kernel for larger kernels with few channels on one side (the style network's 9x9
     // layers): partial channel blocks, rows of whole tiles plus tails, padding, and its backward.
     [[2, 3, 21, 37], 9, 5, 0, 1],

@@ -238,17 +238,13 @@ void conv3x3_winograd_c16_fused(const WinogradC16& k16, const float* x, int n, i
       if (rows > 0 && cols > 0)
         for (int cb = 0; cb < cbo; cb++) {
           const size_t at = (size_t)cb * 16 * hq * wq + ((size_t)y0 * wq + x0) * 16;
+          // With the gradient epilogue as the output is stored: the gradients to relu1_1 and
+          // relu2_1 of a style iteration come this way (64 channels at 512 px from and to nChw16c
+          // 23.8 -> 21.4 ms alone against the phased path; the 512 px iteration 321 / 315 -> 318 /
+          // 312 ms, `node` on the op and on the bench's runner, the two paths alternating; the
+          // epilogue in the store rather than over the rows just written, 23.0 -> 19.8 ms alone).
           output(mt + cb * 16, cout, ms, nt, (bias ? bias : no_bias.data()) + cb * 16, relu, pool2x2, y_img + at,
-                 (size_t)hq * wq, (size_t)wq * 16, rows, cols, true);
-          // The gradient epilogue over the block's rows just written, as the phased path's: the
-          // gradients to relu1_1 and relu2_1 of a style iteration come this way (64 channels at
-          // 512 px from and to nChw16c 23.8 -> 21.4 ms alone; the 512 px iteration 321 / 315 ->
-          // 318 / 312 ms, `node` on the op and on the bench's runner, the two paths alternating).
-          if (add_img || mask_img)
-            for (int r = 0; r < rows; r++) {
-              const size_t from = at + (size_t)r * wq * 16;
-              add_and_mask_span(y_img + from, add_img ? add_img + from : nullptr, mask_img ? mask_img + from : nullptr, (long)cols * 16);
-            }
+                 (size_t)hq * wq, (size_t)wq * 16, rows, cols, true, add_img ? add_img + at : nullptr, mask_img ? mask_img + at : nullptr);
         }
       const double s3 = seconds_now();
       busy[thread * 3] += s1 - s0;
@@ -364,20 +360,21 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
         if (rows <= 0 || cols <= 0) return;
         const bool yb = blocked & Y_BLOCKED;
         const size_t at = (size_t)cb * 16 * hq * wq + ((size_t)y0 * wq + x0) * (yb ? 16 : 1);
+        // An nChw16c y takes the gradient epilogue as it is stored, reading add and mask in the
+        // same 16-channel vectors (the 512 px style iteration 321 / 331 -> 314 / 327 ms against a
+        // pass over the rows just written, `node` on the bench's runner, the two alternating).
         output(mb + (size_t)(first - t0) * cout + cb * 16, cout, ms, last - first, (bias ? bias : no_bias.data()) + cb * 16, relu,
-               pool2x2, y_img + at, (size_t)hq * wq, (size_t)wq * (yb ? 16 : 1), rows, cols, yb);
-        if (!add_img && !mask_img) return;
-        // The gradient epilogue over the rows just written (still in cache), a contiguous span each:
-        // inside the transform's stores, 16 planes of each operand read at once, the gradient of 64
-        // channels at 512 px from an nChw16c dy took 30.7 ms, so 28.4-28.9 (`node` on the op).
-        auto epilogue = [&](size_t from, long count) {
-          add_and_mask_span(y_img + from, add_img ? add_img + from : nullptr, mask_img ? mask_img + from : nullptr, count);
-        };
+               pool2x2, y_img + at, (size_t)hq * wq, (size_t)wq * (yb ? 16 : 1), rows, cols, yb,
+               yb && add_img ? add_img + at : nullptr, yb && mask_img ? mask_img + at : nullptr);
+        if ((!add_img && !mask_img) || yb) return;
+        // NCHW planes: the epilogue over the rows just written (still in cache), a contiguous span
+        // each: inside the transform's stores, 16 planes of each operand read at once, the gradient
+        // of 64 channels at 512 px from an nChw16c dy took 30.7 ms, so 28.4-28.9 (`node` on the op).
         for (int r = 0; r < rows; r++)
-          if (yb)
-            epilogue(at + (size_t)r * wq * 16, (long)cols * 16);
-          else
-            for (int l = 0; l < 16; l++) epilogue(at + (size_t)l * hq * wq + (size_t)r * wq, cols);
+          for (int l = 0; l < 16; l++) {
+            const size_t from = at + (size_t)l * hq * wq + (size_t)r * wq;
+            add_and_mask_span(y_img + from, add_img ? add_img + from : nullptr, mask_img ? mask_img + from : nullptr, cols);
+          }
       });
       count_stages(s0, s1, s2, m, cin, cout, nt, pool2x2);
     }
