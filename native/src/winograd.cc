@@ -161,7 +161,7 @@ void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, 
 namespace {
 
 // Where U is small and x and y are both nChw16c (an inference pass, or a gradient to the data
-// between channel-blocked layers, its epilogue after the output stage), a task takes one tile row
+// between channel-blocked layers, its epilogue in the output stage's store), a task takes one tile row
 // through the three stages on one thread: V and M stay in its caches instead of going to memory
 // and back (at 64 channels 224 px they are 24 MB each), the only joins are the layer's ends, and
 // the GEMMs get a whole row of tiles at once. Against the phased path below, same bits, the two
@@ -260,8 +260,9 @@ void conv3x3_winograd_c16_fused(const WinogradC16& k16, const float* x, int n, i
 }
 
 // The channel-blocked path (winograd_c16.inc): F(4x4) or F(6x6) with cin and cout multiples of 16
-// and U in winograd_weights' c16 layout; the gradient epilogue (add, mask: laid out as y) after its
-// output stage. Where fuses_stages holds, the fused path above; else per tile block:
+// and U in winograd_weights' c16 layout; the gradient epilogue (add, mask: laid out as y) in its
+// output stage (as an nChw16c y is stored; over the rows just written for NCHW). Where fuses_stages
+// holds, the fused path above; else per tile block:
 // V^T ([planes][tile][cin]) from the input rows interleaved 16 channels at a time (their border and
 // upsampling by padded_row, as below; rows of an nChw16c x are copied as they are), M^T = V^T U^T
 // ([planes][tile][cout]), then the output rows (NCHW, or nChw16c ones as the transform leaves them).
