@@ -373,21 +373,28 @@ if (native) {
             const [got, want] = [native.sumOfSquares(v).data[0]!, loops.sumOfSquares(v).data[0]!];
             assert.ok(Math.abs(got - want) <= 1e-6 * want, `sumOfSquares ${size}: ${got} vs ${want}`);
           }
-          // L-BFGS's sweeps, float vectors against a double one: below a vector, across the 32768-value
-          // tasks, with and without the dot product after the update.
+          // L-BFGS's sweep, float vectors against a double one: below a vector, across the 32768-value
+          // tasks, 0 to 2 vectors added to q (scaled or not) and 0 to 2 dot products after.
           for (const size of [1, 7, 33, 32768 + 5, 100003]) {
             const floats = (seed: number) => randomTensor([size], seed, -3, 3).data;
-            const [u, v] = [floats(1), floats(2)];
+            const [v0, v1, u0, u1] = [floats(1), floats(2), floats(4), floats(5)];
             const q = Float64Array.from(floats(3), (x) => x * 1.000001);
             const close = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) <= 1e-12 * (Math.abs(b) + size), `${what} ${size}: ${a} vs ${b}`);
-            close(native.dotF32F64(u, q), hostVectorOps.dotF32F64(u, q), 'dotF32F64');
-            for (const withDot of [false, true]) {
-              const [qa, qb] = [q.slice(), q.slice()];
-              close(native.axpyThenDotF32F64(qa, -0.7, v, 1.3, withDot ? u : undefined), hostVectorOps.axpyThenDotF32F64(qb, -0.7, v, 1.3, withDot ? u : undefined), 'axpyThenDotF32F64');
-              for (let j = 0; j < size; j++) close(qa[j]!, qb[j]!, `axpyThenDotF32F64's q[${j}]`);
-            }
+            for (const nv of [0, 1, 2])
+              for (const nu of [0, 1, 2])
+                for (const scale of nv === 0 ? [1, 1.3] : [1.3]) {
+                  const [qa, qb] = [q.slice(), q.slice()];
+                  const [c, v, u] = [[-0.7, 0.45].slice(0, nv), [v0, v1].slice(0, nv), [u0, u1].slice(0, nu)];
+                  const got: number[] = native.sweepF32F64(qa, c, v, scale, u);
+                  const want: number[] = hostVectorOps.sweepF32F64(qb, c, v, scale, u);
+                  const what = `sweepF32F64 (${nv} v, ${nu} u, scale ${scale})`;
+                  assert.equal(got.length, nu, `${what}: the dot products`);
+                  got.forEach((d, j) => close(d, want[j]!, `${what} u[${j}].q`));
+                  for (let j = 0; j < size; j++) close(qa[j]!, qb[j]!, `${what}'s q[${j}]`);
+                }
           }
-          assert.throws(() => native.dotF32F64(new Float32Array(3), new Float64Array(2)), /dotF32F64: vectors of 3 and 2 elements/);
+          assert.throws(() => native.sweepF32F64(new Float64Array(2), [], [], 1, [new Float32Array(3)]), /sweepF32F64: vectors of 3 and 2 elements/);
+          assert.throws(() => native.sweepF32F64(new Float64Array(2), [1, 2, 3], [1, 2, 3].map(() => new Float32Array(2)), 1, []), /at most 2 v/);
         } finally {
           addon.isa(best);
           addon.threads(2);

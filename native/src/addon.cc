@@ -96,20 +96,29 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// dotF32F64(u, q): u.q; axpyThenDotF32F64(q, c, v, scale, u | null): q = (q + c v) * scale, then
-// u.q (u, v Float32Array, q Float64Array)
-Napi::Value DotF32F64(const Napi::CallbackInfo& info) {
-  Call call;
-  auto u = info[0].As<Napi::Float32Array>();
-  return Napi::Number::New(info.Env(), dot_f32_f64(u.Data(), info[1].As<Napi::Float64Array>().Data(), (long)u.ElementLength()));
-}
-
-Napi::Value AxpyThenDotF32F64(const Napi::CallbackInfo& info) {
+// sweepF32F64(q, c: number[], v: Float32Array[], scale, u: Float32Array[]) -> number[]: q = (q +
+// c[0] v[0] + c[1] v[1]) * scale, then u[j].q (at most 2 v and 2 u; the backend checks their lengths)
+Napi::Value SweepF32F64(const Napi::CallbackInfo& info) {
   Call call;
   auto q = info[0].As<Napi::Float64Array>();
-  const float* u = info[4].IsNull() || info[4].IsUndefined() ? nullptr : info[4].As<Napi::Float32Array>().Data();
-  return Napi::Number::New(info.Env(), axpy_then_dot_f32_f64(q.Data(), info[1].As<Napi::Number>().DoubleValue(), info[2].As<Napi::Float32Array>().Data(),
-                                                             info[3].As<Napi::Number>().DoubleValue(), u, (long)q.ElementLength()));
+  auto ca = info[1].As<Napi::Array>(), va = info[2].As<Napi::Array>(), ua = info[4].As<Napi::Array>();
+  const int nv = (int)va.Length(), nu = (int)ua.Length();
+  if (nv > 2 || nu > 2 || (int)ca.Length() != nv) {
+    Napi::Error::New(info.Env(), "sweepF32F64: at most 2 v, as many coefficients, and 2 u").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  double c[2] = {0, 0}, out[2] = {0, 0};
+  const float* v[2] = {nullptr, nullptr};
+  const float* u[2] = {nullptr, nullptr};
+  for (int j = 0; j < nv; j++) {
+    c[j] = ca.Get(j).As<Napi::Number>().DoubleValue();
+    v[j] = va.Get(j).As<Napi::Float32Array>().Data();
+  }
+  for (int j = 0; j < nu; j++) u[j] = ua.Get(j).As<Napi::Float32Array>().Data();
+  sweep_f32_f64(q.Data(), c, v, nv, info[3].As<Napi::Number>().DoubleValue(), u, nu, (long)q.ElementLength(), out);
+  auto result = Napi::Array::New(info.Env(), nu);
+  for (int j = 0; j < nu; j++) result.Set(j, Napi::Number::New(info.Env(), out[j]));
+  return result;
 }
 
 // gram(f, c, k, g): G = F F^T, F [c x k]
@@ -545,8 +554,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gramC16", Napi::Function::New(env, GramC16));
   exports.Set("mixChannelsC16", Napi::Function::New(env, MixChannelsC16));
   exports.Set("fromNchw16c", Napi::Function::New(env, FromNchw16c));
-  exports.Set("dotF32F64", Napi::Function::New(env, DotF32F64));
-  exports.Set("axpyThenDotF32F64", Napi::Function::New(env, AxpyThenDotF32F64));
+  exports.Set("sweepF32F64", Napi::Function::New(env, SweepF32F64));
   exports.Set("sumOfSquares", Napi::Function::New(env, SumOfSquares));
   exports.Set("upsampleNearest", Napi::Function::New(env, UpsampleNearest));
   exports.Set("instanceNormBackward", Napi::Function::New(env, InstanceNormBackward));

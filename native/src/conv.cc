@@ -304,14 +304,21 @@ double sum_of_squares(const float* x, long n) {
   return sum_over_chunks(n, CHUNK, [&](long lo, long len) { return span(x + lo, len); });
 }
 
-double dot_f32_f64(const float* u, const double* q, long n) {
-  auto span = simd_kernels().dot_f32_f64_span;
-  return sum_over_chunks(n, SWEEP_CHUNK, [&](long lo, long len) { return span(u + lo, q + lo, len); });
-}
-
-double axpy_then_dot_f32_f64(double* q, double c, const float* v, double scale, const float* u, long n) {
-  auto span = simd_kernels().axpy_then_dot_f32_f64_span;
-  return sum_over_chunks(n, SWEEP_CHUNK, [&](long lo, long len) { return span(q + lo, c, v + lo, scale, u ? u + lo : nullptr, len); });
+void sweep_f32_f64(double* q, const double* c, const float* const* v, int nv, double scale, const float* const* u, int nu,
+                   long n, double* out) {
+  auto span = simd_kernels().sweep_f32_f64_span;
+  // Each chunk's dot products, then summed chunk by chunk in order: the same sums whatever the threads.
+  const long chunks = (n + SWEEP_CHUNK - 1) / SWEEP_CHUNK;
+  std::vector<double> parts((size_t)chunks * 2);
+  over_chunks(n, SWEEP_CHUNK, [&](long lo, long len) {
+    const float* vs[2] = {nv > 0 ? v[0] + lo : nullptr, nv > 1 ? v[1] + lo : nullptr};
+    const float* us[2] = {nu > 0 ? u[0] + lo : nullptr, nu > 1 ? u[1] + lo : nullptr};
+    span(q + lo, c, vs, nv, scale, us, nu, len, parts.data() + lo / SWEEP_CHUNK * 2);
+  });
+  for (int j = 0; j < nu; j++) {
+    out[j] = 0;
+    for (long t = 0; t < chunks; t++) out[j] += parts[(size_t)t * 2 + j];
+  }
 }
 
 void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, float* dst, int width, int up, bool bf16) {

@@ -54,10 +54,10 @@ struct SimdKernels {
   // y = alpha x; the sum of x^2 (double, see epilogue.inc).
   void (*scale_span)(const float* x, float alpha, float* y, long n);
   double (*sum_squares_span)(const float* x, long n);
-  // L-BFGS's sweeps, float history vectors u, v against the double direction q: u.q;
-  // q = (q + c v) * scale, then u.q (0 without u).
-  double (*dot_f32_f64_span)(const float* u, const double* q, long n);
-  double (*axpy_then_dot_f32_f64_span)(double* q, double c, const float* v, double scale, const float* u, long n);
+  // L-BFGS's sweep, float history vectors v, u against the double direction q: q = (q + c[0] v[0]
+  // + c[1] v[1]) * scale (nv <= 2 of them), then u[j].q into out[j] (nu <= 2).
+  void (*sweep_f32_f64_span)(double* q, const double* c, const float* const* v, int nv, double scale, const float* const* u,
+                             int nu, long n, double* out);
   // Machine probes (machine.inc): 12 independent FMA chains of one vector for `iterations`; the sum
   // of n floats; a = b + s * c over n floats.
   float (*fma_chains)(long iterations);

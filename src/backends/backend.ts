@@ -230,12 +230,12 @@ export interface Backend {
   /** The sum of the squares of all elements, as a one-element tensor (the style losses' sums). */
   sumOfSquares(x: Tensor): Tensor;
   /**
-   * L-BFGS's sweeps over host vectors (style/optimizers.ts; the optimiser's state lives on the host on
-   * every backend), the history's float vectors u, v against the direction q in doubles, summed in
-   * doubles: u.q; and q = (q + c v) * scale in place, then u.q (0 without u), in the same pass.
+   * L-BFGS's sweep over host vectors (style/optimizers.ts; the optimiser's state lives on the host on
+   * every backend), the history's float vectors against the direction q in doubles: q = (q + c[0]
+   * v[0] + c[1] v[1]) * scale in place, then [u[0].q, u[1].q] summed in doubles, in one pass over q.
+   * At most 2 v (as many c) and 2 u, each of q's length; no v and scale 1 leave q as it is.
    */
-  dotF32F64(u: Float32Array, q: Float64Array): number;
-  axpyThenDotF32F64(q: Float64Array, c: number, v: Float32Array, scale: number, u?: Float32Array): number;
+  sweepF32F64(q: Float64Array, c: readonly number[], v: readonly Float32Array[], scale: number, u: readonly Float32Array[]): number[];
 
   /** Row-wise softmax of [N,K] logits, seed eq. 19 (max-shifted for stability). */
   softmax(logits: Tensor): Tensor;

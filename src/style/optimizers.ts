@@ -66,6 +66,8 @@ export class Lbfgs implements Optimizer {
   private readonly s: Float32Array[] = [];
   private readonly y: Float32Array[] = [];
   private readonly rho: number[] = [];
+  /** cross[i] = s[i - 1].y[i], taken as pair i is made: the recursion's sweeps take two pairs at once. */
+  private readonly cross: number[] = [];
   /** The next pair's arrays: reused while pairs are skipped, and a full history's oldest pair becomes them. */
   private spare?: [Float32Array, Float32Array];
   /** The last image and gradient, this gradient and the direction, reused: at print sizes each is hundreds of MB. */
@@ -91,9 +93,12 @@ export class Lbfgs implements Optimizer {
     if (this.iteration > 0) {
       const [prevX, prevG] = [this.prevX!, this.prevG!];
       const [s, y] = (this.spare ??= vectors(n, 2) as [Float32Array, Float32Array]);
-      // y.s and y.y of the pair as kept (rounded to floats), so that rho and the recursion agree.
+      // y.s and y.y of the pair as kept (rounded to floats), so that rho and the recursion agree;
+      // and the newest kept pair's s with this y (its cross term, 0 while there is none).
+      const before = this.s[this.s.length - 1] ?? s;
       let ys = 0;
       let yy = 0;
+      let sy = 0;
       for (let i = 0; i < n; i++) {
         const si = Math.fround(x[i]! - prevX[i]!);
         const yi = Math.fround(g[i]! - prevG[i]!);
@@ -101,41 +106,64 @@ export class Lbfgs implements Optimizer {
         y[i] = yi;
         ys += yi * si;
         yy += yi * yi;
+        sy += before[i]! * yi;
       }
       if (ys > 1e-10) {
         this.s.push(s);
         this.y.push(y);
         this.rho.push(1 / ys);
+        this.cross.push(this.s.length > 1 ? sy : 0);
         this.hDiag = ys / yy;
         this.spare = undefined;
         if (this.s.length > this.history) {
           this.spare = [this.s.shift()!, this.y.shift()!];
           this.rho.shift();
+          this.cross.shift();
         }
       }
     }
-    // Two-loop recursion: d = -H g. Each sweep over q applies one pair's update and takes the next
-    // pair's dot product with the updated q (axpyThenDotF32F64): one sweep per pair and loop instead
-    // of two. At 512x512 with 100 pairs of doubles, in TypeScript, 375 -> 180 ms a step on these VMs
-    // (q, 6 MB, stays in L3: what remains is the history, read twice); taking the dot products from
-    // small matrices of s_i.y_j and y_i.y_j instead (two sweeps in all) measured 210 ms, bound by the
-    // same reads. Native's sweeps (2 threads) within a stylize step: 0.13-0.28 s with the pairs in
-    // doubles, 0.08 s in floats (the step alone, after filling the history: 67-79 -> 41-44 ms).
+    // Two-loop recursion: d = -H g, two pairs a sweep. A sweep over q applies two pairs' updates and
+    // takes the next two pairs' dot products with the updated q (Backend.sweepF32F64); the second
+    // pair's dot product as the recursion wants it, with q after the first pair's update, follows
+    // from the cross term: s_b.(q - alpha_a y_a) = s_b.q - alpha_a s_b.y_a. One sweep per two pairs
+    // and loop: q (6 MB of doubles at 512 px) goes through the caches half as often. With 100 pairs
+    // at 512 px, within a stylize step on native: 49-50 -> 35-41 ms (`node` on evaluate and
+    // Lbfgs.step, the two builds alternating). Taking every dot product from small matrices of
+    // s_i.y_j and y_i.y_j instead (two sweeps in all) measured slower, with the pairs in doubles
+    // and the sweeps in TypeScript (210 ms against 180), bound by the same reads of the history.
     const q = (this.q ??= doubles(n));
     q.set(g);
     const k = this.s.length;
+    const [S, Y, rho, cross, v] = [this.s, this.y, this.rho, this.cross, this.vectors];
     const alpha = new Array<number>(k);
-    // First loop, newest pair first: alpha_i = rho_i s_i.q, then q -= alpha_i y_i. After the oldest,
-    // q is scaled by hDiag (the initial inverse Hessian, gamma I) and the second loop's first y.q taken.
-    const v = this.vectors;
-    let dot = k > 0 ? v.dotF32F64(this.s[k - 1]!, q) : 0;
-    for (let i = k - 1; i >= 0; i--) {
-      alpha[i] = this.rho[i]! * dot;
-      dot = i > 0 ? v.axpyThenDotF32F64(q, -alpha[i]!, this.y[i]!, 1, this.s[i - 1]) : v.axpyThenDotF32F64(q, -alpha[0]!, this.y[0]!, this.hDiag, this.y[0]);
+    const pairsFrom = (from: number, to: number, of: Float32Array[]) => of.slice(Math.max(0, from), Math.max(0, to));
+    // First loop, newest pair first, a = i and b = i - 1 a sweep: alpha_i = rho_i s_i.q, then q -=
+    // alpha_i y_i. After the oldest, q is scaled by hDiag (the initial inverse Hessian, gamma I) and
+    // the second loop's first dot products (y_0.q, y_1.q) taken.
+    let dots = k > 0 ? v.sweepF32F64(q, [], [], 1, pairsFrom(k - 2, k, S).reverse()) : [];
+    for (let a = k - 1; a >= 0; a -= 2) {
+      const b = a - 1;
+      alpha[a] = rho[a]! * dots[0]!;
+      if (b >= 0) alpha[b] = rho[b]! * (dots[1]! - alpha[a]! * cross[a]!);
+      const last = b <= 0;
+      const next = last ? pairsFrom(0, Math.min(2, k), Y) : pairsFrom(a - 3, a - 1, S).reverse();
+      dots = b >= 0
+        ? v.sweepF32F64(q, [-alpha[a]!, -alpha[b]!], [Y[a]!, Y[b]!], last ? this.hDiag : 1, next)
+        : v.sweepF32F64(q, [-alpha[a]!], [Y[a]!], this.hDiag, next);
     }
     if (k === 0) for (let j = 0; j < n; j++) q[j] *= this.hDiag;
-    // Second loop, oldest pair first: beta_i = rho_i y_i.q, then q += (alpha_i - beta_i) s_i.
-    for (let i = 0; i < k; i++) dot = v.axpyThenDotF32F64(q, alpha[i]! - this.rho[i]! * dot, this.s[i]!, 1, i + 1 < k ? this.y[i + 1] : undefined);
+    // Second loop, oldest pair first, i and i + 1 a sweep: beta_i = rho_i y_i.q, then q += (alpha_i -
+    // beta_i) s_i; y_{i+1}.q after that update is y_{i+1}.q + (alpha_i - beta_i) s_i.y_{i+1}.
+    for (let i = 0; i < k; i += 2) {
+      const wi = alpha[i]! - rho[i]! * dots[0]!;
+      const next = pairsFrom(i + 2, Math.min(i + 4, k), Y);
+      if (i + 1 < k) {
+        const wj = alpha[i + 1]! - rho[i + 1]! * (dots[1]! + wi * cross[i + 1]!);
+        dots = v.sweepF32F64(q, [wi, wj], [S[i]!, S[i + 1]!], 1, next);
+      } else {
+        dots = v.sweepF32F64(q, [wi], [S[i]!], 1, next);
+      }
+    }
     let step = this.lr;
     if (this.iteration === 0) {
       let l1 = 0;

@@ -90,9 +90,8 @@ export interface NativeAddon {
   addScaled(a: Float32Array, b: Float32Array, alpha: number, y: Float32Array): void;
   /** G = F F^T for a row-major F [c x k] (a Gram matrix: half the products, K over the threads). */
   gram(f: Float32Array, c: number, k: number, g: Float32Array): void;
-  /** L-BFGS's sweeps (Backend.dotF32F64, Backend.axpyThenDotF32F64), over the threads. */
-  dotF32F64(u: Float32Array, q: Float64Array): number;
-  axpyThenDotF32F64(q: Float64Array, c: number, v: Float32Array, scale: number, u: Float32Array | null): number;
+  /** L-BFGS's sweep (Backend.sweepF32F64), over the threads. */
+  sweepF32F64(q: Float64Array, c: readonly number[], v: readonly Float32Array[], scale: number, u: readonly Float32Array[]): number[];
   /** Backend.gram and Backend.mixChannels (y = d^T x) of an nChw16c x: c channels (a multiple of 16), hw pixels; y nChw16c. */
   gramC16(x: Float32Array, c: number, hw: number, g: Float32Array): void;
   mixChannelsC16(d: Float32Array, c: number, x: Float32Array, hw: number, y: Float32Array): void;

@@ -13,6 +13,7 @@ import { newHostArray } from '../../tensor/host-pool.js';
 import { NCHW16C } from '../../tensor/channel-blocked.js';
 import { Tensor, expectRank, type Shape } from '../../tensor/tensor.js';
 import type { Backend, Conv2dForwardParams, Conv2dParams, ConvPass, ConvWork, GradientEpilogue, LinearGradients, NormGradients, ParamGradients, Pool2dParams } from '../backend.js';
+import { checkSweep } from '../host-vectors.js';
 import { channelMatrix, commonOps, conv2dInSteps, conv2dThenMaxPool, linearBackwardByMatmul, matmulChannelOps } from '../common-ops.js';
 import {
   applyEpilogue,
@@ -110,11 +111,6 @@ export interface NativeBackend extends Backend {
   readonly precision: NativePrecision;
   /** Forces a convolution algorithm (for tests and benchmarks). */
   convAlgorithm: ConvAlgorithm;
-}
-
-/** The addon reads as many values from each operand as the first has. */
-function checkSameLength(a: Float32Array | Float64Array, b: Float32Array | Float64Array, op: string): void {
-  if (a.length !== b.length) throw new PasticheError(`${op}: vectors of ${a.length} and ${b.length} elements`);
 }
 
 /** The precision this JavaScript thread last gave the addon (each worker thread has its own, as the addon does). */
@@ -414,15 +410,9 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
 
     // L-BFGS's sweeps over its history: a step of 100 pairs at 512x512 reads it all twice (0.63 GB of
     // floats; in doubles, 1.3 GB took the TypeScript's loops on one thread 170-600 ms).
-    dotF32F64(u: Float32Array, q: Float64Array): number {
-      checkSameLength(u, q, 'dotF32F64');
-      return addon.dotF32F64(u, q);
-    },
-
-    axpyThenDotF32F64(q: Float64Array, c: number, v: Float32Array, scale: number, u?: Float32Array): number {
-      checkSameLength(q, v, 'axpyThenDotF32F64');
-      if (u) checkSameLength(q, u, 'axpyThenDotF32F64');
-      return addon.axpyThenDotF32F64(q, c, v, scale, u ?? null);
+    sweepF32F64(q: Float64Array, c: readonly number[], v: readonly Float32Array[], scale: number, u: readonly Float32Array[]): number[] {
+      checkSweep(q, c, v, u);
+      return addon.sweepF32F64(q, c, v, scale, u);
     },
 
     // Padding and upsampling copy rows in C++, planes over threads (64 and 20 ms of a 512x512 pass
