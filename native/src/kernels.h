@@ -78,8 +78,9 @@ void add_scaled(const float* a, const float* b, float alpha, float* y, long n);
 // y = alpha x; the sum of x^2 (in double, summed in a fixed order whatever the thread count).
 void scale(const float* x, float alpha, float* y, long n);
 double sum_of_squares(const float* x, long n);
-// L-BFGS's sweep, float history vectors against the double direction q, over the threads: q = (q + c[0] v[0] + c[1] v[1]) * scale (nv <= 2), then u[j].q into
-// out[j] (nu <= 2), summed chunk by chunk in a fixed order.
+// L-BFGS's sweep, float history vectors against the double direction q, over the threads: q = (q +
+// c[0] v[0] + c[1] v[1]) * scale (nv <= 2), then u[j].q into out[j] (nu <= 2), the chunks' partial
+// sums added in a fixed order whatever the thread count.
 void sweep_f32_f64(double* q, const double* c, const float* const* v, int nv, double scale, const float* const* u, int nu,
                    long n, double* out);
 // Reflection padding of `planes` h x w planes by pad on each side; nearest upsampling by factor.
