@@ -274,13 +274,24 @@ static void over_chunks(long n, long chunk, F fn) {
   });
 }
 
-// The sum of fn(lo, len) over the chunks, added in a fixed order whatever the thread count.
+// `count` sums over the chunks: fn(lo, len, part) writes its chunk's into part[0 .. count), and
+// out[j] adds the chunks' j-th in a fixed order whatever the thread count.
+template <class F>
+static void sums_over_chunks(long n, long chunk, int count, F fn, double* out) {
+  const long chunks = (n + chunk - 1) / chunk;
+  std::vector<double> parts((size_t)chunks * count);
+  over_chunks(n, chunk, [&](long lo, long len) { fn(lo, len, parts.data() + lo / chunk * count); });
+  for (int j = 0; j < count; j++) {
+    out[j] = 0;
+    for (long t = 0; t < chunks; t++) out[j] += parts[(size_t)t * count + j];
+  }
+}
+
+// The sum of fn(lo, len) over the chunks, in that fixed order.
 template <class F>
 static double sum_over_chunks(long n, long chunk, F fn) {
-  std::vector<double> parts((n + chunk - 1) / chunk);
-  over_chunks(n, chunk, [&](long lo, long len) { parts[lo / chunk] = fn(lo, len); });
-  double sum = 0;
-  for (double p : parts) sum += p;
+  double sum;
+  sums_over_chunks(n, chunk, 1, [&](long lo, long len, double* part) { *part = fn(lo, len); }, &sum);
   return sum;
 }
 
@@ -307,18 +318,11 @@ double sum_of_squares(const float* x, long n) {
 void sweep_f32_f64(double* q, const double* c, const float* const* v, int nv, double scale, const float* const* u, int nu,
                    long n, double* out) {
   auto span = simd_kernels().sweep_f32_f64_span;
-  // Each chunk's dot products, then summed chunk by chunk in order: the same sums whatever the threads.
-  const long chunks = (n + SWEEP_CHUNK - 1) / SWEEP_CHUNK;
-  std::vector<double> parts((size_t)chunks * 2);
-  over_chunks(n, SWEEP_CHUNK, [&](long lo, long len) {
+  sums_over_chunks(n, SWEEP_CHUNK, nu, [&](long lo, long len, double* part) {
     const float* vs[2] = {nv > 0 ? v[0] + lo : nullptr, nv > 1 ? v[1] + lo : nullptr};
     const float* us[2] = {nu > 0 ? u[0] + lo : nullptr, nu > 1 ? u[1] + lo : nullptr};
-    span(q + lo, c, vs, nv, scale, us, nu, len, parts.data() + lo / SWEEP_CHUNK * 2);
-  });
-  for (int j = 0; j < nu; j++) {
-    out[j] = 0;
-    for (long t = 0; t < chunks; t++) out[j] += parts[(size_t)t * 2 + j];
-  }
+    span(q + lo, c, vs, nv, scale, us, nu, len, part);
+  }, out);
 }
 
 void padded_row(const float* plane, int h, int w, int pad, bool reflect, int r, float* dst, int width, int up, bool bf16) {

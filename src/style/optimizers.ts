@@ -147,22 +147,16 @@ export class Lbfgs implements Optimizer {
       if (b >= 0) alpha[b] = rho[b]! * (dots[1]! - alpha[a]! * cross[a]!);
       const last = b <= 0;
       const next = last ? pairsFrom(0, Math.min(2, k), Y) : pairsFrom(a - 3, a - 1, S).reverse();
-      dots = b >= 0
-        ? v.sweepF32F64(q, [-alpha[a]!, -alpha[b]!], [Y[a]!, Y[b]!], last ? this.hDiag : 1, next)
-        : v.sweepF32F64(q, [-alpha[a]!], [Y[a]!], this.hDiag, next);
+      const group = b >= 0 ? [a, b] : [a];
+      dots = v.sweepF32F64(q, group.map((j) => -alpha[j]!), group.map((j) => Y[j]!), last ? this.hDiag : 1, next);
     }
     if (k === 0) for (let j = 0; j < n; j++) q[j] *= this.hDiag;
     // Second loop, oldest pair first, i and i + 1 a sweep: beta_i = rho_i y_i.q, then q += (alpha_i -
     // beta_i) s_i; y_{i+1}.q after that update is y_{i+1}.q + (alpha_i - beta_i) s_i.y_{i+1}.
     for (let i = 0; i < k; i += 2) {
       const wi = alpha[i]! - rho[i]! * dots[0]!;
-      const next = pairsFrom(i + 2, Math.min(i + 4, k), Y);
-      if (i + 1 < k) {
-        const wj = alpha[i + 1]! - rho[i + 1]! * (dots[1]! + wi * cross[i + 1]!);
-        dots = v.sweepF32F64(q, [wi, wj], [S[i]!, S[i + 1]!], 1, next);
-      } else {
-        dots = v.sweepF32F64(q, [wi], [S[i]!], 1, next);
-      }
+      const w = i + 1 < k ? [wi, alpha[i + 1]! - rho[i + 1]! * (dots[1]! + wi * cross[i + 1]!)] : [wi];
+      dots = v.sweepF32F64(q, w, S.slice(i, i + w.length), 1, pairsFrom(i + 2, Math.min(i + 4, k), Y));
     }
     let step = this.lr;
     if (this.iteration === 0) {
