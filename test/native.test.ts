@@ -260,10 +260,14 @@ if (native) {
           }
           // 2x2 stride-2 pools of nChw16c tensors (a training pass's, around VGG19's convolutions),
           // in and out of nChw16c where asked: odd sizes (a last row and column in no window), a
-          // row shorter than a window, two images, ties and NaNs.
+          // row shorter than a window, two images, ties between any two corners (+0 and -0 too: the
+          // first of the maxima wins, to the bit) and NaNs: two values in three drawn from four.
           for (const xs of [[1, 16, 2, 2], [2, 32, 7, 9], [1, 48, 13, 70], [1, 16, 5, 3], [2, 16, 1, 6]] as const) {
             const x = randomTensor(xs, 9);
-            for (let j = 0; j < x.size; j += 3) x.data[j] = 0.5;
+            for (let j = 0; j < x.size; j++) {
+              const r = Math.imul(j, 2654435761) >>> 0;
+              if (r % 3 !== 0) x.data[j] = [0.5, 0, -0, -0.25][(r >>> 8) % 4]!;
+            }
             for (let j = 5; j < x.size; j += 97) x.data[j] = NaN;
             const p = { kernel: 2, stride: 2, pad: 0 };
             if (xs[2] < 2) {
@@ -273,15 +277,15 @@ if (native) {
             const y = loops.maxPool2d(x, p);
             const yb = native.maxPool2d(inNchw16c(x), p, true);
             assert.equal(yb.layout?.name, 'nChw16c', `${xs}: the pooled layout`);
-            assert.deepEqual(yb.data, y.data, `${xs}: nChw16c pool`);
-            assert.deepEqual(native.maxPool2d(inNchw16c(x), p).data, y.data, `${xs}: nChw16c pool to NCHW`);
+            assert.deepStrictEqual(yb.data, y.data, `${xs}: nChw16c pool`);
+            assert.deepStrictEqual(native.maxPool2d(inNchw16c(x), p).data, y.data, `${xs}: nChw16c pool to NCHW`);
             const dy = randomTensor(y.shape, 10);
             for (const relu of [false, true]) {
               const ref = relu ? loops.reluBackward(loops.maxPool2dBackward(dy, x, p), x) : loops.maxPool2dBackward(dy, x, p);
               const dxb = native.maxPool2dBackward(inNchw16c(dy), inNchw16c(x), p, relu, true);
               assert.equal(dxb.layout?.name, 'nChw16c', `${xs}: the gradient's layout`);
-              assert.deepEqual(dxb.data, ref.data, `${xs}: nChw16c pool backward, ReLU ${relu}`);
-              assert.deepEqual(native.maxPool2dBackward(dy, inNchw16c(x), p, relu, true).data, ref.data, `${xs}: NCHW dy, nChw16c x, ReLU ${relu}`);
+              assert.deepStrictEqual(dxb.data, ref.data, `${xs}: nChw16c pool backward, ReLU ${relu}`);
+              assert.deepStrictEqual(native.maxPool2dBackward(dy, inNchw16c(x), p, relu, true).data, ref.data, `${xs}: NCHW dy, nChw16c x, ReLU ${relu}`);
             }
           }
           for (const [m, n, k] of [[1, 1, 1], [5, 7, 3], [17, 9, 300], [70, 33, 12], [13, 49, 517], [2, 1000, 517], [131, 100, 260], [50, 50, 70], [100, 83, 300], [61, 18, 9]]) {
