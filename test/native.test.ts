@@ -54,9 +54,10 @@ if (native) {
     [[1, 3, 37, 40], 3, 40, 1, 1],
     [[2, 2, 35, 20], 3, 17, 1, 1],
     [[1, 4, 4, 50], 3, 7, 1, 1],
-    // Into nChw16c for a channel-blocked layer next (AVX-512 CPUs): tiles of 24, 6 or 3 pixels
-    // (by the forced ISA's width) and single pixels after them, two channel blocks, two images.
-    [[2, 3, 13, 31], 3, 32, 1, 1],
+    // Into nChw16c for a channel-blocked layer next (AVX-512 CPUs): tiles of 12 pixels x 2 blocks,
+    // 6 or 3 pixels (by the forced ISA's width), then one of 8 and single pixels, two images; the
+    // 48-channel shape below takes a pair of blocks and a last one alone.
+    [[2, 3, 13, 33], 3, 32, 1, 1],
     [[1, 1, 5, 50], 3, 16, 1, 1],
     // Its gradient from an nChw16c dy: bands of 32 rows, 32, 32 and 6, three blocks, odd rows.
     [[1, 3, 70, 37], 3, 48, 1, 1],
