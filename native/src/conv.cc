@@ -245,22 +245,26 @@ void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float
 
 void conv3x3_small_cin_backward_data(const float* dy, int n, int cin, int h, int w, const float* wr, int cout, float* dx,
                                      bool blocked) {
-  auto rows = simd_kernels().conv3x3_few_out_rows;
-  // An nChw16c dy (the gradient to VGG19's relu1_1, left channel-blocked by conv1_2's) is split
-  // into the ring's rows by the channel-blocked path's 16 x 16 transposes as it is copied there.
-  const auto deinterleave = blocked ? active_winograd_c16().deinterleave : nullptr;
-  const int wp = w + 2 + 16;
   // Bands of 32 rows (even, so row pairs never straddle two): each band copies 2 rows above and
   // below it beyond its own, 6% more copying, for bands enough to keep both threads busy.
   constexpr int BAND = 32;
   const int bands = (h + BAND - 1) / BAND;
+  // An nChw16c dy (the gradient to VGG19's relu1_1, left channel-blocked by conv1_2's) is read in
+  // place, the kernel's values for a block's 16 channels side by side.
+  std::vector<float> w16(blocked ? (size_t)cout * 9 * cin : 0);
+  for (int c = 0; c < (blocked ? cout : 0); c++)
+    for (int t = 0; t < 9; t++)
+      for (int ci = 0; ci < cin; ci++) w16[(((size_t)(c / 16) * 9 + t) * cin + ci) * 16 + c % 16] = wr[((size_t)c * 9 + t) * cin + ci];
+  const int wp = w + 2 + 16;
   for (int img = 0; img < n; img++) {
     const float* dyi = dy + (size_t)img * cout * h * w;
     float* dxi = dx + (size_t)img * cin * h * w;
     ThreadPool::instance().parallel_for(bands, [&](int b, int) {
+      const int r0 = b * BAND, r1 = std::min(h, (b + 1) * BAND);
+      if (blocked) return simd_kernels().conv3x3_few_out_rows_c16(cin, dyi, cout, h, w, w16.data(), dxi, r0, r1);
       thread_local std::vector<float> ring;
       ring.resize((size_t)std::min(cout, FEW_OUT_GROUP) * 4 * wp);
-      rows(cin, dyi, cout, h, w, wr, dxi, b * BAND, std::min(h, (b + 1) * BAND), ring.data(), wp, deinterleave);
+      simd_kernels().conv3x3_few_out_rows(cin, dyi, cout, h, w, wr, dxi, r0, r1, ring.data(), wp);
     });
   }
 }

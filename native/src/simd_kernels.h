@@ -23,10 +23,13 @@ struct SimdKernels {
                                      bool relu, float* y, int h, int w, int r0, int r1);
   // Rows [r0, r1) of the gradient of a 3x3 stride-1 pad-1 convolution to its nc <= 4 input
   // channels, from dy's cdy planes through the caller's ring of padded rows (smallconv.inc): wr the
-  // kernel turned by 180 degrees, [cdy][3][3][nc]; ring min(cdy, FEW_OUT_GROUP) * 4 * wp floats;
-  // dy nChw16c where `deinterleave` (the channel-blocked path's, winograd_kernels.h) is given.
+  // kernel turned by 180 degrees, [cdy][3][3][nc]; ring min(cdy, FEW_OUT_GROUP) * 4 * wp floats.
   void (*conv3x3_few_out_rows)(int nc, const float* dy, int cdy, int h, int w, const float* wr, float* dx, int r0,
-                               int r1, float* ring, int wp, void (*deinterleave)(const float*, int, float* const*));
+                               int r1, float* ring, int wp);
+  // The same rows from an nChw16c dy read in place (cdy a multiple of 16): w16 the kernel as
+  // [cdy / 16][3][3][nc][16], wr's values for a block's 16 channels side by side.
+  void (*conv3x3_few_out_rows_c16)(int nc, const float* dy, int cdy, int h, int w, const float* w16, float* dx, int r0,
+                                   int r1);
   // Rows [r0, r1) of a K x K stride-1 convolution read in place from cin padded planes of hp x wp
   // (directconv.inc): for layers with few output or input channels.
   void (*conv_direct_rows)(const float* xp, int wp, int hp, int cin, int k, const float* wt, int cout,
