@@ -246,7 +246,8 @@ void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float
 void conv3x3_small_cin_backward_data(const float* dy, int n, int cin, int h, int w, const float* wr, int cout, float* dx,
                                      bool blocked) {
   // Bands of 32 rows (even, so row pairs never straddle two): each band copies 2 rows above and
-  // below it beyond its own, 6% more copying, for bands enough to keep both threads busy.
+  // below it into its ring beyond its own, 6% more copying, for bands enough to keep both threads
+  // busy.
   constexpr int BAND = 32;
   const int bands = (h + BAND - 1) / BAND;
   // An nChw16c dy (the gradient to VGG19's relu1_1, left channel-blocked by conv1_2's) is read in
