@@ -252,10 +252,13 @@ void conv3x3_small_cin_backward_data(const float* dy, int n, int cin, int h, int
   const int bands = (h + BAND - 1) / BAND;
   // An nChw16c dy (the gradient to VGG19's relu1_1, left channel-blocked by conv1_2's) is read in
   // place, the kernel's values for a block's 16 channels side by side.
-  std::vector<float> w16(blocked ? (size_t)cout * 9 * cin : 0);
-  for (int c = 0; c < (blocked ? cout : 0); c++)
-    for (int t = 0; t < 9; t++)
-      for (int ci = 0; ci < cin; ci++) w16[(((size_t)(c / 16) * 9 + t) * cin + ci) * 16 + c % 16] = wr[((size_t)c * 9 + t) * cin + ci];
+  std::vector<float> w16;
+  if (blocked) {
+    w16.resize((size_t)cout * 9 * cin);
+    for (int c = 0; c < cout; c++)
+      for (int t = 0; t < 9; t++)
+        for (int ci = 0; ci < cin; ci++) w16[(((size_t)(c / 16) * 9 + t) * cin + ci) * 16 + c % 16] = wr[((size_t)c * 9 + t) * cin + ci];
+  }
   const int wp = w + 2 + 16;
   for (int img = 0; img < n; img++) {
     const float* dyi = dy + (size_t)img * cout * h * w;
@@ -582,10 +585,9 @@ void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int
 // 1.58 -> 1.42 at 64; stand-alone, the two alternating).
 template <class F>
 static void pool_rows_c16(int blocks, int ho, int w, F f) {
-  const int per = std::max(1, (256 << 10) / (2 * std::max(1, w) * 64));
-  const long rows = (long)blocks * ho;
-  ThreadPool::instance().parallel_for((int)((rows + per - 1) / per), [&](int task, int) {
-    for (long i = (long)task * per; i < std::min(rows, (long)(task + 1) * per); i++) f((int)(i / ho), (int)(i % ho));
+  const long per = std::max(1, (256 << 10) / (2 * std::max(1, w) * 64));
+  over_chunks((long)blocks * ho, per, [&](long lo, long len) {
+    for (long i = lo; i < lo + len; i++) f((int)(i / ho), (int)(i % ho));
   });
 }
 
