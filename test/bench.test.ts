@@ -308,6 +308,12 @@ test('conv2dWork: each backend names the algorithm it runs and counts what it ex
     const c16 = tile !== 0 && blocked(tile);
     assert.deepEqual(nativeBackend.conv2dWork(x, w, p), convWork(x, w, p, tile ? { kind: 'winograd', m: tile, c16 } : { kind: 'im2col' }));
     assert.equal(nativeBackend.conv2dWork([1, 3, 224, 224], [3, 3, 3, 64], p).algorithm, 'direct');
+    // A 512-channel layer at 64 px takes F(6x6), both ways, unless asked for lean weights.
+    const [x512, w512] = [[1, 512, 64, 64], [512, 3, 3, 512]];
+    for (const pass of ['forward', 'backward-data'] as const) {
+      assert.match(nativeBackend.conv2dWork(x512, w512, p, pass, true).algorithm, /F\(6x6\)/, pass);
+      assert.match(nativeBackend.conv2dWork(x512, w512, { ...p, leanWeights: true }, pass, true).algorithm, /F\(4x4\)/, pass);
+    }
   }
 });
 

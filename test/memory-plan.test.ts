@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { optimizerBytesPerPixel, parseByteSize, planMemory, type ParamShapes, type PlanRequest } from '../src/app/memory-plan.js';
+import { tileGrid } from '../src/app/tiled-evaluate.js';
 import { parseStylizeSettings } from '../src/app/stylize-request.js';
 import { stylizeImages } from '../src/app/stylize.js';
 import { getBackend } from '../src/backends/index.js';
@@ -105,6 +106,27 @@ test("the plan counts what L-BFGS holds once its history is full, and Adam's mom
   const adam = new Adam(0.1);
   adam.step(x, grad());
   assert.equal(held(adam), pixels * optimizerBytesPerPixel('adam', 0), 'Adam');
+});
+
+test("the transformed weights counted are the native backend's tiles at the run's sizes: conv4's F(6x6) from 288 px up, unless lean ones keep a larger tile", () => {
+  const fixed = (size: number) => planMemory(request({}), size, size).parts.fixed;
+  // conv4_1 (256 -> 512) and conv4_2..4 (512 -> 512), each way: F(4x4) keeps 36/9 of the weights, F(6x6) 64/9.
+  const conv4 = 256 * 9 * 512 + 3 * 512 * 9 * 512;
+  const bytes = (m: number) => 2 * 4 * ((m + 2) ** 2 / 9) * conv4;
+  // 256 px: conv4 at 32x32 takes F(4x4); 512 px: at 64x64, F(6x6); every other layer alike at both.
+  assert.ok(Math.abs(fixed(512) - fixed(256) - (bytes(6) - bytes(4))) < 1, `${fixed(512) - fixed(256)}`);
+  // Lean transforms (F(4x4) past the cap) where the faster ones would cost a smaller tile: 1024 px
+  // in 4 GiB takes 384-px tiles with them, 320-px ones without; a roomy budget keeps F(6x6).
+  const style = [{ height: 384, width: 512 }];
+  const tight = planMemory(request({ budget: 4 * GiB }), 1024, 1024, style);
+  assert.equal(tight.leanWeights, true);
+  assert.equal(planMemory(request({ budget: 4 * GiB, leanWeights: false }), 1024, 1024, style).tile! < tight.tile!, true);
+  assert.equal(planMemory(request({ budget: 20 * GiB }), 1024, 1024, style).leanWeights, false);
+  assert.ok(Math.abs(planMemory(request({ leanWeights: true }), 512, 512).parts.fixed - fixed(256)) < 1, 'lean: conv4 in F(4x4) at 512 px too');
+  // A tiled plan's sizes are its crops, edges and corners included, as tileGrid cuts them.
+  const p = planMemory(request({ tile: 128, budget: 20 * GiB }), 600, 520);
+  const crops = new Set(tileGrid(600, 520, 128, p.halo).map((t) => `${t.cy1 - t.cy0}x${t.cx1 - t.cx0}`));
+  assert.deepEqual(new Set(p.sides.map(([h, w]) => `${h}x${w}`)), crops);
 });
 
 test('a forced --tile is kept; a budget too small for the smallest tile is one line naming the size and what it needs', () => {

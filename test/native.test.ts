@@ -649,7 +649,7 @@ test('without the addon Pastiche falls back to ts and says so once, in one line'
   await assert.rejects(run(process.execPath, [CLI, 'classify', `${TINY}chelsea.png`, '-w', `${TINY}vgg19-tiny-old.mat`, '-b', 'native'], { env }), (e: Error & { stderr: string }) => /the native backend is not available here/.test(e.stderr));
 });
 
-test('the Winograd tile follows the measured policy: F(6x6) on large planes up to 256 channels, F(4x4) elsewhere', () => {
+test('the Winograd tile follows the measured policy: F(6x6) on large planes, for 512 channels from 36 tiles up, F(4x4) elsewhere', () => {
   const tile = (cin: number, cout: number, size: number) => winogradTile('auto', 3, 1, 1, cin, cout, size, size);
   assert.equal(tile(64, 64, 224), 6); // VGG19's conv1_2 at 224
   assert.equal(tile(128, 128, 112), 6);
@@ -657,7 +657,13 @@ test('the Winograd tile follows the measured policy: F(6x6) on large planes up t
   assert.equal(winogradTile('auto', 3, 1, 1, 256, 256, 56, 56, () => true), 6); // channel-blocked: 100 x 64 products against 196 x 36
   assert.equal(winogradTile('auto', 3, 1, 1, 32, 32, 10, 14, () => true), 4); // but fewer than 16 tiles of 6x6 count as a panel
   assert.equal(tile(256, 256, 128), 6);
-  assert.equal(tile(512, 512, 64), 4); // its F(6x6) weights would be 67 MB each way
+  assert.equal(tile(512, 512, 64), 6); // its F(6x6) weights are 67 MB each way, but 121 tiles use them
+  assert.equal(tile(512, 512, 36), 6); // 36 tiles
+  assert.equal(tile(512, 512, 28), 4); // 25 tiles (VGG19's conv4 at 224 px) do not repay them
+  assert.equal(winogradTile('auto', 3, 1, 1, 512, 512, 28, 28, () => true), 4);
+  assert.equal(tile(256, 256, 28), 6); // where they are small, any tile count that saves products
+  assert.equal(winogradTile('auto', 3, 1, 1, 512, 512, 64, 64, () => true, true), 4); // lean: never past the cap
+  assert.equal(winogradTile('auto', 3, 1, 1, 256, 256, 64, 64, () => true, true), 6);
   assert.equal(tile(128, 128, 14), 4); // small planes: 6x6 tiles waste a third
   assert.equal(tile(8, 8, 64), 0); // too few channels for Winograd
   assert.equal(tile(64, 64, 8), 0); // too few tiles

@@ -54,6 +54,29 @@ test('the whole pipeline from chelsea.png agrees with prob.npy (Pillow-exact pre
   assert.equal(r.top[0]!.label, 'Norfolk terrier');
 });
 
+test("Vgg19's leanWeights reaches every convolution call, forward and backward (the memory plan's choice)", () => {
+  for (const leanWeights of [true, false]) {
+    const seen: (boolean | undefined)[] = [];
+    const ts = getBackend('ts');
+    // The real ts backend, its convolutions' parameters noted on the way.
+    const be = new Proxy(ts, {
+      get(target, key, receiver) {
+        const v = Reflect.get(target, key, receiver) as unknown;
+        if (typeof v !== 'function' || !['conv2d', 'conv2dMaxPool', 'conv2dBackwardData', 'conv2dBackwardParams'].includes(key as string)) return v;
+        return (...args: unknown[]) => {
+          seen.push((args.find((a) => typeof a === 'object' && a !== null && 'stride' in a) as { leanWeights?: boolean }).leanWeights);
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const model = new Vgg19(randomVgg19Weights(3, 16), be, { leanWeights });
+    const { output } = model.forward(randomTensor([1, 3, 32, 32], 1, -50, 50), { until: 'relu3_1' });
+    model.backward(new Map([['relu3_1', randomTensor(output.shape, 2)]]));
+    assert.ok(seen.length >= 15, `${seen.length} calls`); // 5 convolutions: forward, gradients to data and weights
+    assert.deepEqual(new Set(seen), new Set([leanWeights]));
+  }
+});
+
 test('forward stops at the layer asked for, and backward reaches the input', () => {
   const model = new Vgg19(randomVgg19Weights(3, 16), getBackend('ts'));
   const x = randomTensor([2, 3, 32, 32], 1, -50, 50);

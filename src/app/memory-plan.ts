@@ -4,7 +4,8 @@
  * size that fits, and an L-BFGS history short enough, or Adam where even a short one cannot fit.
  *
  * What a run holds (bytes; n = height x width pixels):
- * - fixed: Node, sharp and the addon (150 MiB), the weights and their Winograd transforms;
+ * - fixed: Node, sharp and the addon (150 MiB), the weights and the Winograd transforms of the
+ *   convolutions (each tile the native backend takes at the sizes the run passes, both directions);
  * - the working set of one pass: every activation of the crop kept for the backward pass twice
  *   over, and a few gradients of its largest layer (the whole image when untiled);
  * - per pixel, whatever the tile: the image, the best image, the content image, the gradient and
@@ -17,7 +18,8 @@
  */
 import { windowOutput } from '../backends/shapes.js';
 import { PasticheError } from '../errors.js';
-import { VGG19_LAYERS } from '../model/vgg19-table.js';
+import { winogradTile } from '../backends/native/winograd-tile.js';
+import { VGG19_CONV, VGG19_LAYERS } from '../model/vgg19-table.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
 import { haloFor, strideOf, tileGrid } from './tiled-evaluate.js';
 
@@ -42,16 +44,40 @@ export function paramShapes(weights: Vgg19Weights): ParamShapes {
 
 const RUNTIME_BYTES = 150 * 2 ** 20; // Node, sharp and the addon themselves
 
-/** The weights, and the convolutions' also as Winograd transforms, forward and backward: 4x their size, 64/36 for the F(6x6) layers of up to 256 channels. */
-function weightBytes(layers: ParamShapes): number {
-  let params = 0;
-  let winogradParams = 0;
-  for (const p of layers.values()) {
-    if (p.kind === 'pool') continue;
-    params += p.w.size + p.b.size;
-    if (p.kind === 'conv') winogradParams += p.w.size * (p.w.shape[0]! * p.w.shape[3]! <= 256 * 256 ? 64 / 36 : 1);
+/** A pass's input size: [height, width]. */
+export type Side = readonly [number, number];
+
+/**
+ * Floats of the Winograd transforms the native backend keeps, forward and for the gradient to the
+ * data, for passes at the sizes `sides`: (m + 2)^2 / 9 of a layer's weights for the largest tile m
+ * its policy (winogradTile) takes there, 4x for F(4x4) and 7.1x for F(6x6) (the 512-channel layers
+ * take F(6x6) from 36x36 outputs up: at 512 px conv4 does, conv5 does not). Every convolution,
+ * wherever a pass stops. Crops on both sides of a tile's threshold keep both transforms of a layer;
+ * the slack of the activations' count has covered that (`bench --sections print`, README).
+ */
+function winogradFloats(layers: ParamShapes, sides: readonly Side[], lean: boolean): number {
+  const { kernel, pad, stride } = VGG19_CONV;
+  let at = sides.map(([h, w]) => [h, w] as const);
+  let floats = 0;
+  for (const spec of VGG19_LAYERS) {
+    const p = layers.get(spec.name);
+    if (p?.kind === 'pool') at = at.map(([h, w]) => [windowOutput(h, p.kernel, p.pad, p.stride), windowOutput(w, p.kernel, p.pad, p.stride)] as const);
+    if (p?.kind !== 'conv') continue;
+    const [cin, k, , cout] = p.w.shape as [number, number, number, number];
+    if (k !== kernel) continue;
+    const largest = (a: number, b: number, blocked: readonly boolean[]) =>
+      Math.max(...at.flatMap(([h, w]) => blocked.map((c) => winogradTile('auto', k, stride, pad, a, b, windowOutput(h, k, pad, stride), windowOutput(w, k, pad, stride), () => c, lean))));
+    // The gradient to the data runs from cout to cin channels, not channel-blocked (none to an image).
+    for (const m of [largest(cin, cout, [true, false]), cin >= 16 ? largest(cout, cin, [false]) : 0]) if (m) floats += ((m + 2) ** 2 / (k * k)) * p.w.size;
   }
-  return 4 * (params + 8 * winogradParams);
+  return floats;
+}
+
+/** The weights, and their Winograd transforms after passes at `sides` (`lean`: Conv2dParams.leanWeights). */
+function weightBytes(layers: ParamShapes, sides: readonly Side[], lean = false): number {
+  let params = 0;
+  for (const p of layers.values()) if (p.kind !== 'pool') params += p.w.size + p.b.size;
+  return 4 * (params + winogradFloats(layers, sides, lean));
 }
 
 /** The floats of every activation up to `until` for a height x width input, and of the largest one. */
@@ -81,10 +107,11 @@ function passBytes(layers: ParamShapes, height: number, width: number, until: st
 /**
  * Bytes an untiled style-transfer pass at height x width needs (the weights, one pass's working
  * set, the runtime); what a server checks a size against before it knows a run's settings. Measured
- * at 512x512 with the native backend (a style iteration): 1.95 GB peak RSS; this estimate says 2.0 GiB.
+ * at 512x512 with the native backend (`bench --sections style --style-sizes 512`, F(6x6) for conv4):
+ * 2085 MiB peak RSS; this estimate says 2.4 GiB.
  */
 export function estimateMemoryBytes(weights: { readonly layers: ParamShapes }, height: number, width: number): number {
-  return RUNTIME_BYTES + weightBytes(weights.layers) + passBytes(weights.layers, height, width, 'relu5_1');
+  return RUNTIME_BYTES + weightBytes(weights.layers, [[height, width]]) + passBytes(weights.layers, height, width, 'relu5_1');
 }
 
 /** The settings a plan depends on. */
@@ -100,6 +127,8 @@ export interface PlanRequest {
   readonly tile?: number;
   /** Bytes the run may use. */
   readonly budget: number;
+  /** Plans with these transforms (MemoryPlan.leanWeights) only: a run's other scales follow its last one's choice. */
+  readonly leanWeights?: boolean;
   /** The largest single tensor the backend can hold (a GPU's buffer limit); default: no limit. */
   readonly maxTensorBytes?: number;
   /** What the budget is, for messages: '--max-memory' or 'this machine's free memory'. */
@@ -123,6 +152,14 @@ export interface MemoryPlan {
   readonly bytes: number;
   readonly parts: { readonly fixed: number; readonly pass: number; readonly image: number; readonly optimizer: number };
   readonly budget: number;
+  /** The sizes of its passes: the content's and the styles' crops. */
+  readonly sides: readonly Side[];
+  /**
+   * The weights' transforms kept small (Conv2dParams.leanWeights): chosen where the faster, larger
+   * ones would leave the run a smaller tile, a shorter history or Adam (at 1024x1024 in 4 GiB they
+   * took it from 384- to 320-px tiles, 7.5 -> 9.2 s an iteration).
+   */
+  readonly leanWeights: boolean;
 }
 
 export const DEFAULT_LBFGS_HISTORY = 100;
@@ -161,7 +198,6 @@ export function planMemory(r: PlanRequest, height: number, width: number, styles
   const order = (name: string) => VGG19_LAYERS.findIndex((l) => l.name === name);
   // The deepest layer the loss reads: passes stop there, and its receptive field sets the halo.
   const deepest = [...r.contentLayers, ...r.styleLayers].map((l) => l.name).reduce((a, b) => (order(a) >= order(b) ? a : b));
-  const fixed = RUNTIME_BYTES + weightBytes(r.layers);
   let contentFloats = 0;
   for (const { name } of r.contentLayers) {
     const s = strideOf(name);
@@ -181,9 +217,18 @@ export function planMemory(r: PlanRequest, height: number, width: number, styles
         return 4 * a.largest > maxTensor ? Infinity : passBytes(r.layers, ch, cw, deepest);
       }),
     );
-  const plan = (tile: number | undefined, optimizer: 'adam' | 'lbfgs', history: number): MemoryPlan => {
+  /** The sizes of the passes with tiles of `tile`: each image whole, or the crops' distinct sizes (edges and corners are shorter). */
+  const sides = (tile?: number): Side[] =>
+    [{ height, width }, ...styles].flatMap((im) => {
+      if (tile === undefined) return [[im.height, im.width] as const];
+      const lengths = (n: number) => [...new Set(Array.from({ length: Math.ceil(n / tile) }, (_, i) => Math.min(n, (i + 1) * tile + halo) - Math.max(0, i * tile - halo)))];
+      return lengths(im.height).flatMap((h) => lengths(im.width).map((w) => [h, w] as const));
+    });
+  const plan = (tile: number | undefined, optimizer: 'adam' | 'lbfgs', history: number, lean: boolean): MemoryPlan => {
     const opt = n * optimizerBytesPerPixel(optimizer, history);
     const p = pass(tile);
+    const passSides = sides(tile);
+    const fixed = RUNTIME_BYTES + weightBytes(r.layers, passSides, lean);
     return {
       height, width, tile, halo, optimizer,
       tiles: tile === undefined ? 1 : tileGrid(height, width, tile, halo).length,
@@ -192,6 +237,8 @@ export function planMemory(r: PlanRequest, height: number, width: number, styles
       bytes: 1.05 * (fixed + p + image + opt),
       parts: { fixed, pass: p, image, optimizer: opt },
       budget: r.budget,
+      sides: passSides,
+      leanWeights: lean,
     };
   };
   const fits = (p: MemoryPlan) => Number.isFinite(p.bytes) && p.bytes <= r.budget;
@@ -211,11 +258,19 @@ export function planMemory(r: PlanRequest, height: number, width: number, styles
     if (lastHistory !== undefined) candidates.push([t, 'lbfgs', lastHistory]);
     if (!(r.optimizer === 'lbfgs' && r.lbfgsHistory !== undefined)) candidates.push([t, 'adam', 0]);
   }
-  for (const [t, opt, h] of candidates) {
-    const p = plan(t, opt, h);
-    if (fits(p)) return p;
-  }
-  const smallest = candidates.map(([t, opt, h]) => plan(t, opt, h)).reduce((a, b) => (b.bytes < a.bytes ? b : a));
+  // The first candidate that fits, with the faster transforms where they fit it as well as lean ones.
+  const first = (lean: boolean) => {
+    for (const [t, opt, h] of candidates) {
+      const p = plan(t, opt, h, lean);
+      if (fits(p)) return p;
+    }
+    return undefined;
+  };
+  const fast = r.leanWeights === true ? undefined : first(false);
+  const lean = r.leanWeights === false ? undefined : first(true);
+  if (fast && (!lean || (fast.tile === lean.tile && fast.optimizer === lean.optimizer && fast.lbfgsHistory === lean.lbfgsHistory))) return fast;
+  if (lean) return lean;
+  const smallest = candidates.map(([t, opt, h]) => plan(t, opt, h, r.leanWeights ?? true)).reduce((a, b) => (b.bytes < a.bytes ? b : a));
   const budgetName = r.budgetName ?? 'the memory budget';
   const field = r.fieldName ?? ((f) => ({ size: '--size', tile: '--tile', maxMemory: '--max-memory' })[f]);
   const how = smallest.tile === undefined ? 'untiled' : `in ${smallest.tile}-px tiles`;

@@ -227,13 +227,12 @@ export async function stylizeImages(o: StylizeImagesOptions): Promise<StylizeRes
   const longest = Math.max(final.height, final.width);
   const scales = [...(o.scales ?? []).filter((s) => s < longest), longest];
 
-  const model = new Vgg19(o.weights, o.backend, { pooling: o.pooling ?? 'max' });
   const budget = Math.min(o.maxMemory ?? Infinity, o.memoryLimitBytes ?? Infinity);
   const styleSize = (srgb: RgbImage, scaleLongest: number) => outputSize(srgb, Math.max(1, Math.round(scaleLongest * (o.styleScale ?? 1))));
-  const planFor = (height: number, width: number, scaleLongest: number): MemoryPlan =>
+  const planFor = (height: number, width: number, scaleLongest: number, leanWeights?: boolean): MemoryPlan =>
     planMemory(
       {
-        layers: o.weights.layers, contentLayers: o.contentLayers, styleLayers: o.styleLayers,
+        layers: o.weights.layers, contentLayers: o.contentLayers, styleLayers: o.styleLayers, leanWeights,
         optimizer: o.optimizer, lbfgsHistory: o.lbfgsHistory, tile: o.tile, budget, maxTensorBytes: o.backend.maxTensorBytes,
         budgetName: o.maxMemory !== undefined && o.maxMemory <= (o.memoryLimitBytes ?? Infinity) ? '--max-memory' : "this machine's free memory",
       },
@@ -241,8 +240,10 @@ export async function stylizeImages(o: StylizeImagesOptions): Promise<StylizeRes
       width,
       styleRgbs.map((srgb) => styleSize(srgb, scaleLongest)),
     );
-  // The largest scale is planned before any work: a size that cannot fit is refused at once.
-  planFor(final.height, final.width, longest);
+  // The largest scale is planned before any work: a size that cannot fit is refused at once. Its
+  // plan says whether the convolutions keep lean weight transforms (every scale, then).
+  const { leanWeights } = planFor(final.height, final.width, longest);
+  const model = new Vgg19(o.weights, o.backend, { pooling: o.pooling ?? 'max', leanWeights });
 
   const optimizerFor = (p: MemoryPlan): Optimizer => (p.optimizer === 'adam' ? new Adam(o.lr) : new Lbfgs(o.lr, p.lbfgsHistory, o.backend));
   const rng = uniformRng(o.seed ?? 0);
@@ -269,7 +270,7 @@ export async function stylizeImages(o: StylizeImagesOptions): Promise<StylizeRes
         throw new PasticheError(`${what} would be ${t.shape[3]}x${t.shape[2]} at this scale; ${deepestLayer(model, o)} needs at least ${minSide} pixels a side (raise --size, --scales or --style-scale)`);
       }
     }
-    const plan = planFor(height, width, scaleLongest);
+    const plan = planFor(height, width, scaleLongest, leanWeights);
     o.onProgress?.({ kind: 'plan', scale: scaleLongest, plan, text: describePlan(plan) });
     const onTile = (pass: TilePass, done: number, tiles: number) => o.onProgress?.({ kind: 'tile', iteration: iteration + 1, of: total, pass, done, tiles });
     const tiled = plan.tile !== undefined ? { tile: plan.tile, onTile } : undefined;

@@ -21,6 +21,13 @@ export interface Conv2dParams {
   /** Zero padding added on every side. */
   readonly pad: number;
   readonly stride: number;
+  /**
+   * Keep what the backend caches of the weights small where it has a choice, at some cost in
+   * speed (native: F(4x4) rather than F(6x6) transforms for the 512-channel layers, 4x their
+   * weights instead of 7.1x). The memory plan asks for it where the larger ones would cost a run
+   * a smaller tile (memory-plan.ts).
+   */
+  readonly leanWeights?: boolean;
 }
 
 /** How a convolution's border is filled: zeros, or the input mirrored at its edges. */

@@ -15,13 +15,19 @@ export class ConvolutionalLayer extends ParametricLayer {
     readonly channelOut: number,
     readonly padding: number,
     readonly stride: number,
+    /** Conv2dParams.leanWeights on every call. */
+    readonly leanWeights = false,
   ) {
     super(name, backend, [channelIn, kernelSize, kernelSize, channelOut], channelOut);
   }
 
+  private get params() {
+    return { pad: this.padding, stride: this.stride, leanWeights: this.leanWeights };
+  }
+
   forward(x: Tensor): Tensor {
     this.input = x;
-    return this.backend.conv2d(x, this.weight, this.bias, { pad: this.padding, stride: this.stride });
+    return this.backend.conv2d(x, this.weight, this.bias, this.params);
   }
 
   /**
@@ -31,7 +37,7 @@ export class ConvolutionalLayer extends ParametricLayer {
    */
   forwardWithRelu(x: Tensor, ownLayout = false): Tensor {
     this.input = x;
-    return this.backend.conv2d(x, this.weight, this.bias, { pad: this.padding, stride: this.stride, ownLayout }, true);
+    return this.backend.conv2d(x, this.weight, this.bias, { ...this.params, ownLayout }, true);
   }
 
   /**
@@ -40,12 +46,12 @@ export class ConvolutionalLayer extends ParametricLayer {
    */
   forwardReluMaxPool(x: Tensor, pool: Pool2dParams, ownLayout = false): Tensor {
     this.input = undefined;
-    return this.backend.conv2dMaxPool(x, this.weight, this.bias, { pad: this.padding, stride: this.stride, ownLayout }, true, pool);
+    return this.backend.conv2dMaxPool(x, this.weight, this.bias, { ...this.params, ownLayout }, true, pool);
   }
 
   backward(dy: Tensor, options: BackwardOptions = {}, epilogue?: GradientEpilogue): Tensor {
     const x = remembered(this.input, this.name);
-    const p = { pad: this.padding, stride: this.stride };
+    const p = this.params;
     if (options.paramGrads ?? true) {
       const { dw, db } = this.backend.conv2dBackwardParams(dy, x, this.kernelSize, p);
       this.dWeight = dw;

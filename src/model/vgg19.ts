@@ -48,6 +48,8 @@ export interface ModelBackwardOptions extends BackwardOptions {
 export interface Vgg19Options {
   /** 'avg' replaces every max-pool by average pooling (a style-transfer option). */
   readonly pooling?: 'max' | 'avg';
+  /** Conv2dParams.leanWeights for every convolution: what the memory plan chose (MemoryPlan.leanWeights). */
+  readonly leanWeights?: boolean;
 }
 
 export class Vgg19 {
@@ -84,7 +86,7 @@ export class Vgg19 {
         case 'conv': {
           const c = need('conv') as Extract<LayerWeights, { kind: 'conv' }>;
           const [cin, k, , cout] = c.w.shape as [number, number, number, number];
-          const layer = new ConvolutionalLayer(spec.name, backend, k, cin, cout, c.pad, c.stride);
+          const layer = new ConvolutionalLayer(spec.name, backend, k, cin, cout, c.pad, c.stride, options.leanWeights);
           layer.loadParam(c.w, c.b);
           layers.push(layer);
           break;

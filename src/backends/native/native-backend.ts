@@ -29,12 +29,9 @@ import {
   type ConvGeometry,
 } from '../shapes.js';
 import { X_BLOCKED, Y_BLOCKED, type NativeAddon, type NativePrecision, type WinogradTile } from './native-addon.js';
+import { winogradTile, type ConvAlgorithm } from './winograd-tile.js';
 
-/**
- * Convolution algorithm: 'auto' chooses per layer (see winogradTile); the others force one where it
- * applies ('winograd': F(4x4,3x3), 'winograd6': F(6x6,3x3)).
- */
-export type ConvAlgorithm = 'auto' | 'im2col' | 'winograd' | 'winograd6' | 'direct';
+export { winogradTile, type ConvAlgorithm };
 
 /**
  * The direct kernels for few input channels (3x3, stride 1, pad 1, cin <= 4: VGG19's conv1_1 on the
@@ -53,56 +50,6 @@ function useDirect(algo: ConvAlgorithm, k: number, stride: number, pad: number, 
  */
 function useDirectLarge(algo: ConvAlgorithm, k: number, stride: number, channelsIn: number, channelsOut: number): boolean {
   return (algo === 'auto' || algo === 'direct') && k >= 5 && stride === 1 && Math.min(channelsIn, channelsOut) <= 8;
-}
-
-/**
- * The largest transformed weights F(6x6,3x3) may have: 256 -> 256 channels (16 MiB) but not the
- * 512-channel layers (67 MB each way). Measured on a 512x512 style iteration: F(4x4) everywhere 398
- * ms and 1799 MiB peak RSS; F(6x6) up to this cap 377 ms and 1861 MiB; F(6x6) everywhere 375 ms and
- * 2066 MiB.
- */
-const F6_MAX_WEIGHT_BYTES = 24 * 2 ** 20;
-
-/**
- * The Winograd tile for a convolution, or 0 for none. Winograd applies to 3x3 stride-1
- * convolutions. 'auto' also wants enough input channels and enough 4x4 output tiles to pay off:
- * below that, streaming the transformed weights (4x the raw ones) costs more than the
- * multiplications saved (measured with cold caches: VGG19's 14x14 layers 1.7 ms against 3.0 as
- * GEMM, 512 channels at 10x10 1.7 against 2.3, a tie at 7x7).
- *
- * F(6x6,3x3) needs 64 products per 36 outputs where F(4x4,3x3) needs 36 per 16, but a 6x6 tiling
- * wastes more at the edges and its GEMMs are as wide as the tile count rounded up to 16 columns:
- * it is taken where those padded GEMM columns x planes come to under 95% of F(4x4)'s (measured:
- * 10-23% faster from 28x28 up, slower at 14x14 and 32x32, a tie at 56x56), and where its
- * transformed weights (7.1x the raw ones instead of 4x, kept for the whole run) stay small: see
- * F6_MAX_WEIGHT_BYTES. `channelBlocked(m)`: whether the addon runs that tile channel-blocked
- * (NativeAddon.winogradC16), whose GEMMs take the tiles as rows, not rounded up: VGG19's 56x56
- * layers then take F(6x6), 0.91x of the channel-blocked F(4x4)'s time at 256 -> 256 channels
- * (stop 33's note).
- */
-export function winogradTile(
-  algo: ConvAlgorithm,
-  k: number,
-  stride: number,
-  pad: number,
-  channelsIn: number,
-  channelsOut: number,
-  ho: number,
-  wo: number,
-  channelBlocked: (m: WinogradTile) => boolean = () => false,
-): WinogradTile | 0 {
-  if (k !== 3 || stride !== 1 || pad > 2 || algo === 'im2col') return 0;
-  if (algo === 'winograd') return 4;
-  if (algo === 'winograd6') return 6;
-  const tiles = (m: number) => Math.ceil(ho / m) * Math.ceil(wo / m);
-  if (channelsIn < 16 || tiles(4) < 9) return 0;
-  // Unrounded only from a whole panel's worth of 6x6 tiles: below, F(6x6) saves little, and on the
-  // transposed-convolution test network's 10x14 residual layers (F(6x6) forward, F(4x4) for their
-  // gradients) dL/dx came out 1.3e-3 off PyTorch's, where F(6x6) or F(4x4) for both stays within
-  // 1e-4 (test/transformer.test.ts; why that mix rounds worse was not pinned down).
-  const columns = (m: WinogradTile) => (channelBlocked(m) && tiles(6) >= 16 ? tiles(m) : Math.ceil(tiles(m) / 16) * 16);
-  if (64 * 4 * channelsIn * channelsOut > F6_MAX_WEIGHT_BYTES) return 4;
-  return columns(6) * 64 < 0.95 * columns(4) * 36 ? 6 : 4;
 }
 
 export interface NativeBackend extends Backend {
@@ -203,7 +150,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
   // wide enough (VGG19's gradient to the 3-channel image is faster as GEMM + col2im).
   const backwardDataTile = (g: ConvGeometry, p: Conv2dParams): WinogradTile | 0 => {
     const forced = be.convAlgorithm === 'winograd' || be.convAlgorithm === 'winograd6';
-    return forced || g.cin >= 16 ? winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cout, g.cin, g.h, g.w) : 0;
+    return forced || g.cin >= 16 ? winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cout, g.cin, g.h, g.w, undefined, p.leanWeights) : 0;
   };
   // The gradient to the data as a direct convolution: dy correlated with the kernel turned by 180
   // degrees, Cin and Cout swapped ([Cout, K, K, Cin]), padding K - 1 - pad; cached per weight array.
@@ -223,7 +170,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
   const forwardTile = (g: ConvGeometry, p: Conv2dForwardParams): WinogradTile | 0 => {
     if (useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout)) return 0;
     if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin) && p.padding !== 'reflect' && (p.upsample ?? 1) === 1) return 0;
-    return winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo, channelBlocked(g));
+    return winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo, channelBlocked(g), p.leanWeights);
   };
 
   // The arrays of a forward Winograd call: on the channel-blocked path, x's nChw16c array where it
@@ -250,7 +197,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       const g = convGeometry(xShape, wShape, p);
       if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin)) return convWork(xShape, wShape, p, { kind: 'direct' }, pass);
       if (useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout) && (pass === 'forward' || p.pad <= g.k - 1)) return convWork(xShape, wShape, p, { kind: 'direct' }, pass);
-      const tile = pass === 'forward' ? winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo, channelBlocked(g)) : backwardDataTile(g, p);
+      const tile = pass === 'forward' ? winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.ho, g.wo, channelBlocked(g), p.leanWeights) : backwardDataTile(g, p);
       const c16 = tile !== 0 && (pass === 'forward' ? channelBlocked(g)(tile) : ownLayout && addon.winogradC16(g.cout, g.cin, tile));
       return convWork(xShape, wShape, p, tile ? { kind: 'winograd', m: tile, c16 } : { kind: 'im2col' }, pass);
     },
