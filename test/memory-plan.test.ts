@@ -8,7 +8,7 @@ import * as assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { optimizerBytesPerPixel, parseByteSize, planMemory, type ParamShapes, type PlanRequest } from '../src/app/memory-plan.js';
+import { describePlan, optimizerBytesPerPixel, parseByteSize, planMemory, type ParamShapes, type PlanRequest } from '../src/app/memory-plan.js';
 import { tileGrid } from '../src/app/tiled-evaluate.js';
 import { parseStylizeSettings } from '../src/app/stylize-request.js';
 import { stylizeImages } from '../src/app/stylize.js';
@@ -120,6 +120,7 @@ test("the transformed weights counted are the native backend's tiles at the run'
   const style = [{ height: 384, width: 512 }];
   const tight = planMemory(request({ budget: 4 * GiB }), 1024, 1024, style);
   assert.equal(tight.leanWeights, true);
+  assert.match(describePlan(tight), /^1024x1024 in 384-px tiles \(9 tiles, 80-px halo\), L-BFGS history 50, lean weight transforms: about 3\.\d GiB of 4\.0 GiB$/);
   assert.equal(planMemory(request({ budget: 4 * GiB, leanWeights: false }), 1024, 1024, style).tile! < tight.tile!, true);
   assert.equal(planMemory(request({ budget: 20 * GiB }), 1024, 1024, style).leanWeights, false);
   assert.ok(Math.abs(planMemory(request({ leanWeights: true }), 512, 512).parts.fixed - fixed(256)) < 1, 'lean: conv4 in F(4x4) at 512 px too');

@@ -283,10 +283,10 @@ export function planMemory(r: PlanRequest, height: number, width: number, styles
   );
 }
 
-/** One line for people: '2048x1536 in 256-px tiles (48 tiles, 80-px halo), L-BFGS history 20: about 2.8 of 3.0 GiB'. */
+/** One line for people: '2048x1536 in 256-px tiles (48 tiles, 80-px halo), L-BFGS history 20, lean weight transforms: about 2.8 of 3.0 GiB'. */
 export function describePlan(p: MemoryPlan): string {
   const how = p.tile === undefined ? 'untiled' : `in ${p.tile}-px tiles (${p.tiles} tiles, ${p.halo}-px halo)`;
-  const opt = p.optimizer === 'adam' ? 'Adam' : `L-BFGS history ${p.lbfgsHistory}`;
+  const opt = (p.optimizer === 'adam' ? 'Adam' : `L-BFGS history ${p.lbfgsHistory}`) + (p.leanWeights ? ', lean weight transforms' : '');
   return `${p.width}x${p.height} ${how}, ${opt}: about ${gib(p.bytes)}${Number.isFinite(p.budget) ? ` of ${gib(p.budget)}` : ''}`;
 }
 

@@ -189,7 +189,7 @@ function formatPrint(p: NonNullable<BenchReport['print']>): string[] {
   ];
   for (const row of p.rows) {
     const pl = row.plan;
-    const how = `${pl.tile === undefined ? 'untiled' : `${pl.tile}-px tiles x ${pl.tiles}`}, ${pl.optimizer === 'adam' ? 'Adam' : `L-BFGS history ${pl.lbfgsHistory}`}`;
+    const how = `${pl.tile === undefined ? 'untiled' : `${pl.tile}-px tiles x ${pl.tiles}`}, ${pl.optimizer === 'adam' ? 'Adam' : `L-BFGS history ${pl.lbfgsHistory}`}${pl.leanWeights ? ', lean' : ''}`;
     // Untiled, the first iteration also computes the targets.
     const its = pl.tile === undefined && row.iterationSeconds.length > 1 ? row.iterationSeconds.slice(1) : row.iterationSeconds;
     const perIteration = median([...its]);

@@ -27,7 +27,8 @@ const F6_MAX_WEIGHT_BYTES = 24 * 2 ** 20;
  * 512 px 13.8-14.0 -> 11.8-12.2 ms each way (conv4_1 7.5-7.7 -> 6.6-6.8), the style iteration
  * 297-302 -> 285-291 ms; at 288 px 102.0 -> 97.0, 384 px 175.4 -> 167.7, 640 px 478.6 -> 464.6;
  * at 224 px 66.4 -> 69.3 (slower: 25 tiles), VGG19's 224 forward conv4 2.72 -> 2.92-3.14 ms a layer.
- * It costs memory: a 512 px `stylize` peaked at 1.89 GB of RSS with F(4x4) there, 2.17 with F(6x6).
+ * It costs memory: a 512 px `stylize` peaked at 1.89 GB of RSS with F(4x4) there, 2.17 with F(6x6);
+ * the memory plan asks for `lean` weights where that would cost a run a smaller tile.
  */
 const F6_MIN_TILES_PAST_CAP = 32;
 
