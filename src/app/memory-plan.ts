@@ -21,7 +21,7 @@ import { PasticheError } from '../errors.js';
 import { winogradTile } from '../backends/native/winograd-tile.js';
 import { VGG19_CONV, VGG19_LAYERS } from '../model/vgg19-table.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
-import { haloFor, strideOf, tileGrid } from './tiled-evaluate.js';
+import { haloFor, strideOf, tileGrid, tileSpans } from './tiled-evaluate.js';
 
 /**
  * What the memory estimate needs of the weights: their shapes, not their values (a server can
@@ -56,7 +56,7 @@ export type Side = readonly [number, number];
  * the slack of the activations' count has covered that (`bench --sections print`, README).
  */
 function winogradFloats(layers: ParamShapes, sides: readonly Side[], lean: boolean): number {
-  const { kernel, pad, stride } = VGG19_CONV;
+  const { pad, stride } = VGG19_CONV;
   let at = sides.map(([h, w]) => [h, w] as const);
   let floats = 0;
   for (const spec of VGG19_LAYERS) {
@@ -64,7 +64,6 @@ function winogradFloats(layers: ParamShapes, sides: readonly Side[], lean: boole
     if (p?.kind === 'pool') at = at.map(([h, w]) => [windowOutput(h, p.kernel, p.pad, p.stride), windowOutput(w, p.kernel, p.pad, p.stride)] as const);
     if (p?.kind !== 'conv') continue;
     const [cin, k, , cout] = p.w.shape as [number, number, number, number];
-    if (k !== kernel) continue;
     const largest = (a: number, b: number, blocked: readonly boolean[]) =>
       Math.max(...at.flatMap(([h, w]) => blocked.map((c) => winogradTile('auto', k, stride, pad, a, b, windowOutput(h, k, pad, stride), windowOutput(w, k, pad, stride), () => c, lean))));
     // The gradient to the data runs from cout to cin channels, not channel-blocked (none to an image).
@@ -221,7 +220,7 @@ export function planMemory(r: PlanRequest, height: number, width: number, styles
   const sides = (tile?: number): Side[] =>
     [{ height, width }, ...styles].flatMap((im) => {
       if (tile === undefined) return [[im.height, im.width] as const];
-      const lengths = (n: number) => [...new Set(Array.from({ length: Math.ceil(n / tile) }, (_, i) => Math.min(n, (i + 1) * tile + halo) - Math.max(0, i * tile - halo)))];
+      const lengths = (n: number) => [...new Set(tileSpans(n, tile, halo).map((s) => s.c1 - s.c0))];
       return lengths(im.height).flatMap((h) => lengths(im.width).map((w) => [h, w] as const));
     });
   const plan = (tile: number | undefined, optimizer: 'adam' | 'lbfgs', history: number, lean: boolean): MemoryPlan => {

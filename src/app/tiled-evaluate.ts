@@ -55,20 +55,26 @@ export interface Tile {
 }
 
 /**
+ * Along one side of `length` pixels: each tile's interior [a0, a1) (`tile` pixels, the last one what
+ * is left) and its crop [c0, c1), the interior with `halo` pixels either side, within the side.
+ */
+export function tileSpans(length: number, tile: number, halo: number): { a0: number; a1: number; c0: number; c1: number }[] {
+  const spans = [];
+  for (let a0 = 0; a0 < length; a0 += tile) {
+    const a1 = Math.min(length, a0 + tile);
+    spans.push({ a0, a1, c0: Math.max(0, a0 - halo), c1: Math.min(length, a1 + halo) });
+  }
+  return spans;
+}
+
+/**
  * Tiles of `tile` x `tile` interior pixels (the last row and column take what is left), each with
  * its halo; `grid` is what the network's strides need crops to start on (VGG19's pools: 16).
  */
 export function tileGrid(height: number, width: number, tile: number, halo: number, grid = TILE_GRID): Tile[] {
   if (!(tile >= grid) || tile % grid !== 0 || halo % grid !== 0) throw new PasticheError(`the tile size must be a multiple of ${grid} (got ${tile})`);
-  const tiles: Tile[] = [];
-  for (let y0 = 0; y0 < height; y0 += tile) {
-    for (let x0 = 0; x0 < width; x0 += tile) {
-      const y1 = Math.min(height, y0 + tile);
-      const x1 = Math.min(width, x0 + tile);
-      tiles.push({ y0, y1, x0, x1, cy0: Math.max(0, y0 - halo), cy1: Math.min(height, y1 + halo), cx0: Math.max(0, x0 - halo), cx1: Math.min(width, x1 + halo) });
-    }
-  }
-  return tiles;
+  const columns = tileSpans(width, tile, halo);
+  return tileSpans(height, tile, halo).flatMap((r) => columns.map((c) => ({ y0: r.a0, y1: r.a1, x0: c.a0, x1: c.a1, cy0: r.c0, cy1: r.c1, cx0: c.c0, cx1: c.c1 })));
 }
 
 /** [1, C, H, W] host tensor -> the rows [r0, r1) and columns [c0, c1) of every channel. */
