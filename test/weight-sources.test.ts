@@ -12,7 +12,8 @@ import { getBackend } from '../src/backends/index.js';
 import { loadClassifierInput } from '../src/image/preprocess.js';
 import { Vgg19 } from '../src/model/vgg19.js';
 import { readNpy } from '../src/tensor/npy.js';
-import { loadVgg19Weights, type Vgg19Weights } from '../src/index.js';
+import { loadVgg19Weights, randomVgg19Weights, type Vgg19Weights } from '../src/index.js';
+import { writeConvertedVgg19 } from '../src/weights/weights-cache.js';
 import { halfBits } from '../src/weights/safetensors.js';
 import { halfToFloat } from '../src/weights/torch/pth.js';
 import { FIXTURES, TINY, assertClose, runCli, type CliResult } from './helpers.js';
@@ -162,6 +163,44 @@ test('the converted cache: written on first use, read after (bit-identical), reb
   sameParameters(repaired, caffe);
   sameParameters(await loadVgg19Weights(source, { cache }), caffe);
   assert.equal(warnings.length, 1);
+});
+
+/** Resident bytes of this process's mappings of `file` (/proc/self/smaps). */
+function residentBytesOf(file: string): number {
+  let bytes = 0;
+  let inFile = false;
+  for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inFile = line.endsWith(` ${file}`);
+    else if (inFile && line.startsWith('Rss:')) bytes += Number(/(\d+) kB/.exec(line)![1]) * 1024;
+  }
+  return bytes;
+}
+
+test('features only (stylize, train-style): the convolutions bit-identical, no fc6-fc8, and a mapped file\'s classifier never read into memory', async () => {
+  // A direct read (a torchvision file), and one through the cache.
+  const pth = `${SOURCES}vgg19-tiny.pth`;
+  const direct = await loadVgg19Weights(pth);
+  const cache = { dir: join(dir, 'features-cache'), minBytes: 0 };
+  for (const features of [await loadVgg19Weights(pth, { classifier: false }), await loadVgg19Weights(pth, { cache, classifier: false }), await loadVgg19Weights(pth, { cache, classifier: false })]) {
+    assert.equal(features.hasClassifier, false);
+    assert.deepEqual([...features.layers.keys()].filter((k) => /^fc/.test(k)), []);
+    assert.equal(features.layers.size, direct.layers.size - 3);
+    sameParameters(direct, features);
+  }
+  // A converted file whose classifier is 6x its convolutions (widths / 4): mapped lazily, only the
+  // convolutions' pages become this process's; read whole, all of them.
+  const file = join(dir, 'wide.safetensors');
+  const wide = randomVgg19Weights(1, 4);
+  await writeConvertedVgg19(file, wide);
+  const bytesOf = (kind: 'conv' | 'fc') => [...wide.layers.values()].reduce((s, p) => s + (p.kind === kind ? 4 * (p.w.size + p.b.size) : 0), 0);
+  const features = await loadVgg19Weights(file, { classifier: false });
+  sameParameters(wide, features);
+  const lazy = residentBytesOf(file);
+  assert.ok(lazy >= bytesOf('conv') && lazy < bytesOf('conv') + 2 ** 20, `features: ${lazy} bytes resident, the convolutions are ${bytesOf('conv')}`);
+  const whole = await loadVgg19Weights(file);
+  sameParameters(whole, wide);
+  const both = residentBytesOf(file);
+  assert.ok(both - lazy >= bytesOf('conv') + bytesOf('fc'), `whole: ${both - lazy} bytes more resident, the file holds ${bytesOf('conv') + bytesOf('fc')}`);
 });
 
 test('weights convert: float32 is bit-identical to the source; float16 and bfloat16 halve the file and move the probabilities a little', async () => {

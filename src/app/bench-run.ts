@@ -139,7 +139,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   if (o.weightsFile) {
     stage('loading weights');
     const t0 = performance.now();
-    weights = await loadWeightsFile(o.weightsFile);
+    // The classifier only where a section runs it: a style-only bench then holds what stylize holds.
+    weights = await loadWeightsFile(o.weightsFile, { classifier: sections.has('vgg') || sections.has('layers') });
     loadSeconds = (performance.now() - t0) / 1000;
   } else if (['vgg', 'style', 'layers', 'fast'].some((x) => sections.has(x as BenchSection))) {
     weights = randomVgg19Weights(1);

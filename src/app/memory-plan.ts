@@ -106,8 +106,9 @@ function passBytes(layers: ParamShapes, height: number, width: number, until: st
 /**
  * Bytes an untiled style-transfer pass at height x width needs (the weights, one pass's working
  * set, the runtime); what a server checks a size against before it knows a run's settings. Measured
- * at 512x512 with the native backend (`bench --sections style --style-sizes 512`, F(6x6) for conv4):
- * 2085 MiB peak RSS; this estimate says 2.4 GiB.
+ * at 512x512 with the native backend (`bench --sections style --style-sizes 512`, F(6x6) for conv4,
+ * VGG19's features only as stylize loads them): 1610 MiB peak RSS; this estimate says 1.94 GiB
+ * (with fc6-fc8, as a server's worker holds them: 2085 MiB, 2.4 GiB).
  */
 export function estimateMemoryBytes(weights: { readonly layers: ParamShapes }, height: number, width: number): number {
   return RUNTIME_BYTES + weightBytes(weights.layers, [[height, width]]) + passBytes(weights.layers, height, width, 'relu5_1');

@@ -33,7 +33,7 @@ function synthetic(width: number, height: number, seed: number): RgbImage {
 async function run(q: PrintRequest): Promise<PrintRow> {
   const send = (stage: string) => process.send?.({ stage });
   send('loading weights');
-  const weights = q.weightsFile ? await loadWeightsFile(q.weightsFile) : randomVgg19Weights(1);
+  const weights = q.weightsFile ? await loadWeightsFile(q.weightsFile, { classifier: false }) : randomVgg19Weights(1);
   const backend = await openBackend(q.backend);
   const content = synthetic(q.width, q.height, 1);
   const styleScale = q.styleSide / Math.max(q.width, q.height);

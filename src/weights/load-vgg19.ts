@@ -12,7 +12,7 @@ import { VGG19_MAT_LIMITS, VGG19_MAT_VARIABLES, vgg19FromMat } from './matconvne
 import { isTorchFile, readTorchStateDict } from './torch/pth.js';
 import { vgg19FromStateDict } from './torchvision.js';
 import { parseSafetensors } from './safetensors.js';
-import { readWholeFile } from './read-file.js';
+import { populate, readWholeFile } from './read-file.js';
 import { isConvertedVgg19, loadThroughCache, vgg19FromConverted, type CacheOptions } from './weights-cache.js';
 
 export type DetectedFormat = 'matconvnet' | 'torch' | 'hdf5' | 'caffe' | 'safetensors' | 'unknown';
@@ -51,27 +51,43 @@ async function readHead(file: string): Promise<Uint8Array> {
 export interface LoadWeightsOptions {
   /** Read big files through converted copies in this cache (weights-cache.ts); absent: read the file itself. */
   readonly cache?: CacheOptions;
+  /**
+   * false: the features only (the convolutions and pools, hasClassifier false), what style transfer
+   * needs; a mapped file's fc6-fc8 (470 of VGG19's 548 MB) are then never read into memory.
+   */
+  readonly classifier?: boolean;
 }
 
 /** Reads VGG19 weights in any supported form. Errors are one-line PasticheErrors naming the file. */
 export async function loadVgg19Weights(file: string, o: LoadWeightsOptions = {}): Promise<Vgg19Weights> {
   checkReadableFile(file);
-  return o.cache ? loadThroughCache(file, o.cache, readWeightsFile) : readWeightsFile(file);
+  const lazy = o.classifier === false;
+  const read = (f: string) => readWeightsFile(f, lazy);
+  const w = o.cache ? await loadThroughCache(file, o.cache, read, lazy) : await read(file);
+  return lazy ? featuresOnly(w) : w;
 }
 
-async function readWeightsFile(file: string): Promise<Vgg19Weights> {
+/** The convolutions and pools of `w`, their pages mapped now (the file was mapped lazily). */
+function featuresOnly(w: Vgg19Weights): Vgg19Weights {
+  const layers = new Map([...w.layers].filter(([, p]) => p.kind !== 'fc'));
+  for (const p of layers.values()) if (p.kind === 'conv') for (const t of [p.w, p.b]) populate(t.data);
+  return { ...w, layers, hasClassifier: false };
+}
+
+/** `lazy`: a mapped file's pages are left for the caller to populate (readWholeFile). */
+async function readWeightsFile(file: string, lazy = false): Promise<Vgg19Weights> {
   switch (await detectFileFormat(file)) {
     case 'matconvnet':
       return loadMatConvNetVgg19(file);
     case 'torch':
-      return vgg19FromStateDict(readTorchStateDict(await readWholeFile(file), file), file);
+      return vgg19FromStateDict(readTorchStateDict(await readWholeFile(file, lazy), file), file);
     case 'hdf5':
       return (await import('./keras.js')).loadKerasVgg19(file); // h5wasm's WebAssembly only when needed
     case 'caffe':
       return (await import('./caffe.js')).loadCaffeVgg19(file);
     case 'safetensors': {
       // Pastiche's own converted files, or a torchvision state_dict saved as safetensors.
-      const f = parseSafetensors(await readWholeFile(file), file);
+      const f = parseSafetensors(await readWholeFile(file, lazy), file);
       if (isConvertedVgg19(f)) return vgg19FromConverted(f, file);
       const tensors = new Map([...f.tensors].map(([k, t]) => [k, { ...t, dtype: 'float32' as const }]));
       return vgg19FromStateDict({ tensors, serialisation: 'safetensors' }, file);

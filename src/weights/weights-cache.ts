@@ -117,15 +117,16 @@ export interface CacheOptions {
 /**
  * The weights of `file` through the cache: the converted file when it matches the source, else
  * `read(file)` and a new converted file (written atomically: concurrent first runs each write a
- * whole file and the last rename wins).
+ * whole file and the last rename wins). `lazy`: the converted file is mapped without its pages
+ * (readWholeFile), for a caller that keeps part of it.
  */
-export async function loadThroughCache(file: string, o: CacheOptions, read: (file: string) => Promise<Vgg19Weights>): Promise<Vgg19Weights> {
+export async function loadThroughCache(file: string, o: CacheOptions, read: (file: string) => Promise<Vgg19Weights>, lazy = false): Promise<Vgg19Weights> {
   const st = await fs.stat(file);
   if (st.size < o.minBytes) return read(file);
   const real = await fs.realpath(file);
   const cached = path.join(o.dir, `${path.basename(file).replace(/[^\w.-]/g, '_')}-${createHash('sha256').update(real).digest('hex').slice(0, 12)}.safetensors`);
   const id = await fingerprint(file);
-  const bytes = await readWholeFile(cached).catch(() => undefined);
+  const bytes = await readWholeFile(cached, lazy).catch(() => undefined);
   if (bytes) {
     try {
       const f = parseSafetensors(bytes, cached);

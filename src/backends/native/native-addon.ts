@@ -141,8 +141,13 @@ export interface NativeAddon {
    */
   captureStderr(begin: true): boolean;
   captureStderr(begin: false): string;
-  /** A file's bytes over a private, copy-on-write memory mapping; null when it cannot be mapped. */
-  mapFile(file: string): ArrayBuffer | null;
+  /**
+   * A file's bytes over a private, copy-on-write memory mapping; null when it cannot be mapped.
+   * `populate` false: its pages are mapped when first touched (or by populatePages), not now.
+   */
+  mapFile(file: string, populate?: boolean): ArrayBuffer | null;
+  /** Maps the pages under a view now (a hint; harmless on memory that is not a mapped file). */
+  populatePages(view: ArrayBufferView): void;
   /** Puts the array's memory on transparent huge pages where the system allows (see setLargeArrayHook). */
   hugePages(a: Float32Array): void;
   /** `floats` zeroed floats on huge pages from the first touch (below 2 MiB 64-byte aligned), for arrays kept long; null where it cannot. */

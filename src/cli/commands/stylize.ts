@@ -63,7 +63,7 @@ export function registerStylize(program: Command): void {
     checkStylizeFiles({ content, styles, output: o.output, init: settings.init, saveEvery: o.saveEvery, logJson: o.logJson });
     const backend = await openChosenBackend(o.backend, o.precision);
     const weightsFile = resolveWeightsFile(o.weights);
-    const weights = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadWeightsFile(weightsFile, (m) => process.stderr.write(`pastiche: warning: ${m}\n`)));
+    const weights = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadWeightsFile(weightsFile, { classifier: false, onWarning: (m) => process.stderr.write(`pastiche: warning: ${m}\n`) }));
     const scales = (settings.scales ?? []).length + 1;
     const bar = progressBar(settings.iterations * scales, 'stylize {bar} {value}/{total}{tile} | content {c} style {s} tv {tv} | {ips} it/s | ETA {eta_formatted}', o.quiet);
     const f = (v: number) => v.toExponential(3);

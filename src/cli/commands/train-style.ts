@@ -58,7 +58,7 @@ export function registerTrainStyle(program: Command): void {
     const start = await loadTrainStart(o);
     const backend = await openChosenBackend(o.backend, o.precision);
     const weightsFile = resolveWeightsFile(o.weights);
-    const vgg = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadWeightsFile(weightsFile, (m) => process.stderr.write(`pastiche: warning: ${m}\n`)));
+    const vgg = await withStatus(`loading ${weightsFile}`, o.quiet, () => loadWeightsFile(weightsFile, { classifier: false, onWarning: (m) => process.stderr.write(`pastiche: warning: ${m}\n`) }));
     // The presets' style layer weights depend on the loss network's widths.
     const from = start.resume?.weights ?? start.init;
     const settings = parseTrainSettings({ ...o, width: o.width ?? from?.width, upsample: o.upsample ?? from?.upsample, norm: o.norm ?? from?.norm }, contentFiles.length, flagName, vggBlockWidths(vgg));
