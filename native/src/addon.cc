@@ -432,7 +432,7 @@ Napi::Value PopulatePages(const Napi::CallbackInfo& info) {
 // mapping is copy-on-write, so a write never reaches the file; it is unmapped when the buffer is
 // collected. null when the file cannot be mapped: the caller reads it instead. mapFile(path, false)
 // leaves the pages to be mapped when touched or by populatePages: a reader that keeps part of a
-// file (stylize needs VGG19's 80 MB of convolutions, not the 470 MB of fc6-fc8) maps only that.
+// file (stylize needs VGG19's 80 MB of convolutions, not the 494 MB of fc6-fc8) maps only that.
 Napi::Value MapFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
 #if defined(_WIN32)

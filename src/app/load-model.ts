@@ -17,7 +17,7 @@ const CACHE_FROM_BYTES = 64 * 2 ** 20;
 export interface LoadWeightsFileOptions {
   /** Hears about a cache that could not be used; the run goes on. */
   readonly onWarning?: (message: string) => void;
-  /** false: VGG19's features only, for style transfer (fc6-fc8 never read: 470 MB less memory). */
+  /** false: VGG19's features only, for style transfer (fc6-fc8 never read: 494 MB less memory). */
   readonly classifier?: boolean;
 }
 

@@ -53,7 +53,7 @@ export interface LoadWeightsOptions {
   readonly cache?: CacheOptions;
   /**
    * false: the features only (the convolutions and pools, hasClassifier false), what style transfer
-   * needs; a mapped file's fc6-fc8 (470 of VGG19's 548 MB) are then never read into memory.
+   * needs; a mapped file's fc6-fc8 (494 of VGG19's 575 MB) are then never read into memory.
    */
   readonly classifier?: boolean;
 }
