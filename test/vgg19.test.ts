@@ -77,6 +77,21 @@ test("Vgg19's leanWeights reaches every convolution call, forward and backward (
   }
 });
 
+test('building a VGG19 allocates nothing for its parameters: the layers hold the loaded tensors', () => {
+  const weights = randomVgg19Weights(1, 4);
+  const before = process.memoryUsage().arrayBuffers;
+  const model = new Vgg19(weights, getBackend('ts'));
+  const grown = process.memoryUsage().arrayBuffers - before;
+  // The parameters are ~39 MB here; placeholders of their size were made and dropped until 2026-12-03.
+  assert.ok(grown < 2 ** 20, `building the model allocated ${grown} bytes of arrays`);
+  for (const [name, p] of weights.layers) {
+    if (p.kind === 'pool') continue;
+    const layer = model.layer(name) as unknown as { weight: Tensor; bias: Tensor };
+    assert.equal(layer.weight, p.w, name);
+    assert.equal(layer.bias.data, p.b.data, name);
+  }
+});
+
 test('forward stops at the layer asked for, and backward reaches the input', () => {
   const model = new Vgg19(randomVgg19Weights(3, 16), getBackend('ts'));
   const x = randomTensor([2, 3, 32, 32], 1, -50, 50);
