@@ -18,7 +18,7 @@
  */
 import { windowOutput } from '../backends/shapes.js';
 import { PasticheError } from '../errors.js';
-import { winogradTile } from '../backends/native/winograd-tile.js';
+import { backwardDataWinogradTile, winogradTile } from '../backends/native/winograd-tile.js';
 import { VGG19_CONV, VGG19_LAYERS } from '../model/vgg19-table.js';
 import type { Vgg19Weights } from '../model/vgg19-params.js';
 import { haloFor, strideOf, tileGrid, tileSpans } from './tiled-evaluate.js';
@@ -64,10 +64,10 @@ function winogradFloats(layers: ParamShapes, sides: readonly Side[], lean: boole
     if (p?.kind === 'pool') at = at.map(([h, w]) => [windowOutput(h, p.kernel, p.pad, p.stride), windowOutput(w, p.kernel, p.pad, p.stride)] as const);
     if (p?.kind !== 'conv') continue;
     const [cin, k, , cout] = p.w.shape as [number, number, number, number];
-    const largest = (a: number, b: number, blocked: readonly boolean[]) =>
-      Math.max(...at.flatMap(([h, w]) => blocked.map((c) => winogradTile('auto', k, stride, pad, a, b, windowOutput(h, k, pad, stride), windowOutput(w, k, pad, stride), () => c, lean))));
-    // The gradient to the data runs from cout to cin channels, not channel-blocked (none to an image).
-    for (const m of [largest(cin, cout, [true, false]), cin >= 16 ? largest(cout, cin, [false]) : 0]) if (m) floats += ((m + 2) ** 2 / (k * k)) * p.w.size;
+    // Forward on either path's policy (channel-blocked or not), and the gradient to the data.
+    const forward = at.flatMap(([h, w]) => [true, false].map((c) => winogradTile('auto', k, stride, pad, cin, cout, windowOutput(h, k, pad, stride), windowOutput(w, k, pad, stride), () => c, lean)));
+    const backward = at.map(([h, w]) => backwardDataWinogradTile('auto', k, stride, pad, cin, cout, h, w, lean));
+    for (const m of [Math.max(...forward), Math.max(...backward)]) if (m) floats += ((m + 2) ** 2 / (k * k)) * p.w.size;
   }
   return floats;
 }

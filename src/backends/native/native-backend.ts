@@ -29,7 +29,7 @@ import {
   type ConvGeometry,
 } from '../shapes.js';
 import { X_BLOCKED, Y_BLOCKED, type NativeAddon, type NativePrecision, type WinogradTile } from './native-addon.js';
-import { winogradTile, type ConvAlgorithm } from './winograd-tile.js';
+import { backwardDataWinogradTile, winogradTile, type ConvAlgorithm } from './winograd-tile.js';
 
 export { winogradTile, type ConvAlgorithm };
 
@@ -146,12 +146,8 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     }
     return of(w);
   };
-  // The gradient to the data is a convolution from cout to cin channels: Winograd needs both sides
-  // wide enough (VGG19's gradient to the 3-channel image is faster as GEMM + col2im).
-  const backwardDataTile = (g: ConvGeometry, p: Conv2dParams): WinogradTile | 0 => {
-    const forced = be.convAlgorithm === 'winograd' || be.convAlgorithm === 'winograd6';
-    return forced || g.cin >= 16 ? winogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cout, g.cin, g.h, g.w, undefined, p.leanWeights) : 0;
-  };
+  const backwardDataTile = (g: ConvGeometry, p: Conv2dParams): WinogradTile | 0 =>
+    backwardDataWinogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.h, g.w, p.leanWeights);
   // The gradient to the data as a direct convolution: dy correlated with the kernel turned by 180
   // degrees, Cin and Cout swapped ([Cout, K, K, Cin]), padding K - 1 - pad; cached per weight array.
   const rotatedWeights = perWeights((w) => {

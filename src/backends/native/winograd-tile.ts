@@ -75,3 +75,24 @@ export function winogradTile(
   if (64 * 4 * channelsIn * channelsOut > F6_MAX_WEIGHT_BYTES && (lean || tiles(6) < F6_MIN_TILES_PAST_CAP)) return 4;
   return columns(6) * 64 < 0.95 * columns(4) * 36 ? 6 : 4;
 }
+
+/**
+ * The tile for a convolution's gradient to its input (h x w): a convolution from channelsOut to
+ * channelsIn channels with the kernel turned, which 'auto' gives Winograd only where both sides
+ * are wide (VGG19's gradient to the 3-channel image is faster as GEMM + col2im), on the 8-lane
+ * policy's columns.
+ */
+export function backwardDataWinogradTile(
+  algo: ConvAlgorithm,
+  k: number,
+  stride: number,
+  pad: number,
+  channelsIn: number,
+  channelsOut: number,
+  h: number,
+  w: number,
+  lean = false,
+): WinogradTile | 0 {
+  const forced = algo === 'winograd' || algo === 'winograd6';
+  return forced || channelsIn >= 16 ? winogradTile(algo, k, stride, pad, channelsOut, channelsIn, h, w, undefined, lean) : 0;
+}
