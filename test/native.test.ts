@@ -437,6 +437,38 @@ if (native) {
     }
   });
 
+  test("the channel-blocked layout's transformed weights, 16 output channels a vector, are G g G^T's float32 bits at their places, each ISA", { skip: !addon.cpuHasAvx512 && 'the channel-blocked layout needs AVX-512' }, () => {
+    // u = G g for three values, each operation rounded to float32 as the addon's g_transform does.
+    const f = Math.fround;
+    const gt = (m: number, [g0, g1, g2]: readonly number[]): number[] => {
+      const d = (a: number, b: number) => f(a / b);
+      if (m === 4) return [f(g0! * 0.25), d(-f(f(g0! + g1!) + g2!), 6), d(-f(f(g0! - g1!) + g2!), 6), f(f(d(g0!, 24) + d(g1!, 12)) + d(g2!, 6)), f(f(d(g0!, 24) - d(g1!, 12)) + d(g2!, 6)), g2!];
+      const c = f(-2 / 9), [a, b, e] = [d(f(32 * g0!), 45), d(f(16 * g1!), 45), d(f(8 * g2!), 45)];
+      return [g0!, f(c * f(f(g0! + g1!) + g2!)), f(c * f(f(g0! - g1!) + g2!)), f(f(d(g0!, 90) + d(g1!, 45)) + d(f(2 * g2!), 45)), f(f(d(g0!, 90) - d(g1!, 45)) + d(f(2 * g2!), 45)), f(f(a + b) + e), f(f(a - b) + e), g2!];
+    };
+    // [wcin, wcout, tile, rotate]: 80 output channels are a block of 64 and one of 16 (U^T's blocks).
+    for (const [wcin, wcout, m, rotate] of [[16, 32, 4, false], [48, 80, 6, false], [80, 48, 4, true], [32, 64, 6, true]] as const) {
+      const wt = randomTensor([wcin, 3, 3, wcout], 7).data;
+      const [cin, cout] = rotate ? [wcout, wcin] : [wcin, wcout];
+      const t = m + 2, stride = cout * cin + 16; // plane_stride
+      const want = new Float32Array(addon.winogradWeightsSize(cin, cout, m));
+      for (let co = 0; co < cout; co++)
+        for (let ci = 0; ci < cin; ci++) {
+          const g = (kh: number, kw: number) => (rotate ? wt[((co * 3 + 2 - kh) * 3 + 2 - kw) * wcout + ci]! : wt[((ci * 3 + kh) * 3 + kw) * wcout + co]!);
+          const cols = [0, 1, 2].map((kw) => gt(m, [g(0, kw), g(1, kw), g(2, kw)]));
+          const b0 = Math.floor(co / 64) * 64, bw = Math.min(64, cout - b0);
+          for (let i = 0; i < t; i++) gt(m, [cols[0]![i]!, cols[1]![i]!, cols[2]![i]!]).forEach((u, j) => (want[(i * t + j) * stride + b0 * cin + ci * bw + co - b0] = u));
+        }
+      for (const isa of isas) {
+        addon.isa(isa);
+        const got = new Float32Array(want.length);
+        addon.winogradWeights(wt, wcin, wcout, rotate, m, got, true);
+        assert.deepEqual(got, want, `${wcin} -> ${wcout} F(${m}x${m})${rotate ? ' rotated' : ''} on ${isa}`);
+      }
+      addon.isa(best);
+    }
+  });
+
   test('the fused channel-blocked path (nChw16c in and out, weights of at most 4 MiB): where it runs, and the bits of the phased path', () => {
     const fusedTiles = (run: () => Tensor): number => {
       addon.winogradStages(true);

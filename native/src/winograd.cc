@@ -20,6 +20,8 @@ namespace pastiche {
 
 namespace {
 
+#include "winograd_lines.inc"  // g_transform, shared with the vector kernels
+
 int round_up(int v, int to) { return (v + to - 1) / to * to; }
 
 WinogradStages g_stages;
@@ -63,28 +65,6 @@ int tile_block(int tiles, int planes, int cin, int cout) {
 // at 14 px (1.2 MB) 0.18 -> 0.20, so small blocks keep plain stores.
 bool streams_v(int planes, int cin, int tiles) { return 4.0 * planes * cin * tiles > 2.0 * 1024 * 1024; }
 
-// u (m + 2) = G g (3): the rows of G for F(4x4,3x3) (6) and F(6x6,3x3) (8).
-inline void g_transform(int m, const float* g, int stride, float* u) {
-  const float g0 = g[0], g1 = g[stride], g2 = g[2 * stride];
-  if (m == 4) {
-    u[0] = g0 * 0.25f;
-    u[1] = -(g0 + g1 + g2) / 6.f;
-    u[2] = -(g0 - g1 + g2) / 6.f;
-    u[3] = g0 / 24.f + g1 / 12.f + g2 / 6.f;
-    u[4] = g0 / 24.f - g1 / 12.f + g2 / 6.f;
-    u[5] = g2;
-    return;
-  }
-  u[0] = g0;
-  u[1] = -2.f / 9.f * (g0 + g1 + g2);
-  u[2] = -2.f / 9.f * (g0 - g1 + g2);
-  u[3] = g0 / 90.f + g1 / 45.f + 2.f * g2 / 45.f;
-  u[4] = g0 / 90.f - g1 / 45.f + 2.f * g2 / 45.f;
-  u[5] = 32.f * g0 / 45.f + 16.f * g1 / 45.f + 8.f * g2 / 45.f;
-  u[6] = 32.f * g0 / 45.f - 16.f * g1 / 45.f + 8.f * g2 / 45.f;
-  u[7] = g2;
-}
-
 // Scratch reused across calls: no allocation once warmed up.
 HugeScratch g_vp, g_m;
 
@@ -125,14 +105,27 @@ void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, 
   // The channel-blocked path's GEMMs (M^T = V^T U^T) read U^T in blocks of C16_BLOCK output
   // channels (the last one narrower), each row-major: a contiguous stream.
   const bool c16 = (c16_layout || !rotate) && winograd_c16(cin, cout, m);
-  const int width = c16 ? 16 : MR, coutp = round_up(cout, width);
+  const int coutp = round_up(cout, c16 ? 16 : MR);
   const int t = m + 2, planes = t * t;
   const size_t up_stride = plane_stride((size_t)coutp * cin);
   advise_huge(up, winograd_weights_size(cin, cout, m) * sizeof(float));
-  ThreadPool::instance().parallel_for(coutp / width, [&](int panel, int) {
+  if (c16) {
+    // 16 output channels a vector (c16_weights), as this layout keeps them side by side: the
+    // scalar loop's arithmetic and bits, a full-size VGG19's forward transforms 115 -> 26 ms and its
+    // rotated ones 77 -> 35 (`node` on the addon's winogradWeights, every layer, its pages already
+    // mapped; mapping them first costs more than either: the first forward pass 349 -> 318 ms).
+    const auto weights16 = active_winograd_c16().weights;
+    ThreadPool::instance().parallel_for(cout / 16, [&](int block, int) {
+      const int co0 = block * 16, b0 = co0 / C16_BLOCK * C16_BLOCK, bw = std::min(C16_BLOCK, cout - b0);
+      weights16(wt, wcin, wcout, rotate, m, co0, cin, up + (size_t)b0 * cin + co0 - b0, bw, up_stride);
+    });
+    return;
+  }
+  // Packed as GEMM A panels [xi][co panel][ci][MR], one weight at a time.
+  ThreadPool::instance().parallel_for(coutp / MR, [&](int panel, int) {
     for (int ci = 0; ci < cin; ci++) {
-      for (int r = 0; r < width; r++) {
-        const int co = panel * width + r;
+      for (int r = 0; r < MR; r++) {
+        const int co = panel * MR + r;
         float u[64];
         if (co < cout) {
           float g[9];
@@ -149,10 +142,7 @@ void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, 
         } else {
           std::fill(u, u + planes, 0.f);
         }
-        // Packed as GEMM A panels [xi][co panel][ci][MR], or for c16 as [xi][co block][ci][block width].
-        const int b0 = co / C16_BLOCK * C16_BLOCK, bw = std::min(C16_BLOCK, cout - b0);
-        for (int xi = 0; xi < planes; xi++)
-          up[xi * up_stride + (c16 ? (size_t)b0 * cin + (size_t)ci * bw + co - b0 : (size_t)panel * width * cin + (size_t)ci * width + r)] = u[xi];
+        for (int xi = 0; xi < planes; xi++) up[xi * up_stride + (size_t)panel * MR * cin + (size_t)ci * MR + r] = u[xi];
       }
     }
   });

@@ -22,6 +22,6 @@ namespace {
 }  // namespace
 
 const WinogradC16 winograd_c16 = {c16_interleave, c16_input<4>, c16_output<4>, c16_gemm<true>, c16_input<6>, c16_output<6>,
-                                   c16_gemm<false>, c16_gram, c16_mix, c16_deinterleave};
+                                   c16_gemm<false>, c16_gram, c16_mix, c16_deinterleave, c16_weights};
 }  // namespace avx512
 }  // namespace pastiche

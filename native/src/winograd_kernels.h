@@ -54,6 +54,11 @@ struct WinogradC16 {
   void (*mix)(const float* d, int c, const float* x, size_t hw, int p0, int p1, float* y);
   // interleave's inverse: src[x][16] for x < width -> 16 rows, rows[l][x].
   void (*deinterleave)(const float* src, int width, float* const* rows);
+  // winograd_weights' U for output channels co0 .. co0 + 15 (of cout, for a conv from wcin to wcout
+  // channels, `rotate`d for the gradient to the data) and all cin input channels: U[xi] for input
+  // channel ci to dst + xi * plane + ci * ci_stride, 16 floats.
+  void (*weights)(const float* wt, int wcin, int wcout, bool rotate, int m, int co0, int cin, float* dst, size_t ci_stride,
+                  size_t plane);
 };
 
 namespace avx512 { extern const WinogradC16 winograd_c16; }
