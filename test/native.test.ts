@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { getBackend, nativeBackend, nativeUnavailable } from '../src/backends/index.js';
 import { hostVectorOps } from '../src/backends/host-vectors.js';
-import { type NativeIsa, nativeAddon } from '../src/backends/native/native-addon.js';
+import { type NativeIsa, largeHostArray, nativeAddon } from '../src/backends/native/native-addon.js';
 import { type ConvAlgorithm, winogradTile } from '../src/backends/native/native-backend.js';
 import { LARGE_ARRAY_FLOATS, newHostArray, setLargeArrayHook } from '../src/tensor/host-pool.js';
 import { NCHW16C, toChannelBlocked } from '../src/tensor/channel-blocked.js';
@@ -497,6 +497,29 @@ if (native) {
         native.convAlgorithm = 'auto';
       }
     }
+    // From 4 MiB an nChw16c output (64-byte aligned, as the pool's arrays are) goes out with
+    // non-temporal stores, the gradient epilogue's too: the same bits as the phased path's stores.
+    const streamed = (run: () => Tensor): number => {
+      addon.winogradStages(true);
+      const y = run();
+      const s = addon.winogradStages(true);
+      y.recycle();
+      return s[6]! > 0 ? s[7]! : -1;
+    };
+    {
+      const x = randomTensor([1, 64, 130, 128], 7); // y: 64 x 130 x 128 floats, 4.06 MiB
+      const [w, b] = [randomTensor([64, 3, 3, 64], 8), randomTensor([64], 9)];
+      const q = { pad: 1, stride: 1, ownLayout: true };
+      assert.equal(streamed(() => native.conv2d(inNchw16c(x), w, b, q, true)), addon.cpuHasAvx512 ? 1 * 22 * 22 : -1, '4 MiB out: streamed');
+      assert.deepEqual(native.conv2d(inNchw16c(x), w, b, q, true).data, native.conv2d(x, w, b, q, true).data, '4 MiB out: the bits of the phased path');
+      const small = randomTensor([1, 64, 126, 128], 7); // 3.94 MiB
+      assert.equal(streamed(() => native.conv2d(inNchw16c(small), w, b, q, true)), addon.cpuHasAvx512 ? 0 : -1, 'under 4 MiB: plain stores');
+      const [dy, add, mask] = [randomTensor(x.shape, 10), randomTensor(x.shape, 11), randomTensor(x.shape, 12)].map(inNchw16c) as [Tensor, Tensor, Tensor];
+      const e = { add, reluMask: mask };
+      assert.equal(streamed(() => native.conv2dBackwardData(dy, w, x.shape, q, e, true)), addon.cpuHasAvx512 ? 22 * 22 : -1, 'the gradient, 4 MiB: streamed');
+      const nchw = (t: Tensor) => new Tensor(t.shape, Float32Array.from(t.data));
+      assertClose(native.conv2dBackwardData(dy, w, x.shape, q, e, true), loops.conv2dBackwardData(nchw(dy), w, x.shape, q, { add: nchw(add), reluMask: nchw(mask) }), 1e-4, 'the gradient with its epilogue, streamed, against loops');
+    }
     // 256 -> 256: 16 MB of weights, read once per block by the phased path instead.
     const x = inNchw16c(randomTensor([1, 256, 12, 12], 4));
     const own = { pad: 1, stride: 1, ownLayout: true };
@@ -614,18 +637,28 @@ test('the native backend gives the same results from concurrent worker threads',
   assert.deepEqual(b, expected.data);
 });
 
-test('large host arrays go through the hook from 4 MiB up, and the addon puts them (and its kept buffers) on huge pages', async () => {
+test('large host arrays come from the hook from 4 MiB up, and the addon makes them 64-byte aligned on huge pages (and its kept buffers)', async () => {
   const seen: number[] = [];
-  setLargeArrayHook((a) => seen.push(a.length));
+  setLargeArrayHook((length) => (seen.push(length), new Float32Array(length)));
   try {
     assert.equal(newHostArray(LARGE_ARRAY_FLOATS - 1).length, LARGE_ARRAY_FLOATS - 1);
     const big = newHostArray(LARGE_ARRAY_FLOATS);
     assert.deepEqual(seen, [LARGE_ARRAY_FLOATS]);
     assert.ok(big.every((v) => v === 0));
   } finally {
-    setLargeArrayHook(nativeAddon?.hugePages);
+    setLargeArrayHook(nativeAddon && ((length) => largeHostArray(nativeAddon!, length)));
   }
   if (!nativeAddon) return;
+  // The heap's 16-byte alignment, then the views the pool hands out: on a cache line, zeroed, whole.
+  const odd = [0, 1, 2, 3, 4, 5, 6, 7].map(() => nativeAddon!.misalignment(new Float32Array(LARGE_ARRAY_FLOATS + 1)));
+  assert.ok(odd.every((f) => Number.isInteger(f) && f >= 0 && f < 16), `misalignment in floats: ${odd}`);
+  for (const length of [LARGE_ARRAY_FLOATS, LARGE_ARRAY_FLOATS + 3, 3 << 20]) {
+    const a = newHostArray(length);
+    assert.equal(nativeAddon.misalignment(a), 0, `${length} floats start on a 64-byte boundary`);
+    assert.equal(a.length, length);
+    assert.ok(a.byteOffset < 64 && a.buffer.byteLength >= a.byteOffset + 4 * length);
+    assert.ok(a.every((v) => v === 0));
+  }
   // In a fresh process: AnonHugePages (smaps_rollup) after writing 32 MB taken from the pool, 32 MB
   // of hugeBuffer, and a plain array of the same size (4 KiB pages without the advice: 0 MB here).
   const thp = existsSync('/sys/kernel/mm/transparent_hugepage/enabled') ? readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8') : '[never]';

@@ -200,14 +200,14 @@ Napi::Value WinogradC16(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), winograd_c16(I(info, 0), I(info, 1), Tile(info, 2)));
 }
 
-// winogradStages(reset) -> [input ms, GEMM ms, output ms, GEMM GFLOP, input MB, output MB, fused tiles]
-// since the last reset.
+// winogradStages(reset) -> [input ms, GEMM ms, output ms, GEMM GFLOP, input MB, output MB, fused tiles,
+// streamed tiles] since the last reset.
 Napi::Value WinogradStagesFn(const Napi::CallbackInfo& info) {
   Call call;
   WinogradStages& s = winograd_stages();
-  auto out = Napi::Float64Array::New(info.Env(), 7);
-  const double v[7] = {s.input_s * 1e3, s.gemm_s * 1e3, s.output_s * 1e3, s.gemm_flops / 1e9, s.input_bytes / 1e6, s.output_bytes / 1e6, s.fused_tiles};
-  for (int i = 0; i < 7; i++) out[i] = v[i];
+  auto out = Napi::Float64Array::New(info.Env(), 8);
+  const double v[8] = {s.input_s * 1e3, s.gemm_s * 1e3, s.output_s * 1e3, s.gemm_flops / 1e9, s.input_bytes / 1e6, s.output_bytes / 1e6, s.fused_tiles, s.streamed_tiles};
+  for (int i = 0; i < 8; i++) out[i] = v[i];
   if (info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value()) s = WinogradStages{};
   return out;
 }
@@ -482,6 +482,12 @@ Napi::Value HugePages(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// misalignment(array) -> the floats from the array's start to the next 64-byte boundary (0-15).
+Napi::Value Misalignment(const Napi::CallbackInfo& info) {
+  const auto p = reinterpret_cast<uintptr_t>(info[0].As<Napi::Float32Array>().Data());
+  return Napi::Number::New(info.Env(), (double)(((64 - (p & 63)) & 63) / sizeof(float)));
+}
+
 // hugeBuffer(floats) -> a zeroed ArrayBuffer of `floats` floats on huge pages from its first
 // touch (below 2 MiB: 64-byte aligned, no huge page), or null (then the caller takes an ordinary
 // array) without memory. For the transformed weights, made once per weight tensor and kept:
@@ -558,6 +564,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mapFile", Napi::Function::New(env, MapFile));
   exports.Set("populatePages", Napi::Function::New(env, PopulatePages));
   exports.Set("hugePages", Napi::Function::New(env, HugePages));
+  exports.Set("misalignment", Napi::Function::New(env, Misalignment));
   exports.Set("hugeBuffer", Napi::Function::New(env, HugeBuffer));
   exports.Set("isa", Napi::Function::New(env, IsaFn));
   exports.Set("cpuHasAvx2", Napi::Boolean::New(env, cpu_has_avx2()));

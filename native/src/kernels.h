@@ -56,6 +56,7 @@ size_t winograd_weights_size(int cin, int cout, int m);
 struct WinogradStages {
   double input_s = 0, gemm_s = 0, output_s = 0, gemm_flops = 0, input_bytes = 0, output_bytes = 0;
   double fused_tiles = 0;  // of them, tiles that took the three stages in one pass (winograd.cc)
+  double streamed_tiles = 0;  // and of those, tiles whose output went out with non-temporal stores
 };
 WinogradStages& winograd_stages();
 // Transforms weights [wcin, 3, 3, wcout]; `rotate` gives those of the gradient to the data (a

@@ -31,7 +31,7 @@ double seconds_now() { return std::chrono::duration<double>(std::chrono::steady_
 // A tile block's stages into winograd_stages, the output stage ending now (s0, s1, s2: when the
 // input stage, the GEMMs and the output stage began): the GEMMs' useful products; each transform's
 // bytes as the tiles' pixels read or written once and V or M written or read once.
-void count_stages(double s0, double s1, double s2, int m, int cin, int cout, int nt, bool pool2x2, bool fused = false) {
+void count_stages(double s0, double s1, double s2, int m, int cin, int cout, int nt, bool pool2x2, bool fused = false, bool streamed = false) {
   const double s3 = seconds_now(), area = (double)nt * m * m * 4, planes = (m + 2) * (m + 2);
   g_stages.input_s += s1 - s0;
   g_stages.gemm_s += s2 - s1;
@@ -40,7 +40,19 @@ void count_stages(double s0, double s1, double s2, int m, int cin, int cout, int
   g_stages.input_bytes += cin * (area + 4.0 * planes * nt);
   g_stages.output_bytes += cout * ((pool2x2 ? area / 4 : area) + 4.0 * planes * nt);
   if (fused) g_stages.fused_tiles += nt;
+  if (streamed) g_stages.streamed_tiles += nt;
 }
+
+// Whether the fused path's nChw16c y (`bytes`) is written with non-temporal stores: from 4 MiB (past
+// L2: the next layer reads it from memory either way), where it starts on a cache line (the host
+// pool's arrays do: largeHostArray), so that a pixel's 16 channels are one whole line, not read from
+// memory before it is written. Each layer alone, the two alternating call by call (`node` on
+// native.conv2d, 30-80 runs): 64 -> 64 channels at 512 px 19.5-20.0 -> 18.0-18.4 ms (the output
+// stage 4.7 -> 3.2), 128 -> 128 at 256 px 15.9 -> 14.9, at 224 px 4.26 -> 3.94; the style iteration
+// at 256 px 88.2 -> 85.7 ms, at 512 px 307.8 -> 303.4 (`node` on the bench's runner, alternating).
+// In the phased path (256 channels up) the same measured no faster (512 px 311 -> 308 ms, 256 px
+// 83.3 -> 85.5), and VGG19 224's inference pass, whose fused layers are pooled (3.2 MB), is as fast.
+bool streams_y(double bytes, const float* y) { return bytes >= 4.0 * 1024 * 1024 && (reinterpret_cast<uintptr_t>(y) & 63) == 0; }
 
 // Distance between the planes of U, V and M. The transforms touch every plane for every tile;
 // planes a multiple of 4 KiB apart would all fall into the same L1 set and evict each other (and
@@ -199,6 +211,7 @@ void conv3x3_winograd_c16_fused(const WinogradC16& k16, const float* x, int n, i
   const int bw = longest * m + 2;  // a band row: the padded pixels under a run
   const std::vector<float> no_bias(bias ? 0 : cout);
   std::vector<double> busy((size_t)pool.threads() * 3);
+  const bool stream_y = streams_y(4.0 * n * cout * hq * wq, y);
   for (int img = 0; img < n; img++) {
     const float* x_img = x + (size_t)img * cin * h * w;
     float* y_img = y + (size_t)img * cout * hq * wq;
@@ -234,8 +247,9 @@ void conv3x3_winograd_c16_fused(const WinogradC16& k16, const float* x, int n, i
           // 312 ms, `node` on the op and on the bench's runner, the two paths alternating; the
           // epilogue in the store rather than over the rows just written, 23.0 -> 19.8 ms alone).
           output(mt + cb * 16, cout, ms, nt, (bias ? bias : no_bias.data()) + cb * 16, relu, pool2x2, y_img + at,
-                 (size_t)hq * wq, (size_t)wq * 16, rows, cols, true, add_img ? add_img + at : nullptr, mask_img ? mask_img + at : nullptr);
+                 (size_t)hq * wq, (size_t)wq * 16, rows, cols, true, stream_y, add_img ? add_img + at : nullptr, mask_img ? mask_img + at : nullptr);
         }
+      if (stream_y) std::atomic_thread_fence(std::memory_order_seq_cst);
       const double s3 = seconds_now();
       busy[thread * 3] += s1 - s0;
       busy[thread * 3 + 1] += s2 - s1;
@@ -246,7 +260,7 @@ void conv3x3_winograd_c16_fused(const WinogradC16& k16, const float* x, int n, i
   double st[3] = {0, 0, 0};
   for (size_t i = 0; i < busy.size(); i++) st[i % 3] += busy[i] / pool.threads();
   const double now = seconds_now();
-  count_stages(now - st[0] - st[1] - st[2], now - st[1] - st[2], now - st[2], m, cin, cout, n * th * tw, pool2x2, true);
+  count_stages(now - st[0] - st[1] - st[2], now - st[1] - st[2], now - st[2], m, cin, cout, n * th * tw, pool2x2, true, stream_y);
 }
 
 // The channel-blocked path (winograd_c16.inc): F(4x4) or F(6x6) with cin and cout multiples of 16
@@ -355,7 +369,7 @@ void conv3x3_winograd_c16(const float* x, int n, int cin, int h, int w, const fl
         // same 16-channel vectors (the 512 px style iteration 321 / 331 -> 314 / 327 ms against a
         // pass over the rows just written, `node` on the bench's runner, the two alternating).
         output(mb + (size_t)(first - t0) * cout + cb * 16, cout, ms, last - first, (bias ? bias : no_bias.data()) + cb * 16, relu,
-               pool2x2, y_img + at, (size_t)hq * wq, (size_t)wq * (yb ? 16 : 1), rows, cols, yb,
+               pool2x2, y_img + at, (size_t)hq * wq, (size_t)wq * (yb ? 16 : 1), rows, cols, yb, false,
                yb && add_img ? add_img + at : nullptr, yb && mask_img ? mask_img + at : nullptr);
         if ((!add_img && !mask_img) || yb) return;
         // NCHW planes: the epilogue over the rows just written (still in cache), a contiguous span

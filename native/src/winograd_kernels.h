@@ -38,13 +38,13 @@ struct WinogradC16 {
   // there with the gradient epilogue as it is stored: (y + add) * (mask > 0), add and mask laid out
   // as out (either may be null; both null with NCHW).
   void (*output)(const float* m, size_t tile, size_t stride, int n, const float* bias, bool relu, bool pool, float* out,
-                 size_t plane, size_t ld, int rows, int cols, bool blocked, const float* add, const float* mask);
+                 size_t plane, size_t ld, int rows, int cols, bool blocked, bool stream, const float* add, const float* mask);
   // C (m x n) = A (m x k, rows lda apart) B (k x n in column blocks of C16_BLOCK: winograd_weights' c16 layout).
   void (*gemm)(int k, const float* a, int lda, int m, const float* b, int n, float* c, int ldc);
   // The same two for F(6x6): an 8 x 8 window, 64 planes, 6 x 6 outputs a tile.
   void (*input6)(const float* x, size_t row, float* dst, size_t stride, bool stream);
   void (*output6)(const float* m, size_t tile, size_t stride, int n, const float* bias, bool relu, bool pool, float* out,
-                  size_t plane, size_t ld, int rows, int cols, bool blocked, const float* add, const float* mask);
+                  size_t plane, size_t ld, int rows, int cols, bool blocked, bool stream, const float* add, const float* mask);
   // gemm with C stored plainly, to be read back from cache (gemm streams it to memory).
   void (*gemm_cached)(int k, const float* a, int lda, int m, const float* b, int n, float* c, int ldc);
   // The style losses' products on an nChw16c x of c channels and hw pixels (blocked_ops.inc), over

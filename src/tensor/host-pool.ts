@@ -20,21 +20,19 @@ export const LARGE_ARRAY_FLOATS = 1 << 20;
 const free = new Map<number, Float32Array[]>();
 let pooledBytes = 0;
 let poison = false;
-let largeArrayHook: ((a: Float32Array) => void) | undefined;
+let largeArrayHook: ((length: number) => Float32Array) | undefined;
 
 /**
- * Sets what is done to each fresh large array before it is handed out: the native addon puts it on
- * huge pages (it sets this when it loads; its hugePages says why).
+ * Sets how each fresh large array (zeroed, `length` floats) is made: the native addon's are on huge
+ * pages and 64-byte aligned (it sets this when it loads; its largeHostArray says why).
  */
-export function setLargeArrayHook(hook: ((a: Float32Array) => void) | undefined): void {
+export function setLargeArrayHook(hook: ((length: number) => Float32Array) | undefined): void {
   largeArrayHook = hook;
 }
 
-/** A fresh zeroed array, through the large-array hook from LARGE_ARRAY_FLOATS floats up. */
+/** A fresh zeroed array, from the large-array hook from LARGE_ARRAY_FLOATS floats up. */
 export function newHostArray(length: number): Float32Array {
-  const a = new Float32Array(length);
-  if (length >= LARGE_ARRAY_FLOATS) largeArrayHook?.(a);
-  return a;
+  return length >= LARGE_ARRAY_FLOATS && largeArrayHook ? largeArrayHook(length) : new Float32Array(length);
 }
 
 /** An array of `length` floats with unspecified contents (NaN when poisoning is on). */

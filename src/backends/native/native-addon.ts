@@ -120,7 +120,8 @@ export interface NativeAddon {
    * What the Winograd convolutions since the last reset spent per stage: [input transform ms,
    * GEMM ms, output transform ms, GEMM GFLOP, input transform MB, output transform MB, tiles that
    * took the three stages in one pass on one thread (their stage times are thread time over the
-   * threads)]; `reset` starts the count again.
+   * threads), of those the tiles whose output went out with non-temporal stores]; `reset` starts
+   * the count again.
    */
   winogradStages(reset?: boolean): Float64Array;
   /** y [n, hw, c] = x [n, c, hw] (flattenNhwc's order). */
@@ -150,6 +151,8 @@ export interface NativeAddon {
   populatePages(view: ArrayBufferView): void;
   /** Puts the array's memory on transparent huge pages where the system allows (see setLargeArrayHook). */
   hugePages(a: Float32Array): void;
+  /** How many floats from the array's start to the next 64-byte boundary (0 where it is on one). */
+  misalignment(a: Float32Array): number;
   /** `floats` zeroed floats on huge pages from the first touch (below 2 MiB 64-byte aligned), for arrays kept long; null where it cannot. */
   hugeBuffer(floats: number): ArrayBuffer | null;
 }
@@ -170,8 +173,20 @@ const loaded = load();
 export const nativeAddon: NativeAddon | undefined = loaded.addon;
 export const nativeUnavailable: string | undefined = loaded.reason;
 
-// Every backend's large tensors on huge pages from here on (the transformed weights take hugeBuffer):
-// see the addon's hugePages for why.
-if (nativeAddon) setLargeArrayHook(nativeAddon.hugePages);
+/**
+ * A zeroed array of `length` floats for the host pool, from `addon`: on huge pages (see the addon's
+ * hugePages for why) and starting on a 64-byte boundary, so that a pixel of an nChw16c tensor is one
+ * whole cache line, which the Winograd output stage can store without reading it first. The heap
+ * gives 16-byte alignment only: the view starts up to 15 floats into its buffer.
+ */
+export function largeHostArray(addon: NativeAddon, length: number): Float32Array {
+  const a = new Float32Array(length + 15);
+  const view = new Float32Array(a.buffer, 4 * addon.misalignment(a), length);
+  addon.hugePages(view);
+  return view;
+}
+
+// Every backend's large tensors made so from here on (the transformed weights take hugeBuffer).
+if (nativeAddon) setLargeArrayHook((length) => largeHostArray(nativeAddon!, length));
 // And a channel-blocked tensor read as NCHW converted by the addon, over its threads.
 if (nativeAddon) setChannelBlockedConverter(nativeAddon.fromNchw16c);
