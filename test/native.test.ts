@@ -520,6 +520,21 @@ if (native) {
       const nchw = (t: Tensor) => new Tensor(t.shape, Float32Array.from(t.data));
       assertClose(native.conv2dBackwardData(dy, w, x.shape, q, e, true), loops.conv2dBackwardData(nchw(dy), w, x.shape, q, { add: nchw(add), reluMask: nchw(mask) }), 1e-4, 'the gradient with its epilogue, streamed, against loops');
     }
+    // The image's convolution (direct, 3 -> 64 channels) takes the same rule (streams_output): an
+    // nChw16c output of 4 MiB or more on a cache line goes out with non-temporal stores, each ISA.
+    if (addon.cpuHasAvx512) {
+      const [x, w, b] = [randomTensor([1, 3, 130, 128], 13), randomTensor([3, 3, 3, 64], 14), randomTensor([64], 15)];
+      const q = { pad: 1, stride: 1 };
+      const want = loops.conv2d(x, w, b, q, true);
+      for (const isa of isas) {
+        addon.isa(isa);
+        const y = native.conv2d(x, w, b, { ...q, ownLayout: true }, true);
+        const blocked = y.arrayIn(NCHW16C)!;
+        assert.ok(blocked.byteLength >= 4 << 20 && addon.misalignment(blocked) === 0, `${isa}: a streamed output (${blocked.byteLength} bytes)`);
+        assertClose(y, want, 1e-5, `3 -> 64 channels at 130 x 128 to nChw16c, streamed, on ${isa}`);
+      }
+      addon.isa(best);
+    }
     // 256 -> 256: 16 MB of weights, read once per block by the phased path instead.
     const x = inNchw16c(randomTensor([1, 256, 12, 12], 4));
     const own = { pad: 1, stride: 1, ownLayout: true };

@@ -1,6 +1,7 @@
 // Convolution by im2col + GEMM (any shape, and the weight gradient), dispatching 3x3 stride-1
 // layers to Winograd; max pooling; fully connected; ReLU.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -234,10 +235,16 @@ void conv3x3_small_cin(const float* x, int n, int cin, int h, int w, const float
     // order, 8 streams of stores instead of 64 for a row of every channel at once (conv1_1 at 512
     // 5.1-5.4 -> 3.8-4.2 ms, at 224 0.82-0.95 -> 0.70-0.77; one process, alternating).
     constexpr int BAND = 16, CHANNELS = 8;
+    // nChw16c y with non-temporal stores from 4 MiB (streams_output): 3 -> 64 channels at 512 px
+    // 3.58 / 3.97 -> 3.31 / 3.62 ms, at 224 px 0.76 -> 0.66 (`node` on native.conv2d, alternating call
+    // by call); the style iteration and VGG19 224 as fast within their noise (305.0 / 307.0 ms, 44.1 /
+    // 44.3: a 0.1-0.3 ms change is below it).
+    const bool stream = blocked && streams_output(4.0 * cout * h * w, yi);
     ThreadPool::instance().parallel_for((h + BAND - 1) / BAND, [&](int b, int) {
-      if (blocked)
-        rows_c16(cin, xp.data(), wp, wt, cout, bias, relu, yi, h, w, b * BAND, std::min(h, (b + 1) * BAND));
-      else
+      if (blocked) {
+        rows_c16(cin, xp.data(), wp, wt, cout, bias, relu, yi, h, w, b * BAND, std::min(h, (b + 1) * BAND), stream);
+        if (stream) std::atomic_thread_fence(std::memory_order_seq_cst);
+      } else
         rows(cin, xp.data(), wp, wt, cout, bias, relu, yi, h, w, b * BAND, std::min(h, (b + 1) * BAND), CHANNELS);
     });
   }

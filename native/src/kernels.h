@@ -41,6 +41,14 @@ void add_and_mask_span(float* dst, const float* add, const float* mask, long n);
 // and then add and mask) are in nChw16c: [n][c / 16][h][w][16], each pixel's 16 channels of a
 // block side by side, as one layer hands them to the next.
 enum Blocked : int { X_BLOCKED = 1, Y_BLOCKED = 2 };
+// Whether an nChw16c output of `bytes` at y is written with non-temporal stores, a pixel's 16
+// channels one whole cache line not read from memory first: from 4 MiB (past L2: the next layer
+// reads it from memory either way), where y starts on a cache line (the host pool's arrays do:
+// largeHostArray). Taken by the fused Winograd path (winograd.cc says what it measured) and
+// conv1_1's direct kernel (conv.cc).
+inline bool streams_output(double bytes, const float* y) {
+  return bytes >= 4.0 * 1024 * 1024 && (reinterpret_cast<uintptr_t>(y) & 63) == 0;
+}
 void conv3x3_winograd(const float* x, int n, int cin, int h, int w, const float* up, int m, int cout, int pad,
                       const float* bias, bool relu, float* y, const float* add = nullptr, const float* mask = nullptr,
                       bool reflect = false, int upsample = 1, bool pool2x2 = false, bool c16 = false, int blocked = 0);

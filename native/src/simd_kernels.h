@@ -20,7 +20,7 @@ struct SimdKernels {
                                  bool relu, float* y, int h, int w, int r0, int r1, int co_block);
   // The same rows of every 16-channel block into nChw16c (cout a multiple of 16).
   void (*conv3x3_small_cin_rows_c16)(int cin, const float* xp, int wp, const float* wt, int cout, const float* bias,
-                                     bool relu, float* y, int h, int w, int r0, int r1);
+                                     bool relu, float* y, int h, int w, int r0, int r1, bool stream);
   // Rows [r0, r1) of the gradient of a 3x3 stride-1 pad-1 convolution to its nc <= 4 input
   // channels, from dy's cdy planes through the caller's ring of padded rows (smallconv.inc): wr the
   // kernel turned by 180 degrees, [cdy][3][3][nc]; ring min(cdy, FEW_OUT_GROUP) * 4 * wp floats.

@@ -43,17 +43,6 @@ void count_stages(double s0, double s1, double s2, int m, int cin, int cout, int
   if (streamed) g_stages.streamed_tiles += nt;
 }
 
-// Whether the fused path's nChw16c y (`bytes`) is written with non-temporal stores: from 4 MiB (past
-// L2: the next layer reads it from memory either way), where it starts on a cache line (the host
-// pool's arrays do: largeHostArray), so that a pixel's 16 channels are one whole line, not read from
-// memory before it is written. Each layer alone, the two alternating call by call (`node` on
-// native.conv2d, 30-80 runs): 64 -> 64 channels at 512 px 19.5-20.0 -> 18.0-18.4 ms (the output
-// stage 4.7 -> 3.2), 128 -> 128 at 256 px 15.9 -> 14.9, at 224 px 4.26 -> 3.94; the style iteration
-// at 256 px 88.2 -> 85.7 ms, at 512 px 307.8 -> 303.4 (`node` on the bench's runner, alternating).
-// In the phased path (256 channels up) the same measured no faster (512 px 311 -> 308 ms, 256 px
-// 83.3 -> 85.5), and VGG19 224's inference pass, whose fused layers are pooled (3.2 MB), is as fast.
-bool streams_y(double bytes, const float* y) { return bytes >= 4.0 * 1024 * 1024 && (reinterpret_cast<uintptr_t>(y) & 63) == 0; }
-
 // Distance between the planes of U, V and M. The transforms touch every plane for every tile;
 // planes a multiple of 4 KiB apart would all fall into the same L1 set and evict each other (and
 // alias in the store buffer): one cache line more per plane measured 4x faster transforms.
@@ -211,7 +200,14 @@ void conv3x3_winograd_c16_fused(const WinogradC16& k16, const float* x, int n, i
   const int bw = longest * m + 2;  // a band row: the padded pixels under a run
   const std::vector<float> no_bias(bias ? 0 : cout);
   std::vector<double> busy((size_t)pool.threads() * 3);
-  const bool stream_y = streams_y(4.0 * n * cout * hq * wq, y);
+  // y with non-temporal stores from 4 MiB (streams_output). Each layer alone, the two alternating
+  // call by call (`node` on native.conv2d, 30-80 runs): 64 -> 64 channels at 512 px 19.5-20.0 ->
+  // 18.0-18.4 ms (the output stage 4.7 -> 3.2), 128 -> 128 at 256 px 15.9 -> 14.9, at 224 px 4.26 ->
+  // 3.94; the style iteration at 256 px 88.2 -> 85.7 ms, at 512 px 307.8 -> 303.4 (`node` on the
+  // bench's runner, alternating). In the phased path (256 channels up) the same measured no faster
+  // (512 px 311 -> 308 ms, 256 px 83.3 -> 85.5); VGG19 224's inference pass, whose fused layers are
+  // pooled (3.2 MB), is as fast.
+  const bool stream_y = streams_output(4.0 * n * cout * hq * wq, y);
   for (int img = 0; img < n; img++) {
     const float* x_img = x + (size_t)img * cin * h * w;
     float* y_img = y + (size_t)img * cout * hq * wq;
