@@ -202,8 +202,8 @@ void conv3x3_winograd_c16_fused(const WinogradC16& k16, const float* x, int n, i
   std::vector<double> busy((size_t)pool.threads() * 3);
   // y with non-temporal stores from 4 MiB (streams_output). Each layer alone, the two alternating
   // call by call (`node` on native.conv2d, 30-80 runs): 64 -> 64 channels at 512 px 19.5-20.0 ->
-  // 18.0-18.4 ms (the output stage 4.7 -> 3.2), 128 -> 128 at 256 px 15.9 -> 14.9, at 224 px 4.26 ->
-  // 3.94; the style iteration at 256 px 88.2 -> 85.7 ms, at 512 px 307.8 -> 303.4 (`node` on the
+  // 18.0-18.4 ms (the output stage 4.7 -> 3.2), at 224 px 4.26 -> 3.94, 128 -> 128 at 256 px 15.9 ->
+  // 14.9; the style iteration at 256 px 88.2 -> 85.7 ms, at 512 px 307.8 -> 303.4 (`node` on the
   // bench's runner, alternating). In the phased path (256 channels up) the same measured no faster
   // (512 px 311 -> 308 ms, 256 px 83.3 -> 85.5); VGG19 224's inference pass, whose fused layers are
   // pooled (3.2 MB), is as fast.

@@ -176,8 +176,9 @@ export const nativeUnavailable: string | undefined = loaded.reason;
 /**
  * A zeroed array of `length` floats for the host pool, from `addon`: on huge pages (see the addon's
  * hugePages for why) and starting on a 64-byte boundary, so that a pixel of an nChw16c tensor is one
- * whole cache line, which the Winograd output stage can store without reading it first. The heap
- * gives 16-byte alignment only: the view starts up to 15 floats into its buffer.
+ * whole cache line, which a convolution can store without reading it first (the addon's
+ * streams_output). The heap gives 16-byte alignment: the view starts 0, 16, 32 or 48 bytes into
+ * its buffer (a Float64Array over it stays aligned, as optimizers.ts's doubles need).
  */
 export function largeHostArray(addon: NativeAddon, length: number): Float32Array {
   const a = new Float32Array(length + 15);
