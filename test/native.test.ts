@@ -533,6 +533,17 @@ if (native) {
         assert.ok(blocked.byteLength >= 4 << 20 && addon.misalignment(blocked) === 0, `${isa}: a streamed output (${blocked.byteLength} bytes)`);
         assertClose(y, want, 1e-5, `3 -> 64 channels at 130 x 128 to nChw16c, streamed, on ${isa}`);
       }
+      // So does the max-pool's gradient (with the ReLU's mask): dx 4.06 MiB, dy and x nChw16c.
+      const [px, pdy] = [randomTensor([1, 64, 130, 128], 16), randomTensor([1, 64, 65, 64], 17)];
+      const pool = { kernel: 2, stride: 2, pad: 0 };
+      const pwant = loops.maxPool2dBackward(pdy, px, pool, true);
+      for (const isa of isas) {
+        addon.isa(isa);
+        const dx = native.maxPool2dBackward(inNchw16c(pdy), inNchw16c(px), pool, true, true);
+        const blocked = dx.arrayIn(NCHW16C)!;
+        assert.ok(blocked.byteLength >= 4 << 20 && addon.misalignment(blocked) === 0, `${isa}: a streamed gradient (${blocked.byteLength} bytes)`);
+        assert.deepEqual(dx.data, pwant.data, `the max-pool's gradient to nChw16c, streamed, on ${isa}`);
+      }
       addon.isa(best);
     }
     // 256 -> 256: 16 MB of weights, read once per block by the phased path instead.

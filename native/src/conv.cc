@@ -591,10 +591,11 @@ void max_pool2d_backward(const float* dy, const float* x, int planes, int h, int
 // and broke each thread's read into pieces (the pools at 512 px 0.37 -> 0.23 ms at 512 channels,
 // 1.58 -> 1.42 at 64; stand-alone, the two alternating).
 template <class F>
-static void pool_rows_c16(int blocks, int ho, int w, F f) {
+static void pool_rows_c16(int blocks, int ho, int w, F f, bool streamed = false) {
   const long per = std::max(1, (256 << 10) / (2 * std::max(1, w) * 64));
   over_chunks((long)blocks * ho, per, [&](long lo, long len) {
     for (long i = lo; i < lo + len; i++) f((int)(i / ho), (int)(i % ho));
+    if (streamed) std::atomic_thread_fence(std::memory_order_seq_cst);  // the rows' non-temporal stores, before the join
   });
 }
 
@@ -615,16 +616,21 @@ void max_pool2x2_c16_backward(const float* dy, const float* x, int n, int c, int
     return;
   }
   const SimdKernels& simd = simd_kernels();
+  // dx of 4 MiB or more with non-temporal stores (streams_output): 64 channels at 512 px 2.11 / 2.35
+  // -> 1.72 / 2.07 ms, 128 at 256 px 1.03 -> 0.85, 64 at 224 px 0.30 -> 0.20 (`node` on
+  // maxPool2dBackward, alternating call by call); the style iteration at 256 px 80.6 -> 79.7 ms, at
+  // 512 px 284.4 -> 284.2 (the bench's runner, alternating in one process).
+  const bool stream = streams_output(4.0 * n * c * h * w, dx);
   pool_rows_c16(blocks, ho, w, [&](int b, int r) {
     const size_t row = (size_t)w * 16, at = ((size_t)b * h + 2 * r) * row;
     float* d0 = dx + at;
-    simd.pool2x2_c16_backward_row(x + at, x + at + row, dy + ((size_t)b * ho + r) * wo * 16, d0, d0 + row, wo, relu_mask);
+    simd.pool2x2_c16_backward_row(x + at, x + at + row, dy + ((size_t)b * ho + r) * wo * 16, d0, d0 + row, wo, relu_mask, stream);
     if (w > 2 * wo) {  // odd width
       std::memset(d0 + row - 16, 0, sizeof(float) * 16);
       std::memset(d0 + 2 * row - 16, 0, sizeof(float) * 16);
     }
     if (h > 2 * ho && r == ho - 1) std::memset(d0 + 2 * row, 0, sizeof(float) * row);  // odd height: the last row
-  });
+  }, stream);
 }
 
 // y += a[0] x[0] + ... + a[3] x[3] over n floats: four weight rows per pass over y, so that y's

@@ -44,8 +44,8 @@ enum Blocked : int { X_BLOCKED = 1, Y_BLOCKED = 2 };
 // Whether an nChw16c output of `bytes` at y is written with non-temporal stores, a pixel's 16
 // channels one whole cache line not read from memory first: from 4 MiB (past L2: the next layer
 // reads it from memory either way), where y starts on a cache line (the host pool's arrays do:
-// largeHostArray). Taken by the fused Winograd path (winograd.cc says what it measured) and
-// conv1_1's direct kernel (conv.cc).
+// largeHostArray). Taken by the fused Winograd path (winograd.cc says what it measured),
+// conv1_1's direct kernel and the max-pool's gradient (conv.cc).
 inline bool streams_output(double bytes, const float* y) {
   return bytes >= 4.0 * 1024 * 1024 && (reinterpret_cast<uintptr_t>(y) & 63) == 0;
 }

@@ -47,7 +47,7 @@ struct SimdKernels {
   // pixels, and its backward (dy and dx nChw16c too).
   void (*pool2x2_c16_forward_row)(const float* x0, const float* x1, float* y, int n);
   void (*pool2x2_c16_backward_row)(const float* x0, const float* x1, const float* g, float* d0, float* d1, int n,
-                                   bool relu_mask);
+                                   bool relu_mask, bool stream);
   // dst = (dst + add) * (mask > 0) over n floats; add or mask may be null.
   void (*add_and_mask_span)(float* dst, const float* add, const float* mask, long n);
   // y = x > 0 ? x : 0; dx = x > 0 ? dy : 0; row = row + b, then ReLU if relu.
