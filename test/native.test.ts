@@ -470,11 +470,15 @@ if (native) {
   });
 
   test('the fused channel-blocked path (nChw16c in and out, weights of at most 4 MiB): where it runs, and the bits of the phased path', () => {
-    const fusedTiles = (run: () => Tensor): number => {
+    // The addon's stage counters over one call (the result recycled after).
+    const stagesOf = (run: () => Tensor): Float64Array => {
       addon.winogradStages(true);
-      run().recycle();
-      return addon.winogradStages(true)[6]!;
+      const y = run();
+      const s = addon.winogradStages(true);
+      y.recycle();
+      return s;
     };
+    const fusedTiles = (run: () => Tensor): number => stagesOf(run)[6]!;
     const pool = { kernel: 2, stride: 2, pad: 0 };
     // 128 -> 128 F(6x6) at 400 px wide: a tile row's V and M (67 tiles x 64 KB) pass 4 MiB, so
     // each row is two runs (34 + 33 tiles); 64 -> 64 F(4x4) with two images; 48 -> 32 unpadded.
@@ -500,10 +504,7 @@ if (native) {
     // From 4 MiB an nChw16c output (64-byte aligned, as the pool's arrays are) goes out with
     // non-temporal stores, the gradient epilogue's too: the same bits as the phased path's stores.
     const streamed = (run: () => Tensor): number => {
-      addon.winogradStages(true);
-      const y = run();
-      const s = addon.winogradStages(true);
-      y.recycle();
+      const s = stagesOf(run);
       return s[6]! > 0 ? s[7]! : -1;
     };
     {
