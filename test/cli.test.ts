@@ -106,3 +106,19 @@ test('--help describes every command', async () => {
   const c = await pastiche(['classify', '--help']);
   for (const opt of ['--weights', '--top', '--json', '--backend', '--dump']) assert.match(c.stdout, new RegExp(opt));
 });
+
+test('commands load the image codec and the bench peer only when they use them', async () => {
+  // A preload that lists, as the process exits, the CommonJS modules of sharp (its libvips binding)
+  // and of the ONNX peer that were loaded.
+  const preload = join(dir, 'loaded-modules.cjs');
+  writeFileSync(preload, `process.on('exit', () => process.stderr.write('loaded: ' + JSON.stringify(Object.keys(require.cache)
+    .filter((k) => /node_modules[\\\\/](sharp|@img|onnx-proto)[\\\\/]/.test(k))) + '\\n'));\n`);
+  const loaded = async (args: string[]) => {
+    const r = await pastiche(args, { NODE_OPTIONS: `--require ${preload}` });
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(/loaded: (.*)/.exec(r.stderr)![1]!) as string[];
+  };
+  for (const args of [['--help'], ['bench', '--help'], ['weights', 'info', WEIGHTS]]) assert.deepEqual(await loaded(args), [], args.join(' '));
+  // The same probe sees sharp where a command decodes an image.
+  assert.ok((await loaded(['classify', IMAGE, '--weights', WEIGHTS])).some((k) => /sharp/.test(k)));
+});

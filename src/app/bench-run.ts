@@ -11,7 +11,6 @@ import { loadWeightsFile } from './load-model.js';
 import { forwardRunner, randomImage, runnerName, styleIterationRunner, stylizeStepRunner, timeInterleaved, vgg19ForwardFlops, type Runner, type Timing } from './bench.js';
 import { runCheck, type CheckRow } from './check.js';
 import { fcZeroInputs, floorLayers, layerRows, profileLayers, profileStyleIteration, type LayerProfile } from './layer-profile.js';
-import { onnxLayerTimes, onnxRunner, transformerOnnxSession } from './onnx-peer.js';
 import { TransformerNet, randomTransformerWeights, transformerForwardFlops } from '../model/transformer/transformer-net.js';
 import { Tensor } from '../tensor/tensor.js';
 import { fillUniform, uniformRng } from '../util/random.js';
@@ -131,6 +130,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     }
     return out;
   };
+  // The peer's module (onnx-proto, ~40 ms to import) only where --peers asks for it.
+  const onnx = o.peers ? await import('./onnx-peer.js') : undefined;
   const vggBackends = await open(backends);
   const styleBackends = await open(styleBackendNames);
   const gpu = [...vggBackends, ...styleBackends].find((b) => b.name === 'webgpu');
@@ -158,7 +159,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   }
   if (sections.has('vgg') && weights) {
     const runners = vggBackends.map((b) => forwardRunner(weights, b));
-    if (o.peers) runners.push(await onnxRunner(weights, 224, 'prob', threads));
+    if (onnx) runners.push(await onnx.onnxRunner(weights, 224, 'prob', threads));
     const flops = vgg19ForwardFlops(weights, 224);
     const rows = await timeInterleaved(runners, o.repeat, o.warmup, each('VGG19 forward'));
     report.vgg19Forward = { size: 224, gflop: flops / 1e9, rows: rows.map((r) => ({ ...r, gflops: flops / (r.medianMs * 1e6) })) };
@@ -167,7 +168,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     report.styleIteration = [];
     for (const size of o.styleSizes) {
       const runners = styleBackends.map((b) => styleIterationRunner(weights, b, size));
-      if (o.peers) runners.push(await onnxRunner(weights, size, 'relu5_1', threads));
+      if (onnx) runners.push(await onnx.onnxRunner(weights, size, 'relu5_1', threads));
       report.styleIteration.push({ size, rows: await timeInterleaved(runners, o.repeat, o.warmup, each(`style iteration ${size}`)) });
     }
     report.peakRssMB = process.resourceUsage().maxRSS / 1024;
@@ -186,9 +187,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     const cpu = vggBackends.filter((b) => b.name !== 'webgpu');
     if (cpu.length === 0) throw new PasticheError('--sections layers times CPU backends (webgpu queues its work; per-layer host times mean nothing there)');
     const profile = await profileLayers(weights, cpu, 224, o.repeat, o.warmup, each('layers'));
-    if (o.peers) {
+    if (onnx) {
       stage('layers: onnxruntime');
-      profile.ms['onnxruntime'] = await onnxLayerTimes(weights, 224, threads, o.repeat, o.warmup, layerRows(weights, 224).rowOf);
+      profile.ms['onnxruntime'] = await onnx.onnxLayerTimes(weights, 224, threads, o.repeat, o.warmup, layerRows(weights, 224).rowOf);
     }
     report.layers = profile;
     const native = cpu.find((b): b is NativeBackend => b.name === 'native');
@@ -212,8 +213,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         return { name: runnerName(b), run: async () => (await model.forward(x).toHost()).recycle() };
       });
       let peerDifference: number | undefined;
-      if (o.peers) {
-        const peer = await transformerOnnxSession(net, x, threads);
+      if (onnx) {
+        const peer = await onnx.transformerOnnxSession(net, x, threads);
         // The same network: the largest difference to the first backend's output, relative to its range.
         const [theirs, ours] = [await peer.run(), await new TransformerNet(net, vggBackends[0]!).forward(x).toHost()];
         let [lo, hi, worst] = [Infinity, -Infinity, 0];

@@ -3,12 +3,12 @@
  * EXIF orientation, convert to 8-bit RGB, resize bilinearly as Pillow does, subtract the mean pixel,
  * NCHW float32.
  */
-import sharp from 'sharp';
 import { fileError } from '../errors.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { checkReadableFile } from '../util/file-checks.js';
 import { resizeBilinearPil } from './pil-resize.js';
 import { rgbToTensor, type RgbImage } from './rgb.js';
+import { loadSharp } from './sharp.js';
 
 /** Images larger than this many pixels are refused before decoding (about 16k x 16k). */
 export const MAX_INPUT_PIXELS = 268_402_689;
@@ -22,6 +22,7 @@ export { rgbToTensor };
  */
 export async function readRgb(file: string, size?: { width: number; height: number }): Promise<RgbImage> {
   checkReadableFile(file);
+  const sharp = await loadSharp();
   try {
     let img = sharp(file, { limitInputPixels: MAX_INPUT_PIXELS, failOn: 'error' }).rotate().toColourspace('srgb').removeAlpha();
     if (size) img = img.resize(size.width, size.height, { fit: 'fill', kernel: 'linear' });

@@ -14,8 +14,8 @@ import multipart from '@fastify/multipart';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
-import sharp from 'sharp';
 import { decoderReason } from '../image/preprocess.js';
+import { loadSharp } from '../image/sharp.js';
 import { planMemory } from '../app/memory-plan.js';
 import { outputSize } from '../app/stylize.js';
 import { parseStylizeSettings } from '../app/stylize-request.js';
@@ -95,6 +95,7 @@ const FINAL = new Set(['done', 'failed', 'cancelled']);
 /** Decodes an upload once (bounded by maxPixels) to prove it is an image; returns its size. */
 async function inspectImage(bytes: unknown, field: string, maxPixels: number): Promise<{ width: number; height: number }> {
   if (!Buffer.isBuffer(bytes) || bytes.length === 0) throw new HttpError(400, `${field}: an image file is required`);
+  const sharp = await loadSharp();
   try {
     const { info } = await sharp(bytes, { limitInputPixels: maxPixels, failOn: 'error' }).rotate().raw().toBuffer({ resolveWithObject: true });
     return { width: info.width, height: info.height };
