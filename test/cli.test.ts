@@ -122,3 +122,22 @@ test('commands load the image codec and the bench peer only when they use them',
   // The same probe sees sharp where a command decodes an image.
   assert.ok((await loaded(['classify', IMAGE, '--weights', WEIGHTS])).some((k) => /sharp/.test(k)));
 });
+
+test('without a loadable sharp, image commands fail in one line and the others still run', async () => {
+  // A module hook that refuses 'sharp' as a platform without its binary would.
+  const hooks = join(dir, 'no-sharp-hooks.mjs');
+  const register = join(dir, 'no-sharp.mjs');
+  writeFileSync(hooks, `export async function resolve(specifier, context, next) {
+  if (specifier === 'sharp') throw new Error('Could not load the "sharp" module using the test runtime\\nPossible solutions: ...');
+  return next(specifier, context);
+}\n`);
+  writeFileSync(register, `import { register } from 'node:module';\nregister(${JSON.stringify(new URL(`file://${hooks}`).href)});\n`);
+  const env = { NODE_OPTIONS: `--import ${register}` };
+  const out = join(dir, 'no-sharp.png');
+  assertOneLineError(await pastiche(['classify', IMAGE, '--weights', WEIGHTS], env), /^pastiche: images cannot be read or written: Could not load the "sharp" module using the test runtime; reinstall/);
+  assertOneLineError(await pastiche(['stylize', IMAGE, IMAGE, '-o', out, '-i', '1', '-s', '32', '--weights', WEIGHTS], env), /images cannot be read or written/);
+  assert.ok(!existsSync(out));
+  const info = await pastiche(['weights', 'info', WEIGHTS], env);
+  assert.equal(info.code, 0, info.stderr);
+  assert.match(info.stdout, /MatConvNet/);
+});

@@ -95,7 +95,10 @@ const FINAL = new Set(['done', 'failed', 'cancelled']);
 /** Decodes an upload once (bounded by maxPixels) to prove it is an image; returns its size. */
 async function inspectImage(bytes: unknown, field: string, maxPixels: number): Promise<{ width: number; height: number }> {
   if (!Buffer.isBuffer(bytes) || bytes.length === 0) throw new HttpError(400, `${field}: an image file is required`);
-  const sharp = await loadSharp();
+  // A server that cannot load its image codec is broken, not the request: a 500 that says why.
+  const sharp = await loadSharp().catch((e: Error) => {
+    throw new HttpError(500, e.message);
+  });
   try {
     const { info } = await sharp(bytes, { limitInputPixels: maxPixels, failOn: 'error' }).rotate().raw().toBuffer({ resolveWithObject: true });
     return { width: info.width, height: info.height };
