@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { getBackend, nativeBackend, nativeUnavailable } from '../src/backends/index.js';
 import { hostVectorOps } from '../src/backends/host-vectors.js';
 import { type NativeIsa, largeHostArray, nativeAddon } from '../src/backends/native/native-addon.js';
-import { type ConvAlgorithm, winogradTile } from '../src/backends/native/native-backend.js';
+import { type ConvAlgorithm, createNativeBackend, winogradTile } from '../src/backends/native/native-backend.js';
 import { LARGE_ARRAY_FLOATS, newHostArray, setLargeArrayHook } from '../src/tensor/host-pool.js';
 import { NCHW16C, toChannelBlocked } from '../src/tensor/channel-blocked.js';
 import { Tensor } from '../src/tensor/tensor.js';
@@ -730,6 +730,69 @@ test('large host arrays come from the hook from 4 MiB up, and the addon makes th
     assert.ok(r.buffer >= 16, `32 MB from hugeBuffer, ${r.buffer} MB of it on huge pages (plain array: ${r.plain} MB)`);
     assert.ok(r.afterFree >= 16, `32 MB from hugeBuffer after 128 MB were touched and freed, ${r.afterFree} MB of it on huge pages`);
   }
+});
+
+test('releaseHugeBuffer detaches a hugeBuffer and gives its memory back at once; any other buffer is left as it is', { skip: !nativeBackend && 'native backend unavailable' }, async () => {
+  // In a fresh process, so that its resident memory moves only with these buffers.
+  const addon = new URL('../src/backends/native/native-addon.js', import.meta.url).href;
+  const code = `
+    const { readFileSync } = await import('node:fs');
+    const { nativeAddon } = await import(${JSON.stringify(addon)});
+    const rss = () => +readFileSync('/proc/self/status', 'utf8').match(/VmRSS:\\s+(\\d+)/)[1] / 1024;
+    const r0 = rss();
+    const buffer = nativeAddon.hugeBuffer(16 << 20);
+    if (!buffer) { console.log('null'); process.exit(0); }
+    const view = new Float32Array(buffer);
+    view.fill(1);
+    const r1 = rss();
+    const released = nativeAddon.releaseHugeBuffer(buffer);
+    const r2 = rss();
+    const plain = new ArrayBuffer(64);
+    console.log(JSON.stringify({ grew: r1 - r0, gaveBack: r1 - r2, released, bytes: buffer.byteLength, length: view.length,
+      again: nativeAddon.releaseHugeBuffer(buffer), plain: nativeAddon.releaseHugeBuffer(plain), plainBytes: plain.byteLength }));`;
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', code]);
+  if (stdout.trim() === 'null') return; // PASTICHE_SYSTEM_MALLOC: no hugeBuffer to release
+  const r = JSON.parse(stdout) as { grew: number; gaveBack: number; released: boolean; bytes: number; length: number; again: boolean; plain: boolean; plainBytes: number };
+  assert.ok(r.grew >= 48, `64 MB written, resident memory grew by ${r.grew} MB`);
+  assert.ok(r.gaveBack >= 48, `released, resident memory fell by ${r.gaveBack} MB`);
+  assert.deepEqual([r.released, r.bytes, r.length, r.again], [true, 0, 0, false]);
+  assert.deepEqual([r.plain, r.plainBytes], [false, 64]);
+});
+
+test("a weight array's first Winograd transform goes into one shared scratch buffer, its second is kept; every pass gives the same bits", { skip: !nativeBackend && 'native backend unavailable' }, () => {
+  const raw = nativeAddon!;
+  const backend = createNativeBackend(raw); // caches of its own, empty
+  const x = randomTensor([1, 32, 28, 28], 1);
+  const w1 = randomTensor([32, 3, 3, 32], 2), w2 = randomTensor([32, 3, 3, 64], 3);
+  const b1 = randomTensor([32], 4), b2 = randomTensor([64], 5);
+  // Both layers take Winograd (3x3, 32 channels in, 49 tiles of 4x4); the second's transform is the larger.
+  const p = { pad: 1, stride: 1 };
+  const pass = () => backend.conv2d(backend.conv2d(x, w1, b1, p, true), w2, b2, p);
+  const calls = { transforms: 0, buffers: 0, released: 0 };
+  const spied = { winogradWeights: raw.winogradWeights, hugeBuffer: raw.hugeBuffer, releaseHugeBuffer: raw.releaseHugeBuffer };
+  const count = (k: keyof typeof calls, f: (...a: never[]) => unknown) => (...a: never[]) => (calls[k]++, f.apply(raw, a));
+  Object.assign(raw, { winogradWeights: count('transforms', spied.winogradWeights), hugeBuffer: count('buffers', spied.hugeBuffer), releaseHugeBuffer: count('released', spied.releaseHugeBuffer) });
+  try {
+    const seen: (typeof calls)[] = [];
+    const outputs = [0, 1, 2].map(() => {
+      const y = pass().data.slice();
+      seen.push({ ...calls });
+      return y;
+    });
+    // Pass 1: both into the scratch, grown once for the second layer (the smaller one given back).
+    // Pass 2: the scratch given back, both kept. Pass 3: nothing to transform.
+    assert.deepEqual(seen, [
+      { transforms: 2, buffers: 2, released: 1 },
+      { transforms: 4, buffers: 4, released: 2 },
+      { transforms: 4, buffers: 4, released: 2 },
+    ]);
+    assert.deepEqual(outputs[1], outputs[0]);
+    assert.deepEqual(outputs[2], outputs[0]);
+  } finally {
+    Object.assign(raw, spied);
+  }
+  const expected = loops.conv2d(loops.conv2d(x, w1, b1, p, true), w2, b2, p);
+  assertClose(pass(), expected, 1e-4, "the two layers against loops");
 });
 
 test('without the addon Pastiche falls back to ts and says so once, in one line', async () => {

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -494,8 +495,16 @@ Napi::Value Misalignment(const Napi::CallbackInfo& info) {
 // hugePages on a fresh JavaScript array costs a calloc's memset and then MADV_COLLAPSE's copy, and
 // a first `classify` of the full-size VGG19 took 0.3-0.8 s longer that way (its forward pass
 // 1.3-1.6 s -> 1.6-2.5 s). The memory (alloc_huge_zeroed: from 2 MiB a mapping of its own) goes
-// back when a finalizer runs after the collector, on a later turn of the event loop: not for
-// arrays made and dropped by the thousand.
+// back when a finalizer runs after the collector, on a later turn of the event loop (not for
+// arrays made and dropped by the thousand), or at once with releaseHugeBuffer.
+struct HugeBlock {
+  size_t bytes;
+  bool released = false;
+};
+// The live ones, by address: worker threads (the server's jobs) make and release them too.
+std::unordered_map<void*, HugeBlock*> g_huge_blocks;
+std::mutex g_huge_mutex;
+
 Napi::Value HugeBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
 #if defined(__linux__)
@@ -504,14 +513,51 @@ Napi::Value HugeBuffer(const Napi::CallbackInfo& info) {
   void* p = alloc_huge_zeroed(bytes);
   if (!p) return env.Null();
   Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes));
-  return Napi::ArrayBuffer::New(env, p, bytes, [](Napi::Env e, void* data, size_t* size) {
-    free_huge(data, *size);
-    Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(*size));
-    delete size;
-  }, new size_t(bytes));
+  auto* block = new HugeBlock{bytes};
+  {
+    std::lock_guard<std::mutex> lock(g_huge_mutex);
+    g_huge_blocks[p] = block;
+  }
+  return Napi::ArrayBuffer::New(env, p, bytes, [](Napi::Env e, void* data, HugeBlock* b) {
+    bool release;
+    {
+      std::lock_guard<std::mutex> lock(g_huge_mutex);
+      release = !b->released;
+      if (release) g_huge_blocks.erase(data);
+    }
+    if (release) {
+      free_huge(data, b->bytes);
+      Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(b->bytes));
+    }
+    delete b;
+  }, block);
 #else
   return env.Null();
 #endif
+}
+
+// releaseHugeBuffer(buffer) -> whether `buffer` was a live hugeBuffer, now detached (it and every
+// view of it have length 0) and its memory given back: a scratch buffer replaced by a larger one
+// need not wait for the collector. Any other ArrayBuffer is left as it is.
+Napi::Value ReleaseHugeBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArrayBuffer()) return Napi::Boolean::New(env, false);
+  auto buffer = info[0].As<Napi::ArrayBuffer>();
+  void* data = buffer.Data();
+  size_t bytes;
+  {
+    std::lock_guard<std::mutex> lock(g_huge_mutex);
+    const auto it = g_huge_blocks.find(data);
+    if (!data || it == g_huge_blocks.end()) return Napi::Boolean::New(env, false);
+    // The finalizer may run inside Detach or later: marked released first, it frees nothing.
+    bytes = it->second->bytes;
+    it->second->released = true;
+    g_huge_blocks.erase(it);
+  }
+  buffer.Detach();
+  free_huge(data, bytes);
+  Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(bytes));
+  return Napi::Boolean::New(env, true);
 }
 
 Napi::Value CaptureStderr(const Napi::CallbackInfo& info) {
@@ -566,6 +612,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("hugePages", Napi::Function::New(env, HugePages));
   exports.Set("misalignment", Napi::Function::New(env, Misalignment));
   exports.Set("hugeBuffer", Napi::Function::New(env, HugeBuffer));
+  exports.Set("releaseHugeBuffer", Napi::Function::New(env, ReleaseHugeBuffer));
   exports.Set("isa", Napi::Function::New(env, IsaFn));
   exports.Set("cpuHasAvx2", Napi::Boolean::New(env, cpu_has_avx2()));
   exports.Set("cpuHasAvx512", Napi::Boolean::New(env, cpu_has_avx512()));

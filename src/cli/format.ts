@@ -206,7 +206,7 @@ export function formatBench(r: BenchReport): string {
   // --sections machine alone times nothing: no weights or timings line then.
   const timed = [r.courseCase, r.vgg19Forward, r.styleIteration, r.layers, r.fast, r.print].some((x) => x !== undefined);
   const lines = [`machine: ${r.machine}`, ...(r.limits ? formatLimits(r.limits) : ['machine limits: not measured (the native backend is not available)']), ...probesLine(r.probes, timed), ...(r.gpu ? [`webgpu: ${r.gpu}`] : [])];
-  if (timed) lines.push(`weights: ${r.weights}${r.loadSeconds !== undefined ? ` (loaded in ${r.loadSeconds.toFixed(2)} s)` : ''}`, `timings: median of ${r.repeat} run(s) after ${r.warmup} warm-up, contenders interleaved`);
+  if (timed) lines.push(`weights: ${r.weights}${r.loadSeconds !== undefined ? ` (loaded in ${r.loadSeconds.toFixed(2)} s)` : ''}`, `timings: median of ${r.repeat} run(s) after ${r.warmup} warm-up run(s), contenders interleaved`);
   if (r.courseCase) lines.push('', "== The course's case ==", formatCheck(r.courseCase, r.repeat));
   if (r.vgg19Forward) {
     const v = r.vgg19Forward;

@@ -155,6 +155,11 @@ export interface NativeAddon {
   misalignment(a: Float32Array): number;
   /** `floats` zeroed floats on huge pages from the first touch (below 2 MiB 64-byte aligned), for arrays kept long; null where it cannot. */
   hugeBuffer(floats: number): ArrayBuffer | null;
+  /**
+   * Gives a hugeBuffer's memory back now instead of after the collector: the buffer is detached
+   * (it and its views then have length 0). false, and nothing done, for any other ArrayBuffer.
+   */
+  releaseHugeBuffer(buffer: ArrayBuffer): boolean;
 }
 
 const ADDON_PATH = fileURLToPath(new URL('../../../../build/Release/pastiche_native.node', import.meta.url));

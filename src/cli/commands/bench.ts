@@ -14,13 +14,13 @@ import { checkOutputFile, nonNegativeInt, positiveInt } from '../options.js';
 export function registerBench(program: Command): void {
   program
     .command('bench')
-    .description("time the course's case, VGG19 forward passes and style-transfer iterations: medians after a warm-up, contenders interleaved, ratios from the same run")
+    .description("time the course's case, VGG19 forward passes and style-transfer iterations: medians after warm-up runs, contenders interleaved, ratios from the same run")
     .addOption(new Option('-b, --backend <name...>', 'backends to time (default: the CPU ones but loops; style: native, else ts); add webgpu for the GPU').choices(BACKEND_NAMES))
     .option('--sections <list>', `comma-separated: ${BENCH_SECTIONS.join(', ')} (machine: the FMA peak and memory bandwidth, measured first in every bench; layers: VGG19 forward layer by layer, CPU backends; fast: the real-time style network; print: stylize at print sizes within --max-memory, each in its own process)`, 'case,vgg,style')
     .option('--style-sizes <list>', 'image sizes of the style iteration', '256,512')
     .option('-w, --weights <file>', 'time with these weights and report how long loading them takes (default: random weights of the real size)')
     .option('-r, --repeat <n>', 'timed runs per contender', positiveInt('--repeat'), 5)
-    .option('--warmup <n>', 'untimed runs first', nonNegativeInt('--warmup'), 1)
+    .option('--warmup <n>', 'untimed runs first (native keeps its transformed weights from their second pass on)', nonNegativeInt('--warmup'), 2)
     .option('--peers', 'also run onnxruntime-node on the same network and weights, interleaved, and print the ratios')
     .option('--fast-sizes <list>', 'with --sections fast: input sizes of the real-time style network', '256,512,1024')
     .option('--train-step <batch>x<size>', 'with --sections fast: the training step timed, e.g. 4x256', '4x256')
