@@ -134,10 +134,10 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
   // memory are slow): `classify` of one image with the full-size file 1057-1062 -> 738-741 MiB peak,
   // 0.91-0.96 -> 0.74-0.76 s; a training step, whose style network's weights are new arrays every
   // step, reuses the scratch instead of mapping fresh buffers: `train-style --preset quick` 30 steps
-  // 8.7 -> 7.8 s, 1781 -> 1415 MiB (the two builds alternating, the same model bits). A run of many
-  // passes transforms each array once more, in its second pass. The scratch is given back before
-  // the first kept transform is made, so the two never add up: the memory plan's count of kept
-  // transforms still bounds them.
+  // 8.7 -> 7.8 s, 1780-1783 -> 1415-1446 MiB (the two builds alternating, the same model bits).
+  // A run of many passes transforms each array once more, in its second pass. The scratch is given
+  // back before the first kept transform is made, so the two never add up: the memory plan's count
+  // of kept transforms still bounds them.
   const kept = new Map<string, WeakMap<Float32Array, Float32Array>>();
   const transformedOnce = new Map<string, WeakSet<Float32Array>>();
   let scratch: { buffer: ArrayBuffer | null; array: Float32Array } | undefined;
