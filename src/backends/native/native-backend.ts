@@ -138,8 +138,8 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
   // A run of many passes transforms each array once more, in its second pass. The scratch is given
   // back before the first kept transform is made, so the two never add up: the memory plan's count
   // of kept transforms still bounds them.
-  const kept = new Map<string, WeakMap<Float32Array, Float32Array>>();
-  const transformedOnce = new Map<string, WeakSet<Float32Array>>();
+  // Per direction and tile: a weight array's kept transform, or null once it went into the scratch.
+  const transforms = new Map<string, WeakMap<Float32Array, Float32Array | null>>();
   let scratch: { buffer: ArrayBuffer | null; array: Float32Array } | undefined;
   const hugeArray = (size: number) => {
     const buffer = addon.hugeBuffer(size);
@@ -151,16 +151,15 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
   };
   const winogradWeights = (w: Tensor, rotate: boolean, tile: WinogradTile, c16 = false): Float32Array => {
     const key = `${rotate}-${tile}-${c16}`;
-    const cache = kept.get(key) ?? kept.set(key, new WeakMap()).get(key)!;
-    const hit = cache.get(w.data);
-    if (hit) return hit;
-    const once = transformedOnce.get(key) ?? transformedOnce.set(key, new WeakSet()).get(key)!;
+    const cache = transforms.get(key) ?? transforms.set(key, new WeakMap()).get(key)!;
+    const known = cache.get(w.data);
+    if (known) return known;
     const [cin, , , cout] = w.shape as [number, number, number, number];
     const size = rotate ? addon.winogradWeightsSize(cout, cin, tile) : addon.winogradWeightsSize(cin, cout, tile);
     let u: Float32Array;
-    if (!once.has(w.data)) {
+    if (known === undefined) {
       // Valid until the next transform: the callers hand it to the addon at once.
-      once.add(w.data);
+      cache.set(w.data, null);
       if (!scratch || scratch.array.length < size) {
         releaseScratch();
         scratch = hugeArray(size);
