@@ -160,6 +160,33 @@ if (nativeBackend && hasBf16) {
     }
   });
 
+  for (const threads of [1, 2]) {
+    test(`bf16 Gram matrix and d^T F of channel-blocked features (${threads} thread(s)) equal loops on rounded operands`, () => {
+      addon.threads(threads);
+      try {
+        // The addon rounds the pixels a run at a time (256 for the Gram matrix, 96 for d^T F): one
+        // pixel, runs with tails, several runs a thread, 512 channels; the results stay nChw16c.
+        for (const [c, h, w] of [[16, 1, 1], [48, 7, 11], [64, 40, 33], [80, 30, 41], [512, 23, 24]] as const) {
+          const f = randomTensor([1, c, h, w], c + h, -2, 2);
+          const fb = Tensor.uninitializedIn(NCHW16C, f.shape);
+          toChannelBlocked(f.data, f.shape, fb.arrayIn(NCHW16C)!);
+          const d = randomTensor([c, c], c + 1);
+          const what = `${c}x${h}x${w}`;
+          const g = bf.gram(fb);
+          assertClose(g, loops.gram(rounded(f)), 1e-5, `gram ${what}`);
+          // Rounded indeed: fp32 operands give another matrix (bf16 keeps 8 significant bits).
+          assert.ok(relError(g, loops.gram(f)) > 1e-4, `gram ${what} as fp32's`);
+          const y = bf.mixChannels(d, fb);
+          assert.equal(y.layout, NCHW16C, `mixChannels ${what} keeps nChw16c`);
+          assertClose(y, loops.mixChannels(rounded(d), rounded(f)), 1e-5, `mixChannels ${what}`);
+          assert.ok(relError(y, loops.mixChannels(d, f)) > 1e-4, `mixChannels ${what} as fp32's`);
+        }
+      } finally {
+        addon.threads(2);
+      }
+    });
+  }
+
   test('an fp32 and a bf16 backend taking turns in one thread each keep their own arithmetic', () => {
     const fp = nativeBackend!;
     const x = randomTensor([1, 16, 12, 12], 7);

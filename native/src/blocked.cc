@@ -12,16 +12,52 @@
 
 namespace pastiche {
 
+// --precision bf16: the operands rounded to bfloat16 a run of pixels at a time, into a copy on the
+// thread that reads it next (every block's pixels of the run), then multiplied by the fp32 kernels:
+// the product of two bf16 values is exact in fp32, so these are vdpbf16ps's products with fp32 sums,
+// as in the GEMMs. The copy has one block more than the features: the kernels' own fetches run a
+// run ahead of the last block, into it. Through matmul instead (an NCHW copy and the bf16 GEMM), a
+// 512 px stylize step's Gram matrices took 138-144 ms, now 18-20 against fp32's 16-18 (`node` on
+// the bench's stylize-step runner with the backend's ops timed).
+namespace {
+
+// Pixels [q0, q0 + n) of every 16-channel block of x (blocks hw pixels apart) rounded into run
+// (blocks `stride` pixels apart), the next `ahead` pixels of each block fetched on the way: the
+// kernels read the copy, so their own fetches no longer run ahead in x (64 channels at 512 px, the
+// Gram matrix 7.3 -> 4.7-5.2 ms, d^T X 9.3 -> 6.9-7.1, against fp32's 3.7-4.0 and 5.4-5.6; `node`
+// on the ops).
+void round_run(const float* x, int blocks, size_t hw, int q0, int n, int ahead, float* run, size_t stride) {
+  for (int b = 0; b < blocks; b++) {
+    const float* src = x + ((size_t)b * hw + q0) * 16;
+    float* dst = run + (size_t)b * stride * 16;
+    for (int p = 0; p < n; p++) {
+      if (p < ahead) __builtin_prefetch(src + (size_t)(n + p) * 16, 0, 3);
+      round_bf16_span(src + (size_t)p * 16, dst + (size_t)p * 16, 16);
+    }
+  }
+}
+
+}  // namespace
+
 // The pixels in one part per thread, each summed into its own c x c matrix (a Gram matrix has few
 // rows and many pixels), then the parts added and the upper triangle mirrored as gram() does.
 void gram_c16(const float* x, int c, int hw, float* g) {
   ThreadPool& pool = ThreadPool::instance();
   const auto& k = active_winograd_c16();
-  const int parts = std::max(1, std::min(pool.threads(), hw / 256));
+  const bool bf16 = bf16_active();
+  const int parts = std::max(1, std::min(pool.threads(), hw / C16_GRAM_RUN));
   std::vector<float> partial((size_t)(parts - 1) * c * c);
   pool.parallel_for(parts, [&](int s, int) {
     const int p0 = (int)((long)hw * s / parts), p1 = (int)((long)hw * (s + 1) / parts);
-    k.gram(x, c, hw, p0, p1, s == 0 ? g : partial.data() + (size_t)(s - 1) * c * c);
+    float* out = s == 0 ? g : partial.data() + (size_t)(s - 1) * c * c;
+    if (!bf16) return k.gram(x, c, hw, p0, p1, out, false);
+    thread_local HugeScratch scratch;
+    float* run = scratch.get<float>((size_t)(c + 16) * C16_GRAM_RUN);
+    for (int q0 = p0; q0 < p1; q0 += C16_GRAM_RUN) {
+      const int n = std::min(C16_GRAM_RUN, p1 - q0);
+      round_run(x, c / 16, hw, q0, n, std::min(C16_GRAM_RUN, p1 - q0 - n), run, C16_GRAM_RUN);
+      k.gram(run, c, C16_GRAM_RUN, 0, n, out, q0 != p0);
+    }
   });
   sum_parts_and_mirror(g, partial.data(), parts, c);
 }
@@ -30,9 +66,20 @@ void gram_c16(const float* x, int c, int hw, float* g) {
 void mix_channels_c16(const float* d, int c, const float* x, int hw, float* y) {
   ThreadPool& pool = ThreadPool::instance();
   const auto& k = active_winograd_c16();
-  const int parts = std::max(1, std::min(pool.threads(), hw / 96));
+  const bool bf16 = bf16_active();
+  const int parts = std::max(1, std::min(pool.threads(), hw / C16_MIX_RUN));
+  std::vector<float> dr(bf16 ? (size_t)c * c : 0);
+  if (bf16) round_bf16(d, dr.data(), (long)c * c);
   pool.parallel_for(parts, [&](int s, int) {
-    k.mix(d, c, x, hw, (int)((long)hw * s / parts), (int)((long)hw * (s + 1) / parts), y);
+    const int p0 = (int)((long)hw * s / parts), p1 = (int)((long)hw * (s + 1) / parts);
+    if (!bf16) return k.mix(d, c, x, hw, p0, p1, y, hw);
+    thread_local HugeScratch scratch;
+    float* xr = scratch.get<float>((size_t)(c + 16) * C16_MIX_RUN);
+    for (int q0 = p0; q0 < p1; q0 += C16_MIX_RUN) {
+      const int n = std::min(C16_MIX_RUN, p1 - q0);
+      round_run(x, c / 16, hw, q0, n, std::min(C16_MIX_RUN, p1 - q0 - n), xr, C16_MIX_RUN);
+      k.mix(dr.data(), c, xr, C16_MIX_RUN, 0, n, y + (size_t)q0 * 16, hw);
+    }
   });
 }
 

@@ -137,8 +137,9 @@ void convert_panels_bf16(const float* src, int k, int panels, uint16_t* dst);
 // y = x rounded to the nearest bfloat16 (ties to even; NaN stays NaN), kept in fp32: the operands
 // of the kernels that multiply in fp32 under --precision bf16 (Winograd, the direct kernels).
 void round_bf16(const float* x, float* y, long n);
-// The same in place on the calling thread (inside a kernel's own copy of its input).
+// The same on the calling thread (inside a kernel's own copy of its input): in place, or into y.
 void round_bf16_span(float* x, long n);
+void round_bf16_span(const float* x, float* y, long n);
 // y = the bf16 bits of x (the fully connected layers' weights under --precision bf16: half the bytes).
 void to_bf16_bits(const float* x, uint16_t* y, long n);
 

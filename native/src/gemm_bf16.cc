@@ -144,6 +144,7 @@ void round_bf16(const float* x, float* y, long n) {
 }
 
 void round_bf16_span(float* x, long n) { round_span(x, x, n); }
+void round_bf16_span(const float* x, float* y, long n) { round_span(x, y, n); }
 
 void to_bf16_bits(const float* x, uint16_t* y, long n) {
   static const bool vector = cpu_has_bf16();

@@ -28,6 +28,8 @@ namespace portable { extern const WinogradTransforms winograd; }
 // winograd_c16.inc).
 // U^T is packed in blocks of C16_BLOCK output channels (see c16_gemm).
 constexpr int C16_BLOCK = 64;
+// The pixels a run of the style losses' products takes (blocked_ops.inc): a Gram matrix's, and d^T X's.
+constexpr int C16_GRAM_RUN = 256, C16_MIX_RUN = 96;
 struct WinogradC16 {
   // 16 channels' rows (rows[l], `width` floats, readable to the next multiple of 16) -> dst[x][16].
   void (*interleave)(const float* const* rows, int width, float* dst);
@@ -50,8 +52,9 @@ struct WinogradC16 {
   // The style losses' products on an nChw16c x of c channels and hw pixels (blocked_ops.inc), over
   // pixels [p0, p1): the Gram matrix's 16 x 16 blocks on and right of the diagonal into g (c x c);
   // y = d^T x over the channels (d c x c) into y, nChw16c.
-  void (*gram)(const float* x, int c, size_t hw, int p0, int p1, float* g);
-  void (*mix)(const float* d, int c, const float* x, size_t hw, int p0, int p1, float* y);
+  // `add`: add the sums to g instead of writing them.
+  void (*gram)(const float* x, int c, size_t hw, int p0, int p1, float* g, bool add);
+  void (*mix)(const float* d, int c, const float* x, size_t hw, int p0, int p1, float* y, size_t yhw);
   // interleave's inverse: src[x][16] for x < width -> 16 rows, rows[l][x].
   void (*deinterleave)(const float* src, int width, float* const* rows);
   // winograd_weights' U for output channels co0 .. co0 + 15 (of cout, for a conv from wcin to wcout

@@ -358,10 +358,11 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     },
 
     // The style losses' products from features the forward pass left channel-blocked, read as they
-    // are (the others through matmul, which converts them to NCHW first). bf16 keeps matmul's.
+    // are (the others through matmul, which converts them to NCHW first); under bf16 the addon
+    // rounds their operands as it reads them.
     gram(f: Tensor): Tensor {
       const fb = f.arrayIn(NCHW16C);
-      if (!fb || bf16) return matmulChannelOps.gram.call(be, f);
+      if (!fb) return matmulChannelOps.gram.call(be, f);
       const [c, hw] = channelMatrix(f, 'gram');
       const g = Tensor.uninitialized([c, c]);
       addon.gramC16(fb, c, hw, g.data);
@@ -370,7 +371,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
 
     mixChannels(d: Tensor, f: Tensor): Tensor {
       const fb = f.arrayIn(NCHW16C);
-      if (!fb || bf16) return matmulChannelOps.mixChannels.call(be, d, f);
+      if (!fb) return matmulChannelOps.mixChannels.call(be, d, f);
       const [c, hw] = channelMatrix(f, 'mixChannels');
       checkGradShape(d, [c, c], 'mixChannels');
       const y = Tensor.uninitializedIn(NCHW16C, f.shape);
