@@ -7,7 +7,8 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { getBackend, nativeBackend, openBackend } from '../src/backends/index.js';
-import type { NativeBackend } from '../src/backends/native/native-backend.js';
+import { createNativeBackend, type NativeBackend } from '../src/backends/native/native-backend.js';
+import { nativeAddon } from '../src/backends/native/native-addon.js';
 import type { ConvAlgorithm } from '../src/backends/native/native-backend.js';
 import { bf16Bits, roundToBf16 } from '../src/tensor/bf16.js';
 import { NCHW16C, toChannelBlocked } from '../src/tensor/channel-blocked.js';
@@ -186,6 +187,62 @@ if (nativeBackend && hasBf16) {
       }
     });
   }
+
+  test("bf16 weights rounded on the way: Winograd's transforms keep no rounded copy; a fully connected layer's first pass rounds fp32 rows as it reads them, later ones read kept bf16 bits, the same bits", () => {
+    const raw = nativeAddon!;
+    // The transform of weights rounded on the way is the transform of a rounded copy, bit for bit.
+    for (const [cin, cout, rotate, m, c16] of [[32, 48, false, 4, false], [64, 32, true, 6, true], [16, 512, false, 4, false]] as const) {
+      const w = randomTensor([cin, 3, 3, cout], cin + cout, -2, 2).data;
+      const size = rotate ? raw.winogradWeightsSize(cout, cin, m) : raw.winogradWeightsSize(cin, cout, m);
+      const [got, want, unrounded] = [0, 1, 2].map(() => new Float32Array(size));
+      raw.winogradWeights(w, cin, cout, rotate, m, got!, c16, true);
+      const r = new Float32Array(w.length);
+      raw.roundBf16(w, r);
+      raw.winogradWeights(r, cin, cout, rotate, m, want!, c16);
+      raw.winogradWeights(w, cin, cout, rotate, m, unrounded!, c16);
+      assert.deepEqual(got, want, `${cin} -> ${cout} F(${m}x${m})${rotate ? ' rotated' : ''}`);
+      assert.notDeepEqual(got, unrounded, `${cin} -> ${cout}: rounded indeed`);
+    }
+    const backend = createNativeBackend(raw, 'bf16'); // caches of its own, empty
+    const calls = { rounded: 0, bits: 0 };
+    const kinds: string[] = [];
+    const spied = { roundBf16: raw.roundBf16, toBf16Bits: raw.toBf16Bits, linearBf16: raw.linearBf16 };
+    Object.assign(raw, {
+      roundBf16: (...a: Parameters<typeof raw.roundBf16>) => (calls.rounded++, spied.roundBf16.apply(raw, a)),
+      toBf16Bits: (...a: Parameters<typeof raw.toBf16Bits>) => (calls.bits++, spied.toBf16Bits.apply(raw, a)),
+      linearBf16: (...a: Parameters<typeof raw.linearBf16>) => (kinds.push(a[3].constructor.name), spied.linearBf16.apply(raw, a)),
+    });
+    try {
+      // Two Winograd layers (forward and the gradient to the data) and a fully connected one.
+      const x = randomTensor([1, 32, 14, 14], 1);
+      const [w1, w2] = [randomTensor([32, 3, 3, 32], 2), randomTensor([32, 3, 3, 16], 3)];
+      const [b1, b2] = [randomTensor([32], 4), randomTensor([16], 5)];
+      const fx = randomTensor([2, 300], 6);
+      fx.data.forEach((v, j) => (fx.data[j] = v < -0.5 ? 0 : v));
+      const [fw, fb] = [randomTensor([300, 70], 7), randomTensor([70], 8)];
+      const p = { pad: 1, stride: 1 };
+      const pass = () => {
+        const h = backend.conv2d(x, w1, b1, p, true);
+        const y = backend.conv2d(h, w2, b2, p);
+        return [y, backend.conv2dBackwardData(y, w2, h.shape, p), backend.linear(fx, fw, fb)].map((t) => t.data.slice());
+      };
+      const seen: (typeof calls)[] = [];
+      const outputs = [0, 1, 2].map(() => {
+        const o = pass();
+        seen.push({ ...calls });
+        return o;
+      });
+      assert.deepEqual(seen, [{ rounded: 0, bits: 0 }, { rounded: 0, bits: 1 }, { rounded: 0, bits: 1 }]);
+      assert.deepEqual(kinds, ['Float32Array', 'Uint16Array', 'Uint16Array']);
+      assert.deepEqual(outputs[1], outputs[0]);
+      assert.deepEqual(outputs[2], outputs[0]);
+      const linear = new Tensor([2, 70], outputs[0]![2]!);
+      assertClose(linear, loops.linear(rounded(fx), rounded(fw), fb), 1e-5, 'linear against loops on rounded operands');
+      assert.ok(relError(linear, loops.linear(fx, fw, fb)) > 1e-4, "linear as fp32's");
+    } finally {
+      Object.assign(raw, spied);
+    }
+  });
 
   test('an fp32 and a bf16 backend taking turns in one thread each keep their own arithmetic', () => {
     const fp = nativeBackend!;

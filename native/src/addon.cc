@@ -182,8 +182,9 @@ Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// winogradWeightsSize(cin, cout, tile) -> floats; winogradWeights(wt, wcin, wcout, rotate, tile, out, c16?)
-// (c16: rotated ones in the channel-blocked layout too, for conv2dBackwardData with c16)
+// winogradWeightsSize(cin, cout, tile) -> floats; winogradWeights(wt, wcin, wcout, rotate, tile, out, c16?, round?)
+// (c16: rotated ones in the channel-blocked layout too, for conv2dBackwardData with c16; round: of
+// the weights rounded to bfloat16)
 Napi::Value WinogradWeightsSize(const Napi::CallbackInfo& info) {
   Call call;
   return Napi::Number::New(info.Env(), (double)winograd_weights_size(I(info, 0), I(info, 1), Tile(info, 2)));
@@ -191,7 +192,8 @@ Napi::Value WinogradWeightsSize(const Napi::CallbackInfo& info) {
 
 Napi::Value WinogradWeights(const Napi::CallbackInfo& info) {
   Call call;
-  winograd_weights(F(info, 0), I(info, 1), I(info, 2), B(info, 3), Tile(info, 4), F(info, 5), info.Length() > 6 && info[6].IsBoolean() && B(info, 6));
+  const auto flag = [&](size_t i) { return info.Length() > i && info[i].IsBoolean() && B(info, i); };
+  winograd_weights(F(info, 0), I(info, 1), I(info, 2), B(info, 3), Tile(info, 4), F(info, 5), flag(6), flag(7));
   return info.Env().Undefined();
 }
 
@@ -351,10 +353,13 @@ Napi::Value ChannelsLast(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// linearBf16(x, m, k, w: Uint16Array of bf16 bits, n, b, y)
+// linearBf16(x, m, k, w: Uint16Array of bf16 bits, or Float32Array rounded as it is read, n, b, y)
 Napi::Value LinearBf16(const Napi::CallbackInfo& info) {
   Call call;
-  linear_bf16(F(info, 0), I(info, 1), I(info, 2), info[3].As<Napi::Uint16Array>().Data(), I(info, 4), F(info, 5), F(info, 6));
+  if (info[3].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array)
+    linear_bf16(F(info, 0), I(info, 1), I(info, 2), F(info, 3), I(info, 4), F(info, 5), F(info, 6));
+  else
+    linear_bf16(F(info, 0), I(info, 1), I(info, 2), info[3].As<Napi::Uint16Array>().Data(), I(info, 4), F(info, 5), F(info, 6));
   return info.Env().Undefined();
 }
 

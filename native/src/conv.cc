@@ -697,8 +697,9 @@ static void axpy4(const float* a, const W* const* x, float* y, int n, const W* c
 // bound by memory. Weight rows whose inputs are all zero (after a ReLU, about half) are skipped;
 // the others are split over the threads as whole rows, read contiguously and prefetched a row
 // ahead, each thread summing into its own accumulator. (Columns split over threads, hopping 8 KB
-// at a time, reached half the memory bandwidth.)
-template <class W>
+// at a time, reached half the memory bandwidth.) With `Round`, the fp32 rows are rounded to
+// bfloat16 as they are read, four at a time into a copy in cache.
+template <class W, bool Round = false>
 static void linear_streamed(const float* x, int m, int k, const W* w, int n, float* y) {
   static std::vector<int> live;  // one call at a time: the addon serialises its calls
   live.clear();
@@ -719,8 +720,15 @@ static void linear_streamed(const float* x, int m, int k, const W* w, int n, flo
     float* yt = acc.data() + (size_t)ti * m * n;
     // Four live rows at a time; past the thread's last row, a zero row with coefficient 0.
     const auto row = [&](size_t r) { return r < r1 ? w + (size_t)live[r] * n : zero.data(); };
+    thread_local std::vector<float> rounded;
+    if constexpr (Round) rounded.resize((size_t)ROWS * n);
     for (size_t r = r0; r < r1; r += ROWS) {
       const W* rows[ROWS] = {row(r), row(r + 1), row(r + 2), row(r + 3)};
+      if constexpr (Round)
+        for (int q = 0; q < ROWS && r + q < r1; q++) {
+          round_bf16_span(rows[q], rounded.data() + (size_t)q * n, n);
+          rows[q] = rounded.data() + (size_t)q * n;
+        }
       const W* ahead[ROWS] = {row(r + 4), row(r + 5), row(r + 6), row(r + 7)};
       const W* const* next = r + ROWS < r1 ? ahead : nullptr;
       for (int i = 0; i < m; i++) {
@@ -746,13 +754,18 @@ void linear(const float* x, int m, int k, const float* w, int n, const float* b,
     linear_streamed(x, m, k, w, n, y);
 }
 
-void linear_bf16(const float* x, int m, int k, const uint16_t* w, int n, const float* b, float* y) {
+// x rounded too: both operands bf16. The weights as bf16 bits, or as fp32 rounded as they are read.
+template <class W>
+static void linear_bf16_of(const float* x, int m, int k, const W* w, int n, const float* b, float* y) {
   for (int i = 0; i < m; i++) std::memcpy(y + (size_t)i * n, b, sizeof(float) * n);
-  static std::vector<float> xr;  // x rounded too: both operands bf16
+  static std::vector<float> xr;
   xr.assign(x, x + (size_t)m * k);
   round_bf16_span(xr.data(), (long)m * k);
-  linear_streamed(xr.data(), m, k, w, n, y);
+  linear_streamed<W, std::is_same_v<W, float>>(xr.data(), m, k, w, n, y);
 }
+
+void linear_bf16(const float* x, int m, int k, const uint16_t* w, int n, const float* b, float* y) { linear_bf16_of(x, m, k, w, n, b, y); }
+void linear_bf16(const float* x, int m, int k, const float* w, int n, const float* b, float* y) { linear_bf16_of(x, m, k, w, n, b, y); }
 
 void channels_last(const float* x, int n, int c, int hw, float* y) {
   for (int i = 0; i < n; i++) {

@@ -70,7 +70,8 @@ WinogradStages& winograd_stages();
 // Transforms weights [wcin, 3, 3, wcout]; `rotate` gives those of the gradient to the data (a
 // wcout -> wcin convolution with the kernel turned 180 degrees). `c16`: in the channel-blocked
 // path's layout, where winograd_c16 holds for that convolution (the forward's always are).
-void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, float* up, bool c16 = false);
+// `round`: the weights rounded to bfloat16 first (--precision bf16), into scratch, not kept.
+void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, float* up, bool c16 = false, bool round = false);
 
 // K x K stride-1 convolution with few input or output channels, computed directly (directconv.inc);
 // `reflect`: the border mirrored instead of zero.
@@ -124,8 +125,10 @@ void linear(const float* x, int m, int k, const float* w, int n, const float* b,
 // y [n, hw, c] = x [n, c, hw]: MatConvNet's flattening order before fc6 (in JavaScript, run once
 // per pass and never optimised by the JIT, the 25088 values took 0.5 ms).
 void channels_last(const float* x, int n, int c, int hw, float* y);
-// The same with the weights stored as bfloat16 bits (--precision bf16), any number of rows streamed.
+// The same with bfloat16 operands (--precision bf16), any number of rows streamed: the weights
+// stored as bf16 bits, or fp32 ones rounded as they are read (the same products).
 void linear_bf16(const float* x, int m, int k, const uint16_t* w, int n, const float* b, float* y);
+void linear_bf16(const float* x, int m, int k, const float* w, int n, const float* b, float* y);
 
 void relu(const float* x, float* y, long size);
 void relu_backward(const float* dy, const float* x, float* dx, long size);

@@ -98,7 +98,16 @@ size_t winograd_weights_size(int cin, int cout, int m) {
   return (size_t)(m + 2) * (m + 2) * plane_stride((size_t)round_up(cout, MR) * cin);
 }
 
-void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, float* up, bool c16_layout) {
+void winograd_weights(const float* wt, int wcin, int wcout, bool rotate, int m, float* up, bool c16_layout, bool round) {
+  if (round) {
+    // A rounded copy of the layer's weights (9.4 MB at most in VGG19) for the transform alone: the
+    // network's 80 MB were kept rounded beside the fp32 ones before, and rounding them took ~105 ms.
+    static HugeScratch rounded;
+    const long size = 9L * wcin * wcout;
+    float* r = rounded.get<float>(size);
+    round_bf16(wt, r, size);
+    wt = r;
+  }
   // Forward: a conv from wcin to wcout channels with g[kh][kw] = w[ci][kh][kw][co].
   // Rotated (for the gradient to the data): from wcout to wcin channels with the kernel turned by
   // 180 degrees, g'[kh][kw] for (in = co, out = ci) = w[ci][2-kh][2-kw][co].

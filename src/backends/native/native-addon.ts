@@ -67,8 +67,11 @@ export interface NativeAddon {
    * vector: F(4x4), both counts multiples of 16, a CPU with AVX-512), its weights laid out for it.
    */
   winogradC16(cin: number, cout: number, tile: WinogradTile): boolean;
-  /** `c16`: rotated ones in the channel-blocked layout too (for conv2dBackwardData's c16); the forward's always are, where winogradC16 holds. */
-  winogradWeights(wt: Float32Array, cin: number, cout: number, rotate: boolean, tile: WinogradTile, out: Float32Array, c16?: boolean): void;
+  /**
+   * `c16`: rotated ones in the channel-blocked layout too (for conv2dBackwardData's c16); the
+   * forward's always are, where winogradC16 holds. `round`: of the weights rounded to bfloat16.
+   */
+  winogradWeights(wt: Float32Array, cin: number, cout: number, rotate: boolean, tile: WinogradTile, out: Float32Array, c16?: boolean, round?: boolean): void;
   conv2dBackwardParams(dy: Float32Array, x: Float32Array, n: number, cin: number, h: number, w: number, cout: number,
     k: number, pad: number, stride: number, dw: Float32Array, db: Float32Array): void;
   /**
@@ -126,8 +129,11 @@ export interface NativeAddon {
   winogradStages(reset?: boolean): Float64Array;
   /** y [n, hw, c] = x [n, c, hw] (flattenNhwc's order). */
   channelsLast(x: Float32Array, n: number, c: number, hw: number, y: Float32Array): void;
-  /** linear with the weights as bfloat16 bits (toBf16Bits): streamed at half the bytes, whatever the rows. */
-  linearBf16(x: Float32Array, m: number, k: number, w: Uint16Array, n: number, b: Float32Array, y: Float32Array): void;
+  /**
+   * linear with bfloat16 operands, any number of rows streamed: the weights as bf16 bits
+   * (toBf16Bits), at half the bytes, or as fp32 rounded as they are read (the same products).
+   */
+  linearBf16(x: Float32Array, m: number, k: number, w: Uint16Array | Float32Array, n: number, b: Float32Array, y: Float32Array): void;
   relu(x: Float32Array, y: Float32Array): void;
   reluBackward(dy: Float32Array, x: Float32Array, dx: Float32Array): void;
   /**

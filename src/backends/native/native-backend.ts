@@ -116,11 +116,26 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
   const roundsConv = (cin: number) => bf16 && cin > 4;
   const fp32Addon = bf16 ? atPrecision(rawAddon, 'fp32') : addon;
   const convAddon = (cin: number) => (roundsConv(cin) ? addon : fp32Addon);
-  const bitsOf = perWeights((w) => {
-    const r = new Uint16Array(w.size);
-    addon.toBf16Bits(w.data, r);
-    return r;
-  });
+  // The fully connected layers' weights under bf16: a weight array's first pass rounds its fp32 rows
+  // as it reads them; from its second the array is kept as bf16 bits, half the bytes a pass.
+  // Converting VGG19's 495 MB up front took ~400 ms (the file's pages first touched, 247 MB of fresh
+  // memory): `classify --precision bf16` of one image 1.17-1.19 -> 0.68-0.75 s (fp32 0.67-0.82), 1053
+  // -> 749 MiB peak. null: read once, as fp32.
+  const bf16Weights = new WeakMap<Float32Array, Uint16Array | null>();
+  const linearWeights = (w: Tensor): Uint16Array | Float32Array => {
+    const known = bf16Weights.get(w.data);
+    if (known) return known;
+    if (known === undefined) {
+      bf16Weights.set(w.data, null);
+      return w.data;
+    }
+    const bits = new Uint16Array(w.size);
+    addon.toBf16Bits(w.data, bits);
+    bf16Weights.set(w.data, bits);
+    return bits;
+  };
+  // Rounded copies of the weights for the kernels that multiply them as they are given (im2col,
+  // the direct ones); Winograd's transforms round them on the way instead (winogradWeights).
   const roundedOf = perWeights((w) => {
     const r = new Float32Array(w.size);
     addon.roundBf16(w.data, r);
@@ -149,7 +164,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     if (scratch?.buffer) addon.releaseHugeBuffer(scratch.buffer);
     scratch = undefined;
   };
-  const winogradWeights = (w: Tensor, rotate: boolean, tile: WinogradTile, c16 = false): Float32Array => {
+  const winogradWeights = (w: Tensor, rotate: boolean, tile: WinogradTile, c16: boolean, round: boolean): Float32Array => {
     const key = `${rotate}-${tile}-${c16}`;
     const cache = transforms.get(key) ?? transforms.set(key, new WeakMap()).get(key)!;
     const known = cache.get(w.data);
@@ -170,7 +185,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       u = hugeArray(size).array;
       cache.set(w.data, u);
     }
-    addon.winogradWeights(w.data, cin, cout, rotate, tile, u, c16);
+    addon.winogradWeights(w.data, cin, cout, rotate, tile, u, c16, round);
     return u;
   };
   const backwardDataTile = (g: ConvGeometry, p: Conv2dParams): WinogradTile | 0 =>
@@ -238,7 +253,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     conv2d(x: Tensor, w0: Tensor, b: Tensor, p: Conv2dForwardParams, relu = false): Tensor {
       const g = convGeometry(x.shape, w0.shape, p);
       checkBias(b, g.cout, 'conv2d');
-      const [w, ad] = [weightsOf(w0, roundsConv(g.cin)), convAddon(g.cin)];
+      const [rounds, ad] = [roundsConv(g.cin), convAddon(g.cin)];
       const reflect = p.padding === 'reflect';
       const up = p.upsample ?? 1;
       const large = useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout);
@@ -249,17 +264,18 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
         // nChw16c where a channel-blocked convolution could read it next (VGG19's conv1_2).
         const blocked = p.ownLayout === true && addon.winogradC16(g.cout, 16, 4);
         const y = blocked ? Tensor.uninitializedIn(NCHW16C, yShape) : Tensor.uninitialized(yShape);
-        ad.conv2dSmallCin(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, b.data, relu, y.arrayIn(NCHW16C) ?? y.data, blocked);
+        ad.conv2dSmallCin(x.data, g.n, g.cin, g.h, g.w, weightsOf(w0, rounds).data, g.cout, b.data, relu, y.arrayIn(NCHW16C) ?? y.data, blocked);
         return y;
       }
       if (large) {
         const y = Tensor.uninitialized(yShape);
-        ad.conv2dDirect(x.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, reflect, b.data, relu, y.data);
+        ad.conv2dDirect(x.data, g.n, g.cin, g.h, g.w, weightsOf(w0, rounds).data, g.cout, g.k, p.pad, reflect, b.data, relu, y.data);
         return y;
       }
-      const wino = tile ? winogradWeights(w, false, tile) : null;
+      // With Winograd's transform the kernel reads no other weights.
+      const wino = tile ? winogradWeights(w0, false, tile, false, rounds) : null;
       const o = blockedOperands(x, yShape, g, p, tile);
-      ad.conv2d(o.x, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, o.y, wino, tile || 4, reflect, up, false, o.blocked);
+      ad.conv2d(o.x, g.n, g.cin, g.h, g.w, wino ? w0.data : weightsOf(w0, rounds).data, g.cout, g.k, p.pad, p.stride, b.data, relu, o.y, wino, tile || 4, reflect, up, false, o.blocked);
       return o.output;
     },
 
@@ -271,9 +287,9 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       const q = poolGeometry([g.n, g.cout, g.ho, g.wo], pool);
       const tile = forwardTile(g, p);
       if (!tile || !isPool2x2(pool)) return conv2dThenMaxPool(be, x, w0, b, p, relu, pool);
-      const [w, ad] = [weightsOf(w0, roundsConv(g.cin)), convAddon(g.cin)];
       const o = blockedOperands(x, [q.n, q.c, q.ho, q.wo], g, p, tile);
-      ad.conv2d(o.x, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, b.data, relu, o.y, winogradWeights(w, false, tile), tile,
+      const wino = winogradWeights(w0, false, tile, false, roundsConv(g.cin));
+      convAddon(g.cin).conv2d(o.x, g.n, g.cin, g.h, g.w, w0.data, g.cout, g.k, p.pad, p.stride, b.data, relu, o.y, wino, tile,
         p.padding === 'reflect', p.upsample ?? 1, true, o.blocked);
       return o.output;
     },
@@ -282,18 +298,18 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       const g = convGeometry(xShape, w0.shape, p);
       checkGradShape(dy, [g.n, g.cout, g.ho, g.wo], 'conv2dBackwardData');
       checkEpilogue(xShape, epilogue);
-      const [w, ad] = [weightsOf(w0, roundsConv(g.cin)), convAddon(g.cin)];
+      const [rounds, ad] = [roundsConv(g.cin), convAddon(g.cin)];
       if (useDirect(be.convAlgorithm, g.k, p.stride, p.pad, g.cin)) {
         // An nChw16c dy (VGG19's gradient to relu1_1) read as it is.
         const dyb = dy.arrayIn(NCHW16C);
         const dx = Tensor.uninitialized(xShape);
-        ad.conv2dBackwardDataSmallCin(dyb ?? dy.data, g.n, g.cin, g.h, g.w, rotatedWeights(w), g.cout, dx.data, dyb !== undefined);
+        ad.conv2dBackwardDataSmallCin(dyb ?? dy.data, g.n, g.cin, g.h, g.w, rotatedWeights(weightsOf(w0, rounds)), g.cout, dx.data, dyb !== undefined);
         if (epilogue) applyEpilogue(dx, epilogue);
         return dx;
       }
       if (useDirectLarge(be.convAlgorithm, g.k, p.stride, g.cin, g.cout) && p.pad <= g.k - 1) {
         const dx = Tensor.uninitialized(xShape);
-        ad.conv2dDirect(dy.data, g.n, g.cout, g.ho, g.wo, rotatedWeights(w), g.cin, g.k, g.k - 1 - p.pad, false, new Float32Array(g.cin), false, dx.data);
+        ad.conv2dDirect(dy.data, g.n, g.cout, g.ho, g.wo, rotatedWeights(weightsOf(w0, rounds)), g.cin, g.k, g.k - 1 - p.pad, false, new Float32Array(g.cin), false, dx.data);
         if (epilogue) applyEpilogue(dx, epilogue);
         return dx;
       }
@@ -311,12 +327,12 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
       const blockedEpilogue = [epilogue?.add, epilogue?.reluMask].every((t) => !t || t.arrayIn(NCHW16C));
       const blockedDx = ownLayout && blockedEpilogue;
       const c16 = tile !== 0 && addon.winogradC16(g.cout, g.cin, tile) && (blockedDy !== undefined || blockedDx);
-      const wino = tile ? winogradWeights(w, true, tile, c16) : null;
+      const wino = tile ? winogradWeights(w0, true, tile, c16, rounds) : null;
       const dyb = c16 ? blockedDy : undefined;
       const dx = c16 && blockedDx ? Tensor.uninitializedIn(NCHW16C, xShape) : Tensor.uninitialized(xShape);
       const dxb = dx.arrayIn(NCHW16C);
       const operand = (t?: Tensor) => (t ? (dxb ? t.arrayIn(NCHW16C)! : t.data) : null);
-      ad.conv2dBackwardData(dyb ?? dy.data, g.n, g.cin, g.h, g.w, w.data, g.cout, g.k, p.pad, p.stride, dxb ?? dx.data, wino, tile || 4,
+      ad.conv2dBackwardData(dyb ?? dy.data, g.n, g.cin, g.h, g.w, wino ? w0.data : weightsOf(w0, rounds).data, g.cout, g.k, p.pad, p.stride, dxb ?? dx.data, wino, tile || 4,
         operand(epilogue?.add), operand(epilogue?.reluMask), c16, (dyb ? X_BLOCKED : 0) | (dxb ? Y_BLOCKED : 0));
       return dx;
     },
@@ -473,7 +489,7 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     linear(x: Tensor, w: Tensor, b: Tensor): Tensor {
       const { m, n, k } = linearGeometry(x, w, b);
       const y = Tensor.uninitialized([m, n]);
-      if (bf16) addon.linearBf16(x.data, m, k, bitsOf(w), n, b.data, y.data);
+      if (bf16) addon.linearBf16(x.data, m, k, linearWeights(w), n, b.data, y.data);
       else addon.linear(x.data, m, k, w.data, n, b.data, y.data);
       return y;
     },
