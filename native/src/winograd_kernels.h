@@ -51,7 +51,7 @@ struct WinogradC16 {
   void (*gemm_cached)(int k, const float* a, int lda, int m, const float* b, int n, float* c, int ldc);
   // The style losses' products on an nChw16c x of c channels and hw pixels (blocked_ops.inc), over
   // pixels [p0, p1): the Gram matrix's 16 x 16 blocks on and right of the diagonal into g (c x c);
-  // y = d^T x over the channels (d c x c) into y, nChw16c.
+  // y = d^T x over the channels (d c x c) into y, nChw16c (its blocks yhw pixels apart). gram's
   // `add`: add the sums to g instead of writing them.
   void (*gram)(const float* x, int c, size_t hw, int p0, int p1, float* g, bool add);
   void (*mix)(const float* d, int c, const float* x, size_t hw, int p0, int p1, float* y, size_t yhw);
