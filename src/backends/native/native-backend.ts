@@ -99,6 +99,26 @@ function perWeights<T>(make: (w: Tensor) => T): (w: Tensor) => T {
   };
 }
 
+/**
+ * perWeights kept from a weight array's second use on: its first use gets `once(w)` (a copy that
+ * is not kept), its second `keep(w)`, kept as perWeights keeps it. A single pass over a network
+ * then keeps no copies, and a run of many passes makes each once more, in its second.
+ */
+function fromSecondUse<T extends object>(once: (w: Tensor) => T, keep: (w: Tensor) => T): (w: Tensor) => T {
+  const cache = new WeakMap<Float32Array, T | null>(); // null: used once
+  return (w) => {
+    const known = cache.get(w.data);
+    if (known) return known;
+    if (known === undefined) {
+      cache.set(w.data, null);
+      return once(w);
+    }
+    const kept = keep(w);
+    cache.set(w.data, kept);
+    return kept;
+  };
+}
+
 const isPool2x2 = (p: Pool2dParams): boolean => p.kernel === 2 && p.stride === 2 && p.pad === 0;
 
 export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrecision = 'fp32'): NativeBackend {
@@ -120,20 +140,15 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
   // as it reads them; from its second the array is kept as bf16 bits, half the bytes a pass.
   // Converting VGG19's 495 MB up front took ~400 ms (the file's pages first touched, 247 MB of fresh
   // memory): `classify --precision bf16` of one image 1.17-1.19 -> 0.68-0.75 s (fp32 0.67-0.82), 1053
-  // -> 749 MiB peak. null: read once, as fp32.
-  const bf16Weights = new WeakMap<Float32Array, Uint16Array | null>();
-  const linearWeights = (w: Tensor): Uint16Array | Float32Array => {
-    const known = bf16Weights.get(w.data);
-    if (known) return known;
-    if (known === undefined) {
-      bf16Weights.set(w.data, null);
-      return w.data;
-    }
-    const bits = new Uint16Array(w.size);
-    addon.toBf16Bits(w.data, bits);
-    bf16Weights.set(w.data, bits);
-    return bits;
-  };
+  // -> 749 MiB peak.
+  const linearWeights = fromSecondUse<Uint16Array | Float32Array>(
+    (w) => w.data,
+    (w) => {
+      const bits = new Uint16Array(w.size);
+      addon.toBf16Bits(w.data, bits);
+      return bits;
+    },
+  );
   // Rounded copies of the weights for the kernels that multiply them as they are given (im2col,
   // the direct ones); Winograd's transforms round them on the way instead (winogradWeights).
   const roundedOf = perWeights((w) => {
@@ -153,8 +168,8 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
   // A run of many passes transforms each array once more, in its second pass. The scratch is given
   // back before the first kept transform is made, so the two never add up: the memory plan's count
   // of kept transforms still bounds them.
-  // Per direction and tile: a weight array's kept transform, or null once it went into the scratch.
-  const transforms = new Map<string, WeakMap<Float32Array, Float32Array | null>>();
+  // One per direction, tile and rounding of the weights.
+  const transforms = new Map<string, (w: Tensor) => Float32Array>();
   let scratch: { buffer: ArrayBuffer | null; array: Float32Array } | undefined;
   const hugeArray = (size: number) => {
     const buffer = addon.hugeBuffer(size);
@@ -165,28 +180,35 @@ export function createNativeBackend(rawAddon: NativeAddon, precision: NativePrec
     scratch = undefined;
   };
   const winogradWeights = (w: Tensor, rotate: boolean, tile: WinogradTile, c16: boolean, round: boolean): Float32Array => {
-    const key = `${rotate}-${tile}-${c16}`;
-    const cache = transforms.get(key) ?? transforms.set(key, new WeakMap()).get(key)!;
-    const known = cache.get(w.data);
-    if (known) return known;
-    const [cin, , , cout] = w.shape as [number, number, number, number];
-    const size = rotate ? addon.winogradWeightsSize(cout, cin, tile) : addon.winogradWeightsSize(cin, cout, tile);
-    let u: Float32Array;
-    if (known === undefined) {
-      // Valid until the next transform: the callers hand it to the addon at once.
-      cache.set(w.data, null);
-      if (!scratch || scratch.array.length < size) {
-        releaseScratch();
-        scratch = hugeArray(size);
-      }
-      u = scratch.array.subarray(0, size);
-    } else {
-      releaseScratch();
-      u = hugeArray(size).array;
-      cache.set(w.data, u);
+    const key = `${rotate}-${tile}-${c16}-${round}`;
+    let of = transforms.get(key);
+    if (!of) {
+      // The transform into the buffer `into` gives for its size.
+      const transform = (wt: Tensor, into: (size: number) => Float32Array) => {
+        const [cin, , , cout] = wt.shape as [number, number, number, number];
+        const u = into(rotate ? addon.winogradWeightsSize(cout, cin, tile) : addon.winogradWeightsSize(cin, cout, tile));
+        addon.winogradWeights(wt.data, cin, cout, rotate, tile, u, c16, round);
+        return u;
+      };
+      of = fromSecondUse(
+        // Valid until the next transform: the callers hand it to the addon at once.
+        (wt) =>
+          transform(wt, (size) => {
+            if (!scratch || scratch.array.length < size) {
+              releaseScratch();
+              scratch = hugeArray(size);
+            }
+            return scratch.array.subarray(0, size);
+          }),
+        (wt) =>
+          transform(wt, (size) => {
+            releaseScratch();
+            return hugeArray(size).array;
+          }),
+      );
+      transforms.set(key, of);
     }
-    addon.winogradWeights(w.data, cin, cout, rotate, tile, u, c16, round);
-    return u;
+    return of(w);
   };
   const backwardDataTile = (g: ConvGeometry, p: Conv2dParams): WinogradTile | 0 =>
     backwardDataWinogradTile(be.convAlgorithm, g.k, p.stride, p.pad, g.cin, g.cout, g.h, g.w, p.leanWeights);
