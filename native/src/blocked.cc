@@ -37,6 +37,22 @@ void round_run(const float* x, int blocks, size_t hw, int q0, int n, int ahead, 
   }
 }
 
+// This thread's copy, for both products.
+thread_local HugeScratch run_copy;
+
+// Pixels [p0, p1) of x's c channels (blocks hw pixels apart), `run` at a time, each rounded into
+// this thread's copy (blocks `run` pixels apart) and handed to use(copy, q0, n), the next run's
+// pixels fetched on the way.
+template <class Use>
+void rounded_runs(const float* x, int c, size_t hw, int p0, int p1, int run, Use use) {
+  float* copy = run_copy.get<float>((size_t)(c + 16) * run);
+  for (int q0 = p0; q0 < p1; q0 += run) {
+    const int n = std::min(run, p1 - q0);
+    round_run(x, c / 16, hw, q0, n, std::min(run, p1 - q0 - n), copy, run);
+    use(copy, q0, n);
+  }
+}
+
 }  // namespace
 
 // The pixels in one part per thread, each summed into its own c x c matrix (a Gram matrix has few
@@ -51,13 +67,7 @@ void gram_c16(const float* x, int c, int hw, float* g) {
     const int p0 = (int)((long)hw * s / parts), p1 = (int)((long)hw * (s + 1) / parts);
     float* out = s == 0 ? g : partial.data() + (size_t)(s - 1) * c * c;
     if (!bf16) return k.gram(x, c, hw, p0, p1, out, false);
-    thread_local HugeScratch scratch;
-    float* run = scratch.get<float>((size_t)(c + 16) * C16_GRAM_RUN);
-    for (int q0 = p0; q0 < p1; q0 += C16_GRAM_RUN) {
-      const int n = std::min(C16_GRAM_RUN, p1 - q0);
-      round_run(x, c / 16, hw, q0, n, std::min(C16_GRAM_RUN, p1 - q0 - n), run, C16_GRAM_RUN);
-      k.gram(run, c, C16_GRAM_RUN, 0, n, out, q0 != p0);
-    }
+    rounded_runs(x, c, hw, p0, p1, C16_GRAM_RUN, [&](const float* run, int q0, int n) { k.gram(run, c, C16_GRAM_RUN, 0, n, out, q0 != p0); });
   });
   sum_parts_and_mirror(g, partial.data(), parts, c);
 }
@@ -73,13 +83,7 @@ void mix_channels_c16(const float* d, int c, const float* x, int hw, float* y) {
   pool.parallel_for(parts, [&](int s, int) {
     const int p0 = (int)((long)hw * s / parts), p1 = (int)((long)hw * (s + 1) / parts);
     if (!bf16) return k.mix(d, c, x, hw, p0, p1, y, hw);
-    thread_local HugeScratch scratch;
-    float* xr = scratch.get<float>((size_t)(c + 16) * C16_MIX_RUN);
-    for (int q0 = p0; q0 < p1; q0 += C16_MIX_RUN) {
-      const int n = std::min(C16_MIX_RUN, p1 - q0);
-      round_run(x, c / 16, hw, q0, n, std::min(C16_MIX_RUN, p1 - q0 - n), xr, C16_MIX_RUN);
-      k.mix(dr.data(), c, xr, C16_MIX_RUN, 0, n, y + (size_t)q0 * 16, hw);
-    }
+    rounded_runs(x, c, hw, p0, p1, C16_MIX_RUN, [&](const float* run, int q0, int n) { k.mix(dr.data(), c, run, C16_MIX_RUN, 0, n, y + (size_t)q0 * 16, hw); });
   });
 }
 
