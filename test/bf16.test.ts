@@ -17,7 +17,7 @@ import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SUITE_GEMM_SHAPES } from '../src/app/kernel-suite.js';
 import { readRgb } from '../src/image/preprocess.js';
-import { CONV_SHAPES, FIXTURES, TINY, assertClose, randomTensor, relError, runCli } from './helpers.js';
+import { CONV_SHAPES, FIXTURES, TINY, assertClose, randomTensor, relError, runCli, watchingCalls } from './helpers.js';
 import { tempDir } from './temp.js';
 
 const loops = getBackend('loops');
@@ -206,42 +206,35 @@ if (nativeBackend && hasBf16) {
     const backend = createNativeBackend(raw, 'bf16'); // caches of its own, empty
     const calls = { rounded: 0, bits: 0 };
     const kinds: string[] = [];
-    const spied = { roundBf16: raw.roundBf16, toBf16Bits: raw.toBf16Bits, linearBf16: raw.linearBf16 };
-    Object.assign(raw, {
-      roundBf16: (...a: Parameters<typeof raw.roundBf16>) => (calls.rounded++, spied.roundBf16.apply(raw, a)),
-      toBf16Bits: (...a: Parameters<typeof raw.toBf16Bits>) => (calls.bits++, spied.toBf16Bits.apply(raw, a)),
-      linearBf16: (...a: Parameters<typeof raw.linearBf16>) => (kinds.push(a[3].constructor.name), spied.linearBf16.apply(raw, a)),
-    });
-    try {
-      // Two Winograd layers (forward and the gradient to the data) and a fully connected one.
-      const x = randomTensor([1, 32, 14, 14], 1);
-      const [w1, w2] = [randomTensor([32, 3, 3, 32], 2), randomTensor([32, 3, 3, 16], 3)];
-      const [b1, b2] = [randomTensor([32], 4), randomTensor([16], 5)];
-      const fx = randomTensor([2, 300], 6);
-      fx.data.forEach((v, j) => (fx.data[j] = v < -0.5 ? 0 : v));
-      const [fw, fb] = [randomTensor([300, 70], 7), randomTensor([70], 8)];
-      const p = { pad: 1, stride: 1 };
-      const pass = () => {
-        const h = backend.conv2d(x, w1, b1, p, true);
-        const y = backend.conv2d(h, w2, b2, p);
-        return [y, backend.conv2dBackwardData(y, w2, h.shape, p), backend.linear(fx, fw, fb)].map((t) => t.data.slice());
-      };
-      const seen: (typeof calls)[] = [];
-      const outputs = [0, 1, 2].map(() => {
+    // Two Winograd layers (forward and the gradient to the data) and a fully connected one.
+    const x = randomTensor([1, 32, 14, 14], 1);
+    const [w1, w2] = [randomTensor([32, 3, 3, 32], 2), randomTensor([32, 3, 3, 16], 3)];
+    const [b1, b2] = [randomTensor([32], 4), randomTensor([16], 5)];
+    const fx = randomTensor([2, 300], 6);
+    fx.data.forEach((v, j) => (fx.data[j] = v < -0.5 ? 0 : v));
+    const [fw, fb] = [randomTensor([300, 70], 7), randomTensor([70], 8)];
+    const p = { pad: 1, stride: 1 };
+    const pass = () => {
+      const h = backend.conv2d(x, w1, b1, p, true);
+      const y = backend.conv2d(h, w2, b2, p);
+      return [y, backend.conv2dBackwardData(y, w2, h.shape, p), backend.linear(fx, fw, fb)].map((t) => t.data.slice());
+    };
+    const seen: (typeof calls)[] = [];
+    const watched = { roundBf16: () => calls.rounded++, toBf16Bits: () => calls.bits++, linearBf16: (...a: Parameters<typeof raw.linearBf16>) => kinds.push(a[3].constructor.name) };
+    const outputs = watchingCalls(raw, watched, () =>
+      [0, 1, 2].map(() => {
         const o = pass();
         seen.push({ ...calls });
         return o;
-      });
-      assert.deepEqual(seen, [{ rounded: 0, bits: 0 }, { rounded: 0, bits: 1 }, { rounded: 0, bits: 1 }]);
-      assert.deepEqual(kinds, ['Float32Array', 'Uint16Array', 'Uint16Array']);
-      assert.deepEqual(outputs[1], outputs[0]);
-      assert.deepEqual(outputs[2], outputs[0]);
-      const linear = new Tensor([2, 70], outputs[0]![2]!);
-      assertClose(linear, loops.linear(rounded(fx), rounded(fw), fb), 1e-5, 'linear against loops on rounded operands');
-      assert.ok(relError(linear, loops.linear(fx, fw, fb)) > 1e-4, "linear as fp32's");
-    } finally {
-      Object.assign(raw, spied);
-    }
+      }),
+    );
+    assert.deepEqual(seen, [{ rounded: 0, bits: 0 }, { rounded: 0, bits: 1 }, { rounded: 0, bits: 1 }]);
+    assert.deepEqual(kinds, ['Float32Array', 'Uint16Array', 'Uint16Array']);
+    assert.deepEqual(outputs[1], outputs[0]);
+    assert.deepEqual(outputs[2], outputs[0]);
+    const linear = new Tensor([2, 70], outputs[0]![2]!);
+    assertClose(linear, loops.linear(rounded(fx), rounded(fw), fb), 1e-5, 'linear against loops on rounded operands');
+    assert.ok(relError(linear, loops.linear(fx, fw, fb)) > 1e-4, "linear as fp32's");
   });
 
   test('an fp32 and a bf16 backend taking turns in one thread each keep their own arithmetic', () => {

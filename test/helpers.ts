@@ -128,3 +128,25 @@ export function nchwThroughout<B extends Backend>(native: B): B {
     },
   });
 }
+
+/**
+ * Runs `body` with `watch[name](...args)` called before each call of those methods of `target` (a
+ * real addon's, to count or look at its calls), and puts the methods back after, whatever happens.
+ */
+export function watchingCalls<T extends object, R>(
+  target: T,
+  watch: { [K in keyof T]?: T[K] extends (...a: infer A) => unknown ? (...a: A) => void : never },
+  body: () => R,
+): R {
+  const methods = target as Record<string, (...a: unknown[]) => unknown>;
+  const originals = Object.keys(watch).map((name) => [name, methods[name]!] as const);
+  for (const [name, original] of originals) {
+    const seen = (watch as Record<string, (...a: unknown[]) => void>)[name]!;
+    methods[name] = (...a) => (seen(...a), original.apply(target, a));
+  }
+  try {
+    return body();
+  } finally {
+    for (const [name, original] of originals) methods[name] = original;
+  }
+}

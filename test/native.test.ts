@@ -14,7 +14,7 @@ import { type ConvAlgorithm, createNativeBackend, winogradTile } from '../src/ba
 import { LARGE_ARRAY_FLOATS, newHostArray, setLargeArrayHook } from '../src/tensor/host-pool.js';
 import { NCHW16C, toChannelBlocked } from '../src/tensor/channel-blocked.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { CLI, TINY, assertClose, randomTensor } from './helpers.js';
+import { CLI, TINY, assertClose, randomTensor, watchingCalls } from './helpers.js';
 
 const loops = getBackend('loops');
 
@@ -769,28 +769,24 @@ test("a weight array's first Winograd transform goes into one shared scratch buf
   const p = { pad: 1, stride: 1 };
   const pass = () => backend.conv2d(backend.conv2d(x, w1, b1, p, true), w2, b2, p);
   const calls = { transforms: 0, buffers: 0, released: 0 };
-  const spied = { winogradWeights: raw.winogradWeights, hugeBuffer: raw.hugeBuffer, releaseHugeBuffer: raw.releaseHugeBuffer };
-  const count = (k: keyof typeof calls, f: (...a: never[]) => unknown) => (...a: never[]) => (calls[k]++, f.apply(raw, a));
-  Object.assign(raw, { winogradWeights: count('transforms', spied.winogradWeights), hugeBuffer: count('buffers', spied.hugeBuffer), releaseHugeBuffer: count('released', spied.releaseHugeBuffer) });
-  try {
-    const seen: (typeof calls)[] = [];
-    const outputs = [0, 1, 2].map(() => {
+  const seen: (typeof calls)[] = [];
+  const counted = { winogradWeights: () => calls.transforms++, hugeBuffer: () => calls.buffers++, releaseHugeBuffer: () => calls.released++ };
+  const outputs = watchingCalls(raw, counted, () =>
+    [0, 1, 2].map(() => {
       const y = pass().data.slice();
       seen.push({ ...calls });
       return y;
-    });
-    // Pass 1: both into the scratch, grown once for the second layer (the smaller one given back).
-    // Pass 2: the scratch given back, both kept. Pass 3: nothing to transform.
-    assert.deepEqual(seen, [
-      { transforms: 2, buffers: 2, released: 1 },
-      { transforms: 4, buffers: 4, released: 2 },
-      { transforms: 4, buffers: 4, released: 2 },
-    ]);
-    assert.deepEqual(outputs[1], outputs[0]);
-    assert.deepEqual(outputs[2], outputs[0]);
-  } finally {
-    Object.assign(raw, spied);
-  }
+    }),
+  );
+  // Pass 1: both into the scratch, grown once for the second layer (the smaller one given back).
+  // Pass 2: the scratch given back, both kept. Pass 3: nothing to transform.
+  assert.deepEqual(seen, [
+    { transforms: 2, buffers: 2, released: 1 },
+    { transforms: 4, buffers: 4, released: 2 },
+    { transforms: 4, buffers: 4, released: 2 },
+  ]);
+  assert.deepEqual(outputs[1], outputs[0]);
+  assert.deepEqual(outputs[2], outputs[0]);
   const expected = loops.conv2d(loops.conv2d(x, w1, b1, p, true), w2, b2, p);
   assertClose(pass(), expected, 1e-4, "the two layers against loops");
 });
